@@ -1,0 +1,45 @@
+"""ostrack_jax: OSTrack, the one-stream ViT visual object tracker, in JAX/Flax.
+
+Public API (imported lazily: ``import ostrack_jax`` loads no JAX, parses no flags and reads
+no files until a name is used):
+
+* ``get_config(name)``: a preset ConfigDict (``ostrack_jax.configs.PRESETS``).
+* ``build_model(config)``: the Flax (Linen) ``OSTrack`` module.
+* ``init_variables(config, seed=0)``: freshly initialised variables.
+* ``load_torch_checkpoint(path, config)``: Flax variables from a released OSTrack checkpoint
+  or a timm/MAE ViT checkpoint (needs torch).
+* ``save_variables(path, variables, config)`` / ``load_variables(path, config)``: our own
+  torch-free checkpoint format.
+* ``load_checkpoint(path, config)``: either of the above, chosen by the file.
+* ``make_forward(config, variables)``: a jitted ``fn(template, search, keep_ratio=None)``.
+* ``Tracker``: ``Tracker.from_checkpoint(path, config)``, ``initialize``, ``track``.
+"""
+
+import importlib
+
+__version__ = '0.1.0'
+
+_LAZY = {
+    'get_config': 'ostrack_jax.configs',
+    'PRESETS': 'ostrack_jax.configs',
+    'build_model': 'ostrack_jax.models.ostrack',
+    'init_variables': 'ostrack_jax.models.ostrack',
+    'make_forward': 'ostrack_jax.models.ostrack',
+    'load_torch_checkpoint': 'ostrack_jax.convert',
+    'save_variables': 'ostrack_jax.checkpoint_io',
+    'load_variables': 'ostrack_jax.checkpoint_io',
+    'load_checkpoint': 'ostrack_jax.checkpoint_io',
+    'Tracker': 'ostrack_jax.tracking.tracker',
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_LAZY))

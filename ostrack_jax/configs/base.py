@@ -1,0 +1,103 @@
+"""The full configuration tree shared by every preset.
+
+A config is an ``ml_collections.ConfigDict`` with four sections:
+
+* ``model``: the network (ViT backbone with candidate elimination, center head).
+* ``tracker``: inference-time crop factors.
+* ``data``: training data sources, sampling and augmentation.
+* ``train``: optimisation, schedules, checkpointing and logging.
+
+Presets (``ostrack_jax.configs.PRESETS``) start from :func:`base_config` and change a few
+fields. The returned dict is locked: assigning a key that does not exist raises, so a typo in
+an override (``--config.train.lrr=1e-3``) fails at once instead of being ignored.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """OSTrack-256 with candidate elimination, trained on the four datasets (300 epochs)."""
+  c = ml_collections.ConfigDict()
+  c.name = 'ostrack_256_ce'
+
+  # ---------------------------------------------------------------------------- model
+  c.model = ml_collections.ConfigDict()
+  c.model.template_size = 128  # pixels (square); template grid = template_size // patch_size
+  c.model.search_size = 256  # pixels (square); search grid = search_size // patch_size
+  c.model.patch_size = 16
+  c.model.embed_dim = 768
+  c.model.depth = 12
+  c.model.num_heads = 12
+  c.model.mlp_dim = 3072
+  # Candidate elimination: 0-based block indices and the keep ratio of each. Empty = no CE.
+  c.model.ce_loc = (3, 6, 9)
+  c.model.ce_keep_ratio = (0.7, 0.7, 0.7)
+  # Which template rows score the search tokens: 'ALL', 'CTR_POINT' or 'CTR_REC'.
+  c.model.ce_template_range = 'CTR_POINT'
+  c.model.head_channels = 256  # center head widths: C, C/2, C/4, C/8
+  c.model.drop_path_rate = 0.1  # stochastic depth, training only
+  # Compute dtype of the forward pass ('float32' or 'bfloat16'); parameters stay float32.
+  c.model.dtype = 'float32'
+
+  # ---------------------------------------------------------------------------- tracker
+  c.tracker = ml_collections.ConfigDict()
+  c.tracker.template_factor = 2.0  # template crop side = factor * sqrt(w * h)
+  c.tracker.search_factor = 4.0  # search crop side = factor * sqrt(w * h)
+
+  # ---------------------------------------------------------------------------- data
+  c.data = ml_collections.ConfigDict()
+  # Training sources and their sampling ratios. Names: got10k_train_full, got10k_vottrain,
+  # got10k_votval, got10k_val, lasot, trackingnet, coco, folder, synthetic.
+  c.data.train_datasets = ('lasot', 'got10k_vottrain', 'coco', 'trackingnet')
+  c.data.train_ratios = (1.0, 1.0, 1.0, 1.0)
+  c.data.val_datasets = ('got10k_votval',)
+  c.data.val_ratios = (1.0,)
+  # Dataset roots (native layouts). Empty = not configured; set on the command line, e.g.
+  # --config.data.roots.got10k=/datasets/GOT-10k
+  c.data.roots = ml_collections.ConfigDict()
+  c.data.roots.got10k = ''
+  c.data.roots.lasot = ''
+  c.data.roots.trackingnet = ''
+  c.data.roots.coco = ''
+  c.data.roots.folder = ''
+  c.data.roots.synthetic = ''
+  c.data.packed = False  # read the ArrayRecord packs written by `python -m ostrack_jax.data.pack`
+  c.data.samples_per_epoch = 60000
+  c.data.val_samples_per_epoch = 10000
+  c.data.max_sample_interval = 200
+  c.data.template_factor = 2.0
+  c.data.search_factor = 4.0
+  c.data.template_center_jitter = 0.0
+  c.data.template_scale_jitter = 0.0
+  c.data.search_center_jitter = 3.0
+  c.data.search_scale_jitter = 0.25
+  c.data.grayscale_probability = 0.05
+  c.data.num_workers = 8  # grain worker processes per host (0 = in the main process)
+  c.data.seed = 42
+
+  # ---------------------------------------------------------------------------- train
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32  # per device; the global batch is batch_size * device count
+  c.train.epochs = 300
+  c.train.lr = 4e-4
+  c.train.weight_decay = 1e-4
+  c.train.backbone_lr_multiplier = 0.1
+  c.train.lr_drop_epoch = 240
+  c.train.lr_drop_factor = 0.1
+  c.train.grad_clip_norm = 0.1
+  c.train.giou_weight = 2.0
+  c.train.l1_weight = 5.0
+  c.train.focal_weight = 1.0
+  c.train.ce_start_epoch = 20
+  c.train.ce_warm_epoch = 80
+  c.train.pretrained = ''  # MAE / timm ViT checkpoint (.pth) or an OSTrack checkpoint
+  c.train.mixed_precision = False  # bfloat16 compute, float32 parameters and optimizer
+  c.train.seed = 42
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 1000
+  c.train.keep_checkpoints = 3
+  c.train.val_every_epochs = 20
+  c.train.max_bad_steps = 10  # isolated non-finite steps skipped before stopping
+
+  c.lock()
+  return c
