@@ -1,0 +1,165 @@
+"""OSTrack = one-stream ViT backbone + center head; model construction and the jitted forward.
+
+Conventions: images are NHWC float32, ImageNet-normalized; ``pred_boxes`` are cxcywh normalized
+to the search crop; token indices are row-major on the search grid.
+"""
+
+import functools
+from typing import Any, Callable, Dict, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ostrack_jax.models.head import CenterHead, decode_box
+from ostrack_jax.models.vit import OneStreamViT
+
+Variables = Dict[str, Any]
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class OSTrack(nn.Module):
+  """The full network. Attributes mirror ``config.model``."""
+  template_size: int = 128
+  search_size: int = 256
+  patch_size: int = 16
+  embed_dim: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  mlp_dim: int = 3072
+  ce_loc: tuple = (3, 6, 9)
+  ce_keep_ratio: tuple = (0.7, 0.7, 0.7)
+  ce_template_range: str = 'CTR_POINT'
+  head_channels: int = 256
+  drop_path_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @property
+  def feat_size(self) -> int:
+    return self.search_size // self.patch_size
+
+  @nn.compact
+  def __call__(self, template, search, keep_ratio: Optional[float] = None, train: bool = False):
+    """Forward pass.
+
+    Args:
+      template: (B, template_size, template_size, 3) float, normalized NHWC.
+      search: (B, search_size, search_size, 3) float, normalized NHWC.
+      keep_ratio: static Python float overriding every CE ratio (1.0 = no elimination), or
+        None for the configured ratios.
+      train: stochastic depth and BatchNorm batch statistics (needs rng 'drop_path' and
+        ``mutable=['batch_stats']``).
+
+    Returns:
+      dict: score_map (B,F,F,1), size_map (B,F,F,2), offset_map (B,F,F,2),
+      pred_boxes (B,4) cxcywh normalized, backbone_feat (B,Lz+Lx,C) float32,
+      kept_indexes (B,n_kept) int32, removed_indexes list of (B,n_i) int32.
+    """
+    backbone = OneStreamViT(
+        template_size=self.template_size, search_size=self.search_size,
+        patch_size=self.patch_size, embed_dim=self.embed_dim, depth=self.depth,
+        num_heads=self.num_heads, mlp_dim=self.mlp_dim, ce_loc=tuple(self.ce_loc),
+        ce_keep_ratio=tuple(self.ce_keep_ratio), ce_template_range=self.ce_template_range,
+        drop_path_rate=self.drop_path_rate, dtype=self.dtype, name='backbone')
+    feat, kept, removed = backbone(template.astype(self.dtype), search.astype(self.dtype),
+                                   keep_ratio=keep_ratio, train=train)
+    f = self.feat_size
+    search_map = feat[:, -f * f:].reshape(feat.shape[0], f, f, feat.shape[-1])
+    maps = CenterHead(self.head_channels, dtype=self.dtype, name='box_head')(search_map, train)
+    maps['pred_boxes'] = decode_box(maps['score_map'], maps['size_map'], maps['offset_map'])
+    maps['backbone_feat'] = feat.astype(jnp.float32)
+    maps['kept_indexes'] = kept
+    maps['removed_indexes'] = removed
+    return maps
+
+
+def build_model(config: ml_collections.ConfigDict) -> OSTrack:
+  """The Flax module for ``config.model`` (a full config or its ``model`` section)."""
+  m = config.model if 'model' in config else config
+  if m.dtype not in _DTYPES:
+    raise ValueError(f'config.model.dtype must be one of {sorted(_DTYPES)}, got {m.dtype!r}')
+  for field in ('template_size', 'search_size'):
+    if m[field] % m.patch_size:
+      raise ValueError(f'config.model.{field}={m[field]} is not a multiple of patch_size={m.patch_size}')
+  if m.embed_dim % m.num_heads:
+    raise ValueError(f'config.model.embed_dim={m.embed_dim} is not divisible by num_heads={m.num_heads}')
+  return OSTrack(
+      template_size=m.template_size, search_size=m.search_size, patch_size=m.patch_size,
+      embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
+      ce_loc=tuple(m.ce_loc), ce_keep_ratio=tuple(float(r) for r in m.ce_keep_ratio),
+      ce_template_range=m.ce_template_range, head_channels=m.head_channels,
+      drop_path_rate=float(m.drop_path_rate), dtype=_DTYPES[m.dtype])
+
+
+def input_shapes(config: ml_collections.ConfigDict, batch: int = 1):
+  """(template shape, search shape), NHWC."""
+  m = config.model
+  return ((batch, m.template_size, m.template_size, 3), (batch, m.search_size, m.search_size, 3))
+
+
+def init_variables(config: ml_collections.ConfigDict, seed: int = 0) -> Variables:
+  """Freshly initialised variables {'params', 'batch_stats'} (computed shapes only, no data)."""
+  model = build_model(config)
+  t_shape, s_shape = input_shapes(config)
+  init = jax.jit(functools.partial(model.init, train=False))
+  return init(jax.random.PRNGKey(seed), jnp.zeros(t_shape, jnp.float32), jnp.zeros(s_shape, jnp.float32))
+
+
+def abstract_variables(config: ml_collections.ConfigDict) -> Variables:
+  """Shapes and dtypes of the variables (jax.ShapeDtypeStruct leaves), without computing them."""
+  model = build_model(config)
+  t_shape, s_shape = input_shapes(config)
+  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                        jax.ShapeDtypeStruct(t_shape, jnp.float32), jax.ShapeDtypeStruct(s_shape, jnp.float32))
+
+
+def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
+  """Raises ValueError naming the argument when an input has the wrong shape, layout or dtype."""
+  m = config.model
+  for name, x, size in (('template', template, m.template_size), ('search', search, m.search_size)):
+    shape = tuple(getattr(x, 'shape', ()))
+    dtype = getattr(x, 'dtype', None)
+    if len(shape) != 4:
+      raise ValueError(f'{name} must be a (B, {size}, {size}, 3) NHWC batch, got shape {shape}')
+    if shape[1:] != (size, size, 3):
+      hint = ' (it looks NCHW: transpose to NHWC)' if shape[1] == 3 and shape[2:] == (size, size) else ''
+      raise ValueError(f'{name} must have shape (B, {size}, {size}, 3) for preset {config.name!r}, '
+                       f'got {shape}{hint}')
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f'{name} must be a float array normalized with the ImageNet mean/std, got dtype '
+                       f'{dtype} (convert uint8 images with ostrack_jax.tracking.preprocess or '
+                       '(x / 255 - mean) / std)')
+  if template.shape[0] != search.shape[0]:
+    raise ValueError(f'template and search batch sizes differ: {template.shape[0]} vs {search.shape[0]}')
+
+
+def make_forward(config: ml_collections.ConfigDict, variables: Variables
+                 ) -> Callable[..., Dict[str, Any]]:
+  """A jitted inference forward bound to ``variables``.
+
+  Returns ``fn(template, search, keep_ratio=None) -> dict`` (see ``OSTrack.__call__``). Inputs are
+  validated on the host; one program is compiled per (batch size, keep_ratio).
+  """
+  model = build_model(config)
+  variables = jax.device_put(variables)
+
+  @functools.partial(jax.jit, static_argnames='keep_ratio')
+  def _forward(variables, template, search, keep_ratio=None):
+    return model.apply(variables, template, search, keep_ratio=keep_ratio, train=False)
+
+  def forward(template, search, keep_ratio: Optional[float] = None):
+    check_inputs(config, template, search)
+    if keep_ratio is not None:
+      keep_ratio = float(keep_ratio)
+      if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f'keep_ratio must be in (0, 1], got {keep_ratio}')
+    return _forward(variables, template, search, keep_ratio=keep_ratio)
+
+  return forward
+
+
+def count_params(variables: Variables) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(variables.get('params', variables))))
