@@ -1,0 +1,137 @@
+"""Result files in the layouts the official toolkits and servers expect (NumPy only).
+
+Boxes are xywh in image pixels, one line per frame including the initial box, written as
+floats (``%.4f``; never truncated to integers as the original does). Every file is written
+atomically (a temporary file in the same folder, then ``os.replace``), and a sequence's box
+file is written last, so its existence means the sequence is finished: a killed run loses at
+most the sequence it was on.
+
+Layouts (``out`` = the results folder):
+
+* ``got10k``: ``out/<seq>/<seq>_001.txt`` (``x,y,w,h``) and ``out/<seq>/<seq>_time.txt``
+  (seconds per frame, ``%.8f``), as the GOT-10k toolkit writes them; :meth:`make_zip` packs
+  the sequence folders into ``out/submission.zip`` ready for upload (test split).
+* ``trackingnet``: ``out/<seq>.txt`` (``x,y,w,h``) and ``out/<seq>_time.txt``;
+  :meth:`make_zip` packs only the ``<seq>.txt`` files.
+* ``lasot``, ``otb``, ``folder``: ``out/<seq>.txt`` and ``out/<seq>_time.txt``.
+"""
+
+import os
+import pathlib
+import tempfile
+import zipfile
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
+
+
+def layout_for_dataset(dataset: str) -> str:
+  """The result layout of an eval.py dataset name."""
+  if dataset.startswith('got10k'):
+    return 'got10k'
+  if dataset in LAYOUTS:
+    return dataset
+  raise ValueError(f'no result layout for dataset {dataset!r}')
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> None:
+  """Writes ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def format_boxes(boxes_xywh: np.ndarray, sep: str = ',') -> str:
+  boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+  return ''.join(sep.join(f'{v:.4f}' for v in row) + '\n' for row in boxes)
+
+
+def format_times(times_s: Sequence[float]) -> str:
+  return ''.join(f'{float(t):.8f}\n' for t in times_s)
+
+
+def read_result_boxes(path: os.PathLike) -> np.ndarray:
+  """(N, 4) float64 boxes from a result file (comma, tab or space separated)."""
+  from ostrack_jax.tracking.datasets import read_boxes  # pylint: disable=g-import-not-at-top
+  return read_boxes(path)
+
+
+class ResultWriter:
+  """Writes, finds and reads back the results of one tracker on one benchmark."""
+
+  def __init__(self, out_dir: os.PathLike, layout: str):
+    if layout not in LAYOUTS:
+      raise ValueError(f'unknown result layout {layout!r}; known: {", ".join(LAYOUTS)}')
+    self.out_dir = pathlib.Path(out_dir)
+    self.layout = layout
+
+  def paths(self, name: str) -> Tuple[pathlib.Path, pathlib.Path]:
+    """(box file, time file) of sequence ``name``."""
+    if self.layout == 'got10k':
+      d = self.out_dir / name
+      return d / f'{name}_001.txt', d / f'{name}_time.txt'
+    return self.out_dir / f'{name}.txt', self.out_dir / f'{name}_time.txt'
+
+  def is_done(self, name: str) -> bool:
+    return self.paths(name)[0].is_file()
+
+  def write(self, name: str, boxes_xywh: np.ndarray, times_s: Sequence[float]) -> None:
+    """Writes one finished sequence (time file first, box file last)."""
+    boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    if len(times_s) != len(boxes):
+      raise ValueError(f'{name}: {len(boxes)} boxes but {len(times_s)} frame times')
+    box_path, time_path = self.paths(name)
+    atomic_write_text(time_path, format_times(times_s))
+    atomic_write_text(box_path, format_boxes(boxes))
+
+  def read(self, name: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(boxes (N, 4), times (N,) or None) of a finished sequence."""
+    box_path, time_path = self.paths(name)
+    boxes = read_result_boxes(box_path)
+    times = None
+    if time_path.is_file():
+      times = np.loadtxt(time_path, dtype=np.float64, ndmin=1)
+    return boxes, times
+
+  def make_zip(self, names: Sequence[str], zip_path: Optional[os.PathLike] = None
+               ) -> pathlib.Path:
+    """Packs the results of ``names`` for upload (GOT-10k test server, TrackingNet eval.ai).
+
+    GOT-10k: ``<seq>/<seq>_001.txt`` and ``<seq>/<seq>_time.txt`` at the zip root.
+    TrackingNet: ``<seq>.txt`` at the zip root. Others: the box and time files.
+    The raw files are kept. Returns the zip path (default ``out/submission.zip``).
+    """
+    zip_path = pathlib.Path(zip_path) if zip_path else self.out_dir / 'submission.zip'
+    members: List[Tuple[pathlib.Path, str]] = []
+    for name in names:
+      box_path, time_path = self.paths(name)
+      if not box_path.is_file():
+        raise FileNotFoundError(f'{name}: no result file {box_path}')
+      members.append((box_path, box_path.relative_to(self.out_dir).as_posix()))
+      if self.layout != 'trackingnet' and time_path.is_file():
+        members.append((time_path, time_path.relative_to(self.out_dir).as_posix()))
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{zip_path.name}.', suffix='.tmp', dir=zip_path.parent)
+    os.close(fd)
+    try:
+      with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as zf:
+        for src, arc in members:
+          zf.write(src, arc)
+      os.replace(tmp, zip_path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+      raise
+    return zip_path
