@@ -1,0 +1,685 @@
+#!/usr/bin/env python3
+"""Run the ORIGINAL PyTorch OSTrack (botaoye/OSTrack) for side-by-side timing and references.
+
+Optional. Nothing in ostrack_jax needs it; the speed benchmarks use it only when given the path
+of a user's checkout of the original repository (`git clone https://github.com/botaoye/OSTrack`,
+commit 33b5e12 was used for our numbers). The original's code is imported from that path, never
+copied. It needs, in the Python that runs this file: torch (CPU is fine), timm==0.5.4, numpy,
+opencv-python-headless, easydict, pyyaml, pillow. torchvision is optional: when it cannot be
+imported (there is no CPU build of it for every torch), a minimal in-memory stand-in is
+registered with the two things the model and losses use (`ops.boxes.box_area` and names that
+timm imports but never calls here). See benchmarks/README.md for a ready-made virtual env.
+
+Library use (inside a Python that has the packages above):
+
+  from benchmarks import torch_original as orig
+  model, forward = orig.build_original(ostrack_repo, 'ostrack_256_ce', checkpoint=None)
+  out = forward(template_nchw, search_nchw)          # dict of numpy arrays
+  stats = orig.time_original(ostrack_repo, 'ostrack_256_ce', batch=1)   # {'median_ms', ...}
+  stats = orig.time_train_step_original(ostrack_repo, 'ostrack_256_ce', batch=2)
+
+From another interpreter (e.g. the JAX venv, which has no timm 0.5.4), run the CLI in the
+reference venv and read its JSON:
+
+  stats = orig.run_cli(python='/path/to/refvenv/bin/python', ostrack_repo=..., args=[
+      'forward', '--preset', 'ostrack_256_ce', '--batch', '1'])
+
+CLI:
+  python benchmarks/torch_original.py --ostrack-repo DIR forward --preset ostrack_256_ce
+  python benchmarks/torch_original.py --ostrack-repo DIR train-step --batch 2
+  python benchmarks/torch_original.py --ostrack-repo DIR track --frames-dir DIR
+  python benchmarks/torch_original.py --ostrack-repo DIR vitb-reference --out tests/fixtures/vitb
+Each prints one JSON object on the last line of stdout.
+
+Inputs are NCHW float32 (ImageNet-normalized), as the original takes them; outputs are the
+original's (score_map (B,1,F,F), size_map / offset_map (B,2,F,F), pred_boxes (B,1,4) cxcywh
+normalized to the search crop).
+"""
+
+import argparse
+import contextlib
+import copy
+import importlib
+import json
+import math
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+import types
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# Our preset name -> the original's experiment file (experiments/ostrack/<name>.yaml).
+PRESET_TO_YAML = {
+    'ostrack_256_ce': 'vitb_256_mae_ce_32x4_ep300',
+    'ostrack_256': 'vitb_256_mae_32x4_ep300',
+    'ostrack_384_ce': 'vitb_384_mae_ce_32x4_ep300',
+    'ostrack_384': 'vitb_384_mae_32x4_ep300',
+    'ostrack_256_ce_got10k': 'vitb_256_mae_ce_32x4_got10k_ep100',
+    'ostrack_384_ce_got10k': 'vitb_384_mae_ce_32x4_got10k_ep100',
+}
+
+_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------
+# Importing the original
+
+
+def _placeholder_module(name: str, attrs: dict[str, Any] | None = None,
+                        missing: Sequence[str] = ()) -> types.ModuleType:
+  """A module whose unknown attributes are inert placeholder classes (never called here)."""
+  module = types.ModuleType(name)
+  module.__dict__.update(attrs or {})
+  module.__path__ = []  # a package, so that submodules can be registered under it
+
+  def __getattr__(attr):  # pylint: disable=invalid-name
+    if attr.startswith('__') or attr in missing:
+      raise AttributeError(attr)
+    placeholder = type(attr, (), {
+        '__init__': lambda self, *a, **k: None,
+        '__call__': lambda self, *a, **k: (_ for _ in ()).throw(
+            NotImplementedError(f'{name}.{attr} is a stand-in (no torchvision here)')),
+    })
+    setattr(module, attr, placeholder)
+    return placeholder
+
+  module.__getattr__ = __getattr__
+  return module
+
+
+def _install_torchvision_standin() -> bool:
+  """Registers a minimal `torchvision` if the real one cannot be imported. Returns True if so."""
+  try:
+    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+    return False
+  except Exception:  # pylint: disable=broad-except
+    for key in [k for k in sys.modules if k == 'torchvision' or k.startswith('torchvision.')]:
+      del sys.modules[key]
+  import torch  # pylint: disable=g-import-not-at-top
+
+  def box_area(boxes):
+    """Area of (N, 4) x1y1x2y2 boxes (torchvision.ops.boxes.box_area semantics)."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+  modules = {
+      'torchvision': _placeholder_module('torchvision', {'__version__': '0.0.0+standin'}),
+      'torchvision.ops': _placeholder_module('torchvision.ops'),
+      'torchvision.ops.boxes': _placeholder_module('torchvision.ops.boxes', {'box_area': box_area}),
+      'torchvision.ops.misc': _placeholder_module('torchvision.ops.misc'),
+      'torchvision.transforms': _placeholder_module('torchvision.transforms'),
+      # timm checks for InterpolationMode with a try/except ImportError.
+      'torchvision.transforms.functional': _placeholder_module(
+          'torchvision.transforms.functional', missing=('InterpolationMode',)),
+      'torchvision.datasets': _placeholder_module('torchvision.datasets'),
+  }
+  modules['torchvision'].ops = modules['torchvision.ops']
+  modules['torchvision'].transforms = modules['torchvision.transforms']
+  modules['torchvision'].datasets = modules['torchvision.datasets']
+  modules['torchvision.ops'].boxes = modules['torchvision.ops.boxes']
+  modules['torchvision.ops'].misc = modules['torchvision.ops.misc']
+  modules['torchvision.transforms'].functional = modules['torchvision.transforms.functional']
+  del torch
+  sys.modules.update(modules)
+  return True
+
+
+def _install_optional_standins(names: Sequence[str]) -> list[str]:
+  """Stand-ins for optional packages the original's tracker imports (visdom, jpeg4py, ...)."""
+  installed = []
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except Exception:  # pylint: disable=broad-except
+      sys.modules[name] = _placeholder_module(name)
+      for sub in ('server',):
+        sys.modules[f'{name}.{sub}'] = _placeholder_module(f'{name}.{sub}')
+      installed.append(name)
+  return installed
+
+
+def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
+  """Puts a checkout of the original on sys.path and imports the modules we drive.
+
+  Raises:
+    FileNotFoundError: if `ostrack_repo` is not a checkout of botaoye/OSTrack.
+    ImportError: naming the missing package (timm==0.5.4, easydict, pyyaml, ...).
+  """
+  repo = pathlib.Path(ostrack_repo).expanduser().resolve()
+  marker = repo / 'lib' / 'models' / 'ostrack' / 'ostrack.py'
+  if not marker.is_file():
+    raise FileNotFoundError(
+        f'--ostrack-repo {str(ostrack_repo)!r}: no lib/models/ostrack/ostrack.py there; expected a '
+        'checkout of https://github.com/botaoye/OSTrack')
+  for package in ('torch', 'easydict', 'yaml', 'cv2'):
+    try:
+      importlib.import_module(package)
+    except ImportError as e:
+      raise ImportError(f'the original OSTrack needs the package {package!r}: {e}') from e
+  standin = _install_torchvision_standin()
+  try:
+    import timm  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(f'the original OSTrack needs timm==0.5.4 (pip install timm==0.5.4 '
+                      f'--no-deps): {e}') from e
+  if str(repo) not in sys.path:
+    sys.path.insert(0, str(repo))
+  ns = types.SimpleNamespace(repo=repo, torchvision_standin=standin, timm_version=timm.__version__)
+  ns.config = importlib.import_module('lib.config.ostrack.config')
+  ns.ostrack = importlib.import_module('lib.models.ostrack.ostrack')
+  ns.ce_utils = importlib.import_module('lib.utils.ce_utils')
+  return ns
+
+
+def load_original_config(orig: types.SimpleNamespace, preset_name: str):
+  """The original's EasyDict config for one of our preset names (fresh copy, never shared)."""
+  if preset_name not in PRESET_TO_YAML:
+    raise ValueError(f'preset {preset_name!r}: the original has no such experiment; '
+                     f'choose one of {sorted(PRESET_TO_YAML)}')
+  if not hasattr(orig, 'default_cfg'):
+    orig.default_cfg = copy.deepcopy(orig.config.cfg)
+  cfg = copy.deepcopy(orig.default_cfg)
+  yaml_file = orig.repo / 'experiments' / 'ostrack' / f'{PRESET_TO_YAML[preset_name]}.yaml'
+  orig.config.update_config_from_file(str(yaml_file), base_cfg=cfg)
+  return cfg
+
+
+def _set_threads(threads: int | None) -> int:
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = threads or len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  return threads
+
+
+def _load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+  """Reads a released-layout checkpoint safely (weights_only=True; never full unpickling)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  ckpt = torch.load(str(path), map_location='cpu', weights_only=True)
+  if not isinstance(ckpt, dict) or 'net' not in ckpt:
+    raise ValueError(f'checkpoint {str(path)!r}: expected {{"net": state_dict}} (released layout)')
+  return ckpt['net']
+
+
+def template_mask(orig, cfg, batch: int):
+  """The original's CE template mask (CTR_POINT etc.) for `batch` samples, or None."""
+  import torch  # pylint: disable=g-import-not-at-top
+  if not cfg.MODEL.BACKBONE.CE_LOC:
+    return None
+  # CTR_POINT / CTR_REC / ALL do not look at the box; a centred box for GT_BOX.
+  box = torch.tensor([[0.25, 0.25, 0.5, 0.5]]).repeat(batch, 1)
+  return orig.ce_utils.generate_mask_cond(cfg, batch, torch.device('cpu'), box)
+
+
+def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
+                   checkpoint: str | os.PathLike | dict[str, Any] | None = None,
+                   seed: int = 0, training: bool = False
+                   ) -> tuple[Any, Callable[..., dict[str, Any]]]:
+  """Builds the original model for one of our preset names, in eval mode, float32, CPU.
+
+  Args:
+    ostrack_repo: checkout of botaoye/OSTrack.
+    preset_name: a key of PRESET_TO_YAML.
+    checkpoint: None (the original's own random init, seeded with `seed`), a path of a
+      released-layout `.pth.tar` ({'net': state_dict}, read with weights_only=True), or a
+      state dict (key -> tensor or numpy array). Loaded with strict=True.
+    training: build as for training (drop path 0.1 active in train mode); no pretrained file
+      is ever read.
+
+  Returns:
+    (model, forward): `forward(template, search, keep_rate=None, return_last_attn=False)` takes
+    NCHW float32 arrays or tensors (ImageNet-normalized), runs under torch.no_grad with the
+    original's CE template mask for the preset, and returns the original's output dict with
+    tensors converted to numpy (lists kept as lists).
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  orig = import_original(ostrack_repo)
+  cfg = load_original_config(orig, preset_name)
+  cfg.MODEL.PRETRAIN_FILE = ''  # never read a pretrained file
+  torch.manual_seed(seed)
+  model = orig.ostrack.build_ostrack(cfg, training=training)
+  if checkpoint is not None:
+    state = checkpoint if isinstance(checkpoint, dict) else _load_state_dict(checkpoint)
+    state = {k: (torch.from_numpy(np.asarray(v)) if isinstance(v, np.ndarray) else v)
+             for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+  model.eval()
+  model.cfg = cfg
+  model.orig = orig
+
+  def forward(template, search, keep_rate=None, return_last_attn=False):
+    template = torch.as_tensor(np.asarray(template, np.float32))
+    search = torch.as_tensor(np.asarray(search, np.float32))
+    mask = template_mask(orig, cfg, template.shape[0])
+    with torch.no_grad():
+      out = model(template=template, search=search, ce_template_mask=mask,
+                  ce_keep_rate=keep_rate, return_last_attn=return_last_attn)
+    return _to_numpy(out)
+
+  return model, forward
+
+
+def _to_numpy(tree):
+  import torch  # pylint: disable=g-import-not-at-top
+  if isinstance(tree, torch.Tensor):
+    return tree.detach().cpu().numpy()
+  if isinstance(tree, dict):
+    return {k: _to_numpy(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_to_numpy(v) for v in tree]
+  return tree
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append((time.perf_counter() - start) * 1e3)
+  return times
+
+
+def _summary(times_ms: list[float], **extra) -> dict[str, Any]:
+  return dict(extra, median_ms=statistics.median(times_ms), min_ms=min(times_ms),
+              max_ms=max(times_ms), repeats=len(times_ms), times_ms=times_ms)
+
+
+def time_original(ostrack_repo: str | os.PathLike, preset_name: str, batch: int = 1,
+                  repeats: int = 20, warmup: int = 3, threads: int | None = None,
+                  keep_rate: float | None = None, seed: int = 0) -> dict[str, Any]:
+  """Median wall time of the original's eval-mode forward (torch.no_grad, float32, CPU).
+
+  Inputs are random normal NCHW batches of the preset's sizes; the CE template mask is made
+  once outside the timed region, as the original tracker does at initialisation.
+  `keep_rate`: None = the preset's CE ratios; 1.0 = no elimination.
+  Returns {'median_ms', 'min_ms', 'max_ms', 'repeats', 'times_ms', 'threads', 'batch', ...}.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = _set_threads(threads)
+  model, _ = build_original(ostrack_repo, preset_name, seed=seed)
+  cfg = model.cfg
+  rng = np.random.default_rng(seed)
+  t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
+  template = torch.from_numpy(rng.standard_normal((batch, 3, t_size, t_size), np.float32))
+  search = torch.from_numpy(rng.standard_normal((batch, 3, s_size, s_size), np.float32))
+  mask = template_mask(model.orig, cfg, batch)
+
+  def step():
+    with torch.no_grad():
+      return model(template=template, search=search, ce_template_mask=mask, ce_keep_rate=keep_rate)
+
+  times = _timed(step, repeats, warmup)
+  return _summary(times, what='forward', preset=preset_name, batch=batch, threads=threads,
+                  keep_rate=keep_rate, torch_version=torch.__version__)
+
+
+def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str = 'ostrack_256_ce',
+                             batch: int = 2, seed: int = 0, epoch: int = 300
+                             ) -> tuple[Callable[[], dict[str, float]], dict[str, Any]]:
+  """One training iteration of the original: its actor's forward + losses, AdamW step.
+
+  As the original trainer does it: model in train mode (drop path 0.1, BatchNorm batch
+  statistics), `OSTrackActor` (CE template mask, keep rate from `adjust_keep_rate` at `epoch`:
+  300 gives the final 0.7; 20 gives 1.0, i.e. no CE), loss = 2 GIoU + 5 L1 + 1 focal, zero_grad,
+  backward, clip_grad_norm_(0.1), AdamW (lr 4e-4, backbone 4e-5, weight decay 1e-4).
+  Data: random normal template / search images and fixed boxes (xywh normalized), batch `batch`.
+
+  Returns:
+    (step, info): step() runs one iteration and returns the actor's loss status dict.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  orig = import_original(ostrack_repo)
+  actors = importlib.import_module('lib.train.actors')
+  box_ops = importlib.import_module('lib.utils.box_ops')
+  focal = importlib.import_module('lib.utils.focal_loss')
+  model, _ = build_original(ostrack_repo, preset_name, seed=seed, training=True)
+  cfg = model.cfg
+  model.train()
+  objective = {'giou': box_ops.giou_loss, 'l1': torch.nn.functional.l1_loss,
+               'focal': focal.FocalLoss()}
+  loss_weight = {'giou': cfg.TRAIN.GIOU_WEIGHT, 'l1': cfg.TRAIN.L1_WEIGHT, 'focal': 1.0}
+  settings = types.SimpleNamespace(batchsize=batch, num_template=1)
+  actor = actors.OSTrackActor(net=model, objective=objective, loss_weight=loss_weight,
+                              settings=settings, cfg=cfg)
+  param_groups = [
+      {'params': [p for n, p in model.named_parameters() if 'backbone' not in n and p.requires_grad]},
+      {'params': [p for n, p in model.named_parameters() if 'backbone' in n and p.requires_grad],
+       'lr': cfg.TRAIN.LR * cfg.TRAIN.BACKBONE_MULTIPLIER},
+  ]
+  optimizer = torch.optim.AdamW(param_groups, lr=cfg.TRAIN.LR, weight_decay=cfg.TRAIN.WEIGHT_DECAY)
+  rng = np.random.default_rng(seed)
+  t_size, s_size = cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE
+  box = np.array([0.3, 0.35, 0.3, 0.25], np.float32)  # xywh normalized to the crop
+  data = {
+      'template_images': torch.from_numpy(
+          rng.standard_normal((1, batch, 3, t_size, t_size), np.float32)),
+      'search_images': torch.from_numpy(
+          rng.standard_normal((1, batch, 3, s_size, s_size), np.float32)),
+      'template_anno': torch.from_numpy(np.tile(box, (1, batch, 1))),
+      'search_anno': torch.from_numpy(np.tile(box, (1, batch, 1))),
+      'epoch': epoch,
+  }
+  clip = cfg.TRAIN.GRAD_CLIP_NORM
+
+  def step():
+    loss, status = actor(data)
+    optimizer.zero_grad()
+    loss.backward()
+    if clip > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return status
+
+  info = dict(preset=preset_name, batch=batch, epoch=epoch,
+              keep_rate=orig.ce_utils.adjust_keep_rate(
+                  epoch, warmup_epochs=cfg.TRAIN.CE_START_EPOCH,
+                  total_epochs=cfg.TRAIN.CE_START_EPOCH + cfg.TRAIN.CE_WARM_EPOCH,
+                  ITERS_PER_EPOCH=1, base_keep_rate=cfg.MODEL.BACKBONE.CE_KEEP_RATIO[0])
+              if cfg.MODEL.BACKBONE.CE_LOC else None)
+  return step, info
+
+
+def time_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str = 'ostrack_256_ce',
+                             batch: int = 2, repeats: int = 5, warmup: int = 2,
+                             threads: int | None = None, seed: int = 0,
+                             epoch: int = 300) -> dict[str, Any]:
+  """Median wall time of `make_train_step_original`'s step (ms); see there for what it does."""
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = _set_threads(threads)
+  step, info = make_train_step_original(ostrack_repo, preset_name, batch, seed, epoch)
+  last = {}
+
+  def run():
+    last.update(step())
+
+  times = _timed(run, repeats, warmup)
+  return _summary(times, what='train_step', threads=threads, last_status=last,
+                  torch_version=torch.__version__, **info)
+
+
+# --------------------------------------------------------------------------------------------
+# The original tracker
+
+
+@contextlib.contextmanager
+def _cuda_calls_stay_on_cpu():
+  """The original tracker calls .cuda() on tensors and the network: make those no-ops."""
+  import torch  # pylint: disable=g-import-not-at-top
+  saved = torch.Tensor.cuda, torch.nn.Module.cuda
+  torch.Tensor.cuda = lambda self, *a, **k: self
+  torch.nn.Module.cuda = lambda self, *a, **k: self
+  try:
+    yield
+  finally:
+    torch.Tensor.cuda, torch.nn.Module.cuda = saved
+
+
+def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.ndarray],
+                        init_box_xywh: Sequence[float], preset_name: str = 'ostrack_256_ce',
+                        checkpoint: str | os.PathLike | None = None, threads: int | None = None,
+                        warmup_frames: int = 2, seed: int = 0) -> dict[str, Any]:
+  """Per-frame wall time of the original tracker's `track()` (RGB uint8 HxWx3 frames).
+
+  The tracker is the unmodified `lib.test.tracker.ostrack.OSTrack`; its `.cuda()` calls are made
+  no-ops for the duration, so it runs on the CPU. `checkpoint`: a released-layout file; None
+  writes the model's own seeded random init to a temporary file (the tracker insists on one).
+  The first `warmup_frames` tracked frames are not counted.
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = _set_threads(threads)
+  orig = import_original(ostrack_repo)
+  standins = _install_optional_standins(['visdom', 'jpeg4py'])
+  cfg = load_original_config(orig, preset_name)
+  cfg.MODEL.PRETRAIN_FILE = ''
+  tracker_mod = importlib.import_module('lib.test.tracker.ostrack')
+  with tempfile.TemporaryDirectory() as tmp:
+    if checkpoint is None:
+      model, _ = build_original(ostrack_repo, preset_name, seed=seed)
+      checkpoint = os.path.join(tmp, 'random_init.pth.tar')
+      torch.save({'net': model.state_dict()}, checkpoint)
+    params = types.SimpleNamespace(
+        cfg=cfg, template_factor=cfg.TEST.TEMPLATE_FACTOR, template_size=cfg.TEST.TEMPLATE_SIZE,
+        search_factor=cfg.TEST.SEARCH_FACTOR, search_size=cfg.TEST.SEARCH_SIZE,
+        checkpoint=str(checkpoint), save_all_boxes=False, debug=0)
+    with _cuda_calls_stay_on_cpu():
+      tracker = tracker_mod.OSTrack(params, 'got10k')
+      start = time.perf_counter()
+      tracker.initialize(frames[0], {'init_bbox': list(map(float, init_box_xywh))})
+      init_ms = (time.perf_counter() - start) * 1e3
+      times, boxes = [], []
+      for frame in frames[1:]:
+        start = time.perf_counter()
+        out = tracker.track(frame)
+        times.append((time.perf_counter() - start) * 1e3)
+        boxes.append(out['target_bbox'])
+  counted = times[warmup_frames:]
+  return _summary(counted, what='track', preset=preset_name, threads=threads, init_ms=init_ms,
+                  frames=len(frames), frame_shape=list(frames[0].shape), standins=standins,
+                  fps=1e3 / statistics.median(counted), last_box=boxes[-1],
+                  torch_version=torch.__version__)
+
+
+def read_frames(frames_dir: str | os.PathLike, limit: int | None = None
+                ) -> tuple[list[np.ndarray], np.ndarray]:
+  """RGB frames (sorted *.jpg / *.png) and groundtruth.txt (xywh) of a GOT-10k-style folder."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(frames_dir)
+  paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
+  if not paths:
+    raise FileNotFoundError(f'--frames-dir {str(frames_dir)!r}: no .jpg/.png frames')
+  gt_path = folder / 'groundtruth.txt'
+  if not gt_path.is_file():
+    raise FileNotFoundError(f'--frames-dir {str(frames_dir)!r}: no groundtruth.txt')
+  gt = np.loadtxt(gt_path, delimiter=',', ndmin=2)
+  paths = paths[:limit] if limit else paths
+  frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+  return frames, gt
+
+
+# --------------------------------------------------------------------------------------------
+# Full-size ViT-B reference outputs for tests/fixtures/vitb
+
+
+def _load_weights_util():
+  sys.path.insert(0, str(_REPO_ROOT / 'tests'))
+  try:
+    return importlib.import_module('weights_util')
+  finally:
+    sys.path.pop(0)
+
+
+def _ce_scores(attn, mask, lens_t: int):
+  """Search-token scores of a CE block (spec 2.4) from its attention (B,H,L,L) and template mask."""
+  a = attn[:, :, :lens_t, lens_t:]
+  if mask is not None:
+    a = a[:, :, np.asarray(mask[0]).astype(bool), :]
+  return a.mean(axis=2).mean(axis=1)
+
+
+def vitb_reference(ostrack_repo: str | os.PathLike, preset_name: str, seed: int = 0,
+                   input_seed: int = 100, batch: int = 1, keep_rate: float | None = None,
+                   feat_rows: int = 16) -> dict[str, np.ndarray]:
+  """The original's outputs for seeded ViT-B weights (tests/weights_util.py) on seeded inputs.
+
+  Inputs: `rng = np.random.default_rng(input_seed)`; template then search, standard normal
+  float32, NCHW. Per CE block the remaining global search indices and the CE margin (gap
+  between the last kept and the first removed score, re-derived in float64 from the block's
+  attention by forward hooks; the original is not modified).
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  weights_util = _load_weights_util()
+  search_size = 384 if '384' in preset_name else 256
+  weights = weights_util.vitb_weights(search_size, seed=seed)
+  model, _ = build_original(ostrack_repo, preset_name, checkpoint=weights)
+  expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+  ours = {k: tuple(v.shape) for k, v in weights.items()}
+  if expected != ours or list(model.state_dict()) != list(weights):
+    raise AssertionError('tests/weights_util.py ViT-B layout differs from the original state dict')
+  cfg = model.cfg
+  rng = np.random.default_rng(input_seed)
+  t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
+  template = rng.standard_normal((batch, 3, t_size, t_size)).astype(np.float32)
+  search = rng.standard_normal((batch, 3, s_size, s_size)).astype(np.float32)
+  mask = template_mask(model.orig, cfg, batch)
+  lens_t = (t_size // 16) ** 2
+
+  captured = {}
+
+  def hook(index):
+    def fn(_, inputs, output):
+      captured[index] = (inputs[2].clone(),
+                         [o.clone() if isinstance(o, torch.Tensor) else o for o in output])
+    return fn
+
+  handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(model.backbone.blocks)]
+  try:
+    with torch.no_grad():
+      out = model(template=torch.from_numpy(template), search=torch.from_numpy(search),
+                  ce_template_mask=mask, ce_keep_rate=keep_rate)
+  finally:
+    for h in handles:
+      h.remove()
+  out = _to_numpy(out)
+  result = {
+      # The inputs are not stored (they regenerate from input_seed); a few values check that.
+      'template_first8': template.reshape(-1)[:8], 'search_first8': search.reshape(-1)[:8],
+      'template_shape': np.array(template.shape), 'search_shape': np.array(search.shape),
+      'input_seed': np.int64(input_seed),
+      'weights_seed': np.int64(seed), 'preset': np.str_(preset_name),
+      'ce_keep_rate': np.float64(np.nan if keep_rate is None else keep_rate),
+      'ce_template_mask': np.zeros((batch, lens_t), bool) if mask is None else mask.numpy(),
+      'score_map': out['score_map'], 'size_map': out['size_map'],
+      'offset_map': out['offset_map'], 'pred_boxes': out['pred_boxes'],
+  }
+  feat = out['backbone_feat']
+  rows = np.unique(np.linspace(0, feat.shape[1] - 1, feat_rows).round().astype(np.int64))
+  result['backbone_feat_rows'] = rows
+  result['backbone_feat_sampled'] = feat[:, rows]
+  result['backbone_feat_abs_sum'] = np.abs(feat.astype(np.float64)).sum(axis=(1, 2))
+  result['backbone_feat_zero_rows'] = (np.abs(feat).sum(-1) == 0)
+  removed = out.get('removed_indexes_s') or []
+  ce_loc = list(cfg.MODEL.BACKBONE.CE_LOC)
+  n_lists = 0
+  for j, r in enumerate(removed):
+    if r is None:
+      continue
+    result[f'removed_indexes_s_{j}'] = np.asarray(r)
+    n_lists += 1
+  result['num_removed_lists'] = np.int64(n_lists)
+  for i, (index_in, (_, _, global_index_s, removed_index_s, attn)) in sorted(captured.items()):
+    if i not in ce_loc:
+      continue
+    result[f'block{i:02d}_global_index_s'] = global_index_s.numpy()
+    if removed_index_s is None:
+      continue
+    lens_s = attn.shape[-1] - lens_t
+    lens_keep = global_index_s.shape[1]
+    scores = _ce_scores(attn.double().numpy(), None if mask is None else mask.numpy(), lens_t)
+    ordered = -np.sort(-scores, axis=1)
+    result[f'block{i:02d}_ce_margin'] = (ordered[:, lens_keep - 1] - ordered[:, lens_keep]
+                                         ).astype(np.float32)
+    result[f'block{i:02d}_ce_lens'] = np.array([lens_s, lens_keep], np.int64)
+    # Consistency of the hook re-derivation: the float64 ranking of the block's attention keeps
+    # the same global indices as the original's float32 sort (unless a margin is ~1e-9).
+    kept_local = np.argsort(-scores, axis=1, kind='stable')[:, :lens_keep]
+    kept_global = np.take_along_axis(index_in.numpy(), kept_local, axis=1)
+    result[f'block{i:02d}_rederived_set_matches'] = np.array(
+        [set(kept_global[b].tolist()) == set(global_index_s.numpy()[b].tolist())
+         for b in range(batch)])
+  return result
+
+
+def write_vitb_references(ostrack_repo: str | os.PathLike, out_dir: str | os.PathLike
+                          ) -> dict[str, Any]:
+  """Writes tests/fixtures/vitb/{vitb256ce,vitb384ce,vitb256ce_keep1.0}_seed0.npz (compressed)."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written = {}
+  for name, preset, keep_rate in (('vitb256ce_seed0', 'ostrack_256_ce', None),
+                                  ('vitb384ce_seed0', 'ostrack_384_ce', None),
+                                  ('vitb256ce_keep1.0_seed0', 'ostrack_256_ce', 1.0)):
+    start = time.perf_counter()
+    ref = vitb_reference(ostrack_repo, preset, keep_rate=keep_rate)
+    path = out_dir / f'{name}.npz'
+    tmp = out_dir / f'.{name}.tmp.npz'
+    np.savez_compressed(tmp, **ref)
+    os.replace(tmp, path)
+    margins = {k: ref[k].tolist() for k in ref if k.endswith('_ce_margin')}
+    written[str(path.name)] = dict(bytes=path.stat().st_size, seconds=time.perf_counter() - start,
+                                   margins=margins,
+                                   pred_boxes=ref['pred_boxes'].reshape(-1).tolist())
+  return written
+
+
+# --------------------------------------------------------------------------------------------
+# Running from another interpreter
+
+
+def run_cli(python: str, ostrack_repo: str | os.PathLike, args: Sequence[str],
+            timeout: float | None = None) -> dict[str, Any]:
+  """Runs this file's CLI with another Python (e.g. the reference venv); returns its JSON.
+
+  Raises:
+    RuntimeError: with the subprocess's stderr tail if it fails.
+  """
+  cmd = [python, str(pathlib.Path(__file__).resolve()), '--ostrack-repo', str(ostrack_repo), *args]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+  if proc.returncode != 0:
+    raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument('--ostrack-repo', required=True, help='checkout of botaoye/OSTrack')
+  ap.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
+  sub = ap.add_subparsers(dest='cmd', required=True)
+  f = sub.add_parser('forward', help='time the eval forward')
+  f.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
+  f.add_argument('--batch', type=int, default=1)
+  f.add_argument('--repeats', type=int, default=20)
+  f.add_argument('--warmup', type=int, default=3)
+  f.add_argument('--keep-rate', type=float, default=None)
+  t = sub.add_parser('train-step', help='time one training iteration')
+  t.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
+  t.add_argument('--batch', type=int, default=2)
+  t.add_argument('--repeats', type=int, default=5)
+  t.add_argument('--warmup', type=int, default=2)
+  t.add_argument('--epoch', type=int, default=300, help='sets the CE keep rate (300: 0.7)')
+  k = sub.add_parser('track', help="time the original tracker's track() per frame")
+  k.add_argument('--frames-dir', required=True, help='folder of frames + groundtruth.txt')
+  k.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
+  k.add_argument('--num-frames', type=int, default=30)
+  k.add_argument('--checkpoint', default=None)
+  r = sub.add_parser('vitb-reference', help='write the ViT-B reference outputs (test fixtures)')
+  r.add_argument('--out', default=str(_REPO_ROOT / 'tests' / 'fixtures' / 'vitb'))
+  a = ap.parse_args(argv)
+  if a.cmd == 'forward':
+    result = time_original(a.ostrack_repo, a.preset, a.batch, a.repeats, a.warmup, a.threads,
+                           a.keep_rate)
+  elif a.cmd == 'train-step':
+    result = time_train_step_original(a.ostrack_repo, a.preset, a.batch, a.repeats, a.warmup,
+                                      a.threads, epoch=a.epoch)
+  elif a.cmd == 'track':
+    frames, gt = read_frames(a.frames_dir, a.num_frames)
+    result = time_track_original(a.ostrack_repo, frames, gt[0], a.preset, a.checkpoint, a.threads)
+  else:
+    _set_threads(a.threads)
+    result = write_vitb_references(a.ostrack_repo, a.out)
+  print(json.dumps(result))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
