@@ -136,37 +136,38 @@ def extract_state_dict(ckpt: Mapping[str, Any], path: str = '<checkpoint>') -> T
 
 
 def bicubic_matrix(in_size: int, out_size: int, a: float = -0.75) -> np.ndarray:
-  """(out_size, in_size) matrix of PyTorch's bicubic interpolation along one axis.
+  """(out_size, in_size) float32 matrix of PyTorch's bicubic interpolation along one axis.
 
   Matches ``F.interpolate(mode='bicubic', align_corners=False, antialias=False)``: Keys' cubic
   convolution with a = -0.75, half-pixel source coordinates ``(i + 0.5) * in / out - 0.5``,
-  border indices clamped, no renormalisation and no antialiasing when downsampling.
+  border indices clamped, no renormalisation and no antialiasing when downsampling. Source
+  coordinates and weights are computed in float32 as PyTorch does on the CPU.
   """
-
-  def cubic(x):
-    x = abs(x)
-    if x <= 1:
-      return ((a + 2) * x - (a + 3)) * x * x + 1
-    if x < 2:
-      return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return 0.0
-
-  mat = np.zeros((out_size, in_size), dtype=np.float64)
-  scale = in_size / out_size
+  f32 = np.float32
+  a = f32(a)
+  near = lambda x: ((a + f32(2)) * x - (a + f32(3))) * x * x + f32(1)  # |x| <= 1
+  far = lambda x: ((a * x - f32(5) * a) * x + f32(8) * a) * x - f32(4) * a  # 1 < |x| < 2
+  mat = np.zeros((out_size, in_size), dtype=np.float32)
+  scale = f32(in_size) / f32(out_size)
   for i in range(out_size):
-    src = (i + 0.5) * scale - 0.5
+    src = scale * (f32(i) + f32(0.5)) - f32(0.5)
     x0 = math.floor(src)
-    t = src - x0
-    for tap, dist in zip(range(x0 - 1, x0 + 3), (t + 1, t, 1 - t, 2 - t)):
-      mat[i, min(max(tap, 0), in_size - 1)] += cubic(dist)
+    t = f32(src - f32(x0))
+    weights = (far(t + f32(1)), near(t), near(f32(1) - t), far(f32(2) - t))
+    for tap, weight in zip(range(x0 - 1, x0 + 3), weights):
+      mat[i, min(max(tap, 0), in_size - 1)] += weight
   return mat
 
 
 def resize_pos_embed_grid(grid: np.ndarray, out_size: int) -> np.ndarray:
-  """Resizes a (H, W, C) position-embedding grid to (out_size, out_size, C), PyTorch bicubic."""
-  mh = bicubic_matrix(grid.shape[0], out_size).astype(np.float32)
-  mw = bicubic_matrix(grid.shape[1], out_size).astype(np.float32)
-  return np.einsum('ih,hwc,jw->ijc', mh, grid.astype(np.float32), mw)
+  """Resizes a (H, W, C) position-embedding grid to (out_size, out_size, C), PyTorch bicubic.
+
+  Interpolates along W first, then H, as PyTorch's kernel does.
+  """
+  mh = bicubic_matrix(grid.shape[0], out_size)
+  mw = bicubic_matrix(grid.shape[1], out_size)
+  rows = np.einsum('jw,hwc->hjc', mw, grid.astype(np.float32))
+  return np.einsum('ih,hjc->ijc', mh, rows)
 
 
 # ----------------------------------------------------------------------------- key mapping
