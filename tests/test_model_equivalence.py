@@ -127,3 +127,21 @@ def test_make_forward_matches_apply_and_keep_ratio_override(tiny, fixtures_dir):
     out = fn(_nchw_to_nhwc(ref['template']), _nchw_to_nhwc(ref['search']), keep_ratio=0.85)
   np.testing.assert_allclose(np.asarray(out['score_map']), _nchw_to_nhwc(ref['score_map']), atol=1e-5, rtol=0)
   assert [r.shape[1] for r in out['removed_indexes']] == [ref[f'removed_indexes_s_{i}'].shape[1] for i in range(3)]
+
+
+def test_init_variables_follow_the_original_init():
+  """timm ViT init (trunc-normal 0.02 Linear, zero biases, unit norms), Xavier head convs."""
+  from ostrack_jax.models.ostrack import abstract_variables, init_variables
+  config = get_config('tiny_256_ce')
+  v = init_variables(config, seed=3)
+  shapes = jax.tree_util.tree_map(lambda x: x.shape, abstract_variables(config))
+  assert jax.tree_util.tree_map(lambda x: x.shape, v) == shapes
+  block = v['params']['backbone']['blocks_4']
+  assert abs(block['mlp']['fc1']['kernel'].std() - 0.02) < 0.002
+  assert not block['mlp']['fc1']['bias'].any() and np.all(block['norm2']['scale'] == 1)
+  kernel = v['params']['box_head']['conv2_size']['conv']['kernel']  # (3, 3, 32, 16)
+  bound = np.sqrt(6.0 / (9 * 32 + 9 * 16))
+  assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
+  assert np.all(v['batch_stats']['box_head']['conv1_ctr']['bn']['var'] == 1)
+  again = init_variables(config, seed=3)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(again)))

@@ -100,12 +100,49 @@ def input_shapes(config: ml_collections.ConfigDict, batch: int = 1):
   return ((batch, m.template_size, m.template_size, 3), (batch, m.search_size, m.search_size, 3))
 
 
+def _init_leaf(path: tuple, shape: tuple, bias_fan_in: int, rng: np.random.Generator) -> np.ndarray:
+  """The original's initialisation of one variable (timm ViT init; OSTrack center head init).
+
+  ``bias_fan_in`` is the fan-in of the layer a conv bias belongs to.
+  """
+  collection, leaf, parent = path[0], path[-1], path[-2]
+  is_conv = path[1] == 'box_head' and parent != 'bn' or parent == 'patch_embed'
+  if collection == 'batch_stats':
+    return np.zeros(shape) if leaf == 'mean' else np.ones(shape)
+  if leaf == 'scale':  # LayerNorm / BatchNorm
+    return np.ones(shape)
+  if leaf == 'kernel' and is_conv:
+    fan_in, fan_out = int(np.prod(shape[:-1])), int(np.prod(shape[:-2])) * shape[-1]
+    # Patch embedding: PyTorch Conv2d default (kaiming_uniform, a=sqrt(5)); head: Xavier-uniform.
+    bound = 1.0 / np.sqrt(fan_in) if parent == 'patch_embed' else np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, shape)
+  if leaf == 'bias' and is_conv:  # PyTorch conv bias default
+    return rng.uniform(-1.0, 1.0, shape) / np.sqrt(bias_fan_in)
+  if leaf == 'kernel' or leaf in ('pos_embed_z', 'pos_embed_x'):  # trunc_normal(std=.02)
+    return np.clip(rng.normal(0.0, 0.02, shape), -2.0, 2.0)
+  return np.zeros(shape)  # Linear / LayerNorm / BatchNorm biases
+
+
 def init_variables(config: ml_collections.ConfigDict, seed: int = 0) -> Variables:
-  """Freshly initialised variables {'params', 'batch_stats'} (computed shapes only, no data)."""
-  model = build_model(config)
-  t_shape, s_shape = input_shapes(config)
-  init = jax.jit(functools.partial(model.init, train=False))
-  return init(jax.random.PRNGKey(seed), jnp.zeros(t_shape, jnp.float32), jnp.zeros(s_shape, jnp.float32))
+  """Freshly initialised variables {'params', 'batch_stats'} as the original initialises them.
+
+  Linear weights and position embeddings ~ trunc_normal(0.02), biases 0, norms 1/0 (timm ViT);
+  head convs Xavier-uniform with PyTorch-default biases, BatchNorm 1/0 (OSTrack's head). Drawn
+  with NumPy from ``seed`` on the host: no compilation (jitting Flax's init costs ~10 s of XLA
+  compile on a CPU), deterministic on every backend.
+  """
+  leaves = sorted(((tuple(k.key for k in kp), leaf) for kp, leaf in
+                   jax.tree_util.tree_leaves_with_path(abstract_variables(config))))
+  kernel_fan_in = {p[:-1]: int(np.prod(leaf.shape[:-1])) for p, leaf in leaves if p[-1] == 'kernel'}
+  rng = np.random.default_rng(seed)
+  out: Dict[str, Any] = {}
+  for path, leaf in leaves:
+    value = _init_leaf(path, tuple(leaf.shape), kernel_fan_in.get(path[:-1], 1), rng)
+    node = out
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = value.astype(leaf.dtype)
+  return out
 
 
 def abstract_variables(config: ml_collections.ConfigDict) -> Variables:

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 LAYER_NORM_EPS = 1e-6
+# timm's ViT init for Linear layers (init_variables draws the same on the host).
+_DENSE_INIT = nn.initializers.normal(0.02)
 
 
 def keep_counts(num_search: int, ce_loc: Sequence[int], ce_keep_ratio: Sequence[float], depth: int,
@@ -84,13 +86,13 @@ class Attention(nn.Module):
     """x: (B, N, C) -> (out (B, N, C), probs (B, heads, N, N) float32)."""
     b, n, c = x.shape
     head_dim = c // self.num_heads
-    qkv = nn.Dense(3 * c, dtype=self.dtype, name='qkv')(x)
+    qkv = nn.Dense(3 * c, dtype=self.dtype, kernel_init=_DENSE_INIT, name='qkv')(x)
     qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
     logits = jnp.einsum('bqhd,bkhd->bhqk', q * jnp.asarray(head_dim**-0.5, q.dtype), k)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v).reshape(b, n, c)
-    return nn.Dense(c, dtype=self.dtype, name='proj')(out), probs
+    return nn.Dense(c, dtype=self.dtype, kernel_init=_DENSE_INIT, name='proj')(out), probs
 
 
 class Mlp(nn.Module):
@@ -100,9 +102,9 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    x = nn.Dense(self.hidden_dim, dtype=self.dtype, name='fc1')(x)
+    x = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=_DENSE_INIT, name='fc1')(x)
     x = nn.gelu(x, approximate=False)  # PyTorch nn.GELU is the exact erf form
-    return nn.Dense(c, dtype=self.dtype, name='fc2')(x)
+    return nn.Dense(c, dtype=self.dtype, kernel_init=_DENSE_INIT, name='fc2')(x)
 
 
 def eliminate_candidates(tokens, probs, global_index, num_template: int, num_keep: int,
