@@ -172,6 +172,19 @@ def _select(seqs: List[Sequence], names: Optional[Seq[str]]) -> List[Sequence]:
   return [by_name[n] for n in names]
 
 
+def _collect(names, load_one, errors: Optional[list]) -> List[Sequence]:
+  """Loads each name; with ``errors`` given, a bad sequence is recorded there and skipped."""
+  out = []
+  for name in names:
+    try:
+      out.append(load_one(name))
+    except DatasetError as e:
+      if errors is None:
+        raise
+      errors.append((name, str(e)))
+  return out
+
+
 def _sequence_names(split_dir: pathlib.Path) -> List[str]:
   list_file = split_dir / 'list.txt'
   if list_file.is_file():
@@ -237,19 +250,21 @@ def _read_resolution(meta: pathlib.Path, name: str) -> Optional[Tuple[int, int]]
 
 
 def load_got10k(root: os.PathLike, split: str = 'val',
-                sequences: Optional[Seq[str]] = None) -> List[Sequence]:
+                sequences: Optional[Seq[str]] = None,
+                errors: Optional[list] = None) -> List[Sequence]:
   """GOT-10k ``val``, ``test`` or ``train`` (also any GOT-10k-layout folder of sequences)."""
   split_dir = _got10k_split_dir(pathlib.Path(root), split)
   if not split_dir.is_dir():
     raise DatasetError(f'GOT-10k folder {split_dir} does not exist')
   names = list(sequences) if sequences else _sequence_names(split_dir)
-  return [load_got10k_sequence(split_dir / n, n) for n in names]
+  return _collect(names, lambda n: load_got10k_sequence(split_dir / n, n), errors)
 
 
 # ------------------------------------------------------------------------------ LaSOT
 
 
-def load_lasot(root: os.PathLike, sequences: Optional[Seq[str]] = None) -> List[Sequence]:
+def load_lasot(root: os.PathLike, sequences: Optional[Seq[str]] = None,
+               errors: Optional[list] = None) -> List[Sequence]:
   """LaSOT (the 280 test sequences of ``testing_set.txt`` when it exists, else all)."""
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -262,8 +277,7 @@ def load_lasot(root: os.PathLike, sequences: Optional[Seq[str]] = None) -> List[
   else:
     names = sorted(s.name for c in root.iterdir() if c.is_dir() for s in c.iterdir()
                    if s.is_dir() and (s / 'groundtruth.txt').is_file())
-  out = []
-  for name in names:
+  def load_one(name):
     cls = name.rsplit('-', 1)[0]
     seq_dir = root / cls / name
     if not seq_dir.is_dir():
@@ -281,15 +295,16 @@ def load_lasot(root: os.PathLike, sequences: Optional[Seq[str]] = None) -> List[
           raise DatasetError(f'sequence {name!r}: {len(flags)} flags in {p} for '
                              f'{len(frames)} frames')
         visible &= flags == 0
-    out.append(Sequence(name, frames, gt, visible=visible, dataset='lasot'))
-  return out
+    return Sequence(name, frames, gt, visible=visible, dataset='lasot')
+  return _collect(names, load_one, errors)
 
 
 # ------------------------------------------------------------------------------ TrackingNet
 
 
 def load_trackingnet(root: os.PathLike, split: str = 'TEST',
-                     sequences: Optional[Seq[str]] = None) -> List[Sequence]:
+                     sequences: Optional[Seq[str]] = None,
+                     errors: Optional[list] = None) -> List[Sequence]:
   """TrackingNet ``TEST`` (first box only) or a ``TRAIN_<k>`` chunk (full annotations)."""
   root = pathlib.Path(root)
   split_dir = root / split if (root / split).is_dir() else root
@@ -298,14 +313,13 @@ def load_trackingnet(root: os.PathLike, split: str = 'TEST',
     raise DatasetError(f'TrackingNet annotations {anno_dir} do not exist')
   names = list(sequences) if sequences else sorted(
       p.stem for p in anno_dir.iterdir() if p.suffix == '.txt')
-  out = []
-  for name in names:
+  def load_one(name):
     gt_path = anno_dir / f'{name}.txt'
     gt = read_boxes(gt_path, name)
     frames = _list_images(split_dir / 'frames' / name)
     _check_lengths(name, frames, gt, gt_path, allow_first_only=True)
-    out.append(Sequence(name, frames, gt, dataset='trackingnet'))
-  return out
+    return Sequence(name, frames, gt, dataset='trackingnet')
+  return _collect(names, load_one, errors)
 
 
 # ------------------------------------------------------------------------------ OTB
@@ -321,7 +335,8 @@ OTB_FRAME_RANGES = {
 }
 
 
-def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None) -> List[Sequence]:
+def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None,
+             errors: Optional[list] = None) -> List[Sequence]:
   """OTB-style folders: ``<Seq>/img/*.jpg`` + ``groundtruth_rect[.k].txt``."""
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -335,14 +350,25 @@ def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None) -> List[Se
     for gt_path in gt_files:
       m = re.fullmatch(r'groundtruth_rect\.(\d+)\.txt', gt_path.name)
       name = f'{seq_dir.name}-{m.group(1)}' if m else seq_dir.name
-      gt = read_boxes(gt_path, name)
-      seq_frames = frames
-      if seq_dir.name in OTB_FRAME_RANGES and len(frames) != len(gt):
-        first, last = OTB_FRAME_RANGES[seq_dir.name]
-        seq_frames = frames[first - 1:last]
-      _check_lengths(name, seq_frames, gt, gt_path, allow_first_only=False)
-      out.append(Sequence(name, seq_frames, gt, dataset='otb'))
-  return _select(out, sequences)
+      if sequences and name not in sequences:
+        continue
+
+      def load_one(name, gt_path=gt_path, frames=frames, seq_dir=seq_dir):
+        gt = read_boxes(gt_path, name)
+        seq_frames = frames
+        if seq_dir.name in OTB_FRAME_RANGES and len(frames) != len(gt):
+          first, last = OTB_FRAME_RANGES[seq_dir.name]
+          seq_frames = frames[first - 1:last]
+        _check_lengths(name, seq_frames, gt, gt_path, allow_first_only=False)
+        return Sequence(name, seq_frames, gt, dataset='otb')
+      out.extend(_collect([name], load_one, errors))
+  if sequences:
+    found = {s.name for s in out} | {e[0] for e in (errors or [])}
+    missing = [n for n in sequences if n not in found]
+    if missing:
+      raise DatasetError(f'unknown sequences: {", ".join(missing)}')
+    out = [s for n in sequences for s in out if s.name == n]
+  return out
 
 
 # ------------------------------------------------------------------------------ folder
@@ -371,7 +397,8 @@ def load_folder_sequence(seq_dir: os.PathLike, name: Optional[str] = None) -> Se
   return Sequence(name, frames, gt, visible=visible, dataset='folder')
 
 
-def load_folder(root: os.PathLike, sequences: Optional[Seq[str]] = None) -> List[Sequence]:
+def load_folder(root: os.PathLike, sequences: Optional[Seq[str]] = None,
+                errors: Optional[list] = None) -> List[Sequence]:
   """A folder of sequence folders, or a single sequence folder."""
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -381,29 +408,34 @@ def load_folder(root: os.PathLike, sequences: Optional[Seq[str]] = None) -> List
   names = list(sequences) if sequences else sorted(
       d.name for d in root.iterdir()
       if d.is_dir() and any((d / g).is_file() for g in _GT_NAMES))
-  return [load_folder_sequence(root / n, n) for n in names]
+  return _collect(names, lambda n: load_folder_sequence(root / n, n), errors)
 
 
 # ------------------------------------------------------------------------------ dispatch
 
 
 def load_dataset(name: str, root: os.PathLike, sequences: Optional[Seq[str]] = None,
-                 split: Optional[str] = None) -> List[Sequence]:
-  """Sequences of benchmark ``name`` (one of :data:`DATASETS`) under ``root``."""
+                 split: Optional[str] = None, errors: Optional[list] = None
+                 ) -> List[Sequence]:
+  """Sequences of benchmark ``name`` (one of :data:`DATASETS`) under ``root``.
+
+  With ``errors`` (a list) given, sequences whose files are bad are skipped and recorded there
+  as ``(name, message)``; without it the first bad sequence raises :class:`DatasetError`.
+  """
   if name == 'got10k_val':
-    return load_got10k(root, split or 'val', sequences)
+    return load_got10k(root, split or 'val', sequences, errors)
   if name == 'got10k_test':
-    return load_got10k(root, split or 'test', sequences)
+    return load_got10k(root, split or 'test', sequences, errors)
   if name == 'got10k_train':
-    return load_got10k(root, split or 'train', sequences)
+    return load_got10k(root, split or 'train', sequences, errors)
   if name == 'lasot':
-    return load_lasot(root, sequences)
+    return load_lasot(root, sequences, errors)
   if name == 'trackingnet':
-    return load_trackingnet(root, split or 'TEST', sequences)
+    return load_trackingnet(root, split or 'TEST', sequences, errors)
   if name == 'otb':
-    return load_otb(root, sequences)
+    return load_otb(root, sequences, errors)
   if name == 'folder':
-    return load_folder(root, sequences)
+    return load_folder(root, sequences, errors)
   raise DatasetError(f'unknown dataset {name!r}; known: {", ".join(DATASETS)}')
 
 

@@ -36,14 +36,14 @@ def layout_for_dataset(dataset: str) -> str:
   raise ValueError(f'no result layout for dataset {dataset!r}')
 
 
-def atomic_write_text(path: os.PathLike, text: str) -> None:
-  """Writes ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
+  """Writes ``data`` to ``path`` so that readers see either the old file or the whole new one."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -51,6 +51,11 @@ def atomic_write_text(path: os.PathLike, text: str) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> None:
+  """Text version of :func:`atomic_write_bytes` (UTF-8)."""
+  atomic_write_bytes(path, text.encode('utf-8'))
 
 
 def format_boxes(boxes_xywh: np.ndarray, sep: str = ',') -> str:

@@ -158,9 +158,21 @@ def check_init_box(box_xywh: Sequence[float], image_hw, where: str = '') -> np.n
 # ------------------------------------------------------------------------- device step
 
 
-def make_track_step(config: ml_collections.ConfigDict):
+BATCH_MODES = ('vmap', 'map')
+
+
+def make_track_step(config: ml_collections.ConfigDict, batch_mode: Optional[str] = None):
   """The jitted per-frame step ``step(variables, template, search_u8, window, table)``.
 
+  Args:
+    config: the preset.
+    batch_mode: None for the plain step (used with B = 1). For lockstep evaluation of B
+      sequences: 'vmap' runs the single-sequence step ``jax.vmap``-ed over B (one batched
+      forward: the throughput mode); 'map' runs it with ``jax.lax.map`` (B forwards in one
+      call: bit-identical to tracking each sequence alone). XLA picks its matmul blocking by
+      shape, so a batched forward can differ from a B = 1 forward in the last float bits
+      (measured <= 1e-4 px in boxes on the fixtures), which a CE tie or an argmax tie could
+      amplify on long sequences; 'map' rules that out at the cost of parallelism.
   Args (to the returned function):
     template: (B, T, T, 3) float32 normalized templates.
     search_u8: (B, S, S, 3) uint8 search crops.
@@ -183,7 +195,22 @@ def make_track_step(config: ml_collections.ConfigDict):
     return {'pred_boxes': pred, 'score_map': score, 'response': response,
             'removed_indexes': list(out['removed_indexes'])}
 
-  return jax.jit(step)
+  if batch_mode is None:
+    return jax.jit(step)
+  if batch_mode not in BATCH_MODES:
+    raise ValueError(f'batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}')
+
+  def one(variables, template, search_u8, window, table):
+    out = step(variables, template[None], search_u8[None], window, table)
+    return jax.tree_util.tree_map(lambda x: x[0], out)
+
+  if batch_mode == 'vmap':
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, None, None)))
+
+  def mapped(variables, templates, search_u8, window, table):
+    return jax.lax.map(lambda ts: one(variables, ts[0], ts[1], window, table),
+                       (templates, search_u8))
+  return jax.jit(mapped)
 
 
 @functools.partial(jax.jit, static_argnames=())
@@ -246,6 +273,15 @@ class Tracker:
     """A tracker from our checkpoint (.msgpack) or a PyTorch one (converted on the fly)."""
     from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
     return cls(config, load_checkpoint(str(path), config))
+
+  def warmup(self, step: bool = True) -> None:
+    """Compiles the per-frame step (on blank inputs) so that timings exclude compilation."""
+    if step:
+      t = jnp.zeros((1, self.template_size, self.template_size, 3), jnp.float32)
+      s = np.zeros((1, self.search_size, self.search_size, 3), np.uint8)
+      jax.block_until_ready(self._step(self.variables, t, s, self._window, self._table))
+    jax.block_until_ready(_normalize_template(
+        jnp.zeros((1, self.template_size, self.template_size, 3), jnp.uint8), self._table))
 
   # ---------------------------------------------------------------- state
 
@@ -336,13 +372,17 @@ class BatchTracker:
   Each of the ``batch_size`` slots holds one sequence; the device step always runs on the full
   batch (static shapes: compiled once), with inactive slots fed a blank crop whose output is
   ignored. Slots are (re)initialized independently, so sequences of unequal length are handled
-  by starting the next sequence in a slot as soon as the previous one ends.
+  by starting the next sequence in a slot as soon as the previous one ends. ``batch_mode``:
+  'vmap' (one batched forward; equal to one-at-a-time up to float rounding) or 'map'
+  (bit-identical to one-at-a-time); see :func:`make_track_step`.
   """
 
-  def __init__(self, tracker: Tracker, batch_size: int):
+  def __init__(self, tracker: Tracker, batch_size: int, batch_mode: str = 'vmap', step=None):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     self.tracker = tracker
+    self.batch_mode = batch_mode
+    self._step = step if step is not None else make_track_step(tracker.config, batch_mode)
     self.batch_size = batch_size
     t, s = tracker.template_size, tracker.search_size
     self._templates = jnp.zeros((batch_size, t, t, 3), jnp.float32)
@@ -351,7 +391,15 @@ class BatchTracker:
     self.active = np.zeros(batch_size, bool)
     self._last = None
 
+  def warmup(self) -> None:
+    """Compiles the batched step so that timings exclude compilation."""
+    tr = self.tracker
+    tr.warmup(step=False)
+    jax.block_until_ready(self._step(tr.variables, self._templates, self._search, tr._window,  # pylint: disable=protected-access
+                                     tr._table))  # pylint: disable=protected-access
+
   def initialize(self, slot: int, frame: np.ndarray, box_xywh) -> None:
+    """Starts the sequence of ``slot`` from ``box_xywh`` (xywh image pixels) in ``frame``."""
     tr = self.tracker
     frame = to_rgb(frame)
     box = check_init_box(box_xywh, frame.shape[:2])
@@ -362,6 +410,7 @@ class BatchTracker:
     self.active[slot] = True
 
   def release(self, slot: int) -> None:
+    """Marks ``slot`` idle (its sequence ended)."""
     self.active[slot] = False
 
   def track(self, frames: Sequence[Optional[np.ndarray]]) -> np.ndarray:
@@ -384,7 +433,7 @@ class BatchTracker:
       rf[i] = c.resize_factor
       hw[i] = frame.shape[:2]
     t1 = time.perf_counter()
-    out = tr._step(tr.variables, self._templates, self._search, tr._window, tr._table)  # pylint: disable=protected-access
+    out = self._step(tr.variables, self._templates, self._search, tr._window, tr._table)  # pylint: disable=protected-access
     pred = np.asarray(out['pred_boxes'])
     t2 = time.perf_counter()
     new = boxes_to_image(pred, self.states, rf, hw, tr.search_size)

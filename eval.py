@@ -1,0 +1,327 @@
+"""Evaluates an OSTrack model on a tracking benchmark and writes the official result files.
+
+  python eval.py --config configs/ostrack_256_ce.py --checkpoint model.msgpack \
+      --dataset got10k_test --data-dir /datasets/GOT-10k [--sequences A B] [--output DIR] \
+      [--batch-size 8]
+
+With no arguments it evaluates the default training run (``python train.py``, which writes
+``workdirs/tiny_256_ce/model.msgpack``) on the validation split of the synthetic dataset
+(generated on first use at ``ostrack_jax.data.synthetic.default_root()``).
+
+Outputs under ``--output`` (default ``workdirs/<config name>/eval/<dataset>``):
+
+* the raw results in the official layout (GOT-10k ``<seq>/<seq>_001.txt`` + ``_time.txt``;
+  TrackingNet ``<seq>.txt``; LaSOT / OTB / folder ``<seq>.txt`` + ``<seq>_time.txt``), floats;
+* ``submission.zip`` for the GOT-10k test split and TrackingNet (upload as is);
+* ``report/``: ``summary.json``, ``per_sequence.txt``, ``summary.txt``, ``success_plot.png``,
+  ``precision_plot.png`` (where ground truth exists).
+
+The run is resumable: finished sequences (their result file exists; files are written
+atomically) are skipped, so a killed run loses at most the sequences in flight. A bad sequence
+(missing or corrupt frame, malformed ground truth, bad initial box) is reported and skipped
+unless ``--fail-fast``; the exit status is 1 when any sequence failed.
+
+Metrics: GOT-10k AO / SR0.5 / SR0.75 as the official toolkit (pooled IoUs, first frame out,
+cover > 0 only, strict >); AUC / OP50 / OP75 / P@20 / NP@0.2 as pytracking's analysis (see
+``ostrack_jax/tracking/metrics.py``). Speed is reported as model-only FPS (device step only),
+tracker FPS (crop + model + post-processing, the original's number) and end-to-end FPS
+(including image decoding), never mixed.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+# Defaults: the output of the default `python train.py` run, on the synthetic validation set.
+DEFAULT_CONFIG = 'configs/tiny_256_ce.py'
+DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
+DEFAULT_DATASET = 'got10k_val'
+DEFAULT_DATA_DIR = None  # None = the synthetic dataset (ostrack_jax.data.synthetic)
+DEFAULT_OUTPUT_ROOT = 'workdirs'
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  from ostrack_jax.tracking.datasets import DATASETS  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--config', default=DEFAULT_CONFIG,
+                 help='preset file (configs/<name>.py) or preset name (default: %(default)s)')
+  p.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT,
+                 help='our .msgpack checkpoint or a PyTorch .pth/.pth.tar (default: %(default)s)')
+  p.add_argument('--dataset', default=DEFAULT_DATASET, choices=DATASETS)
+  p.add_argument('--data-dir', default=DEFAULT_DATA_DIR,
+                 help='benchmark root in its native layout (default: the synthetic dataset)')
+  p.add_argument('--split', default=None,
+                 help='override the split folder (GOT-10k: val/test/train; TrackingNet: TEST, '
+                      'TRAIN_0, ...)')
+  p.add_argument('--sequences', nargs='+', default=None, help='only these sequences')
+  p.add_argument('--output', default=None,
+                 help='results folder (default: workdirs/<config name>/eval/<dataset>)')
+  p.add_argument('--batch-size', type=int, default=1,
+                 help='track this many sequences in lockstep in one jitted call (default 1)')
+  p.add_argument('--batch-mode', default='vmap', choices=('vmap', 'map'),
+                 help="lockstep mode: 'vmap' = one batched forward (fastest), 'map' = "
+                      'bit-identical to --batch-size 1')
+  p.add_argument('--overwrite', action='store_true', help='re-run finished sequences')
+  p.add_argument('--fail-fast', action='store_true',
+                 help='stop at the first bad sequence instead of skipping it')
+  p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
+  p.add_argument('--no-progress', action='store_true', help='no progress bars')
+  return p.parse_args(argv)
+
+
+def _default_output(config, dataset: str) -> pathlib.Path:
+  return pathlib.Path(DEFAULT_OUTPUT_ROOT) / config.name / 'eval' / dataset
+
+
+def _data_dir(args) -> pathlib.Path:
+  if args.data_dir:
+    return pathlib.Path(args.data_dir)
+  if not args.dataset.startswith('got10k'):
+    raise SystemExit(f'--data-dir is required for --dataset {args.dataset}')
+  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  root = synthetic.default_root()
+  if not (root / 'synthetic.json').exists():
+    print(f'generating the synthetic dataset at {root} ...')
+  return synthetic.ensure_synthetic_dataset()
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, object]:
+  """Metrics of every finished sequence with full ground truth, read back from the files."""
+  from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
+  got_ious, errors, rows = [], [], []
+  for seq in sequences:
+    if not seq.has_full_gt or not writer.is_done(seq.name):
+      continue
+    boxes, _ = writer.read(seq.name)
+    row = {}
+    if layout == 'got10k':
+      cover = seq.cover
+      if cover is None and seq.visible is not None:
+        cover = seq.visible.astype(np.int64)
+      ious = metrics.got10k_frame_ious(boxes, seq.gt_xywh, cover, seq.image_size)
+      got_ious.append(ious)
+      row['AO'] = float(np.mean(ious) * 100) if len(ious) else float('nan')
+    e = metrics.ope_sequence_errors(boxes, seq.gt_xywh, seq.visible,
+                                    dataset='lasot' if dataset == 'lasot' else '')
+    errors.append(e)
+    row.update(metrics.ope_summary(metrics.ope_curves([e])))
+    row['frames'] = len(seq)
+    rows.append((seq.name, row))
+  summary: Dict[str, float] = {}
+  if layout == 'got10k' and got_ious:
+    summary.update({k: v * 100 for k, v in metrics.got10k_summary(got_ious).items()})
+  curves = metrics.ope_curves(errors) if errors else None
+  if curves is not None:
+    summary.update(metrics.ope_summary(curves))
+  return {'summary': summary, 'rows': rows, 'curves': curves}
+
+
+def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Path]:
+  """Success and precision plots (mean over sequences) as PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking.results import atomic_write_bytes  # pylint: disable=g-import-not-at-top
+  out = []
+  success = curves.success.mean(0)
+  precision = curves.precision.mean(0)
+  norm_precision = curves.norm_precision.mean(0)
+  specs = [
+      ('success_plot.png', metrics.SUCCESS_THRESHOLDS, success, 'Overlap threshold',
+       'Success rate', f'{label} [AUC {success.mean() * 100:.1f}]', 'Success plot'),
+      ('precision_plot.png', metrics.PRECISION_THRESHOLDS, precision,
+       'Location error threshold (px)', 'Precision',
+       f'{label} [P@20 {precision[metrics.PRECISION_AT] * 100:.1f}]', 'Precision plot'),
+      ('norm_precision_plot.png', metrics.NORM_PRECISION_THRESHOLDS, norm_precision,
+       'Normalized location error threshold', 'Normalized precision',
+       f'{label} [NP@0.2 {norm_precision[metrics.NORM_PRECISION_AT] * 100:.1f}]',
+       'Normalized precision plot'),
+  ]
+  import io  # pylint: disable=g-import-not-at-top
+  for name, x, y, xlabel, ylabel, legend, title in specs:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(x, y, linewidth=2, label=legend)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(x[0], x[-1]), ylim=(0, 1))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc='lower left' if 'Success' in title else 'lower right')
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(report_dir / name, buf.getvalue())
+    out.append(report_dir / name)
+  return out
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  from ostrack_jax.cli_utils import load_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import datasets, results, runner  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking.tracker import BatchTracker, Tracker  # pylint: disable=g-import-not-at-top
+
+  config = load_config(args.config)
+  if not os.path.isfile(args.checkpoint):
+    hint = (' (run `python train.py` first, or pass --checkpoint)'
+            if args.checkpoint == DEFAULT_CHECKPOINT else '')
+    print(f'error: --checkpoint {args.checkpoint}: no such file{hint}', file=sys.stderr)
+    return 2
+  if args.batch_size < 1:
+    print(f'error: --batch-size must be >= 1, got {args.batch_size}', file=sys.stderr)
+    return 2
+  data_dir = _data_dir(args)
+  load_errors: List = []
+  try:
+    sequences = datasets.load_dataset(args.dataset, data_dir, args.sequences, args.split,
+                                      errors=None if args.fail_fast else load_errors)
+  except datasets.DatasetError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  failures: Dict[str, str] = dict(load_errors)
+  for name, msg in load_errors:
+    print(f'skipping {msg}', file=sys.stderr)
+
+  layout = results.layout_for_dataset(args.dataset)
+  out_dir = pathlib.Path(args.output) if args.output else _default_output(config, args.dataset)
+  writer = results.ResultWriter(out_dir, layout)
+  todo = [s for s in sequences if args.overwrite or not writer.is_done(s.name)]
+  print(f'{args.dataset}: {len(sequences)} sequences in {data_dir}, {len(todo)} to track, '
+        f'{len(sequences) - len(todo)} already done; results in {out_dir}')
+
+  runs: List = []
+  if todo:
+    t_load = time.perf_counter()
+    tracker = Tracker.from_checkpoint(args.checkpoint, config)
+    batch = None
+    if args.batch_size > 1:
+      batch = BatchTracker(tracker, args.batch_size, args.batch_mode)
+      batch.warmup()
+    else:
+      tracker.warmup()
+    print(f'loaded {args.checkpoint} ({config.name}) and compiled in '
+          f'{time.perf_counter() - t_load:.1f} s')
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=sum(len(s) for s in todo), unit='frame', disable=args.no_progress,
+               desc='frames', dynamic_ncols=True)
+    seq_bar = tqdm(total=len(todo), unit='seq', disable=args.no_progress, desc='sequences',
+                   dynamic_ncols=True)
+
+    def done(run):
+      writer.write(run.name, run.boxes, run.times)
+      runs.append(run)
+      seq_bar.update(1)
+
+    def failed(err):
+      failures[err.name] = str(err)
+      tqdm.write(f'skipping {err}', file=sys.stderr)
+      seq_bar.update(1)
+      if args.fail_fast:
+        raise err
+
+    try:
+      if args.batch_size == 1:
+        for seq in todo:
+          try:
+            done(runner.track_sequence(tracker, seq, on_frame=lambda: bar.update(1)))
+          except runner.SequenceFailure as e:
+            failed(e)
+      else:
+        runner.track_lockstep(batch, todo, done, failed, on_frame=bar.update)
+    except runner.SequenceFailure as e:
+      bar.close()
+      seq_bar.close()
+      print(f'error: {e}', file=sys.stderr)
+      return 1
+    bar.close()
+    seq_bar.close()
+
+  # ---------------------------------------------------------------- report
+  report_dir = out_dir / 'report'
+  report_dir.mkdir(parents=True, exist_ok=True)
+  result = compute_metrics(sequences, writer, layout, args.dataset)
+  summary = result['summary']
+  columns = (['AO'] if layout == 'got10k' else []) + ['AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2',
+                                                      'frames']
+  text = []
+  if result['rows']:
+    text.append(metrics_lib.format_table(result['rows'], columns, title='sequence'))
+    results.atomic_write_text(report_dir / 'per_sequence.txt', text[-1] + '\n')
+  speed = speed_summary(runs, writer, sequences)
+  summary_cols = (['AO', 'SR0.5', 'SR0.75'] if layout == 'got10k' else []) + [
+      'AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2']
+  if summary:
+    text.append(metrics_lib.format_table(
+        [(config.name, summary)], [c for c in summary_cols if c in summary],
+        title=f'{args.dataset} ({len(result["rows"])} seq)'))
+  text.append(format_speed(speed))
+  if failures:
+    text.append(f'{len(failures)} sequence(s) failed:\n' +
+                '\n'.join(f'  {m}' for m in failures.values()))
+  report = '\n\n'.join(text)
+  print('\n' + report)
+  results.atomic_write_text(report_dir / 'summary.txt', report + '\n')
+  finished = [s.name for s in sequences if writer.is_done(s.name)]
+  payload = {'config': config.name, 'checkpoint': str(args.checkpoint),
+             'dataset': args.dataset, 'data_dir': str(data_dir),
+             'sequences_finished': len(finished), 'sequences_total': len(sequences),
+             'metrics': summary, 'speed': speed, 'failures': failures,
+             'per_sequence': {n: r for n, r in result['rows']}}
+  results.atomic_write_text(report_dir / 'summary.json', json.dumps(payload, indent=1) + '\n')
+  if result['curves'] is not None and not args.no_plots:
+    save_plots(result['curves'], report_dir, config.name)
+  if args.dataset in ('got10k_test', 'trackingnet') and finished:
+    if len(finished) == len(sequences):
+      z = writer.make_zip(finished)
+      print(f'submission archive: {z}')
+    else:
+      print(f'no submission archive: {len(sequences) - len(finished)} sequence(s) unfinished')
+  return 1 if failures else 0
+
+
+def speed_summary(runs, writer, sequences) -> Dict[str, Optional[float]]:
+  """Model-only, tracker and end-to-end frames/s of this run (or of the time files)."""
+  if runs:
+    frames = sum(len(r.boxes) for r in runs)
+    tracked = sum(len(r.boxes) - 1 for r in runs)
+    model = sum(float(r.model_times.sum()) for r in runs)
+    track = sum(float(r.times.sum()) for r in runs)
+    e2e = track + sum(float(r.decode_times.sum()) for r in runs)
+    return {'source': 'this run', 'frames': frames,
+            'model_fps': tracked / model if model > 0 else None,
+            'tracker_fps': frames / track if track > 0 else None,
+            'end_to_end_fps': frames / e2e if e2e > 0 else None}
+  total_t, total_n = 0.0, 0
+  for s in sequences:
+    if writer.is_done(s.name):
+      _, t = writer.read(s.name)
+      if t is not None:
+        total_t += float(t.sum())
+        total_n += len(t)
+  return {'source': 'time files', 'frames': total_n, 'model_fps': None,
+          'tracker_fps': total_n / total_t if total_t > 0 else None, 'end_to_end_fps': None}
+
+
+def format_speed(speed) -> str:
+  def f(v):
+    return f'{v:8.1f}' if v else '       -'
+  return (f'speed ({speed["source"]}, {speed["frames"]} frames): '
+          f'model-only {f(speed["model_fps"])} fps | tracker {f(speed["tracker_fps"])} fps '
+          f'| end-to-end (with decoding) {f(speed["end_to_end_fps"])} fps')
+
+
+if __name__ == '__main__':
+  sys.exit(main())

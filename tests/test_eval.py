@@ -1,0 +1,178 @@
+"""eval.py end to end on a tiny synthetic GOT-10k-format dataset made here.
+
+Checks the official layout, that metrics recomputed from the written files (with the metric
+functions fed by plain np.loadtxt, not by eval.py's reader) equal the printed/saved ones,
+resume, lockstep batching with unequal lengths, bad sequences, and the test-split zip.
+"""
+
+import importlib.util
+import json
+import pathlib
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from ostrack_jax.tracking import metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_eval():
+  spec = importlib.util.spec_from_file_location('ostrack_eval', ROOT / 'eval.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  from ostrack_jax.checkpoint_io import save_variables
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.data import synthetic
+  from ostrack_jax.models.ostrack import init_variables
+  tmp = tmp_path_factory.mktemp('eval')
+  config = get_config('tiny_256_ce')
+  ckpt = tmp / 'model.msgpack'
+  save_variables(str(ckpt), init_variables(config, seed=0), config)
+  data = synthetic.make_synthetic_dataset(tmp / 'syn', num_train=0, num_val=3, num_frames=7,
+                                          frame_size=(96, 72), seed=3)
+  # Unequal lengths: cut the second sequence to 4 frames.
+  seq = data / 'val' / 'SYN_Val_000002'
+  for i in range(5, 8):
+    (seq / f'{i:08d}.jpg').unlink()
+  for name in ('groundtruth.txt', 'absence.label', 'cover.label'):
+    lines = (seq / name).read_text().splitlines()[:4]
+    (seq / name).write_text('\n'.join(lines) + '\n')
+  return {'tmp': tmp, 'ckpt': ckpt, 'data': data, 'eval': _load_eval()}
+
+
+def _run(setup, out, *extra):
+  return setup['eval'].main(['--config', str(ROOT / 'configs' / 'tiny_256_ce.py'),
+                             '--checkpoint', str(setup['ckpt']), '--dataset', 'got10k_val',
+                             '--data-dir', str(setup['data']), '--output', str(out),
+                             '--no-progress', *extra])
+
+
+def _recompute(out, data):
+  """AO/SR and AUC/P/NP from the result files and the raw GOT-10k annotation files."""
+  got_ious, errs = [], []
+  for seq_dir in sorted((data / 'val').iterdir()):
+    if not seq_dir.is_dir():
+      continue
+    name = seq_dir.name
+    pred = np.loadtxt(out / name / f'{name}_001.txt', delimiter=',', ndmin=2)
+    gt = np.loadtxt(seq_dir / 'groundtruth.txt', delimiter=',', ndmin=2)
+    cover = np.loadtxt(seq_dir / 'cover.label', ndmin=1)
+    absence = np.loadtxt(seq_dir / 'absence.label', ndmin=1)
+    meta = (seq_dir / 'meta_info.ini').read_text()
+    res = meta.split('resolution:')[1].strip().strip('()').split(',')
+    got_ious.append(metrics.got10k_frame_ious(pred, gt, cover, (int(res[0]), int(res[1]))))
+    errs.append(metrics.ope_sequence_errors(pred, gt, absence == 0))
+  out_metrics = {k: v * 100 for k, v in metrics.got10k_summary(got_ious).items()}
+  out_metrics.update(metrics.ope_summary(metrics.ope_curves(errs)))
+  return out_metrics
+
+
+def test_eval_writes_official_layout_and_metrics_recompute(setup, capsys):
+  out = setup['tmp'] / 'out_single'
+  assert _run(setup, out) == 0
+  printed = capsys.readouterr().out
+  for name, n in (('SYN_Val_000001', 7), ('SYN_Val_000002', 4), ('SYN_Val_000003', 7)):
+    lines = (out / name / f'{name}_001.txt').read_text().splitlines()
+    assert len(lines) == n
+    assert all(len(l.split(',')) == 4 for l in lines)
+    assert '.' in lines[1]  # floats, not truncated integers
+    assert len((out / name / f'{name}_time.txt').read_text().splitlines()) == n
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  recomputed = _recompute(out, setup['data'])
+  for key in ('AO', 'SR0.5', 'SR0.75', 'AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2'):
+    assert saved['metrics'][key] == pytest.approx(recomputed[key], abs=1e-9), key
+    assert key in printed
+  assert f'{recomputed["AO"]:.2f}' in printed
+  for plot in ('success_plot.png', 'precision_plot.png'):
+    assert (out / 'report' / plot).read_bytes()[:4] == b'\x89PNG'
+  assert 'model-only' in printed and 'end-to-end' in printed
+  assert saved['speed']['model_fps'] > 0 and saved['speed']['end_to_end_fps'] > 0
+
+
+def test_eval_resumes_and_lockstep_matches(setup, capsys):
+  out = setup['tmp'] / 'out_single'
+  if not (out / 'SYN_Val_000001').exists():
+    assert _run(setup, out) == 0
+  reference = {n: (out / n / f'{n}_001.txt').read_text()
+               for n in ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')}
+  # Resume: a finished run tracks nothing; a deleted sequence alone is re-tracked.
+  shutil.rmtree(out / 'SYN_Val_000003')
+  capsys.readouterr()
+  assert _run(setup, out, '--no-plots') == 0
+  assert '1 to track, 2 already done' in capsys.readouterr().out
+  assert (out / 'SYN_Val_000003' / 'SYN_Val_000003_001.txt').read_text() == \
+      reference['SYN_Val_000003']
+  # Lockstep, batch 2 over unequal lengths (7, 4, 7): 'map' is bit-identical.
+  out_map = setup['tmp'] / 'out_map'
+  assert _run(setup, out_map, '--batch-size', '2', '--batch-mode', 'map', '--no-plots') == 0
+  for n, text in reference.items():
+    assert (out_map / n / f'{n}_001.txt').read_text() == text, n
+  # 'vmap' (one batched forward) agrees up to float rounding.
+  out_vmap = setup['tmp'] / 'out_vmap'
+  assert _run(setup, out_vmap, '--batch-size', '2', '--no-plots') == 0
+  for n in reference:
+    a = np.loadtxt(out / n / f'{n}_001.txt', delimiter=',')
+    b = np.loadtxt(out_vmap / n / f'{n}_001.txt', delimiter=',')
+    np.testing.assert_allclose(a, b, atol=1e-2, rtol=0)
+
+
+def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
+  data = setup['tmp'] / 'syn_bad'
+  if not data.exists():
+    shutil.copytree(setup['data'], data)
+    (data / 'val' / 'SYN_Val_000001' / '00000003.jpg').write_bytes(b'\xff\xd8 broken')
+    (data / 'val' / 'SYN_Val_000002' / 'groundtruth.txt').write_text('1,2,3\n')
+  out = setup['tmp'] / 'out_bad'
+  eval_mod = setup['eval']
+  code = eval_mod.main(['--config', 'tiny_256_ce', '--checkpoint', str(setup['ckpt']),
+                        '--dataset', 'got10k_val', '--data-dir', str(data), '--output',
+                        str(out), '--no-progress', '--no-plots'])
+  captured = capsys.readouterr()
+  assert code == 1
+  assert "'SYN_Val_000001' frame 2: cannot decode" in captured.err
+  assert "'SYN_Val_000002'" in captured.err and 'expected 4 numbers' in captured.err
+  assert (out / 'SYN_Val_000003' / 'SYN_Val_000003_001.txt').is_file()
+  assert not (out / 'SYN_Val_000001').exists()
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  assert set(saved['failures']) == {'SYN_Val_000001', 'SYN_Val_000002'}
+  # --fail-fast stops at the first bad sequence.
+  code = eval_mod.main(['--config', 'tiny_256_ce', '--checkpoint', str(setup['ckpt']),
+                        '--dataset', 'got10k_val', '--data-dir', str(data), '--output',
+                        str(setup['tmp'] / 'out_ff'), '--no-progress', '--fail-fast'])
+  assert code == 2 and 'expected 4 numbers' in capsys.readouterr().err
+
+
+def test_eval_test_split_writes_submission_zip(setup, capsys):
+  data = setup['tmp'] / 'syn_test'
+  if not data.exists():
+    (data / 'test').mkdir(parents=True)
+    src = setup['data'] / 'val' / 'SYN_Val_000002'
+    dst = data / 'test' / 'SYN_Test_000001'
+    shutil.copytree(src, dst)
+    first = (dst / 'groundtruth.txt').read_text().splitlines()[0]
+    (dst / 'groundtruth.txt').write_text(first + '\n')  # test split: first box only
+    for name in ('absence.label', 'cover.label'):
+      (dst / name).unlink()
+  out = setup['tmp'] / 'out_test'
+  code = setup['eval'].main(['--checkpoint', str(setup['ckpt']), '--dataset', 'got10k_test',
+                             '--data-dir', str(data), '--output', str(out), '--no-progress'])
+  assert code == 0
+  names = zipfile.ZipFile(out / 'submission.zip').namelist()
+  assert sorted(names) == ['SYN_Test_000001/SYN_Test_000001_001.txt',
+                           'SYN_Test_000001/SYN_Test_000001_time.txt']
+  assert 'submission archive' in capsys.readouterr().out
+
+
+def test_eval_missing_checkpoint_message(setup, capsys):
+  code = setup['eval'].main(['--checkpoint', str(setup['tmp'] / 'nope.msgpack'),
+                             '--data-dir', str(setup['data'])])
+  assert code == 2
+  assert 'nope.msgpack: no such file' in capsys.readouterr().err
