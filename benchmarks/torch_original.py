@@ -2,7 +2,7 @@
 """Run the ORIGINAL PyTorch OSTrack (botaoye/OSTrack) for side-by-side timing and references.
 
 Optional. Nothing in ostrack_jax needs it; the speed benchmarks use it only when given the path
-of a user's checkout of the original repository (`git clone https://github.com/botaoye/OSTrack`,
+of a user's checkout of the original repository (botaoye/OSTrack on GitHub, any clone;
 commit 33b5e12 was used for our numbers). The original's code is imported from that path, never
 copied. It needs, in the Python that runs this file: torch (CPU is fine), timm==0.5.4, numpy,
 opencv-python-headless, easydict, pyyaml, pillow. torchvision is optional: when it cannot be
@@ -64,6 +64,11 @@ PRESET_TO_YAML = {
 }
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Packages the original's training / tracking modules import at module level but that the code
+# paths run here never use; stand-ins are registered for those that are not installed.
+_OPTIONAL_IMPORTS = ('tensorboardX', 'visdom', 'visdom.server', 'jpeg4py', 'lmdb', 'wandb',
+                     'matplotlib', 'matplotlib.pyplot')
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,17 +134,37 @@ def _install_torchvision_standin() -> bool:
 
 
 def _install_optional_standins(names: Sequence[str]) -> list[str]:
-  """Stand-ins for optional packages the original's tracker imports (visdom, jpeg4py, ...)."""
+  """Stand-ins for optional packages the original imports at module level (visdom, ...).
+
+  Dotted names register the parents too ('matplotlib.pyplot'). Returns the names stood in for.
+  """
   installed = []
   for name in names:
     try:
       importlib.import_module(name)
     except Exception:  # pylint: disable=broad-except
-      sys.modules[name] = _placeholder_module(name)
-      for sub in ('server',):
-        sys.modules[f'{name}.{sub}'] = _placeholder_module(f'{name}.{sub}')
+      parts = name.split('.')
+      for i in range(1, len(parts) + 1):
+        sub = '.'.join(parts[:i])
+        if sub not in sys.modules:
+          sys.modules[sub] = _placeholder_module(sub)
+          if i > 1:
+            setattr(sys.modules['.'.join(parts[:i - 1])], parts[i - 1], sys.modules[sub])
       installed.append(name)
   return installed
+
+
+def _install_torch_six_standin() -> None:
+  """`torch._six` (gone since torch 2.0) for the original's data loader module, if missing."""
+  try:
+    importlib.import_module('torch._six')
+  except ImportError:
+    import collections.abc  # pylint: disable=g-import-not-at-top
+    six = types.ModuleType('torch._six')
+    six.string_classes = (str, bytes)
+    six.int_classes = int
+    six.container_abcs = collections.abc
+    sys.modules['torch._six'] = six
 
 
 def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
@@ -154,13 +179,14 @@ def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
   if not marker.is_file():
     raise FileNotFoundError(
         f'--ostrack-repo {str(ostrack_repo)!r}: no lib/models/ostrack/ostrack.py there; expected a '
-        'checkout of https://github.com/botaoye/OSTrack')
+        'checkout of botaoye/OSTrack (GitHub)')
   for package in ('torch', 'easydict', 'yaml', 'cv2'):
     try:
       importlib.import_module(package)
     except ImportError as e:
       raise ImportError(f'the original OSTrack needs the package {package!r}: {e}') from e
   standin = _install_torchvision_standin()
+  _install_torch_six_standin()
   try:
     import timm  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -338,6 +364,7 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
   """
   import torch  # pylint: disable=g-import-not-at-top
   orig = import_original(ostrack_repo)
+  _install_optional_standins(_OPTIONAL_IMPORTS)
   actors = importlib.import_module('lib.train.actors')
   box_ops = importlib.import_module('lib.utils.box_ops')
   focal = importlib.import_module('lib.utils.focal_loss')
@@ -438,7 +465,7 @@ def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.nda
   import torch  # pylint: disable=g-import-not-at-top
   threads = _set_threads(threads)
   orig = import_original(ostrack_repo)
-  standins = _install_optional_standins(['visdom', 'jpeg4py'])
+  standins = _install_optional_standins(_OPTIONAL_IMPORTS)
   cfg = load_original_config(orig, preset_name)
   cfg.MODEL.PRETRAIN_FILE = ''
   tracker_mod = importlib.import_module('lib.test.tracker.ostrack')
