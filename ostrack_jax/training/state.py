@@ -1,0 +1,65 @@
+"""The train state: one pytree holding everything a resumed run needs besides the data iterator.
+
+``TrainState`` fields:
+
+* ``step``: int32 scalar, optimiser steps taken (= batches consumed).
+* ``params``, ``batch_stats``: the model's variables (float32, also under mixed precision).
+* ``opt_state``: optax state of :func:`ostrack_jax.training.optim.make_optimizer`.
+* ``rng``: uint32[2] raw PRNG key; the drop-path key of step s is ``fold_in(rng, s)``, so a
+  resumed run draws the same stochastic depth masks.
+* ``bad_steps``: int32 scalar, steps skipped because the loss or the gradients were not finite.
+"""
+
+from typing import Any, Dict, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+Variables = Dict[str, Any]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+  bad_steps: jax.Array
+
+  def variables(self) -> Variables:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` with ``model.dtype`` = bfloat16 when ``train.mixed_precision`` is on."""
+  if not config.train.mixed_precision or config.model.dtype == 'bfloat16':
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
+  config.model.dtype = 'bfloat16'
+  config.lock()
+  return config
+
+
+def create_train_state(variables: Variables, tx: optax.GradientTransformation,
+                       seed: int) -> TrainState:
+  """A fresh state from model ``variables`` ({'params', 'batch_stats'})."""
+  # Copies: the step donates the state, which must not delete the caller's arrays.
+  params = jax.tree_util.tree_map(jnp.array, variables['params'])
+  batch_stats = jax.tree_util.tree_map(jnp.array, variables.get('batch_stats', {}))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params),
+                    rng=jax.random.key_data(jax.random.PRNGKey(seed)).astype(jnp.uint32),
+                    bad_steps=jnp.zeros((), jnp.int32))
+
+
+def abstract_train_state(state_fn, sharding: Optional[Any] = None):
+  """Shapes/dtypes (and the given sharding) of the state ``state_fn()`` would build."""
+  shapes = jax.eval_shape(state_fn)
+  if sharding is None:
+    return shapes
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                                shapes)

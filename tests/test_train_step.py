@@ -1,0 +1,116 @@
+"""The jitted, sharded train step: with 2, 4 and 8 simulated CPU devices (tests/conftest.py) one
+sharded step gives the same state as one single-device step on the same global batch; non-finite
+steps are skipped and counted; bad batch sizes are refused; keep rates share compiled programs by
+token counts."""
+
+import jax
+import numpy as np
+import pytest
+
+from ostrack_jax.configs import get_config
+from ostrack_jax.models.ostrack import build_model, init_variables
+from ostrack_jax.training import optim, state as state_lib, step as step_lib
+
+GLOBAL_BATCH = 8
+
+
+def small_config():
+  """A small OSTrack (64/128 crops, 3 blocks, CE at block 1) so that compiling stays fast."""
+  c = get_config('tiny_256_ce')
+  with c.unlocked():
+    c.model.template_size, c.model.search_size = 64, 128
+    c.model.depth, c.model.ce_loc, c.model.ce_keep_ratio = 3, (1,), (0.7,)
+    c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 32, 2, 64
+    c.model.head_channels = 16
+    c.model.ce_template_range = 'ALL'
+  return c
+
+
+def make_batch(seed=0, batch=GLOBAL_BATCH):
+  rng = np.random.default_rng(seed)
+  b = {'template': rng.normal(size=(batch, 64, 64, 3)).astype(np.float32),
+       'search': rng.normal(size=(batch, 128, 128, 3)).astype(np.float32),
+       'search_anno': np.concatenate([rng.uniform(0.2, 0.5, (batch, 2)),
+                                      rng.uniform(0.1, 0.4, (batch, 2))], 1).astype(np.float32)}
+  return step_lib.add_heatmap(b, 8)
+
+
+def run_one_step(num_devices, batch, keep_ratio=0.7, steps=1):
+  config = small_config()
+  model = build_model(config)
+  variables = init_variables(config, seed=0)
+  tx = optim.make_optimizer(config, steps_per_epoch=10)
+  mesh = step_lib.make_mesh(jax.devices()[:num_devices])
+  state = jax.device_put(state_lib.create_train_state(variables, tx, seed=0), step_lib.replicated(mesh))
+  train_step = step_lib.TrainStep(model, tx, config, mesh)
+  with jax.default_matmul_precision('highest'):
+    for _ in range(steps):
+      state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), keep_ratio)
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.fixture(scope='module')
+def single_device_result():
+  return run_one_step(1, make_batch())
+
+
+@pytest.mark.parametrize('num_devices', [pytest.param(2, marks=pytest.mark.slow),
+                                         pytest.param(4, marks=pytest.mark.slow), 8])
+def test_sharded_step_equals_unsharded(single_device_result, num_devices):
+  assert len(jax.devices()) >= 8, 'conftest.py must simulate 8 CPU devices'
+  (ref_state, ref_metrics) = single_device_result
+  state, metrics = run_one_step(num_devices, make_batch())
+  assert int(state.step) == 1 and bool(metrics['finite'])
+  for name in ('Loss/total', 'Loss/giou', 'Loss/l1', 'Loss/location', 'IoU', 'grad_norm'):
+    np.testing.assert_allclose(metrics[name], ref_metrics[name], rtol=2e-6, err_msg=name)
+  # BatchNorm running statistics come from the global batch (per-device statistics would differ
+  # by far more than this).
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref_state.batch_stats),
+                          jax.tree_util.tree_leaves(state.batch_stats)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  # Parameters. Adam's first step is lr * g / (|g| + eps): about +-lr whatever |g| is, so an entry
+  # whose true gradient is ~0 (e.g. a conv bias followed by train-mode BatchNorm, or a weight
+  # whose gradient is ~1e-8) turns float-summation-order noise into a step anywhere in [-lr, lr].
+  # Hence: every entry within 2 lr, and all but a few per mille within 3e-6.
+  lr = get_config('tiny_256_ce').train.lr
+  total = loose = 0
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref_state.params),
+                          jax.tree_util.tree_leaves(state.params)):
+    diff = np.abs(np.asarray(a) - np.asarray(b))
+    assert diff.max() <= 2 * lr + 1e-7, jax.tree_util.keystr(path)
+    total += diff.size
+    loose += int((diff > 3e-6).sum())
+  assert loose / total < 2e-3, (loose, total)
+  # The step moved the parameters (a no-op step would also "agree").
+  init = init_variables(small_config(), seed=0)['params']
+  moved = max(float(np.abs(np.asarray(x) - y).max()) for x, y in
+              zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.params)))
+  assert moved > 1e-4
+
+
+def test_non_finite_step_is_skipped_and_counted(single_device_result):
+  batch = make_batch()
+  batch['search'][0, 0, 0, 0] = np.nan
+  state, metrics = run_one_step(1, batch)
+  assert not bool(metrics['finite']) and int(state.bad_steps) == 1 and int(state.step) == 1
+  init = init_variables(small_config(), seed=0)
+  for x, y in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.variables())):
+    np.testing.assert_array_equal(np.asarray(x), y)
+
+
+def test_batch_not_divisible_by_devices_is_refused():
+  mesh = step_lib.make_mesh(jax.devices()[:8])
+  with pytest.raises(ValueError, match='not divisible by the device count 8'):
+    step_lib.check_global_batch(12, mesh)
+  step_lib.check_global_batch(16, mesh)
+
+
+def test_keep_rates_with_equal_token_counts_share_a_program():
+  config = get_config('tiny_256_ce')
+  cache = {}
+  # 256 search tokens: ceil(0.99988 * 256) = 256 (CE effectively off, spec 2.7) like 1.0.
+  assert step_lib.canonical_keep_ratio(config, 1.0, cache) == 1.0
+  assert step_lib.canonical_keep_ratio(config, 0.99988, cache) == 1.0
+  assert step_lib.canonical_keep_ratio(config, 0.7, cache) == 0.7
+  assert step_lib.canonical_keep_ratio(config, 0.7001, cache) == 0.7001  # 180, 127, ... differ
+  assert len(cache) == 3
