@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Forward speed of every preset: latency at batch 1, throughput at batch 32, f32 and bf16.
+
+Prints a table (medians of repeated runs after compilation) and, with ``--write``, replaces the
+model-speed section of benchmarks/RESULTS.md. With ``--ostrack-repo`` and ``--torch-python`` the
+ORIGINAL PyTorch OSTrack is timed in the same run (alternating with ours) and the ratio
+ours/original is reported; see benchmarks/README.md for setting that up.
+
+  python benchmarks/model_speed.py                                  # all presets, all devices
+  python benchmarks/model_speed.py --presets ostrack_256_ce ostrack_256 --batch-sizes 1 \
+      --ostrack-repo /path/to/OSTrack --torch-python /path/to/refvenv/bin/python --write
+
+Environment knobs: XLA_FLAGS is passed through (e.g. to try XLA:CPU options).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+BEGIN, END = '<!-- model_speed:begin -->', '<!-- model_speed:end -->'
+
+
+def hardware() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  kinds = sorted({d.device_kind for d in devices})
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return (f'{len(devices)} x {"/".join(kinds)} ({jax.default_backend()}), host CPU {cpu}, '
+          f'{os.cpu_count()} cores visible, jax {jax.__version__}')
+
+
+def time_ours(preset: str, dtype: str, batch: int, repeats: int, warmup: int = 2, keep_ratio=None):
+  import jax  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward  # pylint: disable=g-import-not-at-top
+  config = get_config(preset)
+  config.model.dtype = dtype
+  fn = make_forward(config, init_variables(config, seed=0))
+  t_shape, s_shape = input_shapes(config, batch)
+  rng = np.random.default_rng(0)
+  template = jax.device_put(rng.standard_normal(t_shape, dtype=np.float32))
+  search = jax.device_put(rng.standard_normal(s_shape, dtype=np.float32))
+  start = time.perf_counter()
+  jax.block_until_ready(fn(template, search, keep_ratio=keep_ratio))
+  compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    jax.block_until_ready(fn(template, search, keep_ratio=keep_ratio))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(template, search, keep_ratio=keep_ratio)['pred_boxes'])
+    times.append((time.perf_counter() - start) * 1000)
+  return {'median_ms': statistics.median(times), 'min_ms': min(times), 'compile_s': compile_s,
+          'times_ms': times}
+
+
+def bf16_map_error(preset: str) -> float:
+  """Max |score/size map difference| between bfloat16 and float32 on the same random inputs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward  # pylint: disable=g-import-not-at-top
+  config = get_config(preset)
+  variables = init_variables(config, seed=0)
+  t_shape, s_shape = input_shapes(config, 2)
+  rng = np.random.default_rng(1)
+  template, search = rng.standard_normal(t_shape, dtype=np.float32), rng.standard_normal(s_shape, dtype=np.float32)
+  with jax.default_matmul_precision('highest'):
+    ref = make_forward(config, variables)(template, search, keep_ratio=1.0)
+  config.model.dtype = 'bfloat16'
+  out = make_forward(config, variables)(template, search, keep_ratio=1.0)
+  return max(float(np.abs(np.asarray(out[k]) - np.asarray(ref[k])).max()) for k in ('score_map', 'size_map'))
+
+
+def time_original(args, preset: str, batch: int, repeats: int):
+  from benchmarks import torch_original  # pylint: disable=g-import-not-at-top
+  return torch_original.run_cli(python=args.torch_python, ostrack_repo=args.ostrack_repo, args=[
+      'forward', '--preset', preset, '--batch', str(batch), '--repeats', str(repeats), '--warmup', '2'])
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--presets', nargs='+',
+                      default=['ostrack_256_ce', 'ostrack_256', 'ostrack_384_ce', 'ostrack_384'])
+  parser.add_argument('--dtypes', nargs='+', default=['float32', 'bfloat16'])
+  parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 32])
+  parser.add_argument('--repeats', type=int, default=15, help='timed runs at batch 1')
+  parser.add_argument('--repeats-large', type=int, default=3, help='timed runs at batch > 1')
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='alternate ours/original this many times (medians over all rounds)')
+  parser.add_argument('--ostrack-repo', default=None, help="checkout of the original (optional)")
+  parser.add_argument('--torch-python', default=None, help='python of the reference venv')
+  parser.add_argument('--original-batch-sizes', nargs='+', type=int, default=[1])
+  parser.add_argument('--write', action='store_true', help='update benchmarks/RESULTS.md')
+  args = parser.parse_args(argv)
+  with_original = bool(args.ostrack_repo and args.torch_python)
+
+  rows = []
+  for preset in args.presets:
+    for batch in args.batch_sizes:
+      for dtype in args.dtypes:
+        repeats = args.repeats if batch == 1 else args.repeats_large
+        ours_times, orig_times = [], []
+        for _ in range(args.rounds):
+          if with_original and dtype == 'float32' and batch in args.original_batch_sizes:
+            orig_times += time_original(args, preset, batch, repeats)['times_ms']
+          ours_times += time_ours(preset, dtype, batch, repeats)['times_ms']
+        row = {'preset': preset, 'dtype': dtype, 'batch': batch, 'ours_ms': statistics.median(ours_times)}
+        if orig_times:
+          row['original_ms'] = statistics.median(orig_times)
+          row['ratio'] = row['ours_ms'] / row['original_ms']
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+  lines = [f'Hardware: {hardware()}.', '',
+           '| preset | dtype | batch | ours: median ms / forward | ours: forwards/s | original ms | ours / original |',
+           '|---|---|---|---|---|---|---|']
+  for r in rows:
+    orig = f'{r["original_ms"]:.1f}' if 'original_ms' in r else '-'
+    ratio = f'{r["ratio"]:.2f}x' if 'ratio' in r else '-'
+    lines.append(f'| {r["preset"]} | {r["dtype"]} | {r["batch"]} | {r["ours_ms"]:.1f} | '
+                 f'{1000 * r["batch"] / r["ours_ms"]:.1f} | {orig} | {ratio} |')
+  by_key = {(r['preset'], r['dtype'], r['batch']): r['ours_ms'] for r in rows}
+  ce_lines = []
+  for size in ('256', '384'):
+    for dtype in args.dtypes:
+      for batch in args.batch_sizes:
+        ce, no_ce = by_key.get((f'ostrack_{size}_ce', dtype, batch)), by_key.get((f'ostrack_{size}', dtype, batch))
+        if ce and no_ce:
+          ce_lines.append(f'- OSTrack-{size} {dtype} batch {batch}: CE is {no_ce / ce:.2f}x faster than no CE '
+                          f'(MACs say {29.025 / 21.499 if size == "256" else 65.307 / 48.318:.2f}x)')
+  if 'bfloat16' in args.dtypes:
+    for preset in args.presets[:1]:
+      ce_lines.append(f'- {preset}: bfloat16 vs float32 max |score/size map difference| = {bf16_map_error(preset):.2e}')
+  table = '\n'.join(lines + [''] + ce_lines)
+  print('\n' + table)
+  if args.write:
+    write_section(table, ' '.join(sys.argv[1:]))
+  return 0
+
+
+def write_section(table: str, argv: str) -> None:
+  path = REPO / 'benchmarks' / 'RESULTS.md'
+  text = path.read_text() if path.exists() else '# Benchmark results\n'
+  section = (f'{BEGIN}\n## Model forward speed (benchmarks/model_speed.py)\n\n'
+             f'Command: `python benchmarks/model_speed.py {argv}`, {time.strftime("%Y-%m-%d")}.\n\n{table}\n{END}')
+  if BEGIN in text and END in text:
+    text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+  else:
+    text = text.rstrip() + '\n\n' + section + '\n'
+  path.write_text(text)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
