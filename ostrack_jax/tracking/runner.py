@@ -74,7 +74,7 @@ def track_sequence(tracker: tracker_lib.Tracker, seq: datasets.Sequence,
       else:
         boxes[i] = tracker.track(frame)
         model_times[i] = tracker.last_timing['model']
-    except (datasets.DatasetError, ValueError) as e:
+    except (datasets.DatasetError, ValueError, FloatingPointError) as e:
       raise _fail(seq, i, e) from e
     t2 = time.perf_counter()
     decode_times[i], times[i] = t1 - t0, t2 - t1

@@ -333,6 +333,9 @@ class Tracker:
     t2 = time.perf_counter()
     new_state = boxes_to_image(pred, self._state[None], np.array([crop.resize_factor]),
                                np.array([frame.shape[:2]]), self.search_size)[0]
+    if not np.isfinite(new_state).all():
+      raise FloatingPointError(f'frame {self.frame_id + 1}: the network returned a non-finite '
+                               f'box {pred[0].tolist()} (bad checkpoint?)')
     self._state = new_state
     self.frame_id += 1
     self._last = out

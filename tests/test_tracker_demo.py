@@ -1,0 +1,70 @@
+"""The video demo: frame folder and video file in, annotated GIF / MP4 and box file out."""
+
+import cv2
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from ostrack_jax import demo
+
+
+@pytest.fixture(scope='module')
+def clip(tmp_path_factory):
+  from ostrack_jax.checkpoint_io import save_variables
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.models.ostrack import init_variables
+  tmp = tmp_path_factory.mktemp('demo')
+  config = get_config('tiny_256_ce')
+  ckpt = tmp / 'model.msgpack'
+  save_variables(str(ckpt), init_variables(config, seed=0), config)
+  frames_dir = tmp / 'frames'
+  frames_dir.mkdir()
+  rng = np.random.default_rng(0)
+  video = cv2.VideoWriter(str(tmp / 'clip.mp4'), cv2.VideoWriter_fourcc(*'mp4v'), 10, (96, 64))
+  for i in range(4):
+    img = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    img[20:40, 30 + 2 * i:50 + 2 * i] = (255, 0, 0)
+    cv2.imwrite(str(frames_dir / f'{i + 1:05d}.jpg'), img)
+    video.write(img)
+  video.release()
+  return tmp, ckpt
+
+
+def test_demo_gif_from_frame_folder_with_overlays(clip):
+  tmp, ckpt = clip
+  out = tmp / 'out.gif'
+  assert demo.main(['--video', str(tmp / 'frames'), '--box', '30,20,20,20', '--checkpoint',
+                    str(ckpt), '--config', 'tiny_256_ce', '--output', str(out),
+                    '--score-map', '--eliminated']) == 0
+  frames = imageio.mimread(str(out))
+  assert len(frames) == 4 and frames[0].shape[:2] == (64, 96)
+  boxes = np.loadtxt(str(out) + '.txt', delimiter=',')
+  assert boxes.shape == (4, 4)
+  np.testing.assert_array_equal(boxes[0], [30, 20, 20, 20])
+
+
+def test_demo_mp4_from_video_file(clip):
+  tmp, ckpt = clip
+  out = tmp / 'out.mp4'
+  assert demo.main(['--video', str(tmp / 'clip.mp4'), '--box', '30,20,20,20', '--checkpoint',
+                    str(ckpt), '--config', 'tiny_256_ce', '--output', str(out),
+                    '--max-frames', '3']) == 0
+  cap = cv2.VideoCapture(str(out))
+  n = 0
+  while cap.read()[0]:
+    n += 1
+  assert n == 3
+
+
+def test_demo_bad_arguments(clip, capsys):
+  tmp, ckpt = clip
+  assert demo.main(['--video', str(tmp / 'nope'), '--box', '1,2,3,4', '--checkpoint',
+                    str(ckpt), '--config', 'tiny_256_ce', '--output',
+                    str(tmp / 'x.gif')]) == 2
+  assert 'no such file or folder' in capsys.readouterr().err
+  assert demo.main(['--video', str(tmp / 'frames'), '--box', '1,2,0,4', '--checkpoint',
+                    str(ckpt), '--config', 'tiny_256_ce', '--output',
+                    str(tmp / 'x.gif')]) == 2
+  assert 'zero or negative' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    demo.main(['--video', 'v', '--box', '1,2,3', '--checkpoint', str(ckpt)])
