@@ -62,6 +62,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.roots.folder = ''
   c.data.roots.synthetic = ''
   c.data.packed = False  # read the ArrayRecord packs written by `python -m ostrack_jax.data.pack`
+  # Subset lists (sequence names, or 0-based indices into GOT-10k train/list.txt), needed by
+  # got10k_vottrain / got10k_votval; lasot defaults to <root>/training_set.txt.
+  c.data.split_files = ml_collections.ConfigDict()
+  c.data.split_files.got10k_vottrain = ''
+  c.data.split_files.got10k_votval = ''
+  c.data.split_files.lasot = ''
+  # Decode JPEGs at 1/2, 1/4, 1/8 scale when the crop is that much larger than its output.
+  c.data.reduced_decode = True
+  c.data.packed_dir = ''  # with packed=True: the folder holding <dataset name>/ packs
   c.data.samples_per_epoch = 60000
   c.data.val_samples_per_epoch = 10000
   c.data.max_sample_interval = 200
