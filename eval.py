@@ -98,24 +98,15 @@ def _data_dir(args) -> pathlib.Path:
 def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, object]:
   """Metrics of every finished sequence with full ground truth, read back from the files."""
   from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
-  got_ious, errors, rows = [], [], []
+  got_ious, errors, rows, problems = [], [], [], {}
   for seq in sequences:
     if not seq.has_full_gt or not writer.is_done(seq.name):
       continue
-    boxes, _ = writer.read(seq.name)
-    row = {}
-    if layout == 'got10k':
-      cover = seq.cover
-      if cover is None and seq.visible is not None:
-        cover = seq.visible.astype(np.int64)
-      ious = metrics.got10k_frame_ious(boxes, seq.gt_xywh, cover, seq.image_size)
-      got_ious.append(ious)
-      row['AO'] = float(np.mean(ious) * 100) if len(ious) else float('nan')
-    e = metrics.ope_sequence_errors(boxes, seq.gt_xywh, seq.visible,
-                                    dataset='lasot' if dataset == 'lasot' else '')
-    errors.append(e)
-    row.update(metrics.ope_summary(metrics.ope_curves([e])))
-    row['frames'] = len(seq)
+    try:
+      row = _sequence_metrics(seq, writer, layout, dataset, got_ious, errors)
+    except ValueError as e:  # NaN or malformed results / ground truth
+      problems[seq.name] = f'sequence {seq.name!r}: no metrics: {e}'
+      continue
     rows.append((seq.name, row))
   summary: Dict[str, float] = {}
   if layout == 'got10k' and got_ious:
@@ -123,7 +114,29 @@ def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, o
   curves = metrics.ope_curves(errors) if errors else None
   if curves is not None:
     summary.update(metrics.ope_summary(curves))
-  return {'summary': summary, 'rows': rows, 'curves': curves}
+  return {'summary': summary, 'rows': rows, 'curves': curves, 'problems': problems}
+
+
+def _sequence_metrics(seq, writer, layout, dataset, got_ious, errors):
+  """Per-sequence row; appends to ``got_ious`` / ``errors`` only when everything parsed."""
+  from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
+  boxes, _ = writer.read(seq.name)
+  row = {}
+  ious = None
+  if layout == 'got10k':
+    cover = seq.cover
+    if cover is None and seq.visible is not None:
+      cover = seq.visible.astype(np.int64)
+    ious = metrics.got10k_frame_ious(boxes, seq.gt_xywh, cover, seq.image_size)
+    row['AO'] = float(np.mean(ious) * 100) if len(ious) else float('nan')
+  e = metrics.ope_sequence_errors(boxes, seq.gt_xywh, seq.visible,
+                                  dataset='lasot' if dataset == 'lasot' else '')
+  row.update(metrics.ope_summary(metrics.ope_curves([e])))
+  row['frames'] = len(seq)
+  if ious is not None:
+    got_ious.append(ious)
+  errors.append(e)
+  return row
 
 
 def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Path]:
@@ -254,6 +267,7 @@ def main(argv=None) -> int:
   report_dir.mkdir(parents=True, exist_ok=True)
   result = compute_metrics(sequences, writer, layout, args.dataset)
   summary = result['summary']
+  failures.update(result['problems'])
   columns = (['AO'] if layout == 'got10k' else []) + ['AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2',
                                                       'frames']
   text = []

@@ -130,6 +130,10 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
     shutil.copytree(setup['data'], data)
     (data / 'val' / 'SYN_Val_000001' / '00000003.jpg').write_bytes(b'\xff\xd8 broken')
     (data / 'val' / 'SYN_Val_000002' / 'groundtruth.txt').write_text('1,2,3\n')
+    gt3 = data / 'val' / 'SYN_Val_000003' / 'groundtruth.txt'
+    lines = gt3.read_text().splitlines()
+    lines[2] = 'nan,nan,nan,nan'  # tracked fine, but no metric can be computed
+    gt3.write_text('\n'.join(lines) + '\n')
   out = setup['tmp'] / 'out_bad'
   eval_mod = setup['eval']
   code = eval_mod.main(['--config', 'tiny_256_ce', '--checkpoint', str(setup['ckpt']),
@@ -141,8 +145,9 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
   assert "'SYN_Val_000002'" in captured.err and 'expected 4 numbers' in captured.err
   assert (out / 'SYN_Val_000003' / 'SYN_Val_000003_001.txt').is_file()
   assert not (out / 'SYN_Val_000001').exists()
+  assert "'SYN_Val_000003': no metrics: ground truth contains NaN" in captured.out
   saved = json.loads((out / 'report' / 'summary.json').read_text())
-  assert set(saved['failures']) == {'SYN_Val_000001', 'SYN_Val_000002'}
+  assert set(saved['failures']) == {'SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003'}
   # --fail-fast stops at the first bad sequence.
   code = eval_mod.main(['--config', 'tiny_256_ce', '--checkpoint', str(setup['ckpt']),
                         '--dataset', 'got10k_val', '--data-dir', str(data), '--output',

@@ -1,0 +1,11 @@
+"""Tracking and benchmark evaluation.
+
+* ``tracker``: ``Tracker`` (OSTrack's inference procedure, one jitted step per frame) and
+  ``BatchTracker`` (N sequences in lockstep).
+* ``runner``: tracks benchmark sequences (one at a time or in lockstep) with per-frame timing.
+* ``datasets``: readers for GOT-10k, LaSOT, TrackingNet, OTB-style and generic folders.
+* ``metrics``: GOT-10k AO / SR and pytracking-style AUC / precision / normalized precision.
+* ``results``: result files in the official layouts, written atomically, and submission zips.
+
+Nothing is imported here, so ``import ostrack_jax.tracking.datasets`` stays free of JAX.
+"""
