@@ -255,6 +255,9 @@ def _cache_path(cache_dir, kind: str, root: pathlib.Path, extra: str,
     except OSError:
       stamps.append(f'{p}:missing')
   key = json.dumps([INDEX_VERSION, kind, str(root.resolve()), extra, stamps])
+  # The key covers the listing and every annotation file (path, mtime, size): editing an
+  # annotation rebuilds the index. Frame files are not stamped (adding or deleting frames
+  # without touching the annotations needs cache_dir=None or deleting the cache file).
   digest = hashlib.sha1(key.encode()).hexdigest()[:16]
   return pathlib.Path(cache_dir).expanduser() / f'{kind}-{digest}.npz'
 
@@ -408,8 +411,10 @@ def got10k(root, split: str = 'train', split_file: Optional[str] = None,
       s.image_size = _image_size(split_dir / s.frame_dir / s.frame_names[int(np.argmax(s.visible))])
     return seqs, report
 
-  seqs, report = _cached('got10k', root, f'{split}|{split_file}|{len(selected)}',
-                         [list_path, pathlib.Path(split_file) if split_file else list_path],
+  stamps = [list_path, pathlib.Path(split_file) if split_file else list_path]
+  stamps += [split_dir / n / f for n in selected
+             for f in ('groundtruth.txt', 'absence.label', 'cover.label')]
+  seqs, report = _cached('got10k', root, f'{split}|{split_file}|{len(selected)}', stamps,
                          cache_dir, build)
   return Source(name, str(split_dir), seqs, report)
 
@@ -478,8 +483,10 @@ def lasot(root, split_file: Optional[str] = None, cache_dir=default_cache_dir(),
           seqs.append(s)
     return seqs, report
 
-  seqs, report = _cached('lasot', root, str(list_file) + f'|{len(selected)}',
-                         [list_file, root], cache_dir, build)
+  stamps = [list_file] + [root / rel / f for rel in selected
+                          for f in ('groundtruth.txt', 'full_occlusion.txt', 'out_of_view.txt')]
+  seqs, report = _cached('lasot', root, str(list_file) + f'|{len(selected)}', stamps,
+                         cache_dir, build)
   return Source(name, str(root), seqs, report)
 
 
@@ -526,8 +533,9 @@ def trackingnet(root, chunks: Seq[int] = tuple(range(12)), cache_dir=default_cac
       report.skip('empty dataset folder (no anno/*.txt)', str(root))
     return seqs, report
 
-  seqs, report = _cached('trackingnet', root, ','.join(map(str, chunks)),
-                         [c / 'anno' for c in chunk_dirs], cache_dir, build)
+  stamps = [a for c in chunk_dirs for a in sorted((c / 'anno').glob('*.txt'))]
+  seqs, report = _cached('trackingnet', root, ','.join(map(str, chunks)), stamps, cache_dir,
+                         build)
   return Source(name, str(root), seqs, report)
 
 
@@ -611,7 +619,11 @@ def folder(root, cache_dir=default_cache_dir(), name: str = 'folder') -> Source:
       visible = np.ones(len(files), bool)
       absence = seq_dir / 'absence.label'
       if absence.exists():
-        flags = read_numbers(absence)
+        try:
+          flags = read_numbers(absence)
+        except ValueError as e:
+          report.skip('unreadable absence.label', str(e))
+          continue
         if len(flags) != len(files):
           report.skip('absence.label length differs from the frames', seq_name)
           continue
@@ -619,13 +631,17 @@ def folder(root, cache_dir=default_cache_dir(), name: str = 'folder') -> Source:
         visible &= flags == 0
       s = _finish_sequence(report, seq_name, seq_name, files, boxes, visible,
                            np.ones(len(files), bool), _image_size(seq_dir / files[0]))
+      if s and _image_size(seq_dir / files[-1]) != s.image_size:
+        s.image_size = None  # frames of different sizes: read each frame's header
       if s:
         if len({os.path.splitext(f)[1].lower() for f in files}) > 1:
           s.image_size = None  # mixed formats: read sizes per frame
         seqs.append(s)
     return seqs, report
 
-  seqs, report = _cached('folder', root, f'{len(selected)}', [list_path, root], cache_dir, build)
+  stamps = [list_path] + [root / n / f for n in selected
+                          for f in ('groundtruth.txt', 'absence.label')]
+  seqs, report = _cached('folder', root, '|'.join(selected), stamps, cache_dir, build)
   return Source(name, str(root), seqs, report)
 
 
