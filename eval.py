@@ -2,11 +2,13 @@
 
   python eval.py --config configs/ostrack_256_ce.py --checkpoint model.msgpack \
       --dataset got10k_test --data-dir /datasets/GOT-10k [--sequences A B] [--output DIR] \
-      [--batch-size 8]
+      [--batch-size 8] [--config.tracker.search_factor=4.5]
 
 With no arguments it evaluates the default training run (``python train.py``, which writes
 ``workdirs/tiny_256_ce/model.msgpack``) on the validation split of the synthetic dataset
-(generated on first use at ``ostrack_jax.data.synthetic.default_root()``).
+(``config.data.roots.synthetic``, else ``ostrack_jax.data.synthetic.default_root()``, i.e.
+``$OSTRACK_JAX_SYNTHETIC`` or ``~/.cache/ostrack_jax/synthetic``, generated on first use as
+train.py does).
 
 Outputs under ``--output`` (default ``workdirs/<config name>/eval/<dataset>``):
 
@@ -73,23 +75,30 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help='stop at the first bad sequence instead of skipping it')
   p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
   p.add_argument('--no-progress', action='store_true', help='no progress bars')
-  return p.parse_args(argv)
+  args, rest = p.parse_known_args(argv)
+  bad = [r for r in rest if not r.startswith('--config.')]
+  if bad:
+    p.error(f'unrecognized arguments: {" ".join(bad)}')
+  # --config.tracker.search_factor=4.5 style overrides (e.g. to try another search factor)
+  args.overrides = [r[2:] for r in rest]
+  return args
 
 
 def _default_output(config, dataset: str) -> pathlib.Path:
   return pathlib.Path(DEFAULT_OUTPUT_ROOT) / config.name / 'eval' / dataset
 
 
-def _data_dir(args) -> pathlib.Path:
+def _data_dir(args, config) -> pathlib.Path:
+  """--data-dir, else the synthetic dataset where train.py puts it (generated if missing)."""
   if args.data_dir:
     return pathlib.Path(args.data_dir)
   if not args.dataset.startswith('got10k'):
     raise SystemExit(f'--data-dir is required for --dataset {args.dataset}')
   from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  root = synthetic.default_root()
+  root = pathlib.Path(config.data.roots.synthetic or synthetic.default_root()).expanduser()
   if not (root / 'synthetic.json').exists():
     print(f'generating the synthetic dataset at {root} ...')
-  return synthetic.ensure_synthetic_dataset()
+  return synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -182,12 +191,17 @@ def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Pat
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from ostrack_jax.cli_utils import load_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.cli_utils import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import datasets, results, runner  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking.tracker import BatchTracker, Tracker  # pylint: disable=g-import-not-at-top
 
-  config = load_config(args.config)
+  try:
+    config = load_config(args.config)
+    apply_overrides(config, args.overrides)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   if not os.path.isfile(args.checkpoint):
     hint = (' (run `python train.py` first, or pass --checkpoint)'
             if args.checkpoint == DEFAULT_CHECKPOINT else '')
@@ -196,7 +210,7 @@ def main(argv=None) -> int:
   if args.batch_size < 1:
     print(f'error: --batch-size must be >= 1, got {args.batch_size}', file=sys.stderr)
     return 2
-  data_dir = _data_dir(args)
+  data_dir = _data_dir(args, config)
   load_errors: List = []
   try:
     sequences = datasets.load_dataset(args.dataset, data_dir, args.sequences, args.split,
