@@ -274,9 +274,14 @@ def make_synthetic_dataset(out_dir, num_train: int = DEFAULT_NUM_TRAIN,
 def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Path:
   """The synthetic dataset at ``root`` (default :func:`default_root`), generated if missing.
 
-  ``kwargs`` go to :func:`make_synthetic_dataset`; with none, the defaults are used.
+  ``kwargs`` go to :func:`make_synthetic_dataset`. Without kwargs, a complete synthetic
+  dataset already at ``root`` is used whatever arguments made it (for example a smaller one
+  written by ``python -m ostrack_jax.data.synthetic --out DIR --num_train 10``), and a missing
+  one is generated with the defaults.
   """
   root = pathlib.Path(root).expanduser() if root else default_root()
+  if not kwargs and (root / _MARKER).exists():
+    return root
   return make_synthetic_dataset(root, **kwargs)
 
 
