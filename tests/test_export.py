@@ -1,0 +1,162 @@
+"""The exported tracker (jax.export StableHLO + weights) against the live Tracker.
+
+The artifact is made from the tiny fixture checkpoint and run on the committed DAVIS `soapbox`
+frames (tests/fixtures/tracker). Tolerances: the exported float32 step is the live step's
+program, so boxes, score maps and eliminated tokens must agree to 1e-6 px / 1e-6 (measured:
+bit-identical on CPU); both must also match the ORIGINAL tracker's teacher-forced boxes within
+the tracker test's 0.01 px. The bfloat16 variant is compared with the live tracker run in
+bfloat16 (same tolerance, measured bit-identical).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from ostrack_jax import export as export_lib
+from ostrack_jax.configs import get_config
+
+FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+CHECKPOINT = FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BOX_TOL_PX = 1e-6
+ORIGINAL_TOL_PX = 0.01
+
+
+def _frames_and_gt(name='soapbox'):
+  data = np.load(FIXTURES / 'tracker' / f'{name}.npz')
+  n = len([k for k in data.files if k.startswith('png_')])
+  frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(n)]
+  return frames, data
+
+
+@pytest.fixture(scope='module')
+def variables():
+  from ostrack_jax.checkpoint_io import load_checkpoint
+  return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
+
+
+@pytest.fixture(scope='module')
+def artifact(tmp_path_factory, variables):
+  out = tmp_path_factory.mktemp('export') / 'tiny'
+  export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(out))
+  return out
+
+
+def _track(tracker, frames, gt, n, teacher_forced):
+  tracker.initialize(frames[0], gt[0])
+  boxes, scores, removed = [], [], []
+  for i in range(1, n + 1):
+    if teacher_forced:
+      tracker.state = gt[i - 1]
+    boxes.append(tracker.track(frames[i]))
+    scores.append(tracker.last_score_map)
+    removed.append(tracker.last_removed_indexes)
+  return np.array(boxes), np.array(scores), removed
+
+
+def _live(variables, dtype):
+  from ostrack_jax.tracking.tracker import Tracker
+  config = get_config('tiny_256_ce')
+  config.model.dtype = dtype
+  return Tracker(config, variables)
+
+
+def test_artifact_layout(artifact):
+  manifest = json.loads((artifact / 'manifest.json').read_text())
+  assert manifest['preset'] == 'tiny_256_ce'
+  assert set(manifest['variants']) == {'float32', 'bfloat16'}
+  assert manifest['platforms'] == ['cpu', 'cuda']
+  assert manifest['template_shape'] == [1, 128, 128, 3]
+  assert manifest['search_shape'] == [1, 256, 256, 3]
+  for name in ('weights.npz', 'step_float32.jax', 'step_bfloat16.jax'):
+    assert (artifact / name).stat().st_size > 0
+  assert not [p for p in artifact.parent.iterdir() if p.name.startswith('.tmp-')]
+
+
+@pytest.mark.parametrize('teacher_forced', [True, False], ids=['teacher_forced', 'free'])
+def test_exported_float32_reproduces_live_tracker(artifact, variables, teacher_forced):
+  frames, data = _frames_and_gt('soapbox')
+  n = 4 if teacher_forced else 12
+  with jax.default_matmul_precision('highest'):
+    live = _track(_live(variables, 'float32'), frames, data['gt'], n, teacher_forced)
+  exported = _track(export_lib.load_exported(str(artifact)), frames, data['gt'], n,
+                    teacher_forced)
+  np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
+  np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
+  for got, want in zip(exported[2], live[2]):
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(g, w)
+  if teacher_forced:  # and both agree with the original PyTorch tracker
+    err = np.abs(exported[0] - data['tf_boxes'][1:n + 1]).max()
+    assert err < ORIGINAL_TOL_PX, err
+
+
+def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, variables):
+  frames, data = _frames_and_gt('soapbox')
+  live = _track(_live(variables, 'bfloat16'), frames, data['gt'], 4, True)
+  exported = _track(export_lib.load_exported(str(artifact), dtype='bfloat16'), frames,
+                    data['gt'], 4, True)
+  np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
+  np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
+
+
+def test_loader_does_not_build_the_flax_model(artifact):
+  code = (
+      'import sys, numpy as np\n'
+      'from ostrack_jax.export import load_exported\n'
+      f'tr = load_exported({str(artifact)!r})\n'
+      'frame = (np.arange(240 * 320 * 3) % 251).astype(np.uint8).reshape(240, 320, 3)\n'
+      'tr.initialize(frame, (100, 80, 40, 30))\n'
+      'box = tr.track(frame)\n'
+      'assert np.isfinite(box).all() and box.shape == (4,), box\n'
+      'bad = sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "torch", "optax")\n'
+      '             or m.startswith("ostrack_jax.models"))\n'
+      'print("IMPORTED", bad)\n')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                       timeout=120, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'IMPORTED []' in out.stdout, out.stdout
+
+
+def test_command_line(tmp_path):
+  out = tmp_path / 'cli'
+  rc = export_lib.main(['--checkpoint', str(CHECKPOINT), '--config',
+                        str(REPO / 'configs' / 'tiny_256_ce.py'), '--out', str(out),
+                        '--dtypes', 'float32', '--platforms', 'cpu'])
+  assert rc == 0
+  manifest = export_lib.read_manifest(str(out))
+  assert list(manifest['variants']) == ['float32'] and manifest['platforms'] == ['cpu']
+  with pytest.raises(ValueError, match="no 'bfloat16' variant"):
+    export_lib.load_exported(str(out), dtype='bfloat16')
+
+
+def test_bad_inputs(tmp_path, artifact, variables):
+  with pytest.raises(FileNotFoundError, match='not an exported tracker'):
+    export_lib.load_exported(str(tmp_path))
+  with pytest.raises(ValueError, match='--dtypes'):
+    export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(tmp_path / 'x'),
+                              dtypes=['float16'])
+  # weights of another shape
+  bad = tmp_path / 'bad.npz'
+  with np.load(artifact / 'weights.npz') as data:
+    flat = {k: data[k] for k in data.files}
+  key = next(iter(flat))
+  flat[key] = np.zeros((3,), np.float32)
+  np.savez(bad, **flat)
+  with pytest.raises(ValueError, match='wrong shapes'):
+    export_lib.load_exported(str(artifact), weights=str(bad))
+  # an artifact lowered only for another platform
+  gpu_only = tmp_path / 'gpu_only'
+  export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(gpu_only),
+                            dtypes=['float32'], platforms=['cuda'])
+  with pytest.raises(ValueError, match="not for this machine's 'cpu'"):
+    export_lib.load_exported(str(gpu_only))
