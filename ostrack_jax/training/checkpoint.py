@@ -1,0 +1,122 @@
+"""Orbax checkpoints of a training run: train state, data-iterator state and the run's config.
+
+Layout: ``<workdir>/checkpoints/<step>/{state, data, meta}`` (orbax ``CheckpointManager``; a
+step directory appears only once completely written, so a run killed mid-save leaves the
+previous checkpoint intact). ``state`` is the :class:`~ostrack_jax.training.state.TrainState`
+(model, optimiser, step, RNG, bad-step count); ``data`` is the grain iterator state (its
+position and the data-order contract, see ``ostrack_jax.data.pipeline``); ``meta`` holds the
+full config and the device/process layout as JSON.
+
+Resume is explicit. :func:`check_resume_config` compares the saved config with the current one
+and raises :class:`ResumeConfigError` naming every differing field, except the fields listed in
+:data:`RESUME_MUTABLE_FIELDS` (logging, checkpoint cadence, dataset paths), which may change.
+"""
+
+import json
+import os
+from typing import Any, Dict, Iterable, Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = 'checkpoints'
+
+# Fields that do not affect the computation and may differ on resume.
+RESUME_MUTABLE_FIELDS = (
+    'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
+    'train.val_every_epochs', 'train.max_bad_steps', 'train.pretrained', 'train.max_steps',
+    'data.roots.', 'data.packed_dir', 'data.split_files.',
+)
+
+
+class ResumeConfigError(ValueError):
+  """The checkpoint was written by a run with a different configuration."""
+
+
+def _flatten(d: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = list(v) if isinstance(v, (tuple, list)) else v
+  return out
+
+
+def config_differences(saved: Dict[str, Any], current: Dict[str, Any],
+                       mutable: Iterable[str] = RESUME_MUTABLE_FIELDS):
+  """['key: saved X, now Y', ...] over the flattened configs, ignoring ``mutable`` prefixes."""
+  a, b = _flatten(saved), _flatten(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if any(key == m or (m.endswith('.') and key.startswith(m)) for m in mutable):
+      continue
+    if a.get(key, '<absent>') != b.get(key, '<absent>'):
+      diffs.append(f'{key}: checkpoint {a.get(key, "<absent>")!r}, now {b.get(key, "<absent>")!r}')
+  return diffs
+
+
+class CheckpointManager:
+  """Saves and restores (train state, data iterator, meta) under ``<workdir>/checkpoints``."""
+
+  def __init__(self, workdir: str, keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False),
+        item_names=('state', 'data', 'meta'))
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self):
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iterator: Any, meta: Dict[str, Any]) -> None:
+    """Writes checkpoint ``step`` (synchronously, atomically) and prunes to the last K."""
+    import grain  # pylint: disable=g-import-not-at-top
+    args = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
+    if data_iterator is not None:
+      args['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    self._manager.save(int(step), args=ocp.args.Composite(**args), force=True)
+    self._manager.wait_until_finished()
+
+  def read_meta(self, step: Optional[int] = None) -> Dict[str, Any]:
+    step = self.latest_step() if step is None else step
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def restore(self, abstract_state: Any, data_iterator: Any, step: Optional[int] = None):
+    """Restores the state (onto the shardings of ``abstract_state``) and the iterator in place."""
+    import grain  # pylint: disable=g-import-not-at-top
+    step = self.latest_step() if step is None else step
+    args = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+    return restored['state']
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def make_meta(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> Dict[str, Any]:
+  return {'config': json.loads(config.to_json()), 'num_devices': int(num_devices),
+          'num_processes': int(num_processes), 'jax_version': jax.__version__}
+
+
+def check_resume_config(meta: Dict[str, Any], config: ml_collections.ConfigDict, num_devices: int,
+                        num_processes: int, checkpoint_dir: str) -> None:
+  """Raises ResumeConfigError when the run cannot continue the checkpoint exactly."""
+  diffs = config_differences(meta['config'], json.loads(config.to_json()))
+  if meta.get('num_devices') != num_devices:
+    diffs.append(f'device count: checkpoint {meta.get("num_devices")}, now {num_devices} '
+                 '(the global batch and the data order depend on it)')
+  if meta.get('num_processes') != num_processes:
+    diffs.append(f'process count: checkpoint {meta.get("num_processes")}, now {num_processes}')
+  if diffs:
+    raise ResumeConfigError(
+        f'cannot resume from {checkpoint_dir}: this run differs from the checkpoint\'s run in\n  '
+        + '\n  '.join(diffs)
+        + '\nRun with the checkpoint\'s settings, or start a fresh run in another --workdir.')
