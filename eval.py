@@ -70,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--batch-mode', default='vmap', choices=('vmap', 'map'),
                  help="lockstep mode: 'vmap' = one batched forward (fastest), 'map' = "
                       'bit-identical to --batch-size 1')
+  p.add_argument('--decode-threads', type=int, default=None,
+                 help='threads decoding frames ahead of the tracker (0 = decode inline; '
+                      'default 4 on an accelerator, 0 on CPU where they would compete with '
+                      'the model for the cores)')
   p.add_argument('--overwrite', action='store_true', help='re-run finished sequences')
   p.add_argument('--fail-fast', action='store_true',
                  help='stop at the first bad sequence instead of skipping it')
@@ -259,20 +263,32 @@ def main(argv=None) -> int:
       if args.fail_fast:
         raise err
 
+    import concurrent.futures  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    if args.decode_threads is None:
+      args.decode_threads = 0 if jax.default_backend() == 'cpu' else 4
+    executor = (concurrent.futures.ThreadPoolExecutor(args.decode_threads)
+                if args.decode_threads > 0 else None)
+    ahead = 2 * args.decode_threads
     try:
       if args.batch_size == 1:
         for seq in todo:
           try:
-            done(runner.track_sequence(tracker, seq, on_frame=lambda: bar.update(1)))
+            done(runner.track_sequence(tracker, seq, on_frame=lambda: bar.update(1),
+                                       executor=executor, ahead=ahead))
           except runner.SequenceFailure as e:
             failed(e)
       else:
-        runner.track_lockstep(batch, todo, done, failed, on_frame=bar.update)
+        runner.track_lockstep(batch, todo, done, failed, on_frame=bar.update,
+                              executor=executor, ahead=ahead)
     except runner.SequenceFailure as e:
       bar.close()
       seq_bar.close()
       print(f'error: {e}', file=sys.stderr)
       return 1
+    finally:
+      if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
     bar.close()
     seq_bar.close()
 

@@ -112,7 +112,8 @@ def test_eval_resumes_and_lockstep_matches(setup, capsys):
       reference['SYN_Val_000003']
   # Lockstep, batch 2 over unequal lengths (7, 4, 7): 'map' is bit-identical.
   out_map = setup['tmp'] / 'out_map'
-  assert _run(setup, out_map, '--batch-size', '2', '--batch-mode', 'map', '--no-plots') == 0
+  assert _run(setup, out_map, '--batch-size', '2', '--batch-mode', 'map', '--no-plots',
+              '--decode-threads', '2') == 0  # also frames decoded ahead on threads
   for n, text in reference.items():
     assert (out_map / n / f'{n}_001.txt').read_text() == text, n
   # 'vmap' (one batched forward) agrees up to float rounding.

@@ -7,19 +7,23 @@ Timing, per frame (seconds):
   ``<seq>_time.txt`` and divides into its FPS.
 * ``model_times``: the device step alone (host-to-device copy of the crop, the forward with
   window and decode, and the copy back), 0 for frame 0.
-* ``decode_times``: reading and decoding the image file.
+* ``decode_times``: time spent waiting for the image file to be read and decoded. Frames can be
+  decoded ahead on a thread pool (``executor`` + ``ahead``; OpenCV releases the GIL), in which
+  case only the wait that was not hidden behind tracking is counted.
 
-Model-only FPS = frames / sum(model_times); end-to-end FPS = frames / sum(decode + times).
-In lockstep, one step's time is shared equally among the sequences it advanced.
+Model-only FPS = frames / sum(model_times); end-to-end FPS = frames / sum(decode + times),
+i.e. the wall time of the loop. In lockstep, one step's time is shared equally among the
+sequences it advanced.
 
 A sequence with a bad frame (missing, corrupt) or a bad initial box raises
 :class:`SequenceFailure` (one-at-a-time) or is reported through ``on_failure`` (lockstep); the
 other sequences go on.
 """
 
+import concurrent.futures
 import dataclasses
 import time
-from typing import Callable, List, Optional, Sequence as Seq
+from typing import Callable, Dict, List, Optional, Sequence as Seq
 
 import numpy as np
 
@@ -49,6 +53,34 @@ def _read(seq: datasets.Sequence, index: int) -> np.ndarray:
   return datasets.read_frame(seq.frames[index], seq.name, index)
 
 
+class FrameReader:
+  """The frames of one sequence, in order, optionally decoded ``ahead`` frames in advance."""
+
+  def __init__(self, seq: datasets.Sequence,
+               executor: Optional[concurrent.futures.Executor] = None, ahead: int = 0):
+    self.seq = seq
+    self.executor = executor if ahead > 0 else None
+    self.ahead = ahead
+    self._futures: Dict[int, concurrent.futures.Future] = {}
+
+  def get(self, index: int):
+    """(frame (H, W, 3) uint8 RGB, seconds waited). Raises datasets.FrameError."""
+    t0 = time.perf_counter()
+    if self.executor is None:
+      frame = _read(self.seq, index)
+      return frame, time.perf_counter() - t0
+    for j in range(index, min(index + self.ahead + 1, len(self.seq))):
+      if j not in self._futures:
+        self._futures[j] = self.executor.submit(_read, self.seq, j)
+    frame = self._futures.pop(index).result()
+    return frame, time.perf_counter() - t0
+
+  def close(self) -> None:
+    for f in self._futures.values():
+      f.cancel()
+    self._futures.clear()
+
+
 def _fail(seq: datasets.Sequence, index: int, err: Exception) -> SequenceFailure:
   msg = str(err)
   if seq.name not in msg:
@@ -57,35 +89,40 @@ def _fail(seq: datasets.Sequence, index: int, err: Exception) -> SequenceFailure
 
 
 def track_sequence(tracker: tracker_lib.Tracker, seq: datasets.Sequence,
-                   on_frame: Optional[Callable[[], None]] = None) -> SequenceRun:
+                   on_frame: Optional[Callable[[], None]] = None,
+                   executor: Optional[concurrent.futures.Executor] = None,
+                   ahead: int = 0) -> SequenceRun:
   """Tracks one sequence from its first box. Raises SequenceFailure on bad input."""
   n = len(seq)
   boxes = np.zeros((n, 4))
   times, model_times, decode_times = np.zeros(n), np.zeros(n), np.zeros(n)
-  for i in range(n):
-    t0 = time.perf_counter()
-    try:
-      frame = _read(seq, i)
-      t1 = time.perf_counter()
-      if i == 0:
-        tracker.initialize(frame, tracker_lib.check_init_box(
-            seq.init_box, frame.shape[:2], f'sequence {seq.name!r} frame 0'))
-        boxes[0] = seq.init_box
-      else:
-        boxes[i] = tracker.track(frame)
-        model_times[i] = tracker.last_timing['model']
-    except (datasets.DatasetError, ValueError, FloatingPointError) as e:
-      raise _fail(seq, i, e) from e
-    t2 = time.perf_counter()
-    decode_times[i], times[i] = t1 - t0, t2 - t1
-    if on_frame is not None:
-      on_frame()
+  reader = FrameReader(seq, executor, ahead)
+  try:
+    for i in range(n):
+      try:
+        frame, decode_times[i] = reader.get(i)
+        t1 = time.perf_counter()
+        if i == 0:
+          tracker.initialize(frame, tracker_lib.check_init_box(
+              seq.init_box, frame.shape[:2], f'sequence {seq.name!r} frame 0'))
+          boxes[0] = seq.init_box
+        else:
+          boxes[i] = tracker.track(frame)
+          model_times[i] = tracker.last_timing['model']
+      except (datasets.DatasetError, ValueError, FloatingPointError) as e:
+        raise _fail(seq, i, e) from e
+      times[i] = time.perf_counter() - t1
+      if on_frame is not None:
+        on_frame()
+  finally:
+    reader.close()
   return SequenceRun(seq.name, boxes, times, model_times, decode_times)
 
 
 @dataclasses.dataclass
 class _Slot:
   seq: datasets.Sequence
+  reader: FrameReader
   index: int
   boxes: np.ndarray
   times: np.ndarray
@@ -96,7 +133,9 @@ class _Slot:
 def track_lockstep(batch: tracker_lib.BatchTracker, sequences: Seq[datasets.Sequence],
                    on_done: Callable[[SequenceRun], None],
                    on_failure: Callable[[SequenceFailure], None],
-                   on_frame: Optional[Callable[[int], None]] = None) -> None:
+                   on_frame: Optional[Callable[[int], None]] = None,
+                   executor: Optional[concurrent.futures.Executor] = None,
+                   ahead: int = 0) -> None:
   """Tracks ``sequences`` ``batch.batch_size`` at a time, in lockstep, one jitted call per step.
 
   A slot whose sequence ends (or fails) takes the next sequence at once, so unequal lengths
@@ -110,6 +149,7 @@ def track_lockstep(batch: tracker_lib.BatchTracker, sequences: Seq[datasets.Sequ
   def finish(i):
     s = slots[i]
     slots[i] = None
+    s.reader.close()
     batch.release(i)
     on_done(SequenceRun(s.seq.name, s.boxes, s.times, s.model_times, s.decode_times))
 
@@ -117,19 +157,20 @@ def track_lockstep(batch: tracker_lib.BatchTracker, sequences: Seq[datasets.Sequ
     while queue:
       seq = queue.pop(0)
       n = len(seq)
-      t0 = time.perf_counter()
+      reader = FrameReader(seq, executor, ahead)
       try:
-        frame = _read(seq, 0)
+        frame, wait = reader.get(0)
         t1 = time.perf_counter()
         batch.initialize(i, frame, tracker_lib.check_init_box(
             seq.init_box, frame.shape[:2], f'sequence {seq.name!r} frame 0'))
       except (datasets.DatasetError, ValueError) as e:
+        reader.close()
         on_failure(_fail(seq, 0, e))
         continue
       t2 = time.perf_counter()
-      slot = _Slot(seq, 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n), np.zeros(n))
+      slot = _Slot(seq, reader, 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n), np.zeros(n))
       slot.boxes[0] = seq.init_box
-      slot.decode_times[0], slot.times[0] = t1 - t0, t2 - t1
+      slot.decode_times[0], slot.times[0] = wait, t2 - t1
       slots[i] = slot
       if on_frame is not None:
         on_frame(1)
@@ -149,15 +190,14 @@ def track_lockstep(batch: tracker_lib.BatchTracker, sequences: Seq[datasets.Sequ
     for i, s in enumerate(slots):
       if s is None:
         continue
-      t0 = time.perf_counter()
       try:
-        frames[i] = _read(s.seq, s.index)
+        frames[i], decode[i] = s.reader.get(s.index)
       except datasets.DatasetError as e:
         slots[i] = None
+        s.reader.close()
         batch.release(i)
         on_failure(_fail(s.seq, s.index, e))
         continue
-      decode[i] = time.perf_counter() - t0
     live = [i for i, f in enumerate(frames) if f is not None]
     if not live:
       continue
@@ -167,6 +207,13 @@ def track_lockstep(batch: tracker_lib.BatchTracker, sequences: Seq[datasets.Sequ
     model_time = batch.last_timing['model'] / len(live)
     for i in live:
       s = slots[i]
+      if not np.isfinite(states[i]).all():
+        slots[i] = None
+        s.reader.close()
+        batch.release(i)
+        on_failure(SequenceFailure(s.seq.name, f'sequence {s.seq.name!r} frame {s.index}: the '
+                                   'network returned a non-finite box (bad checkpoint?)'))
+        continue
       s.boxes[s.index] = states[i]
       s.times[s.index] = step_time
       s.model_times[s.index] = model_time
