@@ -207,3 +207,31 @@ def test_track_before_initialize_and_target_leaving_frame(tracker):
   fresh.state = (5000.0, 5000.0, 30.0, 30.0)
   x, y, w, h = fresh.track(s.frame(1))
   assert 0 <= x <= 854 - 10 and 0 <= y <= 480 - 10 and w >= 10 and h >= 10
+
+
+def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
+  """Two sequences of 5 and 3 frames in a batch of 3 (one slot idle), 'map' mode."""
+  s = _Seq('soapbox')
+  frames = [s.frame(i) for i in range(6)]
+  inits = [s['gt'][0], s['gt'][0] + np.array([4.0, -3.0, -10.0, 6.0])]
+  lengths = [5, 3]
+  singles = []
+  for init, n in zip(inits, lengths):
+    tracker.initialize(frames[0], init)
+    singles.append(np.array([tracker.track(frames[i]) for i in range(1, n)]))
+  batch = tracker_lib.BatchTracker(tracker, 3, 'map')
+  for slot, init in enumerate(inits):
+    batch.initialize(slot, frames[0], init)
+  got = [[], []]
+  for i in range(1, max(lengths)):
+    step_frames = [frames[i] if i < n else None for n in lengths] + [None]
+    for slot, n in enumerate(lengths):
+      if i == n:
+        batch.release(slot)
+    states = batch.track(step_frames)
+    for slot, n in enumerate(lengths):
+      if i < n:
+        got[slot].append(states[slot])
+  for slot in range(2):
+    np.testing.assert_array_equal(np.array(got[slot]), singles[slot])
+  assert batch._step._cache_size() == 1  # pylint: disable=protected-access
