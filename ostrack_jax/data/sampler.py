@@ -20,8 +20,10 @@ original's sampler):
 
 import collections
 import logging
+import os
 from typing import List, NamedTuple, Optional, Sequence as Seq, Tuple
 
+import cv2
 import numpy as np
 
 from ostrack_jax.data import sources as sources_lib
@@ -94,6 +96,8 @@ class PairSampler:
     self.train = bool(train)
     self.reduced_decode = bool(reduced_decode)
     self.failures = collections.Counter()  # per process; for diagnostics only
+    self._creator_pid = os.getpid()
+    self._threads_set = False
 
   def draw_frames(self, rng: np.random.Generator) -> FramePair:
     """Steps 1-3: dataset, sequence and the (template, search) frame indices."""
@@ -110,6 +114,10 @@ class PairSampler:
 
     Adds ``dataset_index`` (int32) and ``attempts`` (int32, 1 when the first draw was valid).
     """
+    if not self._threads_set:
+      self._threads_set = True
+      if os.getpid() != self._creator_pid:  # a grain worker: one OpenCV thread per process
+        cv2.setNumThreads(1)
     rng = np.random.default_rng([self.seed, int(index)])
     last_error = None
     for attempt in range(1, MAX_ATTEMPTS + 1):
