@@ -39,6 +39,11 @@ def main(argv) -> int:
     print(f'train.py: {e}', file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join('workdirs', config.name)
+  if config.train.pretrained and not os.path.isfile(config.train.pretrained):
+    print(f'train.py: config.train.pretrained={config.train.pretrained!r}: no such file (give the '
+          'MAE/timm ViT checkpoint, e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)',
+          file=sys.stderr)
+    return 2
 
   import jax  # pylint: disable=g-import-not-at-top
   if args.multihost:
@@ -93,11 +98,6 @@ def main(argv) -> int:
   # --------------------------------------------------------------------------------------------
   model = ostrack.build_model(state_lib.training_config(config))
   if t.pretrained:
-    if not os.path.isfile(t.pretrained):
-      print(f'train.py: config.train.pretrained={t.pretrained!r}: no such file (give the MAE/timm '
-            'ViT checkpoint, e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)',
-            file=sys.stderr)
-      return 2
     variables = checkpoint_io.load_checkpoint(t.pretrained, config)
   else:
     variables = ostrack.init_variables(config, seed=t.seed)
