@@ -1,0 +1,181 @@
+"""The README works verbatim: every shell command in it refers to something that exists.
+
+Doc test over README.md's fenced ``bash`` blocks: each command is split out (``&&``, line
+continuations, environment assignments and launchers such as ``srun`` removed) and checked:
+
+* the test command equals the one `.ci/run` runs, exactly;
+* ``pip install`` names extras that pyproject.toml defines;
+* ``python SCRIPT`` / ``python -m MODULE``: the script or module exists, every ``--flag`` is
+  one its ``--help`` lists (run for real), repository paths (``configs/...``) exist; train.py
+  and eval.py arguments are parsed by their own parsers, and ``--config.a.b=v`` overrides are
+  applied to the named preset, so an unknown config key fails here;
+* ``pytest`` options and markers exist.
+
+The README's ``python`` blocks (the tracking snippets) are executed against a small model file
+and an exported tracker made here, on generated frames.
+"""
+
+import functools
+import importlib.util
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+README = REPO / 'README.md'
+TEST_COMMAND = 'python -m pytest -n 2 tests'
+
+
+def _blocks(language):
+  text = README.read_text()
+  return re.findall(r'^```' + language + r'\n(.*?)^```', text, flags=re.S | re.M)
+
+
+def _commands():
+  """(command tokens, source line) for every command in the bash blocks."""
+  out = []
+  for block in _blocks('bash'):
+    text = block.replace('\\\n', ' ')
+    for line in text.splitlines():
+      line = line.split(' #')[0].strip()
+      if not line or line.startswith('#'):
+        continue
+      for part in line.split('&&'):
+        tokens = shlex.split(part)
+        while tokens and re.match(r'^[A-Z_][A-Z0-9_]*=', tokens[0]):  # FOO=bar cmd
+          tokens = tokens[1:]
+        if tokens and tokens[0] in ('srun', 'mpirun'):  # launcher options, then the command
+          tokens = tokens[tokens.index('python'):]
+        out.append((tokens, part.strip()))
+  return out
+
+
+COMMANDS = _commands()
+
+
+def _ci_test_command():
+  lines = [l.strip() for l in (REPO / '.ci' / 'run').read_text().splitlines()]
+  return [l for l in lines if l.startswith('python -m pytest')]
+
+
+def test_readme_has_the_two_setup_commands_first():
+  first = _blocks('bash')[0].strip().splitlines()
+  assert first[0].startswith('pip install -e ".[dev]" && python train.py && python eval.py')
+  assert first[1] == TEST_COMMAND
+
+
+def test_readme_test_command_is_the_ci_command():
+  assert _ci_test_command() == [TEST_COMMAND]
+  assert any(c == TEST_COMMAND for _, c in COMMANDS)
+
+
+@functools.lru_cache(maxsize=None)
+def _help(runner):
+  """--help output of a script path or '-m module' (run for real)."""
+  args = runner.split(' ')
+  out = subprocess.run([sys.executable, *args, '--help'], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, check=False)
+  assert out.returncode == 0, f'{runner} --help failed:\n{out.stderr[-2000:]}'
+  return out.stdout
+
+
+def _check_paths(tokens, line):
+  for tok in tokens:
+    value = tok.split('=', 1)[-1]
+    if value.startswith(('configs/', 'benchmarks/', 'examples/', 'tests/')):
+      assert (REPO / value).exists(), f'{line}: {value} does not exist in the repository'
+
+
+def _check_overrides(config_spec, overrides, line):
+  from ostrack_jax import cli_utils
+  config = cli_utils.load_config(str(REPO / config_spec) if config_spec.endswith('.py')
+                                 else config_spec)
+  try:
+    cli_utils.apply_overrides(config, overrides)
+  except ValueError as e:
+    pytest.fail(f'{line}: {e}')
+
+
+def _load_script(name):
+  spec = importlib.util.spec_from_file_location(f'_readme_{name[:-3]}', REPO / name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _check_python(tokens, line):
+  args = tokens[1:]
+  if args[:2] == ['-m', 'pytest']:
+    opts = args[2:]
+    assert opts[-1] == 'tests' and (REPO / 'tests').is_dir(), line
+    if '-m' in opts:
+      marker = opts[opts.index('-m') + 1].replace('not ', '').strip()
+      assert f'{marker}:' in (REPO / 'pyproject.toml').read_text(), f'{line}: marker {marker}'
+    assert importlib.util.find_spec('xdist') is not None, 'pytest-xdist (-n) is not installed'
+    return
+  if args[0] == '-m':
+    module, rest = args[1], args[2:]
+    assert importlib.util.find_spec(module) is not None, f'{line}: no module {module}'
+    runner = f'-m {module}'
+  else:
+    script, rest = args[0], args[1:]
+    assert (REPO / script).is_file(), f'{line}: no script {script}'
+    runner = script
+  _check_paths(rest, line)
+  flags = [t.split('=')[0] for t in rest if t.startswith('--') and not t.startswith('--config.')]
+  if runner == '-m ostrack_jax.data.pack':  # DATASET positional: a source name
+    from ostrack_jax.data import sources
+    assert f"'{rest[0]}'" in importlib.util.find_spec(sources.__name__).loader.get_source(
+        sources.__name__), f'{line}: unknown source {rest[0]}'
+  help_text = _help(runner)
+  for flag in flags:
+    assert re.search(re.escape(flag) + r'\b', help_text), f'{line}: {runner} has no {flag}'
+  if runner == 'train.py':
+    from ostrack_jax.training import loop
+    parsed, overrides = loop.parse_args(rest, _load_script('train.py').DEFAULTS)
+    _check_overrides(parsed.config, overrides, line)
+  elif runner == 'eval.py':
+    parsed = _load_script('eval.py').parse_args(rest)
+    _check_overrides(parsed.config, parsed.overrides, line)
+
+
+@pytest.mark.parametrize('tokens,line', COMMANDS, ids=[c for _, c in COMMANDS])
+def test_readme_command(tokens, line):
+  assert tokens, line
+  if tokens[0] == 'pip':
+    assert tokens[1:3] == ['install', '-e'], f'{line}: only the editable install is expected'
+    extras = re.match(r'\.\[(.*)\]$', tokens[3])
+    pyproject = (REPO / 'pyproject.toml').read_text()
+    for extra in (extras.group(1).split(',') if extras else []):
+      assert re.search(rf'^{extra} = \[', pyproject, flags=re.M), f'{line}: no extra {extra}'
+    return
+  assert tokens[0] == 'python', f'{line}: unexpected command {tokens[0]!r}'
+  _check_python(tokens, line)
+
+
+def test_readme_python_snippets_run(tmp_path, monkeypatch):
+  from ostrack_jax.checkpoint_io import save_variables
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.export import export_tracker
+  from ostrack_jax.models.ostrack import init_variables
+
+  monkeypatch.chdir(tmp_path)
+  config = get_config('tiny_256_ce')
+  variables = init_variables(config, seed=0)
+  save_variables('workdirs/tiny_256_ce/model.msgpack', variables, config)
+  snippets = _blocks('python')
+  assert len(snippets) >= 2
+  if any('load_exported' in s for s in snippets):
+    export_tracker(config, variables, 'exported/ostrack_256_ce', platforms=['cpu'])
+  rng = np.random.default_rng(0)
+  frames = [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(3)]
+  for snippet in snippets:
+    namespace = dict(first_frame=frames[0], frames=frames[1:], x=50.0, y=40.0, w=30.0, h=20.0)
+    exec(compile(snippet, 'README.md', 'exec'), namespace)  # pylint: disable=exec-used
+    boxes = namespace['boxes']
+    assert len(boxes) == 2 and all(np.isfinite(b).all() and len(b) == 4 for b in boxes)
