@@ -13,6 +13,8 @@ no files until a name is used):
 * ``load_checkpoint(path, config)``: either of the above, chosen by the file.
 * ``make_forward(config, variables)``: a jitted ``fn(template, search, keep_ratio=None)``.
 * ``Tracker``: ``Tracker.from_checkpoint(path, config)``, ``initialize``, ``track``.
+* ``load_exported(directory, dtype='float32')``: a Tracker running an exported (StableHLO)
+  per-frame step written by ``python -m ostrack_jax.export``; needs no Flax.
 """
 
 import importlib
@@ -30,6 +32,7 @@ _LAZY = {
     'load_variables': 'ostrack_jax.checkpoint_io',
     'load_checkpoint': 'ostrack_jax.checkpoint_io',
     'Tracker': 'ostrack_jax.tracking.tracker',
+    'load_exported': 'ostrack_jax.export',
 }
 
 __all__ = sorted(_LAZY)
