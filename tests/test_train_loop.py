@@ -1,0 +1,78 @@
+"""train.py's helpers: flag/override parsing, the JSONL writer's resume truncation, the
+non-finite monitor (isolated bad steps skipped and counted; a run of them stops training with the
+step and the culprit), and the resume config check."""
+
+import json
+
+import pytest
+
+from ostrack_jax.configs import get_config
+from ostrack_jax.training import checkpoint, loop
+
+
+def test_parse_args_collects_overrides_and_rejects_unknown_flags():
+  args, overrides = loop.parse_args(
+      ['--config', 'configs/ostrack_256_ce.py', '--config.train.lr=1e-3', '--config.train.epochs',
+       '5', '--resume'], {'config': 'configs/tiny_256_ce.py'})
+  assert args.config == 'configs/ostrack_256_ce.py' and args.resume and not args.multihost
+  assert overrides == ['train.lr=1e-3', 'train.epochs=5']
+  args, overrides = loop.parse_args([], {'config': 'configs/tiny_256_ce.py'})
+  assert args.config == 'configs/tiny_256_ce.py' and overrides == [] and args.workdir is None
+  with pytest.raises(SystemExit):
+    loop.parse_args(['--lr=3'], {'config': 'x'})
+  with pytest.raises(SystemExit):
+    loop.parse_args(['--config.train.lr'], {'config': 'x'})
+
+
+def test_metric_writer_truncates_to_the_resumed_step(tmp_path):
+  w = loop.MetricWriter(str(tmp_path))
+  for s in (1, 2, 3, 4):
+    w.write(s, {'Loss/total': float(s)})
+  w.close()
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 5, "Loss/tot')  # a line cut by SIGKILL
+  w = loop.MetricWriter(str(tmp_path), resume_step=2)
+  w.write(3, {'Loss/total': 30.0})
+  w.close()
+  rows = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [(r['step'], r['Loss/total']) for r in rows] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+def _m(finite, **kw):
+  base = {'finite': finite, 'boxes_finite': True, 'grad_norm': 1.0, 'Loss/giou': 0.5,
+          'Loss/l1': 0.1, 'Loss/location': 3.0}
+  base.update(kw)
+  return base
+
+
+def test_non_finite_monitor_skips_isolated_and_stops_on_a_run():
+  mon = loop.NonFiniteMonitor(max_total=10, max_consecutive=3)
+  assert mon.update(1, 1, _m(False, **{'Loss/location': float('nan')}))
+  assert not mon.update(2, 1, _m(True))
+  assert mon.total == 1 and mon.consecutive == 0
+  mon.update(3, 1, _m(False, grad_norm=float('inf')))
+  mon.update(4, 1, _m(False, grad_norm=float('inf')))
+  with pytest.raises(loop.NonFiniteError, match=r'step 5 \(epoch 2\).*Loss/giou=nan.*predicted boxes'):
+    mon.update(5, 2, _m(False, boxes_finite=False, **{'Loss/giou': float('nan')}))
+  mon = loop.NonFiniteMonitor(max_total=2, max_consecutive=3)
+  mon.update(1, 1, _m(False))
+  mon.update(3, 1, _m(False))
+  with pytest.raises(loop.NonFiniteError, match='max_bad_steps=2'):
+    mon.update(5, 1, _m(False))
+
+
+def test_resume_config_check_names_the_fields():
+  saved = checkpoint.make_meta(get_config('tiny_256_ce'), num_devices=2, num_processes=1)
+  config = get_config('tiny_256_ce')
+  checkpoint.check_resume_config(saved, config, 2, 1, 'ckpt')  # identical: fine
+  config.train.log_every_steps = 7  # logging may change
+  config.data.roots.synthetic = '/elsewhere'  # dataset paths may move
+  checkpoint.check_resume_config(saved, config, 2, 1, 'ckpt')
+  config.data.num_workers = 4
+  config.model.embed_dim = 128
+  with pytest.raises(checkpoint.ResumeConfigError) as e:
+    checkpoint.check_resume_config(saved, config, 4, 1, 'ckpt')
+  msg = str(e.value)
+  assert 'data.num_workers: checkpoint 2, now 4' in msg
+  assert 'model.embed_dim: checkpoint 64, now 128' in msg
+  assert 'device count: checkpoint 2, now 4' in msg
