@@ -7,7 +7,8 @@
 tree in a temporary folder (symlinks, no copies), packs it, and measures the OSTrack-256
 training pipeline (template 128, search 256, jitter, augmentation) with grain:
 
-* main process, 1 thread (num_workers=0): the cost per pair on one core;
+* main process, 1 thread (num_workers=0): pairs per CPU-second (the cost per pair on one
+  core, insensitive to other load) and per wall-clock second;
 * num_workers = 1, 2, ..., all cores (one reader thread each), batches of --batch_size;
 
 for folder input (reduced-resolution decode on and off) and for the ArrayRecord pack. Each
@@ -53,21 +54,27 @@ def layout_got10k(sequences_dir: pathlib.Path, out: pathlib.Path) -> pathlib.Pat
 
 
 def measure(config, *, batch_size: int, num_workers: int, batches: int, repeats: int,
-            source) -> float:
-  """Median samples/s over ``repeats`` runs (a fresh iterator each, first batch not timed)."""
-  rates = []
+            source):
+  """Median (wall-clock samples/s, samples per CPU-second of this process) over ``repeats``.
+
+  A fresh iterator each run; the first batch (worker start-up) is not timed. The CPU figure
+  is meaningful for num_workers=0 (everything runs on this process's single thread) and is
+  robust to other processes competing for the cores.
+  """
+  rates, cpu_rates = [], []
   for r in range(repeats):
     config.data.seed = 1000 + r  # different pairs per repeat
     smp = sampler_lib.make_sampler(config, sources=[source])
     it = pipeline.make_iterator(smp, num_samples=10 ** 6, batch_size=batch_size,
                                 num_workers=num_workers, num_threads=1)
     next(it)  # worker start-up and warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(batches):
       next(it)
     rates.append(batches * batch_size / (time.perf_counter() - t0))
+    cpu_rates.append(batches * batch_size / (time.process_time() - c0))
     it.close()
-  return statistics.median(rates)
+  return statistics.median(rates), statistics.median(cpu_rates)
 
 
 def decode_rate(source, repeats: int, count: int = 100) -> float:
@@ -78,10 +85,10 @@ def decode_rate(source, repeats: int, count: int = 100) -> float:
   blobs = (blobs * (count // len(blobs) + 1))[:count]
   rates = []
   for _ in range(repeats):
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for b in blobs:
       cv2.imdecode(b, cv2.IMREAD_COLOR)
-    rates.append(count / 2 / (time.perf_counter() - t0))
+    rates.append(count / 2 / (time.process_time() - t0))
   return statistics.median(rates)
 
 
@@ -122,28 +129,27 @@ def main() -> None:
                                 ('folder, full decode', folder_src, False),
                                 ('pack, reduced decode', packed_src, True)):
       config.data.reduced_decode = reduced
-      rate0 = measure(config, batch_size=args.batch_size, num_workers=0, batches=args.batches,
-                      repeats=args.repeats, source=src)
-      row = [label, rate0]
+      rate0, cpu0 = measure(config, batch_size=args.batch_size, num_workers=0,
+                            batches=args.batches, repeats=args.repeats, source=src)
+      row = [label, cpu0, rate0]
       for w in workers:
         row.append(measure(config, batch_size=args.batch_size, num_workers=w,
-                           batches=args.batches, repeats=args.repeats, source=src))
+                           batches=args.batches, repeats=args.repeats, source=src)[0])
       rows.append(row)
       print(f'  {label}: ' + ', '.join(f'{v:.0f}' for v in row[1:]), flush=True)
   print()
   print(f'hardware: {platform.processor() or platform.machine()}, {cores} cores '
         f'(os.cpu_count), Python {platform.python_version()}; frames {sorted(sizes)}; '
         f'batch {args.batch_size}, median of {args.repeats} x {args.batches} batches')
-  header = ['input', 'main process (1 core)'] + [f'{w} worker(s)' for w in workers] + \
-      [f'per core at {workers[-1]}']
+  header = (['input', 'per CPU-second (1 thread)', 'main process, wall']
+            + [f'{w} worker(s), wall' for w in workers] + [f'wall per core at {workers[-1]}'])
   print('| ' + ' | '.join(header) + ' |')
   print('|' + '---|' * len(header))
   for row in rows:
     print(f'| {row[0]} | ' + ' | '.join(f'{v:.0f}' for v in row[1:]) +
           f' | {row[-1] / workers[-1]:.0f} |')
-  print(f'(samples/s = template+search pairs per second; reference: two bare full-size '
-        f'cv2.imdecode calls per pair give {ref:.0f} pairs/s on one core; load average '
-        f'during the run: {os.getloadavg()[0]:.1f})')
+  print(f'(pairs/s; reference: two bare full-size cv2.imdecode calls per pair give '
+        f'{ref:.0f} pairs per CPU-second; load average at the end: {os.getloadavg()[0]:.1f})')
 
 
 if __name__ == '__main__':
