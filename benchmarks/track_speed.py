@@ -9,9 +9,12 @@ Two tables:
    dispatch/transfer cost of the device step (``Tracker`` step minus the bare forward on
    device-resident inputs). Target: the sum under 5 ms per frame on one CPU core
    (``--one-core`` pins the process to one core and XLA to one thread).
-2. Frames/s per preset: model-only (bare jitted forward, device-resident inputs), tracker
-   (crop + step + post, what the original reports), end-to-end (plus JPEG decoding), at
-   batch 1 and in lockstep at ``--batch`` (vmap mode; per-frame = step time / batch).
+2. Frames/s per preset: model-only (bare jitted forward, device-resident inputs), step (the
+   tracker's jitted step: crop upload, normalise, forward, window, decode, box download),
+   tracker (crop + step + post, what the original reports), end-to-end (plus JPEG decoding),
+   at batch 1 and in lockstep at ``--batch`` (vmap mode; per-frame = step time / batch), and
+   "host ms": the median per-frame host time around the step measured inside the tracking
+   loop (track time minus step time).
 
 Weights are random (speed does not depend on them; candidate elimination keeps fixed counts).
 
@@ -177,8 +180,10 @@ def preset_table(seq, frames, presets, n_frames, batch):
       track_ms.append((t2 - t1) * 1e3)
       e2e_ms.append((t2 - t0) * 1e3)
       step_ms.append(tracker.last_timing['model'] * 1e3)
+    around = [t - m for t, m in zip(track_ms, step_ms)]
     row = {'preset': name, 'model_ms': model_ms, 'step_ms': statistics.median(step_ms),
-           'track_ms': statistics.median(track_ms), 'e2e_ms': statistics.median(e2e_ms)}
+           'track_ms': statistics.median(track_ms), 'e2e_ms': statistics.median(e2e_ms),
+           'around_ms': statistics.median(around)}
     if batch > 1:
       bt = tracker_lib.BatchTracker(tracker, batch, 'vmap')
       bt.warmup()
@@ -222,12 +227,15 @@ def format_presets(rows, batch, header=True):
     lines += [
         'Frames/s (median per-frame time), random weights',
         f'| {"preset":<16} | {"model-only":>10} | {"step":>9} | {"tracker":>9} | '
-        f'{"end-to-end":>10} | {"tracker B=" + str(batch):>12} | {"e2e B=" + str(batch):>9} |',
-        f'|{"-" * 18}|{"-" * 12}|{"-" * 11}|{"-" * 11}|{"-" * 12}|{"-" * 14}|{"-" * 11}|']
+        f'{"end-to-end":>10} | {"tracker B=" + str(batch):>12} | {"e2e B=" + str(batch):>9} | '
+        f'{"host ms":>7} |',
+        f'|{"-" * 18}|{"-" * 12}|{"-" * 11}|{"-" * 11}|{"-" * 12}|{"-" * 14}|{"-" * 11}|'
+        f'{"-" * 9}|']
   for r in rows:
     lines.append(f'| {r["preset"]:<16} | {fps(r["model_ms"]):>10} | {fps(r["step_ms"])} | '
                  f'{fps(r["track_ms"])} | {fps(r["e2e_ms"]):>10} | '
-                 f'{fps(r.get("batch_track_ms")):>12} | {fps(r.get("batch_e2e_ms"))} |')
+                 f'{fps(r.get("batch_track_ms")):>12} | {fps(r.get("batch_e2e_ms"))} | '
+                 f'{r["around_ms"]:7.2f} |')
   return '\n'.join(lines)
 
 
