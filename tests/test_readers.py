@@ -15,7 +15,7 @@ def _write_frames(folder: pathlib.Path, n: int, pattern: str = '{:08d}.jpg', sta
                   size=(24, 32)):
   folder.mkdir(parents=True, exist_ok=True)
   for i in range(n):
-    img = np.full(size + (3,), 10 * i, np.uint8)
+    img = np.full(size + (3,), (10 * i) % 256, np.uint8)
     cv2.imwrite(str(folder / pattern.format(start + i)), img)
 
 
@@ -111,8 +111,23 @@ def test_otb_separators_and_multiple_targets(tmp_path):
   _write_frames(d / 'img', 2, pattern='{:04d}.jpg')
   (d / 'groundtruth_rect.txt').write_text(_boxes(2, sep=','))
   seqs = datasets.load_dataset('otb', tmp_path)
-  assert [s.name for s in seqs] == ['Basketball', 'Jogging-1', 'Jogging-2']
+  assert [s.name for s in seqs] == ['Basketball', 'Jogging_1', 'Jogging_2']
   np.testing.assert_array_equal(seqs[2].gt_xywh[1], [2, 2, 10, 8])
+
+
+def test_otb_partial_annotations(tmp_path):
+  d = tmp_path / 'David'  # annotated on frames 300..770 of 770
+  (d / 'img').mkdir(parents=True)
+  for i in range(1, 771):
+    (d / 'img' / f'{i:04d}.jpg').touch()  # the reader lists frames, it does not decode them
+  (d / 'groundtruth_rect.txt').write_text(_boxes(471))
+  d = tmp_path / 'Tiger1'  # the first 5 frames and boxes are skipped
+  _write_frames(d / 'img', 8, pattern='{:04d}.jpg', size=(4, 4))
+  (d / 'groundtruth_rect.txt').write_text(_boxes(8))
+  david, tiger = datasets.load_dataset('otb', tmp_path)
+  assert len(david) == 471 and david.frames[0].endswith('0300.jpg')
+  assert len(tiger) == 3 and tiger.frames[0].endswith('0006.jpg')
+  np.testing.assert_array_equal(tiger.gt_xywh[0], [6, 2, 10, 8])
 
 
 # ------------------------------------------------------------------------------ folder

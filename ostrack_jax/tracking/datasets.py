@@ -325,14 +325,15 @@ def load_trackingnet(root: os.PathLike, split: str = 'TEST',
 # ------------------------------------------------------------------------------ OTB
 
 # OTB-100 sequences whose annotation covers only part of the image folder: (first, last) frame
-# numbers (1-based, inclusive), as listed in the OTB benchmark's sequence table.
+# numbers (1-based, inclusive), and sequences whose first frames are skipped (frames and boxes),
+# as in the sequence table of pytracking / OSTrack's OTB reader.
 OTB_FRAME_RANGES = {
-    'David': (300, 770),
-    'Tiger1': (6, 354),
-    'BlurCar1': (247, 994),
+    'BlurCar1': (247, 988),
     'BlurCar3': (3, 359),
     'BlurCar4': (18, 397),
+    'David': (300, 770),
 }
+OTB_INIT_OMIT = {'Tiger1': 5}
 
 
 def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None,
@@ -349,7 +350,7 @@ def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None,
     frames = _list_images(seq_dir / 'img')
     for gt_path in gt_files:
       m = re.fullmatch(r'groundtruth_rect\.(\d+)\.txt', gt_path.name)
-      name = f'{seq_dir.name}-{m.group(1)}' if m else seq_dir.name
+      name = f'{seq_dir.name}_{m.group(1)}' if m else seq_dir.name
       if sequences and name not in sequences:
         continue
 
@@ -360,6 +361,8 @@ def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None,
           first, last = OTB_FRAME_RANGES[seq_dir.name]
           seq_frames = frames[first - 1:last]
         _check_lengths(name, seq_frames, gt, gt_path, allow_first_only=False)
+        omit = OTB_INIT_OMIT.get(seq_dir.name, 0)
+        seq_frames, gt = seq_frames[omit:], gt[omit:]
         return Sequence(name, seq_frames, gt, dataset='otb')
       out.extend(_collect([name], load_one, errors))
   if sequences:
