@@ -230,9 +230,8 @@ def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str]
   if dtype not in manifest['variants']:
     raise ValueError(f'{directory}: no {dtype!r} variant (exported: {sorted(manifest["variants"])})')
   platform = jax.default_backend()
-  if platform == 'gpu':
-    platform = 'cuda'
-  if platform not in manifest['platforms']:
+  usable = {'gpu': ('cuda', 'rocm')}.get(platform, (platform,))
+  if not set(usable) & set(manifest['platforms']):
     raise ValueError(f'{directory} was exported for {manifest["platforms"]}, not for this '
                      f'machine\'s {platform!r}: export again with --platforms {platform}')
   with open(os.path.join(directory, manifest['variants'][dtype]), 'rb') as fh:
