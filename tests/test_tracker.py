@@ -42,10 +42,9 @@ class _Seq:
 
 @pytest.fixture(scope='module')
 def tracker():
-  from ostrack_jax.checkpoint_io import load_checkpoint
-  config = get_config('tiny_256_ce')
-  variables = load_checkpoint(str(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'), config)
-  return tracker_lib.Tracker(config, variables)
+  # The released-layout PyTorch checkpoint, converted on the fly.
+  return tracker_lib.Tracker.from_checkpoint(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar',
+                                             get_config('tiny_256_ce'))
 
 
 @pytest.fixture(scope='module', params=['synthetic', 'soapbox'])
