@@ -2,6 +2,7 @@
 
   python benchmarks/data_speed.py --sequences ../shared/sequences [--batches 12]
   python benchmarks/data_speed.py --root /data/GOT-10k   # an existing GOT-10k tree (train/)
+  python benchmarks/data_speed.py --index_sequences 2000  # index build vs cache only
 
 ``--sequences`` lays out a folder of sequences (frames + groundtruth.txt each) as a GOT-10k
 tree in a temporary folder (symlinks, no copies), packs it, and measures the OSTrack-256
@@ -92,6 +93,26 @@ def decode_rate(source, repeats: int, count: int = 100) -> float:
   return statistics.median(rates)
 
 
+def index_speed(num_sequences: int, num_frames: int = 30) -> None:
+  """Times the GOT-10k index build (parse every annotation) against loading the cache."""
+  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    t0 = time.perf_counter()
+    root = synthetic.make_synthetic_dataset(tmp / 'syn', num_train=num_sequences, num_val=0,
+                                            num_frames=num_frames, frame_size=(48, 32))
+    print(f'generated {num_sequences} sequences x {num_frames} frames in '
+          f'{time.perf_counter() - t0:.1f} s')
+    times = {}
+    for label, cache in (('no cache', None), ('build + write cache', tmp / 'cache'),
+                         ('from cache', tmp / 'cache')):
+      t0 = time.perf_counter()
+      src = sources.got10k(root, 'train', cache_dir=cache)
+      times[label] = time.perf_counter() - t0
+    print(f'| index of {len(src)} GOT-10k sequences | ' +
+          ' | '.join(f'{k}: {v:.2f} s' for k, v in times.items()) + ' |')
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--sequences', help='folder of sequences (frames + groundtruth.txt)')
@@ -101,7 +122,12 @@ def main() -> None:
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--workers', default='', help='comma-separated worker counts '
                       '(default: 1, 2, all cores)')
+  parser.add_argument('--index_sequences', type=int, default=0,
+                      help='only time the index build for this many synthetic sequences')
   args = parser.parse_args()
+  if args.index_sequences:
+    index_speed(args.index_sequences)
+    return
   if not (args.sequences or args.root):
     parser.error('give --sequences or --root')
   cores = os.cpu_count() or 1
