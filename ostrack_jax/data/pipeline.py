@@ -32,7 +32,6 @@ Usage from the trainer::
   # dataset_index (B,) int32, attempts (B,) int32.
 """
 
-import logging
 from typing import Any, Dict, Optional, Sequence
 
 import grain
@@ -157,8 +156,6 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     A :class:`DataIterator` (see the module docstring for the batch layout and resume rules).
   """
   sampler = sampler_lib.make_sampler(config, train=train, sources=sources)
-  for s in sampler.sources:
-    logging.info('%s', s.report.summary())
   per_epoch = int(config.data.samples_per_epoch if train else config.data.val_samples_per_epoch)
   epochs = int(config.train.epochs if num_epochs is None else num_epochs)
   return make_iterator(

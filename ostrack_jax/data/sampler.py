@@ -169,8 +169,11 @@ def make_sampler(config, *, train: bool = True, sources: Optional[List] = None,
   ratios = d.train_ratios if train else d.val_ratios
   if sources is None:
     sources = [sources_lib.make_source(n, d) for n in names]
-    for s in sources:
-      logging.info('%s', s.report.summary())
+    for s in sources:  # bad input is a warning, so that it shows without logging set-up
+      bad = s.report.skipped or any(k in s.report.invisible_frames for k in (
+          'image file missing', 'zero-size or NaN box'))
+      level = logging.WARNING if bad else logging.INFO
+      logging.log(level, 'training data index: %s', s.report.summary())
   template, search = params_from_config(config)
   base_seed = int(d.seed) if seed is None else int(seed)
   return PairSampler(sources, ratios, template, search,
