@@ -221,3 +221,31 @@ def test_grayscale_crop():
   ref = np.round(img @ np.array([0.299, 0.587, 0.114]))
   assert np.abs(g[:, :, 0].astype(int) - ref).max() <= 1
   assert np.array_equal(g[:, :, 0], g[:, :, 2])
+
+
+def test_per_crop_brightness_and_flip_exact():
+  """Training chain = crop, brightness U(0.8, 1.2), then a mirror with x1' = 1 - (x1 + w)."""
+  image = _textured(120, 160, seed=7)
+  frame = T.Frame(_png(image), 'f.png')
+  box = np.array([60.0, 40.0, 30.0, 20.0])
+  params = T.AugmentParams(64, 2.0, 0.0, 0.0)
+  ref = crop_lib.sample_target(image, box, 2.0, 64)
+  ref_anno = crop_lib.box_to_crop_normalized(box, box, ref.resize_factor, 64)
+  flips = set()
+  for seed in range(12):
+    img, anno = T.process_crop(frame, box, params, np.random.default_rng(seed), gray=False,
+                               flip=False, train=True)
+    rng = np.random.default_rng(seed)  # replay: jitter (2 normals, 2 uniforms), brightness, flip
+    rng.standard_normal(2)
+    rng.random(2)
+    brightness = rng.uniform(0.8, 1.2)
+    flipped = rng.random() < 0.5
+    flips.add(flipped)
+    crop = ref.image[:, ::-1] if flipped else ref.image
+    expected_anno = ref_anno.copy()
+    if flipped:
+      expected_anno[0] = 1.0 - (ref_anno[0] + ref_anno[2])
+    np.testing.assert_allclose(img, T.to_normalized_float(np.ascontiguousarray(crop), brightness),
+                               atol=1e-6)
+    np.testing.assert_allclose(anno, expected_anno, rtol=1e-6)
+  assert flips == {False, True}

@@ -253,7 +253,7 @@ def process_crop(frame: Frame, box_xywh: np.ndarray, params: AugmentParams,
   if train:
     brightness = rng.uniform(0.8, 1.2)
     if rng.random() < 0.5:
-      image = image[:, ::-1]
+      image = cv2.flip(np.ascontiguousarray(image), 1)  # horizontal mirror
       anno = np.array([1.0 - (anno[0] + anno[2]), anno[1], anno[2], anno[3]])
   image = to_normalized_float(image, brightness)
   pad = crop_pad_mask(crop_box, size_wh, params.output_size)
