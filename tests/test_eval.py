@@ -182,3 +182,34 @@ def test_eval_missing_checkpoint_message(setup, capsys):
                              '--data-dir', str(setup['data'])])
   assert code == 2
   assert 'nope.msgpack: no such file' in capsys.readouterr().err
+
+
+def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsys):
+  """DAVIS soapbox frames from the tracker fixture (real pixels, partly zeroed) as a generic
+  folder dataset, evaluated with the released-layout PyTorch checkpoint converted on the fly."""
+  import cv2
+  fixture = np.load(ROOT / 'tests' / 'fixtures' / 'tracker' / 'soapbox.npz')
+  data = setup['tmp'] / 'real'
+  seq_dir = data / 'soapbox'
+  if not seq_dir.exists():
+    seq_dir.mkdir(parents=True)
+    for i in range(5):
+      (seq_dir / f'{i + 1:05d}.png').write_bytes(fixture[f'png_{i}'].tobytes())
+    np.savetxt(seq_dir / 'groundtruth.txt', fixture['gt'][:5], fmt='%.4f', delimiter=',')
+  out = setup['tmp'] / 'out_real'
+  code = setup['eval'].main([
+      '--config', 'tiny_256_ce', '--checkpoint',
+      str(ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'),
+      '--dataset', 'folder', '--data-dir', str(data), '--output', str(out), '--no-progress',
+      '--no-plots'])
+  assert code == 0
+  pred = np.loadtxt(out / 'soapbox.txt', delimiter=',')
+  assert pred.shape == (5, 4) and (out / 'soapbox_time.txt').is_file()
+  # The free-running boxes of the original tracker on these frames (tests/fixtures/tracker).
+  np.testing.assert_allclose(pred[1:], fixture['free_boxes'][1:5], atol=1e-2, rtol=0)
+  e = metrics.ope_sequence_errors(pred, fixture['gt'][:5])
+  expected = metrics.ope_summary(metrics.ope_curves([e]))
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  for key, value in expected.items():
+    assert saved['metrics'][key] == pytest.approx(value, abs=1e-9), key
+  capsys.readouterr()
