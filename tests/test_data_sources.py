@@ -169,7 +169,7 @@ def test_synthetic_is_got10k_layout_and_deterministic(tmp_path):
   src = sources.got10k(a, 'train', cache_dir=None)
   val = sources.got10k(a, 'val', cache_dir=None)
   assert len(src) == 2 and len(val) == 1
-  for seq in src.sequences + val.sequences:
+  for seq in list(src.sequences) + list(val.sequences):
     assert len(seq.boxes) == 20
     x, y, w, h = seq.boxes.T
     assert np.all(x >= 0) and np.all(y >= 0) and np.all(x + w <= 96 + 1e-3)
@@ -262,3 +262,19 @@ def test_vot_subsets_need_split_file():
   cfg.data.roots.got10k = '.'
   with pytest.raises(sources.DataError, match='split_files.got10k_vottrain'):
     sources.make_source('got10k_vottrain', cfg.data)
+
+
+def test_sequence_table_is_compact_and_pickles(tmp_path):
+  import pickle  # pylint: disable=g-import-not-at-top
+  seqs = [sources.Sequence(str(i), 'train2017', [f'{i:012d}.jpg'],
+                           np.array([[1.0, 2, 3, 4]]), np.ones(1, bool), (640, 480))
+          for i in range(20000)]
+  src = sources.Source('coco', str(tmp_path), seqs, sources.IndexReport('coco'), is_video=False)
+  blob = pickle.dumps(src)
+  assert len(blob) < 2_000_000  # < 100 bytes per COCO-like pseudo-sequence (87 measured)
+  back = pickle.loads(blob)
+  assert back.frame_key(12345, 0) == 'train2017/000000012345.jpg'
+  assert back.sequences.image_size(7) == (640, 480)
+  seq = back.sequences[19999]
+  assert seq.name == '19999' and list(seq.frame_names) == ['000000019999.jpg']
+  np.testing.assert_array_equal(seq.boxes, [[1, 2, 3, 4]])

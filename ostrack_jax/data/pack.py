@@ -159,7 +159,7 @@ class PackedSource(sources_lib.Source):
     name = f'{self.root}#{self.frame_key(seq_index, frame_index)}'
     if not data:
       raise transforms.BadSample(f'{name}: frame was missing when the pack was written')
-    return transforms.Frame(data, name, self.sequences[seq_index].image_size)
+    return transforms.Frame(data, name, self.sequences.image_size(seq_index))
 
 
 def packed_source_for(dataset: str, data_config) -> PackedSource:

@@ -106,7 +106,9 @@ class PairSampler:
     s = int(source.sampleable[rng.integers(len(source.sampleable))])
     if not source.is_video:
       return FramePair(d, s, 0, 0)
-    t, f = sample_causal_frames(source.sequences[s].visible, self.max_interval, rng)
+    table = source.sequences
+    visible = table.visible[table.offsets[s]:table.offsets[s + 1]]
+    t, f = sample_causal_frames(visible, self.max_interval, rng)
     return FramePair(d, s, t, f)
 
   def sample(self, index: int) -> dict:
@@ -123,13 +125,13 @@ class PairSampler:
     for attempt in range(1, MAX_ATTEMPTS + 1):
       pair = self.draw_frames(rng)
       source = self.sources[pair.dataset_index]
-      seq = source.sequences[pair.seq_index]
+      boxes = source.sequences.boxes[source.sequences.offsets[pair.seq_index]:]
       try:
         template = source.frame(pair.seq_index, pair.template_frame)
         search = (template if pair.search_frame == pair.template_frame
                   else source.frame(pair.seq_index, pair.search_frame))
         out = transforms.process_pair(
-            template, seq.boxes[pair.template_frame], search, seq.boxes[pair.search_frame],
+            template, boxes[pair.template_frame], search, boxes[pair.search_frame],
             self.template_params, self.search_params, rng,
             grayscale_probability=self.grayscale_probability, train=self.train,
             reduced_decode=self.reduced_decode)

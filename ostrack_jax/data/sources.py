@@ -48,7 +48,7 @@ import numpy as np
 
 from ostrack_jax.data import transforms
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 MIN_SEQUENCE_LENGTH = 20  # spec 6: video sequences need >= 20 frames ...
 MIN_VISIBLE_FRAMES = 5  # ... and more than 2 * (1 + 1) = 4 visible frames
 _IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -74,6 +74,93 @@ class Sequence:
   boxes: np.ndarray
   visible: np.ndarray
   image_size: Optional[Tuple[int, int]] = None
+
+
+class _Names:
+  """Read-only list view of utf-8 names stored in a numpy bytes array."""
+
+  def __init__(self, array: np.ndarray):
+    self._array = array
+
+  def __len__(self) -> int:
+    return len(self._array)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [b.decode() for b in self._array[i]]
+    return self._array[i].decode()
+
+  def __iter__(self):
+    return (b.decode() for b in self._array)
+
+  def __eq__(self, other) -> bool:
+    return list(self) == list(other)
+
+
+class SequenceTable:
+  """All sequences of a source in a few flat arrays: compact and fast to pickle.
+
+  COCO has ~860k pseudo-sequences; as Python objects they would take ~0.5 GB per grain worker
+  and seconds to pickle. ``table[i]`` returns a :class:`Sequence` whose ``boxes`` and
+  ``visible`` are views into the flat arrays (writable) and whose ``frame_names`` is a
+  read-only list view.
+  """
+
+  def __init__(self, names, frame_dirs, frame_names, offsets, boxes, visible, image_sizes):
+    self.names = names  # (N,) bytes
+    self.frame_dirs = frame_dirs  # (N,) bytes
+    self.frame_names = frame_names  # (F,) bytes
+    self.offsets = offsets  # (N + 1,) int64: frames of sequence i are [offsets[i], offsets[i+1])
+    self.boxes = boxes  # (F, 4) float64 xywh pixels
+    self.visible = visible  # (F,) bool
+    self.image_sizes = image_sizes  # (N, 2) int32 (W, H); (-1, -1) = unknown
+
+  @classmethod
+  def from_sequences(cls, sequences: Seq[Sequence]) -> 'SequenceTable':
+    def encode(strings):
+      return np.array([x.encode() for x in strings], dtype=bytes) if strings else np.zeros(
+          0, 'S1')
+    lengths = np.array([len(s.boxes) for s in sequences], np.int64)
+    return cls(
+        encode([s.name for s in sequences]), encode([s.frame_dir for s in sequences]),
+        encode([n for s in sequences for n in s.frame_names]),
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        (np.concatenate([np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in sequences])
+         if sequences else np.zeros((0, 4))),
+        (np.concatenate([np.asarray(s.visible, bool) for s in sequences])
+         if sequences else np.zeros(0, bool)),
+        np.array([s.image_size if s.image_size else (-1, -1) for s in sequences],
+                 np.int32).reshape(-1, 2))
+
+  def arrays(self) -> Dict[str, np.ndarray]:
+    return dict(names=self.names, frame_dirs=self.frame_dirs, frame_names=self.frame_names,
+                offsets=self.offsets, boxes=self.boxes, visible=self.visible,
+                image_sizes=self.image_sizes)
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  def length(self, i: int) -> int:
+    return int(self.offsets[i + 1] - self.offsets[i])
+
+  def image_size(self, i: int) -> Optional[Tuple[int, int]]:
+    w, h = self.image_sizes[i]
+    return (int(w), int(h)) if w > 0 else None
+
+  def frame_name(self, i: int, frame: int) -> str:
+    return self.frame_names[self.offsets[i] + frame].decode()
+
+  def __getitem__(self, i: int) -> Sequence:
+    if not -len(self) <= i < len(self):
+      raise IndexError(i)
+    i = i % len(self)
+    a, b = self.offsets[i], self.offsets[i + 1]
+    return Sequence(self.names[i].decode(), self.frame_dirs[i].decode(),
+                    _Names(self.frame_names[a:b]), self.boxes[a:b], self.visible[a:b],
+                    self.image_size(i))
+
+  def __iter__(self):
+    return (self[i] for i in range(len(self)))
 
 
 @dataclasses.dataclass
@@ -199,20 +286,25 @@ def _finish_sequence(report: IndexReport, name: str, frame_dir: str, frame_names
 class Source:
   """A list of sequences plus frame access. Picklable (grain ships it to worker processes)."""
 
-  def __init__(self, name: str, root: str, sequences: List[Sequence], report: IndexReport,
+  def __init__(self, name: str, root: str, sequences, report: IndexReport,
                is_video: bool = True):
+    """``sequences``: a SequenceTable or a list of Sequence (converted to a table)."""
+    if not isinstance(sequences, SequenceTable):
+      sequences = SequenceTable.from_sequences(list(sequences))
     self.name = name
     self.root = str(root)
     self.sequences = sequences
     self.report = report
     self.is_video = is_video
-    if not sequences:
+    if not len(sequences):
       raise DataError(f'{name}: no usable sequence under {root}\n{report.summary()}')
     if is_video:
-      self.sampleable = np.array(
-          [i for i, s in enumerate(sequences)
-           if len(s.boxes) >= MIN_SEQUENCE_LENGTH and s.visible.sum() >= MIN_VISIBLE_FRAMES],
-          np.int64)
+      lengths = np.diff(sequences.offsets)
+      visible_counts = np.add.reduceat(sequences.visible.astype(np.int64),
+                                       sequences.offsets[:-1]) if len(sequences.visible) else 0
+      visible_counts = np.where(lengths > 0, visible_counts, 0)
+      ok = (lengths >= MIN_SEQUENCE_LENGTH) & (visible_counts >= MIN_VISIBLE_FRAMES)
+      self.sampleable = np.flatnonzero(ok).astype(np.int64)
       too_short = len(sequences) - len(self.sampleable)
       if too_short:
         report.invisible_frames[
@@ -228,8 +320,10 @@ class Source:
     return len(self.sequences)
 
   def frame_key(self, seq_index: int, frame_index: int) -> str:
-    seq = self.sequences[seq_index]
-    return os.path.join(seq.frame_dir, seq.frame_names[frame_index])
+    """The frame's path relative to the source root."""
+    table = self.sequences
+    return os.path.join(table.frame_dirs[seq_index].decode(),
+                        table.frame_name(seq_index, frame_index))
 
   def frame(self, seq_index: int, frame_index: int) -> transforms.Frame:
     """The encoded frame; raises transforms.BadSample if the file cannot be read."""
@@ -239,7 +333,7 @@ class Source:
         data = f.read()
     except OSError as e:
       raise transforms.BadSample(f'{path}: cannot read frame ({e})') from e
-    return transforms.Frame(data, path, self.sequences[seq_index].image_size)
+    return transforms.Frame(data, path, self.sequences.image_size(seq_index))
 
 
 # ------------------------------------------------------------------------------ index cache
@@ -262,45 +356,38 @@ def _cache_path(cache_dir, kind: str, root: pathlib.Path, extra: str,
   return pathlib.Path(cache_dir).expanduser() / f'{kind}-{digest}.npz'
 
 
-def _save_index(path: Optional[pathlib.Path], sequences: List[Sequence],
-                report: IndexReport) -> None:
+def _save_index(path: Optional[pathlib.Path], sequences, report: IndexReport) -> None:
+  """Writes a SequenceTable (or list of Sequence) and its report to ``path`` (.npz)."""
   if path is None:
     return
+  table = (sequences if isinstance(sequences, SequenceTable)
+           else SequenceTable.from_sequences(list(sequences)))
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lengths = np.array([len(s.boxes) for s in sequences], np.int64)
-    meta = dict(report=report.to_json(),
-                seqs=[[s.name, s.frame_dir, s.image_size] for s in sequences])
-    names = '\n'.join('\t'.join(s.frame_names) for s in sequences)
+    meta = dict(version=INDEX_VERSION, report=report.to_json())
     tmp = path.with_suffix('.tmp.npz')
-    np.savez(tmp, lengths=lengths,
-             boxes=np.concatenate([s.boxes for s in sequences]) if sequences else np.zeros((0, 4)),
-             visible=np.concatenate([s.visible for s in sequences]) if sequences else np.zeros(0, bool),
-             names=np.frombuffer(names.encode(), np.uint8),
-             meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **table.arrays())
     os.replace(tmp, path)
   except OSError as e:  # a read-only cache is not fatal
     logging.warning('could not write index cache %s: %s', path, e)
 
 
 def _load_index(path: Optional[pathlib.Path]):
+  """(SequenceTable, IndexReport) from ``path``, or None if absent or unreadable."""
   if path is None or not path.exists():
     return None
   try:
-    with np.load(path) as z:
-      lengths, boxes, visible = z['lengths'], z['boxes'], z['visible']
-      names = z['names'].tobytes().decode().split('\n')
+    with np.load(path, allow_pickle=False) as z:
       meta = json.loads(z['meta'].tobytes().decode())
+      if meta.get('version') != INDEX_VERSION:
+        return None
+      table = SequenceTable(**{k: z[k] for k in ('names', 'frame_dirs', 'frame_names',
+                                                 'offsets', 'boxes', 'visible',
+                                                 'image_sizes')})
   except Exception as e:  # pylint: disable=broad-except
     logging.warning('ignoring unreadable index cache %s: %s', path, e)
     return None
-  offsets = np.concatenate([[0], np.cumsum(lengths)])
-  sequences = []
-  for i, (name, frame_dir, size) in enumerate(meta['seqs']):
-    a, b = offsets[i], offsets[i + 1]
-    sequences.append(Sequence(name, frame_dir, names[i].split('\t'), boxes[a:b].copy(),
-                              visible[a:b].copy(), tuple(size) if size else None))
-  return sequences, IndexReport.from_json(meta['report'])
+  return table, IndexReport.from_json(meta['report'])
 
 
 def _cached(kind: str, root: pathlib.Path, extra: str, stamp_files, cache_dir,
@@ -310,8 +397,9 @@ def _cached(kind: str, root: pathlib.Path, extra: str, stamp_files, cache_dir,
   if loaded is not None:
     return loaded
   sequences, report = build()
-  _save_index(path, sequences, report)
-  return sequences, report
+  table = SequenceTable.from_sequences(sequences)
+  _save_index(path, table, report)
+  return table, report
 
 
 def _check_root(root, what: str) -> pathlib.Path:
