@@ -101,7 +101,7 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
   Args:
     config: the preset (``config.model.dtype`` is overridden per variant).
     variables: {'params', 'batch_stats'} float32 Flax variables of that preset.
-    out_dir: the folder to write; replaced as a whole if it exists.
+    out_dir: the folder to write (new, empty, or a previous export, which is replaced).
     dtypes: compute dtypes to export, a subset of ('float32', 'bfloat16').
     platforms: platforms to lower for ('cpu', 'cuda', 'tpu', 'rocm'); None = the default
       backend of this machine.
@@ -114,6 +114,10 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
   bad = [d for d in dtypes if d not in DTYPES]
   if bad or not dtypes:
     raise ValueError(f'--dtypes: expected a non-empty subset of {DTYPES}, got {list(dtypes)}')
+  if (os.path.isdir(out_dir) and os.listdir(out_dir)
+      and not os.path.isfile(os.path.join(out_dir, MANIFEST_FILE))):
+    raise FileExistsError(f'--out {out_dir}: the folder exists and is not an exported tracker; '
+                          'give a new or empty folder (an exported tracker is replaced)')
   variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
   flat = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
           for k, v in _flatten(jax.device_get(variables)).items()}
@@ -258,7 +262,8 @@ def parse_args(argv=None):
                  help='our model file (.msgpack) or a PyTorch OSTrack checkpoint (.pth/.pth.tar)')
   p.add_argument('--config', default='configs/ostrack_256_ce.py',
                  help='preset file or name (default: %(default)s)')
-  p.add_argument('--out', required=True, help='output folder (replaced if it exists)')
+  p.add_argument('--out', required=True,
+                 help='output folder: new, empty, or a previous export (replaced)')
   p.add_argument('--dtypes', default=','.join(DTYPES),
                  help='comma-separated compute dtypes to export (default: %(default)s)')
   p.add_argument('--platforms', default=','.join(DEFAULT_PLATFORMS),
@@ -271,12 +276,16 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
   from ostrack_jax.cli_utils import load_config  # pylint: disable=g-import-not-at-top
-  config = load_config(args.config)
-  variables = load_checkpoint(args.checkpoint, config)
   dtypes = [d.strip() for d in args.dtypes.split(',') if d.strip()]
   platforms = None if args.platforms == 'default' else [
       p.strip() for p in args.platforms.split(',') if p.strip()]
-  export_tracker(config, variables, args.out, dtypes=dtypes, platforms=platforms)
+  try:
+    config = load_config(args.config)
+    variables = load_checkpoint(args.checkpoint, config)
+    export_tracker(config, variables, args.out, dtypes=dtypes, platforms=platforms)
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    print(f'python -m ostrack_jax.export: {e}', file=sys.stderr)
+    return 2
   manifest = read_manifest(args.out)
   sizes = {name: os.path.getsize(os.path.join(args.out, name)) for name in sorted(os.listdir(args.out))}
   print(f'exported {config.name} ({", ".join(manifest["variants"])}; platforms '

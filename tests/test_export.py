@@ -80,14 +80,20 @@ def test_artifact_layout(artifact):
   assert not [p for p in artifact.parent.iterdir() if p.name.startswith('.tmp-')]
 
 
+@pytest.fixture(scope='module')
+def float32_pair(artifact, variables):
+  """(live, exported) float32 trackers, compiled once for the module."""
+  return _live(variables, 'float32'), export_lib.load_exported(str(artifact))
+
+
 @pytest.mark.parametrize('teacher_forced', [True, False], ids=['teacher_forced', 'free'])
-def test_exported_float32_reproduces_live_tracker(artifact, variables, teacher_forced):
+def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
   frames, data = _frames_and_gt('soapbox')
   n = 4 if teacher_forced else 12
+  live_tracker, exported_tracker = float32_pair
   with jax.default_matmul_precision('highest'):
-    live = _track(_live(variables, 'float32'), frames, data['gt'], n, teacher_forced)
-  exported = _track(export_lib.load_exported(str(artifact)), frames, data['gt'], n,
-                    teacher_forced)
+    live = _track(live_tracker, frames, data['gt'], n, teacher_forced)
+  exported = _track(exported_tracker, frames, data['gt'], n, teacher_forced)
   np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
   np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
   for got, want in zip(exported[2], live[2]):
@@ -139,12 +145,27 @@ def test_command_line(tmp_path):
     export_lib.load_exported(str(out), dtype='bfloat16')
 
 
+def test_command_line_bad_input(tmp_path, capsys):
+  assert export_lib.main(['--checkpoint', str(tmp_path / 'missing.msgpack'), '--config',
+                          'tiny_256_ce', '--out', str(tmp_path / 'o')]) == 2
+  assert 'missing.msgpack' in capsys.readouterr().err
+  assert export_lib.main(['--checkpoint', str(CHECKPOINT), '--config', 'tiny_256_ce', '--out',
+                          str(tmp_path / 'o'), '--dtypes', 'float64']) == 2
+  assert '--dtypes' in capsys.readouterr().err
+
+
 def test_bad_inputs(tmp_path, artifact, variables):
   with pytest.raises(FileNotFoundError, match='not an exported tracker'):
     export_lib.load_exported(str(tmp_path))
   with pytest.raises(ValueError, match='--dtypes'):
     export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(tmp_path / 'x'),
                               dtypes=['float16'])
+  # an existing folder that is not an export is never deleted
+  (tmp_path / 'keep').mkdir()
+  (tmp_path / 'keep' / 'notes.txt').write_text('mine')
+  with pytest.raises(FileExistsError, match='not an exported tracker'):
+    export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(tmp_path / 'keep'))
+  assert (tmp_path / 'keep' / 'notes.txt').read_text() == 'mine'
   # weights of another shape
   bad = tmp_path / 'bad.npz'
   with np.load(artifact / 'weights.npz') as data:
