@@ -25,10 +25,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# pytracking's thresholds (torch.arange(0, 1.05, 0.05) etc. in float64).
-SUCCESS_THRESHOLDS = np.arange(0.0, 1.0 + 0.05, 0.05, dtype=np.float64)  # 21 values
+# pytracking's thresholds: success 0:0.05:1 (21 values; torch.arange's vectorised kernel makes
+# 0.65 and 0.75 one ulp larger there, which changes nothing unless an IoU falls in that ulp),
+# precision 0..50 px, normalized precision arange(51) / 100 (bit-identical to pytracking's).
+SUCCESS_THRESHOLDS = np.arange(21, dtype=np.float64) * 0.05
 PRECISION_THRESHOLDS = np.arange(0, 51, 1, dtype=np.float64)  # 51 values, pixels
-NORM_PRECISION_THRESHOLDS = np.arange(0, 0.51, 0.01, dtype=np.float64)  # 51 values
+NORM_PRECISION_THRESHOLDS = np.arange(51, dtype=np.float64) / 100.0  # 51 values
 PRECISION_AT = 20  # index of 20 px
 NORM_PRECISION_AT = 20  # index of 0.20
 
@@ -125,11 +127,11 @@ def iou_inclusive(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
 def _center_error(pred: np.ndarray, gt: np.ndarray, normalized: bool) -> np.ndarray:
   pc = pred[:, :2] + 0.5 * (pred[:, 2:] - 1.0)
   gc = gt[:, :2] + 0.5 * (gt[:, 2:] - 1.0)
-  if normalized:
-    with np.errstate(invalid='ignore', divide='ignore'):
+  with np.errstate(invalid='ignore', divide='ignore'):  # zero-size GT: invalid, overwritten
+    if normalized:
       pc = pc / gt[:, 2:]
       gc = gc / gt[:, 2:]
-  return np.sqrt(np.sum((pc - gc) ** 2, axis=1))
+    return np.sqrt(np.sum((pc - gc) ** 2, axis=1))
 
 
 @dataclasses.dataclass
