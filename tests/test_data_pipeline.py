@@ -1,5 +1,7 @@
 """The grain pipeline: batches, determinism across worker counts, sharding, save/restore."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,9 @@ from ostrack_jax.data import synthetic
 
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
+  # The index cache goes to a temporary folder (and is exercised: workers memory-map it).
+  old_cache = os.environ.get('OSTRACK_JAX_INDEX_CACHE')
+  os.environ['OSTRACK_JAX_INDEX_CACHE'] = str(tmp_path_factory.mktemp('index'))
   root = tmp_path_factory.mktemp('syn')
   synthetic.make_synthetic_dataset(root, num_train=3, num_val=1, num_frames=24,
                                    frame_size=(96, 72), seed=0)
@@ -17,7 +22,11 @@ def config(tmp_path_factory):
   cfg.data.roots.synthetic = str(root)
   cfg.data.samples_per_epoch = 40
   cfg.data.val_samples_per_epoch = 8
-  return cfg
+  yield cfg
+  if old_cache is None:
+    del os.environ['OSTRACK_JAX_INDEX_CACHE']
+  else:
+    os.environ['OSTRACK_JAX_INDEX_CACHE'] = old_cache
 
 
 def _take(it, n):

@@ -13,7 +13,8 @@ def test_denormalize_inverts_normalization():
   np.testing.assert_array_equal(preview.denormalize(T.to_normalized_float(img)), img)
 
 
-def test_preview_cli_writes_grid(tmp_path):
+def test_preview_cli_writes_grid(tmp_path, monkeypatch):
+  monkeypatch.setenv('OSTRACK_JAX_INDEX_CACHE', str(tmp_path / 'index'))
   root = synthetic.make_synthetic_dataset(tmp_path / 'syn', num_train=1, num_val=1,
                                           num_frames=20, frame_size=(96, 64), seed=0)
   out = tmp_path / 'pairs.png'

@@ -7,7 +7,7 @@ lasot, trackingnet, coco, folder, synthetic, synthetic_val). The pack goes to
 ``OUT/DATASET/``::
 
   frames.array_record-00000-of-0000N ...  one record per frame: the file's bytes, unchanged
-  index.npz                               the source's index (boxes, visibility, names, sizes,
+  index/                                  the source's index (boxes, visibility, names, sizes,
                                           the skip report) + each sequence's first record
   pack.json                               format version, dataset, counts (written last)
 
@@ -106,7 +106,7 @@ def pack_source(source: sources_lib.Source, out_dir, *, shard_bytes: int = 1 << 
     final = f'frames.array_record-{i:05d}-of-{n:05d}'
     os.replace(tmp / name, tmp / final)
     final_names.append(final)
-  sources_lib._save_index(tmp / 'index.npz', source.sequences, source.report)  # pylint: disable=protected-access
+  sources_lib._save_index(tmp / 'index', source.sequences, source.report)  # pylint: disable=protected-access
   np.save(tmp / 'first_record.npy', np.asarray(first_record, np.int64))
   meta = dict(version=PACK_VERSION, dataset=source.name, is_video=source.is_video,
               sequences=len(source.sequences), frames=int(sum(shard_sizes)),
@@ -132,9 +132,9 @@ class PackedSource(sources_lib.Source):
     if meta.get('version') != PACK_VERSION:
       raise sources_lib.DataError(f'{meta_path}: pack version {meta.get("version")}, this code '
                                   f'reads version {PACK_VERSION}; re-pack the dataset')
-    loaded = sources_lib._load_index(pack_dir / 'index.npz')  # pylint: disable=protected-access
+    loaded = sources_lib._load_index(pack_dir / 'index')  # pylint: disable=protected-access
     if loaded is None:
-      raise sources_lib.DataError(f'{pack_dir / "index.npz"} is missing or unreadable')
+      raise sources_lib.DataError(f'{pack_dir / "index"} is missing or unreadable')
     sequences, report = loaded
     self.first_record = np.load(pack_dir / 'first_record.npy')
     self.shard_paths = [str(pack_dir / s) for s in meta['shards']]
