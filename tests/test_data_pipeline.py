@@ -75,6 +75,9 @@ def test_val_iterator_differs_and_is_deterministic(config):
   b = _take(pipeline.make_train_iterator(config, batch_size=2, num_workers=0, num_epochs=1,
                                          train=False), 2)
   _assert_same(a, b)
+  train = _take(pipeline.make_train_iterator(config, batch_size=2, num_workers=0,
+                                             num_epochs=1), 1)
+  assert not np.array_equal(train[0]['search'], a[0]['search'])  # own seed, own datasets
 
 
 @pytest.mark.parametrize('workers', [0, 2])
