@@ -57,6 +57,7 @@ def test_optimizer_steps_match_torch_adamw_with_clip_and_steplr():
   torch = pytest.importorskip('torch')  # a dev dependency (pyproject [dev]); CI installs it
   config = get_config('tiny_256_ce')
   with config.unlocked():
+    config.train.lr, config.train.backbone_lr_multiplier = 4e-4, 0.1  # the original's
     config.train.lr_drop_epoch = 2
     config.train.weight_decay = 0.5  # large enough for the decoupled decay to show at rtol 2e-6
   steps_per_epoch = 2
