@@ -154,6 +154,12 @@ def test_readme_command(tokens, line):
     for extra in (extras.group(1).split(',') if extras else []):
       assert re.search(rf'^{extra} = \[', pyproject, flags=re.M), f'{line}: no extra {extra}'
     return
+  if tokens[0] in ('bash', 'sh') or tokens[0].startswith('.ci/'):  # a repository script
+    script = tokens[1] if tokens[0] in ('bash', 'sh') else tokens[0]
+    assert (REPO / script).is_file(), f'{line}: no script {script}'
+    return
+  if tokens[0] in ('git', 'cd'):  # clone / change directory: nothing of ours to check
+    return
   assert tokens[0] == 'python', f'{line}: unexpected command {tokens[0]!r}'
   _check_python(tokens, line)
 
