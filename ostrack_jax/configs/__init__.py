@@ -107,7 +107,7 @@ def _tiny_256_ce() -> ml_collections.ConfigDict:
   c.data.val_ratios = (1.0,)
   c.data.num_workers = 2
   # Training recipe of the built-in default run (`python train.py`: a model from scratch on the
-  # synthetic set on 2 CPU cores in 11-16 minutes; see the training section of the README):
+  # synthetic set on 2 CPU cores in about 15 minutes; see the training section of the README):
   # 9 epochs of 1024 pairs at batch 8, a higher learning rate than ViT-B's (no pretrained
   # backbone to protect, so no backbone multiplier either), the drop for the last epoch, CE at
   # its final keep rate from the start (one compiled step, half the cost of no CE), and a smaller
