@@ -167,8 +167,8 @@ def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
                        f'got {shape}{hint}')
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
       raise ValueError(f'{name} must be a float array normalized with the ImageNet mean/std, got dtype '
-                       f'{dtype} (convert uint8 images with ostrack_jax.tracking.preprocess or '
-                       '(x / 255 - mean) / std)')
+                       f'{dtype}: convert uint8 images as (x / 255 - mean) / std with the ImageNet mean '
+                       '(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)')
   if template.shape[0] != search.shape[0]:
     raise ValueError(f'template and search batch sizes differ: {template.shape[0]} vs {search.shape[0]}')
 
@@ -177,8 +177,15 @@ def make_forward(config: ml_collections.ConfigDict, variables: Variables
                  ) -> Callable[..., Dict[str, Any]]:
   """A jitted inference forward bound to ``variables``.
 
-  Returns ``fn(template, search, keep_ratio=None) -> dict`` (see ``OSTrack.__call__``). Inputs are
-  validated on the host; one program is compiled per (batch size, keep_ratio).
+  Returns ``fn(template, search, keep_ratio=None) -> dict``:
+    template (B, Ht, Wt, 3) and search (B, Hs, Ws, 3) float32 NHWC, ImageNet-normalized, with
+    the preset's sizes; keep_ratio None (the preset's CE ratios) or a float in (0, 1] replacing
+    every CE ratio (1.0 = no elimination).
+    The dict holds score_map (B, F, F, 1), size_map (B, F, F, 2) (w, h normalized),
+    offset_map (B, F, F, 2) (x, y in cells), pred_boxes (B, 4) cxcywh normalized to the
+    search crop, backbone_feat (B, Lz + Lx, C), kept_indexes (B, n_kept) and
+    removed_indexes (a list of (B, n_i) int32 search-token indices per CE layer).
+  Inputs are validated on the host; one program is compiled per (batch size, keep_ratio).
   """
   model = build_model(config)
   variables = jax.device_put(variables)
