@@ -166,22 +166,31 @@ def main(argv=None) -> int:
       rows.append(row)
       print(json.dumps(row), flush=True)
 
-  lines = [f'Hardware: {hardware()}.', '',
+  table = render(rows, hardware())
+  print('\n' + table)
+  if args.write:
+    shown = list(sys.argv[1:] if argv is None else argv)
+    for flag, placeholder in (('--ostrack-repo', '../OSTrack'), ('--torch-python', '../refvenv/bin/python')):
+      if flag in shown:  # no paths of this machine in RESULTS.md
+        shown[shown.index(flag) + 1] = placeholder
+    write_section(table, ' '.join(shown))
+  return 0
+
+
+def render(rows, hardware_text: str) -> str:
+  """The markdown table of the rows printed by main()."""
+  lines = [f'Hardware: {hardware_text}.', '',
            '| preset | CE (keep) | dtype | global batch | step ms (median) | samples/s | peak memory MB | '
            'compile s | original ms | ours / original | MFU |',
            '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
+    orig = (f'{r["original_ms"]:.0f} | {r["ratio"]:.2f}x' if 'original_ms' in r else '- | -')
+    mfu = f'{100 * r["mfu"]:.1f}%' if 'mfu' in r else '-'
     lines.append(
         f'| {r["preset"]} | {"yes" if r["ce"] else "no"} ({r["keep"]}) | {r["dtype"]} | {r["batch"]} | '
         f'{r["step_ms"]:.0f} | {r["samples_per_s"]:.2f} | {r["peak_mb"]:.0f} | {r["compile_s"]:.0f} | '
-        f'{r["original_ms"]:.0f} | {r["ratio"]:.2f}x | ' if 'original_ms' in r else
-        f'{r["step_ms"]:.0f} | {r["samples_per_s"]:.2f} | {r["peak_mb"]:.0f} | {r["compile_s"]:.0f} | - | - | ')
-    lines[-1] += f'{100 * r["mfu"]:.1f}% |' if 'mfu' in r else '- |'
-  table = '\n'.join(lines)
-  print('\n' + table)
-  if args.write:
-    write_section(table, ' '.join(sys.argv[1:] if argv is None else argv))
-  return 0
+        f'{orig} | {mfu} |')
+  return '\n'.join(lines)
 
 
 def write_section(table: str, argv: str) -> None:
