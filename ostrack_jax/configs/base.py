@@ -36,7 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.ce_template_range = 'CTR_POINT'
   c.model.head_channels = 256  # center head widths: C, C/2, C/4, C/8
   c.model.drop_path_rate = 0.1  # stochastic depth, training only
-  # Compute dtype of the forward pass ('float32' or 'bfloat16'); parameters stay float32.
+  # Matmul/conv operand dtype ('float32' or 'bfloat16'). With bfloat16 the operands are rounded
+  # to bfloat16 and accumulated in float32; activations, norms and softmax stay float32, and
+  # parameters are stored in float32.
   c.model.dtype = 'float32'
 
   # ---------------------------------------------------------------------------- tracker

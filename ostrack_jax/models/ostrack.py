@@ -64,7 +64,7 @@ class OSTrack(nn.Module):
         num_heads=self.num_heads, mlp_dim=self.mlp_dim, ce_loc=tuple(self.ce_loc),
         ce_keep_ratio=tuple(self.ce_keep_ratio), ce_template_range=self.ce_template_range,
         drop_path_rate=self.drop_path_rate, dtype=self.dtype, name='backbone')
-    feat, kept, removed = backbone(template.astype(self.dtype), search.astype(self.dtype),
+    feat, kept, removed = backbone(template.astype(jnp.float32), search.astype(jnp.float32),
                                    keep_ratio=keep_ratio, train=train)
     f = self.feat_size
     search_map = feat[:, -f * f:].reshape(feat.shape[0], f, f, feat.shape[-1])
@@ -173,6 +173,23 @@ def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
     raise ValueError(f'template and search batch sizes differ: {template.shape[0]} vs {search.shape[0]}')
 
 
+def compute_dtype(config: ml_collections.ConfigDict):
+  """The matmul operand dtype of ``config.model.dtype`` (jnp.float32 or jnp.bfloat16)."""
+  return _DTYPES[config.model.dtype]
+
+
+def cast_kernels(variables: Variables, dtype) -> Variables:
+  """Matmul/conv kernels cast to the compute ``dtype`` once (inference), the rest unchanged.
+
+  The layers cast their kernels to the compute dtype anyway; doing it once up front saves
+  re-reading the float32 weights on every call (~10% of a bfloat16 forward on a CPU).
+  """
+  if dtype == jnp.float32:
+    return variables
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: x.astype(dtype) if getattr(path[-1], 'key', None) == 'kernel' else x, variables)
+
+
 def make_forward(config: ml_collections.ConfigDict, variables: Variables
                  ) -> Callable[..., Dict[str, Any]]:
   """A jitted inference forward bound to ``variables``.
@@ -188,7 +205,7 @@ def make_forward(config: ml_collections.ConfigDict, variables: Variables
   Inputs are validated on the host; one program is compiled per (batch size, keep_ratio).
   """
   model = build_model(config)
-  variables = jax.device_put(variables)
+  variables = jax.device_put(cast_kernels(variables, _DTYPES[config.model.dtype]))
 
   @functools.partial(jax.jit, static_argnames='keep_ratio')
   def _forward(variables, template, search, keep_ratio=None):

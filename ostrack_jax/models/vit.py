@@ -8,6 +8,7 @@ only ``ceil(ratio * n)`` are kept. Token counts are computed on the host in Pyth
 every shape is static under ``jax.jit``.
 """
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -19,6 +20,23 @@ import numpy as np
 LAYER_NORM_EPS = 1e-6
 # timm's ViT init for Linear layers (init_variables draws the same on the host).
 _DENSE_INIT = nn.initializers.normal(0.02)
+
+
+def dense(features: int, dtype, name: str) -> nn.Dense:
+  """A Dense layer whose matmul takes ``dtype`` operands and accumulates in float32.
+
+  With ``dtype`` = bfloat16 the operands are rounded to bfloat16 but the product is accumulated
+  and returned in float32 (``preferred_element_type``): on CPUs with AVX512-BF16 this runs twice
+  as fast as a float32 matmul, while a matmul that returns bfloat16 is no faster than float32.
+  Activations, norms and softmax stay float32.
+  """
+  return nn.Dense(features, dtype=dtype, kernel_init=_DENSE_INIT, name=name,
+                  dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32))
+
+
+def matmul_einsum(spec: str, a, b, dtype):
+  """``jnp.einsum`` with ``dtype`` operands and float32 accumulation and result."""
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
 def keep_counts(num_search: int, ce_loc: Sequence[int], ce_keep_ratio: Sequence[float], depth: int,
@@ -86,13 +104,16 @@ class Attention(nn.Module):
     """x: (B, N, C) -> (out (B, N, C), probs (B, heads, N, N) float32)."""
     b, n, c = x.shape
     head_dim = c // self.num_heads
-    qkv = nn.Dense(3 * c, dtype=self.dtype, kernel_init=_DENSE_INIT, name='qkv')(x)
-    qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q * jnp.asarray(head_dim**-0.5, q.dtype), k)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(self.dtype), v).reshape(b, n, c)
-    return nn.Dense(c, dtype=self.dtype, kernel_init=_DENSE_INIT, name='proj')(out), probs
+    qkv = dense(3 * c, self.dtype, 'qkv')(x)
+    # (3, B, heads, N, head_dim): heads-major layouts make the two attention matmuls plain
+    # batched matmuls (measured 10% faster per block on a CPU than einsums over (B, N, heads)).
+    qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    logits = matmul_einsum('bhqd,bhkd->bhqk', q * head_dim**-0.5, k, self.dtype)
+    probs = jax.nn.softmax(logits, axis=-1)
+    out = matmul_einsum('bhqk,bhkd->bhqd', probs, v, self.dtype)
+    out = out.transpose(0, 2, 1, 3).reshape(b, n, c)
+    return dense(c, self.dtype, 'proj')(out), probs
 
 
 class Mlp(nn.Module):
@@ -102,9 +123,9 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    x = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=_DENSE_INIT, name='fc1')(x)
+    x = dense(self.hidden_dim, self.dtype, 'fc1')(x)
     x = nn.gelu(x, approximate=False)  # PyTorch nn.GELU is the exact erf form
-    return nn.Dense(c, dtype=self.dtype, kernel_init=_DENSE_INIT, name='fc2')(x)
+    return dense(c, self.dtype, 'fc2')(x)
 
 
 def eliminate_candidates(tokens, probs, global_index, num_template: int, num_keep: int,
@@ -151,7 +172,7 @@ class Block(nn.Module):
                rows: Optional[np.ndarray], train: bool):
     drop_path = DropPath(self.drop_path_rate)
     attn_out, probs = Attention(self.num_heads, dtype=self.dtype, name='attn')(
-        nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name='norm1')(tokens))
+        nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm1')(tokens))
     tokens = tokens + drop_path(attn_out, deterministic=not train)
     removed_index = None
     if num_keep is not None and num_keep < global_index.shape[1]:
@@ -159,7 +180,7 @@ class Block(nn.Module):
           tokens, probs, global_index, num_template, num_keep, rows)
       self.sow('intermediates', 'ce_margin', margin)
     mlp_out = Mlp(self.mlp_dim, dtype=self.dtype, name='mlp')(
-        nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name='norm2')(tokens))
+        nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm2')(tokens))
     tokens = tokens + drop_path(mlp_out, deterministic=not train)
     return tokens, global_index, removed_index, probs
 
@@ -203,12 +224,14 @@ class OneStreamViT(nn.Module):
     num_template, num_search = grid_z * grid_z, grid_x * grid_x
     patch_embed = nn.Conv(self.embed_dim, (self.patch_size, self.patch_size),
                           strides=(self.patch_size, self.patch_size), padding='VALID',
-                          dtype=self.dtype, name='patch_embed')
+                          dtype=self.dtype, name='patch_embed',
+                          conv_general_dilated=functools.partial(
+                              jax.lax.conv_general_dilated, preferred_element_type=jnp.float32))
     pos_z = self.param('pos_embed_z', nn.initializers.normal(0.02), (1, num_template, self.embed_dim))
     pos_x = self.param('pos_embed_x', nn.initializers.normal(0.02), (1, num_search, self.embed_dim))
     b = template.shape[0]
-    z = patch_embed(template).reshape(b, num_template, self.embed_dim) + pos_z.astype(self.dtype)
-    x = patch_embed(search).reshape(b, num_search, self.embed_dim) + pos_x.astype(self.dtype)
+    z = patch_embed(template).reshape(b, num_template, self.embed_dim) + pos_z
+    x = patch_embed(search).reshape(b, num_search, self.embed_dim) + pos_x
     tokens = jnp.concatenate([z, x], axis=1)
 
     counts = keep_counts(num_search, self.ce_loc, self.ce_keep_ratio, self.depth, keep_ratio)
@@ -225,7 +248,7 @@ class OneStreamViT(nn.Module):
         removed.append(removed_index)
       self.sow('intermediates', 'block_out', tokens)
       self.sow('intermediates', 'global_index', global_index)
-    tokens = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name='norm')(tokens)
+    tokens = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm')(tokens)
 
     z, s = tokens[:, :num_template], tokens[:, num_template:]
     if s.shape[1] < num_search:  # scatter kept tokens back; eliminated positions stay zero

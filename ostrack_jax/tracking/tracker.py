@@ -254,6 +254,9 @@ class Tracker:
     self.feat_size = self.search_size // int(m.patch_size)
     self.template_factor = float(config.tracker.template_factor)
     self.search_factor = float(config.tracker.search_factor)
+    if step is None:  # the live step: bfloat16 kernels cast once, not on every frame
+      from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
+      variables = cast_kernels(variables, compute_dtype(config))
     self.variables = jax.device_put(variables)
     self._table = jax.device_put(normalization_table())
     self._window = jax.device_put(hann_window(self.feat_size))
