@@ -8,13 +8,14 @@ PyTorch one (converted on the fly; that needs torch).
 
 import json
 import os
-import tempfile
 from typing import Any, Dict
 
 import flax.serialization
 import jax
 import ml_collections
 import numpy as np
+
+from ostrack_jax import fileio
 
 FORMAT = 'ostrack_jax.variables'
 FORMAT_VERSION = 1
@@ -31,18 +32,7 @@ def save_variables(path: str, variables: Dict[str, Any], config: ml_collections.
       'model_config': config.model.to_json(),
       'variables': jax.tree_util.tree_map(np.asarray, jax.device_get(variables)),
   }
-  data = flax.serialization.msgpack_serialize(payload)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.msgpack')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  fileio.atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
   return path
 
 

@@ -18,11 +18,12 @@ Layouts (``out`` = the results folder):
 
 import os
 import pathlib
-import tempfile
 import zipfile
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # pylint: disable=unused-import
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
 
@@ -34,28 +35,6 @@ def layout_for_dataset(dataset: str) -> str:
   if dataset in LAYOUTS:
     return dataset
   raise ValueError(f'no result layout for dataset {dataset!r}')
-
-
-def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
-  """Writes ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def atomic_write_text(path: os.PathLike, text: str) -> None:
-  """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-  atomic_write_bytes(path, text.encode('utf-8'))
 
 
 def format_boxes(boxes_xywh: np.ndarray, sep: str = ',') -> str:
@@ -127,16 +106,8 @@ class ResultWriter:
       members.append((box_path, box_path.relative_to(self.out_dir).as_posix()))
       if self.layout != 'trackingnet' and time_path.is_file():
         members.append((time_path, time_path.relative_to(self.out_dir).as_posix()))
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{zip_path.name}.', suffix='.tmp', dir=zip_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(zip_path) as tmp:
       with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as zf:
         for src, arc in members:
           zf.write(src, arc)
-      os.replace(tmp, zip_path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.unlink(tmp)
-      raise
     return zip_path
