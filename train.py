@@ -16,7 +16,6 @@ the end, ``model.msgpack`` (load it with ``ostrack_jax.load_checkpoint``, ``eval
 and only with the same config and device count (the batches then continue exactly).
 """
 
-import json
 import os
 import sys
 import time

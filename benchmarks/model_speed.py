@@ -17,9 +17,7 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -28,6 +26,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import results_md  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 BEGIN, END = '<!-- model_speed:begin -->', '<!-- model_speed:end -->'
 
 
@@ -35,16 +35,7 @@ def hardware() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   devices = jax.devices()
   kinds = sorted({d.device_kind for d in devices})
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          cpu = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return (f'{len(devices)} x {"/".join(kinds)} ({jax.default_backend()}), host CPU {cpu}, '
+  return (f'{len(devices)} x {"/".join(kinds)} ({jax.default_backend()}), host CPU {results_md.cpu_model()}, '
           f'{os.cpu_count()} cores visible, jax {jax.__version__}')
 
 
@@ -162,15 +153,7 @@ def main(argv=None) -> int:
 
 
 def write_section(table: str, argv: str) -> None:
-  path = REPO / 'benchmarks' / 'RESULTS.md'
-  text = path.read_text() if path.exists() else '# Benchmark results\n'
-  section = (f'{BEGIN}\n## Model forward speed (benchmarks/model_speed.py)\n\n'
-             f'Command: `python benchmarks/model_speed.py {argv}`, {time.strftime("%Y-%m-%d")}.\n\n{table}\n{END}')
-  if BEGIN in text and END in text:
-    text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + '\n\n' + section + '\n'
-  path.write_text(text)
+  results_md.write_section(BEGIN, END, 'Model forward speed', 'benchmarks/model_speed.py', argv, table)
 
 
 if __name__ == '__main__':

@@ -41,7 +41,6 @@ import contextlib
 import copy
 import importlib
 import json
-import math
 import os
 import pathlib
 import statistics

@@ -29,7 +29,6 @@ appends the tables with the hardware to benchmarks/RESULTS.md.
 import argparse
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import tempfile
@@ -64,6 +63,8 @@ if ARGS.one_core:
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks import results_md  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -240,15 +241,7 @@ def format_presets(rows, batch, header=True):
 
 
 def hardware():
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          cpu = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
+  cpu = results_md.cpu_model()
   devices = ', '.join(sorted({d.device_kind for d in jax.devices()}))
   cores = len(os.sched_getaffinity(0))
   return (f'{cpu}, {cores} core(s) usable{" (pinned, 1 XLA thread)" if ARGS.one_core else ""}; '

@@ -23,7 +23,6 @@ analysis of the compiled step, divided by the step time and the device's peak bf
 
 import argparse
 import json
-import os
 import pathlib
 import resource
 import statistics
@@ -34,6 +33,8 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks import results_md  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BEGIN, END = '<!-- train_speed:begin -->', '<!-- train_speed:end -->'
 PEAK_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
@@ -194,15 +195,7 @@ def render(rows, hardware_text: str) -> str:
 
 
 def write_section(table: str, argv: str) -> None:
-  path = REPO / 'benchmarks' / 'RESULTS.md'
-  text = path.read_text() if path.exists() else '# Benchmark results\n'
-  section = (f'{BEGIN}\n## Training step speed (benchmarks/train_speed.py)\n\n'
-             f'Command: `python benchmarks/train_speed.py {argv}`, {time.strftime("%Y-%m-%d")}.\n\n{table}\n{END}')
-  if BEGIN in text and END in text:
-    text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + '\n\n' + section + '\n'
-  path.write_text(text)
+  results_md.write_section(BEGIN, END, 'Training step speed', 'benchmarks/train_speed.py', argv, table)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,7 @@ Batches (host side, per process: its own slice of the global batch) are dicts of
 """
 
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import flax.linen as nn
 import jax
