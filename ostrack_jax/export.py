@@ -17,7 +17,7 @@ The folder::
                          the weights' names/shapes in the order the step takes them
   weights.npz            the float32 variables ('params/...', 'batch_stats/...'), uncompressed
   step_float32.jax       jax.export serialisation (StableHLO + calling convention)
-  step_bfloat16.jax      the same with bfloat16 compute (float32 weights, cast on the fly)
+  step_bfloat16.jax      the same with bfloat16 matmul operands (float32 accumulation; float32 weights, cast on the fly)
 
 Design choice: the weights are an *input* of the exported function, not constants baked into
 it. One weights file then serves both dtype variants (baking would store ViT-B's 370 MB twice,

@@ -102,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.ce_start_epoch = 20
   c.train.ce_warm_epoch = 80
   c.train.pretrained = ''  # MAE / timm ViT checkpoint (.pth) or an OSTrack checkpoint
-  c.train.mixed_precision = False  # bfloat16 compute, float32 parameters and optimizer
+  c.train.mixed_precision = False  # bfloat16 matmul operands (float32 accumulation), float32 parameters and optimizer
   c.train.seed = 42
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 1000
