@@ -302,6 +302,24 @@ class ConversionReport:
     return '\n'.join(lines)
 
 
+def _place(key, value, target: _Target, expected, filled, loaded, unknown, errors, path, config) -> None:
+  """Puts one checkpoint tensor into its Flax slot, or records why it cannot go there.
+
+  A slot the preset lacks (e.g. blocks.12.* for a 12-block preset) makes the key unexpected; a
+  shape that differs after the layout transform becomes an error naming both shapes.
+  """
+  full = (target.collection,) + target.path
+  if full not in expected:
+    unknown.append(key)
+    return
+  array = target.transform(np.asarray(value, dtype=np.float32))
+  if array.shape != tuple(expected[full].shape):
+    errors.append(_shape_error(path, key, value.shape, _inverse_shape(target, expected[full].shape), config))
+    return
+  filled[full] = array
+  loaded.append(key)
+
+
 def convert_ostrack_state_dict(sd: Mapping[str, np.ndarray], config: ml_collections.ConfigDict,
                                path: str = '<checkpoint>') -> Tuple[Variables, ConversionReport]:
   """Released OSTrack state dict (242 keys) -> Flax variables; strict on keys and shapes."""
@@ -314,16 +332,7 @@ def convert_ostrack_state_dict(sd: Mapping[str, np.ndarray], config: ml_collecti
     if target is None:
       (unused if _UNUSED_OSTRACK.match(key) else unknown).append(key)
       continue
-    full = (target.collection,) + target.path
-    if full not in expected:
-      unknown.append(key)  # e.g. blocks.12.* given to a 12-block preset
-      continue
-    array = target.transform(np.asarray(value, dtype=np.float32))
-    if array.shape != tuple(expected[full].shape):
-      errors.append(_shape_error(path, key, value.shape, _inverse_shape(target, expected[full].shape), config))
-      continue
-    filled[full] = array
-    loaded.append(key)
+    _place(key, value, target, expected, filled, loaded, unknown, errors, path, config)
   missing = [('/'.join(p)) for p in expected if p not in filled]
   if errors:
     raise CheckpointError('\n'.join(errors[:5]) + (f'\n... and {len(errors) - 5} more' if len(errors) > 5 else ''))
@@ -387,16 +396,7 @@ def convert_vit_state_dict(sd: Mapping[str, np.ndarray], config: ml_collections.
     if target is None or key in ('pos_embed_z', 'pos_embed_x'):
       (unused if _UNUSED_VIT.match(key) else unknown).append(key)
       continue
-    full = (target.collection,) + target.path
-    if full not in expected:
-      unknown.append(key)
-      continue
-    array = target.transform(np.asarray(value, dtype=np.float32))
-    if array.shape != tuple(expected[full].shape):
-      errors.append(_shape_error(path, key, value.shape, _inverse_shape(target, expected[full].shape), config))
-      continue
-    filled[full] = array
-    loaded.append(key)
+    _place(key, value, target, expected, filled, loaded, unknown, errors, path, config)
   if errors:
     raise CheckpointError('\n'.join(errors[:5]))
   if unknown:
