@@ -124,6 +124,14 @@ def _read_flags(path: pathlib.Path, sequence: str) -> np.ndarray:
     raise DatasetError(f'sequence {sequence!r}: cannot read labels {path}: {e}') from e
 
 
+
+def _read_frame_labels(path, name: str, num_frames: int, what: str):
+  """Per-frame integer labels (cover, absence); one per frame or a DatasetError naming both counts."""
+  labels = _read_flags(path, name)
+  if len(labels) != num_frames:
+    raise DatasetError(f'sequence {name!r}: {len(labels)} {what} labels for {num_frames} frames')
+  return labels
+
 def _list_images(folder: pathlib.Path) -> List[str]:
   if not folder.is_dir():
     return []
@@ -214,16 +222,9 @@ def load_got10k_sequence(seq_dir: pathlib.Path, name: Optional[str] = None,
   _check_lengths(name, frames, gt, gt_path, allow_first_only)
   cover = visible = None
   if (seq_dir / 'cover.label').is_file() and len(gt) == len(frames):
-    cover = _read_flags(seq_dir / 'cover.label', name)
-    if len(cover) != len(frames):
-      raise DatasetError(f'sequence {name!r}: {len(cover)} cover labels for {len(frames)} '
-                         'frames')
+    cover = _read_frame_labels(seq_dir / 'cover.label', name, len(frames), 'cover')
   if (seq_dir / 'absence.label').is_file() and len(gt) == len(frames):
-    absence = _read_flags(seq_dir / 'absence.label', name)
-    if len(absence) != len(frames):
-      raise DatasetError(f'sequence {name!r}: {len(absence)} absence labels for '
-                         f'{len(frames)} frames')
-    visible = absence == 0
+    visible = _read_frame_labels(seq_dir / 'absence.label', name, len(frames), 'absence') == 0
   image_size = None
   meta = seq_dir / 'meta_info.ini'
   if meta.is_file():
@@ -392,11 +393,7 @@ def load_folder_sequence(seq_dir: os.PathLike, name: Optional[str] = None) -> Se
   _check_lengths(name, frames, gt, gt_path, allow_first_only=True)
   visible = None
   if (seq_dir / 'absence.label').is_file() and len(gt) == len(frames):
-    absence = _read_flags(seq_dir / 'absence.label', name)
-    if len(absence) != len(frames):
-      raise DatasetError(f'sequence {name!r}: {len(absence)} absence labels for '
-                         f'{len(frames)} frames')
-    visible = absence == 0
+    visible = _read_frame_labels(seq_dir / 'absence.label', name, len(frames), 'absence') == 0
   return Sequence(name, frames, gt, visible=visible, dataset='folder')
 
 
