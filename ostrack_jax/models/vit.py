@@ -182,7 +182,7 @@ class Block(nn.Module):
     mlp_out = Mlp(self.mlp_dim, dtype=self.dtype, name='mlp')(
         nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm2')(tokens))
     tokens = tokens + drop_path(mlp_out, deterministic=not train)
-    return tokens, global_index, removed_index, probs
+    return tokens, global_index, removed_index
 
 
 class OneStreamViT(nn.Module):
@@ -240,7 +240,7 @@ class OneStreamViT(nn.Module):
     drop_rates = np.linspace(0.0, self.drop_path_rate, self.depth)
     removed = []
     for i in range(self.depth):
-      tokens, global_index, removed_index, _ = Block(
+      tokens, global_index, removed_index = Block(
           self.num_heads, self.mlp_dim, float(drop_rates[i]), dtype=self.dtype, name=f'blocks_{i}')(
               tokens, global_index, num_template=num_template, num_keep=counts[i], rows=rows,
               train=train)
