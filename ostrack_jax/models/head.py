@@ -14,10 +14,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ostrack_jax.models import layers
+
 SCORE_CLAMP = 1e-4
-# Convolutions take ``dtype`` operands (bfloat16 in the fast path) and accumulate in float32;
-# activations and BatchNorm stay float32.
-_CONV_F32_ACCUMULATION = functools.partial(jax.lax.conv_general_dilated, preferred_element_type=jnp.float32)
+# Convolutions (ostrack_jax/models/layers.py) take ``dtype`` operands (bfloat16 in the fast path)
+# and accumulate in float32; activations and BatchNorm stay float32.
 
 
 class BatchNorm(nn.Module):
@@ -65,10 +66,9 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name='conv',
-                conv_general_dilated=_CONV_F32_ACCUMULATION,
-                kernel_init=nn.initializers.xavier_uniform(),
-                bias_init=functools.partial(torch_conv_bias_init, fan_in=9 * x.shape[-1]))(x)
+    x = layers.Conv(self.features, (3, 3), dtype=self.dtype, name='conv',
+                    kernel_init=nn.initializers.xavier_uniform(),
+                    bias_init=functools.partial(torch_conv_bias_init, fan_in=9 * x.shape[-1]))(x)
     x = BatchNorm(dtype=self.dtype, name='bn')(x, train)
     return nn.relu(x)
 
@@ -91,10 +91,9 @@ class CenterHead(nn.Module):
       x = feat
       for j, width in enumerate(widths, start=1):
         x = ConvBNReLU(width, dtype=self.dtype, name=f'conv{j}_{branch}')(x, train)
-      x = nn.Conv(out_ch, (1, 1), dtype=self.dtype, name=f'conv5_{branch}',
-                  conv_general_dilated=_CONV_F32_ACCUMULATION,
-                  kernel_init=nn.initializers.xavier_uniform(),
-                  bias_init=functools.partial(torch_conv_bias_init, fan_in=x.shape[-1]))(x)
+      x = layers.Conv(out_ch, (1, 1), dtype=self.dtype, name=f'conv5_{branch}',
+                      kernel_init=nn.initializers.xavier_uniform(),
+                      bias_init=functools.partial(torch_conv_bias_init, fan_in=x.shape[-1]))(x)
       outputs[branch] = x.astype(jnp.float32)
     clamp = lambda v: jnp.clip(jax.nn.sigmoid(v), SCORE_CLAMP, 1 - SCORE_CLAMP)
     return {'score_map': clamp(outputs['ctr']), 'size_map': clamp(outputs['size']),

@@ -8,7 +8,6 @@ only ``ceil(ratio * n)`` are kept. Token counts are computed on the host in Pyth
 every shape is static under ``jax.jit``.
 """
 
-import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -17,26 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ostrack_jax.models import layers, matmul
+
 LAYER_NORM_EPS = 1e-6
 # timm's ViT init for Linear layers (init_variables draws the same on the host).
 _DENSE_INIT = nn.initializers.normal(0.02)
 
 
-def dense(features: int, dtype, name: str) -> nn.Dense:
-  """A Dense layer whose matmul takes ``dtype`` operands and accumulates in float32.
-
-  With ``dtype`` = bfloat16 the operands are rounded to bfloat16 but the product is accumulated
-  and returned in float32 (``preferred_element_type``): on CPUs with AVX512-BF16 this runs twice
-  as fast as a float32 matmul, while a matmul that returns bfloat16 is no faster than float32.
-  Activations, norms and softmax stay float32.
-  """
-  return nn.Dense(features, dtype=dtype, kernel_init=_DENSE_INIT, name=name,
-                  dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32))
-
-
-def matmul_einsum(spec: str, a, b, dtype):
-  """``jnp.einsum`` with ``dtype`` operands and float32 accumulation and result."""
-  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+def dense(features: int, dtype, name: str) -> layers.Dense:
+  """A Linear layer of the ViT (see :class:`layers.Dense` for the ``dtype`` semantics)."""
+  return layers.Dense(features, dtype, kernel_init=_DENSE_INIT, name=name)
 
 
 def keep_counts(num_search: int, ce_loc: Sequence[int], ce_keep_ratio: Sequence[float], depth: int,
@@ -109,9 +98,9 @@ class Attention(nn.Module):
     # batched matmuls (measured 10% faster per block on a CPU than einsums over (B, N, heads)).
     qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
-    logits = matmul_einsum('bhqd,bhkd->bhqk', q * head_dim**-0.5, k, self.dtype)
+    logits = matmul.matmul_nt(q * head_dim**-0.5, k, self.dtype)  # (B, heads, N, N)
     probs = jax.nn.softmax(logits, axis=-1)
-    out = matmul_einsum('bhqk,bhkd->bhqd', probs, v, self.dtype)
+    out = matmul.matmul(probs, v, self.dtype)  # (B, heads, N, head_dim)
     out = out.transpose(0, 2, 1, 3).reshape(b, n, c)
     return dense(c, self.dtype, 'proj')(out), probs
 
@@ -222,11 +211,8 @@ class OneStreamViT(nn.Module):
     """
     grid_z, grid_x = self.template_size // self.patch_size, self.search_size // self.patch_size
     num_template, num_search = grid_z * grid_z, grid_x * grid_x
-    patch_embed = nn.Conv(self.embed_dim, (self.patch_size, self.patch_size),
-                          strides=(self.patch_size, self.patch_size), padding='VALID',
-                          dtype=self.dtype, name='patch_embed',
-                          conv_general_dilated=functools.partial(
-                              jax.lax.conv_general_dilated, preferred_element_type=jnp.float32))
+    patch_embed = layers.Conv(self.embed_dim, (self.patch_size, self.patch_size),
+                              stride=self.patch_size, dtype=self.dtype, name='patch_embed')
     pos_z = self.param('pos_embed_z', nn.initializers.normal(0.02), (1, num_template, self.embed_dim))
     pos_x = self.param('pos_embed_x', nn.initializers.normal(0.02), (1, num_search, self.embed_dim))
     b = template.shape[0]
