@@ -5,6 +5,7 @@ token counts."""
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from ostrack_jax.configs import get_config
@@ -96,6 +97,17 @@ def test_non_finite_step_is_skipped_and_counted(single_device_result):
   init = init_variables(small_config(), seed=0)
   for x, y in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.variables())):
     np.testing.assert_array_equal(np.asarray(x), y)
+  # Adam (moments, bias-correction count) as if the step never happened, as GradScaler skips
+  # optimizer.step(); the learning-rate schedules advance with the global step.
+  is_state = lambda n: isinstance(n, (optax.ScaleByAdamState, optax.ScaleByScheduleState))
+  nodes = [n for n in jax.tree_util.tree_leaves(state.opt_state, is_leaf=is_state) if is_state(n)]
+  adam = [n for n in nodes if isinstance(n, optax.ScaleByAdamState)]
+  schedules = [n for n in nodes if isinstance(n, optax.ScaleByScheduleState)]
+  assert len(adam) == 2 and len(schedules) == 2  # two parameter groups
+  for n in adam:
+    assert int(n.count) == 0
+    assert all(not np.any(np.asarray(m)) for m in jax.tree_util.tree_leaves((n.mu, n.nu)))
+  assert [int(n.count) for n in schedules] == [1, 1]
 
 
 def test_batch_not_divisible_by_devices_is_refused():
