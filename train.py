@@ -4,6 +4,11 @@
       --config.data.roots.got10k=/datasets/GOT-10k --config.data.roots.lasot=/datasets/LaSOT \
       --config.train.pretrained=/weights/mae_pretrain_vit_base.pth [--resume] [--multihost]
 
+Several machines: start the same command on each with ``--multihost`` (SLURM, Open MPI,
+Kubernetes and Cloud TPU are detected), or with ``--multihost --coordinator HOST0:PORT
+--num-processes N --process-id I``; every process feeds its own slice of each global batch and
+the run directory must be on a filesystem all of them share.
+
 With no arguments it trains the tiny preset (``configs/tiny_256_ce.py``) on the synthetic dataset
 (generated on first use) on this machine's CPU for a few minutes, into ``workdirs/tiny_256_ce/``;
 ``python eval.py`` then evaluates the result on the synthetic validation sequences.
@@ -46,7 +51,8 @@ def main(argv) -> int:
 
   import jax  # pylint: disable=g-import-not-at-top
   if args.multihost:
-    jax.distributed.initialize()
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -69,6 +75,7 @@ def main(argv) -> int:
   step_lib.check_global_batch(global_batch, mesh)
   steps_per_epoch = optim.steps_per_epoch_for(config, global_batch)
   total_steps = steps_per_epoch * t.epochs
+  stop_step = min(total_steps, t.max_steps) if t.max_steps > 0 else total_steps
   feat_size = config.model.search_size // config.model.patch_size
 
   # --------------------------------------------------------------------------------------------
@@ -159,7 +166,7 @@ def main(argv) -> int:
   print(f'{config.name}: {num_devices} device(s), global batch {global_batch}, {steps_per_epoch} '
         f'steps/epoch, {t.epochs} epochs ({total_steps} steps), workdir {workdir}', flush=True)
   try:
-    while step < total_steps:
+    while step < stop_step:
       epoch = optim.epoch_of_step(step, steps_per_epoch)
       keep = optim.keep_rate_for_epoch(config, epoch)
       batch = step_lib.add_heatmap(next(train_iter), feat_size)
@@ -168,7 +175,7 @@ def main(argv) -> int:
       pending.append((step, epoch, metrics))
       window_steps += 1
       end_of_epoch = step % steps_per_epoch == 0
-      if step % t.log_every_steps == 0 or end_of_epoch or step == total_steps:
+      if step % t.log_every_steps == 0 or end_of_epoch or step == stop_step:
         fetched = [(s, e, jax.device_get(m)) for s, e, m in pending]
         pending = []
         for s, e, m in fetched:
@@ -199,7 +206,7 @@ def main(argv) -> int:
             [dict(m, finite=True) for m in val]).items()}
         writer.write(step, dict(val_values, epoch=epoch))
         bar.write(f'epoch {epoch} validation: ' + ' '.join(f'{k} {v:.4f}' for k, v in val_values.items()))
-      if step % t.checkpoint_every_steps == 0 or step == total_steps:
+      if step % t.checkpoint_every_steps == 0 or step == stop_step:
         ckpt.save(step, state, train_iter, meta)
   except loop.NonFiniteError as e:
     bar.close()
@@ -213,6 +220,11 @@ def main(argv) -> int:
   # Export: the final model as one msgpack file (eval.py / Tracker.from_checkpoint load it).
   # --------------------------------------------------------------------------------------------
   ckpt.close()
+  if step < total_steps:
+    if is_main:
+      print(f'stopped at step {step} of {total_steps} (train.max_steps); continue with --resume',
+            flush=True)
+    return 0
   if is_main:
     path = checkpoint_io.save_variables(os.path.join(workdir, 'model.msgpack'),
                                         jax.device_get(state.variables()), config)

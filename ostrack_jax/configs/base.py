@@ -109,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.val_every_epochs = 20
   c.train.max_bad_steps = 10  # isolated non-finite steps skipped before stopping
+  c.train.max_steps = 0  # stop (checkpointed, resumable) after this many steps; 0 = all epochs
 
   c.lock()
   return c

@@ -32,9 +32,25 @@ def parse_args(argv: Sequence[str], defaults: Dict[str, Any]) -> Tuple[argparse.
   p.add_argument('--resume', action='store_true',
                  help='continue from the latest checkpoint in --workdir (required when it has one)')
   p.add_argument('--multihost', action='store_true',
-                 help='call jax.distributed.initialize() first (one process per host)')
+                 help='call jax.distributed.initialize() first (one process per host). On SLURM, '
+                 'Open MPI, Kubernetes or Cloud TPU the coordinator and process ids are detected; '
+                 'elsewhere give --coordinator, --num-processes and --process-id (or set '
+                 'JAX_COORDINATOR_ADDRESS)')
+  p.add_argument('--coordinator', default=None, metavar='HOST:PORT',
+                 help='with --multihost: address of process 0 (the same on every process)')
+  p.add_argument('--num-processes', type=int, default=None, help='with --multihost')
+  p.add_argument('--process-id', type=int, default=None, help='with --multihost: 0 .. N-1')
   p.add_argument('--no-progress', action='store_true', help='no progress bar (log lines instead)')
   args, rest = p.parse_known_args(argv)
+  manual = {'--coordinator': args.coordinator, '--num-processes': args.num_processes,
+            '--process-id': args.process_id}
+  if not args.multihost and any(v is not None for v in manual.values()):
+    p.error(f'{", ".join(k for k, v in manual.items() if v is not None)} only go with --multihost')
+  if args.num_processes is not None and args.num_processes < 1:
+    p.error(f'--num-processes must be >= 1, got {args.num_processes}')
+  if args.process_id is not None and args.num_processes is not None and not (
+      0 <= args.process_id < args.num_processes):
+    p.error(f'--process-id {args.process_id} not in [0, --num-processes {args.num_processes})')
   overrides, i = [], 0
   while i < len(rest):
     item = rest[i]
