@@ -107,6 +107,8 @@ def main(argv) -> int:
     variables = checkpoint_io.load_checkpoint(t.pretrained, config)
   else:
     variables = ostrack.init_variables(config, seed=t.seed)
+  if t.score_prior:
+    variables = state_lib.set_score_prior(variables, t.score_prior)
   tx = optim.make_optimizer(config, steps_per_epoch)
 
   # --------------------------------------------------------------------------------------------
@@ -214,6 +216,7 @@ def main(argv) -> int:
     return 3
   finally:
     writer.close()
+    train_iter.close()
   bar.close()
 
   # --------------------------------------------------------------------------------------------

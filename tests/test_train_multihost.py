@@ -26,7 +26,7 @@ SMALL = [
     '--config.model.head_channels=16', '--config.model.ce_template_range=ALL',
     # Each process holds its own slice of the global batch, so its rows are the single-process
     # batch permuted; stochastic depth draws its masks per row, hence off for the comparison.
-    '--config.model.drop_path_rate=0.0',
+    '--config.model.drop_path_rate=0.0', '--config.train.mixed_precision=False',
     '--config.train.batch_size=2', '--config.train.epochs=2', '--config.data.samples_per_epoch=16',
     '--config.train.ce_start_epoch=2', '--config.train.ce_warm_epoch=1',
     '--config.train.log_every_steps=1', '--config.train.checkpoint_every_steps=2',

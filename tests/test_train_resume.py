@@ -17,13 +17,16 @@ sys.path.insert(0, str(REPO))
 
 # A small OSTrack (64/128 crops, 3 blocks, CE at block 1 from epoch 2 on) on a tiny synthetic
 # set: 3 epochs of 4 steps at a global batch of 2 (2 simulated devices), a checkpoint every 2
-# steps, and a grain worker process so that the iterator state goes through orbax.
+# steps, and a grain worker process so that the iterator state goes through orbax. Drop path is
+# on, so that the resumed run must also restore the RNG, and the step runs in the default run's
+# bfloat16 mixed precision.
 SMALL = [
     '--config', 'configs/tiny_256_ce.py',
     '--config.model.template_size=64', '--config.model.search_size=128', '--config.model.depth=3',
     '--config.model.ce_loc=(1,)', '--config.model.ce_keep_ratio=(0.7,)',
     '--config.model.embed_dim=32', '--config.model.num_heads=2', '--config.model.mlp_dim=64',
     '--config.model.head_channels=16', "--config.model.ce_template_range=ALL",
+    '--config.model.drop_path_rate=0.1', '--config.train.mixed_precision=True',
     '--config.train.batch_size=1', '--config.train.epochs=3', '--config.data.samples_per_epoch=8',
     '--config.train.ce_start_epoch=2', '--config.train.ce_warm_epoch=1',
     '--config.train.log_every_steps=1', '--config.train.checkpoint_every_steps=2',

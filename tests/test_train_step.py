@@ -24,6 +24,7 @@ def small_config():
     c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 32, 2, 64
     c.model.head_channels = 16
     c.model.ce_template_range = 'ALL'
+    c.train.mixed_precision = False  # float32 steps: compared with tight tolerances
   return c
 
 
@@ -146,3 +147,30 @@ def test_mixed_precision_step_keeps_float32_params(single_device_result):
   assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(state.params))
   # bfloat16 compute (8-bit mantissa): the loss agrees with float32 to about 1%.
   np.testing.assert_allclose(metrics['Loss/total'], ref_metrics['Loss/total'], rtol=3e-2)
+
+
+def test_score_prior_starts_every_score_cell_at_that_probability():
+  config = small_config()
+  variables = init_variables(config, seed=0)
+  primed = state_lib.set_score_prior(variables, 0.1)
+  model = build_model(config)
+  batch = make_batch(batch=2)
+  with jax.default_matmul_precision('highest'):
+    before = model.apply(variables, batch['template'], batch['search'])['score_map']
+    after = model.apply(primed, batch['template'], batch['search'])['score_map']
+  # Only the score head's output bias moved: the logit shifts by the same amount everywhere, and
+  # the initial features are small next to log(0.1 / 0.9) = -2.197.
+  assert not np.allclose(before, 0.1, atol=0.05)
+  np.testing.assert_allclose(after, 0.1, atol=0.05)
+  untouched = jax.tree_util.tree_leaves_with_path(variables['params'])
+  changed = [jax.tree_util.keystr(p) for p, a in untouched
+             if not np.array_equal(a, _at(primed['params'], p))]
+  assert changed == ["['box_head']['conv5_ctr']['bias']"]
+  with pytest.raises(ValueError, match='score_prior'):
+    state_lib.set_score_prior(variables, 1.5)
+
+
+def _at(tree, path):
+  for k in path:
+    tree = tree[k.key]
+  return tree

@@ -107,28 +107,39 @@ def _tiny_256_ce() -> ml_collections.ConfigDict:
   c.data.val_ratios = (1.0,)
   c.data.num_workers = 2
   # Training recipe of the built-in default run (`python train.py`: a model from scratch on the
-  # synthetic set on 2 CPU cores in about 7 minutes; see the training section of the README):
-  # 9 epochs of 1024 pairs at batch 8, a higher learning rate than ViT-B's (no pretrained
-  # backbone to protect, so no backbone multiplier either), the drop for the last epoch, CE at
-  # its final keep rate from the start (one compiled step, half the cost of no CE), and a smaller
-  # search centre jitter (the synthetic targets move 1-4 px per frame). Measured on 2 idle cores:
-  # AO 0.670 after 7.1 min; on the shared machine AO 0.613 after 15.6 min (8 epochs, scale jitter
-  # 0.25: 0.566 in 12 min;
-  # lr 2e-3: 0.388; scale jitter 0.15: 0.418).
+  # synthetic set on 2 CPU cores in about 11 minutes; see the training section of the README):
+  # 15 epochs of 1024 pairs at batch 8 in bfloat16 mixed precision (1.3x faster steps than
+  # float32 on that CPU), a higher learning rate than ViT-B's (no pretrained backbone to
+  # protect, so no backbone multiplier either), the drop for the last two epochs, CE at its
+  # final keep rate from the start (one compiled step, half the cost of no CE), no drop path
+  # (a tiny model that underfits in minutes needs no regulariser), the score map started at
+  # probability 0.1 (else the first ~300 steps only learn to switch the background off), and a
+  # smaller search centre jitter (the synthetic targets move 1-4 px per frame).
+  # Measured on 2 idle cores (AO on the 20 synthetic validation sequences / training minutes):
+  # this recipe 0.659 / 11.2, and 0.766 / 11.3 with train.seed = data.seed = 1. On the way there:
+  # the same in float32 for 12 epochs (drop at 11): 0.695 / 10.8 and, seed 1, 0.586 / 10.3;
+  # the earlier 9-epoch float32 recipe with drop path and no score prior: 0.670 / 7.1 once,
+  # then validation IoU 0.35 at epoch 8 (against 0.65) after float-rounding changes elsewhere,
+  # and 0.397 / 7.7 with the score prior alone. A model trained from scratch in minutes is
+  # sensitive to seeds and rounding; the margin above 0.6 comes from the longer, faster bfloat16
+  # schedule.
+  c.model.drop_path_rate = 0.0
   c.data.samples_per_epoch = 1024
   c.data.val_samples_per_epoch = 64
   c.data.search_center_jitter = 1.0
   c.data.search_scale_jitter = 0.3
   c.train.batch_size = 8
-  c.train.epochs = 9
+  c.train.epochs = 15
   c.train.lr = 1e-3
   c.train.backbone_lr_multiplier = 1.0
-  c.train.lr_drop_epoch = 8
+  c.train.lr_drop_epoch = 13
   c.train.ce_start_epoch = 1
   c.train.ce_warm_epoch = 0
+  c.train.mixed_precision = True
+  c.train.score_prior = 0.1
   c.train.log_every_steps = 16
   c.train.checkpoint_every_steps = 256
-  c.train.val_every_epochs = 4
+  c.train.val_every_epochs = 5
   return c
 
 

@@ -62,6 +62,10 @@ class DataIterator(grain.DatasetIterator):
   def __next__(self) -> Dict[str, np.ndarray]:
     return next(self._inner)
 
+  def close(self) -> None:
+    """Stops the worker processes and frees the shared memory of the batches they buffered."""
+    self._inner.close()
+
   def get_state(self) -> Dict[str, Any]:
     return {'contract': self.contract, 'grain': self._inner.get_state()}
 

@@ -16,6 +16,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 Variables = Dict[str, Any]
@@ -42,6 +43,21 @@ def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   config.model.dtype = 'bfloat16'
   config.lock()
   return config
+
+
+def set_score_prior(variables: Variables, prior: float) -> Variables:
+  """``variables`` with the score head's output bias = log(prior / (1 - prior)) (copy).
+
+  Every cell of the score map then starts at probability ``prior`` (before the clamp).
+  """
+  if not 0.0 < prior < 1.0:
+    raise ValueError(f'config.train.score_prior={prior!r}: must lie in (0, 1), or be 0 for the '
+                     'original initialisation')
+  params = jax.tree_util.tree_map(lambda x: x, variables['params'])  # new containers
+  bias = params['box_head']['conv5_ctr']['bias']
+  params['box_head']['conv5_ctr'] = dict(params['box_head']['conv5_ctr'],
+                                     bias=jnp.full_like(bias, np.log(prior / (1.0 - prior))))
+  return dict(variables, params=params)
 
 
 def create_train_state(variables: Variables, tx: optax.GradientTransformation,
