@@ -48,6 +48,10 @@ def main(argv) -> int:
           'MAE/timm ViT checkpoint, e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)',
           file=sys.stderr)
     return 2
+  if not (config.train.score_prior == 0 or 0 < config.train.score_prior < 1):
+    print(f'train.py: config.train.score_prior={config.train.score_prior!r}: must lie in (0, 1), '
+          'or be 0 for the original initialisation', file=sys.stderr)
+    return 2
 
   import jax  # pylint: disable=g-import-not-at-top
   if args.multihost:
@@ -108,7 +112,15 @@ def main(argv) -> int:
   else:
     variables = ostrack.init_variables(config, seed=t.seed)
   if t.score_prior:
-    variables = state_lib.set_score_prior(variables, t.score_prior)
+    # Only a freshly initialised head gets the prior: from scratch, or next to a ViT backbone
+    # checkpoint (the converter initialises the head with seed 0); a trained one is kept.
+    fresh_head = not t.pretrained or jax.tree_util.tree_all(jax.tree_util.tree_map(
+        np.array_equal, variables['params']['box_head'],
+        ostrack.init_variables(config, seed=0)['params']['box_head']))
+    if fresh_head:
+      variables = state_lib.set_score_prior(variables, t.score_prior)
+    elif is_main:
+      print(f'train.score_prior ignored: the head comes trained from {t.pretrained}', flush=True)
   tx = optim.make_optimizer(config, steps_per_epoch)
 
   # --------------------------------------------------------------------------------------------

@@ -138,6 +138,8 @@ def test_bad_input_stops_with_a_message(tmp_path, capsys):
   missing = tmp_path / 'mae_pretrain_vit_base.pth'
   assert train.main(['--workdir', str(tmp_path), f'--config.train.pretrained={missing}']) == 2
   assert f'config.train.pretrained={str(missing)!r}: no such file' in capsys.readouterr().err
+  assert train.main(['--workdir', str(tmp_path), '--config.train.score_prior=1.5']) == 2
+  assert 'config.train.score_prior=1.5: must lie in (0, 1)' in capsys.readouterr().err
   with pytest.raises(SystemExit):
     train.main(['--workdir', str(tmp_path), '--bogus'])
   assert 'unrecognized argument: --bogus' in capsys.readouterr().err

@@ -103,7 +103,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.ce_warm_epoch = 80
   # Initial score-map probability p: sets the bias of the head's last score conv to
   # log(p / (1 - p)) in freshly initialised weights (CenterNet's focal-loss prior; 0.1 there).
-  # 0 keeps the original's initialisation. Speeds up training from scratch: with a bias near 0
+  # Only a fresh head gets it (not one loaded with an OSTrack checkpoint); 0 keeps the
+  # original's initialisation. Speeds up training from scratch: with a bias near 0
   # the first few hundred steps only learn to switch the background off.
   c.train.score_prior = 0.0
   c.train.pretrained = ''  # MAE / timm ViT checkpoint (.pth) or an OSTrack checkpoint

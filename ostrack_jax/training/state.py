@@ -48,7 +48,8 @@ def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 def set_score_prior(variables: Variables, prior: float) -> Variables:
   """``variables`` with the score head's output bias = log(prior / (1 - prior)) (copy).
 
-  Every cell of the score map then starts at probability ``prior`` (before the clamp).
+  Every cell of the score map then starts near probability ``prior``: at initialisation the
+  conv's weighted input is small next to the bias.
   """
   if not 0.0 < prior < 1.0:
     raise ValueError(f'config.train.score_prior={prior!r}: must lie in (0, 1), or be 0 for the '
