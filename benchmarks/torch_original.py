@@ -29,7 +29,15 @@ CLI:
   python benchmarks/torch_original.py --ostrack-repo DIR train-step --batch 2
   python benchmarks/torch_original.py --ostrack-repo DIR track --frames-dir DIR
   python benchmarks/torch_original.py --ostrack-repo DIR vitb-reference --out tests/fixtures/vitb
-Each prints one JSON object on the last line of stdout.
+Each prints one JSON object on the last line of stdout; the timing commands print a short table
+(median, min, max, device) on stdout before it.
+
+`--device cuda` (default cpu; before or after the command name) runs forward / train-step / track
+on the GPU: model and inputs on torch.device('cuda'), torch.cuda.synchronize() before and after
+every timed call (so each time is the GPU's, not the launch's), float32 with PyTorch's default
+matmul precision, and the device name (torch.cuda.get_device_name) in the table and the JSON.
+The original tracker's own `.cuda()` calls are left as they are there; on the CPU they are made
+no-ops (as before). vitb-reference is CPU only (the test fixtures are CPU float32).
 
 Inputs are NCHW float32 (ImageNet-normalized), as the original takes them; outputs are the
 original's (score_map (B,1,F,F), size_map / offset_map (B,2,F,F), pred_boxes (B,1,4) cxcywh
@@ -220,6 +228,52 @@ def _set_threads(threads: int | None) -> int:
   return threads
 
 
+DEVICES = ('cpu', 'cuda')
+
+
+def _torch_device(device: str):
+  """torch.device for 'cpu' / 'cuda'; a clear error when CUDA is asked for but absent."""
+  import torch  # pylint: disable=g-import-not-at-top
+  if device not in DEVICES:
+    raise ValueError(f'device {device!r}: choose one of {DEVICES}')
+  if device == 'cuda' and not torch.cuda.is_available():
+    raise RuntimeError(f'--device cuda: torch {torch.__version__} sees no CUDA device '
+                       f'(torch.version.cuda={torch.version.cuda})')
+  return torch.device(device)
+
+
+def _sync_fn(device: str) -> Callable[[], None] | None:
+  """torch.cuda.synchronize on CUDA (each timed region waits for the GPU), None on the CPU."""
+  if device == 'cuda':
+    import torch  # pylint: disable=g-import-not-at-top
+    return torch.cuda.synchronize
+  return None
+
+
+def _cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  import platform  # pylint: disable=g-import-not-at-top
+  return platform.processor() or platform.machine()
+
+
+def _device_info(device: str) -> dict[str, Any]:
+  """What the timings ran on: device, device_name and, on CUDA, versions and precision flags."""
+  import torch  # pylint: disable=g-import-not-at-top
+  if device != 'cuda':
+    return dict(device='cpu', device_name=_cpu_name())
+  return dict(device='cuda', device_name=torch.cuda.get_device_name(),
+              cuda_version=torch.version.cuda, cudnn_version=torch.backends.cudnn.version(),
+              matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+              cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+              max_memory_allocated_mib=torch.cuda.max_memory_allocated() / 2**20)
+
+
 def _load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
   """Reads a released-layout checkpoint safely (weights_only=True; never full unpickling)."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -229,21 +283,21 @@ def _load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
   return ckpt['net']
 
 
-def template_mask(orig, cfg, batch: int):
-  """The original's CE template mask (CTR_POINT etc.) for `batch` samples, or None."""
+def template_mask(orig, cfg, batch: int, device: str = 'cpu'):
+  """The original's CE template mask (CTR_POINT etc.) for `batch` samples on `device`, or None."""
   import torch  # pylint: disable=g-import-not-at-top
   if not cfg.MODEL.BACKBONE.CE_LOC:
     return None
   # CTR_POINT / CTR_REC / ALL do not look at the box; a centred box for GT_BOX.
   box = torch.tensor([[0.25, 0.25, 0.5, 0.5]]).repeat(batch, 1)
-  return orig.ce_utils.generate_mask_cond(cfg, batch, torch.device('cpu'), box)
+  return orig.ce_utils.generate_mask_cond(cfg, batch, torch.device(device), box)
 
 
 def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
                    checkpoint: str | os.PathLike | dict[str, Any] | None = None,
-                   seed: int = 0, training: bool = False
+                   seed: int = 0, training: bool = False, device: str = 'cpu'
                    ) -> tuple[Any, Callable[..., dict[str, Any]]]:
-  """Builds the original model for one of our preset names, in eval mode, float32, CPU.
+  """Builds the original model for one of our preset names, in eval mode, float32, on `device`.
 
   Args:
     ostrack_repo: checkout of botaoye/OSTrack.
@@ -253,6 +307,7 @@ def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
       state dict (key -> tensor or numpy array). Loaded with strict=True.
     training: build as for training (drop path 0.1 active in train mode); no pretrained file
       is ever read.
+    device: 'cpu' or 'cuda' (the weights are initialised / loaded on the CPU, then moved).
 
   Returns:
     (model, forward): `forward(template, search, keep_rate=None, return_last_attn=False)` takes
@@ -261,6 +316,7 @@ def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
     tensors converted to numpy (lists kept as lists).
   """
   import torch  # pylint: disable=g-import-not-at-top
+  torch_device = _torch_device(device)
   orig = import_original(ostrack_repo)
   cfg = load_original_config(orig, preset_name)
   cfg.MODEL.PRETRAIN_FILE = ''  # never read a pretrained file
@@ -271,14 +327,19 @@ def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
     state = {k: (torch.from_numpy(np.asarray(v)) if isinstance(v, np.ndarray) else v)
              for k, v in state.items()}
     model.load_state_dict(state, strict=True)
+  model.to(torch_device)
   model.eval()
   model.cfg = cfg
   model.orig = orig
 
+  def as_input(x):
+    if isinstance(x, torch.Tensor):
+      return x.to(device=torch_device, dtype=torch.float32)
+    return torch.as_tensor(np.asarray(x, np.float32)).to(torch_device)
+
   def forward(template, search, keep_rate=None, return_last_attn=False):
-    template = torch.as_tensor(np.asarray(template, np.float32))
-    search = torch.as_tensor(np.asarray(search, np.float32))
-    mask = template_mask(orig, cfg, template.shape[0])
+    template, search = as_input(template), as_input(search)
+    mask = template_mask(orig, cfg, template.shape[0], device)
     with torch.no_grad():
       out = model(template=template, search=search, ce_template_mask=mask,
                   ce_keep_rate=keep_rate, return_last_attn=return_last_attn)
@@ -302,13 +363,22 @@ def _to_numpy(tree):
 # Timing
 
 
-def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int,
+           sync: Callable[[], None] | None = None) -> list[float]:
+  """Wall times (ms) of `repeats` calls of fn after `warmup` untimed ones.
+
+  `sync` (torch.cuda.synchronize on CUDA) is called before each timed call starts and before it
+  is stopped, so a time covers the GPU work the call queued, not only its launch.
+  """
+  sync = sync or (lambda: None)
   for _ in range(warmup):
     fn()
   times = []
   for _ in range(repeats):
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     times.append((time.perf_counter() - start) * 1e3)
   return times
 
@@ -320,35 +390,41 @@ def _summary(times_ms: list[float], **extra) -> dict[str, Any]:
 
 def time_original(ostrack_repo: str | os.PathLike, preset_name: str, batch: int = 1,
                   repeats: int = 20, warmup: int = 3, threads: int | None = None,
-                  keep_rate: float | None = None, seed: int = 0) -> dict[str, Any]:
-  """Median wall time of the original's eval-mode forward (torch.no_grad, float32, CPU).
+                  keep_rate: float | None = None, seed: int = 0,
+                  device: str = 'cpu') -> dict[str, Any]:
+  """Median wall time of the original's eval-mode forward (torch.no_grad, float32, `device`).
 
-  Inputs are random normal NCHW batches of the preset's sizes; the CE template mask is made
-  once outside the timed region, as the original tracker does at initialisation.
-  `keep_rate`: None = the preset's CE ratios; 1.0 = no elimination.
-  Returns {'median_ms', 'min_ms', 'max_ms', 'repeats', 'times_ms', 'threads', 'batch', ...}.
+  Inputs are random normal NCHW batches of the preset's sizes, made on `device` (as is the CE
+  template mask) once outside the timed region, as the original tracker does at initialisation.
+  `keep_rate`: None = the preset's CE ratios; 1.0 = no elimination. On 'cuda' each timed call
+  is bracketed by torch.cuda.synchronize().
+  Returns {'median_ms', 'min_ms', 'max_ms', 'repeats', 'times_ms', 'threads', 'batch',
+  'device', 'device_name', ...}.
   """
   import torch  # pylint: disable=g-import-not-at-top
   threads = _set_threads(threads)
-  model, _ = build_original(ostrack_repo, preset_name, seed=seed)
+  model, _ = build_original(ostrack_repo, preset_name, seed=seed, device=device)
   cfg = model.cfg
   rng = np.random.default_rng(seed)
   t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
-  template = torch.from_numpy(rng.standard_normal((batch, 3, t_size, t_size), np.float32))
-  search = torch.from_numpy(rng.standard_normal((batch, 3, s_size, s_size), np.float32))
-  mask = template_mask(model.orig, cfg, batch)
+  template = torch.from_numpy(rng.standard_normal((batch, 3, t_size, t_size), np.float32)
+                              ).to(device)
+  search = torch.from_numpy(rng.standard_normal((batch, 3, s_size, s_size), np.float32)
+                            ).to(device)
+  mask = template_mask(model.orig, cfg, batch, device)
 
   def step():
     with torch.no_grad():
       return model(template=template, search=search, ce_template_mask=mask, ce_keep_rate=keep_rate)
 
-  times = _timed(step, repeats, warmup)
+  times = _timed(step, repeats, warmup, _sync_fn(device))
   return _summary(times, what='forward', preset=preset_name, batch=batch, threads=threads,
-                  keep_rate=keep_rate, torch_version=torch.__version__)
+                  keep_rate=keep_rate, torch_version=torch.__version__, **_device_info(device))
 
 
 def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str = 'ostrack_256_ce',
-                             batch: int = 2, seed: int = 0, epoch: int = 300
+                             batch: int = 2, seed: int = 0, epoch: int = 300,
+                             device: str = 'cpu'
                              ) -> tuple[Callable[[], dict[str, float]], dict[str, Any]]:
   """One training iteration of the original: its actor's forward + losses, AdamW step.
 
@@ -356,7 +432,8 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
   statistics), `OSTrackActor` (CE template mask, keep rate from `adjust_keep_rate` at `epoch`:
   300 gives the final 0.7; 20 gives 1.0, i.e. no CE), loss = 2 GIoU + 5 L1 + 1 focal, zero_grad,
   backward, clip_grad_norm_(0.1), AdamW (lr 4e-4, backbone 4e-5, weight decay 1e-4).
-  Data: random normal template / search images and fixed boxes (xywh normalized), batch `batch`.
+  Data: random normal template / search images and fixed boxes (xywh normalized), batch `batch`,
+  made once on `device` (model and optimizer state live there too).
 
   Returns:
     (step, info): step() runs one iteration and returns the actor's loss status dict.
@@ -367,7 +444,7 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
   actors = importlib.import_module('lib.train.actors')
   box_ops = importlib.import_module('lib.utils.box_ops')
   focal = importlib.import_module('lib.utils.focal_loss')
-  model, _ = build_original(ostrack_repo, preset_name, seed=seed, training=True)
+  model, _ = build_original(ostrack_repo, preset_name, seed=seed, training=True, device=device)
   cfg = model.cfg
   model.train()
   objective = {'giou': box_ops.giou_loss, 'l1': torch.nn.functional.l1_loss,
@@ -387,11 +464,11 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
   box = np.array([0.3, 0.35, 0.3, 0.25], np.float32)  # xywh normalized to the crop
   data = {
       'template_images': torch.from_numpy(
-          rng.standard_normal((1, batch, 3, t_size, t_size), np.float32)),
+          rng.standard_normal((1, batch, 3, t_size, t_size), np.float32)).to(device),
       'search_images': torch.from_numpy(
-          rng.standard_normal((1, batch, 3, s_size, s_size), np.float32)),
-      'template_anno': torch.from_numpy(np.tile(box, (1, batch, 1))),
-      'search_anno': torch.from_numpy(np.tile(box, (1, batch, 1))),
+          rng.standard_normal((1, batch, 3, s_size, s_size), np.float32)).to(device),
+      'template_anno': torch.from_numpy(np.tile(box, (1, batch, 1))).to(device),
+      'search_anno': torch.from_numpy(np.tile(box, (1, batch, 1))).to(device),
       'epoch': epoch,
   }
   clip = cfg.TRAIN.GRAD_CLIP_NORM
@@ -405,7 +482,7 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
     optimizer.step()
     return status
 
-  info = dict(preset=preset_name, batch=batch, epoch=epoch,
+  info = dict(preset=preset_name, batch=batch, epoch=epoch, device=device,
               keep_rate=orig.ce_utils.adjust_keep_rate(
                   epoch, warmup_epochs=cfg.TRAIN.CE_START_EPOCH,
                   total_epochs=cfg.TRAIN.CE_START_EPOCH + cfg.TRAIN.CE_WARM_EPOCH,
@@ -417,17 +494,21 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
 def time_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str = 'ostrack_256_ce',
                              batch: int = 2, repeats: int = 5, warmup: int = 2,
                              threads: int | None = None, seed: int = 0,
-                             epoch: int = 300) -> dict[str, Any]:
-  """Median wall time of `make_train_step_original`'s step (ms); see there for what it does."""
+                             epoch: int = 300, device: str = 'cpu') -> dict[str, Any]:
+  """Median wall time of `make_train_step_original`'s step (ms); see there for what it does.
+
+  On 'cuda' each timed step is bracketed by torch.cuda.synchronize().
+  """
   import torch  # pylint: disable=g-import-not-at-top
   threads = _set_threads(threads)
-  step, info = make_train_step_original(ostrack_repo, preset_name, batch, seed, epoch)
+  step, info = make_train_step_original(ostrack_repo, preset_name, batch, seed, epoch, device)
   last = {}
 
   def run():
     last.update(step())
 
-  times = _timed(run, repeats, warmup)
+  times = _timed(run, repeats, warmup, _sync_fn(device))
+  info = dict(info, **_device_info(device))
   return _summary(times, what='train_step', threads=threads, last_status=last,
                   torch_version=torch.__version__, **info)
 
@@ -452,16 +533,21 @@ def _cuda_calls_stay_on_cpu():
 def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.ndarray],
                         init_box_xywh: Sequence[float], preset_name: str = 'ostrack_256_ce',
                         checkpoint: str | os.PathLike | None = None, threads: int | None = None,
-                        warmup_frames: int = 2, seed: int = 0) -> dict[str, Any]:
+                        warmup_frames: int = 2, seed: int = 0,
+                        device: str = 'cpu') -> dict[str, Any]:
   """Per-frame wall time of the original tracker's `track()` (RGB uint8 HxWx3 frames).
 
-  The tracker is the unmodified `lib.test.tracker.ostrack.OSTrack`; its `.cuda()` calls are made
-  no-ops for the duration, so it runs on the CPU. `checkpoint`: a released-layout file; None
-  writes the model's own seeded random init to a temporary file (the tracker insists on one).
-  The first `warmup_frames` tracked frames are not counted.
+  The tracker is the unmodified `lib.test.tracker.ostrack.OSTrack`. On 'cpu' its `.cuda()` calls
+  are made no-ops for the duration, so it runs on the CPU; on 'cuda' they are left as they are
+  (the tracker puts itself on the current GPU) and each timed call (initialize, every track) is
+  bracketed by torch.cuda.synchronize(). `checkpoint`: a released-layout file; None writes the
+  model's own seeded random init to a temporary file (the tracker insists on one). The first
+  `warmup_frames` tracked frames are not counted.
   """
   import tempfile  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
+  _torch_device(device)
+  sync = _sync_fn(device) or (lambda: None)
   threads = _set_threads(threads)
   orig = import_original(ostrack_repo)
   standins = _install_optional_standins(_OPTIONAL_IMPORTS)
@@ -477,22 +563,27 @@ def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.nda
         cfg=cfg, template_factor=cfg.TEST.TEMPLATE_FACTOR, template_size=cfg.TEST.TEMPLATE_SIZE,
         search_factor=cfg.TEST.SEARCH_FACTOR, search_size=cfg.TEST.SEARCH_SIZE,
         checkpoint=str(checkpoint), save_all_boxes=False, debug=0)
-    with _cuda_calls_stay_on_cpu():
+    placement = _cuda_calls_stay_on_cpu() if device == 'cpu' else contextlib.nullcontext()
+    with placement:
       tracker = tracker_mod.OSTrack(params, 'got10k')
+      sync()
       start = time.perf_counter()
       tracker.initialize(frames[0], {'init_bbox': list(map(float, init_box_xywh))})
+      sync()
       init_ms = (time.perf_counter() - start) * 1e3
       times, boxes = [], []
       for frame in frames[1:]:
+        sync()
         start = time.perf_counter()
         out = tracker.track(frame)
+        sync()
         times.append((time.perf_counter() - start) * 1e3)
         boxes.append(out['target_bbox'])
   counted = times[warmup_frames:]
   return _summary(counted, what='track', preset=preset_name, threads=threads, init_ms=init_ms,
                   frames=len(frames), frame_shape=list(frames[0].shape), standins=standins,
                   fps=1e3 / statistics.median(counted), last_box=boxes[-1],
-                  torch_version=torch.__version__)
+                  torch_version=torch.__version__, **_device_info(device))
 
 
 def read_frames(frames_dir: str | os.PathLike, limit: int | None = None
@@ -652,17 +743,39 @@ def write_vitb_references(ostrack_repo: str | os.PathLike, out_dir: str | os.Pat
 
 
 def run_cli(python: str, ostrack_repo: str | os.PathLike, args: Sequence[str],
-            timeout: float | None = None) -> dict[str, Any]:
+            timeout: float | None = None, device: str | None = None) -> dict[str, Any]:
   """Runs this file's CLI with another Python (e.g. the reference venv); returns its JSON.
+
+  `device`: 'cpu' / 'cuda' passes --device; None leaves it to `args` (default cpu).
 
   Raises:
     RuntimeError: with the subprocess's stderr tail if it fails.
   """
-  cmd = [python, str(pathlib.Path(__file__).resolve()), '--ostrack-repo', str(ostrack_repo), *args]
+  cmd = [python, str(pathlib.Path(__file__).resolve()), '--ostrack-repo', str(ostrack_repo),
+         *(['--device', device] if device else []), *args]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
   if proc.returncode != 0:
     raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def format_table(result: dict[str, Any]) -> str:
+  """A few-line text table of a timing result: what, sizes, device and the median/min/max."""
+  cols = [('what', result.get('what')), ('preset', result.get('preset')),
+          ('batch', result.get('batch')), ('keep_rate', result.get('keep_rate')),
+          ('device', result.get('device')), ('device_name', result.get('device_name')),
+          ('threads', result.get('threads')), ('repeats', result.get('repeats')),
+          ('median_ms', result['median_ms']), ('min_ms', result['min_ms']),
+          ('max_ms', result['max_ms'])]
+  if result.get('what') == 'track':
+    cols += [('fps', result.get('fps')), ('init_ms', result.get('init_ms'))]
+  cells = [(k, f'{v:.2f}' if isinstance(v, float) else str(v)) for k, v in cols
+           if v is not None]
+  widths = [max(len(k), len(v)) for k, v in cells]
+  head = ' | '.join(k.ljust(w) for (k, _), w in zip(cells, widths))
+  rule = '-|-'.join('-' * w for w in widths)
+  row = ' | '.join(v.ljust(w) for (_, v), w in zip(cells, widths))
+  return '\n'.join((f'torch {result.get("torch_version")}, original OSTrack', head, rule, row))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -670,20 +783,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument('--ostrack-repo', required=True, help='checkout of botaoye/OSTrack')
   ap.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
+  ap.add_argument('--device', choices=DEVICES, default='cpu',
+                  help='where forward / train-step / track run (default: cpu); may also follow '
+                       'the command name')
   sub = ap.add_subparsers(dest='cmd', required=True)
-  f = sub.add_parser('forward', help='time the eval forward')
+  # --device after the command name too; SUPPRESS keeps the subparser from resetting the value
+  # given before it.
+  on_device = argparse.ArgumentParser(add_help=False)
+  on_device.add_argument('--device', choices=DEVICES, default=argparse.SUPPRESS,
+                         help='cpu or cuda (default: cpu)')
+  f = sub.add_parser('forward', help='time the eval forward', parents=[on_device])
   f.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
   f.add_argument('--batch', type=int, default=1)
   f.add_argument('--repeats', type=int, default=20)
   f.add_argument('--warmup', type=int, default=3)
   f.add_argument('--keep-rate', type=float, default=None)
-  t = sub.add_parser('train-step', help='time one training iteration')
+  t = sub.add_parser('train-step', help='time one training iteration', parents=[on_device])
   t.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
   t.add_argument('--batch', type=int, default=2)
   t.add_argument('--repeats', type=int, default=5)
   t.add_argument('--warmup', type=int, default=2)
   t.add_argument('--epoch', type=int, default=300, help='sets the CE keep rate (300: 0.7)')
-  k = sub.add_parser('track', help="time the original tracker's track() per frame")
+  k = sub.add_parser('track', help="time the original tracker's track() per frame",
+                     parents=[on_device])
   k.add_argument('--frames-dir', required=True, help='folder of frames + groundtruth.txt')
   k.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
   k.add_argument('--num-frames', type=int, default=30)
@@ -693,16 +815,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   a = ap.parse_args(argv)
   if a.cmd == 'forward':
     result = time_original(a.ostrack_repo, a.preset, a.batch, a.repeats, a.warmup, a.threads,
-                           a.keep_rate)
+                           a.keep_rate, device=a.device)
   elif a.cmd == 'train-step':
     result = time_train_step_original(a.ostrack_repo, a.preset, a.batch, a.repeats, a.warmup,
-                                      a.threads, epoch=a.epoch)
+                                      a.threads, epoch=a.epoch, device=a.device)
   elif a.cmd == 'track':
     frames, gt = read_frames(a.frames_dir, a.num_frames)
-    result = time_track_original(a.ostrack_repo, frames, gt[0], a.preset, a.checkpoint, a.threads)
+    result = time_track_original(a.ostrack_repo, frames, gt[0], a.preset, a.checkpoint, a.threads,
+                                 device=a.device)
   else:
+    if a.device != 'cpu':
+      ap.error('vitb-reference runs on the CPU only (the fixtures are CPU float32)')
     _set_threads(a.threads)
     result = write_vitb_references(a.ostrack_repo, a.out)
+  if 'median_ms' in result:
+    print(format_table(result))
   print(json.dumps(result))
   return 0
 
