@@ -146,9 +146,11 @@ def test_one_compilation_for_all_frames(tracker):
   s = _Seq('soapbox')
   with jax.default_matmul_precision('highest'):
     tracker.initialize(s.frame(0), s['gt'][0])
-    for i in range(1, 6):
+    tracker.track(s.frame(1))
+    compiled = tracker.core.compilations()
+    for i in range(2, 6):
       tracker.track(s.frame(i))
-  assert tracker._step._cache_size() == 1  # pylint: disable=protected-access
+  assert tracker.core.compilations() == compiled
 
 
 def test_state_is_readable_and_writable(tracker):
@@ -196,14 +198,18 @@ def test_grayscale_and_rgba_frames(tracker):
 
 def test_track_before_initialize_and_target_leaving_frame(tracker):
   config = tracker.config
-  fresh = tracker_lib.Tracker(config, tracker.variables, step=tracker._step)  # pylint: disable=protected-access
+  fresh = tracker_lib.Tracker(config, tracker.variables, cast=False)
   with pytest.raises(RuntimeError, match='not initialized'):
     fresh.track(np.zeros((64, 64, 3), np.uint8))
   # A state far outside the frame: the crop is all padding, the box is clipped back into the
   # image with at least 10 px (the original's behaviour).
   s = _Seq('soapbox')
   fresh.initialize(s.frame(0), s['gt'][0])
-  fresh.state = (5000.0, 5000.0, 30.0, 30.0)
+  with pytest.raises(ValueError, match='outside the 854x480 image'):
+    fresh.state = (5000.0, 5000.0, 30.0, 30.0)
+  # A state mostly outside the frame: the crop is mostly padding, the box is clipped back
+  # into the image with at least 10 px (the original's behaviour).
+  fresh.state = (850.0, 478.0, 30.0, 30.0)
   x, y, w, h = fresh.track(s.frame(1))
   assert 0 <= x <= 854 - 10 and 0 <= y <= 480 - 10 and w >= 10 and h >= 10
 
@@ -233,7 +239,7 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
         got[slot].append(states[slot])
   for slot in range(2):
     np.testing.assert_array_equal(np.array(got[slot]), singles[slot])
-  assert batch._step._cache_size() == 1  # pylint: disable=protected-access
+  assert batch.core._track._cache_size() == 1  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize('box, problem', [((10, 10, 0, 20), 'zero or negative'),

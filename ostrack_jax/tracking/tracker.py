@@ -26,7 +26,8 @@ Conventions reproduced from the original (documented quirks):
 import functools
 import math
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -155,79 +156,304 @@ def check_init_box(box_xywh: Sequence[float], image_hw, where: str = '') -> np.n
   return b
 
 
+# ------------------------------------------------------------------------- frame buckets
+
+
+def bucket_size(n: int) -> int:
+  """Frame side rounded up to a bucket: 64, then 4 steps per octave (..., 384, 448, 512, 640,
+  768, 896, 1024, 1280, ...). At most 25% padding per side; a handful of programs covers the
+  common benchmark resolutions (854x480 -> 896x512, 1280x720 -> 1280x768, 1920x1080 ->
+  2048x1280, 640x360 -> 640x384)."""
+  n = int(n)
+  if n <= 64:
+    return 64
+  step = 1 << max((n - 1).bit_length() - 3, 3)
+  return -(-n // step) * step
+
+
+def bucket_shape(height: int, width: int):
+  """(Hb, Wb) bucket of an (height, width) frame."""
+  return bucket_size(height), bucket_size(width)
+
+
+def pad_to(frame: np.ndarray, shape, out: Optional[np.ndarray] = None) -> np.ndarray:
+  """(H, W, 3) uint8 frame copied to the top left of an ``shape`` = (Hb, Wb) array.
+
+  The rest is left as it is (uninitialised for a new array): the device crop never reads
+  outside the frame's real height and width.
+  """
+  h, w = frame.shape[:2]
+  if out is None:
+    out = np.empty((shape[0], shape[1], 3), np.uint8)
+  out[:h, :w] = frame
+  return out
+
+
+MIN_FRAME_SIDE = CLIP_MARGIN + 1
+
+
+def check_frame(frame: np.ndarray, where: str = '') -> np.ndarray:
+  """RGB (H, W, 3) uint8 view of a user frame; a clear ValueError for what cannot be tracked."""
+  prefix = f'{where}: ' if where else ''
+  try:
+    frame = to_rgb(frame)
+  except ValueError as e:
+    raise ValueError(f'{prefix}{e}') from None
+  h, w = frame.shape[:2]
+  if h < MIN_FRAME_SIDE or w < MIN_FRAME_SIDE:
+    raise ValueError(f'{prefix}the frame is {w}x{h} pixels; the tracker needs at least '
+                     f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} (boxes keep {CLIP_MARGIN} px inside the '
+                     'frame)')
+  return frame
+
+
 # ------------------------------------------------------------------------- device step
 
 
 BATCH_MODES = ('vmap', 'map')
 
 
-def make_track_step(config: ml_collections.ConfigDict, batch_mode: Optional[str] = None):
-  """The jitted per-frame step ``step(variables, template, search_u8, window, table)``.
+class TrackState(NamedTuple):
+  """What the tracker carries between frames, on the device, for B slots.
+
+  templates: (B, T, T, 3) float32 ImageNet-normalized template crops.
+  boxes: (B, 4) float32 xywh image pixels (the state the next search crop is cut around).
+  """
+  templates: jax.Array
+  boxes: jax.Array
+
+
+def constants(config: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
+  """The step's constant inputs: the normalization table and the (F, F) Hann window."""
+  f = int(config.model.search_size) // int(config.model.patch_size)
+  return {'table': normalization_table(), 'window': hann_window(f)}
+
+
+def boxes_to_image_device(pred_cxcywh_norm, prev_xywh, side, resize_factor, image_hw,
+                          search_size: int):
+  """Device twin of :func:`boxes_to_image` in float32: scale, map back, clip.
 
   Args:
-    config: the preset.
-    batch_mode: None for the plain step (used with B = 1). For lockstep evaluation of B
-      sequences: 'vmap' runs the single-sequence step ``jax.vmap``-ed over B (one batched
-      forward: the throughput mode); 'map' runs it with ``jax.lax.map`` (B forwards in one
-      call: bit-identical to tracking each sequence alone). XLA picks its matmul blocking by
-      shape, so a batched forward can differ from a B = 1 forward in the last float bits
-      (measured <= 1e-4 px in boxes on the fixtures), which a CE tie or an argmax tie could
-      amplify on long sequences; 'map' rules that out at the cost of parallelism.
-  Args (to the returned function):
-    template: (B, T, T, 3) float32 normalized templates.
-    search_u8: (B, S, S, 3) uint8 search crops.
-    window: (F, F) float32 Hann window.
-    table: normalization table.
-  Returns a dict: ``pred_boxes`` (B, 4) cxcywh normalized (decoded on the windowed map),
-  ``score_map`` (B, F, F) raw, ``response`` (B, F, F) windowed, ``removed_indexes`` list of
-  (B, n_i) int32 search-token indices eliminated at each CE layer.
+    pred_cxcywh_norm: (..., 4) float32 cxcywh normalized to the search crop.
+    prev_xywh: (..., 4) float32 state the crop was cut around.
+    side: (...,) int32 crop side in image pixels; resize_factor: (...,) ``S / side``.
+    image_hw: (..., 2) int32 image height and width.
+  Returns:
+    (..., 4) float32 xywh image pixels. The original does the map-back in float64; float32
+    moves boxes by at most a few 1e-5 px (tests/test_tracker.py measures it).
+  """
+  pred_px = (pred_cxcywh_norm * jnp.float32(search_size)) / resize_factor[..., None]
+  half = jnp.float32(0.5) * side.astype(jnp.float32)
+  cx_prev = prev_xywh[..., 0] + jnp.float32(0.5) * prev_xywh[..., 2]
+  cy_prev = prev_xywh[..., 1] + jnp.float32(0.5) * prev_xywh[..., 3]
+  cx = pred_px[..., 0] + (cx_prev - half)
+  cy = pred_px[..., 1] + (cy_prev - half)
+  w, h = pred_px[..., 2], pred_px[..., 3]
+  x1, y1 = cx - jnp.float32(0.5) * w, cy - jnp.float32(0.5) * h
+  height = image_hw[..., 0].astype(jnp.float32)
+  width = image_hw[..., 1].astype(jnp.float32)
+  m = jnp.float32(CLIP_MARGIN)
+  x2, y2 = x1 + w, y1 + h  # corners of the UNCLAMPED box (the original's order)
+  x1 = jnp.minimum(jnp.maximum(0.0, x1), width - m)
+  x2 = jnp.minimum(jnp.maximum(m, x2), width)
+  y1 = jnp.minimum(jnp.maximum(0.0, y1), height - m)
+  y2 = jnp.minimum(jnp.maximum(m, y2), height)
+  return jnp.stack([x1, y1, jnp.maximum(m, x2 - x1), jnp.maximum(m, y2 - y1)], axis=-1)
+
+
+class TrackingFns(NamedTuple):
+  """Pure functions of one preset (not jitted; :class:`TrackingCore` jits them).
+
+  init(consts, state, frame (Hb, Wb, 3) uint8, hw (2,) int32, box (4,) float32, slot int32)
+      -> (state with slot ``slot`` holding the template cut around ``box`` and the box,
+      the (T, T, 3) uint8 template crop).
+  track(variables, consts, state, frames (B, Hb, Wb, 3) uint8, hw (B, 2) int32, active (B,)
+      bool) -> (state, outputs). ``outputs['boxes']`` (B, 4) float32 xywh are the new states
+      (inactive slots keep theirs). With ``full_outputs``: also ``pred_boxes`` (B, 4) cxcywh
+      normalized, ``score_map`` and ``response`` (B, F, F) (raw and Hann-windowed),
+      ``removed_indexes`` (list of (B, n_i) int32 per CE layer), ``search_crop`` (B, S, S, 3)
+      uint8, ``crop_box_xyxy`` (B, 4) int32 and ``resize_factor`` (B,) float32.
+  """
+  init: Callable
+  track: Callable
+
+
+def make_tracking_fns(config: ml_collections.ConfigDict, batch_mode: Optional[str] = None,
+                      full_outputs: bool = True) -> TrackingFns:
+  """The tracker's per-frame work as pure functions over explicit pytrees.
+
+  Per slot and frame, on the device: the search crop around the state (the original's
+  arithmetic, :mod:`ostrack_jax.tracking.device_crop`), ImageNet normalisation (exact lookup
+  table), the network, the Hann window, the decode at the windowed peak, the map back to the
+  image and the clip. ``batch_mode``: None runs the B = 1 network on slot 0 (B must be 1);
+  'vmap' runs the slots as one batched forward (the throughput mode; equal to one at a time up
+  to float rounding); 'map' runs them one by one with ``jax.lax.map`` (bit-identical to B = 1).
   """
   from ostrack_jax.models.head import decode_box  # pylint: disable=g-import-not-at-top
   from ostrack_jax.models.ostrack import build_model  # pylint: disable=g-import-not-at-top
-  model = build_model(config)
-
-  def step(variables, template, search_u8, window, table):
-    search = normalize_uint8(search_u8, table)
-    out = model.apply(variables, template, search, keep_ratio=None, train=False)
-    score = out['score_map'][..., 0]
-    response = window[None] * score
-    pred = decode_box(response[..., None], out['size_map'], out['offset_map'])
-    return {'pred_boxes': pred, 'score_map': score, 'response': response,
-            'removed_indexes': list(out['removed_indexes'])}
-
-  if batch_mode is None:
-    return jax.jit(step)
-  if batch_mode not in BATCH_MODES:
+  from ostrack_jax.tracking import device_crop  # pylint: disable=g-import-not-at-top
+  if batch_mode is not None and batch_mode not in BATCH_MODES:
     raise ValueError(f'batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}')
+  model = build_model(config)
+  t_size = int(config.model.template_size)
+  s_size = int(config.model.search_size)
+  t_factor = float(config.tracker.template_factor)
+  s_factor = float(config.tracker.search_factor)
 
-  def one(variables, template, search_u8, window, table):
-    out = step(variables, template[None], search_u8[None], window, table)
-    return jax.tree_util.tree_map(lambda x: x[0], out)
+  def init(consts, state, frame, hw, box, slot):
+    crop, _ = device_crop.sample_target(frame, hw, box, t_factor, t_size)
+    template = normalize_uint8(crop, consts['table'])
+    return TrackState(
+        jax.lax.dynamic_update_index_in_dim(state.templates, template, slot, axis=0),
+        jax.lax.dynamic_update_index_in_dim(state.boxes, box.astype(jnp.float32), slot, axis=0)
+    ), crop
 
-  if batch_mode == 'vmap':
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, None, None)))
+  def one(variables, consts, template, box, frame, hw):
+    """One slot: (T, T, 3), (4,), (Hb, Wb, 3), (2,) -> (new box (4,), extras)."""
+    crop, g = device_crop.sample_target(frame, hw, box, s_factor, s_size)
+    search = normalize_uint8(crop, consts['table'])
+    out = model.apply(variables, template[None], search[None], keep_ratio=None, train=False)
+    score = out['score_map'][..., 0]
+    response = consts['window'][None] * score
+    pred = decode_box(response[..., None], out['size_map'], out['offset_map'])[0]
+    new_box = boxes_to_image_device(pred, box, g.side, g.resize_factor, hw, s_size)
+    extras = {}
+    if full_outputs:
+      extras = {'pred_boxes': pred, 'score_map': score[0], 'response': response[0],
+                'removed_indexes': [r[0] for r in out['removed_indexes']],
+                'search_crop': crop, 'resize_factor': g.resize_factor,
+                'crop_box_xyxy': jnp.stack([g.x1, g.y1, g.x1 + g.side, g.y1 + g.side])}
+    return new_box, extras
 
-  def mapped(variables, templates, search_u8, window, table):
-    return jax.lax.map(lambda ts: one(variables, ts[0], ts[1], window, table),
-                       (templates, search_u8))
-  return jax.jit(mapped)
+  def track(variables, consts, state, frames, hw, active):
+    if batch_mode is None:
+      if state.boxes.shape[0] != 1:
+        raise ValueError('batch_mode=None tracks one slot; use vmap or map for more')
+      new_box, extras = one(variables, consts, state.templates[0], state.boxes[0], frames[0],
+                            hw[0])
+      new_boxes = new_box[None]
+      extras = jax.tree_util.tree_map(lambda x: x[None], extras)
+    elif batch_mode == 'vmap':
+      new_boxes, extras = jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0))(
+          variables, consts, state.templates, state.boxes, frames, hw)
+    else:
+      new_boxes, extras = jax.lax.map(
+          lambda a: one(variables, consts, *a),
+          (state.templates, state.boxes, frames, hw))
+    boxes = jnp.where(active[:, None], new_boxes, state.boxes)
+    return TrackState(state.templates, boxes), dict(extras, boxes=boxes)
+
+  return TrackingFns(init, track)
 
 
-@functools.partial(jax.jit, static_argnames=())
-def _normalize_template(template_u8, table):
-  return normalize_uint8(template_u8, table)
+class TrackingCore:
+  """B tracker slots whose states live on the device; one jitted call per step.
 
+  The host's part per step is to upload the frames (uint8, padded to a bucket shape, see
+  :func:`bucket_shape`) and dispatch; nothing waits for the device unless the caller reads
+  a result. The variables are flattened once: the compiled step is called with their leaves,
+  not re-flattened from the nested dict on every frame.
 
-@functools.partial(jax.jit, donate_argnums=(0,))
-def _set_slot(templates, index, template):
-  return jax.lax.dynamic_update_index_in_dim(templates, template, index, axis=0)
+  Args:
+    config: the preset.
+    variables: Flax variables (float32; kernels are cast to the compute dtype once).
+    batch_size: number of slots B.
+    batch_mode: None (B = 1), 'vmap' or 'map' (see :func:`make_tracking_fns`).
+    full_outputs: also return score maps, crops and eliminated tokens (visualisation).
+    fns: prebuilt :class:`TrackingFns` (e.g. an exported program); default: built from config.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, variables: Dict[str, Any],
+               batch_size: int = 1, batch_mode: Optional[str] = None,
+               full_outputs: bool = True, fns: Optional[TrackingFns] = None,
+               cast: bool = True):
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    if batch_mode is None and batch_size != 1:
+      batch_mode = 'vmap'
+    self.config = config
+    self.batch_size = batch_size
+    self.batch_mode = batch_mode
+    m = config.model
+    self.template_size = int(m.template_size)
+    self.search_size = int(m.search_size)
+    self.feat_size = self.search_size // int(m.patch_size)
+    if cast:  # bfloat16 kernels cast once, not on every frame
+      from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
+      variables = cast_kernels(variables, compute_dtype(config))
+    self.variables = jax.device_put(variables)
+    leaves, treedef = jax.tree_util.tree_flatten(self.variables)
+    self._leaves = tuple(leaves)
+    self.consts = jax.device_put(constants(config))
+    fns = fns or make_tracking_fns(config, batch_mode, full_outputs)
+    self.fns = fns
+
+    def track(leaves, consts, state, frames, hw, active):
+      return fns.track(jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames,
+                       hw, active)
+
+    self._track = jax.jit(track, donate_argnums=(2,))
+    self._init = jax.jit(fns.init, donate_argnums=(1,))
+    t = self.template_size
+    self.state = TrackState(jnp.zeros((batch_size, t, t, 3), jnp.float32),
+                            jnp.zeros((batch_size, 4), jnp.float32))
+    self.last_template_crop = None
+
+  # ---------------------------------------------------------------- steps
+
+  def initialize_slot(self, slot: int, frame: np.ndarray, box_xywh: np.ndarray) -> None:
+    """Cuts slot ``slot``'s template around ``box_xywh`` in the checked RGB ``frame`` (async)."""
+    h, w = frame.shape[:2]
+    padded = pad_to(frame, bucket_shape(h, w))
+    self.state, self.last_template_crop = self._init(
+        self.consts, self.state, padded, np.array([h, w], np.int32),
+        np.asarray(box_xywh, np.float32), np.int32(slot))
+
+  def step(self, frames_padded, hw: np.ndarray, active: np.ndarray) -> Dict[str, Any]:
+    """Dispatches one step; returns the outputs as device arrays (nothing waits).
+
+    Args:
+      frames_padded: (B, Hb, Wb, 3) uint8 (NumPy or device), each frame at the top left.
+      hw: (B, 2) int32 real heights and widths; active: (B,) bool (others keep their state).
+    """
+    self.state, out = self._track(self._leaves, self.consts, self.state, frames_padded,
+                                  np.asarray(hw, np.int32), np.asarray(active, bool))
+    return out
+
+  def boxes(self) -> np.ndarray:
+    """(B, 4) float64 copy of the slots' states, xywh image pixels (waits for the device)."""
+    return np.asarray(self.state.boxes, np.float64)
+
+  def set_box(self, slot: int, box_xywh) -> None:
+    """Overwrites one slot's state (the template is kept)."""
+    boxes = np.asarray(self.state.boxes).copy()
+    boxes[slot] = np.asarray(box_xywh, np.float32)
+    self.state = TrackState(self.state.templates, jnp.asarray(boxes))
+
+  def compilations(self) -> int:
+    """Programs compiled so far (per bucket shape, init and track)."""
+    return self._track._cache_size() + self._init._cache_size()  # pylint: disable=protected-access
+
+  def warmup(self, frame_hw=(480, 854)) -> None:
+    """Compiles the step and the initialisation for frames of ``frame_hw`` (height, width)."""
+    h, w = frame_hw
+    hb, wb = bucket_shape(h, w)
+    b = self.batch_size
+    frame = np.zeros((h, w, 3), np.uint8)
+    saved = self.state
+    self.state = TrackState(jnp.array(saved.templates), jnp.array(saved.boxes))
+    self.initialize_slot(0, frame, np.array([w / 4, h / 4, w / 4, h / 4]))
+    out = self.step(np.zeros((b, hb, wb, 3), np.uint8), np.tile([h, w], (b, 1)),
+                    np.ones(b, bool))
+    jax.block_until_ready(out['boxes'])
+    self.state = saved
 
 
 # ------------------------------------------------------------------------- the tracker
 
 
 class Tracker:
-  """Single-target tracker with OSTrack's inference procedure.
+  """Single-target tracker with OSTrack's inference procedure: the B = 1 :class:`TrackingCore`.
 
   Usage::
 
@@ -236,39 +462,38 @@ class Tracker:
     for frame in frames:
       x, y, w, h = tracker.track(frame)
 
+  Per frame the host pads the frame to its bucket, uploads it and calls one jitted step that
+  cuts the search crop, runs the network and returns the new state; the state stays on the
+  device. ``track`` returns the box (so it waits for it); :meth:`track_async` does not (read
+  the returned device array later; this is what the evaluation pipeline does).
+
   ``tracker.state`` (xywh, image pixels) can be read and set between frames (e.g. a user
-  correcting the box). After each ``track`` the last frame's raw and windowed score maps
-  (``last_score_map``, ``last_response``, (F, F)), the search tokens eliminated by candidate
-  elimination (``last_removed_indexes``, one int array per CE layer), the search crop
-  (``last_search_crop``) and its placement (``last_crop_box_xyxy``) are available.
-  ``last_timing`` holds the seconds spent in host preprocessing, the device step (model) and
-  host postprocessing.
+  correcting the box; a box outside the image is rejected). After each ``track`` the last
+  frame's raw and windowed score maps (``last_score_map``, ``last_response``, (F, F)), the
+  search tokens eliminated by candidate elimination (``last_removed_indexes``, one int array
+  per CE layer), the search crop (``last_search_crop``), its placement
+  (``last_crop_box_xyxy``) and ``last_resize_factor`` are available (fetched on reading).
+  ``last_timing`` holds the seconds spent on the host before the dispatch ('preprocess'), in
+  the device step including the wait for the box ('model'), and after ('postprocess').
   """
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Dict[str, Any],
-               step=None):
+               fns: Optional[TrackingFns] = None, cast: Optional[bool] = None):
     self.config = config
-    m = config.model
-    self.template_size = int(m.template_size)
-    self.search_size = int(m.search_size)
-    self.feat_size = self.search_size // int(m.patch_size)
+    self.core = TrackingCore(config, variables, 1, None, True, fns,
+                             cast=fns is None if cast is None else cast)
+    self.variables = self.core.variables
+    self.template_size = self.core.template_size
+    self.search_size = self.core.search_size
+    self.feat_size = self.core.feat_size
     self.template_factor = float(config.tracker.template_factor)
     self.search_factor = float(config.tracker.search_factor)
-    if step is None:  # the live step: bfloat16 kernels cast once, not on every frame
-      from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
-      variables = cast_kernels(variables, compute_dtype(config))
-    self.variables = jax.device_put(variables)
-    self._table = jax.device_put(normalization_table())
-    self._window = jax.device_put(hann_window(self.feat_size))
-    self._step = step if step is not None else make_track_step(config)
-    self._template = None
-    self._state = None
+    self._initialized = False
+    self._image_hw = None
+    self._size_warned = False
     self.frame_id = 0
     self._last = None
-    self.last_search_crop = None
-    self.last_crop_box_xyxy = None
-    self.last_resize_factor = None
-    self.last_template_crop = None
+    self._template_crop = None
     self.last_timing: Dict[str, float] = {}
 
   @classmethod
@@ -277,89 +502,120 @@ class Tracker:
     from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
     return cls(config, load_checkpoint(str(path), config))
 
-  def warmup(self, step: bool = True) -> None:
-    """Compiles the per-frame step (on blank inputs) so that timings exclude compilation."""
-    if step:
-      t = jnp.zeros((1, self.template_size, self.template_size, 3), jnp.float32)
-      s = np.zeros((1, self.search_size, self.search_size, 3), np.uint8)
-      jax.block_until_ready(self._step(self.variables, t, s, self._window, self._table))
-    jax.block_until_ready(_normalize_template(
-        jnp.zeros((1, self.template_size, self.template_size, 3), jnp.uint8), self._table))
+  def warmup(self, frame_hw=(480, 854)) -> None:
+    """Compiles the step for frames of ``frame_hw`` so that timings exclude compilation."""
+    self.core.warmup(frame_hw)
 
   # ---------------------------------------------------------------- state
 
   @property
   def state(self) -> np.ndarray:
-    """Current box, xywh image pixels (float64 copy)."""
-    if self._state is None:
-      raise RuntimeError('the tracker is not initialized: call initialize(frame, box) first')
-    return self._state.copy()
+    """Current box, xywh image pixels (float64 copy; waits for the device)."""
+    self._check_initialized()
+    return self.core.boxes()[0]
 
   @state.setter
   def state(self, box_xywh):
+    self._check_initialized()
     b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
       raise ValueError(f'state must be 4 finite numbers x,y,w,h with w, h > 0; got {box_xywh}')
-    self._state = b
+    h, w = self._image_hw
+    if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
+      raise ValueError(f'state {tuple(b)} lies outside the {w}x{h} image')
+    self.core.set_box(0, b)
+
+  def _check_initialized(self):
+    if not self._initialized:
+      raise RuntimeError('the tracker is not initialized: call initialize(frame, box) first')
 
   # ---------------------------------------------------------------- API
 
   def prepare_template(self, frame: np.ndarray, box_xywh) -> np.ndarray:
-    """(T, T, 3) uint8 template crop of ``frame`` around ``box_xywh``."""
+    """(T, T, 3) uint8 template crop of ``frame`` around ``box_xywh`` (host, for display)."""
     c = crop_lib.sample_target(frame, box_xywh, self.template_factor, self.template_size,
                                with_mask=False)
     return c.image
 
   def initialize(self, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
     """Cuts the template around ``box_xywh`` (xywh image pixels) in the RGB ``frame``."""
-    frame = to_rgb(frame)
+    frame = check_frame(frame, 'initialize')
     box = check_init_box(box_xywh, frame.shape[:2])
-    crop = self.prepare_template(frame, box)
-    self.last_template_crop = crop
-    self._template = _normalize_template(jnp.asarray(crop[None]), self._table)
-    self._state = box
+    self.core.initialize_slot(0, frame, box)
+    self._initialized = True
+    self._image_hw = frame.shape[:2]
+    self._size_warned = False
     self.frame_id = 0
     self._last = None
+    self._template_crop = self.core.last_template_crop
+
+  @property
+  def last_template_crop(self) -> Optional[np.ndarray]:
+    """(T, T, 3) uint8 template crop cut by the last ``initialize`` (on the device)."""
+    return None if self._template_crop is None else np.asarray(self._template_crop)
+
+  def track_async(self, frame: np.ndarray) -> jax.Array:
+    """Dispatches one RGB frame; returns the new box as a (4,) float32 device array."""
+    self._check_initialized()
+    frame = check_frame(frame, f'frame {self.frame_id + 1}')
+    h, w = frame.shape[:2]
+    if (h, w) != tuple(self._image_hw):
+      if not self._size_warned:
+        warnings.warn(f'frame {self.frame_id + 1} is {w}x{h}, the previous frames were '
+                      f'{self._image_hw[1]}x{self._image_hw[0]}; tracking goes on in the new '
+                      'size (the box is clipped to it)', stacklevel=2)
+        self._size_warned = True
+      self._image_hw = (h, w)
+    padded = pad_to(frame, bucket_shape(h, w))[None]
+    self._last = self.core.step(padded, np.array([[h, w]], np.int32), np.ones(1, bool))
+    self.frame_id += 1
+    return self._last['boxes'][0]
 
   def track(self, frame: np.ndarray) -> np.ndarray:
     """Tracks one RGB frame; returns the new box (xywh image pixels, float64 (4,))."""
-    if self._template is None:
-      raise RuntimeError('the tracker is not initialized: call initialize(frame, box) first')
     t0 = time.perf_counter()
-    frame = to_rgb(frame)
-    crop = crop_lib.sample_target(frame, self._state, self.search_factor, self.search_size,
-                                  with_mask=False)
+    box_dev = self.track_async(frame)
     t1 = time.perf_counter()
-    out = self._step(self.variables, self._template, crop.image[None], self._window,
-                     self._table)
-    pred = np.asarray(out['pred_boxes'])  # waits for the device
+    box = np.asarray(box_dev, np.float64)  # waits for the device
     t2 = time.perf_counter()
-    new_state = boxes_to_image(pred, self._state[None], np.array([crop.resize_factor]),
-                               np.array([frame.shape[:2]]), self.search_size)[0]
-    if not np.isfinite(new_state).all():
-      raise FloatingPointError(f'frame {self.frame_id + 1}: the network returned a non-finite '
-                               f'box {pred[0].tolist()} (bad checkpoint?)')
-    self._state = new_state
-    self.frame_id += 1
-    self._last = out
-    self.last_search_crop = crop.image
-    self.last_crop_box_xyxy = crop.crop_box_xyxy
-    self.last_resize_factor = crop.resize_factor
-    t3 = time.perf_counter()
-    self.last_timing = {'preprocess': t1 - t0, 'model': t2 - t1, 'postprocess': t3 - t2}
-    return new_state.copy()
+    if not np.isfinite(box).all():
+      raise FloatingPointError(f'frame {self.frame_id}: the network returned a non-finite '
+                               f'box (bad checkpoint?)')
+    self.last_timing = {'preprocess': t1 - t0, 'model': t2 - t1,
+                        'postprocess': time.perf_counter() - t2}
+    return box
 
   # ---------------------------------------------------------------- visualisation
+
+  def _get(self, key):
+    return None if self._last is None else np.asarray(self._last[key][0])
 
   @property
   def last_score_map(self) -> Optional[np.ndarray]:
     """(F, F) raw score map of the last frame (before the Hann window)."""
-    return None if self._last is None else np.asarray(self._last['score_map'][0])
+    return self._get('score_map')
 
   @property
   def last_response(self) -> Optional[np.ndarray]:
     """(F, F) windowed score map of the last frame (the one the box is decoded from)."""
-    return None if self._last is None else np.asarray(self._last['response'][0])
+    return self._get('response')
+
+  @property
+  def last_search_crop(self) -> Optional[np.ndarray]:
+    """(S, S, 3) uint8 search crop of the last frame."""
+    return self._get('search_crop')
+
+  @property
+  def last_crop_box_xyxy(self) -> Optional[tuple]:
+    """Integer corners (x1, y1, x2, y2) of the last search crop in image pixels (unclipped)."""
+    v = self._get('crop_box_xyxy')
+    return None if v is None else tuple(int(a) for a in v)
+
+  @property
+  def last_resize_factor(self) -> Optional[float]:
+    """``S / crop side`` of the last search crop."""
+    v = self._get('resize_factor')
+    return None if v is None else float(v)
 
   @property
   def last_removed_indexes(self) -> List[np.ndarray]:
@@ -373,79 +629,78 @@ class Tracker:
 
 
 class BatchTracker:
-  """N independent trackers advanced in lockstep by one jitted call per step.
+  """B independent sequences advanced in lockstep: the B-slot :class:`TrackingCore`.
 
-  Each of the ``batch_size`` slots holds one sequence; the device step always runs on the full
-  batch (static shapes: compiled once), with inactive slots fed a blank crop whose output is
-  ignored. Slots are (re)initialized independently, so sequences of unequal length are handled
-  by starting the next sequence in a slot as soon as the previous one ends. ``batch_mode``:
-  'vmap' (one batched forward; equal to one-at-a-time up to float rounding) or 'map'
-  (bit-identical to one-at-a-time); see :func:`make_track_step`.
+  Each slot holds one sequence; the device step always runs on all B slots (static shapes),
+  with inactive slots keeping their state. Slots are (re)initialized independently, so
+  sequences of unequal length are handled by starting the next sequence in a slot as soon as
+  the previous one ends. ``batch_mode``: 'vmap' (one batched forward; equal to one-at-a-time
+  up to float rounding) or 'map' (bit-identical to one-at-a-time).
   """
 
-  def __init__(self, tracker: Tracker, batch_size: int, batch_mode: str = 'vmap', step=None):
+  def __init__(self, tracker: Tracker, batch_size: int, batch_mode: str = 'vmap'):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    if batch_mode not in BATCH_MODES:
+      raise ValueError(f'batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}')
     self.tracker = tracker
+    self.config = tracker.config
     self.batch_mode = batch_mode
-    self._step = step if step is not None else make_track_step(tracker.config, batch_mode)
     self.batch_size = batch_size
-    t, s = tracker.template_size, tracker.search_size
-    self._templates = jnp.zeros((batch_size, t, t, 3), jnp.float32)
-    self._search = np.zeros((batch_size, s, s, 3), np.uint8)
-    self.states = np.zeros((batch_size, 4), np.float64)
+    self.core = TrackingCore(tracker.config, tracker.variables, batch_size, batch_mode,
+                             full_outputs=False, cast=False)
     self.active = np.zeros(batch_size, bool)
-    self._last = None
+    self.image_hw = np.ones((batch_size, 2), np.int64)
+    self.last_timing: Dict[str, float] = {}
 
-  def warmup(self) -> None:
+  def warmup(self, frame_hw=(480, 854)) -> None:
     """Compiles the batched step so that timings exclude compilation."""
-    tr = self.tracker
-    tr.warmup(step=False)
-    jax.block_until_ready(self._step(tr.variables, self._templates, self._search, tr._window,  # pylint: disable=protected-access
-                                     tr._table))  # pylint: disable=protected-access
+    self.core.warmup(frame_hw)
+
+  @property
+  def states(self) -> np.ndarray:
+    """(B, 4) float64 states, xywh image pixels (waits for the device)."""
+    return self.core.boxes()
 
   def initialize(self, slot: int, frame: np.ndarray, box_xywh) -> None:
     """Starts the sequence of ``slot`` from ``box_xywh`` (xywh image pixels) in ``frame``."""
-    tr = self.tracker
-    frame = to_rgb(frame)
+    frame = check_frame(frame, f'slot {slot}')
     box = check_init_box(box_xywh, frame.shape[:2])
-    crop = tr.prepare_template(frame, box)
-    template = _normalize_template(jnp.asarray(crop[None]), tr._table)[0]  # pylint: disable=protected-access
-    self._templates = _set_slot(self._templates, slot, template)
-    self.states[slot] = box
+    self.core.initialize_slot(slot, frame, box)
     self.active[slot] = True
+    self.image_hw[slot] = frame.shape[:2]
 
   def release(self, slot: int) -> None:
     """Marks ``slot`` idle (its sequence ended)."""
     self.active[slot] = False
 
-  def track(self, frames: Sequence[Optional[np.ndarray]]) -> np.ndarray:
-    """One frame for every active slot (None for inactive ones); returns (B, 4) states."""
-    tr = self.tracker
+  def track_async(self, frames: Sequence[Optional[np.ndarray]]) -> jax.Array:
+    """Dispatches one frame per active slot (None for idle ones); returns (B, 4) device boxes."""
     if len(frames) != self.batch_size:
       raise ValueError(f'expected {self.batch_size} frames (None for idle slots), got '
                        f'{len(frames)}')
-    rf = np.ones(self.batch_size)
-    hw = np.ones((self.batch_size, 2))
+    live = np.array([self.active[i] and f is not None for i, f in enumerate(frames)])
+    checked = [check_frame(f, f'slot {i}') if live[i] else None for i, f in enumerate(frames)]
+    for i, f in enumerate(checked):
+      if f is not None:
+        self.image_hw[i] = f.shape[:2]
+    hb, wb = 64, 64
+    for f in checked:
+      if f is not None:
+        b = bucket_shape(*f.shape[:2])
+        hb, wb = max(hb, b[0]), max(wb, b[1])
+    batch = np.zeros((self.batch_size, hb, wb, 3), np.uint8)
+    for i, f in enumerate(checked):
+      if f is not None:
+        pad_to(f, (hb, wb), batch[i])
+    return self.core.step(batch, self.image_hw.astype(np.int32), live)['boxes']
+
+  def track(self, frames: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+    """One frame for every active slot (None for inactive ones); returns (B, 4) states."""
     t0 = time.perf_counter()
-    for i, frame in enumerate(frames):
-      if not self.active[i] or frame is None:
-        self._search[i] = 0
-        continue
-      frame = to_rgb(frame)
-      c = crop_lib.sample_target(frame, self.states[i], tr.search_factor, tr.search_size,
-                                 with_mask=False)
-      self._search[i] = c.image
-      rf[i] = c.resize_factor
-      hw[i] = frame.shape[:2]
+    boxes = self.track_async(frames)
     t1 = time.perf_counter()
-    out = self._step(tr.variables, self._templates, self._search, tr._window, tr._table)  # pylint: disable=protected-access
-    pred = np.asarray(out['pred_boxes'])
-    t2 = time.perf_counter()
-    new = boxes_to_image(pred, self.states, rf, hw, tr.search_size)
-    live = self.active & np.array([f is not None for f in frames])
-    self.states[live] = new[live]
-    self._last = out
-    t3 = time.perf_counter()
-    self.last_timing = {'preprocess': t1 - t0, 'model': t2 - t1, 'postprocess': t3 - t2}
-    return self.states.copy()
+    out = np.asarray(boxes, np.float64)
+    self.last_timing = {'preprocess': t1 - t0, 'model': time.perf_counter() - t1,
+                        'postprocess': 0.0}
+    return out
