@@ -93,8 +93,8 @@ def test_eval_writes_official_layout_and_metrics_recompute(setup, capsys):
   assert f'{recomputed["AO"]:.2f}' in printed
   for plot in ('success_plot.png', 'precision_plot.png'):
     assert (out / 'report' / plot).read_bytes()[:4] == b'\x89PNG'
-  assert 'model-only' in printed and 'end-to-end' in printed
-  assert saved['speed']['model_fps'] > 0 and saved['speed']['end_to_end_fps'] > 0
+  assert 'tracker' in printed and 'end-to-end' in printed
+  assert saved['speed']['tracker_fps'] > 0 and saved['speed']['end_to_end_fps'] > 0
 
 
 def test_eval_resumes_and_lockstep_matches(setup, capsys):

@@ -1,29 +1,36 @@
-"""Running the tracker over benchmark sequences: one at a time or N in lockstep.
+"""Running the tracker over benchmark sequences: one pipelined loop for B >= 1 slots.
 
-Timing, per frame (seconds):
+The loop never waits for a box before dispatching the next frame. Per step the host takes the
+frames that a thread pool decoded ahead, pads them into a batch buffer of the step's bucket
+shape, uploads it and dispatches one jitted step of :class:`~ostrack_jax.tracking.tracker.
+TrackingCore`; the states stay on the device. The boxes of a step are copied back ``lag`` steps
+later, in bulk, when the device is long done with them. Which sequence a slot tracks, and which
+of its frames, is known on the host in advance (sequence lengths are known), so nothing in the
+schedule depends on a box. With ``B = 1`` this is one sequence at a time; with ``B > 1`` it is
+lockstep evaluation, a slot taking the next sequence as soon as its sequence ends.
 
-* ``times``: the tracker's own time (``initialize`` for frame 0, ``track`` after), from after
-  the image is decoded to the new box on the host: what the original writes to
-  ``<seq>_time.txt`` and divides into its FPS.
-* ``model_times``: the device step alone (host-to-device copy of the crop, the forward with
-  window and decode, and the copy back), 0 for frame 0.
-* ``decode_times``: time spent waiting for the image file to be read and decoded. Frames can be
-  decoded ahead on a thread pool (``executor`` + ``ahead``; OpenCV releases the GIL), in which
-  case only the wait that was not hidden behind tracking is counted.
+Timing, per frame (seconds; what eval.py reports and writes to ``<seq>_time.txt``):
 
-Model-only FPS = frames / sum(model_times); end-to-end FPS = frames / sum(decode + times),
-i.e. the wall time of the loop. In lockstep, one step's time is shared equally among the
-sequences it advanced.
+* ``times``: the tracker's share of the loop's wall time: each step's wall time (from the end
+  of the previous dispatch to the end of this one, including the lagged copy of boxes) minus the
+  time spent waiting for decoded frames, shared equally among the frames the step advanced.
+  In the pipelined steady state this is the per-frame cost of the slowest stage.
+* ``decode_times``: time the loop waited for frames the pool had not decoded yet.
+* ``model_times``: zero (the device time of one frame is not observable without waiting for
+  it; ``benchmarks/track_speed.py`` measures device-only throughput).
 
-A sequence with a bad frame (missing, corrupt) or a bad initial box raises
-:class:`SequenceFailure` (one-at-a-time) or is reported through ``on_failure`` (lockstep); the
-other sequences go on.
+Failures (a missing or corrupt frame, a bad initial box, a non-finite box from the network)
+are reported through ``on_failure`` with the sequence and frame named; the other sequences go
+on. A frame whose size differs from the sequence's first frame is tracked in its own size,
+with one warning per sequence through ``on_warning``.
 """
 
+import collections
 import concurrent.futures
 import dataclasses
+import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence as Seq
+from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
@@ -50,7 +57,8 @@ class SequenceRun:
 
 
 def _read(seq: datasets.Sequence, index: int) -> np.ndarray:
-  return datasets.read_frame(seq.frames[index], seq.name, index)
+  frame = datasets.read_frame(seq.frames[index], seq.name, index)
+  return tracker_lib.check_frame(frame, f'sequence {seq.name!r} frame {index}')
 
 
 class FrameReader:
@@ -63,16 +71,22 @@ class FrameReader:
     self.ahead = ahead
     self._futures: Dict[int, concurrent.futures.Future] = {}
 
-  def get(self, index: int):
-    """(frame (H, W, 3) uint8 RGB, seconds waited). Raises datasets.FrameError."""
-    t0 = time.perf_counter()
+  def prefetch(self, index: int) -> None:
+    """Starts decoding frames ``index .. index + ahead`` (no-op without an executor)."""
     if self.executor is None:
-      frame = _read(self.seq, index)
-      return frame, time.perf_counter() - t0
+      return
     for j in range(index, min(index + self.ahead + 1, len(self.seq))):
       if j not in self._futures:
         self._futures[j] = self.executor.submit(_read, self.seq, j)
-    frame = self._futures.pop(index).result()
+
+  def get(self, index: int) -> Tuple[np.ndarray, float]:
+    """(frame (H, W, 3) uint8 RGB, seconds waited). Raises datasets.FrameError/ValueError."""
+    t0 = time.perf_counter()
+    if self.executor is None:
+      frame = _read(self.seq, index)
+    else:
+      self.prefetch(index)
+      frame = self._futures.pop(index).result()
     return frame, time.perf_counter() - t0
 
   def close(self) -> None:
@@ -88,138 +102,209 @@ def _fail(seq: datasets.Sequence, index: int, err: Exception) -> SequenceFailure
   return SequenceFailure(seq.name, msg)
 
 
-def track_sequence(tracker: tracker_lib.Tracker, seq: datasets.Sequence,
-                   on_frame: Optional[Callable[[], None]] = None,
-                   executor: Optional[concurrent.futures.Executor] = None,
-                   ahead: int = 0) -> SequenceRun:
-  """Tracks one sequence from its first box. Raises SequenceFailure on bad input."""
-  n = len(seq)
-  boxes = np.zeros((n, 4))
-  times, model_times, decode_times = np.zeros(n), np.zeros(n), np.zeros(n)
-  reader = FrameReader(seq, executor, ahead)
-  try:
-    for i in range(n):
-      try:
-        frame, decode_times[i] = reader.get(i)
-        t1 = time.perf_counter()
-        if i == 0:
-          tracker.initialize(frame, tracker_lib.check_init_box(
-              seq.init_box, frame.shape[:2], f'sequence {seq.name!r} frame 0'))
-          boxes[0] = seq.init_box
-        else:
-          boxes[i] = tracker.track(frame)
-          model_times[i] = tracker.last_timing['model']
-      except (datasets.DatasetError, ValueError, FloatingPointError) as e:
-        raise _fail(seq, i, e) from e
-      times[i] = time.perf_counter() - t1
-      if on_frame is not None:
-        on_frame()
-  finally:
-    reader.close()
-  return SequenceRun(seq.name, boxes, times, model_times, decode_times)
-
-
 @dataclasses.dataclass
-class _Slot:
+class _Run:
+  """A sequence in a slot: its reader, the next frame to dispatch, and what came back."""
   seq: datasets.Sequence
   reader: FrameReader
-  index: int
+  hw0: Tuple[int, int]
+  next_index: int
   boxes: np.ndarray
   times: np.ndarray
-  model_times: np.ndarray
   decode_times: np.ndarray
+  fetched: int = 1  # rows of ``boxes`` filled (row 0 = the initial box)
+  failed: bool = False
+  warned: bool = False
 
 
-def track_lockstep(batch: tracker_lib.BatchTracker, sequences: Seq[datasets.Sequence],
+class _Buffers:
+  """Reused host batch buffers per bucket shape, ``count`` deep (a buffer is reused only after
+  the step that read it has been fetched, so no upload can see it change)."""
+
+  def __init__(self, count: int):
+    self.count = count
+    self._free: Dict[tuple, Deque[np.ndarray]] = {}
+
+  def get(self, shape) -> np.ndarray:
+    ring = self._free.setdefault(shape, collections.deque())
+    if len(ring) < self.count:
+      buf = np.zeros(shape, np.uint8)
+    else:
+      buf = ring.popleft()
+    ring.append(buf)
+    return buf
+
+
+def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Sequence],
+                    on_done: Callable[[SequenceRun], None],
+                    on_failure: Callable[[SequenceFailure], None],
+                    on_frames: Optional[Callable[[int], None]] = None,
+                    executor: Optional[concurrent.futures.Executor] = None,
+                    ahead: int = 0, lag: int = 4,
+                    on_warning: Optional[Callable[[str], None]] = None) -> None:
+  """Tracks ``sequences`` through ``core``'s B slots without waiting for boxes.
+
+  Args:
+    core: the tracking core (B = ``core.batch_size`` slots).
+    sequences: the sequences, tracked in this order (B at a time).
+    on_done: called with each finished :class:`SequenceRun`, in the order they finish.
+    on_failure: called with a :class:`SequenceFailure` for each sequence that fails.
+    on_frames: called with the number of frames whose boxes came back.
+    executor, ahead: a thread pool decoding frames ``ahead`` frames in advance per slot.
+    lag: steps in flight before the oldest step's boxes are copied back (>= 1).
+    on_warning: called with one-line warnings (default: printed to stderr).
+  """
+  b = core.batch_size
+  lag = max(1, int(lag))
+  warn = on_warning or (lambda m: print(f'warning: {m}', file=sys.stderr))
+  queue = collections.deque(sequences)
+  slots: List[Optional[_Run]] = [None] * b
+  pending: Deque[Tuple[object, List[Tuple[int, _Run, int]], float, float]] = collections.deque()
+  buffers = _Buffers(lag + 2)
+  image_hw = np.ones((b, 2), np.int32)
+
+  def fail(run: _Run, index: int, err: Exception) -> None:
+    if run.failed:
+      return
+    run.failed = True
+    run.reader.close()
+    on_failure(_fail(run.seq, index, err))
+
+  def maybe_finish(run: _Run) -> None:
+    if not run.failed and run.fetched == len(run.seq):
+      on_done(SequenceRun(run.seq.name, run.boxes, run.times, np.zeros(len(run.seq)),
+                          run.decode_times))
+
+  def fetch_oldest() -> None:
+    boxes_dev, assigned, step_time, _ = pending.popleft()
+    boxes = np.asarray(boxes_dev, np.float64)
+    for slot, run, index in assigned:
+      if run.failed:
+        continue
+      box = boxes[slot]
+      if not np.isfinite(box).all():
+        fail(run, index, FloatingPointError('the network returned a non-finite box (bad '
+                                            'checkpoint?)'))
+        for i, r in enumerate(slots):
+          if r is run:
+            slots[i] = None
+        continue
+      run.boxes[index] = box
+      run.times[index] = step_time
+      run.fetched += 1
+      maybe_finish(run)
+    if on_frames is not None:
+      on_frames(len(assigned))
+
+  def start(slot: int) -> None:
+    """Fills ``slot`` with the next sequence that initializes (frame 0 + box) without error."""
+    while queue:
+      seq = queue.popleft()
+      reader = FrameReader(seq, executor, ahead)
+      n = len(seq)
+      run = _Run(seq, reader, (0, 0), 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n))
+      try:
+        frame, wait = reader.get(0)
+        t0 = time.perf_counter()
+        box = tracker_lib.check_init_box(seq.init_box, frame.shape[:2],
+                                         f'sequence {seq.name!r} frame 0')
+        core.initialize_slot(slot, frame, box)
+      except (datasets.DatasetError, ValueError) as e:
+        fail(run, 0, e)
+        continue
+      run.hw0 = frame.shape[:2]
+      run.boxes[0] = seq.init_box
+      run.decode_times[0] = wait
+      run.times[0] = time.perf_counter() - t0
+      if on_frames is not None:
+        on_frames(1)
+      if n == 1:
+        maybe_finish(run)
+        continue
+      reader.prefetch(1)
+      slots[slot] = run
+      return
+
+  t_prev = time.perf_counter()
+  try:
+    while True:
+      for i in range(b):
+        if slots[i] is None or slots[i].failed or slots[i].next_index >= len(slots[i].seq):
+          slots[i] = None
+          start(i)
+      live = [i for i in range(b) if slots[i] is not None]
+      if not live:
+        break
+      frames: Dict[int, np.ndarray] = {}
+      decode_wait = 0.0
+      for i in live:
+        run = slots[i]
+        index = run.next_index
+        try:
+          frame, wait = run.reader.get(index)
+        except (datasets.DatasetError, ValueError) as e:
+          fail(run, index, e)
+          slots[i] = None
+          continue
+        decode_wait += wait
+        if frame.shape[:2] != run.hw0 and not run.warned:
+          run.warned = True
+          warn(f'sequence {run.seq.name!r} frame {index} is {frame.shape[1]}x{frame.shape[0]}, '
+               f'its first frame {run.hw0[1]}x{run.hw0[0]}; tracked in its own size')
+        frames[i] = frame
+        run.reader.prefetch(index + 1)
+      if not frames:
+        continue
+      hb = max(tracker_lib.bucket_size(f.shape[0]) for f in frames.values())
+      wb = max(tracker_lib.bucket_size(f.shape[1]) for f in frames.values())
+      while len(pending) > lag:
+        fetch_oldest()
+      batch = buffers.get((b, hb, wb, 3))
+      active = np.zeros(b, bool)
+      for i, f in frames.items():
+        tracker_lib.pad_to(f, (hb, wb), batch[i])
+        image_hw[i] = f.shape[:2]
+        active[i] = True
+      out = core.step(batch, image_hw, active)
+      assigned = []
+      for i in frames:
+        run = slots[i]
+        assigned.append((i, run, run.next_index))
+        run.decode_times[run.next_index] = decode_wait / len(frames)
+        run.next_index += 1
+      now = time.perf_counter()
+      step_time = max(0.0, (now - t_prev) - decode_wait) / len(frames)
+      t_prev = now
+      pending.append((out['boxes'], assigned, step_time, now))
+    while pending:
+      fetch_oldest()
+  finally:
+    for run in slots:
+      if run is not None:
+        run.reader.close()
+
+
+def track_sequence(tracker: 'tracker_lib.Tracker', seq: datasets.Sequence,
+                   on_frame: Optional[Callable[[], None]] = None,
+                   executor: Optional[concurrent.futures.Executor] = None,
+                   ahead: int = 0, lag: int = 4) -> SequenceRun:
+  """Tracks one sequence from its first box (pipelined). Raises SequenceFailure on bad input."""
+  done: List[SequenceRun] = []
+  failed: List[SequenceFailure] = []
+  track_pipelined(tracker.core, [seq], done.append, failed.append,
+                  on_frames=(lambda k: [on_frame() for _ in range(k)]) if on_frame else None,
+                  executor=executor, ahead=ahead, lag=lag)
+  if failed:
+    raise failed[0]
+  return done[0]
+
+
+def track_lockstep(batch: 'tracker_lib.BatchTracker', sequences: Seq[datasets.Sequence],
                    on_done: Callable[[SequenceRun], None],
                    on_failure: Callable[[SequenceFailure], None],
                    on_frame: Optional[Callable[[int], None]] = None,
                    executor: Optional[concurrent.futures.Executor] = None,
-                   ahead: int = 0) -> None:
-  """Tracks ``sequences`` ``batch.batch_size`` at a time, in lockstep, one jitted call per step.
-
-  A slot whose sequence ends (or fails) takes the next sequence at once, so unequal lengths
-  keep the batch full until the queue runs dry. Finished sequences go to ``on_done`` as soon as
-  they end; failures to ``on_failure``. ``on_frame(k)`` is called with the number of frames
-  processed in each step.
-  """
-  queue = list(sequences)
-  slots: List[Optional[_Slot]] = [None] * batch.batch_size
-
-  def finish(i):
-    s = slots[i]
-    slots[i] = None
-    s.reader.close()
-    batch.release(i)
-    on_done(SequenceRun(s.seq.name, s.boxes, s.times, s.model_times, s.decode_times))
-
-  def fill(i):
-    while queue:
-      seq = queue.pop(0)
-      n = len(seq)
-      reader = FrameReader(seq, executor, ahead)
-      try:
-        frame, wait = reader.get(0)
-        t1 = time.perf_counter()
-        batch.initialize(i, frame, tracker_lib.check_init_box(
-            seq.init_box, frame.shape[:2], f'sequence {seq.name!r} frame 0'))
-      except (datasets.DatasetError, ValueError) as e:
-        reader.close()
-        on_failure(_fail(seq, 0, e))
-        continue
-      t2 = time.perf_counter()
-      slot = _Slot(seq, reader, 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n), np.zeros(n))
-      slot.boxes[0] = seq.init_box
-      slot.decode_times[0], slot.times[0] = wait, t2 - t1
-      slots[i] = slot
-      if on_frame is not None:
-        on_frame(1)
-      if n == 1:
-        finish(i)
-        continue
-      return
-
-  while True:
-    for i in range(batch.batch_size):
-      if slots[i] is None:
-        fill(i)
-    if all(s is None for s in slots):
-      return
-    frames = [None] * batch.batch_size
-    decode = np.zeros(batch.batch_size)
-    for i, s in enumerate(slots):
-      if s is None:
-        continue
-      try:
-        frames[i], decode[i] = s.reader.get(s.index)
-      except datasets.DatasetError as e:
-        slots[i] = None
-        s.reader.close()
-        batch.release(i)
-        on_failure(_fail(s.seq, s.index, e))
-        continue
-    live = [i for i, f in enumerate(frames) if f is not None]
-    if not live:
-      continue
-    t0 = time.perf_counter()
-    states = batch.track(frames)
-    step_time = (time.perf_counter() - t0) / len(live)
-    model_time = batch.last_timing['model'] / len(live)
-    for i in live:
-      s = slots[i]
-      if not np.isfinite(states[i]).all():
-        slots[i] = None
-        s.reader.close()
-        batch.release(i)
-        on_failure(SequenceFailure(s.seq.name, f'sequence {s.seq.name!r} frame {s.index}: the '
-                                   'network returned a non-finite box (bad checkpoint?)'))
-        continue
-      s.boxes[s.index] = states[i]
-      s.times[s.index] = step_time
-      s.model_times[s.index] = model_time
-      s.decode_times[s.index] = decode[i]
-      s.index += 1
-      if s.index == len(s.seq):
-        finish(i)
-    if on_frame is not None:
-      on_frame(len(live))
+                   ahead: int = 0, lag: int = 4) -> None:
+  """Tracks ``sequences`` ``batch.batch_size`` at a time in lockstep (see track_pipelined)."""
+  track_pipelined(batch.core, sequences, on_done, on_failure, on_frames=on_frame,
+                  executor=executor, ahead=ahead, lag=lag)
