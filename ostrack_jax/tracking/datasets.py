@@ -450,14 +450,20 @@ def read_frame(path: str, sequence: str = '', index: Optional[int] = None) -> np
   """Decodes a frame as (H, W, 3) uint8 RGB, as the original (OpenCV, BGR -> RGB).
 
   Grayscale frames are replicated to 3 channels and RGBA frames lose their alpha (OpenCV's
-  IMREAD_COLOR does both). Missing or undecodable files raise :class:`FrameError` naming the
-  sequence, the frame index and the path.
+  IMREAD_COLOR does both). Missing, undecodable and truncated JPEG files (no end-of-image
+  marker: libjpeg would fill the missing rows with grey and only warn) raise
+  :class:`FrameError` naming the sequence, the frame index and the path.
   """
   import cv2  # pylint: disable=g-import-not-at-top
   where = f'sequence {sequence!r} frame {index}' if sequence else f'frame {index}'
   if not os.path.isfile(path):
     raise FrameError(f'{where}: file {path} is missing')
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  with open(path, 'rb') as f:
+    data = f.read()
+  if data[:2] == b'\xff\xd8' and not data.rstrip(b'\x00\r\n\t ').endswith(b'\xff\xd9'):
+    # libjpeg decodes a cut file with grey rows and only a warning on stderr: refuse it.
+    raise FrameError(f'{where}: {path} is a truncated JPEG (no end-of-image marker)')
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
   if image is None or image.size == 0:
     raise FrameError(f'{where}: cannot decode {path} (corrupt or not an image)')
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,130 @@
+"""The device-resident core and the pipelined runner: lockstep identity, bucketed
+compilations, and bad input as a user meets it (odd frame sizes, truncated JPEGs)."""
+
+import pathlib
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from ostrack_jax.configs import get_config
+from ostrack_jax.tracking import datasets, runner
+from ostrack_jax.tracking import tracker as tracker_lib
+
+FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+
+
+@pytest.fixture(scope='module')
+def tracker():
+  return tracker_lib.Tracker.from_checkpoint(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar',
+                                             get_config('tiny_256_ce'))
+
+
+@pytest.fixture(scope='module')
+def soapbox():
+  data = np.load(FIXTURES / 'tracker' / 'soapbox.npz')
+  frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(8)]
+  return frames, data['gt']
+
+
+def _sequence(tmp_path, name, frames, init_box, ext='png'):
+  folder = tmp_path / name
+  folder.mkdir()
+  paths = []
+  for i, f in enumerate(frames):
+    path = folder / f'{i + 1:08d}.{ext}'
+    cv2.imwrite(str(path), f[..., ::-1])
+    paths.append(str(path))
+  return datasets.Sequence(name, paths, np.asarray([init_box], np.float64))
+
+
+def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, tmp_path):
+  """Three sequences of 6, 3 and 5 frames through 2 slots ('map'): the short one ends and the
+  third takes its slot; every box equals tracking that sequence alone (B = 1 core)."""
+  frames, gt = soapbox
+  specs = [('a', 6, gt[0]), ('b', 3, gt[0] + [4.0, -3.0, -10.0, 6.0]),
+           ('c', 5, gt[1] + [-6.0, 2.0, 8.0, -4.0])]
+  seqs = [_sequence(tmp_path, name, frames[:n], box) for name, n, box in specs]
+  alone = {s.name: runner.track_sequence(tracker, s).boxes for s in seqs}
+  batch = tracker_lib.BatchTracker(tracker, 2, 'map')
+  done, failed, counted = {}, [], []
+  runner.track_lockstep(batch, seqs, lambda r: done.__setitem__(r.name, r), failed.append,
+                        on_frame=counted.append, lag=2)
+  assert not failed and sorted(done) == ['a', 'b', 'c'] and sum(counted) == 14
+  for name, boxes in alone.items():
+    np.testing.assert_array_equal(done[name].boxes, boxes, err_msg=name)
+  # The pipelined runner gives the Tracker.track boxes (one frame at a time, waiting).
+  tracker.initialize(frames[0], gt[0])
+  np.testing.assert_array_equal(alone['a'][1:], [tracker.track(f) for f in frames[1:6]])
+
+
+def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
+  frames, gt = soapbox
+  core = tracker_lib.TrackingCore(tracker.config, tracker.variables, 1, None,
+                                  full_outputs=False, cast=False)
+  sizes = [(480, 854), (500, 860), (360, 640), (480, 854), (720, 1280), (355, 630)]
+  buckets = {tracker_lib.bucket_shape(*hw) for hw in sizes}
+  assert len(buckets) == 3
+  for h, w in sizes:
+    frame = cv2.resize(frames[1], (w, h))
+    core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
+    padded = tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None]
+    core.step(padded, np.array([[h, w]]), np.ones(1, bool))
+  assert core._track._cache_size() == len(buckets)  # pylint: disable=protected-access
+  assert core.compilations() == 2 * len(buckets)  # the template crop: one per bucket too
+
+
+def test_frame_size_change_is_tracked_and_said_once(tracker, soapbox):
+  frames, gt = soapbox
+  tracker.initialize(frames[0], gt[0])
+  tracker.track(frames[1])
+  small = cv2.resize(frames[2], (640, 360))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    box = tracker.track(small)
+    tracker.track(cv2.resize(frames[3], (640, 360)))
+  said = [w for w in caught if 'frame 2 is 640x360' in str(w.message)]
+  assert len(said) == 1, [str(w.message) for w in caught]
+  x, y, w, h = box
+  assert 0 <= x <= 640 - 10 and 0 <= y <= 360 - 10 and x + w <= 640 + 1e-3
+
+
+def test_runner_warns_once_for_a_size_change(tracker, soapbox, tmp_path):
+  frames, gt = soapbox
+  mixed = frames[:3] + [cv2.resize(f, (640, 360)) for f in frames[3:5]]
+  seq = _sequence(tmp_path, 'mixed', mixed, gt[0])
+  said = []
+  done = []
+  runner.track_pipelined(tracker.core, [seq], done.append, pytest.fail, on_warning=said.append)
+  assert len(said) == 1 and "'mixed' frame 3 is 640x360, its first frame 854x480" in said[0]
+  assert np.isfinite(done[0].boxes).all() and done[0].boxes[4, 0] <= 630
+
+
+@pytest.mark.parametrize('shape', [(1, 1, 3), (5, 300, 3), (300, 9)])
+def test_tiny_frames_are_a_clear_error(tracker, soapbox, shape):
+  frames, gt = soapbox
+  with pytest.raises(ValueError, match=r'initialize: the frame is \d+x\d+ pixels; the tracker '
+                                       r'needs at least 11x11'):
+    tracker.initialize(np.zeros(shape, np.uint8), (0, 0, 1, 1))
+  tracker.initialize(frames[0], gt[0])
+  with pytest.raises(ValueError, match=r'frame \d+: the frame is \d+x\d+ pixels'):
+    tracker.track(np.zeros(shape, np.uint8))
+
+
+def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_path):
+  frames, gt = soapbox
+  seq = _sequence(tmp_path, 'cut', frames[:4], gt[0], ext='jpg')
+  data = pathlib.Path(seq.frames[2]).read_bytes()
+  pathlib.Path(seq.frames[2]).write_bytes(data[:len(data) // 2])
+  with pytest.raises(datasets.FrameError, match=r"sequence 'cut' frame 2: .*00000003.jpg is a "
+                                                r'truncated JPEG'):
+    datasets.read_frame(seq.frames[2], 'cut', 2)
+  ok = _sequence(tmp_path, 'ok', frames[:3], gt[0], ext='jpg')
+  done, failed = [], []
+  runner.track_pipelined(tracker.core, [seq, ok], done.append, failed.append)
+  assert [r.name for r in done] == ['ok'] and len(failed) == 1
+  assert 'truncated JPEG' in str(failed[0]) and "'cut' frame 2" in str(failed[0])
+  # A complete JPEG (with bytes after its end marker, as some encoders write) is accepted.
+  pathlib.Path(seq.frames[2]).write_bytes(data + b'\x00\x00')
+  assert datasets.read_frame(seq.frames[2], 'cut', 2).shape == (480, 854, 3)
