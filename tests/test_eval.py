@@ -142,7 +142,8 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
                         str(out), '--no-progress', '--no-plots'])
   captured = capsys.readouterr()
   assert code == 1
-  assert "'SYN_Val_000001' frame 2: cannot decode" in captured.err
+  assert "'SYN_Val_000001' frame 2: " in captured.err
+  assert '00000003.jpg is a truncated JPEG' in captured.err
   assert "'SYN_Val_000002'" in captured.err and 'expected 4 numbers' in captured.err
   assert (out / 'SYN_Val_000003' / 'SYN_Val_000003_001.txt').is_file()
   assert not (out / 'SYN_Val_000001').exists()

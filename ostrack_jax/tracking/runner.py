@@ -61,12 +61,36 @@ def _read(seq: datasets.Sequence, index: int) -> np.ndarray:
   return tracker_lib.check_frame(frame, f'sequence {seq.name!r} frame {index}')
 
 
+@dataclasses.dataclass
+class Frame:
+  """A decoded frame: ``image`` (H, W, 3) uint8 RGB on the host, and ``uploaded``, the same
+  frame padded to its bucket as a (1, Hb, Wb, 3) device array (uploaded by the thread that
+  decoded it, so the loop's thread neither copies nor transfers pixels)."""
+  image: np.ndarray
+  uploaded: object
+
+  @property
+  def hw(self) -> Tuple[int, int]:
+    return self.image.shape[:2]
+
+
+def _load(read, seq: datasets.Sequence, index: int) -> Frame:
+  import jax  # pylint: disable=g-import-not-at-top
+  image = read(seq, index)
+  h, w = image.shape[:2]
+  padded = tracker_lib.pad_to(image, tracker_lib.bucket_shape(h, w),
+                              np.empty(tracker_lib.bucket_shape(h, w) + (3,), np.uint8))
+  return Frame(image, jax.device_put(padded[None]))
+
+
 class FrameReader:
   """The frames of one sequence, in order, optionally decoded ``ahead`` frames in advance."""
 
   def __init__(self, seq: datasets.Sequence,
-               executor: Optional[concurrent.futures.Executor] = None, ahead: int = 0):
+               executor: Optional[concurrent.futures.Executor] = None, ahead: int = 0,
+               read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None):
     self.seq = seq
+    self.read = read or _read
     self.executor = executor if ahead > 0 else None
     self.ahead = ahead
     self._futures: Dict[int, concurrent.futures.Future] = {}
@@ -77,13 +101,13 @@ class FrameReader:
       return
     for j in range(index, min(index + self.ahead + 1, len(self.seq))):
       if j not in self._futures:
-        self._futures[j] = self.executor.submit(_read, self.seq, j)
+        self._futures[j] = self.executor.submit(_load, self.read, self.seq, j)
 
-  def get(self, index: int) -> Tuple[np.ndarray, float]:
-    """(frame (H, W, 3) uint8 RGB, seconds waited). Raises datasets.FrameError/ValueError."""
+  def get(self, index: int) -> Tuple[Frame, float]:
+    """(:class:`Frame`, seconds waited). Raises datasets.FrameError/ValueError."""
     t0 = time.perf_counter()
     if self.executor is None:
-      frame = _read(self.seq, index)
+      frame = _load(self.read, self.seq, index)
     else:
       self.prefetch(index)
       frame = self._futures.pop(index).result()
@@ -117,31 +141,15 @@ class _Run:
   warned: bool = False
 
 
-class _Buffers:
-  """Reused host batch buffers per bucket shape, ``count`` deep (a buffer is reused only after
-  the step that read it has been fetched, so no upload can see it change)."""
-
-  def __init__(self, count: int):
-    self.count = count
-    self._free: Dict[tuple, Deque[np.ndarray]] = {}
-
-  def get(self, shape) -> np.ndarray:
-    ring = self._free.setdefault(shape, collections.deque())
-    if len(ring) < self.count:
-      buf = np.zeros(shape, np.uint8)
-    else:
-      buf = ring.popleft()
-    ring.append(buf)
-    return buf
-
-
 def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Sequence],
                     on_done: Callable[[SequenceRun], None],
                     on_failure: Callable[[SequenceFailure], None],
                     on_frames: Optional[Callable[[int], None]] = None,
                     executor: Optional[concurrent.futures.Executor] = None,
                     ahead: int = 0, lag: int = 4,
-                    on_warning: Optional[Callable[[str], None]] = None) -> None:
+                    on_warning: Optional[Callable[[str], None]] = None,
+                    read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None
+                    ) -> None:
   """Tracks ``sequences`` through ``core``'s B slots without waiting for boxes.
 
   Args:
@@ -153,6 +161,8 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
     executor, ahead: a thread pool decoding frames ``ahead`` frames in advance per slot.
     lag: steps in flight before the oldest step's boxes are copied back (>= 1).
     on_warning: called with one-line warnings (default: printed to stderr).
+    read: ``read(seq, index) -> (H, W, 3) uint8 RGB`` frame source (default: decode the file,
+      :func:`ostrack_jax.tracking.datasets.read_frame`); e.g. frames held in memory.
   """
   b = core.batch_size
   lag = max(1, int(lag))
@@ -160,8 +170,8 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
   queue = collections.deque(sequences)
   slots: List[Optional[_Run]] = [None] * b
   pending: Deque[Tuple[object, List[Tuple[int, _Run, int]], float, float]] = collections.deque()
-  buffers = _Buffers(lag + 2)
   image_hw = np.ones((b, 2), np.int32)
+  blanks: Dict[tuple, object] = {}
 
   def fail(run: _Run, index: int, err: Exception) -> None:
     if run.failed:
@@ -200,19 +210,19 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
     """Fills ``slot`` with the next sequence that initializes (frame 0 + box) without error."""
     while queue:
       seq = queue.popleft()
-      reader = FrameReader(seq, executor, ahead)
+      reader = FrameReader(seq, executor, ahead, read)
       n = len(seq)
       run = _Run(seq, reader, (0, 0), 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n))
       try:
         frame, wait = reader.get(0)
         t0 = time.perf_counter()
-        box = tracker_lib.check_init_box(seq.init_box, frame.shape[:2],
+        box = tracker_lib.check_init_box(seq.init_box, frame.hw,
                                          f'sequence {seq.name!r} frame 0')
-        core.initialize_slot(slot, frame, box)
+        core.initialize_slot(slot, frame.image, box, frame.uploaded[0])
       except (datasets.DatasetError, ValueError) as e:
         fail(run, 0, e)
         continue
-      run.hw0 = frame.shape[:2]
+      run.hw0 = frame.hw
       run.boxes[0] = seq.init_box
       run.decode_times[0] = wait
       run.times[0] = time.perf_counter() - t0
@@ -235,7 +245,7 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
       live = [i for i in range(b) if slots[i] is not None]
       if not live:
         break
-      frames: Dict[int, np.ndarray] = {}
+      frames: Dict[int, Frame] = {}
       decode_wait = 0.0
       for i in live:
         run = slots[i]
@@ -247,24 +257,21 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
           slots[i] = None
           continue
         decode_wait += wait
-        if frame.shape[:2] != run.hw0 and not run.warned:
+        if frame.hw != run.hw0 and not run.warned:
           run.warned = True
-          warn(f'sequence {run.seq.name!r} frame {index} is {frame.shape[1]}x{frame.shape[0]}, '
+          warn(f'sequence {run.seq.name!r} frame {index} is {frame.hw[1]}x{frame.hw[0]}, '
                f'its first frame {run.hw0[1]}x{run.hw0[0]}; tracked in its own size')
         frames[i] = frame
         run.reader.prefetch(index + 1)
       if not frames:
         continue
-      hb = max(tracker_lib.bucket_size(f.shape[0]) for f in frames.values())
-      wb = max(tracker_lib.bucket_size(f.shape[1]) for f in frames.values())
       while len(pending) > lag:
         fetch_oldest()
-      batch = buffers.get((b, hb, wb, 3))
       active = np.zeros(b, bool)
       for i, f in frames.items():
-        tracker_lib.pad_to(f, (hb, wb), batch[i])
-        image_hw[i] = f.shape[:2]
+        image_hw[i] = f.hw
         active[i] = True
+      batch = _assemble(b, frames, blanks)
       out = core.step(batch, image_hw, active)
       assigned = []
       for i in frames:
@@ -282,6 +289,29 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
     for run in slots:
       if run is not None:
         run.reader.close()
+
+
+def _assemble(b: int, frames: Dict[int, Frame], blanks: Dict[tuple, object]):
+  """(B, Hb, Wb, 3) device batch from the uploaded frames (idle slots: a blank frame)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  hb = max(f.uploaded.shape[1] for f in frames.values())
+  wb = max(f.uploaded.shape[2] for f in frames.values())
+  if b == 1:
+    (f,) = frames.values()
+    return f.uploaded
+  parts = []
+  for i in range(b):
+    f = frames.get(i)
+    if f is None:
+      if (hb, wb) not in blanks:
+        blanks[(hb, wb)] = jnp.zeros((1, hb, wb, 3), jnp.uint8)
+      parts.append(blanks[(hb, wb)])
+    elif f.uploaded.shape[1:3] != (hb, wb):  # a smaller bucket in a mixed step: pad on device
+      u = f.uploaded
+      parts.append(jnp.pad(u, ((0, 0), (0, hb - u.shape[1]), (0, wb - u.shape[2]), (0, 0))))
+    else:
+      parts.append(f.uploaded)
+  return jnp.concatenate(parts, axis=0)
 
 
 def track_sequence(tracker: 'tracker_lib.Tracker', seq: datasets.Sequence,

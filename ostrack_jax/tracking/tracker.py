@@ -401,10 +401,15 @@ class TrackingCore:
 
   # ---------------------------------------------------------------- steps
 
-  def initialize_slot(self, slot: int, frame: np.ndarray, box_xywh: np.ndarray) -> None:
-    """Cuts slot ``slot``'s template around ``box_xywh`` in the checked RGB ``frame`` (async)."""
+  def initialize_slot(self, slot: int, frame: np.ndarray, box_xywh: np.ndarray,
+                      padded=None) -> None:
+    """Cuts slot ``slot``'s template around ``box_xywh`` in the checked RGB ``frame`` (async).
+
+    ``padded``: the frame already padded to its bucket (host or device), if at hand.
+    """
     h, w = frame.shape[:2]
-    padded = pad_to(frame, bucket_shape(h, w))
+    if padded is None:
+      padded = pad_to(frame, bucket_shape(h, w))
     self.state, self.last_template_crop = self._init(
         self.consts, self.state, padded, np.array([h, w], np.int32),
         np.asarray(box_xywh, np.float32), np.int32(slot))
