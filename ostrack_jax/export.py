@@ -1,43 +1,59 @@
-"""Exported tracker: the per-frame device step as StableHLO (``jax.export``), no Flax needed.
+"""Exported tracker: the device-resident tracker as StableHLO (``jax.export``), no Flax needed.
 
-``python -m ostrack_jax.export --checkpoint PATH --config CONFIG --out DIR`` serialises the
-tracker's jitted per-frame step (:func:`ostrack_jax.tracking.tracker.make_track_step`: ImageNet
-normalisation of the uint8 search crop, the network with candidate elimination, the Hann
-window, the box decode at the windowed peak) for fixed input sizes (batch 1), once per compute
-dtype (float32 and bfloat16). :func:`load_exported` turns the folder back into a tracker with
-``initialize`` / ``track`` / ``state`` like :class:`~ostrack_jax.tracking.tracker.Tracker` --
-it *is* that class, driven by the deserialised step -- without importing Flax or building the
-model. The host side (crops with ``ostrack_jax.crop``, mapping the box back to the image and
-clipping it, in float64 as the original) is the Tracker's own code, so an exported tracker
-gives the live tracker's boxes.
+``python -m ostrack_jax.export --checkpoint PATH --config CONFIG --out DIR`` serialises the two
+pure functions of the tracker's device core (:func:`ostrack_jax.tracking.tracker.make_tracking_fns`,
+batch 1, full outputs):
+
+* ``init``: cuts the template crop around the initial box in the (padded) frame, on the device,
+  and normalises it into the tracker state;
+* ``track``: per frame, cuts the search crop around the state (the original's arithmetic,
+  pixel-exact with OpenCV), normalises it, runs the network with candidate elimination, the
+  Hann window and the box decode, maps the box back to the image and clips it.
+
+once per compute dtype (float32 with full-precision matmuls, bfloat16). The frame's padded
+height and width are *symbolic* (shape polymorphism, ``jax.export.symbolic_shape('hb, wb')``):
+one artifact serves every frame size (the tracker pads frames to a bucket shape, see
+:func:`~ostrack_jax.tracking.tracker.bucket_shape`, and compiles one program per bucket at run
+time, as the live tracker does). :func:`load_exported` turns the folder back into a
+:class:`~ostrack_jax.tracking.tracker.Tracker` -- that very class, driven by the deserialised
+functions -- with ``initialize`` / ``track`` / ``track_async`` / ``state`` / ``last_*``,
+without importing Flax or building the model, and it gives the live tracker's boxes.
 
 The folder::
 
-  manifest.json          format, preset and full config, input shapes, variants, platforms,
-                         the weights' names/shapes in the order the step takes them
+  manifest.json          format (version 2), preset and full config, input shapes, variants,
+                         platforms, the weights' names/shapes in the order the functions take them
   weights.npz            the float32 variables ('params/...', 'batch_stats/...'), uncompressed
-  step_float32.jax       jax.export serialisation (StableHLO + calling convention)
-  step_bfloat16.jax      the same with bfloat16 matmul operands (float32 accumulation; float32 weights, cast on the fly)
+  init.jax               jax.export serialisation of ``init`` (no network: shared by the variants)
+  track_float32.jax      ``track`` with float32 matmuls at 'highest' precision (no TF32)
+  track_bfloat16.jax     ``track`` with bfloat16 matmul operands (float32 accumulation); its
+                         kernels are inputs in bfloat16 (cast once by the loader)
 
 Design choice: the weights are an *input* of the exported function, not constants baked into
 it. One weights file then serves both dtype variants (baking would store ViT-B's 370 MB twice,
 and ViT-L's 1.2 GB per variant approaches protobuf's 2 GB limit), XLA does not constant-fold
 hundreds of megabytes at load time, and a fine-tuned checkpoint of the same preset can be
-swapped in (``load_exported(dir, weights=...)``) without exporting again. The template crop
-is an input as well: OSTrack is one-stream (template and search tokens attend to each other in
-every block), so there are no template features to precompute; the template is normalised
-once per sequence by :meth:`Tracker.initialize`.
+swapped in (``load_exported(dir, weights=...)``) without exporting again. The template is part
+of the state: OSTrack is one-stream (template and search tokens attend to each other in every
+block), so there are no template features to precompute.
 
-The step's signature (all batch 1; T = template size, S = search size, F = S // patch)::
+The signatures (T = template size, S = search size, F = S // patch, ``hb``/``wb`` symbolic)::
 
-  step(variables, template (1, T, T, 3) float32 normalized, search (1, S, S, 3) uint8,
-       window (F, F) float32, table (768,) float32)
-    -> {'pred_boxes': (1, 4) cxcywh normalized to the search crop,
-        'score_map': (1, F, F), 'response': (1, F, F) (windowed),
-        'removed_indexes': [(1, n_i) int32 per CE layer]}
+  init(consts, templates (1, T, T, 3) f32, boxes (1, 4) f32, frame (hb, wb, 3) uint8,
+       hw (2,) int32, box (4,) f32 xywh, slot () int32)
+    -> ((templates, boxes), template crop (T, T, 3) uint8)
+  track(variables, consts, templates, boxes, frames (1, hb, wb, 3) uint8, hw (1, 2) int32,
+        active (1,) bool)
+    -> ((templates, boxes), {'boxes': (1, 4) xywh image pixels, 'pred_boxes', 'score_map',
+        'response' (1, F, F), 'removed_indexes' [(1, n_i) int32 per CE layer],
+        'search_crop' (1, S, S, 3) uint8, 'crop_box_xyxy' (1, 4) int32, 'resize_factor' (1,)})
 
-By default it is lowered for both 'cpu' and 'cuda', so an artifact exported on a laptop runs
-on a GPU machine and vice versa.
+with ``consts = {'table': (768,) f32, 'window': (F, F) f32}``
+(:func:`~ostrack_jax.tracking.tracker.constants`). The state travels as a plain
+``(templates, boxes)`` tuple (no custom pytree node to register when deserialising).
+
+By default both are lowered for 'cpu' and 'cuda', so an artifact exported on a laptop runs on
+a GPU machine and vice versa.
 """
 
 import argparse
@@ -52,15 +68,17 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 FORMAT = 'ostrack_jax.exported_tracker'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DTYPES = ('float32', 'bfloat16')
 DEFAULT_PLATFORMS = ('cpu', 'cuda')
 WEIGHTS_FILE = 'weights.npz'
 MANIFEST_FILE = 'manifest.json'
+INIT_FILE = 'init.jax'
+FRAME_DIMS = 'hb, wb'  # the symbolic padded frame height and width
 
 
-def step_file(dtype: str) -> str:
-  return f'step_{dtype}.jax'
+def track_file(dtype: str) -> str:
+  return f'track_{dtype}.jax'
 
 
 # ------------------------------------------------------------------------- weights
@@ -93,10 +111,25 @@ def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
 # ------------------------------------------------------------------------- export
 
 
+def _state_fns(fns):
+  """``fns`` with the state as a plain (templates, boxes) tuple (what is serialised)."""
+  from ostrack_jax.tracking.tracker import TrackState  # pylint: disable=g-import-not-at-top
+
+  def init(consts, templates, boxes, frame, hw, box, slot):
+    state, crop = fns.init(consts, TrackState(templates, boxes), frame, hw, box, slot)
+    return (state.templates, state.boxes), crop
+
+  def track(variables, consts, templates, boxes, frames, hw, active):
+    state, out = fns.track(variables, consts, TrackState(templates, boxes), frames, hw, active)
+    return (state.templates, state.boxes), out
+
+  return init, track
+
+
 def export_tracker(config, variables: Dict[str, Any], out_dir: str,
                    dtypes: Sequence[str] = DTYPES,
                    platforms: Optional[Sequence[str]] = DEFAULT_PLATFORMS) -> str:
-  """Serialises the tracker's per-frame step for ``config`` into ``out_dir`` (atomically).
+  """Serialises the tracker's ``init`` and ``track`` for ``config`` into ``out_dir`` (atomically).
 
   Args:
     config: the preset (``config.model.dtype`` is overridden per variant).
@@ -109,6 +142,7 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
     ``out_dir``.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
 
   bad = [d for d in dtypes if d not in DTYPES]
@@ -125,25 +159,36 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
   m = config.model
   t, s = int(m.template_size), int(m.search_size)
   f = s // int(m.patch_size)
-  args = (
-      jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables),
-      jax.ShapeDtypeStruct((1, t, t, 3), np.float32),
-      jax.ShapeDtypeStruct((1, s, s, 3), np.uint8),
-      jax.ShapeDtypeStruct((f, f), np.float32),
-      jax.ShapeDtypeStruct(tracker_lib.normalization_table().shape, np.float32),
-  )
+  spec = lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+  consts = jax.tree_util.tree_map(spec, tracker_lib.constants(config))
+  hb, wb = jax.export.symbolic_shape(FRAME_DIMS)
+  templates = jax.ShapeDtypeStruct((1, t, t, 3), np.float32)
+  boxes = jax.ShapeDtypeStruct((1, 4), np.float32)
+  platforms = tuple(platforms) if platforms else None
+
   blobs = {}
   for dtype in dtypes:
     variant = config.copy_and_resolve_references()
     with variant.unlocked():
       variant.model.dtype = dtype
-    step = tracker_lib.make_track_step(variant)
+    init, track = _state_fns(tracker_lib.make_tracking_fns(variant, None, full_outputs=True))
+    if not blobs:  # init has no network: one program serves every variant
+      exported = jax.export.export(jax.jit(init), platforms=platforms)(
+          consts, templates, boxes, jax.ShapeDtypeStruct((hb, wb, 3), np.uint8),
+          jax.ShapeDtypeStruct((2,), np.int32), jax.ShapeDtypeStruct((4,), np.float32),
+          jax.ShapeDtypeStruct((), np.int32))
+      blobs[INIT_FILE] = exported.serialize()
+      exported_platforms = list(exported.platforms)
+    # The kernels are inputs in the compute dtype (the live tracker casts them once, too).
+    weights = jax.tree_util.tree_map(spec, cast_kernels(variables, compute_dtype(variant)))
     # float32 is the exact variant: its matmuls are lowered at full precision (no TF32 on
     # GPUs), as the equivalence tests run the live model. bfloat16 is the fast one.
     precision = 'highest' if dtype == 'float32' else 'default'
     with jax.default_matmul_precision(precision):
-      exported = jax.export.export(step, platforms=tuple(platforms) if platforms else None)(*args)
-    blobs[dtype] = (exported.serialize(), exported.platforms)
+      exported = jax.export.export(jax.jit(track), platforms=platforms)(
+          weights, consts, templates, boxes, jax.ShapeDtypeStruct((1, hb, wb, 3), np.uint8),
+          jax.ShapeDtypeStruct((1, 2), np.int32), jax.ShapeDtypeStruct((1,), np.bool_))
+    blobs[track_file(dtype)] = exported.serialize()
 
   manifest = {
       'format': FORMAT,
@@ -152,9 +197,10 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
       'config': json.loads(config.to_json()),
       'template_shape': [1, t, t, 3],
       'search_shape': [1, s, s, 3],
+      'frame_shape': [1, 'hb', 'wb', 3],
       'feat_size': f,
-      'variants': {d: step_file(d) for d in blobs},
-      'platforms': list(next(iter(blobs.values()))[1]),
+      'variants': {d: {'init': INIT_FILE, 'track': track_file(d)} for d in dtypes},
+      'platforms': exported_platforms,
       'jax_version': jax.__version__,
       'weights': [[k, list(v.shape), str(v.dtype)] for k, v in flat.items()],
   }
@@ -163,8 +209,8 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
   tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-export-')
   try:
     np.savez(os.path.join(tmp, WEIGHTS_FILE), **flat)
-    for dtype, (blob, _) in blobs.items():
-      with open(os.path.join(tmp, step_file(dtype)), 'wb') as fh:
+    for name, blob in blobs.items():
+      with open(os.path.join(tmp, name), 'wb') as fh:
         fh.write(blob)
     with open(os.path.join(tmp, MANIFEST_FILE), 'w') as fh:
       json.dump(manifest, fh, indent=1)
@@ -190,9 +236,11 @@ def read_manifest(directory: str) -> Dict[str, Any]:
     manifest = json.load(fh)
   if manifest.get('format') != FORMAT:
     raise ValueError(f'{path}: not an exported tracker manifest (format {manifest.get("format")!r})')
-  if manifest.get('format_version') != FORMAT_VERSION:
-    raise ValueError(f'{path}: format version {manifest.get("format_version")} is not supported '
-                     f'(this ostrack_jax reads version {FORMAT_VERSION})')
+  version = manifest.get('format_version')
+  if version != FORMAT_VERSION:
+    raise ValueError(f'{directory}: exported tracker format version {version}, this ostrack_jax '
+                     f'reads version {FORMAT_VERSION}: export it again with '
+                     'python -m ostrack_jax.export')
   return manifest
 
 
@@ -213,18 +261,26 @@ def load_weights(path: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
   return _unflatten({k: flat[k] for k, _, _ in manifest['weights']})
 
 
+def _deserialize(directory: str, name: str):
+  import jax  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(directory, name), 'rb') as fh:
+    return jax.export.deserialize(bytearray(fh.read()))
+
+
 def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str] = None):
-  """A tracker running the exported step of ``directory`` (no Flax model is built).
+  """A tracker running the exported ``init`` and ``track`` of ``directory`` (no Flax model).
 
   Args:
     directory: a folder written by :func:`export_tracker` / ``python -m ostrack_jax.export``.
     dtype: which variant to run, 'float32' or 'bfloat16'.
     weights: another weights .npz of the same preset (default: the folder's own).
   Returns:
-    A :class:`ostrack_jax.tracking.tracker.Tracker`: ``initialize(frame, box_xywh)``,
-    ``track(frame) -> box_xywh`` (RGB uint8 frames, xywh image pixels), ``state``,
-    ``last_score_map`` / ``last_response`` (F, F), ``last_removed_indexes``, ``last_timing``.
-    Its ``exported`` attribute is the deserialised ``jax.export.Exported``.
+    A :class:`ostrack_jax.tracking.tracker.Tracker` with the exported functions as its device
+    core: ``initialize(frame, box_xywh)``, ``track(frame) -> box_xywh`` (RGB uint8 frames of
+    any size, xywh image pixels), ``track_async``, ``state``, ``last_score_map`` /
+    ``last_response`` (F, F), ``last_removed_indexes``, ``last_search_crop``,
+    ``last_timing``. Its ``exported`` attribute is the deserialised ``jax.export.Exported`` of
+    ``track`` (``exported_init`` that of ``init``), ``manifest`` the folder's manifest.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -238,13 +294,32 @@ def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str]
   if not set(usable) & set(manifest['platforms']):
     raise ValueError(f'{directory} was exported for {manifest["platforms"]}, not for this '
                      f'machine\'s {platform!r}: export again with --platforms {platform}')
-  with open(os.path.join(directory, manifest['variants'][dtype]), 'rb') as fh:
-    exported = jax.export.deserialize(bytearray(fh.read()))
+  files = manifest['variants'][dtype]
+  exported_init = _deserialize(directory, files['init'])
+  exported_track = _deserialize(directory, files['track'])
   variables = load_weights(weights or os.path.join(directory, WEIGHTS_FILE), manifest)
+  # The weights in the dtypes the exported track takes (bfloat16 kernels for that variant).
+  leaves, treedef = jax.tree_util.tree_flatten(variables)
+  avals = exported_track.in_avals[:len(leaves)]
+  variables = jax.tree_util.tree_unflatten(
+      treedef, [np.asarray(x).astype(a.dtype) for x, a in zip(leaves, avals)])
+
+  def init(consts, state, frame, hw, box, slot):
+    (templates, boxes), crop = exported_init.call(consts, state.templates, state.boxes, frame,
+                                                  hw, box, slot)
+    return tracker_lib.TrackState(templates, boxes), crop
+
+  def track(variables, consts, state, frames, hw, active):
+    (templates, boxes), out = exported_track.call(variables, consts, state.templates,
+                                                  state.boxes, frames, hw, active)
+    return tracker_lib.TrackState(templates, boxes), out
+
   config = ml_collections.ConfigDict(manifest['config'])
   config.model.dtype = dtype
-  tracker = tracker_lib.Tracker(config, variables, step=jax.jit(exported.call))
-  tracker.exported = exported
+  tracker = tracker_lib.Tracker(config, variables, fns=tracker_lib.TrackingFns(init, track),
+                                cast=False)
+  tracker.exported = exported_track
+  tracker.exported_init = exported_init
   tracker.manifest = manifest
   return tracker
 
@@ -255,9 +330,10 @@ def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str]
 def parse_args(argv=None):
   p = argparse.ArgumentParser(
       prog='python -m ostrack_jax.export',
-      description='Serialise the tracker\'s per-frame step (StableHLO via jax.export) with its '
-                  'weights into a folder that ostrack_jax.export.load_exported runs without '
-                  'building the Flax model.')
+      description='Serialise the tracker\'s device functions (template init and per-frame '
+                  'track, StableHLO via jax.export, any frame size) with its weights into a '
+                  'folder that ostrack_jax.export.load_exported runs without building the Flax '
+                  'model.')
   p.add_argument('--checkpoint', required=True,
                  help='our model file (.msgpack) or a PyTorch OSTrack checkpoint (.pth/.pth.tar)')
   p.add_argument('--config', default='configs/ostrack_256_ce.py',
@@ -289,7 +365,7 @@ def main(argv=None) -> int:
   manifest = read_manifest(args.out)
   sizes = {name: os.path.getsize(os.path.join(args.out, name)) for name in sorted(os.listdir(args.out))}
   print(f'exported {config.name} ({", ".join(manifest["variants"])}; platforms '
-        f'{", ".join(manifest["platforms"])}) to {args.out}:')
+        f'{", ".join(manifest["platforms"])}; any frame size) to {args.out}:')
   for name, size in sizes.items():
     print(f'  {name:24s} {size / 1e6:9.2f} MB')
   return 0

@@ -73,9 +73,12 @@ def test_artifact_layout(artifact):
   assert manifest['preset'] == 'tiny_256_ce'
   assert set(manifest['variants']) == {'float32', 'bfloat16'}
   assert manifest['platforms'] == ['cpu', 'cuda']
+  assert manifest['format_version'] == 2
   assert manifest['template_shape'] == [1, 128, 128, 3]
   assert manifest['search_shape'] == [1, 256, 256, 3]
-  for name in ('weights.npz', 'step_float32.jax', 'step_bfloat16.jax'):
+  assert manifest['frame_shape'] == [1, 'hb', 'wb', 3]
+  assert manifest['variants']['bfloat16'] == {'init': 'init.jax', 'track': 'track_bfloat16.jax'}
+  for name in ('weights.npz', 'init.jax', 'track_float32.jax', 'track_bfloat16.jax'):
     assert (artifact / name).stat().st_size > 0
   assert not [p for p in artifact.parent.iterdir() if p.name.startswith('.tmp-')]
 
@@ -103,6 +106,40 @@ def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
   if teacher_forced:  # and both agree with the original PyTorch tracker
     err = np.abs(exported[0] - data['tf_boxes'][1:n + 1]).max()
     assert err < ORIGINAL_TOL_PX, err
+
+
+def test_one_artifact_serves_another_frame_size(float32_pair):
+  """The padded frame's height and width are symbolic: 640x360 frames (bucket 640x384, not the
+  854x480 -> 896x512 of the other tests) run through the same files, as the live tracker."""
+  frames, data = _frames_and_gt('soapbox')
+  sx, sy = 640 / frames[0].shape[1], 360 / frames[0].shape[0]
+  small = [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames[:6]]
+  gt = data['gt'] * np.array([sx, sy, sx, sy])
+  live_tracker, exported_tracker = float32_pair
+  frame_aval = exported_tracker.exported.in_avals[-3]  # (1, hb, wb, 3) uint8
+  assert all(jax.export.is_symbolic_dim(d) for d in frame_aval.shape[1:3]), frame_aval
+  with jax.default_matmul_precision('highest'):
+    live = _track(live_tracker, small, gt, 5, False)
+    live_crop = live_tracker.last_search_crop
+  exported = _track(exported_tracker, small, gt, 5, False)
+  np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
+  np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
+  np.testing.assert_array_equal(exported_tracker.last_search_crop, live_crop)
+  assert exported_tracker.last_template_crop.shape == (128, 128, 3)
+  # track_async: the box stays on the device until read
+  box = exported_tracker.track_async(small[6 - 1])
+  assert np.isfinite(np.asarray(box)).all() and box.shape == (4,)
+
+
+def test_version_1_artifact_is_refused(tmp_path, artifact):
+  old = tmp_path / 'old'
+  old.mkdir()
+  manifest = json.loads((artifact / 'manifest.json').read_text())
+  manifest['format_version'] = 1
+  (old / 'manifest.json').write_text(json.dumps(manifest))
+  with pytest.raises(ValueError, match='export it again') as err:
+    export_lib.load_exported(str(old))
+  assert '\n' not in str(err.value) and 'version 1' in str(err.value)
 
 
 def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, variables):

@@ -63,3 +63,5 @@ def test_notebook_runs(tmp_path, monkeypatch):
   assert len(images) >= 4, f'expected the box, score-map and CE figures, got {len(images)}'
   assert 'frames/s' in text and 'mean IoU' in text
   assert 'max box difference to the live tracker 0.00e+00 px' in text, text[-1500:]
+  assert 'max box difference to track() 0.00e+00 px' in text, text[-1500:]  # track_async
+  assert 'same artifact: boxes' in text  # the exported tracker on frames of another size

@@ -1,4 +1,10 @@
-"""The video demo: frame folder and video file in, annotated GIF / MP4 and box file out."""
+"""The video demo: frame folder and video file in, annotated GIF / MP4 and box file out.
+
+The demo is pipelined (a reader thread, ``track_async``, boxes read a few frames after their
+dispatch): its boxes must equal a plain ``Tracker.track`` loop's, and no thread may outlive it.
+"""
+
+import threading
 
 import cv2
 import imageio.v2 as imageio
@@ -41,6 +47,15 @@ def test_demo_gif_from_frame_folder_with_overlays(clip):
   boxes = np.loadtxt(str(out) + '.txt', delimiter=',')
   assert boxes.shape == (4, 4)
   np.testing.assert_array_equal(boxes[0], [30, 20, 20, 20])
+  assert not [t for t in threading.enumerate() if t.name == 'ostrack-demo-reader']
+  # the same boxes as the sequential tracker (the .txt has 4 decimals)
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.tracking.tracker import Tracker
+  tracker = Tracker.from_checkpoint(str(ckpt), get_config('tiny_256_ce'))
+  frames = list(demo.iter_frames(str(tmp / 'frames')))
+  tracker.initialize(frames[0], (30, 20, 20, 20))
+  expected = [tracker.track(f) for f in frames[1:]]
+  np.testing.assert_allclose(boxes[1:], expected, atol=1e-4, rtol=0)
 
 
 def test_demo_mp4_from_video_file(clip):
@@ -62,6 +77,7 @@ def test_demo_bad_arguments(clip, capsys):
                     str(ckpt), '--config', 'tiny_256_ce', '--output',
                     str(tmp / 'x.gif')]) == 2
   assert 'no such file or folder' in capsys.readouterr().err
+  assert not [t for t in threading.enumerate() if t.name == 'ostrack-demo-reader']
   assert demo.main(['--video', str(tmp / 'frames'), '--box', '1,2,0,4', '--checkpoint',
                     str(ckpt), '--config', 'tiny_256_ce', '--output',
                     str(tmp / 'x.gif')]) == 2
