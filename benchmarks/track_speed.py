@@ -1,41 +1,64 @@
 #!/usr/bin/env python3
-"""Tracker speed: the cost around the forward, and frames/s per preset (batch 1 and batched).
+"""Tracker speed on the device-resident core: one sequence and lockstep batches.
 
-Two tables:
+For each preset (random weights: speed does not depend on them; candidate elimination keeps
+fixed token counts) and each batch size B (1 = one sequence; B > 1 = B sequences in lockstep,
+'vmap' mode), frames/s of:
 
-1. Overhead around the forward at the sequence's resolution (854x480 for DAVIS sequences),
-   per frame, median: host crop + resize (``sample_target``), the device-side normalise +
-   Hann window + decode (jitted alone on a (1, S, S, 3) crop), host map-back + clip, and the
-   dispatch/transfer cost of the device step (``Tracker`` step minus the bare forward on
-   device-resident inputs). Target: the sum under 5 ms per frame on one CPU core
-   (``--one-core`` pins the process to one core and XLA to one thread).
-2. Frames/s per preset: model-only (bare jitted forward, device-resident inputs), step (the
-   tracker's jitted step: crop upload, normalise, forward, window, decode, box download),
-   tracker (crop + step + post, what the original reports), end-to-end (plus JPEG decoding),
-   at batch 1 and in lockstep at ``--batch`` (vmap mode; per-frame = step time / batch), and
-   "host ms": the median per-frame host time around the step measured inside the tracking
-   loop (track time minus step time).
+* model-only (B = 1 only): the bare jitted forward on device-resident crops;
+* device-only: the tracking step (crop on the device, network, window, decode, map back, clip)
+  called back to back on device-resident frames, waiting once at the end;
+* tracker: the pipelined runner (``ostrack_jax.tracking.runner.track_pipelined``) with the
+  frames already decoded in memory (padding, upload, dispatch, lagged box copies included);
+* end-to-end: the same runner reading the JPEG files (decoding on ``--decode-threads``
+  threads included), as eval.py runs;
+* host-crop path (B = 1 only): the previous design, kept here as the baseline: crop and
+  resize on the host with OpenCV (``ostrack_jax.crop.sample_target``), a jitted step on the
+  crop, wait for the box, map back and clip on the host;
+* programs: compilations of the core during the run.
 
-Weights are random (speed does not depend on them; candidate elimination keeps fixed counts).
+Also: the dispatch cost of the step called with the weights as the nested variables dict vs as
+the pre-flattened leaves the core uses, and (``--compile-mix``) the number of programs compiled
+for a mix of common benchmark resolutions.
 
-  python benchmarks/track_speed.py --sequence DIR [--presets tiny_256_ce ostrack_256_ce] \
-      [--frames 20] [--batch 8] [--one-core] [--write]
+  python benchmarks/track_speed.py --sequence DIR [--presets ostrack_256_ce] [--batches 1 8]
+      [--frames 40] [--steps 12] [--decode-threads 8] [--one-core] [--compile-mix] [--write]
 
-``DIR`` is a GOT-10k-style folder (frames + groundtruth.txt), e.g. one of the DAVIS sequences
-the developers were given; without it a synthetic 854x480 sequence is generated. ``--write``
-appends the tables with the hardware to benchmarks/RESULTS.md.
+``DIR`` is a GOT-10k-style folder (JPEG frames + groundtruth.txt), e.g. one of the DAVIS
+sequences (854x480); frames are reused cyclically when more are needed. ``--write`` replaces
+this script's section of benchmarks/RESULTS.md.
 """
 
 import argparse
+import concurrent.futures
 import os
 import pathlib
 import statistics
 import sys
-import tempfile
 import time
 
 
-def _pin_one_core():
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--sequence', required=True, help='GOT-10k-style sequence folder (JPEGs)')
+  p.add_argument('--presets', nargs='+', default=['ostrack_256_ce'])
+  p.add_argument('--batches', nargs='+', type=int, default=[1, 8, 32, 128],
+                 help='1 = one sequence; B > 1 = B sequences in lockstep')
+  p.add_argument('--frames', type=int, default=200, help='frames timed at B = 1')
+  p.add_argument('--steps', type=int, default=20, help='lockstep steps timed at B > 1')
+  p.add_argument('--decode-threads', type=int, default=min(16, len(os.sched_getaffinity(0))))
+  p.add_argument('--dtype', default=None, help='override config.model.dtype')
+  p.add_argument('--one-core', action='store_true', help='pin to one CPU core, one XLA thread')
+  p.add_argument('--compile-mix', action='store_true',
+                 help='count programs for a mix of benchmark resolutions (tiny preset)')
+  p.add_argument('--no-host-path', action='store_true', help='skip the host-crop baseline')
+  p.add_argument('--no-dispatch', action='store_true', help='skip the dispatch-cost table')
+  p.add_argument('--write', action='store_true', help='write the tables to RESULTS.md')
+  return p.parse_args(argv)
+
+
+ARGS = parse_args()
+if ARGS.one_core:
   os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_cpu_multi_thread_eigen=false'
@@ -43,28 +66,8 @@ def _pin_one_core():
   os.environ.setdefault('OMP_NUM_THREADS', '1')
   os.environ.setdefault('OPENCV_NUM_THREADS', '1')
 
-
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--sequence', default=None, help='GOT-10k-style sequence folder')
-  p.add_argument('--presets', nargs='+',
-                 default=['tiny_256_ce', 'ostrack_256_ce', 'ostrack_256', 'ostrack_384_ce'])
-  p.add_argument('--frames', type=int, default=20, help='timed frames per measurement')
-  p.add_argument('--batch', type=int, default=4, help='lockstep batch size (0 = skip)')
-  p.add_argument('--repeats', type=int, default=200, help='repeats of the overhead timings')
-  p.add_argument('--one-core', action='store_true', help='pin to one CPU core, one XLA thread')
-  p.add_argument('--write', action='store_true', help='append to benchmarks/RESULTS.md')
-  return p.parse_args(argv)
-
-
-ARGS = parse_args()
-if ARGS.one_core:
-  _pin_one_core()
-
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-from benchmarks import results_md  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -74,15 +77,19 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 if ARGS.one_core:
   cv2.setNumThreads(1)
 
+from benchmarks import results_md  # pylint: disable=wrong-import-position
 from ostrack_jax.configs import get_config  # pylint: disable=wrong-import-position
 from ostrack_jax.crop import sample_target  # pylint: disable=wrong-import-position
 from ostrack_jax.models.head import decode_box  # pylint: disable=wrong-import-position
-from ostrack_jax.models.ostrack import abstract_variables, build_model  # pylint: disable=wrong-import-position
-from ostrack_jax.tracking import datasets  # pylint: disable=wrong-import-position
+from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables  # pylint: disable=wrong-import-position
+from ostrack_jax.tracking import datasets, runner  # pylint: disable=wrong-import-position
 from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=wrong-import-position
 
+COMMON_RESOLUTIONS = [(480, 854), (720, 1280), (1080, 1920), (360, 640), (360, 480),
+                      (480, 640), (540, 960), (720, 960), (405, 720), (576, 1024)]
 
-def median_ms(fn, repeats, warmup=2):
+
+def median_ms(fn, repeats, warmup=3):
   for _ in range(warmup):
     fn()
   times = []
@@ -93,179 +100,209 @@ def median_ms(fn, repeats, warmup=2):
   return statistics.median(times)
 
 
-def random_variables(config, seed=0):
-  rng = np.random.default_rng(seed)
-  shapes = abstract_variables(config)
-
-  def fill(path, s):
-    name = str(path[-1].key) if hasattr(path[-1], 'key') else ''
-    if 'batch_stats' in str(path[0]):
-      return jnp.ones(s.shape, s.dtype) if name == 'var' else jnp.zeros(s.shape, s.dtype)
-    return jnp.asarray((rng.standard_normal(s.shape) * 0.02).astype(s.dtype))
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+def cycled(seq, n, name):
+  """A sequence of ``n`` frames reusing ``seq``'s files cyclically."""
+  paths = [seq.frames[i % len(seq)] for i in range(n)]
+  return datasets.Sequence(name, paths, seq.gt_xywh[:1].copy())
 
 
-def load_sequence(path):
-  if path:
-    return datasets.load_folder_sequence(path)
-  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  root = synthetic.make_synthetic_dataset(tempfile.mkdtemp(prefix='track_speed_'), num_train=0,
-                                          num_val=1, num_frames=60, frame_size=(854, 480))
-  return datasets.load_got10k(root, 'val')[0]
+def bare_forward_ms(config, variables, repeats):
+  model = build_model(config)
+  fwd = jax.jit(lambda v, t, x: model.apply(v, t, x, keep_ratio=None, train=False))
+  m = config.model
+  t = jnp.zeros((1, m.template_size, m.template_size, 3))
+  x = jnp.zeros((1, m.search_size, m.search_size, 3))
+  return median_ms(lambda: jax.block_until_ready(fwd(variables, t, x)), repeats)
 
 
-def overhead_table(seq, frames, repeats):
-  """Per-frame cost of everything around the forward (tiny_256_ce geometry: 256 / 16)."""
-  config = get_config('ostrack_256_ce')
-  s, f = config.model.search_size, config.model.search_size // config.model.patch_size
-  box = seq.init_box
-  frame = frames[1]
-  rows = []
-  crop = sample_target(frame, box, config.tracker.search_factor, s, with_mask=False)
-  rows.append(('crop + resize (host, sample_target)', median_ms(
-      lambda: sample_target(frame, box, config.tracker.search_factor, s, with_mask=False),
-      repeats)))
+def device_only_fps(core, frame, n_steps):
+  """The core's step back to back on a device-resident batch; one wait at the end."""
+  h, w = frame.shape[:2]
+  b = core.batch_size
+  padded = tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))
+  batch = jax.device_put(np.repeat(padded[None], b, 0))
+  hw = np.tile([h, w], (b, 1)).astype(np.int32)
+  active = np.ones(b, bool)
+  for i in range(b):
+    core.initialize_slot(i, frame, np.array([w * 0.4, h * 0.4, w * 0.15, h * 0.2]))
+  jax.block_until_ready(core.step(batch, hw, active)['boxes'])
+  t0 = time.perf_counter()
+  for _ in range(n_steps):
+    out = core.step(batch, hw, active)
+  jax.block_until_ready(out['boxes'])
+  return n_steps * b / (time.perf_counter() - t0)
+
+
+def runner_fps(core, sequences, executor, ahead, read=None):
+  """Frames/s of the pipelined runner over ``sequences`` (wall time of the whole run)."""
+  done = []
+  t0 = time.perf_counter()
+  runner.track_pipelined(core, sequences, done.append, lambda e: (_ for _ in ()).throw(e),
+                         executor=executor, ahead=ahead, read=read)
+  wall = time.perf_counter() - t0
+  return sum(len(r.boxes) for r in done) / wall
+
+
+def host_path_fps(config, variables, frames, init_box, n):
+  """The previous tracker design: host crop, jitted step on the crop, host map-back."""
+  model = build_model(config)
   table = jnp.asarray(tracker_lib.normalization_table())
+  f = config.model.search_size // config.model.patch_size
   window = jnp.asarray(tracker_lib.hann_window(f))
-  score = jnp.asarray(np.random.default_rng(0).random((1, f, f, 1), np.float32))
-  size = jnp.asarray(np.random.default_rng(1).random((1, f, f, 2), np.float32))
-  offset = jnp.asarray(np.random.default_rng(2).random((1, f, f, 2), np.float32))
+  s_size = config.model.search_size
+  factor = config.tracker.search_factor
 
   @jax.jit
-  def around(search_u8, score, size, offset):
-    x = tracker_lib.normalize_uint8(search_u8, table)
-    resp = window[None, :, :, None] * score
-    return x.sum(), decode_box(resp, size, offset)
+  def step(v, template, crop_u8):
+    search = tracker_lib.normalize_uint8(crop_u8, table)
+    out = model.apply(v, template, search, keep_ratio=None, train=False)
+    resp = window[None] * out['score_map'][..., 0]
+    return decode_box(resp[..., None], out['size_map'], out['offset_map'])
 
-  crop_batch = crop.image[None]
-  rows.append(('normalise + window + decode (device, jitted, incl. transfer)', median_ms(
-      lambda: jax.block_until_ready(around(crop_batch, score, size, offset)), repeats)))
-  pred = np.array([[0.5, 0.5, 0.2, 0.2]], np.float32)
-  rows.append(('map back + clip (host)', median_ms(
-      lambda: tracker_lib.boxes_to_image(pred, box[None], np.array([crop.resize_factor]),
-                                         np.array([frame.shape[:2]]), s), repeats)))
-  rows.append(('to_rgb check (host)', median_ms(lambda: datasets.to_rgb(frame), repeats)))
+  t_crop = sample_target(frames[0], init_box, config.tracker.template_factor,
+                         config.model.template_size, with_mask=False).image
+  template = tracker_lib.normalize_uint8(jnp.asarray(t_crop[None]), table)
+  state = np.asarray(init_box, np.float64)
+  times = []
+  for i in range(n + 3):
+    frame = frames[1 + i % (len(frames) - 1)]
+    t0 = time.perf_counter()
+    c = sample_target(frame, state, factor, s_size, with_mask=False)
+    pred = np.asarray(step(variables, template, c.image[None]))
+    state = tracker_lib.boxes_to_image(pred, state[None], np.array([c.resize_factor]),
+                                       np.array([frame.shape[:2]]), s_size)[0]
+    times.append(time.perf_counter() - t0)
+  return 1.0 / statistics.median(times[3:])
+
+
+def dispatch_table(core, frame):
+  """Host time of one step dispatch (no wait) with the weights as a nested dict vs leaves."""
   h, w = frame.shape[:2]
-  whole = np.array([0.0, 0.0, w, h])
-  worst = ('crop + resize when the box is the whole frame (worst case, not in total)',
-           median_ms(lambda: sample_target(frame, whole, config.tracker.search_factor, s,
-                                           with_mask=False), max(10, repeats // 10)))
-  return rows, worst
-
-
-def preset_table(seq, frames, presets, n_frames, batch):
+  padded = jax.device_put(tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None])
+  hw = np.array([[h, w]], np.int32)
+  active = np.ones(1, bool)
+  fns = core.fns
+  by_dict = jax.jit(fns.track)
+  state = core.state
+  jax.block_until_ready(by_dict(core.variables, core.consts, state, padded, hw, active))
+  leaves = core._leaves  # pylint: disable=protected-access
+  treedef = jax.tree_util.tree_structure(core.variables)
+  by_leaves = jax.jit(lambda lv, *a: fns.track(jax.tree_util.tree_unflatten(treedef, lv), *a))
+  jax.block_until_ready(by_leaves(leaves, core.consts, state, padded, hw, active))
   rows = []
-  for name in presets:
-    print(f'{name}: compiling ...', flush=True)
-    config = get_config(name)
-    variables = random_variables(config)
-    tracker = tracker_lib.Tracker(config, variables)
-    tracker.warmup()
-    model = build_model(config)
-    fwd = jax.jit(lambda v, t, x: model.apply(v, t, x, keep_ratio=None, train=False))
-    t_shape = (1, config.model.template_size, config.model.template_size, 3)
-    x_shape = (1, config.model.search_size, config.model.search_size, 3)
-    t_in, x_in = jnp.zeros(t_shape), jnp.zeros(x_shape)
-    jax.block_until_ready(fwd(variables, t_in, x_in))
-    model_ms = median_ms(lambda: jax.block_until_ready(fwd(variables, t_in, x_in)), n_frames)
-    # tracker and end-to-end at batch 1 on the real frames
-    tracker.initialize(frames[0], seq.init_box)
-    track_ms, e2e_ms, step_ms = [], [], []
-    for i in range(1, n_frames + 1):
-      k = 1 + (i - 1) % (len(frames) - 1)
+  for name, fn, v in (('nested variables dict', by_dict, core.variables),
+                      ('pre-flattened leaves (the core)', by_leaves, leaves)):
+    times = []
+    for _ in range(30):
       t0 = time.perf_counter()
-      frame = datasets.read_frame(seq.frames[k], seq.name, k)
-      t1 = time.perf_counter()
-      tracker.track(frame)
-      t2 = time.perf_counter()
-      track_ms.append((t2 - t1) * 1e3)
-      e2e_ms.append((t2 - t0) * 1e3)
-      step_ms.append(tracker.last_timing['model'] * 1e3)
-    around = [t - m for t, m in zip(track_ms, step_ms)]
-    row = {'preset': name, 'model_ms': model_ms, 'step_ms': statistics.median(step_ms),
-           'track_ms': statistics.median(track_ms), 'e2e_ms': statistics.median(e2e_ms),
-           'around_ms': statistics.median(around)}
-    if batch > 1:
-      bt = tracker_lib.BatchTracker(tracker, batch, 'vmap')
-      bt.warmup()
-      for j in range(batch):
-        bt.initialize(j, frames[0], seq.init_box)
-      b_track, b_e2e = [], []
-      steps = max(2, n_frames // batch)
-      for i in range(1, steps + 1):
-        k = 1 + (i - 1) % (len(frames) - 1)
-        t0 = time.perf_counter()
-        batch_frames = [datasets.read_frame(seq.frames[k], seq.name, k) for _ in range(batch)]
-        t1 = time.perf_counter()
-        bt.track(batch_frames)
-        t2 = time.perf_counter()
-        b_track.append((t2 - t1) * 1e3 / batch)
-        b_e2e.append((t2 - t0) * 1e3 / batch)
-      row['batch_track_ms'] = statistics.median(b_track)
-      row['batch_e2e_ms'] = statistics.median(b_e2e)
-    rows.append(row)
-    print(format_presets([row], batch, header=False), flush=True)
-  return rows
-
-
-def format_overhead(rows_worst, resolution):
-  rows, worst = rows_worst
-  lines = [f'Overhead around the forward, {resolution}, median ms per frame',
-           f'| {"part":<62} | {"ms":>7} |', f'|{"-" * 64}|{"-" * 9}|']
-  for name, ms in rows:
-    lines.append(f'| {name:<62} | {ms:7.3f} |')
-  total = sum(ms for _, ms in rows)
-  lines.append(f'| {"total (target < 5 ms on one core)":<62} | {total:7.3f} |')
-  lines.append(f'({worst[0]}: {worst[1]:.2f} ms)')
+      out = fn(v, core.consts, state, padded, hw, active)
+      times.append((time.perf_counter() - t0) * 1e3)
+      jax.block_until_ready(out)
+    rows.append((name, statistics.median(times)))
+  n_leaves = len(leaves)
+  lines = [f'Dispatch of one step (host ms, no wait; {n_leaves} weight arrays)',
+           f'| {"weights passed as":<34} | {"ms":>7} |', f'|{"-" * 36}|{"-" * 9}|']
+  lines += [f'| {n:<34} | {ms:7.3f} |' for n, ms in rows]
   return '\n'.join(lines)
 
 
-def format_presets(rows, batch, header=True):
-  def fps(ms):
-    return f'{1e3 / ms:9.1f}' if ms else '        -'
-  lines = []
-  if header:
-    lines += [
-        'Frames/s (median per-frame time), random weights',
-        f'| {"preset":<16} | {"model-only":>10} | {"step":>9} | {"tracker":>9} | '
-        f'{"end-to-end":>10} | {"tracker B=" + str(batch):>12} | {"e2e B=" + str(batch):>9} | '
-        f'{"host ms":>7} |',
-        f'|{"-" * 18}|{"-" * 12}|{"-" * 11}|{"-" * 11}|{"-" * 12}|{"-" * 14}|{"-" * 11}|'
-        f'{"-" * 9}|']
-  for r in rows:
-    lines.append(f'| {r["preset"]:<16} | {fps(r["model_ms"]):>10} | {fps(r["step_ms"])} | '
-                 f'{fps(r["track_ms"])} | {fps(r["e2e_ms"]):>10} | '
-                 f'{fps(r.get("batch_track_ms")):>12} | {fps(r.get("batch_e2e_ms"))} | '
-                 f'{r["around_ms"]:7.2f} |')
-  return '\n'.join(lines)
+def compile_mix():
+  config = get_config('tiny_256_ce')
+  core = tracker_lib.TrackingCore(config, init_variables(config), 1, None, full_outputs=False)
+  for h, w in COMMON_RESOLUTIONS:
+    frame = np.zeros((h, w, 3), np.uint8)
+    core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
+    core.step(tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None],
+              np.array([[h, w]]), np.ones(1, bool))
+  buckets = sorted({tracker_lib.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
+  res = ', '.join(f'{w}x{h}' for h, w in COMMON_RESOLUTIONS)
+  return (f'Resolutions {res}: {len(COMMON_RESOLUTIONS)} sizes -> '
+          f'{core._track._cache_size()} step programs, '  # pylint: disable=protected-access
+          f'{core._init._cache_size()} template programs; buckets (HxW) '  # pylint: disable=protected-access
+          + ', '.join(f'{h}x{w}' for h, w in buckets))
 
 
 def hardware():
   cpu = results_md.cpu_model()
   devices = ', '.join(sorted({d.device_kind for d in jax.devices()}))
   cores = len(os.sched_getaffinity(0))
-  return (f'{cpu}, {cores} core(s) usable{" (pinned, 1 XLA thread)" if ARGS.one_core else ""}; '
-          f'JAX {jax.__version__} on {devices}')
+  pinned = ' (pinned, 1 XLA thread)' if ARGS.one_core else ''
+  return f'{cpu}, {cores} core(s) usable{pinned}; JAX {jax.__version__} on {devices}'
+
+
+def fps(v):
+  return f'{v:9.1f}' if v else '        -'
 
 
 def main():
-  seq = load_sequence(ARGS.sequence)
-  n_load = min(len(seq), ARGS.frames + 1)
-  frames = [datasets.read_frame(seq.frames[i], seq.name, i) for i in range(n_load)]
+  seq = datasets.load_folder_sequence(ARGS.sequence)
+  frames = [datasets.read_frame(seq.frames[i], seq.name, i) for i in range(len(seq))]
   h, w = frames[0].shape[:2]
   print(f'sequence {seq.name} ({len(seq)} frames, {w}x{h}); {hardware()}', flush=True)
-  overhead = overhead_table(seq, frames, ARGS.repeats)
-  text_over = format_overhead(overhead, f'{w}x{h}')
-  print(text_over, flush=True)
-  rows = preset_table(seq, frames, ARGS.presets, ARGS.frames, ARGS.batch)
-  text_presets = format_presets(rows, ARGS.batch)
-  print(text_presets)
+  cache = {p: f for p, f in zip(seq.frames, frames)}
+
+  def from_memory(s, i):
+    return cache[s.frames[i]]
+
+  executor = (concurrent.futures.ThreadPoolExecutor(ARGS.decode_threads)
+              if ARGS.decode_threads > 0 else None)
+  header = (f'| {"preset":<15} | {"B":>4} | {"model-only":>10} | {"device-only":>11} | '
+            f'{"tracker":>9} | {"end-to-end":>10} | {"host-crop":>9} | {"programs":>8} |')
+  lines = ['Frames/s (B > 1: all B sequences together), random weights',
+           header, '|' + '|'.join('-' * len(c) for c in header.split('|')[1:-1]) + '|']
+  print('\n'.join(lines), flush=True)
+  dispatch = None
+  try:
+    for name in ARGS.presets:
+      config = get_config(name)
+      if ARGS.dtype:
+        config.model.dtype = ARGS.dtype
+      variables = init_variables(config)
+      for b in ARGS.batches:
+        core = tracker_lib.TrackingCore(config, variables, b, None if b == 1 else 'vmap',
+                                        full_outputs=False)
+        core.warmup((h, w))
+        if b == 1:
+          n = ARGS.frames
+          cast = cast_kernels(variables, compute_dtype(config))
+          model_fps = 1e3 / bare_forward_ms(config, cast, max(20, n // 4))
+          dev = device_only_fps(core, frames[1], n)
+          seqs = [cycled(seq, n + 1, 'mem')]
+          host = (None if ARGS.no_host_path else
+                  host_path_fps(config, cast, frames, seq.init_box, min(n, 60)))
+          if dispatch is None and not ARGS.no_dispatch:
+            dispatch = dispatch_table(core, frames[1])
+        else:
+          n = ARGS.steps
+          model_fps, host = None, None
+          dev = device_only_fps(core, frames[1], n)
+          seqs = [cycled(seq, n + 1, f'mem{i}') for i in range(b)]
+        runner_fps(core, [cycled(seq, 4, f'warm{i}') for i in range(b)], None, 0,
+                   from_memory)  # compiles the blank/concat helpers of this B
+        trk = runner_fps(core, seqs, None, 0, from_memory)
+        ahead = max(2, 2 * ARGS.decode_threads // b) if executor else 0
+        e2e = runner_fps(core, seqs, executor, ahead)
+        row = (f'| {name:<15} | {b:>4} | {fps(model_fps):>10} | {fps(dev):>11} | {fps(trk)} | '
+               f'{fps(e2e):>10} | {fps(host)} | {core.compilations():>8} |')
+        lines.append(row)
+        print(row, flush=True)
+  finally:
+    if executor is not None:
+      executor.shutdown(cancel_futures=True)
+  text = '\n'.join(lines)
+  if dispatch:
+    print(dispatch)
+    text += '\n\n' + dispatch
+  if ARGS.compile_mix:
+    mix = compile_mix()
+    print(mix)
+    text += '\n\n' + mix
   if ARGS.write:
-    with open(REPO / 'benchmarks' / 'RESULTS.md', 'a') as f:
-      f.write(f'\n## Tracker speed (benchmarks/track_speed.py)\n\n'
-              f'`python benchmarks/track_speed.py {" ".join(sys.argv[1:])}` on sequence '
-              f'`{seq.name}` ({w}x{h}). Hardware: {hardware()}.\n\n```\n{text_over}\n\n'
-              f'{text_presets}\n```\n')
+    table = (f'Sequence `{seq.name}` ({w}x{h}, {len(seq)} JPEG frames reused cyclically), '
+             f'decode threads {ARGS.decode_threads}. Hardware: {hardware()}.\n\n```\n{text}\n```')
+    results_md.write_section('<!-- track_speed:begin -->', '<!-- track_speed:end -->',
+                             'Tracker speed', 'benchmarks/track_speed.py',
+                             ' '.join(sys.argv[1:]), table)
 
 
 if __name__ == '__main__':
