@@ -9,7 +9,8 @@ fixed token counts) and each batch size B (1 = one sequence; B > 1 = B sequences
 * device-only: the tracking step (crop on the device, network, window, decode, map back, clip)
   called back to back on device-resident frames, waiting once at the end;
 * tracker: the pipelined runner (``ostrack_jax.tracking.runner.track_pipelined``) with the
-  frames already decoded in memory (padding, upload, dispatch, lagged box copies included);
+  frames already decoded in memory (padding, upload, dispatch, lagged box copies included; the
+  same thread pool as end-to-end pads and uploads);
 * end-to-end: the same runner reading the JPEG files (decoding on ``--decode-threads``
   threads included), as eval.py runs;
 * host-crop path (B = 1 only): the previous design, kept here as the baseline: crop and
@@ -264,7 +265,7 @@ def main():
         core.warmup((h, w))
         if b == 1:
           n = ARGS.frames
-          cast = cast_kernels(variables, compute_dtype(config))
+          cast = jax.device_put(cast_kernels(variables, compute_dtype(config)))
           model_fps = 1e3 / bare_forward_ms(config, cast, max(20, n // 4))
           dev = device_only_fps(core, frames[1], n)
           seqs = [cycled(seq, n + 1, 'mem')]
@@ -277,10 +278,10 @@ def main():
           model_fps, host = None, None
           dev = device_only_fps(core, frames[1], n)
           seqs = [cycled(seq, n + 1, f'mem{i}') for i in range(b)]
-        runner_fps(core, [cycled(seq, 4, f'warm{i}') for i in range(b)], None, 0,
-                   from_memory)  # compiles the blank/concat helpers of this B
-        trk = runner_fps(core, seqs, None, 0, from_memory)
         ahead = max(2, 2 * ARGS.decode_threads // b) if executor else 0
+        runner_fps(core, [cycled(seq, 4, f'warm{i}') for i in range(b)], executor, ahead,
+                   from_memory)  # warms the runner's path for this B
+        trk = runner_fps(core, seqs, executor, ahead, from_memory)
         e2e = runner_fps(core, seqs, executor, ahead)
         row = (f'| {name:<15} | {b:>4} | {fps(model_fps):>10} | {fps(dev):>11} | {fps(trk)} | '
                f'{fps(e2e):>10} | {fps(host)} | {core.compilations():>8} |')

@@ -1,9 +1,10 @@
 """Running the tracker over benchmark sequences: one pipelined loop for B >= 1 slots.
 
 The loop never waits for a box before dispatching the next frame. Per step the host takes the
-frames that a thread pool decoded ahead, pads them into a batch buffer of the step's bucket
-shape, uploads it and dispatches one jitted step of :class:`~ostrack_jax.tracking.tracker.
-TrackingCore`; the states stay on the device. The boxes of a step are copied back ``lag`` steps
+frames that a thread pool decoded ahead (and, for one slot, padded and uploaded), copies them
+in parallel into a reused batch buffer of the step's bucket shape (B > 1), and dispatches one
+jitted step of :class:`~ostrack_jax.tracking.tracker.TrackingCore` (one transfer per step);
+the states stay on the device. The boxes of a step are copied back ``lag`` steps
 later, in bulk, when the device is long done with them. Which sequence a slot tracks, and which
 of its frames, is known on the host in advance (sequence lengths are known), so nothing in the
 schedule depends on a box. With ``B = 1`` this is one sequence at a time; with ``B > 1`` it is
@@ -63,23 +64,24 @@ def _read(seq: datasets.Sequence, index: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class Frame:
-  """A decoded frame: ``image`` (H, W, 3) uint8 RGB on the host, and ``uploaded``, the same
-  frame padded to its bucket as a (1, Hb, Wb, 3) device array (uploaded by the thread that
-  decoded it, so the loop's thread neither copies nor transfers pixels)."""
+  """A decoded frame: ``image`` (H, W, 3) uint8 RGB on the host and, for a one-slot core,
+  ``uploaded``: the frame padded to its bucket as a (1, Hb, Wb, 3) device array, uploaded by
+  the thread that decoded it (the loop's thread neither copies nor transfers pixels)."""
   image: np.ndarray
-  uploaded: object
+  uploaded: object = None
 
   @property
   def hw(self) -> Tuple[int, int]:
     return self.image.shape[:2]
 
 
-def _load(read, seq: datasets.Sequence, index: int) -> Frame:
-  import jax  # pylint: disable=g-import-not-at-top
+def _load(read, seq: datasets.Sequence, index: int, upload: bool) -> Frame:
   image = read(seq, index)
-  h, w = image.shape[:2]
-  padded = tracker_lib.pad_to(image, tracker_lib.bucket_shape(h, w),
-                              np.empty(tracker_lib.bucket_shape(h, w) + (3,), np.uint8))
+  if not upload:
+    return Frame(image)
+  import jax  # pylint: disable=g-import-not-at-top
+  shape = tracker_lib.bucket_shape(*image.shape[:2])
+  padded = tracker_lib.pad_to(image, shape, np.empty(shape + (3,), np.uint8))
   return Frame(image, jax.device_put(padded[None]))
 
 
@@ -88,8 +90,10 @@ class FrameReader:
 
   def __init__(self, seq: datasets.Sequence,
                executor: Optional[concurrent.futures.Executor] = None, ahead: int = 0,
-               read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None):
+               read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None,
+               upload: bool = False):
     self.seq = seq
+    self.upload = upload
     self.read = read or _read
     self.executor = executor if ahead > 0 else None
     self.ahead = ahead
@@ -101,13 +105,13 @@ class FrameReader:
       return
     for j in range(index, min(index + self.ahead + 1, len(self.seq))):
       if j not in self._futures:
-        self._futures[j] = self.executor.submit(_load, self.read, self.seq, j)
+        self._futures[j] = self.executor.submit(_load, self.read, self.seq, j, self.upload)
 
   def get(self, index: int) -> Tuple[Frame, float]:
     """(:class:`Frame`, seconds waited). Raises datasets.FrameError/ValueError."""
     t0 = time.perf_counter()
     if self.executor is None:
-      frame = _load(self.read, self.seq, index)
+      frame = _load(self.read, self.seq, index, self.upload)
     else:
       self.prefetch(index)
       frame = self._futures.pop(index).result()
@@ -171,7 +175,8 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
   slots: List[Optional[_Run]] = [None] * b
   pending: Deque[Tuple[object, List[Tuple[int, _Run, int]], float, float]] = collections.deque()
   image_hw = np.ones((b, 2), np.int32)
-  blanks: Dict[tuple, object] = {}
+  buffers = _Buffers(lag + 2)
+  copier = concurrent.futures.ThreadPoolExecutor(min(8, b)) if b > 1 else None
 
   def fail(run: _Run, index: int, err: Exception) -> None:
     if run.failed:
@@ -210,7 +215,7 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
     """Fills ``slot`` with the next sequence that initializes (frame 0 + box) without error."""
     while queue:
       seq = queue.popleft()
-      reader = FrameReader(seq, executor, ahead, read)
+      reader = FrameReader(seq, executor, ahead, read, upload=b == 1)
       n = len(seq)
       run = _Run(seq, reader, (0, 0), 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n))
       try:
@@ -218,7 +223,8 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
         t0 = time.perf_counter()
         box = tracker_lib.check_init_box(seq.init_box, frame.hw,
                                          f'sequence {seq.name!r} frame 0')
-        core.initialize_slot(slot, frame.image, box, frame.uploaded[0])
+        core.initialize_slot(slot, frame.image, box,
+                             None if frame.uploaded is None else frame.uploaded[0])
       except (datasets.DatasetError, ValueError) as e:
         fail(run, 0, e)
         continue
@@ -271,7 +277,7 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
       for i, f in frames.items():
         image_hw[i] = f.hw
         active[i] = True
-      batch = _assemble(b, frames, blanks)
+      batch = _assemble(b, frames, buffers, copier)
       out = core.step(batch, image_hw, active)
       assigned = []
       for i in frames:
@@ -289,29 +295,44 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
     for run in slots:
       if run is not None:
         run.reader.close()
+    if copier is not None:
+      copier.shutdown(wait=True, cancel_futures=True)
 
 
-def _assemble(b: int, frames: Dict[int, Frame], blanks: Dict[tuple, object]):
-  """(B, Hb, Wb, 3) device batch from the uploaded frames (idle slots: a blank frame)."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  hb = max(f.uploaded.shape[1] for f in frames.values())
-  wb = max(f.uploaded.shape[2] for f in frames.values())
+class _Buffers:
+  """Reused host batch buffers per bucket shape, ``count`` deep. A buffer is reused only after
+  the step that read it has been fetched (the loop keeps at most ``count - 2`` steps in
+  flight), so no transfer, and no zero-copy alias on a CPU backend, can see it change."""
+
+  def __init__(self, count: int):
+    self.count = count
+    self._rings: Dict[tuple, Deque[np.ndarray]] = {}
+
+  def get(self, shape) -> np.ndarray:
+    ring = self._rings.setdefault(shape, collections.deque())
+    buf = np.zeros(shape, np.uint8) if len(ring) < self.count else ring.popleft()
+    ring.append(buf)
+    return buf
+
+
+def _assemble(b: int, frames: Dict[int, Frame], buffers: _Buffers,
+              copier: Optional[concurrent.futures.Executor]):
+  """The step's (B, Hb, Wb, 3) batch: the uploaded frame for one slot; otherwise a reused host
+  buffer the frames are copied into in parallel (one transfer per step; idle slots keep stale
+  pixels, which their inactive state ignores)."""
   if b == 1:
     (f,) = frames.values()
     return f.uploaded
-  parts = []
-  for i in range(b):
-    f = frames.get(i)
-    if f is None:
-      if (hb, wb) not in blanks:
-        blanks[(hb, wb)] = jnp.zeros((1, hb, wb, 3), jnp.uint8)
-      parts.append(blanks[(hb, wb)])
-    elif f.uploaded.shape[1:3] != (hb, wb):  # a smaller bucket in a mixed step: pad on device
-      u = f.uploaded
-      parts.append(jnp.pad(u, ((0, 0), (0, hb - u.shape[1]), (0, wb - u.shape[2]), (0, 0))))
-    else:
-      parts.append(f.uploaded)
-  return jnp.concatenate(parts, axis=0)
+  hb = max(tracker_lib.bucket_size(f.hw[0]) for f in frames.values())
+  wb = max(tracker_lib.bucket_size(f.hw[1]) for f in frames.values())
+  batch = buffers.get((b, hb, wb, 3))
+  copies = [(f.image, batch[i]) for i, f in frames.items()]
+  if copier is None:
+    for image, out in copies:
+      tracker_lib.pad_to(image, (hb, wb), out)
+  else:
+    list(copier.map(lambda c: tracker_lib.pad_to(c[0], (hb, wb), c[1]), copies))
+  return batch
 
 
 def track_sequence(tracker: 'tracker_lib.Tracker', seq: datasets.Sequence,
