@@ -12,9 +12,12 @@ no files until a name is used):
   torch-free checkpoint format.
 * ``load_checkpoint(path, config)``: either of the above, chosen by the file.
 * ``make_forward(config, variables)``: a jitted ``fn(template, search, keep_ratio=None)``.
-* ``Tracker``: ``Tracker.from_checkpoint(path, config)``, ``initialize``, ``track``.
-* ``load_exported(directory, dtype='float32')``: a Tracker running an exported (StableHLO)
-  per-frame step written by ``python -m ostrack_jax.export``; needs no Flax.
+* ``Tracker``: ``Tracker.from_checkpoint(path, config)``, ``initialize``, ``track``,
+  ``track_async`` (one sequence; crop, network and box arithmetic in one jitted device step).
+* ``BatchTracker``: ``BatchTracker(tracker, batch_size, batch_mode)``: B sequences in lockstep
+  on the same device core.
+* ``load_exported(directory, dtype='float32')``: a Tracker running the exported (StableHLO)
+  ``init`` / ``track`` written by ``python -m ostrack_jax.export``; needs no Flax.
 """
 
 import importlib
@@ -32,6 +35,7 @@ _LAZY = {
     'load_variables': 'ostrack_jax.checkpoint_io',
     'load_checkpoint': 'ostrack_jax.checkpoint_io',
     'Tracker': 'ostrack_jax.tracking.tracker',
+    'BatchTracker': 'ostrack_jax.tracking.tracker',
     'load_exported': 'ostrack_jax.export',
 }
 

@@ -295,7 +295,7 @@ def main(argv=None) -> int:
           else:
             box = tracker.track_async(frame)
             # The outputs dict of this very step (the tracker keeps only the latest).
-            step_outputs = tracker._last  # pylint: disable=protected-access
+            step_outputs = tracker.last_outputs
             pending.append((frame, box,
                             {k: step_outputs[k] for k in needed} if needed else None))
           if len(pending) > PIPELINE_DEPTH:

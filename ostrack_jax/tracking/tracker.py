@@ -1,14 +1,18 @@
-"""The OSTrack inference tracker (spec section 8), one jitted device step per frame.
+"""The OSTrack inference tracker (spec section 8): one device-resident core for B >= 1 slots.
 
-Per frame: the search crop is cut on the host around the previous state with the original's
-arithmetic (``ostrack_jax.crop.sample_target``, OpenCV INTER_LINEAR, zero padding) and sent
-to the device as uint8; one jitted function normalizes it (ImageNet mean/std, via an exact
-lookup table), runs the network, multiplies the centered Hann window into the score map and
-decodes the box at its peak. The host then scales the box to pixels, maps it back to the image
-and clips it with a 10 px margin, in float64 with the original's order of operations.
+Per frame, inside ONE jitted step (:func:`make_tracking_fns`), on the device: the search crop
+around the previous state with the original's arithmetic (``device_crop``: crop side, rounding,
+zero padding, the border off-by-one, OpenCV's INTER_LINEAR uint8 resize, pixel-exact), the
+ImageNet normalisation (an exact lookup table), the network, the centered Hann window, the
+decode at the windowed peak, the map back to the image and the clip. The host uploads the
+frame (uint8, padded to a bucket shape so that a handful of programs covers every resolution;
+the real size travels as data) and dispatches; the states stay on the device
+(:class:`TrackState`). :class:`Tracker` is the B = 1 core, :class:`BatchTracker` the lockstep
+one; ``ostrack_jax.tracking.runner`` pipelines either over benchmark sequences.
 
 Coordinates: boxes in and out are ``xywh`` in image pixels (floats). The network's box is
-``cxcywh`` normalized to the search crop.
+``cxcywh`` normalized to the search crop. States are float32 on the device (the original
+computes in float64; tests/test_device_crop.py bounds the difference).
 
 Conventions reproduced from the original (documented quirks):
 
@@ -21,6 +25,10 @@ Conventions reproduced from the original (documented quirks):
   the frame therefore leaves a box of at least 10 px at the border.
 * Frames are RGB. Grayscale frames are replicated to three channels and RGBA frames lose their
   alpha channel (what OpenCV's ``imread`` does to such files in the original's runner).
+
+:func:`map_box_back`, :func:`clip_box` and :func:`boxes_to_image` are the float64 host
+reference of the device arithmetic (:func:`boxes_to_image_device`), kept for tests and
+baselines.
 """
 
 import functools
@@ -594,6 +602,13 @@ class Tracker:
 
   def _get(self, key):
     return None if self._last is None else np.asarray(self._last[key][0])
+
+  @property
+  def last_outputs(self) -> Optional[Dict[str, Any]]:
+    """The last step's outputs as device arrays, each with a leading slot axis of 1 (see
+    :class:`TrackingFns`); nothing is copied until read. Keep a reference to pair a frame with
+    its outputs while later frames are dispatched (the pipelined demo does)."""
+    return self._last
 
   @property
   def last_score_map(self) -> Optional[np.ndarray]:
