@@ -67,6 +67,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from ostrack_jax import fileio
+
 FORMAT = 'ostrack_jax.exported_tracker'
 FORMAT_VERSION = 2
 DTYPES = ('float32', 'bfloat16')
@@ -208,6 +210,7 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-export-')
   try:
+    os.chmod(tmp, fileio.dir_mode())  # mkdtemp's folder is private (0700); files follow the umask
     np.savez(os.path.join(tmp, WEIGHTS_FILE), **flat)
     for name, blob in blobs.items():
       with open(os.path.join(tmp, name), 'wb') as fh:

@@ -172,10 +172,18 @@ def test_loader_does_not_build_the_flax_model(artifact):
 
 def test_command_line(tmp_path):
   out = tmp_path / 'cli'
-  rc = export_lib.main(['--checkpoint', str(CHECKPOINT), '--config',
-                        str(REPO / 'configs' / 'tiny_256_ce.py'), '--out', str(out),
-                        '--dtypes', 'float32', '--platforms', 'cpu'])
+  old_umask = os.umask(0o022)
+  try:
+    rc = export_lib.main(['--checkpoint', str(CHECKPOINT), '--config',
+                          str(REPO / 'configs' / 'tiny_256_ce.py'), '--out', str(out),
+                          '--dtypes', 'float32', '--platforms', 'cpu'])
+  finally:
+    os.umask(old_umask)
   assert rc == 0
+  # The user's umask, not mkdtemp's private 0700: colleagues can load the artifact.
+  assert out.stat().st_mode & 0o777 == 0o755
+  assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+      'manifest.json': 0o644, 'weights.npz': 0o644, 'init.jax': 0o644, 'track_float32.jax': 0o644}
   manifest = export_lib.read_manifest(str(out))
   assert list(manifest['variants']) == ['float32'] and manifest['platforms'] == ['cpu']
   with pytest.raises(ValueError, match="no 'bfloat16' variant"):
