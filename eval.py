@@ -18,10 +18,12 @@ Outputs under ``--output`` (default ``workdirs/<config name>/eval/<dataset>``):
 * ``report/``: ``summary.json``, ``per_sequence.txt``, ``summary.txt``, ``success_plot.png``,
   ``precision_plot.png`` (where ground truth exists).
 
-The run is resumable: finished sequences (their result file exists; files are written
-atomically) are skipped, so a killed run loses at most the sequences in flight. A bad sequence
-(missing or corrupt frame, malformed ground truth, bad initial box) is reported and skipped
-unless ``--fail-fast``; the exit status is 1 when any sequence failed.
+The run is resumable: finished sequences are skipped, so a killed run loses at most the
+sequences in flight. A sequence is finished when its result files are complete (one line of
+finite numbers per frame, in the box file and the time file; files are written atomically);
+one cut short or corrupted is named and tracked again, and never reaches the metrics. A bad
+sequence (missing or corrupt frame, malformed ground truth, bad initial box) is reported and
+skipped unless ``--fail-fast``; the exit status is 1 when any sequence failed.
 
 Metrics: GOT-10k AO / SR0.5 / SR0.75 as the official toolkit (pooled IoUs, first frame out,
 cover > 0 only, strict >); AUC / OP50 / OP75 / P@20 / NP@0.2 as pytracking's analysis (see
@@ -114,7 +116,7 @@ def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, o
   from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
   got_ious, errors, rows, problems = [], [], [], {}
   for seq in sequences:
-    if not seq.has_full_gt or not writer.is_done(seq.name):
+    if not seq.has_full_gt or not writer.is_done(seq.name, len(seq)):
       continue
     try:
       row = _sequence_metrics(seq, writer, layout, dataset, got_ious, errors)
@@ -230,7 +232,14 @@ def main(argv=None) -> int:
   layout = results.layout_for_dataset(args.dataset)
   out_dir = pathlib.Path(args.output) if args.output else _default_output(config, args.dataset)
   writer = results.ResultWriter(out_dir, layout)
-  todo = [s for s in sequences if args.overwrite or not writer.is_done(s.name)]
+  todo = []
+  for s in sequences:
+    if not args.overwrite and writer.has_files(s.name):
+      problem = writer.check(s.name, len(s))
+      if problem is None:
+        continue  # finished
+      print(f'sequence {s.name!r}: {problem}: tracking it again', file=sys.stderr)
+    todo.append(s)
   print(f'{args.dataset}: {len(sequences)} sequences in {data_dir}, {len(todo)} to track, '
         f'{len(sequences) - len(todo)} already done; results in {out_dir}')
 
@@ -293,6 +302,15 @@ def main(argv=None) -> int:
   # ---------------------------------------------------------------- report
   report_dir = out_dir / 'report'
   report_dir.mkdir(parents=True, exist_ok=True)
+  # Only complete result files count; a damaged one (e.g. a sequence that failed again after
+  # its old files were found cut short) is reported, never read.
+  finished = []
+  for s in sequences:
+    problem = writer.check(s.name, len(s))
+    if problem is None:
+      finished.append(s.name)
+    elif writer.has_files(s.name) and s.name not in failures:
+      failures[s.name] = f'sequence {s.name!r}: unusable results: {problem}'
   result = compute_metrics(sequences, writer, layout, args.dataset)
   summary = result['summary']
   failures.update(result['problems'])
@@ -316,7 +334,6 @@ def main(argv=None) -> int:
   report = '\n\n'.join(text)
   print('\n' + report)
   results.atomic_write_text(report_dir / 'summary.txt', report + '\n')
-  finished = [s.name for s in sequences if writer.is_done(s.name)]
   payload = {'config': config.name, 'checkpoint': str(args.checkpoint),
              'dataset': args.dataset, 'data_dir': str(data_dir),
              'sequences_finished': len(finished), 'sequences_total': len(sequences),
@@ -350,7 +367,7 @@ def speed_summary(runs, writer, sequences) -> Dict[str, Optional[float]]:
             'end_to_end_fps': frames / e2e if e2e > 0 else None}
   total_t, total_n = 0.0, 0
   for s in sequences:
-    if writer.is_done(s.name):
+    if writer.is_done(s.name, len(s)):
       _, t = writer.read(s.name)
       if t is not None:
         total_t += float(t.sum())

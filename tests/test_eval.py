@@ -7,6 +7,7 @@ resume, lockstep batching with unequal lengths, bad sequences, and the test-spli
 
 import importlib.util
 import json
+import os
 import pathlib
 import shutil
 import zipfile
@@ -214,3 +215,53 @@ def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsy
   for key, value in expected.items():
     assert saved['metrics'][key] == pytest.approx(value, abs=1e-9), key
   capsys.readouterr()
+
+
+def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, monkeypatch):
+  """A result file cut short, or a corrupt time file, is named and tracked again; a file still
+  unusable after tracking (here a write that loses half the lines) is a failure in the summary,
+  never a crash or a metric. Files come out with the umask's modes (0644 under 022)."""
+  from ostrack_jax.tracking import results
+  out = setup['tmp'] / 'out_damaged'
+  src = setup['tmp'] / 'out_single'
+  if src.exists():
+    shutil.copytree(src, out)
+  else:
+    assert _run(setup, out, '--no-plots') == 0
+  box1 = out / 'SYN_Val_000001' / 'SYN_Val_000001_001.txt'
+  reference = box1.read_text()
+  box1.write_text(''.join(reference.splitlines(True)[:3]))  # 3 of 7 lines
+  time3 = out / 'SYN_Val_000003' / 'SYN_Val_000003_time.txt'
+  time3.write_text(time3.read_text().replace('.', ',', 1))  # '0,00123456': 2 numbers
+  write = results.ResultWriter.write
+
+  def lossy_write(self, name, boxes, times):
+    write(self, name, boxes, times)
+    if name == 'SYN_Val_000003':  # e.g. a full disk or a tampering tool: half the lines left
+      path = self.paths(name)[0]
+      path.write_text(''.join(path.read_text().splitlines(True)[:3]))
+  monkeypatch.setattr(results.ResultWriter, 'write', lossy_write)
+  capsys.readouterr()
+  old_umask = os.umask(0o022)
+  try:
+    code = _run(setup, out, '--no-plots')
+  finally:
+    os.umask(old_umask)
+  captured = capsys.readouterr()
+  assert code == 1
+  assert (f"sequence 'SYN_Val_000001': {box1} has 3 lines, the sequence has 7 frames: tracking "
+          'it again') in captured.err
+  assert f"sequence 'SYN_Val_000003': {time3} line 1: expected 1 number" in captured.err
+  assert '2 to track, 1 already done' in captured.out
+  assert box1.read_text() == reference
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  assert list(saved['failures']) == ['SYN_Val_000003']
+  assert 'unusable results' in saved['failures']['SYN_Val_000003']
+  assert 'has 3 lines, the sequence has 7 frames' in saved['failures']['SYN_Val_000003']
+  assert saved['sequences_finished'] == 2 and set(saved['per_sequence']) == {
+      'SYN_Val_000001', 'SYN_Val_000002'}
+  assert '1 sequence(s) failed' in captured.out
+  for path in (box1, box1.with_name('SYN_Val_000001_time.txt'), out / 'report' / 'summary.json',
+               out / 'report' / 'summary.txt'):
+    assert path.stat().st_mode & 0o777 == 0o644, path
+

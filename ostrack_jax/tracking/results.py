@@ -14,10 +14,16 @@ Layouts (``out`` = the results folder):
 * ``trackingnet``: ``out/<seq>.txt`` (``x,y,w,h``) and ``out/<seq>_time.txt``;
   :meth:`make_zip` packs only the ``<seq>.txt`` files.
 * ``lasot``, ``otb``, ``folder``: ``out/<seq>.txt`` and ``out/<seq>_time.txt``.
+
+A sequence counts as finished only when :meth:`ResultWriter.check` finds its files complete:
+one line per frame, 4 finite numbers a line in the box file, 1 in the time file (required
+except for TrackingNet, whose official layout has none). A file cut short, edited or
+corrupted is named with what is wrong, and eval.py tracks the sequence again.
 """
 
 import os
 import pathlib
+import re
 import zipfile
 from typing import List, Optional, Sequence, Tuple
 
@@ -26,6 +32,7 @@ import numpy as np
 from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # pylint: disable=unused-import
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
+_SEP = re.compile(r'[,\s;]+')
 
 
 def layout_for_dataset(dataset: str) -> str:
@@ -44,6 +51,46 @@ def format_boxes(boxes_xywh: np.ndarray, sep: str = ',') -> str:
 
 def format_times(times_s: Sequence[float]) -> str:
   return ''.join(f'{float(t):.8f}\n' for t in times_s)
+
+
+class ResultFileError(ValueError):
+  """A result file that is missing, incomplete or not parseable; the message names it."""
+
+
+def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = None
+                 ) -> np.ndarray:
+  """(N, columns) float64 from a result file: ``columns`` finite numbers a line.
+
+  Separators: comma, tab, space or semicolon; blank lines are ignored. Raises
+  :class:`ResultFileError` naming the file and what is wrong: missing, unreadable, empty,
+  a line count other than ``num_lines`` (when given), a line with another number count, a
+  non-number, NaN or Inf.
+  """
+  path = pathlib.Path(path)
+  try:
+    text = path.read_text(encoding='utf-8')
+  except FileNotFoundError as e:
+    raise ResultFileError(f'{path} is missing') from e
+  except (OSError, UnicodeDecodeError) as e:
+    raise ResultFileError(f'cannot read {path}: {e}') from e
+  lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+  if not lines:
+    raise ResultFileError(f'{path} is empty')
+  if num_lines is not None and len(lines) != num_lines:
+    raise ResultFileError(f'{path} has {len(lines)} line{"s" * (len(lines) != 1)}, the sequence '
+                          f'has {num_lines} frame{"s" * (num_lines != 1)}')
+  rows = []
+  what = '4 numbers (x,y,w,h)' if columns == 4 else f'{columns} number(s)'
+  for lineno, line in lines:
+    parts = [p for p in _SEP.split(line) if p]
+    try:
+      row = [float(p) for p in parts]
+    except ValueError:
+      row = None
+    if row is None or len(row) != columns or not all(np.isfinite(row)):
+      raise ResultFileError(f'{path} line {lineno}: expected {what}, finite, got {line[:80]!r}')
+    rows.append(row)
+  return np.asarray(rows, dtype=np.float64).reshape(-1, columns)
 
 
 def read_result_boxes(path: os.PathLike) -> np.ndarray:
@@ -68,8 +115,29 @@ class ResultWriter:
       return d / f'{name}_001.txt', d / f'{name}_time.txt'
     return self.out_dir / f'{name}.txt', self.out_dir / f'{name}_time.txt'
 
-  def is_done(self, name: str) -> bool:
+  def has_files(self, name: str) -> bool:
+    """Whether the box file of ``name`` exists (finished, unless it is damaged)."""
     return self.paths(name)[0].is_file()
+
+  def check(self, name: str, num_frames: int) -> Optional[str]:
+    """None when the results of ``name`` are complete for ``num_frames`` frames, else what
+    is wrong with which file, in words (e.g. ``out/X.txt has 30 lines, the sequence has 80
+    frames``)."""
+    box_path, time_path = self.paths(name)
+    try:
+      read_numbers(box_path, 4, num_frames)
+      if self.layout != 'trackingnet' or time_path.exists():
+        read_numbers(time_path, 1, num_frames)
+    except ResultFileError as e:
+      return str(e)
+    return None
+
+  def is_done(self, name: str, num_frames: Optional[int] = None) -> bool:
+    """Whether ``name`` is finished: its box file exists and, given ``num_frames``, its
+    files pass :meth:`check`."""
+    if num_frames is None:
+      return self.has_files(name)
+    return self.check(name, num_frames) is None
 
   def write(self, name: str, boxes_xywh: np.ndarray, times_s: Sequence[float]) -> None:
     """Writes one finished sequence (time file first, box file last)."""
@@ -86,7 +154,7 @@ class ResultWriter:
     boxes = read_result_boxes(box_path)
     times = None
     if time_path.is_file():
-      times = np.loadtxt(time_path, dtype=np.float64, ndmin=1)
+      times = read_numbers(time_path, 1)[:, 0]
     return boxes, times
 
   def make_zip(self, names: Sequence[str], zip_path: Optional[os.PathLike] = None
