@@ -172,7 +172,8 @@ def main(argv) -> int:
   # --------------------------------------------------------------------------------------------
   writer = loop.MetricWriter(workdir, enabled=is_main,
                              resume_step=start_step if args.resume else None)
-  monitor = loop.NonFiniteMonitor(t.max_bad_steps, initial_total=int(state.bad_steps))
+  monitor = loop.NonFiniteMonitor(t.max_bad_steps, initial_total=int(state.bad_steps),
+                                  last_checkpoint=latest if args.resume else None)
   bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_main or args.no_progress,
                   dynamic_ncols=True, desc=config.name)
   pending, window_start, window_steps = [], time.perf_counter(), 0
@@ -222,6 +223,7 @@ def main(argv) -> int:
         bar.write(f'epoch {epoch} validation: ' + ' '.join(f'{k} {v:.4f}' for k, v in val_values.items()))
       if step % t.checkpoint_every_steps == 0 or step == stop_step:
         ckpt.save(step, state, train_iter, meta)
+        monitor.last_checkpoint = step
   except loop.NonFiniteError as e:
     bar.close()
     print(f'train.py: {e}', file=sys.stderr)

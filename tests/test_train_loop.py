@@ -61,6 +61,21 @@ def test_non_finite_monitor_skips_isolated_and_stops_on_a_run():
     mon.update(5, 1, _m(False))
 
 
+def test_non_finite_advice_depends_on_a_checkpoint_existing():
+  """With no checkpoint written yet, never advise --resume (there is nothing to resume)."""
+  mon = loop.NonFiniteMonitor(max_total=10, max_consecutive=2)
+  mon.update(1, 1, _m(False))
+  with pytest.raises(loop.NonFiniteError) as e:
+    mon.update(2, 1, _m(False))
+  assert '--resume' not in str(e.value)
+  assert 'No checkpoint was written yet' in str(e.value) and 'lower config.train.lr' in str(e.value)
+  mon = loop.NonFiniteMonitor(max_total=10, max_consecutive=2, last_checkpoint=4)
+  mon.update(5, 2, _m(False))
+  mon.last_checkpoint = 6  # the loop records each checkpoint it writes
+  with pytest.raises(loop.NonFiniteError, match=r'--resume from the last checkpoint \(step 6\)'):
+    mon.update(7, 2, _m(False))
+
+
 def test_resume_config_check_names_the_fields():
   saved = checkpoint.make_meta(get_config('tiny_256_ce'), num_devices=2, num_processes=1)
   config = get_config('tiny_256_ce')

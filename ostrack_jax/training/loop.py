@@ -156,13 +156,20 @@ def culprit(metrics: Dict[str, Any]) -> str:
 
 class NonFiniteMonitor:
   """Counts skipped (non-finite) steps; raises after ``max_consecutive`` in a row or more than
-  ``max_total`` in the run."""
+  ``max_total`` in the run.
 
-  def __init__(self, max_total: int, max_consecutive: int = 3, initial_total: int = 0):
+  ``last_checkpoint`` (the step of the newest checkpoint written, None before the first; the
+  training loop keeps it current) decides the advice: resume from it, or, with none, start
+  again with a lower learning rate.
+  """
+
+  def __init__(self, max_total: int, max_consecutive: int = 3, initial_total: int = 0,
+               last_checkpoint: Optional[int] = None):
     self.max_total = max_total
     self.max_consecutive = max_consecutive
     self.total = initial_total
     self.consecutive = 0
+    self.last_checkpoint = last_checkpoint
 
   def update(self, step: int, epoch: int, metrics: Dict[str, Any]) -> bool:
     """Records the outcome of ``step`` (1-based count after it); returns True if skipped."""
@@ -172,10 +179,14 @@ class NonFiniteMonitor:
     self.total += 1
     self.consecutive += 1
     if self.consecutive >= self.max_consecutive or self.total > self.max_total:
+      if self.last_checkpoint is None:
+        advice = ('No checkpoint was written yet, so there is nothing to resume: start again '
+                  'with a lower config.train.lr (or check the data).')
+      else:
+        advice = ('Lower config.train.lr or check the data, then --resume from the last '
+                  f'checkpoint (step {self.last_checkpoint}).')
       raise NonFiniteError(
           f'training stopped at step {step} (epoch {epoch}): the loss is not finite ('
           f'{culprit(metrics)}); {self.consecutive} bad step(s) in a row, {self.total} skipped in '
-          f'this run (limit config.train.max_bad_steps={self.max_total}). The parameters are '
-          'those before the bad steps; lower config.train.lr or check the data, then --resume '
-          'from the last checkpoint.')
+          f'this run (limit config.train.max_bad_steps={self.max_total}). {advice}')
     return True
