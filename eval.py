@@ -96,16 +96,18 @@ def _default_output(config, dataset: str) -> pathlib.Path:
 
 
 def _data_dir(args, config) -> pathlib.Path:
-  """--data-dir, else the synthetic dataset where train.py puts it (generated if missing)."""
+  """--data-dir, else the synthetic dataset train.py uses (the default one generated if missing)."""
   if args.data_dir:
     return pathlib.Path(args.data_dir)
   if not args.dataset.startswith('got10k'):
     raise SystemExit(f'--data-dir is required for --dataset {args.dataset}')
   from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  root = pathlib.Path(config.data.roots.synthetic or synthetic.default_root()).expanduser()
+  if config.data.roots.synthetic:  # a named root must hold a dataset: never generated
+    return synthetic.check_named_root(config.data.roots.synthetic)
+  root = synthetic.default_root()
   if not (root / 'synthetic.json').exists():
     print(f'generating the synthetic dataset at {root} ...')
-  return synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None)
+  return synthetic.ensure_synthetic_dataset()
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -198,7 +200,7 @@ def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Pat
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from ostrack_jax.cli_utils import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.cli_utils import apply_overrides, check_config, load_config  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import datasets, results, runner  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking.tracker import TrackingCore  # pylint: disable=g-import-not-at-top
@@ -206,8 +208,13 @@ def main(argv=None) -> int:
   try:
     config = load_config(args.config)
     apply_overrides(config, args.overrides)
+    check_config(config)
   except (ValueError, FileNotFoundError, KeyError) as e:
     print(f'error: {e}', file=sys.stderr)
+    return 2
+  if os.path.isdir(args.checkpoint):
+    print(f'error: --checkpoint {args.checkpoint} is a directory, not a model file (give the '
+          '.msgpack file train.py writes, or a PyTorch .pth file)', file=sys.stderr)
     return 2
   if not os.path.isfile(args.checkpoint):
     hint = (' (run `python train.py` first, or pass --checkpoint)'
@@ -217,7 +224,11 @@ def main(argv=None) -> int:
   if args.batch_size < 1:
     print(f'error: --batch-size must be >= 1, got {args.batch_size}', file=sys.stderr)
     return 2
-  data_dir = _data_dir(args, config)
+  try:
+    data_dir = _data_dir(args, config)
+  except FileNotFoundError as e:  # a named synthetic root without a dataset
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   load_errors: List = []
   try:
     sequences = datasets.load_dataset(args.dataset, data_dir, args.sequences, args.split,
@@ -247,7 +258,12 @@ def main(argv=None) -> int:
   if todo:
     t_load = time.perf_counter()
     from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
-    core = TrackingCore(config, load_checkpoint(args.checkpoint, config), args.batch_size,
+    try:
+      variables = load_checkpoint(args.checkpoint, config)
+    except (ValueError, OSError) as e:  # not a model file, or one for another preset
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    core = TrackingCore(config, variables, args.batch_size,
                         args.batch_mode if args.batch_size > 1 else None, full_outputs=False)
     try:  # compile for the first frame's size, so that the timings exclude it
       core.warmup(datasets.read_frame(todo[0].frames[0]).shape[:2])

@@ -39,18 +39,17 @@ def main(argv) -> int:
   try:
     config = cli_utils.load_config(args.config)
     cli_utils.apply_overrides(config, overrides)
+    cli_utils.check_config(config, training=True)
   except (ValueError, FileNotFoundError, KeyError) as e:
     print(f'train.py: {e}', file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join('workdirs', config.name)
   if config.train.pretrained and not os.path.isfile(config.train.pretrained):
-    print(f'train.py: config.train.pretrained={config.train.pretrained!r}: no such file (give the '
+    what = ('is a directory, not a checkpoint file' if os.path.isdir(config.train.pretrained)
+            else 'no such file')
+    print(f'train.py: config.train.pretrained={config.train.pretrained!r}: {what} (give the '
           'MAE/timm ViT checkpoint, e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)',
           file=sys.stderr)
-    return 2
-  if not (config.train.score_prior == 0 or 0 < config.train.score_prior < 1):
-    print(f'train.py: config.train.score_prior={config.train.score_prior!r}: must lie in (0, 1), '
-          'or be 0 for the original initialisation', file=sys.stderr)
     return 2
 
   import jax  # pylint: disable=g-import-not-at-top
@@ -108,7 +107,11 @@ def main(argv) -> int:
   # --------------------------------------------------------------------------------------------
   model = ostrack.build_model(state_lib.training_config(config))
   if t.pretrained:
-    variables = checkpoint_io.load_checkpoint(t.pretrained, config)
+    try:
+      variables = checkpoint_io.load_checkpoint(t.pretrained, config)
+    except (ValueError, OSError) as e:  # not a checkpoint, or one for another preset
+      print(f'train.py: config.train.pretrained: {e}', file=sys.stderr)
+      return 2
   else:
     variables = ostrack.init_variables(config, seed=t.seed)
   if t.score_prior:

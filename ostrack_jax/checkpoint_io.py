@@ -94,6 +94,11 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict) -> Dict[str, A
   """Variables from our model file or from a PyTorch checkpoint (converted on the fly)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: no such checkpoint')
+  if os.path.isdir(path):
+    hint = (f'; did you mean {os.path.join(path, "model.msgpack")}?'
+            if os.path.isfile(os.path.join(path, 'model.msgpack')) else '')
+    raise IsADirectoryError(f'{path} is a directory, not a checkpoint file (give our .msgpack '
+                            f'model file or a PyTorch .pth file){hint}')
   if is_torch_file(path):
     from ostrack_jax.convert import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
     return load_torch_checkpoint(path, config)

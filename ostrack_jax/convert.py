@@ -20,6 +20,7 @@ import dataclasses
 import math
 import os
 import re
+import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import ml_collections
@@ -66,6 +67,19 @@ def _stand_ins():
   return classes
 
 
+def _load_failure_reason(error: Exception) -> str:
+  """Why ``torch.load(weights_only=True)`` failed, without torch's advice to retry with
+  ``weights_only=False`` (which would run any code the file pickles: never suggested here)."""
+  text = str(error)
+  if 'WeightsUnpickler error:' in text:  # keep the unpickler's own reason only
+    text = text.split('WeightsUnpickler error:', 1)[1].strip().split('\n')[0].strip()
+  elif 'weights_only' in text:
+    text = ''
+  else:
+    text = text.strip().split('\n')[0]
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
 def read_torch_file(path: str) -> Dict[str, Any]:
   """Loads a PyTorch checkpoint safely (weights_only) and returns its top-level dict.
 
@@ -77,10 +91,13 @@ def read_torch_file(path: str) -> Dict[str, Any]:
   except ImportError as e:
     raise ImportError('reading PyTorch checkpoints needs torch: pip install "ostrack_jax[dev]" '
                       '(or torch==2.13.0 for the CPU build)') from e
+  if os.path.isdir(path):
+    raise CheckpointError(f'{path} is a directory, not a PyTorch checkpoint file')
   if not os.path.isfile(path):
     raise CheckpointError(f'{path}: no such checkpoint file')
   try:
-    with torch.serialization.safe_globals(_stand_ins()):
+    with torch.serialization.safe_globals(_stand_ins()), warnings.catch_warnings():
+      warnings.simplefilter('ignore', UserWarning)  # "Detected pickle protocol 4" and the like
       obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
     foreign = []
@@ -94,7 +111,8 @@ def read_torch_file(path: str) -> Dict[str, Any]:
           f'{path}: refusing to unpickle foreign code/objects {foreign}; only tensors, containers and '
           'the OSTrack trainer settings are accepted. If you trust the file, re-save its state dict '
           'with torch.save({"net": sd}, ...) first.') from e
-    raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})') from e
+    raise CheckpointError(f'{path}: not a checkpoint torch can read safely '
+                          f'({_load_failure_reason(e)})') from e
   if not isinstance(obj, Mapping):
     raise CheckpointError(f'{path}: expected a dict at the top level, got {type(obj).__name__}')
   return dict(obj)

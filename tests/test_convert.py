@@ -2,6 +2,7 @@
 
 import collections
 import pathlib
+import pickle
 import sys
 import types
 
@@ -202,6 +203,29 @@ def test_not_a_checkpoint_and_missing_file(tmp_path):
     load_torch_checkpoint(str(bad), get_config('tiny_256_ce'))
   with pytest.raises(CheckpointError, match='no such checkpoint'):
     load_torch_checkpoint(str(tmp_path / 'nope.pth'), get_config('tiny_256_ce'))
+
+
+def test_random_file_or_folder_is_named_and_never_gets_weights_only_advice(tmp_path):
+  """torch's own message advises re-running with weights_only=False (which would run any code
+  the file pickles): it is replaced by one naming the file."""
+  config = get_config('tiny_256_ce')
+  rng = np.random.default_rng(0)
+  cases = {'random.pth': rng.bytes(4096), 'proto2.bin': b'\x80\x02' + rng.bytes(512),
+           'text.pth': b'hello world\n', 'number.pth': pickle.dumps(12345, protocol=4)}
+  for name, data in cases.items():
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(CheckpointError) as e:
+      checkpoint_io.load_checkpoint(str(tmp_path / name), config)
+    msg = str(e.value)
+    assert msg.startswith(f'{tmp_path / name}: not a checkpoint torch can read safely'), msg
+    assert 'weights_only' not in msg and '\n' not in msg, msg
+  with pytest.raises(IsADirectoryError, match='is a directory, not a checkpoint file'):
+    checkpoint_io.load_checkpoint(str(tmp_path), config)
+  (tmp_path / 'model.msgpack').write_bytes(b'')
+  with pytest.raises(IsADirectoryError, match=r'did you mean .*model\.msgpack\?'):
+    checkpoint_io.load_checkpoint(str(tmp_path), config)
+  with pytest.raises(CheckpointError, match='is a directory'):
+    load_torch_checkpoint(str(tmp_path), config)
 
 
 def test_mae_checkpoint_fills_backbone_and_reports_unused(tmp_path, fixtures_dir):

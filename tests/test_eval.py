@@ -265,3 +265,26 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
                out / 'report' / 'summary.txt'):
     assert path.stat().st_mode & 0o777 == 0o644, path
 
+
+def test_eval_bad_inputs_name_the_problem(setup, capsys):
+  """A folder as --checkpoint, a named synthetic root without a dataset, a keep ratio > 1."""
+  code = setup['eval'].main(['--checkpoint', str(setup['tmp']), '--data-dir', str(setup['data'])])
+  assert code == 2
+  assert f'--checkpoint {setup["tmp"]} is a directory' in capsys.readouterr().err
+  missing = setup['tmp'] / 'no_such_root'
+  code = setup['eval'].main(['--checkpoint', str(setup['ckpt']),
+                             f'--config.data.roots.synthetic={missing}'])
+  assert code == 2
+  assert f"config.data.roots.synthetic='{missing}': no such folder" in capsys.readouterr().err
+  assert not missing.exists()
+  code = setup['eval'].main(['--checkpoint', str(setup['ckpt']), '--data-dir',
+                             str(setup['data']), '--config.model.ce_keep_ratio=(0.7,1.5,0.7)'])
+  assert code == 2
+  assert 'config.model.ce_keep_ratio=(0.7, 1.5, 0.7)' in capsys.readouterr().err
+  junk = setup['tmp'] / 'junk.pth'
+  junk.write_bytes(os.urandom(256))
+  code = setup['eval'].main(['--checkpoint', str(junk), '--data-dir', str(setup['data']),
+                             '--output', str(setup['tmp'] / 'out_junk'), '--no-progress'])
+  err = capsys.readouterr().err
+  assert code == 2 and 'junk.pth: not a checkpoint torch can read safely' in err
+  assert 'weights_only' not in err

@@ -143,3 +143,36 @@ def test_bad_input_stops_with_a_message(tmp_path, capsys):
   with pytest.raises(SystemExit):
     train.main(['--workdir', str(tmp_path), '--bogus'])
   assert 'unrecognized argument: --bogus' in capsys.readouterr().err
+
+
+BAD_CONFIG_VALUES = [
+    ('train.batch_size=0', 'config.train.batch_size=0: must be >= 1'),
+    ('train.batch_size=-3', 'config.train.batch_size=-3: must be >= 1'),
+    ('train.lr=0', 'config.train.lr=0.0: must be a finite number > 0'),
+    ('train.lr=-1e-4', 'config.train.lr=-0.0001: must be a finite number > 0'),
+    ('train.lr=1e999', 'config.train.lr=inf: must be a finite number > 0'),
+    ('model.ce_keep_ratio=(0.7,1.5,0.7)', 'config.model.ce_keep_ratio=(0.7, 1.5, 0.7): every '
+     'keep ratio must lie in (0, 1], got 1.5'),
+    ('model.ce_keep_ratio=(0.7,0,0.7)', 'must lie in (0, 1], got 0'),
+    ('model.ce_keep_ratio=(0.7,)', 'config.model.ce_keep_ratio=(0.7,): 1 ratio(s) for the 3'),
+    ('data.roots.synthetic={tmp}/nonexistent/root',
+     "config.data.roots.synthetic='{tmp}/nonexistent/root': no such folder"),
+    ('data.roots.synthetic={tmp}', "config.data.roots.synthetic='{tmp}': holds no synthetic "
+     'dataset (no synthetic.json)'),
+    ('train.pretrained={tmp}', "config.train.pretrained='{tmp}': is a directory"),
+]
+
+
+@pytest.mark.parametrize('override, message', BAD_CONFIG_VALUES,
+                         ids=[o.replace('{tmp}', 'TMP') for o, _ in BAD_CONFIG_VALUES])
+def test_bad_config_values_stop_before_any_work(tmp_path, capsys, override, message):
+  """One line naming the field, exit code 2, no traceback, nothing written (no workdir, no
+  synthetic data generated in a named root)."""
+  import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  override = override.replace('{tmp}', str(tmp_path))
+  assert train.main(['--workdir', str(workdir), f'--config.{override}']) == 2
+  err = capsys.readouterr().err
+  assert message.replace('{tmp}', str(tmp_path)) in err
+  assert err.count('\n') == 1 and 'Traceback' not in err
+  assert sorted(p.name for p in tmp_path.iterdir()) == []

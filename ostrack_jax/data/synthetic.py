@@ -271,14 +271,33 @@ def make_synthetic_dataset(out_dir, num_train: int = DEFAULT_NUM_TRAIN,
   return out
 
 
-def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Path:
-  """The synthetic dataset at ``root`` (default :func:`default_root`), generated if missing.
+def check_named_root(root: str, field: str = 'config.data.roots.synthetic') -> pathlib.Path:
+  """``root``, a folder the user named, if it holds a complete synthetic dataset; else
+  FileNotFoundError naming ``field`` and what is wrong.
 
-  ``kwargs`` go to :func:`make_synthetic_dataset`. Without kwargs, a complete synthetic
-  dataset already at ``root`` is used whatever arguments made it (for example a smaller one
-  written by ``python -m ostrack_jax.data.synthetic --out DIR --num_train 10``), and a missing
-  one is generated with the defaults.
+  Only the default root is generated on first use: a mistyped path must not fill a disk.
   """
+  path = pathlib.Path(root).expanduser()
+  if (path / _MARKER).exists():
+    return path
+  what = ('no such folder' if not path.exists() else
+          f'holds no synthetic dataset (no {_MARKER})')
+  raise FileNotFoundError(
+      f'{field}={str(root)!r}: {what}; make one with `python -m ostrack_jax.data.synthetic '
+      f'--out {root}`, or leave {field} empty for the default one (generated on first use)')
+
+
+def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Path:
+  """The synthetic dataset at ``root`` (default :func:`default_root`, generated if missing).
+
+  ``kwargs`` go to :func:`make_synthetic_dataset`, which then (re)generates it. Without
+  kwargs, a complete synthetic dataset already at ``root`` is used whatever arguments made it
+  (for example a smaller one written by ``python -m ostrack_jax.data.synthetic --out DIR
+  --num_train 10``); a missing one is generated with the defaults at the default root, while
+  a named ``root`` without one raises FileNotFoundError (:func:`check_named_root`).
+  """
+  if root and not kwargs:
+    return check_named_root(root)
   root = pathlib.Path(root).expanduser() if root else default_root()
   if not kwargs and (root / _MARKER).exists():
     return root
