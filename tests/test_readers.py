@@ -177,7 +177,14 @@ def test_missing_frame_and_count_mismatch(tmp_path):
 
 def test_read_frame_corrupt_gray_rgba_missing(tmp_path):
   bad = tmp_path / 'bad.jpg'
-  bad.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+  bad.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')  # no end-of-image marker
+  with pytest.raises(datasets.FrameError, match=r"sequence 's' frame 7: .*bad.jpg is a truncated "
+                                                r'JPEG'):
+    datasets.read_frame(str(bad), 's', 7)
+  bad.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg\xff\xd9')
+  with pytest.raises(datasets.FrameError, match=r"sequence 's' frame 7: cannot decode"):
+    datasets.read_frame(str(bad), 's', 7)
+  bad.write_bytes(b'not an image at all')
   with pytest.raises(datasets.FrameError, match=r"sequence 's' frame 7: cannot decode"):
     datasets.read_frame(str(bad), 's', 7)
   with pytest.raises(datasets.FrameError, match=r'frame 3: file .* is missing'):
