@@ -73,6 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--batch-mode', default='vmap', choices=('vmap', 'map'),
                  help="lockstep mode: 'vmap' = one batched forward (fastest), 'map' = "
                       'bit-identical to --batch-size 1')
+  p.add_argument('--compilation-cache', default=os.environ.get('OSTRACK_JAX_COMPILATION_CACHE'),
+                 help='folder for JAX\'s persistent compilation cache, so that a later run skips '
+                      'compiling the programs of frame sizes it has seen (default: '
+                      '$OSTRACK_JAX_COMPILATION_CACHE, else none)')
   p.add_argument('--decode-threads', type=int, default=None,
                  help='threads decoding frames ahead of the tracker (0 = decode inline; '
                       'default 8 on an accelerator, 0 on CPU where they would compete with '
@@ -257,6 +261,10 @@ def main(argv=None) -> int:
   runs: List = []
   if todo:
     t_load = time.perf_counter()
+    if args.compilation_cache:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.config.update('jax_compilation_cache_dir', os.path.expanduser(args.compilation_cache))
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
     from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
     try:
       variables = load_checkpoint(args.checkpoint, config)

@@ -455,8 +455,12 @@ class TrackingCore:
     frame = np.zeros((h, w, 3), np.uint8)
     saved = self.state
     self.state = TrackState(jnp.array(saved.templates), jnp.array(saved.boxes))
-    self.initialize_slot(0, frame, np.array([w / 4, h / 4, w / 4, h / 4]))
-    out = self.step(np.zeros((b, hb, wb, 3), np.uint8), np.tile([h, w], (b, 1)),
+    # The argument kinds of the pipelined runner (one slot: frames uploaded by the decode
+    # threads; more: a host batch), so that its calls hit the same cache entries.
+    batch = np.zeros((b, hb, wb, 3), np.uint8)
+    padded = jax.device_put(batch[0]) if b == 1 else None
+    self.initialize_slot(0, frame, np.array([w / 4, h / 4, w / 4, h / 4]), padded)
+    out = self.step(jax.device_put(batch) if b == 1 else batch, np.tile([h, w], (b, 1)),
                     np.ones(b, bool))
     jax.block_until_ready(out['boxes'])
     self.state = saved
