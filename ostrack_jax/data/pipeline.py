@@ -32,6 +32,9 @@ Usage from the trainer::
   # dataset_index (B,) int32, attempts (B,) int32.
 """
 
+import os
+import threading
+import time
 from typing import Any, Dict, Optional, Sequence
 
 import grain
@@ -49,6 +52,40 @@ def _allow_multiprocess_flags() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+
+
+class _ExitWithParent:
+  """grain ``worker_init_fn``: a worker process ends as soon as the process that started it is gone.
+
+  grain starts its workers with 'spawn' as daemonic processes, which only a parent that exits
+  normally terminates; after a SIGKILL (an OOM kill, a pre-empted cluster job) they were
+  reparented to init and lived on with their memory. Each worker therefore exits when its parent
+  pid changes: checked once at start (the parent may already be dead) and then by a thread every
+  ``POLL_S``. Not ``prctl(PR_SET_PDEATHSIG)``: that fires when the *thread* that started the
+  worker ends, and grain starts workers from its prefetch threads, which it stops and restarts
+  (``set_state``) while the worker is to live on. multiprocessing's resource tracker exits, and
+  unlinks the shared memory left behind, once the workers are gone.
+  """
+
+  POLL_S = 0.25
+
+  def __init__(self):
+    self.parent_pid = os.getpid()
+
+  def __getstate__(self):
+    # grain pickles this in the process that spawns the worker, just before spawning it.
+    return {'parent_pid': os.getpid()}
+
+  def __call__(self, worker_index: int, worker_count: int) -> None:
+    del worker_index, worker_count
+    if os.getppid() != self.parent_pid:
+      os._exit(1)  # pylint: disable=protected-access
+    threading.Thread(target=self._watch, name='exit-with-parent', daemon=True).start()
+
+  def _watch(self) -> None:
+    while os.getppid() == self.parent_pid:
+      time.sleep(self.POLL_S)
+    os._exit(1)  # pylint: disable=protected-access
 
 
 class DataIterator(grain.DatasetIterator):
@@ -123,8 +160,10 @@ def make_iterator(sampler: sampler_lib.PairSampler, *, num_samples: int, batch_s
                                                prefetch_buffer_size=max(2, threads * 2)))
   if num_workers > 0:
     _allow_multiprocess_flags()
-    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=num_workers, per_worker_buffer_size=prefetch_batches))
+    it_ds = it_ds.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=num_workers,
+                                     per_worker_buffer_size=prefetch_batches),
+        worker_init_fn=_ExitWithParent())
   full_contract = dict(
       num_workers=int(num_workers), batch_size=int(batch_size),
       process_index=int(process_index), process_count=int(process_count),

@@ -1,0 +1,160 @@
+"""No process outlives train.py or eval.py, even when it is killed with SIGKILL (an OOM kill, a
+pre-empted cluster job): the grain worker processes, and multiprocessing's resource tracker with
+them, are gone a few seconds after their parent. Before this, every kill of a training run left
+its workers behind (reparented to init, hundreds of MB each).
+
+Each test starts the script, waits until it is in the middle of its work, collects every process
+below it, kills it with SIGKILL and checks that none of those processes is left (a zombie counts
+as gone). Anything left is killed by the test itself, so that a failure leaks nothing."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# The small model of test_train_resume.py; train.py runs it with two grain worker processes.
+MODEL = [
+    '--config', 'configs/tiny_256_ce.py',
+    '--config.model.template_size=64', '--config.model.search_size=128', '--config.model.depth=3',
+    '--config.model.ce_loc=(1,)', '--config.model.ce_keep_ratio=(0.7,)',
+    '--config.model.embed_dim=32', '--config.model.num_heads=2', '--config.model.mlp_dim=64',
+    '--config.model.head_channels=16',
+]
+TRAIN = MODEL + [
+    '--config.train.batch_size=1', '--config.train.epochs=3', '--config.data.samples_per_epoch=8',
+    '--config.train.val_every_epochs=0', '--config.data.num_workers=2', '--no-progress',
+]
+GONE_WITHIN_S = 5.0
+
+
+def _env():
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def _start(args):
+  return subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_line(proc, prefix, seen):
+  for line in proc.stdout:
+    seen.append(line)
+    if line.startswith(prefix):
+      return
+  raise AssertionError(f'{prefix!r} never printed:\n' + ''.join(seen))
+
+
+def _is_worker(p):
+  try:
+    return 'spawn_main' in ' '.join(p.cmdline())
+  except psutil.Error:
+    return False
+
+
+def _maps_batch(pid):
+  """True once the process maps a multiprocessing shared-memory block (a batch from a worker)."""
+  try:
+    with open(f'/proc/{pid}/maps') as f:
+      return any('/dev/shm/psm_' in line for line in f)
+  except OSError:
+    return False
+
+
+def _alive(procs):
+  left = []
+  for p in procs:
+    try:
+      if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:  # is_running checks pid reuse
+        left.append(p)
+    except psutil.NoSuchProcess:
+      pass
+  return left
+
+
+def _kill_and_check(proc, descendants, seen):
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait(timeout=30)
+  assert proc.returncode == -signal.SIGKILL, ''.join(seen)  # killed mid-run, not finished
+  deadline = time.monotonic() + GONE_WITHIN_S
+  left = _alive(descendants)
+  while left and time.monotonic() < deadline:
+    time.sleep(0.1)
+    left = _alive(descendants)
+  described = []
+  for p in left:
+    try:
+      described.append(f'pid {p.pid} (parent {p.ppid()}): {" ".join(p.cmdline())[:120]}')
+      p.kill()
+    except psutil.Error:
+      pass
+  proc.stdout.close()
+  assert not left, (f'{len(left)} process(es) outlived the SIGKILLed parent by '
+                    f'{GONE_WITHIN_S} s:\n' + '\n'.join(described))
+
+
+def test_sigkill_of_train_leaves_no_worker(tmp_path):
+  from ostrack_jax.data import synthetic
+  root = synthetic.make_synthetic_dataset(tmp_path / 'syn', num_train=3, num_val=1, num_frames=20,
+                                          frame_size=(160, 120), seed=0)
+  proc = _start(['train.py', '--workdir', str(tmp_path / 'run'), *TRAIN,
+                 f'--config.data.roots.synthetic={root}'])
+  seen = []
+  try:
+    _wait_for_line(proc, 'tiny_256_ce: ', seen)  # the banner: next() on the iterator follows
+    me = psutil.Process(proc.pid)
+    # Mid-run: the workers have started, built their pipeline and handed over a batch (the main
+    # process maps it from shared memory while it compiles the train step).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+      workers = [p for p in me.children(recursive=True) if _is_worker(p)]
+      if len(workers) >= 2 and _maps_batch(proc.pid):
+        break
+      assert proc.poll() is None, ''.join(seen) + proc.stdout.read()
+      time.sleep(0.1)
+    else:
+      raise AssertionError('no batch from 2 grain workers within 60 s:\n' + ''.join(seen))
+    descendants = me.children(recursive=True)
+  except BaseException:
+    proc.kill()
+    raise
+  _kill_and_check(proc, descendants, seen)
+
+
+def test_sigkill_of_eval_leaves_no_process(tmp_path):
+  from ostrack_jax import cli_utils
+  from ostrack_jax.checkpoint_io import save_variables
+  from ostrack_jax.data import synthetic
+  from ostrack_jax.models.ostrack import init_variables
+  # Long sequences, so that eval.py is still tracking when it is killed.
+  root = synthetic.make_synthetic_dataset(tmp_path / 'syn', num_train=0, num_val=2, num_frames=400,
+                                          frame_size=(96, 72), seed=0)
+  config = cli_utils.load_config(str(REPO / MODEL[1]))
+  cli_utils.apply_overrides(config, [a[2:] for a in MODEL[2:]])
+  ckpt = tmp_path / 'model.msgpack'
+  save_variables(str(ckpt), init_variables(config, seed=0), config)
+  # Two sequences in lockstep with decoding threads: eval.py's pools are threads, which die with
+  # the process; this checks that nothing else (a process pool, a helper) is started.
+  proc = _start(['eval.py', *MODEL, '--checkpoint', str(ckpt),
+                 '--dataset', 'got10k_val', '--data-dir', str(root),
+                 '--output', str(tmp_path / 'out'), '--batch-size', '2', '--decode-threads', '2',
+                 '--no-progress', '--no-plots'])
+  seen = []
+  try:
+    _wait_for_line(proc, 'loaded ', seen)  # compiled; tracking starts
+    time.sleep(0.5)
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+  except BaseException:
+    proc.kill()
+    raise
+  _kill_and_check(proc, descendants, seen)
