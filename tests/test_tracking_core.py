@@ -4,6 +4,7 @@ compilations, and bad input as a user meets it (odd frame sizes, truncated JPEGs
 import pathlib
 import warnings
 
+import chex
 import cv2
 import numpy as np
 import pytest
@@ -128,3 +129,25 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
   # A complete JPEG (with bytes after its end marker, as some encoders write) is accepted.
   pathlib.Path(seq.frames[2]).write_bytes(data + b'\x00\x00')
   assert datasets.read_frame(seq.frames[2], 'cut', 2).shape == (480, 854, 3)
+
+
+def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):
+  core = tracker_lib.TrackingCore(tracker.config, tracker.variables, 2, 'vmap',
+                                  full_outputs=False, cast=False)
+  with pytest.raises(AssertionError, match='shape'):  # 3 frames for 2 slots
+    core.step(np.zeros((3, 64, 64, 3), np.uint8), np.ones((3, 2)), np.ones(3, bool))
+  with pytest.raises(AssertionError, match='type'):  # float frames
+    core.step(np.zeros((2, 64, 64, 3), np.float32), np.ones((2, 2)), np.ones(2, bool))
+
+
+def test_vmap_and_map_lockstep_agree(tracker, soapbox):
+  """'vmap' (one batched forward) equals 'map' (slot by slot) up to float rounding: boxes within
+  1e-3 px over five frames of two slots."""
+  frames, gt = soapbox
+  outs = {}
+  for mode in ('vmap', 'map'):
+    batch = tracker_lib.BatchTracker(tracker, 2, mode)
+    batch.initialize(0, frames[0], gt[0])
+    batch.initialize(1, frames[0], gt[0] + [5.0, 3.0, -8.0, 4.0])
+    outs[mode] = {f'frame{i}': batch.track([frames[i], frames[i]]) for i in range(1, 6)}
+  chex.assert_trees_all_close(outs['vmap'], outs['map'], atol=1e-3, rtol=0)

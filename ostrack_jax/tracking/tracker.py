@@ -37,6 +37,7 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -309,6 +310,11 @@ def make_tracking_fns(config: ml_collections.ConfigDict, batch_mode: Optional[st
   s_factor = float(config.tracker.search_factor)
 
   def init(consts, state, frame, hw, box, slot):
+    # Trace-time checks (no cost per call): shapes and dtypes of the explicit pytrees.
+    chex.assert_shape(frame, (None, None, 3))
+    chex.assert_type(frame, jnp.uint8)
+    chex.assert_shape([hw, box], [(2,), (4,)])
+    chex.assert_shape(state.templates, (None, t_size, t_size, 3))
     crop, _ = device_crop.sample_target(frame, hw, box, t_factor, t_size)
     template = normalize_uint8(crop, consts['table'])
     return TrackState(
@@ -334,6 +340,11 @@ def make_tracking_fns(config: ml_collections.ConfigDict, batch_mode: Optional[st
     return new_box, extras
 
   def track(variables, consts, state, frames, hw, active):
+    b = state.boxes.shape[0]
+    chex.assert_shape(frames, (b, None, None, 3))
+    chex.assert_type(frames, jnp.uint8)
+    chex.assert_shape([state.templates, state.boxes, hw, active],
+                      [(b, t_size, t_size, 3), (b, 4), (b, 2), (b,)])
     if batch_mode is None:
       if state.boxes.shape[0] != 1:
         raise ValueError('batch_mode=None tracks one slot; use vmap or map for more')
