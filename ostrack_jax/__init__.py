@@ -18,6 +18,9 @@ no files until a name is used):
   on the same device core.
 * ``load_exported(directory, dtype='float32')``: a Tracker running the exported (StableHLO)
   ``init`` / ``track`` written by ``python -m ostrack_jax.export``; needs no Flax.
+* ``load_onnx(path, preset=None)``: a tracker with the same API (initialize / track / state)
+  running the ONNX step written by ``python -m ostrack_jax.export --format onnx`` with
+  onnxruntime, NumPy and OpenCV only (no JAX).
 """
 
 import importlib
@@ -37,6 +40,7 @@ _LAZY = {
     'Tracker': 'ostrack_jax.tracking.tracker',
     'BatchTracker': 'ostrack_jax.tracking.tracker',
     'load_exported': 'ostrack_jax.export',
+    'load_onnx': 'ostrack_jax.onnx_tracker',
 }
 
 __all__ = sorted(_LAZY)

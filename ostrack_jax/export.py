@@ -54,6 +54,11 @@ with ``consts = {'table': (768,) f32, 'window': (F, F) f32}``
 
 By default both are lowered for 'cpu' and 'cuda', so an artifact exported on a laptop runs on
 a GPU machine and vice versa.
+
+``--format onnx`` (:func:`export_onnx`) writes instead the per-frame ``track`` step (batch 1,
+float32, weights inside, frame height and width symbolic) as one ONNX file via jax2onnx, which
+:func:`ostrack_jax.onnx_tracker.load_onnx` runs with onnxruntime, NumPy and OpenCV (the
+template crop is cut on the host); see :mod:`ostrack_jax.onnx_tracker` for its signature.
 """
 
 import argparse
@@ -226,6 +231,123 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
   return out_dir
 
 
+# ------------------------------------------------------------------------- ONNX
+
+ONNX_DEFAULT_OPSET = 18
+ONNX_MIN_OPSET = 18  # the int32 arithmetic shift of the device crop needs BitwiseOr (opset 18)
+
+
+def export_onnx(config, variables: Dict[str, Any], path: str,
+                opset: int = ONNX_DEFAULT_OPSET) -> str:
+  """Writes the tracker's per-frame step for ``config`` as one ONNX file (atomically).
+
+  The unit is the whole device step of the live tracker (``make_tracking_fns``, batch 1, full
+  outputs, float32): search crop from the frame (any size: its height and width are symbolic),
+  network with candidate elimination, Hann window, decode, map back and clip. The weights are
+  constants inside the file. Inputs, outputs and the runtime side:
+  :mod:`ostrack_jax.onnx_tracker` (``load_onnx``). Converter: jax2onnx.
+
+  Args:
+    config: the preset; exported in float32 whatever ``config.model.dtype`` says.
+    variables: {'params', 'batch_stats'} float32 Flax variables of that preset.
+    path: the .onnx file to write (replaced if it exists).
+    opset: ONNX opset (>= 18).
+  Returns:
+    ``path``.
+  """
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  try:
+    import jax2onnx  # pylint: disable=g-import-not-at-top
+    import onnx  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError(f'--format onnx needs jax2onnx and onnx ({e}): pip install '
+                     '"ostrack_jax[onnx]"') from None
+  from ostrack_jax import onnx_tracker  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
+
+  if int(opset) < ONNX_MIN_OPSET:
+    raise ValueError(f'--opset {opset}: the exported step needs opset >= {ONNX_MIN_OPSET} '
+                     '(BitwiseOr in the crop\'s integer arithmetic)')
+  if os.path.isdir(path):
+    raise FileExistsError(f'--out {path}: a folder; --format onnx writes one .onnx file')
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.dtype = 'float32'
+  variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
+  variables = jax.tree_util.tree_map(
+      lambda x: jnp.asarray(np.asarray(x, np.float32)), jax.device_get(variables))
+  consts = jax.tree_util.tree_map(jnp.asarray, tracker_lib.constants(config))
+  fns = tracker_lib.make_tracking_fns(config, None, full_outputs=True)
+  m = config.model
+  t, s = int(m.template_size), int(m.search_size)
+  n_removed = []
+
+  def step(template, box, frame, image_hw):
+    _, out = fns.track(variables, consts, tracker_lib.TrackState(template, box), frame,
+                       image_hw, jnp.ones((1,), jnp.bool_))
+    n_removed.append(len(out['removed_indexes']))
+    return tuple(out[k] for k in onnx_tracker.OUTPUT_NAMES) + tuple(out['removed_indexes'])
+
+  inputs = [jax.ShapeDtypeStruct((1, t, t, 3), jnp.float32),
+            jax.ShapeDtypeStruct((1, 4), jnp.float32),
+            jax.ShapeDtypeStruct(jax.export.symbolic_shape('1, h, w, 3'), jnp.uint8),
+            jax.ShapeDtypeStruct((1, 2), jnp.int32)]
+  n_ce = sum(1 for r in m.ce_keep_ratio if float(r) < 1)
+  output_names = list(onnx_tracker.OUTPUT_NAMES) + [f'removed_indexes_{i}' for i in range(n_ce)]
+  # The device crop builds exact powers of two from exponent bits (bitcast_convert_type), which
+  # jax2onnx lowers to ONNX BitCast, an operator onnxruntime does not run at these opsets. For
+  # the ONNX graph the same exact float32 values come from a 254-entry table (a Gather).
+  from ostrack_jax.tracking import device_crop  # pylint: disable=g-import-not-at-top
+  pow2 = jnp.asarray(np.ldexp(np.float32(1), np.arange(-126, 128)).astype(np.float32))
+  exp2 = device_crop._exp2  # pylint: disable=protected-access
+  device_crop._exp2 = lambda e: pow2[jnp.clip(e, -126, 127) + 126]  # pylint: disable=protected-access
+  try:
+    with jax.default_matmul_precision('highest'):
+      model = jax2onnx.to_onnx(step, inputs, model_name=f'ostrack_jax_{config.name}',
+                               opset=int(opset), input_names=list(onnx_tracker.INPUT_NAMES),
+                               output_names=output_names)
+  finally:
+    device_crop._exp2 = exp2  # pylint: disable=protected-access
+  if n_removed and n_removed[-1] != n_ce:
+    raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
+  manifest = {
+      'format': onnx_tracker.FORMAT,
+      'format_version': onnx_tracker.FORMAT_VERSION,
+      'preset': config.name,
+      'config': json.loads(config.to_json()),
+      'opset': int(opset),
+      'inputs': {'template': [1, t, t, 3, 'float32'], 'box': [1, 4, 'float32'],
+                 'frame': [1, 'h', 'w', 3, 'uint8'], 'image_hw': [1, 2, 'int32']},
+      'num_removed_outputs': n_ce,
+      'operators': sorted({node.op_type for node in model.graph.node}),
+      'converter': f'jax2onnx {importlib.metadata.version("jax2onnx")}',
+      'jax_version': jax.__version__,
+  }
+  meta = {onnx_tracker.META_FORMAT: onnx_tracker.FORMAT,
+          onnx_tracker.META_VERSION: str(onnx_tracker.FORMAT_VERSION),
+          onnx_tracker.META_PRESET: config.name,
+          onnx_tracker.META_MANIFEST: json.dumps(manifest)}
+  del model.metadata_props[:]
+  for key, value in meta.items():
+    model.metadata_props.add(key=key, value=value)
+  model.producer_name = 'ostrack_jax'
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=parent, prefix='.tmp-export-', suffix='.onnx')
+  os.close(fd)
+  try:
+    onnx.save_model(model, tmp)
+    os.chmod(tmp, fileio.file_mode())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
 # ------------------------------------------------------------------------- load
 
 
@@ -336,13 +458,21 @@ def parse_args(argv=None):
       description='Serialise the tracker\'s device functions (template init and per-frame '
                   'track, StableHLO via jax.export, any frame size) with its weights into a '
                   'folder that ostrack_jax.export.load_exported runs without building the Flax '
-                  'model.')
+                  'model; or, with --format onnx, the per-frame step as an ONNX file for '
+                  'onnxruntime / TensorRT (ostrack_jax.load_onnx).')
   p.add_argument('--checkpoint', required=True,
                  help='our model file (.msgpack) or a PyTorch OSTrack checkpoint (.pth/.pth.tar)')
   p.add_argument('--config', default='configs/ostrack_256_ce.py',
                  help='preset file or name (default: %(default)s)')
   p.add_argument('--out', required=True,
-                 help='output folder: new, empty, or a previous export (replaced)')
+                 help='output folder: new, empty, or a previous export (replaced); with '
+                      '--format onnx the .onnx file to write')
+  p.add_argument('--format', default='stablehlo', choices=('stablehlo', 'onnx'),
+                 help='stablehlo (default): the jax.export folder that load_exported runs (needs '
+                      'JAX); onnx: one self-contained float32 ONNX file of the per-frame step '
+                      '(frame in, box out) that ostrack_jax.load_onnx runs with onnxruntime only')
+  p.add_argument('--opset', type=int, default=ONNX_DEFAULT_OPSET,
+                 help=f'ONNX opset for --format onnx (>= {ONNX_MIN_OPSET}; default: %(default)s)')
   p.add_argument('--dtypes', default=','.join(DTYPES),
                  help='comma-separated compute dtypes to export (default: %(default)s)')
   p.add_argument('--platforms', default=','.join(DEFAULT_PLATFORMS),
@@ -361,10 +491,17 @@ def main(argv=None) -> int:
   try:
     config = load_config(args.config)
     variables = load_checkpoint(args.checkpoint, config)
-    export_tracker(config, variables, args.out, dtypes=dtypes, platforms=platforms)
+    if args.format == 'onnx':
+      export_onnx(config, variables, args.out, opset=args.opset)
+    else:
+      export_tracker(config, variables, args.out, dtypes=dtypes, platforms=platforms)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     print(f'python -m ostrack_jax.export: {e}', file=sys.stderr)
     return 2
+  if args.format == 'onnx':
+    print(f'exported {config.name} (ONNX opset {args.opset}, float32, any frame size) to '
+          f'{args.out}: {os.path.getsize(args.out) / 1e6:.2f} MB')
+    return 0
   manifest = read_manifest(args.out)
   sizes = {name: os.path.getsize(os.path.join(args.out, name)) for name in sorted(os.listdir(args.out))}
   print(f'exported {config.name} ({", ".join(manifest["variants"])}; platforms '
