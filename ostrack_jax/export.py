@@ -296,20 +296,10 @@ def export_onnx(config, variables: Dict[str, Any], path: str,
             jax.ShapeDtypeStruct((1, 2), jnp.int32)]
   n_ce = sum(1 for r in m.ce_keep_ratio if float(r) < 1)
   output_names = list(onnx_tracker.OUTPUT_NAMES) + [f'removed_indexes_{i}' for i in range(n_ce)]
-  # The device crop builds exact powers of two from exponent bits (bitcast_convert_type), which
-  # jax2onnx lowers to ONNX BitCast, an operator onnxruntime does not run at these opsets. For
-  # the ONNX graph the same exact float32 values come from a 254-entry table (a Gather).
-  from ostrack_jax.tracking import device_crop  # pylint: disable=g-import-not-at-top
-  pow2 = jnp.asarray(np.ldexp(np.float32(1), np.arange(-126, 128)).astype(np.float32))
-  exp2 = device_crop._exp2  # pylint: disable=protected-access
-  device_crop._exp2 = lambda e: pow2[jnp.clip(e, -126, 127) + 126]  # pylint: disable=protected-access
-  try:
-    with jax.default_matmul_precision('highest'):
-      model = jax2onnx.to_onnx(step, inputs, model_name=f'ostrack_jax_{config.name}',
-                               opset=int(opset), input_names=list(onnx_tracker.INPUT_NAMES),
-                               output_names=output_names)
-  finally:
-    device_crop._exp2 = exp2  # pylint: disable=protected-access
+  with jax.default_matmul_precision('highest'):
+    model = jax2onnx.to_onnx(step, inputs, model_name=f'ostrack_jax_{config.name}',
+                             opset=int(opset), input_names=list(onnx_tracker.INPUT_NAMES),
+                             output_names=output_names)
   if n_removed and n_removed[-1] != n_ce:
     raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
   manifest = {

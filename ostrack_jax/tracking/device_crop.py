@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 COEF_BITS = 11
 COEF_SCALE = 1 << COEF_BITS  # OpenCV's INTER_RESIZE_COEF_SCALE
@@ -96,11 +97,14 @@ def _rounded_quotient(num: jax.Array, denom: int) -> jax.Array:
   return jnp.where(num < 0, -value, value)
 
 
+_POW2 = np.ldexp(np.float32(1), np.arange(-126, 128)).astype(np.float32)  # 2^-126 .. 2^127
+
+
 def _exp2(e: jax.Array) -> jax.Array:
-  """float32 ``2 ** e`` for int32 ``e`` in [-126, 127], exactly, from the exponent bits
-  (``jnp.ldexp`` lowers to ``pow``, which is slow on a CPU)."""
-  return jax.lax.bitcast_convert_type(jnp.left_shift(e + 127, 23).astype(jnp.int32),
-                                      jnp.float32)
+  """float32 ``2 ** e`` for int32 ``e`` in [-126, 127], exactly, from a table of the 254 powers
+  (``jnp.ldexp`` lowers to ``pow``, slow on a CPU; a bitcast of exponent bits has no
+  onnxruntime kernel in the ONNX export)."""
+  return jnp.asarray(_POW2)[jnp.clip(e, -126, 127) + 126]
 
 
 def linear_coefficients(src: jax.Array, dst: int, reset_border_weights: bool):
