@@ -4,6 +4,7 @@ entry points state their shapes and box conventions."""
 import inspect
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -14,10 +15,33 @@ import ostrack_jax
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize('name', ostrack_jax.__all__)
+def _readme_api_names():
+  """The names in backticks in the first column of the README's "Public API" table."""
+  text = (REPO / 'README.md').read_text()
+  section = text.split('\n## Public API\n', 1)[1].split('\n## ', 1)[0]
+  rows = [line for line in section.splitlines() if line.startswith('|')]
+  assert rows[0].startswith('| name |') and set(rows[1]) <= set('|-'), rows[:2]
+  names = set()
+  for row in rows[2:]:
+    first = row.split('|')[1]
+    names.update(re.match(r'[A-Za-z_]\w*', code).group(0)
+                 for code in re.findall(r'`([^`]+)`', first))
+  return names
+
+
+def test_readme_api_table_lists_exactly_the_public_names():
+  documented = _readme_api_names()
+  exported = set(ostrack_jax.__all__)
+  assert not exported - documented, f'not in the README API table: {sorted(exported - documented)}'
+  assert not documented - exported, f'in the README API table only: {sorted(documented - exported)}'
+
+
+@pytest.mark.parametrize('name', sorted(_readme_api_names()))
 def test_lazy_name_resolves_and_is_documented(name):
+  """Every name of the README's API table resolves on ostrack_jax, is listed by dir() and, if
+  callable, has a real docstring."""
+  assert name in ostrack_jax.__all__ and name in dir(ostrack_jax)
   obj = getattr(ostrack_jax, name)
-  assert name in dir(ostrack_jax)
   if callable(obj):
     doc = inspect.getdoc(obj) or ''
     assert len(doc) > 30, f'ostrack_jax.{name} has no real docstring'
