@@ -9,6 +9,7 @@ ours/original is reported; see benchmarks/README.md for setting that up.
   python benchmarks/model_speed.py                                  # all presets, all devices
   python benchmarks/model_speed.py --presets ostrack_256_ce ostrack_256 --batch-sizes 1 \
       --ostrack-repo /path/to/OSTrack --torch-python /path/to/refvenv/bin/python --write
+  python benchmarks/model_speed.py --presets ostrack_256_ce --dtypes float32 --batch-sizes 1 --onnx
 
 Environment knobs: XLA_FLAGS is passed through (e.g. to try XLA:CPU options).
 """
@@ -87,6 +88,57 @@ def time_original(args, preset: str, batch: int, repeats: int):
       'forward', '--preset', preset, '--batch', str(batch), '--repeats', str(repeats), '--warmup', '2'])
 
 
+def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
+  """The tracker's per-frame step (crop + network + decode + map back, batch 1, float32) in
+  onnxruntime (the file of ``python -m ostrack_jax.export --format onnx``) and in JAX (the same
+  step, jitted), both waited for on every call. Returns medians in ms and the providers used."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import export  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
+  config = get_config(preset)
+  config.model.dtype = 'float32'
+  variables = init_variables(config, seed=0)
+  h, w = frame_hw
+  frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+  box = np.array([w * 0.4, h * 0.4, w * 0.1, h * 0.15], np.float32)
+  providers = [p for p in ('CUDAExecutionProvider', 'CPUExecutionProvider')
+               if p in ort.get_available_providers()]
+  with tempfile.TemporaryDirectory() as tmp:
+    path = export.export_onnx(config, variables, os.path.join(tmp, 'step.onnx'))
+    session = ort.InferenceSession(path, providers=providers)
+  t = config.model.template_size
+  feeds = {'template': np.zeros((1, t, t, 3), np.float32), 'box': box[None],
+           'frame': frame[None], 'image_hw': np.array([[h, w]], np.int32)}
+
+  def run_onnx():
+    session.run(None, feeds)
+
+  core = tracker_lib.TrackingCore(config, variables, 1, None, full_outputs=True)
+  core.initialize_slot(0, frame, box)
+  padded = jax.device_put(tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None])
+  hw, active = np.array([[h, w]], np.int32), np.ones(1, bool)
+
+  def run_jax():
+    jax.block_until_ready(core.step(padded, hw, active)['boxes'])
+
+  out = {}
+  for name, fn in (('onnxruntime', run_onnx), ('jax', run_jax)):
+    for _ in range(3):
+      fn()
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      fn()
+      times.append((time.perf_counter() - start) * 1e3)
+    out[name] = statistics.median(times)
+  out['providers'] = session.get_providers()[0]
+  return out
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--presets', nargs='+',
@@ -100,6 +152,8 @@ def main(argv=None) -> int:
   parser.add_argument('--ostrack-repo', default=None, help="checkout of the original (optional)")
   parser.add_argument('--torch-python', default=None, help='python of the reference venv')
   parser.add_argument('--original-batch-sizes', nargs='+', type=int, default=[1])
+  parser.add_argument('--onnx', action='store_true',
+                      help='also time the tracker step in onnxruntime beside the same step in JAX')
   parser.add_argument('--write', action='store_true', help='update benchmarks/RESULTS.md')
   args = parser.parse_args(argv)
   with_original = bool(args.ostrack_repo and args.torch_python)
@@ -145,7 +199,17 @@ def main(argv=None) -> int:
   if 'bfloat16' in args.dtypes:
     for preset in args.presets[:1]:
       ce_lines.append(f'- {preset}: bfloat16 vs float32 max |score/size map difference| = {bf16_map_error(preset):.2e}')
-  table = '\n'.join(lines + [''] + ce_lines)
+  onnx_lines = []
+  if args.onnx:
+    onnx_lines = ['', 'Tracker step (crop 854x480 -> network -> box), batch 1, float32, waited for per '
+                  'call:', '',
+                  '| preset | onnxruntime ms (provider) | JAX ms | onnxruntime / JAX |', '|---|---|---|---|']
+    for preset in args.presets:
+      r = time_onnx_step(preset, args.repeats)
+      print(json.dumps({'preset': preset, **r}), flush=True)
+      onnx_lines.append(f'| {preset} | {r["onnxruntime"]:.1f} ({r["providers"]}) | {r["jax"]:.1f} | '
+                        f'{r["onnxruntime"] / r["jax"]:.2f}x |')
+  table = '\n'.join(lines + [''] + ce_lines + onnx_lines)
   print('\n' + table)
   if args.write:
     write_section(table, ' '.join(sys.argv[1:]))
