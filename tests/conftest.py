@@ -1,19 +1,44 @@
-"""Test set-up: 8 simulated CPU devices (for the sharding tests) and fixture paths.
+"""Test set-up: 8 simulated CPU devices (for the sharding tests), a compilation cache shared by the
+whole test run, and fixture paths.
 
 XLA_FLAGS must be set before JAX initialises its backends, so it is done here at import time.
+
+The compilation cache: many modules compile the same programs (the tiny tracker's step, the small
+training step of train.py), in both xdist workers and in train.py / eval.py subprocesses. JAX's
+persistent compilation cache, pointed at one fresh folder per test run through the environment
+(JAX_COMPILATION_CACHE_DIR, inherited by the workers and every subprocess), lets each program be
+compiled once per run. A loaded executable is the one that was compiled: results are unchanged.
+The folder is made per run (never reused between runs, so a run's timing is honest) and removed
+at its end. OSTRACK_JAX_TEST_NO_CACHE=1 turns it off.
 """
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '')
 if '--xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=8'
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+_CACHE_OWNER = False
+if os.environ.get('OSTRACK_JAX_TEST_NO_CACHE') != '1' and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  # The controller (or a run without xdist) makes the folder; xdist workers inherit the variable.
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='ostrack_jax_test_xla_cache_')
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+  _CACHE_OWNER = True
+
 import pytest  # pylint: disable=g-import-not-at-top
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+
+
+def pytest_unconfigure(config):
+  del config
+  if _CACHE_OWNER:
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
 
 @pytest.fixture(scope='session')

@@ -45,13 +45,27 @@ def _run(config, variables, ref, keep_ratio):
   return out, state['intermediates']['backbone']
 
 
-@pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
-def test_blocks_and_indices_match_original(tiny, fixtures_dir, name):
+@pytest.fixture(scope='module')
+def forward(tiny, fixtures_dir):
+  """name -> (fixture, (outputs, intermediates)): each keep ratio's forward pass (op by op, as
+  _run does) computed once for the module and shared by the two tests that check it."""
   config, variables = tiny
-  ref = np.load(fixtures_dir / 'tiny256' / f'forward_keep{name}.npz')
+  done = {}
+
+  def get(name):
+    if name not in done:
+      ref = np.load(fixtures_dir / 'tiny256' / f'forward_keep{name}.npz')
+      done[name] = ref, _run(config, variables, ref, KEEP_RATIOS[name])
+    return done[name]
+  return get
+
+
+@pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
+def test_blocks_and_indices_match_original(tiny, forward, name):
+  config, _ = tiny
+  ref, (_, inter) = forward(name)
   # The fixture's template mask is CTR_POINT: token 27 only, as our preset.
   assert np.array_equal(np.flatnonzero(ref['ce_template_mask'][0]), [27])
-  _, inter = _run(config, variables, ref, KEEP_RATIOS[name])
   for i in range(config.model.depth):
     ours = np.asarray(inter['block_out'][i])
     theirs = ref[f'block{i:02d}_out']
@@ -69,10 +83,8 @@ def test_blocks_and_indices_match_original(tiny, fixtures_dir, name):
 
 
 @pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
-def test_maps_boxes_and_removed_indexes_match_original(tiny, fixtures_dir, name):
-  config, variables = tiny
-  ref = np.load(fixtures_dir / 'tiny256' / f'forward_keep{name}.npz')
-  out, _ = _run(config, variables, ref, KEEP_RATIOS[name])
+def test_maps_boxes_and_removed_indexes_match_original(forward, name):
+  ref, (out, _) = forward(name)
   np.testing.assert_allclose(np.asarray(out['score_map']), _nchw_to_nhwc(ref['score_map']), atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(out['size_map']), _nchw_to_nhwc(ref['size_map']), atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(out['offset_map']), _nchw_to_nhwc(ref['offset_map']), atol=1e-5, rtol=0)
