@@ -11,6 +11,7 @@ import pathlib
 
 import nbclient  # the dev extra provides nbclient, nbformat and ipykernel
 import nbformat
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / 'examples' / 'quickstart.ipynb'
@@ -27,6 +28,7 @@ def test_notebook_is_colab_ready():
     assert marker not in source, f'machine-specific path {marker!r} in the notebook'
 
 
+@pytest.mark.slow
 def test_notebook_runs(tmp_path, monkeypatch):
   from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config
