@@ -21,9 +21,14 @@ from ostrack_jax import cli_utils
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--config', required=True,
-                      help='preset file (configs/<name>.py) or preset name (ostrack_256_ce, ...)')
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    '--config',
+    required=True,
+    help='preset file (configs/<name>.py) or preset name (ostrack_256_ce, ...)',
+  )
   parser.add_argument('--checkpoint', required=True, help='PyTorch .pth/.pth.tar file')
   parser.add_argument('--out', required=True, help='output model file (.msgpack)')
   parser.add_argument('--seed', type=int, default=0, help='init seed of parts a ViT file lacks')
@@ -35,7 +40,9 @@ def main(argv=None) -> int:
 
   config = cli_utils.load_config(args.config)
   try:
-    variables, report = load_torch_checkpoint(args.checkpoint, config, seed=args.seed, return_report=True)
+    variables, report = load_torch_checkpoint(
+      args.checkpoint, config, seed=args.seed, return_report=True
+    )
   except (CheckpointError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -45,10 +52,12 @@ def main(argv=None) -> int:
   if args.check:
     import numpy as np  # pylint: disable=g-import-not-at-top
     from ostrack_jax.models.ostrack import input_shapes, make_forward  # pylint: disable=g-import-not-at-top
+
     t_shape, s_shape = input_shapes(config)
     rng = np.random.default_rng(0)
-    out = make_forward(config, variables)(rng.standard_normal(t_shape, dtype=np.float32),
-                                          rng.standard_normal(s_shape, dtype=np.float32))
+    out = make_forward(config, variables)(
+      rng.standard_normal(t_shape, dtype=np.float32), rng.standard_normal(s_shape, dtype=np.float32)
+    )
     print('forward ok: pred_boxes', np.asarray(out['pred_boxes']).round(4).tolist())
   return 0
 

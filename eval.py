@@ -53,37 +53,67 @@ DEFAULT_OUTPUT_ROOT = 'workdirs'
 
 def parse_args(argv=None) -> argparse.Namespace:
   from ostrack_jax.tracking.datasets import DATASETS  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--config', default=DEFAULT_CONFIG,
-                 help='preset file (configs/<name>.py) or preset name (default: %(default)s)')
-  p.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT,
-                 help='our .msgpack checkpoint or a PyTorch .pth/.pth.tar (default: %(default)s)')
+
+  p = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument(
+    '--config',
+    default=DEFAULT_CONFIG,
+    help='preset file (configs/<name>.py) or preset name (default: %(default)s)',
+  )
+  p.add_argument(
+    '--checkpoint',
+    default=DEFAULT_CHECKPOINT,
+    help='our .msgpack checkpoint or a PyTorch .pth/.pth.tar (default: %(default)s)',
+  )
   p.add_argument('--dataset', default=DEFAULT_DATASET, choices=DATASETS)
-  p.add_argument('--data-dir', default=DEFAULT_DATA_DIR,
-                 help='benchmark root in its native layout (default: the synthetic dataset)')
-  p.add_argument('--split', default=None,
-                 help='override the split folder (GOT-10k: val/test/train; TrackingNet: TEST, '
-                      'TRAIN_0, ...)')
+  p.add_argument(
+    '--data-dir',
+    default=DEFAULT_DATA_DIR,
+    help='benchmark root in its native layout (default: the synthetic dataset)',
+  )
+  p.add_argument(
+    '--split',
+    default=None,
+    help='override the split folder (GOT-10k: val/test/train; TrackingNet: TEST, TRAIN_0, ...)',
+  )
   p.add_argument('--sequences', nargs='+', default=None, help='only these sequences')
-  p.add_argument('--output', default=None,
-                 help='results folder (default: workdirs/<config name>/eval/<dataset>)')
-  p.add_argument('--batch-size', type=int, default=1,
-                 help='track this many sequences in lockstep in one jitted call (default 1)')
-  p.add_argument('--batch-mode', default='vmap', choices=('vmap', 'map'),
-                 help="lockstep mode: 'vmap' = one batched forward (fastest), 'map' = "
-                      'bit-identical to --batch-size 1')
-  p.add_argument('--compilation-cache', default=os.environ.get('OSTRACK_JAX_COMPILATION_CACHE'),
-                 help='folder for JAX\'s persistent compilation cache, so that a later run skips '
-                      'compiling the programs of frame sizes it has seen (default: '
-                      '$OSTRACK_JAX_COMPILATION_CACHE, else none)')
-  p.add_argument('--decode-threads', type=int, default=None,
-                 help='threads decoding frames ahead of the tracker (0 = decode inline; '
-                      'default 8 on an accelerator, 0 on CPU where they would compete with '
-                      'the model for the cores)')
+  p.add_argument(
+    '--output', default=None, help='results folder (default: workdirs/<config name>/eval/<dataset>)'
+  )
+  p.add_argument(
+    '--batch-size',
+    type=int,
+    default=1,
+    help='track this many sequences in lockstep in one jitted call (default 1)',
+  )
+  p.add_argument(
+    '--batch-mode',
+    default='vmap',
+    choices=('vmap', 'map'),
+    help="lockstep mode: 'vmap' = one batched forward (fastest), 'map' = "
+    'bit-identical to --batch-size 1',
+  )
+  p.add_argument(
+    '--compilation-cache',
+    default=os.environ.get('OSTRACK_JAX_COMPILATION_CACHE'),
+    help='folder for JAX\'s persistent compilation cache, so that a later run skips '
+    'compiling the programs of frame sizes it has seen (default: '
+    '$OSTRACK_JAX_COMPILATION_CACHE, else none)',
+  )
+  p.add_argument(
+    '--decode-threads',
+    type=int,
+    default=None,
+    help='threads decoding frames ahead of the tracker (0 = decode inline; '
+    'default 8 on an accelerator, 0 on CPU where they would compete with '
+    'the model for the cores)',
+  )
   p.add_argument('--overwrite', action='store_true', help='re-run finished sequences')
-  p.add_argument('--fail-fast', action='store_true',
-                 help='stop at the first bad sequence instead of skipping it')
+  p.add_argument(
+    '--fail-fast', action='store_true', help='stop at the first bad sequence instead of skipping it'
+  )
   p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
   p.add_argument('--no-progress', action='store_true', help='no progress bars')
   args, rest = p.parse_known_args(argv)
@@ -106,6 +136,7 @@ def _data_dir(args, config) -> pathlib.Path:
   if not args.dataset.startswith('got10k'):
     raise SystemExit(f'--data-dir is required for --dataset {args.dataset}')
   from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
   if config.data.roots.synthetic:  # a named root must hold a dataset: never generated
     return synthetic.check_named_root(config.data.roots.synthetic)
   root = synthetic.default_root()
@@ -120,6 +151,7 @@ def _data_dir(args, config) -> pathlib.Path:
 def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, object]:
   """Metrics of every finished sequence with full ground truth, read back from the files."""
   from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
+
   got_ious, errors, rows, problems = [], [], [], {}
   for seq in sequences:
     if not seq.has_full_gt or not writer.is_done(seq.name, len(seq)):
@@ -142,6 +174,7 @@ def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, o
 def _sequence_metrics(seq, writer, layout, dataset, got_ious, errors):
   """Per-sequence row; appends to ``got_ious`` / ``errors`` only when everything parsed."""
   from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
+
   boxes, _ = writer.read(seq.name)
   row = {}
   ious = None
@@ -151,8 +184,9 @@ def _sequence_metrics(seq, writer, layout, dataset, got_ious, errors):
       cover = seq.visible.astype(np.int64)
     ious = metrics.got10k_frame_ious(boxes, seq.gt_xywh, cover, seq.image_size)
     row['AO'] = float(np.mean(ious) * 100) if len(ious) else float('nan')
-  e = metrics.ope_sequence_errors(boxes, seq.gt_xywh, seq.visible,
-                                  dataset='lasot' if dataset == 'lasot' else '')
+  e = metrics.ope_sequence_errors(
+    boxes, seq.gt_xywh, seq.visible, dataset='lasot' if dataset == 'lasot' else ''
+  )
   row.update(metrics.ope_summary(metrics.ope_curves([e])))
   row['frames'] = len(seq)
   if ious is not None:
@@ -164,26 +198,47 @@ def _sequence_metrics(seq, writer, layout, dataset, got_ious, errors):
 def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Path]:
   """Success and precision plots (mean over sequences) as PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking.results import atomic_write_bytes  # pylint: disable=g-import-not-at-top
+
   out = []
   success = curves.success.mean(0)
   precision = curves.precision.mean(0)
   norm_precision = curves.norm_precision.mean(0)
   specs = [
-      ('success_plot.png', metrics.SUCCESS_THRESHOLDS, success, 'Overlap threshold',
-       'Success rate', f'{label} [AUC {success.mean() * 100:.1f}]', 'Success plot'),
-      ('precision_plot.png', metrics.PRECISION_THRESHOLDS, precision,
-       'Location error threshold (px)', 'Precision',
-       f'{label} [P@20 {precision[metrics.PRECISION_AT] * 100:.1f}]', 'Precision plot'),
-      ('norm_precision_plot.png', metrics.NORM_PRECISION_THRESHOLDS, norm_precision,
-       'Normalized location error threshold', 'Normalized precision',
-       f'{label} [NP@0.2 {norm_precision[metrics.NORM_PRECISION_AT] * 100:.1f}]',
-       'Normalized precision plot'),
+    (
+      'success_plot.png',
+      metrics.SUCCESS_THRESHOLDS,
+      success,
+      'Overlap threshold',
+      'Success rate',
+      f'{label} [AUC {success.mean() * 100:.1f}]',
+      'Success plot',
+    ),
+    (
+      'precision_plot.png',
+      metrics.PRECISION_THRESHOLDS,
+      precision,
+      'Location error threshold (px)',
+      'Precision',
+      f'{label} [P@20 {precision[metrics.PRECISION_AT] * 100:.1f}]',
+      'Precision plot',
+    ),
+    (
+      'norm_precision_plot.png',
+      metrics.NORM_PRECISION_THRESHOLDS,
+      norm_precision,
+      'Normalized location error threshold',
+      'Normalized precision',
+      f'{label} [NP@0.2 {norm_precision[metrics.NORM_PRECISION_AT] * 100:.1f}]',
+      'Normalized precision plot',
+    ),
   ]
   import io  # pylint: disable=g-import-not-at-top
+
   for name, x, y, xlabel, ylabel, legend, title in specs:
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(x, y, linewidth=2, label=legend)
@@ -217,12 +272,18 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   if os.path.isdir(args.checkpoint):
-    print(f'error: --checkpoint {args.checkpoint} is a directory, not a model file (give the '
-          '.msgpack file train.py writes, or a PyTorch .pth file)', file=sys.stderr)
+    print(
+      f'error: --checkpoint {args.checkpoint} is a directory, not a model file (give the '
+      '.msgpack file train.py writes, or a PyTorch .pth file)',
+      file=sys.stderr,
+    )
     return 2
   if not os.path.isfile(args.checkpoint):
-    hint = (' (run `python train.py` first, or pass --checkpoint)'
-            if args.checkpoint == DEFAULT_CHECKPOINT else '')
+    hint = (
+      ' (run `python train.py` first, or pass --checkpoint)'
+      if args.checkpoint == DEFAULT_CHECKPOINT
+      else ''
+    )
     print(f'error: --checkpoint {args.checkpoint}: no such file{hint}', file=sys.stderr)
     return 2
   if args.batch_size < 1:
@@ -235,8 +296,13 @@ def main(argv=None) -> int:
     return 2
   load_errors: List = []
   try:
-    sequences = datasets.load_dataset(args.dataset, data_dir, args.sequences, args.split,
-                                      errors=None if args.fail_fast else load_errors)
+    sequences = datasets.load_dataset(
+      args.dataset,
+      data_dir,
+      args.sequences,
+      args.split,
+      errors=None if args.fail_fast else load_errors,
+    )
   except datasets.DatasetError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -255,35 +321,53 @@ def main(argv=None) -> int:
         continue  # finished
       print(f'sequence {s.name!r}: {problem}: tracking it again', file=sys.stderr)
     todo.append(s)
-  print(f'{args.dataset}: {len(sequences)} sequences in {data_dir}, {len(todo)} to track, '
-        f'{len(sequences) - len(todo)} already done; results in {out_dir}')
+  print(
+    f'{args.dataset}: {len(sequences)} sequences in {data_dir}, {len(todo)} to track, '
+    f'{len(sequences) - len(todo)} already done; results in {out_dir}'
+  )
 
   runs: List = []
   if todo:
     t_load = time.perf_counter()
     if args.compilation_cache:
       import jax  # pylint: disable=g-import-not-at-top
+
       jax.config.update('jax_compilation_cache_dir', os.path.expanduser(args.compilation_cache))
       jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
     from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+
     try:
       variables = load_checkpoint(args.checkpoint, config)
     except (ValueError, OSError) as e:  # not a model file, or one for another preset
       print(f'error: {e}', file=sys.stderr)
       return 2
-    core = TrackingCore(config, variables, args.batch_size,
-                        args.batch_mode if args.batch_size > 1 else None, full_outputs=False)
+    core = TrackingCore(
+      config,
+      variables,
+      args.batch_size,
+      args.batch_mode if args.batch_size > 1 else None,
+      full_outputs=False,
+    )
     try:  # compile for the first frame's size, so that the timings exclude it
       core.warmup(datasets.read_frame(todo[0].frames[0]).shape[:2])
     except datasets.DatasetError:
       pass  # reported with its sequence when tracked
-    print(f'loaded {args.checkpoint} ({config.name}) and compiled in '
-          f'{time.perf_counter() - t_load:.1f} s')
+    print(
+      f'loaded {args.checkpoint} ({config.name}) and compiled in '
+      f'{time.perf_counter() - t_load:.1f} s'
+    )
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=sum(len(s) for s in todo), unit='frame', disable=args.no_progress,
-               desc='frames', dynamic_ncols=True)
-    seq_bar = tqdm(total=len(todo), unit='seq', disable=args.no_progress, desc='sequences',
-                   dynamic_ncols=True)
+
+    bar = tqdm(
+      total=sum(len(s) for s in todo),
+      unit='frame',
+      disable=args.no_progress,
+      desc='frames',
+      dynamic_ncols=True,
+    )
+    seq_bar = tqdm(
+      total=len(todo), unit='seq', disable=args.no_progress, desc='sequences', dynamic_ncols=True
+    )
 
     def done(run):
       writer.write(run.name, run.boxes, run.times)
@@ -299,16 +383,27 @@ def main(argv=None) -> int:
 
     import concurrent.futures  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
+
     if args.decode_threads is None:
       args.decode_threads = 0 if jax.default_backend() == 'cpu' else 8
-    executor = (concurrent.futures.ThreadPoolExecutor(args.decode_threads)
-                if args.decode_threads > 0 else None)
+    executor = (
+      concurrent.futures.ThreadPoolExecutor(args.decode_threads)
+      if args.decode_threads > 0
+      else None
+    )
     ahead = max(2, 2 * args.decode_threads // args.batch_size) if executor else 0
     t_track = time.perf_counter()
     try:
-      runner.track_pipelined(core, todo, done, failed, on_frames=bar.update,
-                             executor=executor, ahead=ahead,
-                             on_warning=lambda m: tqdm.write(f'warning: {m}', file=sys.stderr))
+      runner.track_pipelined(
+        core,
+        todo,
+        done,
+        failed,
+        on_frames=bar.update,
+        executor=executor,
+        ahead=ahead,
+        on_warning=lambda m: tqdm.write(f'warning: {m}', file=sys.stderr),
+      )
     except runner.SequenceFailure as e:
       bar.close()
       seq_bar.close()
@@ -320,8 +415,10 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t_track
     bar.close()
     seq_bar.close()
-    print(f'tracked {sum(len(r.boxes) for r in runs)} frames in {wall:.1f} s; '
-          f'{core.compilations()} program(s) compiled')
+    print(
+      f'tracked {sum(len(r.boxes) for r in runs)} frames in {wall:.1f} s; '
+      f'{core.compilations()} program(s) compiled'
+    )
 
   # ---------------------------------------------------------------- report
   report_dir = out_dir / 'report'
@@ -338,31 +435,54 @@ def main(argv=None) -> int:
   result = compute_metrics(sequences, writer, layout, args.dataset)
   summary = result['summary']
   failures.update(result['problems'])
-  columns = (['AO'] if layout == 'got10k' else []) + ['AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2',
-                                                      'frames']
+  columns = (['AO'] if layout == 'got10k' else []) + [
+    'AUC',
+    'OP50',
+    'OP75',
+    'P@20',
+    'NP@0.2',
+    'frames',
+  ]
   text = []
   if result['rows']:
     text.append(metrics_lib.format_table(result['rows'], columns, title='sequence'))
     results.atomic_write_text(report_dir / 'per_sequence.txt', text[-1] + '\n')
   speed = speed_summary(runs, writer, sequences)
   summary_cols = (['AO', 'SR0.5', 'SR0.75'] if layout == 'got10k' else []) + [
-      'AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2']
+    'AUC',
+    'OP50',
+    'OP75',
+    'P@20',
+    'NP@0.2',
+  ]
   if summary:
-    text.append(metrics_lib.format_table(
-        [(config.name, summary)], [c for c in summary_cols if c in summary],
-        title=f'{args.dataset} ({len(result["rows"])} seq)'))
+    text.append(
+      metrics_lib.format_table(
+        [(config.name, summary)],
+        [c for c in summary_cols if c in summary],
+        title=f'{args.dataset} ({len(result["rows"])} seq)',
+      )
+    )
   text.append(format_speed(speed))
   if failures:
-    text.append(f'{len(failures)} sequence(s) failed:\n' +
-                '\n'.join(f'  {m}' for m in failures.values()))
+    text.append(
+      f'{len(failures)} sequence(s) failed:\n' + '\n'.join(f'  {m}' for m in failures.values())
+    )
   report = '\n\n'.join(text)
   print('\n' + report)
   results.atomic_write_text(report_dir / 'summary.txt', report + '\n')
-  payload = {'config': config.name, 'checkpoint': str(args.checkpoint),
-             'dataset': args.dataset, 'data_dir': str(data_dir),
-             'sequences_finished': len(finished), 'sequences_total': len(sequences),
-             'metrics': summary, 'speed': speed, 'failures': failures,
-             'per_sequence': {n: r for n, r in result['rows']}}
+  payload = {
+    'config': config.name,
+    'checkpoint': str(args.checkpoint),
+    'dataset': args.dataset,
+    'data_dir': str(data_dir),
+    'sequences_finished': len(finished),
+    'sequences_total': len(sequences),
+    'metrics': summary,
+    'speed': speed,
+    'failures': failures,
+    'per_sequence': {n: r for n, r in result['rows']},
+  }
   results.atomic_write_text(report_dir / 'summary.json', json.dumps(payload, indent=1) + '\n')
   if result['curves'] is not None and not args.no_plots:
     save_plots(result['curves'], report_dir, config.name)
@@ -386,9 +506,12 @@ def speed_summary(runs, writer, sequences) -> Dict[str, Optional[float]]:
     frames = sum(len(r.boxes) for r in runs)
     track = sum(float(r.times.sum()) for r in runs)
     e2e = track + sum(float(r.decode_times.sum()) for r in runs)
-    return {'source': 'this run', 'frames': frames,
-            'tracker_fps': frames / track if track > 0 else None,
-            'end_to_end_fps': frames / e2e if e2e > 0 else None}
+    return {
+      'source': 'this run',
+      'frames': frames,
+      'tracker_fps': frames / track if track > 0 else None,
+      'end_to_end_fps': frames / e2e if e2e > 0 else None,
+    }
   total_t, total_n = 0.0, 0
   for s in sequences:
     if writer.is_done(s.name, len(s)):
@@ -396,16 +519,23 @@ def speed_summary(runs, writer, sequences) -> Dict[str, Optional[float]]:
       if t is not None:
         total_t += float(t.sum())
         total_n += len(t)
-  return {'source': 'time files', 'frames': total_n,
-          'tracker_fps': total_n / total_t if total_t > 0 else None, 'end_to_end_fps': None}
+  return {
+    'source': 'time files',
+    'frames': total_n,
+    'tracker_fps': total_n / total_t if total_t > 0 else None,
+    'end_to_end_fps': None,
+  }
 
 
 def format_speed(speed) -> str:
   def f(v):
     return f'{v:8.1f}' if v else '       -'
-  return (f'speed ({speed["source"]}, {speed["frames"]} frames): '
-          f'tracker {f(speed["tracker_fps"])} fps '
-          f'| end-to-end (with decoding) {f(speed["end_to_end_fps"])} fps')
+
+  return (
+    f'speed ({speed["source"]}, {speed["frames"]} frames): '
+    f'tracker {f(speed["tracker_fps"])} fps '
+    f'| end-to-end (with decoding) {f(speed["end_to_end_fps"])} fps'
+  )
 
 
 if __name__ == '__main__':

@@ -45,17 +45,26 @@ def main(argv) -> int:
     return 2
   workdir = args.workdir or os.path.join('workdirs', config.name)
   if config.train.pretrained and not os.path.isfile(config.train.pretrained):
-    what = ('is a directory, not a checkpoint file' if os.path.isdir(config.train.pretrained)
-            else 'no such file')
-    print(f'train.py: config.train.pretrained={config.train.pretrained!r}: {what} (give the '
-          'MAE/timm ViT checkpoint, e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)',
-          file=sys.stderr)
+    what = (
+      'is a directory, not a checkpoint file'
+      if os.path.isdir(config.train.pretrained)
+      else 'no such file'
+    )
+    print(
+      f'train.py: config.train.pretrained={config.train.pretrained!r}: {what} (give the '
+      'MAE/timm ViT checkpoint, e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)',
+      file=sys.stderr,
+    )
     return 2
 
   import jax  # pylint: disable=g-import-not-at-top
+
   if args.multihost:
-    jax.distributed.initialize(coordinator_address=args.coordinator,
-                               num_processes=args.num_processes, process_id=args.process_id)
+    jax.distributed.initialize(
+      coordinator_address=args.coordinator,
+      num_processes=args.num_processes,
+      process_id=args.process_id,
+    )
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -88,13 +97,17 @@ def main(argv) -> int:
   ckpt = ckpt_lib.CheckpointManager(workdir, keep=t.keep_checkpoints)
   latest = ckpt.latest_step()
   if latest is not None and not args.resume:
-    print(f'train.py: {workdir} already holds checkpoints (latest step {latest}). Continue it '
-          'with --resume, or choose a new --workdir.', file=sys.stderr)
+    print(
+      f'train.py: {workdir} already holds checkpoints (latest step {latest}). Continue it '
+      'with --resume, or choose a new --workdir.',
+      file=sys.stderr,
+    )
     return 2
   if args.resume and latest is not None:
     try:
-      ckpt_lib.check_resume_config(ckpt.read_meta(latest), config, num_devices, num_processes,
-                                   ckpt.directory)
+      ckpt_lib.check_resume_config(
+        ckpt.read_meta(latest), config, num_devices, num_processes, ckpt.directory
+      )
     except ckpt_lib.ResumeConfigError as e:
       print(f'train.py: {e}', file=sys.stderr)
       return 2
@@ -117,9 +130,13 @@ def main(argv) -> int:
   if t.score_prior:
     # Only a freshly initialised head gets the prior: from scratch, or next to a ViT backbone
     # checkpoint (the converter initialises the head with seed 0); a trained one is kept.
-    fresh_head = not t.pretrained or jax.tree_util.tree_all(jax.tree_util.tree_map(
-        np.array_equal, variables['params']['box_head'],
-        ostrack.init_variables(config, seed=0)['params']['box_head']))
+    fresh_head = not t.pretrained or jax.tree_util.tree_all(
+      jax.tree_util.tree_map(
+        np.array_equal,
+        variables['params']['box_head'],
+        ostrack.init_variables(config, seed=0)['params']['box_head'],
+      )
+    )
     if fresh_head:
       variables = state_lib.set_score_prior(variables, t.score_prior)
     elif is_main:
@@ -131,18 +148,25 @@ def main(argv) -> int:
   # --------------------------------------------------------------------------------------------
   if 'synthetic' in tuple(config.data.train_datasets) + tuple(config.data.val_datasets):
     from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
     root = config.data.roots.synthetic or str(synthetic.default_root())
     if is_main and not os.path.exists(os.path.join(root, 'synthetic.json')):
       print(f'generating the synthetic dataset at {root} ...', flush=True)
     synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None)
   train_iter = pipeline.make_train_iterator(
-      config, process_index=jax.process_index(), process_count=num_processes,
-      batch_size=local_batch)
+    config, process_index=jax.process_index(), process_count=num_processes, batch_size=local_batch
+  )
 
   def val_batches():
-    it = pipeline.make_train_iterator(config, process_index=jax.process_index(),
-                                      process_count=num_processes, batch_size=local_batch,
-                                      num_epochs=1, train=False, num_workers=0)
+    it = pipeline.make_train_iterator(
+      config,
+      process_index=jax.process_index(),
+      process_count=num_processes,
+      batch_size=local_batch,
+      num_epochs=1,
+      train=False,
+      num_workers=0,
+    )
     for _ in range(max(1, config.data.val_samples_per_epoch // global_batch)):
       yield next(it)
 
@@ -153,7 +177,8 @@ def main(argv) -> int:
   state = state_lib.create_train_state(variables, tx, seed=t.seed)
   if args.resume and latest is not None:
     abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state
+    )
     try:
       state = ckpt.restore(abstract, train_iter, latest)
     except pipeline.ResumeMismatchError as e:
@@ -173,16 +198,28 @@ def main(argv) -> int:
   # --------------------------------------------------------------------------------------------
   # Train loop.
   # --------------------------------------------------------------------------------------------
-  writer = loop.MetricWriter(workdir, enabled=is_main,
-                             resume_step=start_step if args.resume else None)
-  monitor = loop.NonFiniteMonitor(t.max_bad_steps, initial_total=int(state.bad_steps),
-                                  last_checkpoint=latest if args.resume else None)
-  bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_main or args.no_progress,
-                  dynamic_ncols=True, desc=config.name)
+  writer = loop.MetricWriter(
+    workdir, enabled=is_main, resume_step=start_step if args.resume else None
+  )
+  monitor = loop.NonFiniteMonitor(
+    t.max_bad_steps,
+    initial_total=int(state.bad_steps),
+    last_checkpoint=latest if args.resume else None,
+  )
+  bar = tqdm.tqdm(
+    total=total_steps,
+    initial=start_step,
+    disable=not is_main or args.no_progress,
+    dynamic_ncols=True,
+    desc=config.name,
+  )
   pending, window_start, window_steps = [], time.perf_counter(), 0
   step = start_step
-  print(f'{config.name}: {num_devices} device(s), global batch {global_batch}, {steps_per_epoch} '
-        f'steps/epoch, {t.epochs} epochs ({total_steps} steps), workdir {workdir}', flush=True)
+  print(
+    f'{config.name}: {num_devices} device(s), global batch {global_batch}, {steps_per_epoch} '
+    f'steps/epoch, {t.epochs} epochs ({total_steps} steps), workdir {workdir}',
+    flush=True,
+  )
   try:
     while step < stop_step:
       epoch = optim.epoch_of_step(step, steps_per_epoch)
@@ -201,29 +238,44 @@ def main(argv) -> int:
         elapsed = time.perf_counter() - window_start
         values = loop.mean_metrics([m for _, _, m in fetched])
         values.update(
-            epoch=epoch, keep_rate=keep, samples_per_s=window_steps * global_batch / elapsed,
-            step_time_s=elapsed / window_steps, bad_steps=monitor.total,
-            grad_norm=float(np.mean([float(m['grad_norm']) for _, _, m in fetched])),
-            lr_head=optim.learning_rate_for_epoch(config, epoch, optim.HEAD),
-            lr_backbone=optim.learning_rate_for_epoch(config, epoch, optim.BACKBONE))
+          epoch=epoch,
+          keep_rate=keep,
+          samples_per_s=window_steps * global_batch / elapsed,
+          step_time_s=elapsed / window_steps,
+          bad_steps=monitor.total,
+          grad_norm=float(np.mean([float(m['grad_norm']) for _, _, m in fetched])),
+          lr_head=optim.learning_rate_for_epoch(config, epoch, optim.HEAD),
+          lr_backbone=optim.learning_rate_for_epoch(config, epoch, optim.BACKBONE),
+        )
         writer.write(step, values)
         summary = (
-            f"loss {values['Loss/total']:.3f} (giou {values['Loss/giou']:.3f} l1 "
-            f"{values['Loss/l1']:.3f} loc {values['Loss/location']:.3f}) IoU {values['IoU']:.3f} "
-            f"lr {values['lr_head']:.1e} keep {keep:.3f} {values['samples_per_s']:.1f} samples/s")
+          f"loss {values['Loss/total']:.3f} (giou {values['Loss/giou']:.3f} l1 "
+          f"{values['Loss/l1']:.3f} loc {values['Loss/location']:.3f}) IoU {values['IoU']:.3f} "
+          f"lr {values['lr_head']:.1e} keep {keep:.3f} {values['samples_per_s']:.1f} samples/s"
+        )
         bar.set_postfix_str(summary, refresh=False)
         bar.update(window_steps)
         if args.no_progress and is_main:
           print(f'step {step}/{total_steps} epoch {epoch} {summary}', flush=True)
         window_start, window_steps = time.perf_counter(), 0
       if end_of_epoch and t.val_every_epochs and epoch % t.val_every_epochs == 0:
-        val = [jax.device_get(eval_step(state.variables(),
-                                        step_lib.shard_batch(step_lib.add_heatmap(b, feat_size), mesh),
-                                        keep)) for b in val_batches()]
-        val_values = {f'val/{k}': v for k, v in loop.mean_metrics(
-            [dict(m, finite=True) for m in val]).items()}
+        val = [
+          jax.device_get(
+            eval_step(
+              state.variables(),
+              step_lib.shard_batch(step_lib.add_heatmap(b, feat_size), mesh),
+              keep,
+            )
+          )
+          for b in val_batches()
+        ]
+        val_values = {
+          f'val/{k}': v for k, v in loop.mean_metrics([dict(m, finite=True) for m in val]).items()
+        }
         writer.write(step, dict(val_values, epoch=epoch))
-        bar.write(f'epoch {epoch} validation: ' + ' '.join(f'{k} {v:.4f}' for k, v in val_values.items()))
+        bar.write(
+          f'epoch {epoch} validation: ' + ' '.join(f'{k} {v:.4f}' for k, v in val_values.items())
+        )
       if step % t.checkpoint_every_steps == 0 or step == stop_step:
         ckpt.save(step, state, train_iter, meta)
         monitor.last_checkpoint = step
@@ -242,12 +294,15 @@ def main(argv) -> int:
   ckpt.close()
   if step < total_steps:
     if is_main:
-      print(f'stopped at step {step} of {total_steps} (train.max_steps); continue with --resume',
-            flush=True)
+      print(
+        f'stopped at step {step} of {total_steps} (train.max_steps); continue with --resume',
+        flush=True,
+      )
     return 0
   if is_main:
-    path = checkpoint_io.save_variables(os.path.join(workdir, 'model.msgpack'),
-                                        jax.device_get(state.variables()), config)
+    path = checkpoint_io.save_variables(
+      os.path.join(workdir, 'model.msgpack'), jax.device_get(state.variables()), config
+    )
     print(f'model written to {path}', flush=True)
   return 0
 

@@ -54,8 +54,7 @@ def layout_got10k(sequences_dir: pathlib.Path, out: pathlib.Path) -> pathlib.Pat
   return out
 
 
-def measure(config, *, batch_size: int, num_workers: int, batches: int, repeats: int,
-            source):
+def measure(config, *, batch_size: int, num_workers: int, batches: int, repeats: int, source):
   """Median (wall-clock samples/s, samples per CPU-second of this process) over ``repeats``.
 
   A fresh iterator each run; the first batch (worker start-up) is not timed. The CPU figure
@@ -66,8 +65,9 @@ def measure(config, *, batch_size: int, num_workers: int, batches: int, repeats:
   for r in range(repeats):
     config.data.seed = 1000 + r  # different pairs per repeat
     smp = sampler_lib.make_sampler(config, sources=[source])
-    it = pipeline.make_iterator(smp, num_samples=10 ** 6, batch_size=batch_size,
-                                num_workers=num_workers, num_threads=1)
+    it = pipeline.make_iterator(
+      smp, num_samples=10**6, batch_size=batch_size, num_workers=num_workers, num_threads=1
+    )
     next(it)  # worker start-up and warm-up
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(batches):
@@ -81,8 +81,12 @@ def measure(config, *, batch_size: int, num_workers: int, batches: int, repeats:
 def decode_rate(source, repeats: int, count: int = 100) -> float:
   """Reference: pairs/s if a pair cost only two full-size cv2.imdecode calls (1 core)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  blobs = [np.frombuffer(source.frame(s, f).data, np.uint8)
-           for s in range(len(source)) for f in range(0, len(source.sequences[s].boxes), 7)]
+
+  blobs = [
+    np.frombuffer(source.frame(s, f).data, np.uint8)
+    for s in range(len(source))
+    for f in range(0, len(source.sequences[s].boxes), 7)
+  ]
   blobs = (blobs * (count // len(blobs) + 1))[:count]
   rates = []
   for _ in range(repeats):
@@ -96,21 +100,31 @@ def decode_rate(source, repeats: int, count: int = 100) -> float:
 def index_speed(num_sequences: int, num_frames: int = 30) -> None:
   """Times the GOT-10k index build (parse every annotation) against loading the cache."""
   from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     t0 = time.perf_counter()
-    root = synthetic.make_synthetic_dataset(tmp / 'syn', num_train=num_sequences, num_val=0,
-                                            num_frames=num_frames, frame_size=(48, 32))
-    print(f'generated {num_sequences} sequences x {num_frames} frames in '
-          f'{time.perf_counter() - t0:.1f} s')
+    root = synthetic.make_synthetic_dataset(
+      tmp / 'syn', num_train=num_sequences, num_val=0, num_frames=num_frames, frame_size=(48, 32)
+    )
+    print(
+      f'generated {num_sequences} sequences x {num_frames} frames in '
+      f'{time.perf_counter() - t0:.1f} s'
+    )
     times = {}
-    for label, cache in (('no cache', None), ('build + write cache', tmp / 'cache'),
-                         ('from cache', tmp / 'cache')):
+    for label, cache in (
+      ('no cache', None),
+      ('build + write cache', tmp / 'cache'),
+      ('from cache', tmp / 'cache'),
+    ):
       t0 = time.perf_counter()
       src = sources.got10k(root, 'train', cache_dir=cache)
       times[label] = time.perf_counter() - t0
-    print(f'| index of {len(src)} GOT-10k sequences | ' +
-          ' | '.join(f'{k}: {v:.2f} s' for k, v in times.items()) + ' |')
+    print(
+      f'| index of {len(src)} GOT-10k sequences | '
+      + ' | '.join(f'{k}: {v:.2f} s' for k, v in times.items())
+      + ' |'
+    )
 
 
 def main() -> None:
@@ -120,10 +134,15 @@ def main() -> None:
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--batches', type=int, default=12)
   parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--workers', default='', help='comma-separated worker counts '
-                      '(default: 1, 2, all cores)')
-  parser.add_argument('--index_sequences', type=int, default=0,
-                      help='only time the index build for this many synthetic sequences')
+  parser.add_argument(
+    '--workers', default='', help='comma-separated worker counts (default: 1, 2, all cores)'
+  )
+  parser.add_argument(
+    '--index_sequences',
+    type=int,
+    default=0,
+    help='only time the index build for this many synthetic sequences',
+  )
   args = parser.parse_args()
   if args.index_sequences:
     index_speed(args.index_sequences)
@@ -132,12 +151,16 @@ def main() -> None:
     parser.error('give --sequences or --root')
   cores = os.cpu_count() or 1
   cv2.setNumThreads(1)  # the main-process figure is one core (workers set this themselves)
-  workers = ([int(w) for w in args.workers.split(',')] if args.workers
-             else sorted({1, min(2, cores), cores}))
+  workers = (
+    [int(w) for w in args.workers.split(',')] if args.workers else sorted({1, min(2, cores), cores})
+  )
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
-    root = (layout_got10k(pathlib.Path(args.sequences), tmp / 'got10k') if args.sequences
-            else pathlib.Path(args.root))
+    root = (
+      layout_got10k(pathlib.Path(args.sequences), tmp / 'got10k')
+      if args.sequences
+      else pathlib.Path(args.root)
+    )
     folder_src = sources.got10k(root, 'train', cache_dir=None, name='got10k_train_full')
     print(folder_src.report.summary())
     t0 = time.perf_counter()
@@ -146,36 +169,62 @@ def main() -> None:
     packed_src = pack.PackedSource(tmp / 'packs' / 'got10k_train_full')
     sizes = {s.image_size for s in folder_src.sequences}
     config = get_config('ostrack_256_ce')
-    config.data.samples_per_epoch = 10 ** 6
+    config.data.samples_per_epoch = 10**6
     config.data.train_datasets = ('got10k_train_full',)
     config.data.train_ratios = (1.0,)
     rows = []
     ref = decode_rate(folder_src, args.repeats)
-    for label, src, reduced in (('folder, reduced decode', folder_src, True),
-                                ('folder, full decode', folder_src, False),
-                                ('pack, reduced decode', packed_src, True)):
+    for label, src, reduced in (
+      ('folder, reduced decode', folder_src, True),
+      ('folder, full decode', folder_src, False),
+      ('pack, reduced decode', packed_src, True),
+    ):
       config.data.reduced_decode = reduced
-      rate0, cpu0 = measure(config, batch_size=args.batch_size, num_workers=0,
-                            batches=args.batches, repeats=args.repeats, source=src)
+      rate0, cpu0 = measure(
+        config,
+        batch_size=args.batch_size,
+        num_workers=0,
+        batches=args.batches,
+        repeats=args.repeats,
+        source=src,
+      )
       row = [label, cpu0, rate0]
       for w in workers:
-        row.append(measure(config, batch_size=args.batch_size, num_workers=w,
-                           batches=args.batches, repeats=args.repeats, source=src)[0])
+        row.append(
+          measure(
+            config,
+            batch_size=args.batch_size,
+            num_workers=w,
+            batches=args.batches,
+            repeats=args.repeats,
+            source=src,
+          )[0]
+        )
       rows.append(row)
       print(f'  {label}: ' + ', '.join(f'{v:.0f}' for v in row[1:]), flush=True)
   print()
-  print(f'hardware: {platform.processor() or platform.machine()}, {cores} cores '
-        f'(os.cpu_count), Python {platform.python_version()}; frames {sorted(sizes)}; '
-        f'batch {args.batch_size}, median of {args.repeats} x {args.batches} batches')
-  header = (['input', 'per CPU-second (1 thread)', 'main process, wall']
-            + [f'{w} worker(s), wall' for w in workers] + [f'wall per core at {workers[-1]}'])
+  print(
+    f'hardware: {platform.processor() or platform.machine()}, {cores} cores '
+    f'(os.cpu_count), Python {platform.python_version()}; frames {sorted(sizes)}; '
+    f'batch {args.batch_size}, median of {args.repeats} x {args.batches} batches'
+  )
+  header = (
+    ['input', 'per CPU-second (1 thread)', 'main process, wall']
+    + [f'{w} worker(s), wall' for w in workers]
+    + [f'wall per core at {workers[-1]}']
+  )
   print('| ' + ' | '.join(header) + ' |')
   print('|' + '---|' * len(header))
   for row in rows:
-    print(f'| {row[0]} | ' + ' | '.join(f'{v:.0f}' for v in row[1:]) +
-          f' | {row[-1] / workers[-1]:.0f} |')
-  print(f'(pairs/s; reference: two bare full-size cv2.imdecode calls per pair give '
-        f'{ref:.0f} pairs per CPU-second; load average at the end: {os.getloadavg()[0]:.1f})')
+    print(
+      f'| {row[0]} | '
+      + ' | '.join(f'{v:.0f}' for v in row[1:])
+      + f' | {row[-1] / workers[-1]:.0f} |'
+    )
+  print(
+    f'(pairs/s; reference: two bare full-size cv2.imdecode calls per pair give '
+    f'{ref:.0f} pairs per CPU-second; load average at the end: {os.getloadavg()[0]:.1f})'
+  )
 
 
 if __name__ == '__main__':

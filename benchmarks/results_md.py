@@ -22,10 +22,12 @@ def cpu_model() -> str:
 def write_section(begin: str, end: str, title: str, script: str, argv: str, table: str) -> None:
   """Replaces the section between the ``begin``/``end`` markers of RESULTS.md (or appends it)."""
   text = RESULTS.read_text() if RESULTS.exists() else '# Benchmark results\n'
-  section = (f'{begin}\n## {title} ({script})\n\n'
-             f'Command: `python {script} {argv}`, {time.strftime("%Y-%m-%d")}.\n\n{table}\n{end}')
+  section = (
+    f'{begin}\n## {title} ({script})\n\n'
+    f'Command: `python {script} {argv}`, {time.strftime("%Y-%m-%d")}.\n\n{table}\n{end}'
+  )
   if begin in text and end in text:
-    text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
   else:
     text = text.rstrip() + '\n\n' + section + '\n'
   RESULTS.write_text(text)

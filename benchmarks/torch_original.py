@@ -62,28 +62,37 @@ import numpy as np
 
 # Our preset name -> the original's experiment file (experiments/ostrack/<name>.yaml).
 PRESET_TO_YAML = {
-    'ostrack_256_ce': 'vitb_256_mae_ce_32x4_ep300',
-    'ostrack_256': 'vitb_256_mae_32x4_ep300',
-    'ostrack_384_ce': 'vitb_384_mae_ce_32x4_ep300',
-    'ostrack_384': 'vitb_384_mae_32x4_ep300',
-    'ostrack_256_ce_got10k': 'vitb_256_mae_ce_32x4_got10k_ep100',
-    'ostrack_384_ce_got10k': 'vitb_384_mae_ce_32x4_got10k_ep100',
+  'ostrack_256_ce': 'vitb_256_mae_ce_32x4_ep300',
+  'ostrack_256': 'vitb_256_mae_32x4_ep300',
+  'ostrack_384_ce': 'vitb_384_mae_ce_32x4_ep300',
+  'ostrack_384': 'vitb_384_mae_32x4_ep300',
+  'ostrack_256_ce_got10k': 'vitb_256_mae_ce_32x4_got10k_ep100',
+  'ostrack_384_ce_got10k': 'vitb_384_mae_ce_32x4_got10k_ep100',
 }
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Packages the original's training / tracking modules import at module level but that the code
 # paths run here never use; stand-ins are registered for those that are not installed.
-_OPTIONAL_IMPORTS = ('tensorboardX', 'visdom', 'visdom.server', 'jpeg4py', 'lmdb', 'wandb',
-                     'matplotlib', 'matplotlib.pyplot')
+_OPTIONAL_IMPORTS = (
+  'tensorboardX',
+  'visdom',
+  'visdom.server',
+  'jpeg4py',
+  'lmdb',
+  'wandb',
+  'matplotlib',
+  'matplotlib.pyplot',
+)
 
 
 # --------------------------------------------------------------------------------------------
 # Importing the original
 
 
-def _placeholder_module(name: str, attrs: dict[str, Any] | None = None,
-                        missing: Sequence[str] = ()) -> types.ModuleType:
+def _placeholder_module(
+  name: str, attrs: dict[str, Any] | None = None, missing: Sequence[str] = ()
+) -> types.ModuleType:
   """A module whose unknown attributes are inert placeholder classes (never called here)."""
   module = types.ModuleType(name)
   module.__dict__.update(attrs or {})
@@ -92,11 +101,16 @@ def _placeholder_module(name: str, attrs: dict[str, Any] | None = None,
   def __getattr__(attr):  # pylint: disable=invalid-name
     if attr.startswith('__') or attr in missing:
       raise AttributeError(attr)
-    placeholder = type(attr, (), {
+    placeholder = type(
+      attr,
+      (),
+      {
         '__init__': lambda self, *a, **k: None,
         '__call__': lambda self, *a, **k: (_ for _ in ()).throw(
-            NotImplementedError(f'{name}.{attr} is a stand-in (no torchvision here)')),
-    })
+          NotImplementedError(f'{name}.{attr} is a stand-in (no torchvision here)')
+        ),
+      },
+    )
     setattr(module, attr, placeholder)
     return placeholder
 
@@ -107,7 +121,6 @@ def _placeholder_module(name: str, attrs: dict[str, Any] | None = None,
 def _install_torchvision_standin() -> bool:
   """Registers a minimal `torchvision` if the real one cannot be imported. Returns True if so."""
   try:
-    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
     return False
   except Exception:  # pylint: disable=broad-except
     for key in [k for k in sys.modules if k == 'torchvision' or k.startswith('torchvision.')]:
@@ -119,15 +132,16 @@ def _install_torchvision_standin() -> bool:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
   modules = {
-      'torchvision': _placeholder_module('torchvision', {'__version__': '0.0.0+standin'}),
-      'torchvision.ops': _placeholder_module('torchvision.ops'),
-      'torchvision.ops.boxes': _placeholder_module('torchvision.ops.boxes', {'box_area': box_area}),
-      'torchvision.ops.misc': _placeholder_module('torchvision.ops.misc'),
-      'torchvision.transforms': _placeholder_module('torchvision.transforms'),
-      # timm checks for InterpolationMode with a try/except ImportError.
-      'torchvision.transforms.functional': _placeholder_module(
-          'torchvision.transforms.functional', missing=('InterpolationMode',)),
-      'torchvision.datasets': _placeholder_module('torchvision.datasets'),
+    'torchvision': _placeholder_module('torchvision', {'__version__': '0.0.0+standin'}),
+    'torchvision.ops': _placeholder_module('torchvision.ops'),
+    'torchvision.ops.boxes': _placeholder_module('torchvision.ops.boxes', {'box_area': box_area}),
+    'torchvision.ops.misc': _placeholder_module('torchvision.ops.misc'),
+    'torchvision.transforms': _placeholder_module('torchvision.transforms'),
+    # timm checks for InterpolationMode with a try/except ImportError.
+    'torchvision.transforms.functional': _placeholder_module(
+      'torchvision.transforms.functional', missing=('InterpolationMode',)
+    ),
+    'torchvision.datasets': _placeholder_module('torchvision.datasets'),
   }
   modules['torchvision'].ops = modules['torchvision.ops']
   modules['torchvision'].transforms = modules['torchvision.transforms']
@@ -156,7 +170,7 @@ def _install_optional_standins(names: Sequence[str]) -> list[str]:
         if sub not in sys.modules:
           sys.modules[sub] = _placeholder_module(sub)
           if i > 1:
-            setattr(sys.modules['.'.join(parts[:i - 1])], parts[i - 1], sys.modules[sub])
+            setattr(sys.modules['.'.join(parts[: i - 1])], parts[i - 1], sys.modules[sub])
       installed.append(name)
   return installed
 
@@ -167,6 +181,7 @@ def _install_torch_six_standin() -> None:
     importlib.import_module('torch._six')
   except ImportError:
     import collections.abc  # pylint: disable=g-import-not-at-top
+
     six = types.ModuleType('torch._six')
     six.string_classes = (str, bytes)
     six.int_classes = int
@@ -185,8 +200,9 @@ def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
   marker = repo / 'lib' / 'models' / 'ostrack' / 'ostrack.py'
   if not marker.is_file():
     raise FileNotFoundError(
-        f'--ostrack-repo {str(ostrack_repo)!r}: no lib/models/ostrack/ostrack.py there; expected a '
-        'checkout of botaoye/OSTrack (GitHub)')
+      f'--ostrack-repo {str(ostrack_repo)!r}: no lib/models/ostrack/ostrack.py there; expected a '
+      'checkout of botaoye/OSTrack (GitHub)'
+    )
   for package in ('torch', 'easydict', 'yaml', 'cv2'):
     try:
       importlib.import_module(package)
@@ -197,8 +213,9 @@ def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
   try:
     import timm  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError(f'the original OSTrack needs timm==0.5.4 (pip install timm==0.5.4 '
-                      f'--no-deps): {e}') from e
+    raise ImportError(
+      f'the original OSTrack needs timm==0.5.4 (pip install timm==0.5.4 --no-deps): {e}'
+    ) from e
   if str(repo) not in sys.path:
     sys.path.insert(0, str(repo))
   ns = types.SimpleNamespace(repo=repo, torchvision_standin=standin, timm_version=timm.__version__)
@@ -211,8 +228,10 @@ def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
 def load_original_config(orig: types.SimpleNamespace, preset_name: str):
   """The original's EasyDict config for one of our preset names (fresh copy, never shared)."""
   if preset_name not in PRESET_TO_YAML:
-    raise ValueError(f'preset {preset_name!r}: the original has no such experiment; '
-                     f'choose one of {sorted(PRESET_TO_YAML)}')
+    raise ValueError(
+      f'preset {preset_name!r}: the original has no such experiment; '
+      f'choose one of {sorted(PRESET_TO_YAML)}'
+    )
   if not hasattr(orig, 'default_cfg'):
     orig.default_cfg = copy.deepcopy(orig.config.cfg)
   cfg = copy.deepcopy(orig.default_cfg)
@@ -223,6 +242,7 @@ def load_original_config(orig: types.SimpleNamespace, preset_name: str):
 
 def _set_threads(threads: int | None) -> int:
   import torch  # pylint: disable=g-import-not-at-top
+
   threads = threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
   return threads
@@ -234,11 +254,14 @@ DEVICES = ('cpu', 'cuda')
 def _torch_device(device: str):
   """torch.device for 'cpu' / 'cuda'; a clear error when CUDA is asked for but absent."""
   import torch  # pylint: disable=g-import-not-at-top
+
   if device not in DEVICES:
     raise ValueError(f'device {device!r}: choose one of {DEVICES}')
   if device == 'cuda' and not torch.cuda.is_available():
-    raise RuntimeError(f'--device cuda: torch {torch.__version__} sees no CUDA device '
-                       f'(torch.version.cuda={torch.version.cuda})')
+    raise RuntimeError(
+      f'--device cuda: torch {torch.__version__} sees no CUDA device '
+      f'(torch.version.cuda={torch.version.cuda})'
+    )
   return torch.device(device)
 
 
@@ -246,6 +269,7 @@ def _sync_fn(device: str) -> Callable[[], None] | None:
   """torch.cuda.synchronize on CUDA (each timed region waits for the GPU), None on the CPU."""
   if device == 'cuda':
     import torch  # pylint: disable=g-import-not-at-top
+
     return torch.cuda.synchronize
   return None
 
@@ -259,24 +283,31 @@ def _cpu_name() -> str:
   except OSError:
     pass
   import platform  # pylint: disable=g-import-not-at-top
+
   return platform.processor() or platform.machine()
 
 
 def _device_info(device: str) -> dict[str, Any]:
   """What the timings ran on: device, device_name and, on CUDA, versions and precision flags."""
   import torch  # pylint: disable=g-import-not-at-top
+
   if device != 'cuda':
     return dict(device='cpu', device_name=_cpu_name())
-  return dict(device='cuda', device_name=torch.cuda.get_device_name(),
-              cuda_version=torch.version.cuda, cudnn_version=torch.backends.cudnn.version(),
-              matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
-              cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
-              max_memory_allocated_mib=torch.cuda.max_memory_allocated() / 2**20)
+  return dict(
+    device='cuda',
+    device_name=torch.cuda.get_device_name(),
+    cuda_version=torch.version.cuda,
+    cudnn_version=torch.backends.cudnn.version(),
+    matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+    max_memory_allocated_mib=torch.cuda.max_memory_allocated() / 2**20,
+  )
 
 
 def _load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
   """Reads a released-layout checkpoint safely (weights_only=True; never full unpickling)."""
   import torch  # pylint: disable=g-import-not-at-top
+
   ckpt = torch.load(str(path), map_location='cpu', weights_only=True)
   if not isinstance(ckpt, dict) or 'net' not in ckpt:
     raise ValueError(f'checkpoint {str(path)!r}: expected {{"net": state_dict}} (released layout)')
@@ -286,6 +317,7 @@ def _load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
 def template_mask(orig, cfg, batch: int, device: str = 'cpu'):
   """The original's CE template mask (CTR_POINT etc.) for `batch` samples on `device`, or None."""
   import torch  # pylint: disable=g-import-not-at-top
+
   if not cfg.MODEL.BACKBONE.CE_LOC:
     return None
   # CTR_POINT / CTR_REC / ALL do not look at the box; a centred box for GT_BOX.
@@ -293,10 +325,14 @@ def template_mask(orig, cfg, batch: int, device: str = 'cpu'):
   return orig.ce_utils.generate_mask_cond(cfg, batch, torch.device(device), box)
 
 
-def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
-                   checkpoint: str | os.PathLike | dict[str, Any] | None = None,
-                   seed: int = 0, training: bool = False, device: str = 'cpu'
-                   ) -> tuple[Any, Callable[..., dict[str, Any]]]:
+def build_original(
+  ostrack_repo: str | os.PathLike,
+  preset_name: str,
+  checkpoint: str | os.PathLike | dict[str, Any] | None = None,
+  seed: int = 0,
+  training: bool = False,
+  device: str = 'cpu',
+) -> tuple[Any, Callable[..., dict[str, Any]]]:
   """Builds the original model for one of our preset names, in eval mode, float32, on `device`.
 
   Args:
@@ -316,6 +352,7 @@ def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
     tensors converted to numpy (lists kept as lists).
   """
   import torch  # pylint: disable=g-import-not-at-top
+
   torch_device = _torch_device(device)
   orig = import_original(ostrack_repo)
   cfg = load_original_config(orig, preset_name)
@@ -324,8 +361,10 @@ def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
   model = orig.ostrack.build_ostrack(cfg, training=training)
   if checkpoint is not None:
     state = checkpoint if isinstance(checkpoint, dict) else _load_state_dict(checkpoint)
-    state = {k: (torch.from_numpy(np.asarray(v)) if isinstance(v, np.ndarray) else v)
-             for k, v in state.items()}
+    state = {
+      k: (torch.from_numpy(np.asarray(v)) if isinstance(v, np.ndarray) else v)
+      for k, v in state.items()
+    }
     model.load_state_dict(state, strict=True)
   model.to(torch_device)
   model.eval()
@@ -341,8 +380,13 @@ def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
     template, search = as_input(template), as_input(search)
     mask = template_mask(orig, cfg, template.shape[0], device)
     with torch.no_grad():
-      out = model(template=template, search=search, ce_template_mask=mask,
-                  ce_keep_rate=keep_rate, return_last_attn=return_last_attn)
+      out = model(
+        template=template,
+        search=search,
+        ce_template_mask=mask,
+        ce_keep_rate=keep_rate,
+        return_last_attn=return_last_attn,
+      )
     return _to_numpy(out)
 
   return model, forward
@@ -350,6 +394,7 @@ def build_original(ostrack_repo: str | os.PathLike, preset_name: str,
 
 def _to_numpy(tree):
   import torch  # pylint: disable=g-import-not-at-top
+
   if isinstance(tree, torch.Tensor):
     return tree.detach().cpu().numpy()
   if isinstance(tree, dict):
@@ -363,8 +408,9 @@ def _to_numpy(tree):
 # Timing
 
 
-def _timed(fn: Callable[[], Any], repeats: int, warmup: int,
-           sync: Callable[[], None] | None = None) -> list[float]:
+def _timed(
+  fn: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None] | None = None
+) -> list[float]:
   """Wall times (ms) of `repeats` calls of fn after `warmup` untimed ones.
 
   `sync` (torch.cuda.synchronize on CUDA) is called before each timed call starts and before it
@@ -384,14 +430,27 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int,
 
 
 def _summary(times_ms: list[float], **extra) -> dict[str, Any]:
-  return dict(extra, median_ms=statistics.median(times_ms), min_ms=min(times_ms),
-              max_ms=max(times_ms), repeats=len(times_ms), times_ms=times_ms)
+  return dict(
+    extra,
+    median_ms=statistics.median(times_ms),
+    min_ms=min(times_ms),
+    max_ms=max(times_ms),
+    repeats=len(times_ms),
+    times_ms=times_ms,
+  )
 
 
-def time_original(ostrack_repo: str | os.PathLike, preset_name: str, batch: int = 1,
-                  repeats: int = 20, warmup: int = 3, threads: int | None = None,
-                  keep_rate: float | None = None, seed: int = 0,
-                  device: str = 'cpu') -> dict[str, Any]:
+def time_original(
+  ostrack_repo: str | os.PathLike,
+  preset_name: str,
+  batch: int = 1,
+  repeats: int = 20,
+  warmup: int = 3,
+  threads: int | None = None,
+  keep_rate: float | None = None,
+  seed: int = 0,
+  device: str = 'cpu',
+) -> dict[str, Any]:
   """Median wall time of the original's eval-mode forward (torch.no_grad, float32, `device`).
 
   Inputs are random normal NCHW batches of the preset's sizes, made on `device` (as is the CE
@@ -402,15 +461,16 @@ def time_original(ostrack_repo: str | os.PathLike, preset_name: str, batch: int 
   'device', 'device_name', ...}.
   """
   import torch  # pylint: disable=g-import-not-at-top
+
   threads = _set_threads(threads)
   model, _ = build_original(ostrack_repo, preset_name, seed=seed, device=device)
   cfg = model.cfg
   rng = np.random.default_rng(seed)
   t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
-  template = torch.from_numpy(rng.standard_normal((batch, 3, t_size, t_size), np.float32)
-                              ).to(device)
-  search = torch.from_numpy(rng.standard_normal((batch, 3, s_size, s_size), np.float32)
-                            ).to(device)
+  template = torch.from_numpy(rng.standard_normal((batch, 3, t_size, t_size), np.float32)).to(
+    device
+  )
+  search = torch.from_numpy(rng.standard_normal((batch, 3, s_size, s_size), np.float32)).to(device)
   mask = template_mask(model.orig, cfg, batch, device)
 
   def step():
@@ -418,14 +478,26 @@ def time_original(ostrack_repo: str | os.PathLike, preset_name: str, batch: int 
       return model(template=template, search=search, ce_template_mask=mask, ce_keep_rate=keep_rate)
 
   times = _timed(step, repeats, warmup, _sync_fn(device))
-  return _summary(times, what='forward', preset=preset_name, batch=batch, threads=threads,
-                  keep_rate=keep_rate, torch_version=torch.__version__, **_device_info(device))
+  return _summary(
+    times,
+    what='forward',
+    preset=preset_name,
+    batch=batch,
+    threads=threads,
+    keep_rate=keep_rate,
+    torch_version=torch.__version__,
+    **_device_info(device),
+  )
 
 
-def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str = 'ostrack_256_ce',
-                             batch: int = 2, seed: int = 0, epoch: int = 300,
-                             device: str = 'cpu'
-                             ) -> tuple[Callable[[], dict[str, float]], dict[str, Any]]:
+def make_train_step_original(
+  ostrack_repo: str | os.PathLike,
+  preset_name: str = 'ostrack_256_ce',
+  batch: int = 2,
+  seed: int = 0,
+  epoch: int = 300,
+  device: str = 'cpu',
+) -> tuple[Callable[[], dict[str, float]], dict[str, Any]]:
   """One training iteration of the original: its actor's forward + losses, AdamW step.
 
   As the original trainer does it: model in train mode (drop path 0.1, BatchNorm batch
@@ -439,6 +511,7 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
     (step, info): step() runs one iteration and returns the actor's loss status dict.
   """
   import torch  # pylint: disable=g-import-not-at-top
+
   orig = import_original(ostrack_repo)
   _install_optional_standins(_OPTIONAL_IMPORTS)
   actors = importlib.import_module('lib.train.actors')
@@ -447,29 +520,37 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
   model, _ = build_original(ostrack_repo, preset_name, seed=seed, training=True, device=device)
   cfg = model.cfg
   model.train()
-  objective = {'giou': box_ops.giou_loss, 'l1': torch.nn.functional.l1_loss,
-               'focal': focal.FocalLoss()}
+  objective = {
+    'giou': box_ops.giou_loss,
+    'l1': torch.nn.functional.l1_loss,
+    'focal': focal.FocalLoss(),
+  }
   loss_weight = {'giou': cfg.TRAIN.GIOU_WEIGHT, 'l1': cfg.TRAIN.L1_WEIGHT, 'focal': 1.0}
   settings = types.SimpleNamespace(batchsize=batch, num_template=1)
-  actor = actors.OSTrackActor(net=model, objective=objective, loss_weight=loss_weight,
-                              settings=settings, cfg=cfg)
+  actor = actors.OSTrackActor(
+    net=model, objective=objective, loss_weight=loss_weight, settings=settings, cfg=cfg
+  )
   param_groups = [
-      {'params': [p for n, p in model.named_parameters() if 'backbone' not in n and p.requires_grad]},
-      {'params': [p for n, p in model.named_parameters() if 'backbone' in n and p.requires_grad],
-       'lr': cfg.TRAIN.LR * cfg.TRAIN.BACKBONE_MULTIPLIER},
+    {'params': [p for n, p in model.named_parameters() if 'backbone' not in n and p.requires_grad]},
+    {
+      'params': [p for n, p in model.named_parameters() if 'backbone' in n and p.requires_grad],
+      'lr': cfg.TRAIN.LR * cfg.TRAIN.BACKBONE_MULTIPLIER,
+    },
   ]
   optimizer = torch.optim.AdamW(param_groups, lr=cfg.TRAIN.LR, weight_decay=cfg.TRAIN.WEIGHT_DECAY)
   rng = np.random.default_rng(seed)
   t_size, s_size = cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE
   box = np.array([0.3, 0.35, 0.3, 0.25], np.float32)  # xywh normalized to the crop
   data = {
-      'template_images': torch.from_numpy(
-          rng.standard_normal((1, batch, 3, t_size, t_size), np.float32)).to(device),
-      'search_images': torch.from_numpy(
-          rng.standard_normal((1, batch, 3, s_size, s_size), np.float32)).to(device),
-      'template_anno': torch.from_numpy(np.tile(box, (1, batch, 1))).to(device),
-      'search_anno': torch.from_numpy(np.tile(box, (1, batch, 1))).to(device),
-      'epoch': epoch,
+    'template_images': torch.from_numpy(
+      rng.standard_normal((1, batch, 3, t_size, t_size), np.float32)
+    ).to(device),
+    'search_images': torch.from_numpy(
+      rng.standard_normal((1, batch, 3, s_size, s_size), np.float32)
+    ).to(device),
+    'template_anno': torch.from_numpy(np.tile(box, (1, batch, 1))).to(device),
+    'search_anno': torch.from_numpy(np.tile(box, (1, batch, 1))).to(device),
+    'epoch': epoch,
   }
   clip = cfg.TRAIN.GRAD_CLIP_NORM
 
@@ -482,24 +563,41 @@ def make_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
     optimizer.step()
     return status
 
-  info = dict(preset=preset_name, batch=batch, epoch=epoch, device=device,
-              keep_rate=orig.ce_utils.adjust_keep_rate(
-                  epoch, warmup_epochs=cfg.TRAIN.CE_START_EPOCH,
-                  total_epochs=cfg.TRAIN.CE_START_EPOCH + cfg.TRAIN.CE_WARM_EPOCH,
-                  ITERS_PER_EPOCH=1, base_keep_rate=cfg.MODEL.BACKBONE.CE_KEEP_RATIO[0])
-              if cfg.MODEL.BACKBONE.CE_LOC else None)
+  info = dict(
+    preset=preset_name,
+    batch=batch,
+    epoch=epoch,
+    device=device,
+    keep_rate=orig.ce_utils.adjust_keep_rate(
+      epoch,
+      warmup_epochs=cfg.TRAIN.CE_START_EPOCH,
+      total_epochs=cfg.TRAIN.CE_START_EPOCH + cfg.TRAIN.CE_WARM_EPOCH,
+      ITERS_PER_EPOCH=1,
+      base_keep_rate=cfg.MODEL.BACKBONE.CE_KEEP_RATIO[0],
+    )
+    if cfg.MODEL.BACKBONE.CE_LOC
+    else None,
+  )
   return step, info
 
 
-def time_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str = 'ostrack_256_ce',
-                             batch: int = 2, repeats: int = 5, warmup: int = 2,
-                             threads: int | None = None, seed: int = 0,
-                             epoch: int = 300, device: str = 'cpu') -> dict[str, Any]:
+def time_train_step_original(
+  ostrack_repo: str | os.PathLike,
+  preset_name: str = 'ostrack_256_ce',
+  batch: int = 2,
+  repeats: int = 5,
+  warmup: int = 2,
+  threads: int | None = None,
+  seed: int = 0,
+  epoch: int = 300,
+  device: str = 'cpu',
+) -> dict[str, Any]:
   """Median wall time of `make_train_step_original`'s step (ms); see there for what it does.
 
   On 'cuda' each timed step is bracketed by torch.cuda.synchronize().
   """
   import torch  # pylint: disable=g-import-not-at-top
+
   threads = _set_threads(threads)
   step, info = make_train_step_original(ostrack_repo, preset_name, batch, seed, epoch, device)
   last = {}
@@ -509,8 +607,14 @@ def time_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
 
   times = _timed(run, repeats, warmup, _sync_fn(device))
   info = dict(info, **_device_info(device))
-  return _summary(times, what='train_step', threads=threads, last_status=last,
-                  torch_version=torch.__version__, **info)
+  return _summary(
+    times,
+    what='train_step',
+    threads=threads,
+    last_status=last,
+    torch_version=torch.__version__,
+    **info,
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +625,7 @@ def time_train_step_original(ostrack_repo: str | os.PathLike, preset_name: str =
 def _cuda_calls_stay_on_cpu():
   """The original tracker calls .cuda() on tensors and the network: make those no-ops."""
   import torch  # pylint: disable=g-import-not-at-top
+
   saved = torch.Tensor.cuda, torch.nn.Module.cuda
   torch.Tensor.cuda = lambda self, *a, **k: self
   torch.nn.Module.cuda = lambda self, *a, **k: self
@@ -530,11 +635,17 @@ def _cuda_calls_stay_on_cpu():
     torch.Tensor.cuda, torch.nn.Module.cuda = saved
 
 
-def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.ndarray],
-                        init_box_xywh: Sequence[float], preset_name: str = 'ostrack_256_ce',
-                        checkpoint: str | os.PathLike | None = None, threads: int | None = None,
-                        warmup_frames: int = 2, seed: int = 0,
-                        device: str = 'cpu') -> dict[str, Any]:
+def time_track_original(
+  ostrack_repo: str | os.PathLike,
+  frames: Sequence[np.ndarray],
+  init_box_xywh: Sequence[float],
+  preset_name: str = 'ostrack_256_ce',
+  checkpoint: str | os.PathLike | None = None,
+  threads: int | None = None,
+  warmup_frames: int = 2,
+  seed: int = 0,
+  device: str = 'cpu',
+) -> dict[str, Any]:
   """Per-frame wall time of the original tracker's `track()` (RGB uint8 HxWx3 frames).
 
   The tracker is the unmodified `lib.test.tracker.ostrack.OSTrack`. On 'cpu' its `.cuda()` calls
@@ -546,6 +657,7 @@ def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.nda
   """
   import tempfile  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
+
   _torch_device(device)
   sync = _sync_fn(device) or (lambda: None)
   threads = _set_threads(threads)
@@ -560,9 +672,15 @@ def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.nda
       checkpoint = os.path.join(tmp, 'random_init.pth.tar')
       torch.save({'net': model.state_dict()}, checkpoint)
     params = types.SimpleNamespace(
-        cfg=cfg, template_factor=cfg.TEST.TEMPLATE_FACTOR, template_size=cfg.TEST.TEMPLATE_SIZE,
-        search_factor=cfg.TEST.SEARCH_FACTOR, search_size=cfg.TEST.SEARCH_SIZE,
-        checkpoint=str(checkpoint), save_all_boxes=False, debug=0)
+      cfg=cfg,
+      template_factor=cfg.TEST.TEMPLATE_FACTOR,
+      template_size=cfg.TEST.TEMPLATE_SIZE,
+      search_factor=cfg.TEST.SEARCH_FACTOR,
+      search_size=cfg.TEST.SEARCH_SIZE,
+      checkpoint=str(checkpoint),
+      save_all_boxes=False,
+      debug=0,
+    )
     placement = _cuda_calls_stay_on_cpu() if device == 'cpu' else contextlib.nullcontext()
     with placement:
       tracker = tracker_mod.OSTrack(params, 'got10k')
@@ -580,16 +698,28 @@ def time_track_original(ostrack_repo: str | os.PathLike, frames: Sequence[np.nda
         times.append((time.perf_counter() - start) * 1e3)
         boxes.append(out['target_bbox'])
   counted = times[warmup_frames:]
-  return _summary(counted, what='track', preset=preset_name, threads=threads, init_ms=init_ms,
-                  frames=len(frames), frame_shape=list(frames[0].shape), standins=standins,
-                  fps=1e3 / statistics.median(counted), last_box=boxes[-1],
-                  torch_version=torch.__version__, **_device_info(device))
+  return _summary(
+    counted,
+    what='track',
+    preset=preset_name,
+    threads=threads,
+    init_ms=init_ms,
+    frames=len(frames),
+    frame_shape=list(frames[0].shape),
+    standins=standins,
+    fps=1e3 / statistics.median(counted),
+    last_box=boxes[-1],
+    torch_version=torch.__version__,
+    **_device_info(device),
+  )
 
 
-def read_frames(frames_dir: str | os.PathLike, limit: int | None = None
-                ) -> tuple[list[np.ndarray], np.ndarray]:
+def read_frames(
+  frames_dir: str | os.PathLike, limit: int | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
   """RGB frames (sorted *.jpg / *.png) and groundtruth.txt (xywh) of a GOT-10k-style folder."""
   import cv2  # pylint: disable=g-import-not-at-top
+
   folder = pathlib.Path(frames_dir)
   paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
   if not paths:
@@ -623,9 +753,15 @@ def _ce_scores(attn, mask, lens_t: int):
   return a.mean(axis=2).mean(axis=1)
 
 
-def vitb_reference(ostrack_repo: str | os.PathLike, preset_name: str, seed: int = 0,
-                   input_seed: int = 100, batch: int = 1, keep_rate: float | None = None,
-                   feat_rows: int = 16) -> dict[str, np.ndarray]:
+def vitb_reference(
+  ostrack_repo: str | os.PathLike,
+  preset_name: str,
+  seed: int = 0,
+  input_seed: int = 100,
+  batch: int = 1,
+  keep_rate: float | None = None,
+  feat_rows: int = 16,
+) -> dict[str, np.ndarray]:
   """The original's outputs for seeded ViT-B weights (tests/weights_util.py) on seeded inputs.
 
   Inputs: `rng = np.random.default_rng(input_seed)`; template then search, standard normal
@@ -634,6 +770,7 @@ def vitb_reference(ostrack_repo: str | os.PathLike, preset_name: str, seed: int 
   attention by forward hooks; the original is not modified).
   """
   import torch  # pylint: disable=g-import-not-at-top
+
   weights_util = _load_weights_util()
   search_size = 384 if '384' in preset_name else 256
   weights = weights_util.vitb_weights(search_size, seed=seed)
@@ -654,36 +791,48 @@ def vitb_reference(ostrack_repo: str | os.PathLike, preset_name: str, seed: int 
 
   def hook(index):
     def fn(_, inputs, output):
-      captured[index] = (inputs[2].clone(),
-                         [o.clone() if isinstance(o, torch.Tensor) else o for o in output])
+      captured[index] = (
+        inputs[2].clone(),
+        [o.clone() if isinstance(o, torch.Tensor) else o for o in output],
+      )
+
     return fn
 
   handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(model.backbone.blocks)]
   try:
     with torch.no_grad():
-      out = model(template=torch.from_numpy(template), search=torch.from_numpy(search),
-                  ce_template_mask=mask, ce_keep_rate=keep_rate)
+      out = model(
+        template=torch.from_numpy(template),
+        search=torch.from_numpy(search),
+        ce_template_mask=mask,
+        ce_keep_rate=keep_rate,
+      )
   finally:
     for h in handles:
       h.remove()
   out = _to_numpy(out)
   result = {
-      # The inputs are not stored (they regenerate from input_seed); a few values check that.
-      'template_first8': template.reshape(-1)[:8], 'search_first8': search.reshape(-1)[:8],
-      'template_shape': np.array(template.shape), 'search_shape': np.array(search.shape),
-      'input_seed': np.int64(input_seed),
-      'weights_seed': np.int64(seed), 'preset': np.str_(preset_name),
-      'ce_keep_rate': np.float64(np.nan if keep_rate is None else keep_rate),
-      'ce_template_mask': np.zeros((batch, lens_t), bool) if mask is None else mask.numpy(),
-      'score_map': out['score_map'], 'size_map': out['size_map'],
-      'offset_map': out['offset_map'], 'pred_boxes': out['pred_boxes'],
+    # The inputs are not stored (they regenerate from input_seed); a few values check that.
+    'template_first8': template.reshape(-1)[:8],
+    'search_first8': search.reshape(-1)[:8],
+    'template_shape': np.array(template.shape),
+    'search_shape': np.array(search.shape),
+    'input_seed': np.int64(input_seed),
+    'weights_seed': np.int64(seed),
+    'preset': np.str_(preset_name),
+    'ce_keep_rate': np.float64(np.nan if keep_rate is None else keep_rate),
+    'ce_template_mask': np.zeros((batch, lens_t), bool) if mask is None else mask.numpy(),
+    'score_map': out['score_map'],
+    'size_map': out['size_map'],
+    'offset_map': out['offset_map'],
+    'pred_boxes': out['pred_boxes'],
   }
   feat = out['backbone_feat']
   rows = np.unique(np.linspace(0, feat.shape[1] - 1, feat_rows).round().astype(np.int64))
   result['backbone_feat_rows'] = rows
   result['backbone_feat_sampled'] = feat[:, rows]
   result['backbone_feat_abs_sum'] = np.abs(feat.astype(np.float64)).sum(axis=(1, 2))
-  result['backbone_feat_zero_rows'] = (np.abs(feat).sum(-1) == 0)
+  result['backbone_feat_zero_rows'] = np.abs(feat).sum(-1) == 0
   removed = out.get('removed_indexes_s') or []
   ce_loc = list(cfg.MODEL.BACKBONE.CE_LOC)
   n_lists = 0
@@ -703,28 +852,35 @@ def vitb_reference(ostrack_repo: str | os.PathLike, preset_name: str, seed: int 
     lens_keep = global_index_s.shape[1]
     scores = _ce_scores(attn.double().numpy(), None if mask is None else mask.numpy(), lens_t)
     ordered = -np.sort(-scores, axis=1)
-    result[f'block{i:02d}_ce_margin'] = (ordered[:, lens_keep - 1] - ordered[:, lens_keep]
-                                         ).astype(np.float32)
+    result[f'block{i:02d}_ce_margin'] = (ordered[:, lens_keep - 1] - ordered[:, lens_keep]).astype(
+      np.float32
+    )
     result[f'block{i:02d}_ce_lens'] = np.array([lens_s, lens_keep], np.int64)
     # Consistency of the hook re-derivation: the float64 ranking of the block's attention keeps
     # the same global indices as the original's float32 sort (unless a margin is ~1e-9).
     kept_local = np.argsort(-scores, axis=1, kind='stable')[:, :lens_keep]
     kept_global = np.take_along_axis(index_in.numpy(), kept_local, axis=1)
     result[f'block{i:02d}_rederived_set_matches'] = np.array(
-        [set(kept_global[b].tolist()) == set(global_index_s.numpy()[b].tolist())
-         for b in range(batch)])
+      [
+        set(kept_global[b].tolist()) == set(global_index_s.numpy()[b].tolist())
+        for b in range(batch)
+      ]
+    )
   return result
 
 
-def write_vitb_references(ostrack_repo: str | os.PathLike, out_dir: str | os.PathLike
-                          ) -> dict[str, Any]:
+def write_vitb_references(
+  ostrack_repo: str | os.PathLike, out_dir: str | os.PathLike
+) -> dict[str, Any]:
   """Writes tests/fixtures/vitb/{vitb256ce,vitb384ce,vitb256ce_keep1.0}_seed0.npz (compressed)."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   written = {}
-  for name, preset, keep_rate in (('vitb256ce_seed0', 'ostrack_256_ce', None),
-                                  ('vitb384ce_seed0', 'ostrack_384_ce', None),
-                                  ('vitb256ce_keep1.0_seed0', 'ostrack_256_ce', 1.0)):
+  for name, preset, keep_rate in (
+    ('vitb256ce_seed0', 'ostrack_256_ce', None),
+    ('vitb384ce_seed0', 'ostrack_384_ce', None),
+    ('vitb256ce_keep1.0_seed0', 'ostrack_256_ce', 1.0),
+  ):
     start = time.perf_counter()
     ref = vitb_reference(ostrack_repo, preset, keep_rate=keep_rate)
     path = out_dir / f'{name}.npz'
@@ -732,9 +888,12 @@ def write_vitb_references(ostrack_repo: str | os.PathLike, out_dir: str | os.Pat
     np.savez_compressed(tmp, **ref)
     os.replace(tmp, path)
     margins = {k: ref[k].tolist() for k in ref if k.endswith('_ce_margin')}
-    written[str(path.name)] = dict(bytes=path.stat().st_size, seconds=time.perf_counter() - start,
-                                   margins=margins,
-                                   pred_boxes=ref['pred_boxes'].reshape(-1).tolist())
+    written[str(path.name)] = dict(
+      bytes=path.stat().st_size,
+      seconds=time.perf_counter() - start,
+      margins=margins,
+      pred_boxes=ref['pred_boxes'].reshape(-1).tolist(),
+    )
   return written
 
 
@@ -742,8 +901,13 @@ def write_vitb_references(ostrack_repo: str | os.PathLike, out_dir: str | os.Pat
 # Running from another interpreter
 
 
-def run_cli(python: str, ostrack_repo: str | os.PathLike, args: Sequence[str],
-            timeout: float | None = None, device: str | None = None) -> dict[str, Any]:
+def run_cli(
+  python: str,
+  ostrack_repo: str | os.PathLike,
+  args: Sequence[str],
+  timeout: float | None = None,
+  device: str | None = None,
+) -> dict[str, Any]:
   """Runs this file's CLI with another Python (e.g. the reference venv); returns its JSON.
 
   `device`: 'cpu' / 'cuda' passes --device; None leaves it to `args` (default cpu).
@@ -751,8 +915,14 @@ def run_cli(python: str, ostrack_repo: str | os.PathLike, args: Sequence[str],
   Raises:
     RuntimeError: with the subprocess's stderr tail if it fails.
   """
-  cmd = [python, str(pathlib.Path(__file__).resolve()), '--ostrack-repo', str(ostrack_repo),
-         *(['--device', device] if device else []), *args]
+  cmd = [
+    python,
+    str(pathlib.Path(__file__).resolve()),
+    '--ostrack-repo',
+    str(ostrack_repo),
+    *(['--device', device] if device else []),
+    *args,
+  ]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
   if proc.returncode != 0:
     raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
@@ -761,16 +931,22 @@ def run_cli(python: str, ostrack_repo: str | os.PathLike, args: Sequence[str],
 
 def format_table(result: dict[str, Any]) -> str:
   """A few-line text table of a timing result: what, sizes, device and the median/min/max."""
-  cols = [('what', result.get('what')), ('preset', result.get('preset')),
-          ('batch', result.get('batch')), ('keep_rate', result.get('keep_rate')),
-          ('device', result.get('device')), ('device_name', result.get('device_name')),
-          ('threads', result.get('threads')), ('repeats', result.get('repeats')),
-          ('median_ms', result['median_ms']), ('min_ms', result['min_ms']),
-          ('max_ms', result['max_ms'])]
+  cols = [
+    ('what', result.get('what')),
+    ('preset', result.get('preset')),
+    ('batch', result.get('batch')),
+    ('keep_rate', result.get('keep_rate')),
+    ('device', result.get('device')),
+    ('device_name', result.get('device_name')),
+    ('threads', result.get('threads')),
+    ('repeats', result.get('repeats')),
+    ('median_ms', result['median_ms']),
+    ('min_ms', result['min_ms']),
+    ('max_ms', result['max_ms']),
+  ]
   if result.get('what') == 'track':
     cols += [('fps', result.get('fps')), ('init_ms', result.get('init_ms'))]
-  cells = [(k, f'{v:.2f}' if isinstance(v, float) else str(v)) for k, v in cols
-           if v is not None]
+  cells = [(k, f'{v:.2f}' if isinstance(v, float) else str(v)) for k, v in cols if v is not None]
   widths = [max(len(k), len(v)) for k, v in cells]
   head = ' | '.join(k.ljust(w) for (k, _), w in zip(cells, widths))
   rule = '-|-'.join('-' * w for w in widths)
@@ -779,19 +955,24 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument('--ostrack-repo', required=True, help='checkout of botaoye/OSTrack')
   ap.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
-  ap.add_argument('--device', choices=DEVICES, default='cpu',
-                  help='where forward / train-step / track run (default: cpu); may also follow '
-                       'the command name')
+  ap.add_argument(
+    '--device',
+    choices=DEVICES,
+    default='cpu',
+    help='where forward / train-step / track run (default: cpu); may also follow the command name',
+  )
   sub = ap.add_subparsers(dest='cmd', required=True)
   # --device after the command name too; SUPPRESS keeps the subparser from resetting the value
   # given before it.
   on_device = argparse.ArgumentParser(add_help=False)
-  on_device.add_argument('--device', choices=DEVICES, default=argparse.SUPPRESS,
-                         help='cpu or cuda (default: cpu)')
+  on_device.add_argument(
+    '--device', choices=DEVICES, default=argparse.SUPPRESS, help='cpu or cuda (default: cpu)'
+  )
   f = sub.add_parser('forward', help='time the eval forward', parents=[on_device])
   f.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
   f.add_argument('--batch', type=int, default=1)
@@ -804,8 +985,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   t.add_argument('--repeats', type=int, default=5)
   t.add_argument('--warmup', type=int, default=2)
   t.add_argument('--epoch', type=int, default=300, help='sets the CE keep rate (300: 0.7)')
-  k = sub.add_parser('track', help="time the original tracker's track() per frame",
-                     parents=[on_device])
+  k = sub.add_parser(
+    'track', help="time the original tracker's track() per frame", parents=[on_device]
+  )
   k.add_argument('--frames-dir', required=True, help='folder of frames + groundtruth.txt')
   k.add_argument('--preset', default='ostrack_256_ce', choices=sorted(PRESET_TO_YAML))
   k.add_argument('--num-frames', type=int, default=30)
@@ -814,15 +996,32 @@ def main(argv: Sequence[str] | None = None) -> int:
   r.add_argument('--out', default=str(_REPO_ROOT / 'tests' / 'fixtures' / 'vitb'))
   a = ap.parse_args(argv)
   if a.cmd == 'forward':
-    result = time_original(a.ostrack_repo, a.preset, a.batch, a.repeats, a.warmup, a.threads,
-                           a.keep_rate, device=a.device)
+    result = time_original(
+      a.ostrack_repo,
+      a.preset,
+      a.batch,
+      a.repeats,
+      a.warmup,
+      a.threads,
+      a.keep_rate,
+      device=a.device,
+    )
   elif a.cmd == 'train-step':
-    result = time_train_step_original(a.ostrack_repo, a.preset, a.batch, a.repeats, a.warmup,
-                                      a.threads, epoch=a.epoch, device=a.device)
+    result = time_train_step_original(
+      a.ostrack_repo,
+      a.preset,
+      a.batch,
+      a.repeats,
+      a.warmup,
+      a.threads,
+      epoch=a.epoch,
+      device=a.device,
+    )
   elif a.cmd == 'track':
     frames, gt = read_frames(a.frames_dir, a.num_frames)
-    result = time_track_original(a.ostrack_repo, frames, gt[0], a.preset, a.checkpoint, a.threads,
-                                 device=a.device)
+    result = time_track_original(
+      a.ostrack_repo, frames, gt[0], a.preset, a.checkpoint, a.threads, device=a.device
+    )
   else:
     if a.device != 'cpu':
       ap.error('vitb-reference runs on the CPU only (the fixtures are CPU float32)')

@@ -43,15 +43,23 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--sequence', required=True, help='GOT-10k-style sequence folder (JPEGs)')
   p.add_argument('--presets', nargs='+', default=['ostrack_256_ce'])
-  p.add_argument('--batches', nargs='+', type=int, default=[1, 8, 32, 128],
-                 help='1 = one sequence; B > 1 = B sequences in lockstep')
+  p.add_argument(
+    '--batches',
+    nargs='+',
+    type=int,
+    default=[1, 8, 32, 128],
+    help='1 = one sequence; B > 1 = B sequences in lockstep',
+  )
   p.add_argument('--frames', type=int, default=200, help='frames timed at B = 1')
   p.add_argument('--steps', type=int, default=20, help='lockstep steps timed at B > 1')
   p.add_argument('--decode-threads', type=int, default=min(16, len(os.sched_getaffinity(0))))
   p.add_argument('--dtype', default=None, help='override config.model.dtype')
   p.add_argument('--one-core', action='store_true', help='pin to one CPU core, one XLA thread')
-  p.add_argument('--compile-mix', action='store_true',
-                 help='count programs for a mix of benchmark resolutions (tiny preset)')
+  p.add_argument(
+    '--compile-mix',
+    action='store_true',
+    help='count programs for a mix of benchmark resolutions (tiny preset)',
+  )
   p.add_argument('--no-host-path', action='store_true', help='skip the host-crop baseline')
   p.add_argument('--no-dispatch', action='store_true', help='skip the dispatch-cost table')
   p.add_argument('--write', action='store_true', help='write the tables to RESULTS.md')
@@ -61,9 +69,10 @@ def parse_args(argv=None):
 ARGS = parse_args()
 if ARGS.one_core:
   os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_cpu_multi_thread_eigen=false'
-                             ' intra_op_parallelism_threads=1')
+  os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false'
+    ' intra_op_parallelism_threads=1'
+  )
   os.environ.setdefault('OMP_NUM_THREADS', '1')
   os.environ.setdefault('OPENCV_NUM_THREADS', '1')
 
@@ -86,8 +95,18 @@ from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype,
 from ostrack_jax.tracking import datasets, runner  # pylint: disable=wrong-import-position
 from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=wrong-import-position
 
-COMMON_RESOLUTIONS = [(480, 854), (720, 1280), (1080, 1920), (360, 640), (360, 480),
-                      (480, 640), (540, 960), (720, 960), (405, 720), (576, 1024)]
+COMMON_RESOLUTIONS = [
+  (480, 854),
+  (720, 1280),
+  (1080, 1920),
+  (360, 640),
+  (360, 480),
+  (480, 640),
+  (540, 960),
+  (720, 960),
+  (405, 720),
+  (576, 1024),
+]
 
 
 def median_ms(fn, repeats, warmup=3):
@@ -138,8 +157,15 @@ def runner_fps(core, sequences, executor, ahead, read=None):
   """Frames/s of the pipelined runner over ``sequences`` (wall time of the whole run)."""
   done = []
   t0 = time.perf_counter()
-  runner.track_pipelined(core, sequences, done.append, lambda e: (_ for _ in ()).throw(e),
-                         executor=executor, ahead=ahead, read=read)
+  runner.track_pipelined(
+    core,
+    sequences,
+    done.append,
+    lambda e: (_ for _ in ()).throw(e),
+    executor=executor,
+    ahead=ahead,
+    read=read,
+  )
   wall = time.perf_counter() - t0
   return sum(len(r.boxes) for r in done) / wall
 
@@ -160,8 +186,9 @@ def host_path_fps(config, variables, frames, init_box, n):
     resp = window[None] * out['score_map'][..., 0]
     return decode_box(resp[..., None], out['size_map'], out['offset_map'])
 
-  t_crop = sample_target(frames[0], init_box, config.tracker.template_factor,
-                         config.model.template_size, with_mask=False).image
+  t_crop = sample_target(
+    frames[0], init_box, config.tracker.template_factor, config.model.template_size, with_mask=False
+  ).image
   template = tracker_lib.normalize_uint8(jnp.asarray(t_crop[None]), table)
   state = np.asarray(init_box, np.float64)
   times = []
@@ -170,8 +197,9 @@ def host_path_fps(config, variables, frames, init_box, n):
     t0 = time.perf_counter()
     c = sample_target(frame, state, factor, s_size, with_mask=False)
     pred = np.asarray(step(variables, template, c.image[None]))
-    state = tracker_lib.boxes_to_image(pred, state[None], np.array([c.resize_factor]),
-                                       np.array([frame.shape[:2]]), s_size)[0]
+    state = tracker_lib.boxes_to_image(
+      pred, state[None], np.array([c.resize_factor]), np.array([frame.shape[:2]]), s_size
+    )[0]
     times.append(time.perf_counter() - t0)
   return 1.0 / statistics.median(times[3:])
 
@@ -191,8 +219,10 @@ def dispatch_table(core, frame):
   by_leaves = jax.jit(lambda lv, *a: fns.track(jax.tree_util.tree_unflatten(treedef, lv), *a))
   jax.block_until_ready(by_leaves(leaves, core.consts, state, padded, hw, active))
   rows = []
-  for name, fn, v in (('nested variables dict', by_dict, core.variables),
-                      ('pre-flattened leaves (the core)', by_leaves, leaves)):
+  for name, fn, v in (
+    ('nested variables dict', by_dict, core.variables),
+    ('pre-flattened leaves (the core)', by_leaves, leaves),
+  ):
     times = []
     for _ in range(30):
       t0 = time.perf_counter()
@@ -201,8 +231,11 @@ def dispatch_table(core, frame):
       jax.block_until_ready(out)
     rows.append((name, statistics.median(times)))
   n_leaves = len(leaves)
-  lines = [f'Dispatch of one step (host ms, no wait; {n_leaves} weight arrays)',
-           f'| {"weights passed as":<34} | {"ms":>7} |', f'|{"-" * 36}|{"-" * 9}|']
+  lines = [
+    f'Dispatch of one step (host ms, no wait; {n_leaves} weight arrays)',
+    f'| {"weights passed as":<34} | {"ms":>7} |',
+    f'|{"-" * 36}|{"-" * 9}|',
+  ]
   lines += [f'| {n:<34} | {ms:7.3f} |' for n, ms in rows]
   return '\n'.join(lines)
 
@@ -213,14 +246,19 @@ def compile_mix():
   for h, w in COMMON_RESOLUTIONS:
     frame = np.zeros((h, w, 3), np.uint8)
     core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
-    core.step(tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None],
-              np.array([[h, w]]), np.ones(1, bool))
+    core.step(
+      tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None],
+      np.array([[h, w]]),
+      np.ones(1, bool),
+    )
   buckets = sorted({tracker_lib.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
   res = ', '.join(f'{w}x{h}' for h, w in COMMON_RESOLUTIONS)
-  return (f'Resolutions {res}: {len(COMMON_RESOLUTIONS)} sizes -> '
-          f'{core._track._cache_size()} step programs, '  # pylint: disable=protected-access
-          f'{core._init._cache_size()} template programs; buckets (HxW) '  # pylint: disable=protected-access
-          + ', '.join(f'{h}x{w}' for h, w in buckets))
+  return (
+    f'Resolutions {res}: {len(COMMON_RESOLUTIONS)} sizes -> '
+    f'{core._track._cache_size()} step programs, '  # pylint: disable=protected-access
+    f'{core._init._cache_size()} template programs; buckets (HxW) '  # pylint: disable=protected-access
+    + ', '.join(f'{h}x{w}' for h, w in buckets)
+  )
 
 
 def hardware():
@@ -245,12 +283,18 @@ def main():
   def from_memory(s, i):
     return cache[s.frames[i]]
 
-  executor = (concurrent.futures.ThreadPoolExecutor(ARGS.decode_threads)
-              if ARGS.decode_threads > 0 else None)
-  header = (f'| {"preset":<15} | {"B":>4} | {"model-only":>10} | {"device-only":>11} | '
-            f'{"tracker":>9} | {"end-to-end":>10} | {"host-crop":>9} | {"programs":>8} |')
-  lines = ['Frames/s (B > 1: all B sequences together), random weights',
-           header, '|' + '|'.join('-' * len(c) for c in header.split('|')[1:-1]) + '|']
+  executor = (
+    concurrent.futures.ThreadPoolExecutor(ARGS.decode_threads) if ARGS.decode_threads > 0 else None
+  )
+  header = (
+    f'| {"preset":<15} | {"B":>4} | {"model-only":>10} | {"device-only":>11} | '
+    f'{"tracker":>9} | {"end-to-end":>10} | {"host-crop":>9} | {"programs":>8} |'
+  )
+  lines = [
+    'Frames/s (B > 1: all B sequences together), random weights',
+    header,
+    '|' + '|'.join('-' * len(c) for c in header.split('|')[1:-1]) + '|',
+  ]
   print('\n'.join(lines), flush=True)
   dispatch = None
   try:
@@ -260,8 +304,9 @@ def main():
         config.model.dtype = ARGS.dtype
       variables = init_variables(config)
       for b in ARGS.batches:
-        core = tracker_lib.TrackingCore(config, variables, b, None if b == 1 else 'vmap',
-                                        full_outputs=False)
+        core = tracker_lib.TrackingCore(
+          config, variables, b, None if b == 1 else 'vmap', full_outputs=False
+        )
         core.warmup((h, w))
         if b == 1:
           n = ARGS.frames
@@ -269,8 +314,11 @@ def main():
           model_fps = 1e3 / bare_forward_ms(config, cast, max(20, n // 4))
           dev = device_only_fps(core, frames[1], n)
           seqs = [cycled(seq, n + 1, 'mem')]
-          host = (None if ARGS.no_host_path else
-                  host_path_fps(config, cast, frames, seq.init_box, min(n, 60)))
+          host = (
+            None
+            if ARGS.no_host_path
+            else host_path_fps(config, cast, frames, seq.init_box, min(n, 60))
+          )
           if dispatch is None and not ARGS.no_dispatch:
             dispatch = dispatch_table(core, frames[1])
         else:
@@ -279,12 +327,15 @@ def main():
           dev = device_only_fps(core, frames[1], n)
           seqs = [cycled(seq, n + 1, f'mem{i}') for i in range(b)]
         ahead = max(2, 2 * ARGS.decode_threads // b) if executor else 0
-        runner_fps(core, [cycled(seq, 4, f'warm{i}') for i in range(b)], executor, ahead,
-                   from_memory)  # warms the runner's path for this B
+        runner_fps(
+          core, [cycled(seq, 4, f'warm{i}') for i in range(b)], executor, ahead, from_memory
+        )  # warms the runner's path for this B
         trk = runner_fps(core, seqs, executor, ahead, from_memory)
         e2e = runner_fps(core, seqs, executor, ahead)
-        row = (f'| {name:<15} | {b:>4} | {fps(model_fps):>10} | {fps(dev):>11} | {fps(trk)} | '
-               f'{fps(e2e):>10} | {fps(host)} | {core.compilations():>8} |')
+        row = (
+          f'| {name:<15} | {b:>4} | {fps(model_fps):>10} | {fps(dev):>11} | {fps(trk)} | '
+          f'{fps(e2e):>10} | {fps(host)} | {core.compilations():>8} |'
+        )
         lines.append(row)
         print(row, flush=True)
   finally:
@@ -299,11 +350,18 @@ def main():
     print(mix)
     text += '\n\n' + mix
   if ARGS.write:
-    table = (f'Sequence `{seq.name}` ({w}x{h}, {len(seq)} JPEG frames reused cyclically), '
-             f'decode threads {ARGS.decode_threads}. Hardware: {hardware()}.\n\n```\n{text}\n```')
-    results_md.write_section('<!-- track_speed:begin -->', '<!-- track_speed:end -->',
-                             'Tracker speed', 'benchmarks/track_speed.py',
-                             ' '.join(sys.argv[1:]), table)
+    table = (
+      f'Sequence `{seq.name}` ({w}x{h}, {len(seq)} JPEG frames reused cyclically), '
+      f'decode threads {ARGS.decode_threads}. Hardware: {hardware()}.\n\n```\n{text}\n```'
+    )
+    results_md.write_section(
+      '<!-- track_speed:begin -->',
+      '<!-- track_speed:end -->',
+      'Tracker speed',
+      'benchmarks/track_speed.py',
+      ' '.join(sys.argv[1:]),
+      table,
+    )
 
 
 if __name__ == '__main__':

@@ -28,19 +28,19 @@ import importlib
 __version__ = '0.1.0'
 
 _LAZY = {
-    'get_config': 'ostrack_jax.configs',
-    'PRESETS': 'ostrack_jax.configs',
-    'build_model': 'ostrack_jax.models.ostrack',
-    'init_variables': 'ostrack_jax.models.ostrack',
-    'make_forward': 'ostrack_jax.models.ostrack',
-    'load_torch_checkpoint': 'ostrack_jax.convert',
-    'save_variables': 'ostrack_jax.checkpoint_io',
-    'load_variables': 'ostrack_jax.checkpoint_io',
-    'load_checkpoint': 'ostrack_jax.checkpoint_io',
-    'Tracker': 'ostrack_jax.tracking.tracker',
-    'BatchTracker': 'ostrack_jax.tracking.tracker',
-    'load_exported': 'ostrack_jax.export',
-    'load_onnx': 'ostrack_jax.onnx_tracker',
+  'get_config': 'ostrack_jax.configs',
+  'PRESETS': 'ostrack_jax.configs',
+  'build_model': 'ostrack_jax.models.ostrack',
+  'init_variables': 'ostrack_jax.models.ostrack',
+  'make_forward': 'ostrack_jax.models.ostrack',
+  'load_torch_checkpoint': 'ostrack_jax.convert',
+  'save_variables': 'ostrack_jax.checkpoint_io',
+  'load_variables': 'ostrack_jax.checkpoint_io',
+  'load_checkpoint': 'ostrack_jax.checkpoint_io',
+  'Tracker': 'ostrack_jax.tracking.tracker',
+  'BatchTracker': 'ostrack_jax.tracking.tracker',
+  'load_exported': 'ostrack_jax.export',
+  'load_onnx': 'ostrack_jax.onnx_tracker',
 }
 
 __all__ = sorted(_LAZY)

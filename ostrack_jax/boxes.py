@@ -20,6 +20,7 @@ def _xp(x):
   """The array namespace of ``x`` (numpy or jax.numpy)."""
   if type(x).__module__.startswith(('jax', 'jaxlib')):
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
     return jnp
   return np
 

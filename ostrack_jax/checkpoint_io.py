@@ -26,11 +26,11 @@ def save_variables(path: str, variables: Dict[str, Any], config: ml_collections.
   """Writes ``variables`` ({'params', 'batch_stats'}) and ``config.model`` to ``path`` atomically."""
   variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
   payload = {
-      'format': FORMAT,
-      'format_version': FORMAT_VERSION,
-      'preset': config.name,
-      'model_config': config.model.to_json(),
-      'variables': jax.tree_util.tree_map(np.asarray, jax.device_get(variables)),
+    'format': FORMAT,
+    'format_version': FORMAT_VERSION,
+    'preset': config.name,
+    'model_config': config.model.to_json(),
+    'variables': jax.tree_util.tree_map(np.asarray, jax.device_get(variables)),
   }
   fileio.atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
   return path
@@ -55,26 +55,45 @@ def read_variables_file(path: str) -> Dict[str, Any]:
 def load_variables(path: str, config: ml_collections.ConfigDict) -> Dict[str, Any]:
   """Loads our model file for ``config``; raises ValueError naming any mismatch."""
   from ostrack_jax.models.ostrack import abstract_variables  # pylint: disable=g-import-not-at-top
+
   payload = read_variables_file(path)
   stored = payload['model_config']
-  shape_fields = ('template_size', 'search_size', 'patch_size', 'embed_dim', 'depth', 'num_heads',
-                  'mlp_dim', 'head_channels')
-  diffs = [f'{k}: file {stored.get(k)} vs preset {config.model[k]}' for k in shape_fields
-           if k in stored and stored[k] != config.model[k]]
+  shape_fields = (
+    'template_size',
+    'search_size',
+    'patch_size',
+    'embed_dim',
+    'depth',
+    'num_heads',
+    'mlp_dim',
+    'head_channels',
+  )
+  diffs = [
+    f'{k}: file {stored.get(k)} vs preset {config.model[k]}'
+    for k in shape_fields
+    if k in stored and stored[k] != config.model[k]
+  ]
   if diffs:
-    raise ValueError(f'{path} was saved for preset {payload.get("preset")!r}, which differs from '
-                     f'{config.name!r} in ' + '; '.join(diffs))
+    raise ValueError(
+      f'{path} was saved for preset {payload.get("preset")!r}, which differs from '
+      f'{config.name!r} in ' + '; '.join(diffs)
+    )
   expected = abstract_variables(config)
   variables = payload['variables']
   exp_flat = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(expected)}
   got_flat = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(variables)}
   missing = sorted(set(exp_flat) - set(got_flat))
   extra = sorted(set(got_flat) - set(exp_flat))
-  bad = [f'{k}: {got_flat[k].shape} vs {exp_flat[k].shape}' for k in exp_flat
-         if k in got_flat and tuple(got_flat[k].shape) != tuple(exp_flat[k].shape)]
+  bad = [
+    f'{k}: {got_flat[k].shape} vs {exp_flat[k].shape}'
+    for k in exp_flat
+    if k in got_flat and tuple(got_flat[k].shape) != tuple(exp_flat[k].shape)
+  ]
   if missing or extra or bad:
-    raise ValueError(f'{path} does not fit preset {config.name!r}: missing {missing[:5]}, '
-                     f'unexpected {extra[:5]}, wrong shapes {bad[:5]}')
+    raise ValueError(
+      f'{path} does not fit preset {config.name!r}: missing {missing[:5]}, '
+      f'unexpected {extra[:5]}, wrong shapes {bad[:5]}'
+    )
   return jax.tree_util.tree_map(lambda x, e: np.asarray(x, dtype=e.dtype), variables, expected)
 
 
@@ -95,11 +114,17 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict) -> Dict[str, A
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: no such checkpoint')
   if os.path.isdir(path):
-    hint = (f'; did you mean {os.path.join(path, "model.msgpack")}?'
-            if os.path.isfile(os.path.join(path, 'model.msgpack')) else '')
-    raise IsADirectoryError(f'{path} is a directory, not a checkpoint file (give our .msgpack '
-                            f'model file or a PyTorch .pth file){hint}')
+    hint = (
+      f'; did you mean {os.path.join(path, "model.msgpack")}?'
+      if os.path.isfile(os.path.join(path, 'model.msgpack'))
+      else ''
+    )
+    raise IsADirectoryError(
+      f'{path} is a directory, not a checkpoint file (give our .msgpack '
+      f'model file or a PyTorch .pth file){hint}'
+    )
   if is_torch_file(path):
     from ostrack_jax.convert import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
+
     return load_torch_checkpoint(path, config)
   return load_variables(path, config)

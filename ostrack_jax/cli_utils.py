@@ -21,9 +21,12 @@ import ml_collections
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """A config from a preset file path or a preset name."""
   from ostrack_jax.configs import PRESETS, get_config  # pylint: disable=g-import-not-at-top
+
   if spec.endswith('.py') or os.sep in spec or '/' in spec:
     if not os.path.isfile(spec):
-      raise FileNotFoundError(f'--config {spec}: no such file (presets: {", ".join(sorted(PRESETS))})')
+      raise FileNotFoundError(
+        f'--config {spec}: no such file (presets: {", ".join(sorted(PRESETS))})'
+      )
     module_spec = importlib.util.spec_from_file_location('_ostrack_config', spec)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -48,7 +51,9 @@ def _parse_value(text: str):
     return text
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Iterable[str]
+) -> ml_collections.ConfigDict:
   """Applies 'a.b.c=value' overrides in place; unknown keys and bad types raise ValueError."""
   known = list(_all_keys(config))
   for item in overrides:
@@ -57,10 +62,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     key, text = item.split('=', 1)
     key = key.strip()
     if key.startswith('config.'):
-      key = key[len('config.'):]
+      key = key[len('config.') :]
     if key not in known:
       close = difflib.get_close_matches(key, known, n=3)
-      raise ValueError(f'unknown config key {key!r}' + (f'; did you mean {", ".join(close)}?' if close else ''))
+      raise ValueError(
+        f'unknown config key {key!r}' + (f'; did you mean {", ".join(close)}?' if close else '')
+      )
     *parents, leaf = key.split('.')
     node = config
     for p in parents:
@@ -78,8 +85,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     try:
       node[leaf] = value
     except TypeError as e:
-      raise ValueError(f'config key {key!r}: cannot set {value!r} ({type(value).__name__}) where a '
-                       f'{type(old).__name__} is expected') from e
+      raise ValueError(
+        f'config key {key!r}: cannot set {value!r} ({type(value).__name__}) where a '
+        f'{type(old).__name__} is expected'
+      ) from e
   return config
 
 
@@ -99,24 +108,31 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
   m = config.model
   ratios, locs = tuple(m.ce_keep_ratio), tuple(m.ce_loc)
   if len(ratios) != len(locs):
-    raise ValueError(f'config.model.ce_keep_ratio={ratios}: {len(ratios)} ratio(s) for the '
-                     f'{len(locs)} block(s) of config.model.ce_loc={locs}')
+    raise ValueError(
+      f'config.model.ce_keep_ratio={ratios}: {len(ratios)} ratio(s) for the '
+      f'{len(locs)} block(s) of config.model.ce_loc={locs}'
+    )
   bad = [r for r in ratios if not (_is_number(r) and 0 < r <= 1)]
   if bad:
-    raise ValueError(f'config.model.ce_keep_ratio={ratios}: every keep ratio must lie in (0, 1], '
-                     f'got {bad[0]!r}')
+    raise ValueError(
+      f'config.model.ce_keep_ratio={ratios}: every keep ratio must lie in (0, 1], got {bad[0]!r}'
+    )
   if not training:
     return
   t = config.train
   if not _is_number(t.batch_size) or t.batch_size < 1:
-    raise ValueError(f'config.train.batch_size={t.batch_size!r}: must be >= 1 (the batch per '
-                     'device)')
+    raise ValueError(
+      f'config.train.batch_size={t.batch_size!r}: must be >= 1 (the batch per device)'
+    )
   if not _is_number(t.lr) or not math.isfinite(t.lr) or t.lr <= 0:
     raise ValueError(f'config.train.lr={t.lr!r}: must be a finite number > 0')
   if not (t.score_prior == 0 or 0 < t.score_prior < 1):
-    raise ValueError(f'config.train.score_prior={t.score_prior!r}: must lie in (0, 1), or be 0 '
-                     'for the original initialisation')
+    raise ValueError(
+      f'config.train.score_prior={t.score_prior!r}: must lie in (0, 1), or be 0 '
+      'for the original initialisation'
+    )
   sources = tuple(config.data.train_datasets) + tuple(config.data.val_datasets)
   if config.data.roots.synthetic and {'synthetic', 'synthetic_val'} & set(sources):
     from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
     synthetic.check_named_root(config.data.roots.synthetic)

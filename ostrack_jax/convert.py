@@ -31,10 +31,10 @@ Variables = Dict[str, Any]
 # Globals that OSTrack's trainer pickles next to the weights (the training settings object and
 # its meters). They are replaced by inert stand-ins; no code from the checkpoint runs.
 _STAND_IN_GLOBALS = (
-    'lib.train.admin.settings.Settings',
-    'lib.train.admin.stats.AverageMeter',
-    'lib.train.admin.stats.StatValue',
-    'easydict.EasyDict',
+  'lib.train.admin.settings.Settings',
+  'lib.train.admin.stats.AverageMeter',
+  'lib.train.admin.stats.StatValue',
+  'easydict.EasyDict',
 )
 
 
@@ -89,8 +89,10 @@ def read_torch_file(path: str) -> Dict[str, Any]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError('reading PyTorch checkpoints needs torch: pip install "ostrack_jax[dev]" '
-                      '(or torch==2.13.0 for the CPU build)') from e
+    raise ImportError(
+      'reading PyTorch checkpoints needs torch: pip install "ostrack_jax[dev]" '
+      '(or torch==2.13.0 for the CPU build)'
+    ) from e
   if os.path.isdir(path):
     raise CheckpointError(f'{path} is a directory, not a PyTorch checkpoint file')
   if not os.path.isfile(path):
@@ -102,17 +104,22 @@ def read_torch_file(path: str) -> Dict[str, Any]:
   except Exception as e:  # pylint: disable=broad-except
     foreign = []
     try:
-      foreign = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                 if g not in _STAND_IN_GLOBALS]
+      foreign = [
+        g
+        for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if g not in _STAND_IN_GLOBALS
+      ]
     except Exception:  # pylint: disable=broad-except
       pass
     if foreign:
       raise CheckpointError(
-          f'{path}: refusing to unpickle foreign code/objects {foreign}; only tensors, containers and '
-          'the OSTrack trainer settings are accepted. If you trust the file, re-save its state dict '
-          'with torch.save({"net": sd}, ...) first.') from e
-    raise CheckpointError(f'{path}: not a checkpoint torch can read safely '
-                          f'({_load_failure_reason(e)})') from e
+        f'{path}: refusing to unpickle foreign code/objects {foreign}; only tensors, containers and '
+        'the OSTrack trainer settings are accepted. If you trust the file, re-save its state dict '
+        'with torch.save({"net": sd}, ...) first.'
+      ) from e
+    raise CheckpointError(
+      f'{path}: not a checkpoint torch can read safely ({_load_failure_reason(e)})'
+    ) from e
   if not isinstance(obj, Mapping):
     raise CheckpointError(f'{path}: expected a dict at the top level, got {type(obj).__name__}')
   return dict(obj)
@@ -127,7 +134,9 @@ def _to_numpy(tensor) -> np.ndarray:
   return np.asarray(tensor)
 
 
-def extract_state_dict(ckpt: Mapping[str, Any], path: str = '<checkpoint>') -> Tuple[str, Dict[str, np.ndarray]]:
+def extract_state_dict(
+  ckpt: Mapping[str, Any], path: str = '<checkpoint>'
+) -> Tuple[str, Dict[str, np.ndarray]]:
   """Finds the weights: returns (kind, state dict as numpy), kind 'ostrack' or 'vit'."""
   if 'net' in ckpt and isinstance(ckpt['net'], Mapping):
     sd, hint = ckpt['net'], 'ostrack'
@@ -141,7 +150,7 @@ def extract_state_dict(ckpt: Mapping[str, Any], path: str = '<checkpoint>') -> T
   for key, value in sd.items():
     if not hasattr(value, 'shape'):
       continue
-    key = key[len('module.'):] if key.startswith('module.') else key
+    key = key[len('module.') :] if key.startswith('module.') else key
     tensors[key] = _to_numpy(value)
   if not tensors:
     raise CheckpointError(f'{path}: no tensors found (top-level keys: {sorted(ckpt)[:10]})')
@@ -202,22 +211,31 @@ _IDENTITY = lambda x: x
 _LINEAR = lambda w: w.T  # torch (out, in) -> flax (in, out)
 _CONV = lambda w: w.transpose(2, 3, 1, 0)  # torch OIHW -> flax HWIO
 
-_HEAD_BN = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
-            'running_mean': ('batch_stats', 'mean'), 'running_var': ('batch_stats', 'var')}
+_HEAD_BN = {
+  'weight': ('params', 'scale'),
+  'bias': ('params', 'bias'),
+  'running_mean': ('batch_stats', 'mean'),
+  'running_var': ('batch_stats', 'var'),
+}
 _LAYER_NORM = {'weight': 'scale', 'bias': 'bias'}
 
 # Tensors that have no counterpart in the Flax model: unused by the original forward pass.
 _UNUSED_OSTRACK = re.compile(r'^(backbone\.cls_token|backbone\.pos_embed|.*\.num_batches_tracked)$')
-_UNUSED_VIT = re.compile(r'^(cls_token|dist_token|mask_token|head\..*|head_dist\..*|fc_norm\..*|'
-                         r'pre_logits\..*|decoder.*|.*\.num_batches_tracked)$')
+_UNUSED_VIT = re.compile(
+  r'^(cls_token|dist_token|mask_token|head\..*|head_dist\..*|fc_norm\..*|'
+  r'pre_logits\..*|decoder.*|.*\.num_batches_tracked)$'
+)
 
 
 def _backbone_target(key: str) -> Optional[_Target]:
   """Maps a ViT key without the 'backbone.' prefix (timm naming) to the Flax backbone."""
   m = re.fullmatch(r'patch_embed\.proj\.(weight|bias)', key)
   if m:
-    return _Target('params', ('backbone', 'patch_embed', 'kernel' if m[1] == 'weight' else 'bias'),
-                   _CONV if m[1] == 'weight' else _IDENTITY)
+    return _Target(
+      'params',
+      ('backbone', 'patch_embed', 'kernel' if m[1] == 'weight' else 'bias'),
+      _CONV if m[1] == 'weight' else _IDENTITY,
+    )
   if key in ('pos_embed_z', 'pos_embed_x'):
     return _Target('params', ('backbone', key), _IDENTITY)
   m = re.fullmatch(r'norm\.(weight|bias)', key)
@@ -229,8 +247,11 @@ def _backbone_target(key: str) -> Optional[_Target]:
   m = re.fullmatch(r'blocks\.(\d+)\.(attn|mlp)\.(qkv|proj|fc1|fc2)\.(weight|bias)', key)
   if m:
     is_w = m[4] == 'weight'
-    return _Target('params', ('backbone', f'blocks_{m[1]}', m[2], m[3], 'kernel' if is_w else 'bias'),
-                   _LINEAR if is_w else _IDENTITY)
+    return _Target(
+      'params',
+      ('backbone', f'blocks_{m[1]}', m[2], m[3], 'kernel' if is_w else 'bias'),
+      _LINEAR if is_w else _IDENTITY,
+    )
   return None
 
 
@@ -239,24 +260,31 @@ def _head_target(key: str) -> Optional[_Target]:
   m = re.fullmatch(r'(conv[1-4]_(?:ctr|offset|size))\.0\.(weight|bias)', key)
   if m:
     is_w = m[2] == 'weight'
-    return _Target('params', ('box_head', m[1], 'conv', 'kernel' if is_w else 'bias'),
-                   _CONV if is_w else _IDENTITY)
-  m = re.fullmatch(r'(conv[1-4]_(?:ctr|offset|size))\.1\.(weight|bias|running_mean|running_var)', key)
+    return _Target(
+      'params',
+      ('box_head', m[1], 'conv', 'kernel' if is_w else 'bias'),
+      _CONV if is_w else _IDENTITY,
+    )
+  m = re.fullmatch(
+    r'(conv[1-4]_(?:ctr|offset|size))\.1\.(weight|bias|running_mean|running_var)', key
+  )
   if m:
     collection, leaf = _HEAD_BN[m[2]]
     return _Target(collection, ('box_head', m[1], 'bn', leaf), _IDENTITY)
   m = re.fullmatch(r'(conv5_(?:ctr|offset|size))\.(weight|bias)', key)
   if m:
     is_w = m[2] == 'weight'
-    return _Target('params', ('box_head', m[1], 'kernel' if is_w else 'bias'), _CONV if is_w else _IDENTITY)
+    return _Target(
+      'params', ('box_head', m[1], 'kernel' if is_w else 'bias'), _CONV if is_w else _IDENTITY
+    )
   return None
 
 
 def _ostrack_target(key: str) -> Optional[_Target]:
   if key.startswith('backbone.'):
-    return _backbone_target(key[len('backbone.'):])
+    return _backbone_target(key[len('backbone.') :])
   if key.startswith('box_head.'):
-    return _head_target(key[len('box_head.'):])
+    return _head_target(key[len('box_head.') :])
   return None
 
 
@@ -282,8 +310,10 @@ def _unflatten(flat: Mapping[Tuple[str, ...], Any]) -> Dict[str, Any]:
 
 def _preset_hint(config: ml_collections.ConfigDict) -> str:
   m = config.model
-  return (f'preset {config.name!r} (template {m.template_size}, search {m.search_size}, '
-          f'embed_dim {m.embed_dim}, depth {m.depth})')
+  return (
+    f'preset {config.name!r} (template {m.template_size}, search {m.search_size}, '
+    f'embed_dim {m.embed_dim}, depth {m.depth})'
+  )
 
 
 def _shape_error(path: str, key: str, got, expected, config) -> str:
@@ -291,9 +321,11 @@ def _shape_error(path: str, key: str, got, expected, config) -> str:
   if key.endswith(('pos_embed_z', 'pos_embed_x')) and len(got) == 3 and got[2] == expected[2]:
     side = int(round(math.sqrt(got[1]))) * config.model.patch_size
     kind = 'template' if key.endswith('_z') else 'search'
-    msg += (f': the checkpoint was trained with {kind} size {side}, the preset uses '
-            f'{config.model.template_size if kind == "template" else config.model.search_size} '
-            '(a 256 checkpoint needs an ostrack_256* preset, a 384 one an ostrack_384* preset)')
+    msg += (
+      f': the checkpoint was trained with {kind} size {side}, the preset uses '
+      f'{config.model.template_size if kind == "template" else config.model.search_size} '
+      '(a 256 checkpoint needs an ostrack_256* preset, a 384 one an ostrack_384* preset)'
+    )
   elif got and expected and len(got) == len(expected) and got[-1] != expected[-1]:
     msg += ': the width differs (ViT-B is 768, ViT-L 1024): wrong backbone size for this preset'
   return msg
@@ -302,6 +334,7 @@ def _shape_error(path: str, key: str, got, expected, config) -> str:
 @dataclasses.dataclass
 class ConversionReport:
   """What a conversion did with every key of the checkpoint."""
+
   kind: str
   loaded: List[str]
   unused: List[str]  # present in the file, not needed by the model (cls token, classifier, ...)
@@ -315,12 +348,16 @@ class ConversionReport:
     if self.unused:
       lines.append(f'  unused by the model ({len(self.unused)}): {", ".join(self.unused)}')
     if self.initialised:
-      lines.append(f'  freshly initialised ({len(self.initialised)}): '
-                   f'{", ".join(self.initialised[:8])}{" ..." if len(self.initialised) > 8 else ""}')
+      lines.append(
+        f'  freshly initialised ({len(self.initialised)}): '
+        f'{", ".join(self.initialised[:8])}{" ..." if len(self.initialised) > 8 else ""}'
+      )
     return '\n'.join(lines)
 
 
-def _place(key, value, target: _Target, expected, filled, loaded, unknown, errors, path, config) -> None:
+def _place(
+  key, value, target: _Target, expected, filled, loaded, unknown, errors, path, config
+) -> None:
   """Puts one checkpoint tensor into its Flax slot, or records why it cannot go there.
 
   A slot the preset lacks (e.g. blocks.12.* for a 12-block preset) makes the key unexpected; a
@@ -332,18 +369,25 @@ def _place(key, value, target: _Target, expected, filled, loaded, unknown, error
     return
   array = target.transform(np.asarray(value, dtype=np.float32))
   if array.shape != tuple(expected[full].shape):
-    errors.append(_shape_error(path, key, value.shape, _inverse_shape(target, expected[full].shape), config))
+    errors.append(
+      _shape_error(path, key, value.shape, _inverse_shape(target, expected[full].shape), config)
+    )
     return
   filled[full] = array
   loaded.append(key)
 
 
-def convert_ostrack_state_dict(sd: Mapping[str, np.ndarray], config: ml_collections.ConfigDict,
-                               path: str = '<checkpoint>') -> Tuple[Variables, ConversionReport]:
+def convert_ostrack_state_dict(
+  sd: Mapping[str, np.ndarray], config: ml_collections.ConfigDict, path: str = '<checkpoint>'
+) -> Tuple[Variables, ConversionReport]:
   """Released OSTrack state dict (242 keys) -> Flax variables; strict on keys and shapes."""
   from ostrack_jax.models.ostrack import abstract_variables  # pylint: disable=g-import-not-at-top
-  expected = {(col,) + p: v for col, tree in abstract_variables(config).items()
-              for p, v in _flatten(tree).items()}
+
+  expected = {
+    (col,) + p: v
+    for col, tree in abstract_variables(config).items()
+    for p, v in _flatten(tree).items()
+  }
   filled, loaded, unused, unknown, errors = {}, [], [], [], []
   for key, value in sd.items():
     target = _ostrack_target(key)
@@ -353,11 +397,15 @@ def convert_ostrack_state_dict(sd: Mapping[str, np.ndarray], config: ml_collecti
     _place(key, value, target, expected, filled, loaded, unknown, errors, path, config)
   missing = [('/'.join(p)) for p in expected if p not in filled]
   if errors:
-    raise CheckpointError('\n'.join(errors[:5]) + (f'\n... and {len(errors) - 5} more' if len(errors) > 5 else ''))
+    raise CheckpointError(
+      '\n'.join(errors[:5]) + (f'\n... and {len(errors) - 5} more' if len(errors) > 5 else '')
+    )
   if unknown or missing:
     parts = []
     if unknown:
-      parts.append(f'unexpected keys for {_preset_hint(config)}: {unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
+      parts.append(
+        f'unexpected keys for {_preset_hint(config)}: {unknown[:10]}{" ..." if len(unknown) > 10 else ""}'
+      )
     if missing:
       parts.append(f'missing tensors: {missing[:10]}{" ..." if len(missing) > 10 else ""}')
     raise CheckpointError(f'{path}: ' + '; '.join(parts))
@@ -375,12 +423,17 @@ def _inverse_shape(target: _Target, flax_shape) -> tuple:
   return tuple(flax_shape)
 
 
-def convert_vit_state_dict(sd: Mapping[str, np.ndarray], config: ml_collections.ConfigDict,
-                           init_variables: Variables, path: str = '<checkpoint>'
-                           ) -> Tuple[Variables, ConversionReport]:
+def convert_vit_state_dict(
+  sd: Mapping[str, np.ndarray],
+  config: ml_collections.ConfigDict,
+  init_variables: Variables,
+  path: str = '<checkpoint>',
+) -> Tuple[Variables, ConversionReport]:
   """timm/MAE ViT state dict -> backbone variables; the rest taken from ``init_variables``."""
   m = config.model
-  expected = {(col,) + p: v for col, tree in init_variables.items() for p, v in _flatten(tree).items()}
+  expected = {
+    (col,) + p: v for col, tree in init_variables.items() for p, v in _flatten(tree).items()
+  }
   filled = dict(expected)
   loaded, unused, unknown, errors, resized = [], [], [], [], []
   for key, value in sd.items():
@@ -394,17 +447,25 @@ def convert_vit_state_dict(sd: Mapping[str, np.ndarray], config: ml_collections.
       if side * side != n:  # a cls slot in front
         side = int(round(math.sqrt(n - 1)))
         if side * side != n - 1:
-          errors.append(f'{path}: pos_embed has {n} tokens, not a square grid (with or without a cls slot)')
+          errors.append(
+            f'{path}: pos_embed has {n} tokens, not a square grid (with or without a cls slot)'
+          )
           continue
         pos = pos[:, 1:]
         unused.append('pos_embed[cls slot]')
       grid = pos[0].reshape(side, side, pos.shape[2])
-      for name, size in (('pos_embed_z', m.template_size // m.patch_size),
-                         ('pos_embed_x', m.search_size // m.patch_size)):
+      for name, size in (
+        ('pos_embed_z', m.template_size // m.patch_size),
+        ('pos_embed_x', m.search_size // m.patch_size),
+      ):
         full = ('params', 'backbone', name)
         new = resize_pos_embed_grid(grid, size).reshape(1, size * size, -1)
         if new.shape != tuple(expected[full].shape):
-          errors.append(_shape_error(path, 'pos_embed', pos.shape, (1, side * side, expected[full].shape[2]), config))
+          errors.append(
+            _shape_error(
+              path, 'pos_embed', pos.shape, (1, side * side, expected[full].shape[2]), config
+            )
+          )
           break
         filled[full] = new
         resized.append(f'pos_embed {side}x{side} -> {name} {size}x{size}')
@@ -418,22 +479,36 @@ def convert_vit_state_dict(sd: Mapping[str, np.ndarray], config: ml_collections.
   if errors:
     raise CheckpointError('\n'.join(errors[:5]))
   if unknown:
-    raise CheckpointError(f'{path}: unexpected keys for a ViT backbone of {_preset_hint(config)}: '
-                          f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
+    raise CheckpointError(
+      f'{path}: unexpected keys for a ViT backbone of {_preset_hint(config)}: '
+      f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}'
+    )
   backbone_keys = [p for p in expected if p[:2] == ('params', 'backbone')]
   loaded_paths = {('params',) + _backbone_target(k).path for k in loaded if k != 'pos_embed'}
-  loaded_paths |= {('params', 'backbone', 'pos_embed_z'), ('params', 'backbone', 'pos_embed_x')} if resized else set()
+  loaded_paths |= (
+    {('params', 'backbone', 'pos_embed_z'), ('params', 'backbone', 'pos_embed_x')}
+    if resized
+    else set()
+  )
   missing = ['/'.join(p) for p in backbone_keys if p not in loaded_paths]
   if missing:
-    raise CheckpointError(f'{path}: the ViT checkpoint lacks backbone tensors {missing[:10]}'
-                          f'{" ..." if len(missing) > 10 else ""} for {_preset_hint(config)}')
+    raise CheckpointError(
+      f'{path}: the ViT checkpoint lacks backbone tensors {missing[:10]}'
+      f'{" ..." if len(missing) > 10 else ""} for {_preset_hint(config)}'
+    )
   initialised = ['/'.join(p) for p in expected if p[:2] != ('params', 'backbone')]
   report = ConversionReport('timm/MAE ViT', loaded, unused, initialised, resized)
   return _unflatten(filled), report
 
 
-def load_torch_checkpoint(path: str, config: ml_collections.ConfigDict, *, seed: int = 0,
-                          verbose: bool = False, return_report: bool = False):
+def load_torch_checkpoint(
+  path: str,
+  config: ml_collections.ConfigDict,
+  *,
+  seed: int = 0,
+  verbose: bool = False,
+  return_report: bool = False,
+):
   """Flax variables {'params', 'batch_stats'} from a PyTorch checkpoint file.
 
   Args:
@@ -451,6 +526,7 @@ def load_torch_checkpoint(path: str, config: ml_collections.ConfigDict, *, seed:
   else:
     from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
+
     fresh = jax.tree_util.tree_map(np.asarray, init_variables(config, seed))
     variables, report = convert_vit_state_dict(sd, config, fresh, path)
   if verbose:

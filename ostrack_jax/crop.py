@@ -27,6 +27,7 @@ class Crop(NamedTuple):
   crop_box_xyxy: (x1, y1, x2, y2) integer corners of the square in image pixels, before
     clipping to the image.
   """
+
   image: np.ndarray
   resize_factor: float
   pad_mask: np.ndarray
@@ -44,8 +45,14 @@ def crop_size(box_xywh: Sequence[float], factor: float) -> int:
   return side
 
 
-def sample_target(image: np.ndarray, box_xywh: Sequence[float], factor: float,
-                  output_size: Optional[int], *, with_mask: bool = True) -> Crop:
+def sample_target(
+  image: np.ndarray,
+  box_xywh: Sequence[float],
+  factor: float,
+  output_size: Optional[int],
+  *,
+  with_mask: bool = True,
+) -> Crop:
   """Crops a square of side ceil(sqrt(w*h)*factor) around the box centre and resizes it.
 
   Args:
@@ -71,7 +78,7 @@ def sample_target(image: np.ndarray, box_xywh: Sequence[float], factor: float,
   sx2, sy2 = min(x2, img_w - 1), min(y2, img_h - 1)
   sx2, sy2 = max(sx2, sx1), max(sy2, sy1)  # empty when the crop misses the image
   canvas = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
-  canvas[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+  canvas[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
   if output_size is None:
     resized = canvas
     resize_factor = 1.0
@@ -83,15 +90,19 @@ def sample_target(image: np.ndarray, box_xywh: Sequence[float], factor: float,
   pad_mask = None
   if with_mask:
     mask = np.ones((side, side), dtype=np.float64)
-    mask[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = 0.0
+    mask[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = 0.0
     if output_size is not None:
       mask = cv2.resize(mask, (output_size, output_size), interpolation=cv2.INTER_LINEAR)
     pad_mask = mask.astype(bool)
   return Crop(resized, resize_factor, pad_mask, (x1, y1, x2, y2))
 
 
-def box_to_crop_normalized(box_gt_xywh: Sequence[float], box_crop_xywh: Sequence[float],
-                           resize_factor: float, output_size: int) -> np.ndarray:
+def box_to_crop_normalized(
+  box_gt_xywh: Sequence[float],
+  box_crop_xywh: Sequence[float],
+  resize_factor: float,
+  output_size: int,
+) -> np.ndarray:
   """Maps an image-pixel box into a crop taken around ``box_crop_xywh``; normalized xywh.
 
   Uses the original's (S - 1) / 2 crop-centre convention: a box centred on the crop centre

@@ -49,11 +49,14 @@ def iter_frames(video: str, max_frames: Optional[int] = None) -> Iterator[np.nda
   if path.is_dir():
     names = [n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)]
     if not names:
-      raise ValueError(f'--video {video}: the folder holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+      raise ValueError(
+        f'--video {video}: the folder holds no images ({", ".join(IMAGE_EXTENSIONS)})'
+      )
 
     def key(n):
       stem = os.path.splitext(n)[0]
       return (0, int(stem), n) if stem.isdigit() else (1, 0, n)
+
     for i, n in enumerate(sorted(names, key=key)):
       if max_frames is not None and count >= max_frames:
         return
@@ -100,9 +103,14 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
   return vals
 
 
-def draw(frame: np.ndarray, box, outputs: Optional[Dict[str, Any]] = None,
-         feat_size: Optional[int] = None, score_map: bool = False,
-         eliminated: bool = False) -> np.ndarray:
+def draw(
+  frame: np.ndarray,
+  box,
+  outputs: Optional[Dict[str, Any]] = None,
+  feat_size: Optional[int] = None,
+  score_map: bool = False,
+  eliminated: bool = False,
+) -> np.ndarray:
   """An annotated RGB copy of ``frame``.
 
   Args:
@@ -127,13 +135,13 @@ def draw(frame: np.ndarray, box, outputs: Optional[Dict[str, Any]] = None,
         mask = np.zeros(f * f, np.float32)
         mask[np.concatenate([np.asarray(r).reshape(-1) for r in removed])] = 1.0
         mask = cv2.resize(mask.reshape(f, f), (side, side), interpolation=cv2.INTER_NEAREST)
-        mask = mask[iy1 - y1:iy2 - y1, ix1 - x1:ix2 - x1, None]
+        mask = mask[iy1 - y1 : iy2 - y1, ix1 - x1 : ix2 - x1, None]
         region = region * (1.0 - 0.6 * mask)
       if score_map and outputs.get('response') is not None:
         resp = np.asarray(outputs['response'], np.float32)
         resp = resp / max(float(resp.max()), 1e-6)
         heat = cv2.resize(resp, (side, side), interpolation=cv2.INTER_LINEAR)
-        heat = heat[iy1 - y1:iy2 - y1, ix1 - x1:ix2 - x1]
+        heat = heat[iy1 - y1 : iy2 - y1, ix1 - x1 : ix2 - x1]
         color = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
         region = 0.55 * region + 0.45 * color.astype(np.float32)
       out[iy1:iy2, ix1:ix2] = np.clip(region, 0, 255).astype(np.uint8)
@@ -154,8 +162,9 @@ class FrameReader:
   def __init__(self, video: str, max_frames: Optional[int] = None, depth: int = 8):
     self._queue: 'queue.Queue' = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, args=(video, max_frames), daemon=True,
-                                    name='ostrack-demo-reader')
+    self._thread = threading.Thread(
+      target=self._run, args=(video, max_frames), daemon=True, name='ostrack-demo-reader'
+    )
     self._thread.start()
 
   def _put(self, item) -> bool:
@@ -219,8 +228,7 @@ class _Writer:
       return
     if self._video is None:
       h, w = rgb.shape[:2]
-      self._video = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
-                                    (w, h))
+      self._video = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*'mp4v'), self.fps, (w, h))
       if not self._video.isOpened():
         raise RuntimeError(f'--output {self.path}: OpenCV cannot write MP4 here')
     self._video.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -228,23 +236,31 @@ class _Writer:
   def close(self) -> None:
     if self.gif:
       import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
+
       imageio.mimsave(self.path, self._frames, duration=1.0 / self.fps, loop=0)
     elif self._video is not None:
       self._video.release()
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument('--video', required=True, help='video file or folder of frames')
   p.add_argument('--box', required=True, type=parse_box, help='x,y,w,h of the target in frame 1')
   p.add_argument('--checkpoint', required=True, help='our .msgpack or a PyTorch checkpoint')
-  p.add_argument('--config', default='configs/ostrack_256_ce.py',
-                 help='preset file or name (default: %(default)s)')
+  p.add_argument(
+    '--config',
+    default='configs/ostrack_256_ce.py',
+    help='preset file or name (default: %(default)s)',
+  )
   p.add_argument('--output', default='tracked.mp4', help='.mp4 or .gif (default: %(default)s)')
   p.add_argument('--score-map', action='store_true', help='overlay the windowed score map')
-  p.add_argument('--eliminated', action='store_true',
-                 help='darken the search tokens removed by candidate elimination')
+  p.add_argument(
+    '--eliminated',
+    action='store_true',
+    help='darken the search tokens removed by candidate elimination',
+  )
   p.add_argument('--max-frames', type=int, default=None)
   p.add_argument('--fps', type=float, default=None, help='output frame rate (default: input)')
   args = p.parse_args(argv)
@@ -259,8 +275,11 @@ def main(argv=None) -> int:
     print(f'error: --checkpoint {args.checkpoint}: no such file', file=sys.stderr)
     return 2
   # The step outputs each overlay needs (kept on the device until the frame is drawn).
-  needed = (['crop_box_xyxy'] if args.score_map or args.eliminated else []) + (
-      ['response'] if args.score_map else []) + (['removed_indexes'] if args.eliminated else [])
+  needed = (
+    (['crop_box_xyxy'] if args.score_map or args.eliminated else [])
+    + (['response'] if args.score_map else [])
+    + (['removed_indexes'] if args.eliminated else [])
+  )
   boxes = []
   try:
     writer = _Writer(args.output, args.fps or video_fps(args.video))
@@ -277,12 +296,12 @@ def main(argv=None) -> int:
         frame, box, outputs = pending.popleft()
         box = np.asarray(box, np.float64)  # waits for this frame's step
         if not np.isfinite(box).all():
-          raise RuntimeError(f'frame {len(boxes) + 1}: the network returned a non-finite box '
-                             '(bad checkpoint?)')
+          raise RuntimeError(
+            f'frame {len(boxes) + 1}: the network returned a non-finite box (bad checkpoint?)'
+          )
         if outputs is not None:  # (1, ...) device arrays -> this frame's NumPy values
           outputs = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], jax.device_get(outputs))
-        writer.write(draw(frame, box, outputs, tracker.feat_size, args.score_map,
-                          args.eliminated))
+        writer.write(draw(frame, box, outputs, tracker.feat_size, args.score_map, args.eliminated))
         boxes.append(box)
         progress.update()
 
@@ -296,8 +315,7 @@ def main(argv=None) -> int:
             box = tracker.track_async(frame)
             # The outputs dict of this very step (the tracker keeps only the latest).
             step_outputs = tracker.last_outputs
-            pending.append((frame, box,
-                            {k: step_outputs[k] for k in needed} if needed else None))
+            pending.append((frame, box, {k: step_outputs[k] for k in needed} if needed else None))
           if len(pending) > PIPELINE_DEPTH:
             emit()
         while pending:
@@ -309,8 +327,10 @@ def main(argv=None) -> int:
     return 2
   with open(args.output + '.txt', 'w') as f:
     f.write(format_boxes(np.array(boxes)))
-  print(f'wrote {args.output} ({len(boxes)} frames, {len(boxes) / max(wall, 1e-9):.1f} frames/s '
-        f'including compilation) and {args.output}.txt')
+  print(
+    f'wrote {args.output} ({len(boxes)} frames, {len(boxes) / max(wall, 1e-9):.1f} frames/s '
+    f'including compilation) and {args.output}.txt'
+  )
   return 0
 
 

@@ -133,9 +133,13 @@ def _state_fns(fns):
   return init, track
 
 
-def export_tracker(config, variables: Dict[str, Any], out_dir: str,
-                   dtypes: Sequence[str] = DTYPES,
-                   platforms: Optional[Sequence[str]] = DEFAULT_PLATFORMS) -> str:
+def export_tracker(
+  config,
+  variables: Dict[str, Any],
+  out_dir: str,
+  dtypes: Sequence[str] = DTYPES,
+  platforms: Optional[Sequence[str]] = DEFAULT_PLATFORMS,
+) -> str:
   """Serialises the tracker's ``init`` and ``track`` for ``config`` into ``out_dir`` (atomically).
 
   Args:
@@ -155,13 +159,20 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
   bad = [d for d in dtypes if d not in DTYPES]
   if bad or not dtypes:
     raise ValueError(f'--dtypes: expected a non-empty subset of {DTYPES}, got {list(dtypes)}')
-  if (os.path.isdir(out_dir) and os.listdir(out_dir)
-      and not os.path.isfile(os.path.join(out_dir, MANIFEST_FILE))):
-    raise FileExistsError(f'--out {out_dir}: the folder exists and is not an exported tracker; '
-                          'give a new or empty folder (an exported tracker is replaced)')
+  if (
+    os.path.isdir(out_dir)
+    and os.listdir(out_dir)
+    and not os.path.isfile(os.path.join(out_dir, MANIFEST_FILE))
+  ):
+    raise FileExistsError(
+      f'--out {out_dir}: the folder exists and is not an exported tracker; '
+      'give a new or empty folder (an exported tracker is replaced)'
+    )
   variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
-  flat = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
-          for k, v in _flatten(jax.device_get(variables)).items()}
+  flat = {
+    k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+    for k, v in _flatten(jax.device_get(variables)).items()
+  }
   variables = _unflatten(flat)
   m = config.model
   t, s = int(m.template_size), int(m.search_size)
@@ -181,9 +192,14 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
     init, track = _state_fns(tracker_lib.make_tracking_fns(variant, None, full_outputs=True))
     if not blobs:  # init has no network: one program serves every variant
       exported = jax.export.export(jax.jit(init), platforms=platforms)(
-          consts, templates, boxes, jax.ShapeDtypeStruct((hb, wb, 3), np.uint8),
-          jax.ShapeDtypeStruct((2,), np.int32), jax.ShapeDtypeStruct((4,), np.float32),
-          jax.ShapeDtypeStruct((), np.int32))
+        consts,
+        templates,
+        boxes,
+        jax.ShapeDtypeStruct((hb, wb, 3), np.uint8),
+        jax.ShapeDtypeStruct((2,), np.int32),
+        jax.ShapeDtypeStruct((4,), np.float32),
+        jax.ShapeDtypeStruct((), np.int32),
+      )
       blobs[INIT_FILE] = exported.serialize()
       exported_platforms = list(exported.platforms)
     # The kernels are inputs in the compute dtype (the live tracker casts them once, too).
@@ -193,23 +209,29 @@ def export_tracker(config, variables: Dict[str, Any], out_dir: str,
     precision = 'highest' if dtype == 'float32' else 'default'
     with jax.default_matmul_precision(precision):
       exported = jax.export.export(jax.jit(track), platforms=platforms)(
-          weights, consts, templates, boxes, jax.ShapeDtypeStruct((1, hb, wb, 3), np.uint8),
-          jax.ShapeDtypeStruct((1, 2), np.int32), jax.ShapeDtypeStruct((1,), np.bool_))
+        weights,
+        consts,
+        templates,
+        boxes,
+        jax.ShapeDtypeStruct((1, hb, wb, 3), np.uint8),
+        jax.ShapeDtypeStruct((1, 2), np.int32),
+        jax.ShapeDtypeStruct((1,), np.bool_),
+      )
     blobs[track_file(dtype)] = exported.serialize()
 
   manifest = {
-      'format': FORMAT,
-      'format_version': FORMAT_VERSION,
-      'preset': config.name,
-      'config': json.loads(config.to_json()),
-      'template_shape': [1, t, t, 3],
-      'search_shape': [1, s, s, 3],
-      'frame_shape': [1, 'hb', 'wb', 3],
-      'feat_size': f,
-      'variants': {d: {'init': INIT_FILE, 'track': track_file(d)} for d in dtypes},
-      'platforms': exported_platforms,
-      'jax_version': jax.__version__,
-      'weights': [[k, list(v.shape), str(v.dtype)] for k, v in flat.items()],
+    'format': FORMAT,
+    'format_version': FORMAT_VERSION,
+    'preset': config.name,
+    'config': json.loads(config.to_json()),
+    'template_shape': [1, t, t, 3],
+    'search_shape': [1, s, s, 3],
+    'frame_shape': [1, 'hb', 'wb', 3],
+    'feat_size': f,
+    'variants': {d: {'init': INIT_FILE, 'track': track_file(d)} for d in dtypes},
+    'platforms': exported_platforms,
+    'jax_version': jax.__version__,
+    'weights': [[k, list(v.shape), str(v.dtype)] for k, v in flat.items()],
   }
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)
@@ -237,8 +259,9 @@ ONNX_DEFAULT_OPSET = 18
 ONNX_MIN_OPSET = 18  # the int32 arithmetic shift of the device crop needs BitwiseOr (opset 18)
 
 
-def export_onnx(config, variables: Dict[str, Any], path: str,
-                opset: int = ONNX_DEFAULT_OPSET) -> str:
+def export_onnx(
+  config, variables: Dict[str, Any], path: str, opset: int = ONNX_DEFAULT_OPSET
+) -> str:
   """Writes the tracker's per-frame step for ``config`` as one ONNX file (atomically).
 
   The unit is the whole device step of the live tracker (``make_tracking_fns``, batch 1, full
@@ -258,18 +281,22 @@ def export_onnx(config, variables: Dict[str, Any], path: str,
   import importlib.metadata  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   try:
     import jax2onnx  # pylint: disable=g-import-not-at-top
     import onnx  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ValueError(f'--format onnx needs jax2onnx and onnx ({e}): pip install '
-                     '"ostrack_jax[onnx]"') from None
+    raise ValueError(
+      f'--format onnx needs jax2onnx and onnx ({e}): pip install "ostrack_jax[onnx]"'
+    ) from None
   from ostrack_jax import onnx_tracker  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
 
   if int(opset) < ONNX_MIN_OPSET:
-    raise ValueError(f'--opset {opset}: the exported step needs opset >= {ONNX_MIN_OPSET} '
-                     '(BitwiseOr in the crop\'s integer arithmetic)')
+    raise ValueError(
+      f'--opset {opset}: the exported step needs opset >= {ONNX_MIN_OPSET} '
+      '(BitwiseOr in the crop\'s integer arithmetic)'
+    )
   if os.path.isdir(path):
     raise FileExistsError(f'--out {path}: a folder; --format onnx writes one .onnx file')
   config = config.copy_and_resolve_references()
@@ -277,48 +304,68 @@ def export_onnx(config, variables: Dict[str, Any], path: str,
     config.model.dtype = 'float32'
   variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
   variables = jax.tree_util.tree_map(
-      lambda x: jnp.asarray(np.asarray(x, np.float32)), jax.device_get(variables))
+    lambda x: jnp.asarray(np.asarray(x, np.float32)), jax.device_get(variables)
+  )
   consts = jax.tree_util.tree_map(jnp.asarray, tracker_lib.constants(config))
   fns = tracker_lib.make_tracking_fns(config, None, full_outputs=True)
   m = config.model
-  t, s = int(m.template_size), int(m.search_size)
+  t = int(m.template_size)
   n_removed = []
 
   def step(template, box, frame, image_hw):
-    _, out = fns.track(variables, consts, tracker_lib.TrackState(template, box), frame,
-                       image_hw, jnp.ones((1,), jnp.bool_))
+    _, out = fns.track(
+      variables,
+      consts,
+      tracker_lib.TrackState(template, box),
+      frame,
+      image_hw,
+      jnp.ones((1,), jnp.bool_),
+    )
     n_removed.append(len(out['removed_indexes']))
     return tuple(out[k] for k in onnx_tracker.OUTPUT_NAMES) + tuple(out['removed_indexes'])
 
-  inputs = [jax.ShapeDtypeStruct((1, t, t, 3), jnp.float32),
-            jax.ShapeDtypeStruct((1, 4), jnp.float32),
-            jax.ShapeDtypeStruct(jax.export.symbolic_shape('1, h, w, 3'), jnp.uint8),
-            jax.ShapeDtypeStruct((1, 2), jnp.int32)]
+  inputs = [
+    jax.ShapeDtypeStruct((1, t, t, 3), jnp.float32),
+    jax.ShapeDtypeStruct((1, 4), jnp.float32),
+    jax.ShapeDtypeStruct(jax.export.symbolic_shape('1, h, w, 3'), jnp.uint8),
+    jax.ShapeDtypeStruct((1, 2), jnp.int32),
+  ]
   n_ce = sum(1 for r in m.ce_keep_ratio if float(r) < 1)
   output_names = list(onnx_tracker.OUTPUT_NAMES) + [f'removed_indexes_{i}' for i in range(n_ce)]
   with jax.default_matmul_precision('highest'):
-    model = jax2onnx.to_onnx(step, inputs, model_name=f'ostrack_jax_{config.name}',
-                             opset=int(opset), input_names=list(onnx_tracker.INPUT_NAMES),
-                             output_names=output_names)
+    model = jax2onnx.to_onnx(
+      step,
+      inputs,
+      model_name=f'ostrack_jax_{config.name}',
+      opset=int(opset),
+      input_names=list(onnx_tracker.INPUT_NAMES),
+      output_names=output_names,
+    )
   if n_removed and n_removed[-1] != n_ce:
     raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
   manifest = {
-      'format': onnx_tracker.FORMAT,
-      'format_version': onnx_tracker.FORMAT_VERSION,
-      'preset': config.name,
-      'config': json.loads(config.to_json()),
-      'opset': int(opset),
-      'inputs': {'template': [1, t, t, 3, 'float32'], 'box': [1, 4, 'float32'],
-                 'frame': [1, 'h', 'w', 3, 'uint8'], 'image_hw': [1, 2, 'int32']},
-      'num_removed_outputs': n_ce,
-      'operators': sorted({node.op_type for node in model.graph.node}),
-      'converter': f'jax2onnx {importlib.metadata.version("jax2onnx")}',
-      'jax_version': jax.__version__,
+    'format': onnx_tracker.FORMAT,
+    'format_version': onnx_tracker.FORMAT_VERSION,
+    'preset': config.name,
+    'config': json.loads(config.to_json()),
+    'opset': int(opset),
+    'inputs': {
+      'template': [1, t, t, 3, 'float32'],
+      'box': [1, 4, 'float32'],
+      'frame': [1, 'h', 'w', 3, 'uint8'],
+      'image_hw': [1, 2, 'int32'],
+    },
+    'num_removed_outputs': n_ce,
+    'operators': sorted({node.op_type for node in model.graph.node}),
+    'converter': f'jax2onnx {importlib.metadata.version("jax2onnx")}',
+    'jax_version': jax.__version__,
   }
-  meta = {onnx_tracker.META_FORMAT: onnx_tracker.FORMAT,
-          onnx_tracker.META_VERSION: str(onnx_tracker.FORMAT_VERSION),
-          onnx_tracker.META_PRESET: config.name,
-          onnx_tracker.META_MANIFEST: json.dumps(manifest)}
+  meta = {
+    onnx_tracker.META_FORMAT: onnx_tracker.FORMAT,
+    onnx_tracker.META_VERSION: str(onnx_tracker.FORMAT_VERSION),
+    onnx_tracker.META_PRESET: config.name,
+    onnx_tracker.META_MANIFEST: json.dumps(manifest),
+  }
   del model.metadata_props[:]
   for key, value in meta.items():
     model.metadata_props.add(key=key, value=value)
@@ -345,17 +392,23 @@ def read_manifest(directory: str) -> Dict[str, Any]:
   """The manifest of an exported tracker folder; ValueError/FileNotFoundError naming the problem."""
   path = os.path.join(directory, MANIFEST_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{directory}: not an exported tracker (no {MANIFEST_FILE}); make one '
-                            f'with python -m ostrack_jax.export')
+    raise FileNotFoundError(
+      f'{directory}: not an exported tracker (no {MANIFEST_FILE}); make one '
+      f'with python -m ostrack_jax.export'
+    )
   with open(path) as fh:
     manifest = json.load(fh)
   if manifest.get('format') != FORMAT:
-    raise ValueError(f'{path}: not an exported tracker manifest (format {manifest.get("format")!r})')
+    raise ValueError(
+      f'{path}: not an exported tracker manifest (format {manifest.get("format")!r})'
+    )
   version = manifest.get('format_version')
   if version != FORMAT_VERSION:
-    raise ValueError(f'{directory}: exported tracker format version {version}, this ostrack_jax '
-                     f'reads version {FORMAT_VERSION}: export it again with '
-                     'python -m ostrack_jax.export')
+    raise ValueError(
+      f'{directory}: exported tracker format version {version}, this ostrack_jax '
+      f'reads version {FORMAT_VERSION}: export it again with '
+      'python -m ostrack_jax.export'
+    )
   return manifest
 
 
@@ -368,16 +421,22 @@ def load_weights(path: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
   expected = {name: tuple(shape) for name, shape, _ in manifest['weights']}
   missing = sorted(set(expected) - set(flat))
   extra = sorted(set(flat) - set(expected))
-  wrong = [f'{k}: {flat[k].shape} vs {expected[k]}' for k in expected
-           if k in flat and tuple(flat[k].shape) != expected[k]]
+  wrong = [
+    f'{k}: {flat[k].shape} vs {expected[k]}'
+    for k in expected
+    if k in flat and tuple(flat[k].shape) != expected[k]
+  ]
   if missing or extra or wrong:
-    raise ValueError(f'{path} does not fit the exported step (preset {manifest["preset"]!r}): '
-                     f'missing {missing[:5]}, unexpected {extra[:5]}, wrong shapes {wrong[:5]}')
+    raise ValueError(
+      f'{path} does not fit the exported step (preset {manifest["preset"]!r}): '
+      f'missing {missing[:5]}, unexpected {extra[:5]}, wrong shapes {wrong[:5]}'
+    )
   return _unflatten({k: flat[k] for k, _, _ in manifest['weights']})
 
 
 def _deserialize(directory: str, name: str):
   import jax  # pylint: disable=g-import-not-at-top
+
   with open(os.path.join(directory, name), 'rb') as fh:
     return jax.export.deserialize(bytearray(fh.read()))
 
@@ -403,36 +462,44 @@ def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str]
 
   manifest = read_manifest(directory)
   if dtype not in manifest['variants']:
-    raise ValueError(f'{directory}: no {dtype!r} variant (exported: {sorted(manifest["variants"])})')
+    raise ValueError(
+      f'{directory}: no {dtype!r} variant (exported: {sorted(manifest["variants"])})'
+    )
   platform = jax.default_backend()
   usable = {'gpu': ('cuda', 'rocm')}.get(platform, (platform,))
   if not set(usable) & set(manifest['platforms']):
-    raise ValueError(f'{directory} was exported for {manifest["platforms"]}, not for this '
-                     f'machine\'s {platform!r}: export again with --platforms {platform}')
+    raise ValueError(
+      f'{directory} was exported for {manifest["platforms"]}, not for this '
+      f'machine\'s {platform!r}: export again with --platforms {platform}'
+    )
   files = manifest['variants'][dtype]
   exported_init = _deserialize(directory, files['init'])
   exported_track = _deserialize(directory, files['track'])
   variables = load_weights(weights or os.path.join(directory, WEIGHTS_FILE), manifest)
   # The weights in the dtypes the exported track takes (bfloat16 kernels for that variant).
   leaves, treedef = jax.tree_util.tree_flatten(variables)
-  avals = exported_track.in_avals[:len(leaves)]
+  avals = exported_track.in_avals[: len(leaves)]
   variables = jax.tree_util.tree_unflatten(
-      treedef, [np.asarray(x).astype(a.dtype) for x, a in zip(leaves, avals)])
+    treedef, [np.asarray(x).astype(a.dtype) for x, a in zip(leaves, avals)]
+  )
 
   def init(consts, state, frame, hw, box, slot):
-    (templates, boxes), crop = exported_init.call(consts, state.templates, state.boxes, frame,
-                                                  hw, box, slot)
+    (templates, boxes), crop = exported_init.call(
+      consts, state.templates, state.boxes, frame, hw, box, slot
+    )
     return tracker_lib.TrackState(templates, boxes), crop
 
   def track(variables, consts, state, frames, hw, active):
-    (templates, boxes), out = exported_track.call(variables, consts, state.templates,
-                                                  state.boxes, frames, hw, active)
+    (templates, boxes), out = exported_track.call(
+      variables, consts, state.templates, state.boxes, frames, hw, active
+    )
     return tracker_lib.TrackState(templates, boxes), out
 
   config = ml_collections.ConfigDict(manifest['config'])
   config.model.dtype = dtype
-  tracker = tracker_lib.Tracker(config, variables, fns=tracker_lib.TrackingFns(init, track),
-                                cast=False)
+  tracker = tracker_lib.Tracker(
+    config, variables, fns=tracker_lib.TrackingFns(init, track), cast=False
+  )
   tracker.exported = exported_track
   tracker.exported_init = exported_init
   tracker.manifest = manifest
@@ -444,30 +511,54 @@ def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str]
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(
-      prog='python -m ostrack_jax.export',
-      description='Serialise the tracker\'s device functions (template init and per-frame '
-                  'track, StableHLO via jax.export, any frame size) with its weights into a '
-                  'folder that ostrack_jax.export.load_exported runs without building the Flax '
-                  'model; or, with --format onnx, the per-frame step as an ONNX file for '
-                  'onnxruntime / TensorRT (ostrack_jax.load_onnx).')
-  p.add_argument('--checkpoint', required=True,
-                 help='our model file (.msgpack) or a PyTorch OSTrack checkpoint (.pth/.pth.tar)')
-  p.add_argument('--config', default='configs/ostrack_256_ce.py',
-                 help='preset file or name (default: %(default)s)')
-  p.add_argument('--out', required=True,
-                 help='output folder: new, empty, or a previous export (replaced); with '
-                      '--format onnx the .onnx file to write')
-  p.add_argument('--format', default='stablehlo', choices=('stablehlo', 'onnx'),
-                 help='stablehlo (default): the jax.export folder that load_exported runs (needs '
-                      'JAX); onnx: one self-contained float32 ONNX file of the per-frame step '
-                      '(frame in, box out) that ostrack_jax.load_onnx runs with onnxruntime only')
-  p.add_argument('--opset', type=int, default=ONNX_DEFAULT_OPSET,
-                 help=f'ONNX opset for --format onnx (>= {ONNX_MIN_OPSET}; default: %(default)s)')
-  p.add_argument('--dtypes', default=','.join(DTYPES),
-                 help='comma-separated compute dtypes to export (default: %(default)s)')
-  p.add_argument('--platforms', default=','.join(DEFAULT_PLATFORMS),
-                 help='comma-separated platforms to lower for: cpu, cuda, tpu, rocm, or '
-                      '"default" for this machine\'s (default: %(default)s)')
+    prog='python -m ostrack_jax.export',
+    description='Serialise the tracker\'s device functions (template init and per-frame '
+    'track, StableHLO via jax.export, any frame size) with its weights into a '
+    'folder that ostrack_jax.export.load_exported runs without building the Flax '
+    'model; or, with --format onnx, the per-frame step as an ONNX file for '
+    'onnxruntime / TensorRT (ostrack_jax.load_onnx).',
+  )
+  p.add_argument(
+    '--checkpoint',
+    required=True,
+    help='our model file (.msgpack) or a PyTorch OSTrack checkpoint (.pth/.pth.tar)',
+  )
+  p.add_argument(
+    '--config',
+    default='configs/ostrack_256_ce.py',
+    help='preset file or name (default: %(default)s)',
+  )
+  p.add_argument(
+    '--out',
+    required=True,
+    help='output folder: new, empty, or a previous export (replaced); with '
+    '--format onnx the .onnx file to write',
+  )
+  p.add_argument(
+    '--format',
+    default='stablehlo',
+    choices=('stablehlo', 'onnx'),
+    help='stablehlo (default): the jax.export folder that load_exported runs (needs '
+    'JAX); onnx: one self-contained float32 ONNX file of the per-frame step '
+    '(frame in, box out) that ostrack_jax.load_onnx runs with onnxruntime only',
+  )
+  p.add_argument(
+    '--opset',
+    type=int,
+    default=ONNX_DEFAULT_OPSET,
+    help=f'ONNX opset for --format onnx (>= {ONNX_MIN_OPSET}; default: %(default)s)',
+  )
+  p.add_argument(
+    '--dtypes',
+    default=','.join(DTYPES),
+    help='comma-separated compute dtypes to export (default: %(default)s)',
+  )
+  p.add_argument(
+    '--platforms',
+    default=','.join(DEFAULT_PLATFORMS),
+    help='comma-separated platforms to lower for: cpu, cuda, tpu, rocm, or '
+    '"default" for this machine\'s (default: %(default)s)',
+  )
   return p.parse_args(argv)
 
 
@@ -475,9 +566,13 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
   from ostrack_jax.cli_utils import load_config  # pylint: disable=g-import-not-at-top
+
   dtypes = [d.strip() for d in args.dtypes.split(',') if d.strip()]
-  platforms = None if args.platforms == 'default' else [
-      p.strip() for p in args.platforms.split(',') if p.strip()]
+  platforms = (
+    None
+    if args.platforms == 'default'
+    else [p.strip() for p in args.platforms.split(',') if p.strip()]
+  )
   try:
     config = load_config(args.config)
     variables = load_checkpoint(args.checkpoint, config)
@@ -489,13 +584,19 @@ def main(argv=None) -> int:
     print(f'python -m ostrack_jax.export: {e}', file=sys.stderr)
     return 2
   if args.format == 'onnx':
-    print(f'exported {config.name} (ONNX opset {args.opset}, float32, any frame size) to '
-          f'{args.out}: {os.path.getsize(args.out) / 1e6:.2f} MB')
+    print(
+      f'exported {config.name} (ONNX opset {args.opset}, float32, any frame size) to '
+      f'{args.out}: {os.path.getsize(args.out) / 1e6:.2f} MB'
+    )
     return 0
   manifest = read_manifest(args.out)
-  sizes = {name: os.path.getsize(os.path.join(args.out, name)) for name in sorted(os.listdir(args.out))}
-  print(f'exported {config.name} ({", ".join(manifest["variants"])}; platforms '
-        f'{", ".join(manifest["platforms"])}; any frame size) to {args.out}:')
+  sizes = {
+    name: os.path.getsize(os.path.join(args.out, name)) for name in sorted(os.listdir(args.out))
+  }
+  print(
+    f'exported {config.name} ({", ".join(manifest["variants"])}; platforms '
+    f'{", ".join(manifest["platforms"])}; any frame size) to {args.out}:'
+  )
   for name, size in sizes.items():
     print(f'  {name:24s} {size / 1e6:9.2f} MB')
   return 0

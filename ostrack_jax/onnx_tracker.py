@@ -39,8 +39,15 @@ from ostrack_jax import crop as crop_lib
 FORMAT = 'ostrack_jax.onnx_tracker'
 FORMAT_VERSION = 1
 INPUT_NAMES = ('template', 'box', 'frame', 'image_hw')
-OUTPUT_NAMES = ('boxes', 'pred_boxes', 'score_map', 'response', 'search_crop', 'crop_box_xyxy',
-                'resize_factor')  # then removed_indexes_0 .. removed_indexes_{n-1}
+OUTPUT_NAMES = (
+  'boxes',
+  'pred_boxes',
+  'score_map',
+  'response',
+  'search_crop',
+  'crop_box_xyxy',
+  'resize_factor',
+)  # then removed_indexes_0 .. removed_indexes_{n-1}
 META_FORMAT = 'ostrack_jax.format'
 META_VERSION = 'ostrack_jax.format_version'
 META_PRESET = 'ostrack_jax.preset'
@@ -65,19 +72,25 @@ def check_frame(frame, where: str) -> np.ndarray:
   """RGB (H, W, 3) uint8 view of a user frame; ValueError naming the problem."""
   frame = np.asarray(frame)
   if frame.dtype != np.uint8:
-    raise ValueError(f'{where}: frames must be uint8 RGB images (H, W, 3), got dtype {frame.dtype}'
-                     '; convert float images in [0, 1] with (x * 255).round().astype(np.uint8)')
+    raise ValueError(
+      f'{where}: frames must be uint8 RGB images (H, W, 3), got dtype {frame.dtype}'
+      '; convert float images in [0, 1] with (x * 255).round().astype(np.uint8)'
+    )
   if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
     frame = np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2)
   elif frame.ndim == 3 and frame.shape[2] == 4:
     frame = frame[:, :, :3]
   elif not (frame.ndim == 3 and frame.shape[2] == 3):
-    raise ValueError(f'{where}: expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame, '
-                     f'got shape {frame.shape}')
+    raise ValueError(
+      f'{where}: expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame, '
+      f'got shape {frame.shape}'
+    )
   h, w = frame.shape[:2]
   if h < MIN_FRAME_SIDE or w < MIN_FRAME_SIDE:
-    raise ValueError(f'{where}: the frame is {w}x{h} pixels; the tracker needs at least '
-                     f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}')
+    raise ValueError(
+      f'{where}: the frame is {w}x{h} pixels; the tracker needs at least '
+      f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}'
+    )
   return np.ascontiguousarray(frame)
 
 
@@ -96,21 +109,27 @@ def _check_box(box_xywh, image_hw, what: str) -> np.ndarray:
 def read_metadata(path: str, session=None) -> Dict[str, Any]:
   """The manifest stored in an ONNX tracker file; ValueError if it is not one we can run."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path}: no such file; make one with python -m ostrack_jax.export '
-                            '--format onnx')
+    raise FileNotFoundError(
+      f'{path}: no such file; make one with python -m ostrack_jax.export --format onnx'
+    )
   if session is None:
     import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
   meta = dict(session.get_modelmeta().custom_metadata_map)
   if meta.get(META_FORMAT) != FORMAT:
-    raise ValueError(f'{path}: not an ostrack_jax ONNX tracker (metadata {META_FORMAT!r} is '
-                     f'{meta.get(META_FORMAT)!r}); make one with python -m ostrack_jax.export '
-                     '--format onnx')
+    raise ValueError(
+      f'{path}: not an ostrack_jax ONNX tracker (metadata {META_FORMAT!r} is '
+      f'{meta.get(META_FORMAT)!r}); make one with python -m ostrack_jax.export '
+      '--format onnx'
+    )
   version = meta.get(META_VERSION)
   if version != str(FORMAT_VERSION):
-    raise ValueError(f'{path}: ONNX tracker format version {version}, this ostrack_jax reads '
-                     f'version {FORMAT_VERSION}: export it again with python -m '
-                     'ostrack_jax.export --format onnx')
+    raise ValueError(
+      f'{path}: ONNX tracker format version {version}, this ostrack_jax reads '
+      f'version {FORMAT_VERSION}: export it again with python -m '
+      'ostrack_jax.export --format onnx'
+    )
   return json.loads(meta[META_MANIFEST])
 
 
@@ -173,8 +192,9 @@ class OnnxTracker:
     """Cuts the template around ``box_xywh`` (xywh image pixels) in the RGB uint8 ``frame``."""
     frame = check_frame(frame, 'initialize')
     box = _check_box(box_xywh, frame.shape[:2], 'initial box')
-    crop = crop_lib.sample_target(frame, box, self.template_factor, self.template_size,
-                                  with_mask=False).image
+    crop = crop_lib.sample_target(
+      frame, box, self.template_factor, self.template_size, with_mask=False
+    ).image
     self.last_template_crop = crop
     self._template = self._table[crop.astype(np.intp), np.arange(3)][None]
     # The state is float32, as the device step's (the exported one and the live tracker's).
@@ -193,13 +213,20 @@ class OnnxTracker:
     h, w = frame.shape[:2]
     if (h, w) != tuple(self._image_hw):
       if not self._size_warned:
-        warnings.warn(f'frame {self.frame_id + 1} is {w}x{h}, the previous frames were '
-                      f'{self._image_hw[1]}x{self._image_hw[0]}; tracking goes on in the new '
-                      'size (the box is clipped to it)', stacklevel=2)
+        warnings.warn(
+          f'frame {self.frame_id + 1} is {w}x{h}, the previous frames were '
+          f'{self._image_hw[1]}x{self._image_hw[0]}; tracking goes on in the new '
+          'size (the box is clipped to it)',
+          stacklevel=2,
+        )
         self._size_warned = True
       self._image_hw = (h, w)
-    feed = {'template': self._template, 'box': self._box, 'frame': frame[None],
-            'image_hw': np.array([[h, w]], np.int32)}
+    feed = {
+      'template': self._template,
+      'box': self._box,
+      'frame': frame[None],
+      'image_hw': np.array([[h, w]], np.int32),
+    }
     t1 = time.perf_counter()
     outs = self.session.run(None, feed)
     t2 = time.perf_counter()
@@ -207,11 +234,15 @@ class OnnxTracker:
     box = self._last['boxes'].astype(np.float32)
     self.frame_id += 1
     if not np.isfinite(box).all():
-      raise FloatingPointError(f'frame {self.frame_id}: the network returned a non-finite box '
-                               '(bad checkpoint?)')
+      raise FloatingPointError(
+        f'frame {self.frame_id}: the network returned a non-finite box (bad checkpoint?)'
+      )
     self._box = box
-    self.last_timing = {'preprocess': t1 - t0, 'model': t2 - t1,
-                        'postprocess': time.perf_counter() - t2}
+    self.last_timing = {
+      'preprocess': t1 - t0,
+      'model': t2 - t1,
+      'postprocess': time.perf_counter() - t2,
+    }
     return box[0].astype(np.float64)
 
   # ---------------------------------------------------------------- visualisation
@@ -258,8 +289,9 @@ class OnnxTracker:
     return [self._last[f'removed_indexes_{i}'][0] for i in range(n)]
 
 
-def load_onnx(path: str, preset: Optional[str] = None,
-              providers: Optional[Sequence[Any]] = None) -> OnnxTracker:
+def load_onnx(
+  path: str, preset: Optional[str] = None, providers: Optional[Sequence[Any]] = None
+) -> OnnxTracker:
   """An :class:`OnnxTracker` for an ONNX file written by ``python -m ostrack_jax.export --format
   onnx`` (onnxruntime, NumPy and OpenCV only; JAX is not imported).
 
@@ -271,21 +303,26 @@ def load_onnx(path: str, preset: Optional[str] = None,
       ``['CUDAExecutionProvider', 'CPUExecutionProvider']``.
   """
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path}: no such file; make one with python -m ostrack_jax.export '
-                            '--format onnx')
+    raise FileNotFoundError(
+      f'{path}: no such file; make one with python -m ostrack_jax.export --format onnx'
+    )
   try:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no shape-merge notes on every load
-    session = ort.InferenceSession(path, sess_options=options,
-                                   providers=list(providers or ['CPUExecutionProvider']))
+    session = ort.InferenceSession(
+      path, sess_options=options, providers=list(providers or ['CPUExecutionProvider'])
+    )
   except Exception as e:  # onnxruntime raises its own exception types
-    raise ValueError(f'{path}: onnxruntime cannot load it as an ONNX model: '
-                     f'{str(e).splitlines()[0][:300]}') from None
+    raise ValueError(
+      f'{path}: onnxruntime cannot load it as an ONNX model: {str(e).splitlines()[0][:300]}'
+    ) from None
   manifest = read_metadata(path, session)
   if preset is not None and preset != manifest['preset']:
-    raise ValueError(f'{path} was exported for preset {manifest["preset"]!r}, not {preset!r}: '
-                     f'export {preset!r} with python -m ostrack_jax.export --format onnx '
-                     f'--config {preset}')
+    raise ValueError(
+      f'{path} was exported for preset {manifest["preset"]!r}, not {preset!r}: '
+      f'export {preset!r} with python -m ostrack_jax.export --format onnx '
+      f'--config {preset}'
+    )
   return OnnxTracker(path, session, manifest)
-

@@ -43,15 +43,18 @@ def check_crops(n_boxes=500):
   boxes = np.concatenate([xy, sizes], 1)
   padded = tracker_lib.pad_to(image, tracker_lib.bucket_shape(h, w))
   hw = np.array([h, w], np.int32)
-  geo = [crop_lib.sample_target(image[:1, :1], b, 4.0, None, with_mask=False).crop_box_xyxy
-         for b in boxes]
+  geo = [
+    crop_lib.sample_target(image[:1, :1], b, 4.0, None, with_mask=False).crop_box_xyxy
+    for b in boxes
+  ]
   side = np.array([g[2] - g[0] for g in geo], np.int32)
   x1 = np.array([g[0] for g in geo], np.int32)
   y1 = np.array([g[1] for g in geo], np.int32)
   ok = True
   for s in (128, 192, 256, 384):
-    fn = jax.jit(jax.vmap(device_crop.crop_and_resize, in_axes=(None, None, 0, 0, 0, None)),
-                 static_argnums=5)
+    fn = jax.jit(
+      jax.vmap(device_crop.crop_and_resize, in_axes=(None, None, 0, 0, 0, None)), static_argnums=5
+    )
     got = np.asarray(fn(padded, hw, side, x1, y1, s))
     bad = 0
     for i, b in enumerate(boxes):
@@ -64,6 +67,7 @@ def check_crops(n_boxes=500):
 
 def check_tracker():
   from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+
   config = get_config('tiny_256_ce')
   variables = load_checkpoint(str(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'), config)
   tracker = tracker_lib.Tracker(config, variables)
@@ -83,9 +87,11 @@ def check_tracker():
           key = f'{run}_search_crop_f{i}'
           if key in data.files:
             crops_ok &= np.array_equal(tracker.last_search_crop, png(data[key]))
-        err = np.abs(np.array(boxes) - data[f'{run}_boxes'][1:n + 1]).max()
-        print(f'tracker {name} {run}: {n} frames, max box error {err:.2e} px vs the original '
-              f'(bar 0.01), search crops {"exact" if crops_ok else "DIFFER"}')
+        err = np.abs(np.array(boxes) - data[f'{run}_boxes'][1 : n + 1]).max()
+        print(
+          f'tracker {name} {run}: {n} frames, max box error {err:.2e} px vs the original '
+          f'(bar 0.01), search crops {"exact" if crops_ok else "DIFFER"}'
+        )
         ok &= bool(err < 0.01) and crops_ok
   return ok
 
@@ -93,12 +99,14 @@ def check_tracker():
 def check_export():
   from ostrack_jax import export as export_lib  # pylint: disable=g-import-not-at-top
   from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
+
   config = get_config('tiny_256_ce')
   variables = init_variables(config)
   platform = {'gpu': 'cuda'}.get(jax.default_backend(), jax.default_backend())
   with tempfile.TemporaryDirectory() as tmp:
-    out = export_lib.export_tracker(config, variables, tmp + '/art', dtypes=('float32',),
-                                    platforms=(platform,))
+    out = export_lib.export_tracker(
+      config, variables, tmp + '/art', dtypes=('float32',), platforms=(platform,)
+    )
     exported = export_lib.load_exported(out)
     live = tracker_lib.Tracker(config, variables)
     rng = np.random.default_rng(0)
@@ -111,8 +119,10 @@ def check_export():
         live.initialize(frames[0], box)
         for f in frames[1:]:
           worst = max(worst, float(np.abs(exported.track(f) - live.track(f)).max()))
-  print(f'export ({platform}, symbolic frame size): 2 frame sizes, max box difference to the '
-        f'live tracker {worst:.2e} px')
+  print(
+    f'export ({platform}, symbolic frame size): 2 frame sizes, max box difference to the '
+    f'live tracker {worst:.2e} px'
+  )
   return worst < 1e-3
 
 

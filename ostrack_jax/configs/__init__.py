@@ -144,14 +144,14 @@ def _tiny_256_ce() -> ml_collections.ConfigDict:
 
 
 PRESETS: Dict[str, Callable[[], ml_collections.ConfigDict]] = {
-    'ostrack_256_ce': _ostrack_256_ce,
-    'ostrack_256': _ostrack_256,
-    'ostrack_384_ce': _ostrack_384_ce,
-    'ostrack_384': _ostrack_384,
-    'ostrack_256_ce_got10k': _ostrack_256_ce_got10k,
-    'ostrack_384_ce_got10k': _ostrack_384_ce_got10k,
-    'ostrack_vitl_256_ce': _ostrack_vitl_256_ce,
-    'tiny_256_ce': _tiny_256_ce,
+  'ostrack_256_ce': _ostrack_256_ce,
+  'ostrack_256': _ostrack_256,
+  'ostrack_384_ce': _ostrack_384_ce,
+  'ostrack_384': _ostrack_384,
+  'ostrack_256_ce_got10k': _ostrack_256_ce_got10k,
+  'ostrack_384_ce_got10k': _ostrack_384_ce_got10k,
+  'ostrack_vitl_256_ce': _ostrack_vitl_256_ce,
+  'tiny_256_ce': _tiny_256_ce,
 }
 
 

@@ -108,7 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
   # the first few hundred steps only learn to switch the background off.
   c.train.score_prior = 0.0
   c.train.pretrained = ''  # MAE / timm ViT checkpoint (.pth) or an OSTrack checkpoint
-  c.train.mixed_precision = False  # bfloat16 matmul operands (float32 accumulation), float32 parameters and optimizer
+  c.train.mixed_precision = (
+    False  # bfloat16 matmul operands (float32 accumulation), float32 parameters and optimizer
+  )
   c.train.seed = 42
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 1000

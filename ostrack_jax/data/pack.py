@@ -44,11 +44,18 @@ PACK_VERSION = 1
 
 def _writer(path: pathlib.Path):
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
   return array_record_module.ArrayRecordWriter(str(path), 'group_size:1')
 
 
-def pack_source(source: sources_lib.Source, out_dir, *, shard_bytes: int = 1 << 30,
-                overwrite: bool = False, progress: bool = True) -> pathlib.Path:
+def pack_source(
+  source: sources_lib.Source,
+  out_dir,
+  *,
+  shard_bytes: int = 1 << 30,
+  overwrite: bool = False,
+  progress: bool = True,
+) -> pathlib.Path:
   """Writes ``source`` as a pack under ``out_dir`` (a folder for this one dataset).
 
   The pack is assembled in ``out_dir.tmp`` and renamed into place when complete.
@@ -90,8 +97,11 @@ def pack_source(source: sources_lib.Source, out_dir, *, shard_bytes: int = 1 << 
           writer, in_shard = None, 0
       if progress and (si + 1) % 200 == 0:
         done = sum(shard_sizes) + in_shard
-        print(f'  {si + 1}/{len(source.sequences)} sequences, {done}/{total_frames} frames, '
-              f'{time.time() - start:.0f} s', flush=True)
+        print(
+          f'  {si + 1}/{len(source.sequences)} sequences, {done}/{total_frames} frames, '
+          f'{time.time() - start:.0f} s',
+          flush=True,
+        )
     if writer is not None:
       writer.close()
       shard_sizes.append(in_shard)
@@ -108,9 +118,16 @@ def pack_source(source: sources_lib.Source, out_dir, *, shard_bytes: int = 1 << 
     final_names.append(final)
   sources_lib._save_index(tmp / 'index', source.sequences, source.report)  # pylint: disable=protected-access
   np.save(tmp / 'first_record.npy', np.asarray(first_record, np.int64))
-  meta = dict(version=PACK_VERSION, dataset=source.name, is_video=source.is_video,
-              sequences=len(source.sequences), frames=int(sum(shard_sizes)),
-              missing_frames=missing, shards=final_names, shard_sizes=shard_sizes)
+  meta = dict(
+    version=PACK_VERSION,
+    dataset=source.name,
+    is_video=source.is_video,
+    sequences=len(source.sequences),
+    frames=int(sum(shard_sizes)),
+    missing_frames=missing,
+    shards=final_names,
+    shard_sizes=shard_sizes,
+  )
   (tmp / 'pack.json').write_text(json.dumps(meta, indent=1))
   if out.exists():
     shutil.rmtree(out)
@@ -126,12 +143,15 @@ class PackedSource(sources_lib.Source):
     meta_path = pack_dir / 'pack.json'
     if not meta_path.exists():
       raise sources_lib.DataError(
-          f'{pack_dir} is not a complete pack (no pack.json); write it with '
-          f'python -m ostrack_jax.data.pack DATASET --root DIR --out {pack_dir.parent}')
+        f'{pack_dir} is not a complete pack (no pack.json); write it with '
+        f'python -m ostrack_jax.data.pack DATASET --root DIR --out {pack_dir.parent}'
+      )
     meta = json.loads(meta_path.read_text())
     if meta.get('version') != PACK_VERSION:
-      raise sources_lib.DataError(f'{meta_path}: pack version {meta.get("version")}, this code '
-                                  f'reads version {PACK_VERSION}; re-pack the dataset')
+      raise sources_lib.DataError(
+        f'{meta_path}: pack version {meta.get("version")}, this code '
+        f'reads version {PACK_VERSION}; re-pack the dataset'
+      )
     loaded = sources_lib._load_index(pack_dir / 'index')  # pylint: disable=protected-access
     if loaded is None:
       raise sources_lib.DataError(f'{pack_dir / "index"} is missing or unreadable')
@@ -139,8 +159,7 @@ class PackedSource(sources_lib.Source):
     self.first_record = np.load(pack_dir / 'first_record.npy')
     self.shard_paths = [str(pack_dir / s) for s in meta['shards']]
     self._reader = None
-    super().__init__(meta['dataset'], str(pack_dir), sequences, report,
-                     is_video=meta['is_video'])
+    super().__init__(meta['dataset'], str(pack_dir), sequences, report, is_video=meta['is_video'])
 
   def __getstate__(self):
     state = dict(self.__dict__)
@@ -150,6 +169,7 @@ class PackedSource(sources_lib.Source):
   def _records(self):
     if self._reader is None:
       import grain  # pylint: disable=g-import-not-at-top
+
       self._reader = grain.sources.ArrayRecordDataSource(self.shard_paths)
     return self._reader
 
@@ -172,6 +192,7 @@ def packed_source_for(dataset: str, data_config) -> PackedSource:
 
 def main(argv: Optional[List[str]] = None) -> None:
   from ostrack_jax.configs.base import base_config  # pylint: disable=g-import-not-at-top
+
   parser = argparse.ArgumentParser(description='Pack a tracking dataset into ArrayRecord shards.')
   parser.add_argument('dataset', help='source name, e.g. got10k_train_full, lasot, coco')
   parser.add_argument('--root', required=True, help='dataset root in its native layout')
@@ -190,11 +211,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     data.split_files[key] = args.split_file
   source = sources_lib.make_source(args.dataset, data)
   print(source.report.summary())
-  out = pack_source(source, pathlib.Path(args.out) / args.dataset,
-                    shard_bytes=args.shard_mb << 20, overwrite=args.overwrite)
+  out = pack_source(
+    source,
+    pathlib.Path(args.out) / args.dataset,
+    shard_bytes=args.shard_mb << 20,
+    overwrite=args.overwrite,
+  )
   meta = json.loads((out / 'pack.json').read_text())
-  print(f'packed {meta["frames"]} frames of {meta["sequences"]} sequences into '
-        f'{len(meta["shards"])} shard(s) in {out}')
+  print(
+    f'packed {meta["frames"]} frames of {meta["sequences"]} sequences into '
+    f'{len(meta["shards"])} shard(s) in {out}'
+  )
 
 
 if __name__ == '__main__':

@@ -50,6 +50,7 @@ class ResumeMismatchError(ValueError):
 def _allow_multiprocess_flags() -> None:
   """grain 0.2.18 reads absl flags in mp_prefetch; mark them parsed when no app did."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -109,22 +110,34 @@ class DataIterator(grain.DatasetIterator):
   def set_state(self, state: Dict[str, Any]) -> None:
     saved = state.get('contract')
     if saved is None or 'grain' not in state:
-      raise ResumeMismatchError('the saved data-iterator state was not written by '
-                                'ostrack_jax.data.pipeline (no data contract in it)')
-    if saved != self.contract:
-      diffs = [f'{k}: saved {saved.get(k)!r}, now {self.contract.get(k)!r}'
-               for k in sorted(set(saved) | set(self.contract))
-               if saved.get(k) != self.contract.get(k)]
       raise ResumeMismatchError(
-          'cannot resume the data iterator: the data pipeline differs from the checkpoint\'s ('
-          + '; '.join(diffs) + '). Resume with the saved values (e.g. '
-          '--config.data.num_workers=%s) so that the batches continue exactly.'
-          % saved.get('num_workers'))
+        'the saved data-iterator state was not written by '
+        'ostrack_jax.data.pipeline (no data contract in it)'
+      )
+    if saved != self.contract:
+      diffs = [
+        f'{k}: saved {saved.get(k)!r}, now {self.contract.get(k)!r}'
+        for k in sorted(set(saved) | set(self.contract))
+        if saved.get(k) != self.contract.get(k)
+      ]
+      raise ResumeMismatchError(
+        'cannot resume the data iterator: the data pipeline differs from the checkpoint\'s ('
+        + '; '.join(diffs)
+        + '). Resume with the saved values (e.g. '
+        '--config.data.num_workers=%s) so that the batches continue exactly.'
+        % saved.get('num_workers')
+      )
     self._inner.set_state(state['grain'])
 
 
-def build_dataset(sampler: sampler_lib.PairSampler, *, num_samples: int, batch_size: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def build_dataset(
+  sampler: sampler_lib.PairSampler,
+  *,
+  num_samples: int,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> grain.MapDataset:
   """MapDataset of this process's batches: range -> shard -> sample -> batch."""
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
@@ -136,10 +149,18 @@ def build_dataset(sampler: sampler_lib.PairSampler, *, num_samples: int, batch_s
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def make_iterator(sampler: sampler_lib.PairSampler, *, num_samples: int, batch_size: int,
-                  num_workers: int = 0, process_index: int = 0, process_count: int = 1,
-                  num_threads: Optional[int] = None, prefetch_batches: int = 2,
-                  contract: Optional[Dict[str, Any]] = None) -> DataIterator:
+def make_iterator(
+  sampler: sampler_lib.PairSampler,
+  *,
+  num_samples: int,
+  batch_size: int,
+  num_workers: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  num_threads: Optional[int] = None,
+  prefetch_batches: int = 2,
+  contract: Optional[Dict[str, Any]] = None,
+) -> DataIterator:
   """A checkpointable iterator of numpy batch dicts over ``num_samples`` global samples.
 
   Args:
@@ -153,32 +174,52 @@ def make_iterator(sampler: sampler_lib.PairSampler, *, num_samples: int, batch_s
     prefetch_batches: batches buffered per worker.
     contract: extra fields for the resume contract.
   """
-  ds = build_dataset(sampler, num_samples=num_samples, batch_size=batch_size,
-                     process_index=process_index, process_count=process_count)
+  ds = build_dataset(
+    sampler,
+    num_samples=num_samples,
+    batch_size=batch_size,
+    process_index=process_index,
+    process_count=process_count,
+  )
   threads = num_threads if num_threads is not None else (1 if num_workers else 4)
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                               prefetch_buffer_size=max(2, threads * 2)))
+  it_ds = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads * 2))
+  )
   if num_workers > 0:
     _allow_multiprocess_flags()
     it_ds = it_ds.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=num_workers,
-                                     per_worker_buffer_size=prefetch_batches),
-        worker_init_fn=_ExitWithParent())
+      grain.MultiprocessingOptions(
+        num_workers=num_workers, per_worker_buffer_size=prefetch_batches
+      ),
+      worker_init_fn=_ExitWithParent(),
+    )
   full_contract = dict(
-      num_workers=int(num_workers), batch_size=int(batch_size),
-      process_index=int(process_index), process_count=int(process_count),
-      num_samples=int(num_samples), seed=sampler.seed, train=sampler.train,
-      datasets=[s.name for s in sampler.sources],
-      sequences=[len(s.sequences) for s in sampler.sources],
-      ratios=[float(p) for p in sampler.probabilities])
+    num_workers=int(num_workers),
+    batch_size=int(batch_size),
+    process_index=int(process_index),
+    process_count=int(process_count),
+    num_samples=int(num_samples),
+    seed=sampler.seed,
+    train=sampler.train,
+    datasets=[s.name for s in sampler.sources],
+    sequences=[len(s.sequences) for s in sampler.sources],
+    ratios=[float(p) for p in sampler.probabilities],
+  )
   full_contract.update(contract or {})
   return DataIterator(iter(it_ds), full_contract)
 
 
-def make_train_iterator(config, *, process_index: int = 0, process_count: int = 1,
-                        batch_size: Optional[int] = None, num_workers: Optional[int] = None,
-                        num_epochs: Optional[int] = None, train: bool = True,
-                        sources: Optional[Sequence] = None) -> DataIterator:
+def make_train_iterator(
+  config,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+  batch_size: Optional[int] = None,
+  num_workers: Optional[int] = None,
+  num_epochs: Optional[int] = None,
+  train: bool = True,
+  sources: Optional[Sequence] = None,
+) -> DataIterator:
   """The trainer's entry point: an iterator of this process's batches for ``config``.
 
   Args:
@@ -202,8 +243,11 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
   per_epoch = int(config.data.samples_per_epoch if train else config.data.val_samples_per_epoch)
   epochs = int(config.train.epochs if num_epochs is None else num_epochs)
   return make_iterator(
-      sampler, num_samples=per_epoch * epochs,
-      batch_size=int(config.train.batch_size if batch_size is None else batch_size),
-      num_workers=int(config.data.num_workers if num_workers is None else num_workers),
-      process_index=process_index, process_count=process_count,
-      contract=dict(samples_per_epoch=per_epoch))
+    sampler,
+    num_samples=per_epoch * epochs,
+    batch_size=int(config.train.batch_size if batch_size is None else batch_size),
+    num_workers=int(config.data.num_workers if num_workers is None else num_workers),
+    process_index=process_index,
+    process_count=process_count,
+    contract=dict(samples_per_epoch=per_epoch),
+  )

@@ -22,8 +22,9 @@ from ostrack_jax.data import transforms
 
 def denormalize(image: np.ndarray) -> np.ndarray:
   """(S, S, 3) normalized float -> uint8 RGB."""
-  return np.clip((image * transforms.IMAGENET_STD + transforms.IMAGENET_MEAN) * 255.0 + 0.5,
-                 0, 255).astype(np.uint8)
+  return np.clip(
+    (image * transforms.IMAGENET_STD + transforms.IMAGENET_MEAN) * 255.0 + 0.5, 0, 255
+  ).astype(np.uint8)
 
 
 def draw_pair(sample: Dict[str, np.ndarray]) -> np.ndarray:
@@ -34,8 +35,9 @@ def draw_pair(sample: Dict[str, np.ndarray]) -> np.ndarray:
   for img, anno in ((search, sample['search_anno']), (template, sample['template_anno'])):
     side = img.shape[0]
     x, y, w, h = (np.asarray(anno, np.float64) * side).tolist()
-    cv2.rectangle(img, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))),
-                  (0, 255, 0), 1)
+    cv2.rectangle(
+      img, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), (0, 255, 0), 1
+    )
     c = (int(round(x + w / 2)), int(round(y + h / 2)))
     cv2.drawMarker(img, c, (255, 0, 0), cv2.MARKER_CROSS, max(4, side // 32), 1)
   template = cv2.resize(template, (s, s), interpolation=cv2.INTER_NEAREST) if t != s else template
@@ -43,17 +45,21 @@ def draw_pair(sample: Dict[str, np.ndarray]) -> np.ndarray:
   return np.concatenate([template, gap, search], axis=1)
 
 
-def preview_grid(sampler: sampler_lib.PairSampler, indices: List[int], columns: int = 2
-                 ) -> np.ndarray:
+def preview_grid(
+  sampler: sampler_lib.PairSampler, indices: List[int], columns: int = 2
+) -> np.ndarray:
   """uint8 RGB grid of ``draw_pair`` tiles for the given global sample indices."""
   tiles = [draw_pair(sampler(i)) for i in indices]
   h, w = tiles[0].shape[:2]
   rows = []
   for r in range(0, len(tiles), columns):
-    row = tiles[r:r + columns]
+    row = tiles[r : r + columns]
     row += [np.full((h, w, 3), 255, np.uint8)] * (columns - len(row))
-    rows.append(np.concatenate([np.pad(x, ((4, 4), (4, 4), (0, 0)), constant_values=255)
-                                for x in row], axis=1))
+    rows.append(
+      np.concatenate(
+        [np.pad(x, ((4, 4), (4, 4), (0, 0)), constant_values=255) for x in row], axis=1
+      )
+    )
   return np.concatenate(rows, axis=0)
 
 
@@ -72,14 +78,20 @@ def _apply_override(config, assignment: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
   from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+
   parser = argparse.ArgumentParser(description='PNG grid of sampled training pairs.')
   parser.add_argument('--out', required=True, help='output PNG path')
   parser.add_argument('--preset', default='tiny_256_ce')
   parser.add_argument('--num', type=int, default=16)
   parser.add_argument('--start', type=int, default=0, help='first global sample index')
   parser.add_argument('--val', action='store_true', help='validation processing')
-  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                      help='config override, e.g. data.roots.synthetic=/tmp/syn')
+  parser.add_argument(
+    '--set',
+    action='append',
+    default=[],
+    metavar='KEY=VALUE',
+    help='config override, e.g. data.roots.synthetic=/tmp/syn',
+  )
   args = parser.parse_args(argv)
   config = get_config(args.preset)
   for assignment in args.set:

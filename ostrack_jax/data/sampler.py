@@ -39,15 +39,16 @@ class FramePair(NamedTuple):
   search_frame: int
 
 
-def sample_causal_frames(visible: np.ndarray, max_interval: int,
-                         rng: np.random.Generator) -> Tuple[int, int]:
+def sample_causal_frames(
+  visible: np.ndarray, max_interval: int, rng: np.random.Generator
+) -> Tuple[int, int]:
   """(template, search) frame indices per spec 6.3: both visible, search strictly later.
 
   ``visible`` (N,) bool must have at least one visible frame after some visible frame in
   [0, N - 1); otherwise this raises ValueError (the sources only offer such sequences).
   """
   n = len(visible)
-  candidates = np.flatnonzero(visible[:n - 1])
+  candidates = np.flatnonzero(visible[: n - 1])
   visible_idx = np.flatnonzero(visible)
   if len(candidates) == 0 or visible_idx[-1] <= candidates[0]:
     raise ValueError('sequence has no visible frame after a visible template frame')
@@ -76,11 +77,19 @@ class PairSampler:
     reduced_decode: decode JPEGs at reduced resolution where the crop allows it.
   """
 
-  def __init__(self, sources: Seq, ratios: Seq[float],
-               template_params: transforms.AugmentParams,
-               search_params: transforms.AugmentParams, *, seed: int,
-               max_interval: int = 200, grayscale_probability: float = 0.05,
-               train: bool = True, reduced_decode: bool = True):
+  def __init__(
+    self,
+    sources: Seq,
+    ratios: Seq[float],
+    template_params: transforms.AugmentParams,
+    search_params: transforms.AugmentParams,
+    *,
+    seed: int,
+    max_interval: int = 200,
+    grayscale_probability: float = 0.05,
+    train: bool = True,
+    reduced_decode: bool = True,
+  ):
     if len(sources) != len(ratios) or not sources:
       raise ValueError(f'need one ratio per source, got {len(sources)} sources and {ratios}')
     weights = np.asarray(ratios, np.float64)
@@ -107,7 +116,7 @@ class PairSampler:
     if not source.is_video:
       return FramePair(d, s, 0, 0)
     table = source.sequences
-    visible = table.visible[table.offsets[s]:table.offsets[s + 1]]
+    visible = table.visible[table.offsets[s] : table.offsets[s + 1]]
     t, f = sample_causal_frames(visible, self.max_interval, rng)
     return FramePair(d, s, t, f)
 
@@ -125,28 +134,42 @@ class PairSampler:
     for attempt in range(1, MAX_ATTEMPTS + 1):
       pair = self.draw_frames(rng)
       source = self.sources[pair.dataset_index]
-      boxes = source.sequences.boxes[source.sequences.offsets[pair.seq_index]:]
+      boxes = source.sequences.boxes[source.sequences.offsets[pair.seq_index] :]
       try:
         template = source.frame(pair.seq_index, pair.template_frame)
-        search = (template if pair.search_frame == pair.template_frame
-                  else source.frame(pair.seq_index, pair.search_frame))
+        search = (
+          template
+          if pair.search_frame == pair.template_frame
+          else source.frame(pair.seq_index, pair.search_frame)
+        )
         out = transforms.process_pair(
-            template, boxes[pair.template_frame], search, boxes[pair.search_frame],
-            self.template_params, self.search_params, rng,
-            grayscale_probability=self.grayscale_probability, train=self.train,
-            reduced_decode=self.reduced_decode)
+          template,
+          boxes[pair.template_frame],
+          search,
+          boxes[pair.search_frame],
+          self.template_params,
+          self.search_params,
+          rng,
+          grayscale_probability=self.grayscale_probability,
+          train=self.train,
+          reduced_decode=self.reduced_decode,
+        )
       except transforms.BadSample as e:
         last_error = e
         self.failures[str(e).split(':')[-1].strip()[:60]] += 1
         if sum(self.failures.values()) in (1, 10, 100, 1000, 10000):
-          logging.warning('redrawing an invalid sample (%d so far in this process): %s',
-                          sum(self.failures.values()), e)
+          logging.warning(
+            'redrawing an invalid sample (%d so far in this process): %s',
+            sum(self.failures.values()),
+            e,
+          )
         continue
       out['dataset_index'] = np.int32(pair.dataset_index)
       out['attempts'] = np.int32(attempt)
       return out
-    raise RuntimeError(f'sample {index}: no valid pair in {MAX_ATTEMPTS} attempts; last error: '
-                       f'{last_error}')
+    raise RuntimeError(
+      f'sample {index}: no valid pair in {MAX_ATTEMPTS} attempts; last error: {last_error}'
+    )
 
   def __call__(self, index: int) -> dict:
     return self.sample(index)
@@ -155,16 +178,24 @@ class PairSampler:
 def params_from_config(config) -> Tuple[transforms.AugmentParams, transforms.AugmentParams]:
   """(template, search) AugmentParams from ``config.model`` and ``config.data``."""
   d = config.data
-  template = transforms.AugmentParams(int(config.model.template_size), float(d.template_factor),
-                                      float(d.template_center_jitter),
-                                      float(d.template_scale_jitter))
-  search = transforms.AugmentParams(int(config.model.search_size), float(d.search_factor),
-                                    float(d.search_center_jitter), float(d.search_scale_jitter))
+  template = transforms.AugmentParams(
+    int(config.model.template_size),
+    float(d.template_factor),
+    float(d.template_center_jitter),
+    float(d.template_scale_jitter),
+  )
+  search = transforms.AugmentParams(
+    int(config.model.search_size),
+    float(d.search_factor),
+    float(d.search_center_jitter),
+    float(d.search_scale_jitter),
+  )
   return template, search
 
 
-def make_sampler(config, *, train: bool = True, sources: Optional[List] = None,
-                 seed: Optional[int] = None) -> PairSampler:
+def make_sampler(
+  config, *, train: bool = True, sources: Optional[List] = None, seed: Optional[int] = None
+) -> PairSampler:
   """The PairSampler of ``config`` (train or val datasets, ratios, seed, augmentation)."""
   d = config.data
   names = d.train_datasets if train else d.val_datasets
@@ -172,14 +203,21 @@ def make_sampler(config, *, train: bool = True, sources: Optional[List] = None,
   if sources is None:
     sources = [sources_lib.make_source(n, d) for n in names]
     for s in sources:  # bad input is a warning, so that it shows without logging set-up
-      bad = s.report.skipped or any(k in s.report.invisible_frames for k in (
-          'image file missing', 'zero-size or NaN box'))
+      bad = s.report.skipped or any(
+        k in s.report.invisible_frames for k in ('image file missing', 'zero-size or NaN box')
+      )
       level = logging.WARNING if bad else logging.INFO
       logging.log(level, 'training data index: %s', s.report.summary())
   template, search = params_from_config(config)
   base_seed = int(d.seed) if seed is None else int(seed)
-  return PairSampler(sources, ratios, template, search,
-                     seed=base_seed if train else base_seed + 1_000_003,
-                     max_interval=int(d.max_sample_interval),
-                     grayscale_probability=float(d.grayscale_probability), train=train,
-                     reduced_decode=bool(d.get('reduced_decode', True)))
+  return PairSampler(
+    sources,
+    ratios,
+    template,
+    search,
+    seed=base_seed if train else base_seed + 1_000_003,
+    max_interval=int(d.max_sample_interval),
+    grayscale_probability=float(d.grayscale_probability),
+    train=train,
+    reduced_decode=bool(d.get('reduced_decode', True)),
+  )

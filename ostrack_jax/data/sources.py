@@ -57,8 +57,9 @@ _IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 
 def default_cache_dir() -> pathlib.Path:
-  return pathlib.Path(os.environ.get('OSTRACK_JAX_INDEX_CACHE',
-                                     '~/.cache/ostrack_jax/index')).expanduser()
+  return pathlib.Path(
+    os.environ.get('OSTRACK_JAX_INDEX_CACHE', '~/.cache/ostrack_jax/index')
+  ).expanduser()
 
 
 @dataclasses.dataclass
@@ -70,6 +71,7 @@ class Sequence:
   boxes: (N, 4) float64 xywh pixels; visible: (N,) bool, frames that may be sampled;
   image_size: (W, H) if known for all frames, else None.
   """
+
   name: str
   frame_dir: str
   frame_names: List[str]
@@ -121,26 +123,36 @@ class SequenceTable:
   @classmethod
   def from_sequences(cls, sequences: Seq[Sequence]) -> 'SequenceTable':
     def encode(strings):
-      return np.array([x.encode() for x in strings], dtype=bytes) if strings else np.zeros(
-          0, 'S1')
+      return np.array([x.encode() for x in strings], dtype=bytes) if strings else np.zeros(0, 'S1')
+
     lengths = np.array([len(s.boxes) for s in sequences], np.int64)
     return cls(
-        encode([s.name for s in sequences]), encode([s.frame_dir for s in sequences]),
-        encode([n for s in sequences for n in s.frame_names]),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        (np.concatenate([np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in sequences])
-         if sequences else np.zeros((0, 4))),
-        (np.concatenate([np.asarray(s.visible, bool) for s in sequences])
-         if sequences else np.zeros(0, bool)),
-        np.array([s.image_size if s.image_size else (-1, -1) for s in sequences],
-                 np.int32).reshape(-1, 2))
+      encode([s.name for s in sequences]),
+      encode([s.frame_dir for s in sequences]),
+      encode([n for s in sequences for n in s.frame_names]),
+      np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+      (
+        np.concatenate([np.asarray(s.boxes, np.float64).reshape(-1, 4) for s in sequences])
+        if sequences
+        else np.zeros((0, 4))
+      ),
+      (
+        np.concatenate([np.asarray(s.visible, bool) for s in sequences])
+        if sequences
+        else np.zeros(0, bool)
+      ),
+      np.array([s.image_size if s.image_size else (-1, -1) for s in sequences], np.int32).reshape(
+        -1, 2
+      ),
+    )
 
   @classmethod
   def load(cls, folder) -> 'SequenceTable':
     """Memory-maps a table written by ``_save_index``; it pickles as the folder name."""
     folder = pathlib.Path(folder)
-    table = cls(**{k: np.load(folder / f'{k}.npy', mmap_mode='r', allow_pickle=False)
-                   for k in _TABLE_FIELDS})
+    table = cls(
+      **{k: np.load(folder / f'{k}.npy', mmap_mode='r', allow_pickle=False) for k in _TABLE_FIELDS}
+    )
     table.folder = str(folder)
     return table
 
@@ -159,9 +171,15 @@ class SequenceTable:
       self.__dict__.update(state)
 
   def arrays(self) -> Dict[str, np.ndarray]:
-    return dict(names=self.names, frame_dirs=self.frame_dirs, frame_names=self.frame_names,
-                offsets=self.offsets, boxes=self.boxes, visible=self.visible,
-                image_sizes=self.image_sizes)
+    return dict(
+      names=self.names,
+      frame_dirs=self.frame_dirs,
+      frame_names=self.frame_names,
+      offsets=self.offsets,
+      boxes=self.boxes,
+      visible=self.visible,
+      image_sizes=self.image_sizes,
+    )
 
   def __len__(self) -> int:
     return len(self.names)
@@ -181,9 +199,14 @@ class SequenceTable:
       raise IndexError(i)
     i = i % len(self)
     a, b = self.offsets[i], self.offsets[i + 1]
-    return Sequence(self.names[i].decode(), self.frame_dirs[i].decode(),
-                    _Names(self.frame_names[a:b]), self.boxes[a:b], self.visible[a:b],
-                    self.image_size(i))
+    return Sequence(
+      self.names[i].decode(),
+      self.frame_dirs[i].decode(),
+      _Names(self.frame_names[a:b]),
+      self.boxes[a:b],
+      self.visible[a:b],
+      self.image_size(i),
+    )
 
   def __iter__(self):
     return (self[i] for i in range(len(self)))
@@ -192,13 +215,13 @@ class SequenceTable:
 @dataclasses.dataclass
 class IndexReport:
   """What an index build kept and skipped, with reasons and counts."""
+
   source: str
   sequences_found: int = 0
   sequences_kept: int = 0
   frames_kept: int = 0
   skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  invisible_frames: collections.Counter = dataclasses.field(
-      default_factory=collections.Counter)
+  invisible_frames: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   examples: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
   def skip(self, reason: str, what: str) -> None:
@@ -215,26 +238,40 @@ class IndexReport:
         self.examples[reason].append(what)
 
   def summary(self) -> str:
-    lines = [f'{self.source}: {self.sequences_kept} of {self.sequences_found} sequences kept '
-             f'({self.frames_kept} frames)']
+    lines = [
+      f'{self.source}: {self.sequences_kept} of {self.sequences_found} sequences kept '
+      f'({self.frames_kept} frames)'
+    ]
     for reason, n in sorted(self.skipped.items()):
       lines.append(f'  skipped {n} sequence(s): {reason} (e.g. {", ".join(self.examples[reason])})')
     for reason, n in sorted(self.invisible_frames.items()):
-      lines.append(f'  {n} frame(s) never sampled: {reason} '
-                   f'(e.g. {", ".join(self.examples[reason])})')
+      lines.append(
+        f'  {n} frame(s) never sampled: {reason} (e.g. {", ".join(self.examples[reason])})'
+      )
     return '\n'.join(lines)
 
   def to_json(self) -> dict:
-    return dict(source=self.source, sequences_found=self.sequences_found,
-                sequences_kept=self.sequences_kept, frames_kept=self.frames_kept,
-                skipped=dict(self.skipped), invisible_frames=dict(self.invisible_frames),
-                examples=self.examples)
+    return dict(
+      source=self.source,
+      sequences_found=self.sequences_found,
+      sequences_kept=self.sequences_kept,
+      frames_kept=self.frames_kept,
+      skipped=dict(self.skipped),
+      invisible_frames=dict(self.invisible_frames),
+      examples=self.examples,
+    )
 
   @classmethod
   def from_json(cls, d: dict) -> 'IndexReport':
-    return cls(d['source'], d['sequences_found'], d['sequences_kept'], d['frames_kept'],
-               collections.Counter(d['skipped']), collections.Counter(d['invisible_frames']),
-               d['examples'])
+    return cls(
+      d['source'],
+      d['sequences_found'],
+      d['sequences_kept'],
+      d['frames_kept'],
+      collections.Counter(d['skipped']),
+      collections.Counter(d['invisible_frames']),
+      d['examples'],
+    )
 
 
 class DataError(ValueError):
@@ -292,9 +329,16 @@ def _image_size(path: pathlib.Path) -> Optional[Tuple[int, int]]:
     return None
 
 
-def _finish_sequence(report: IndexReport, name: str, frame_dir: str, frame_names: List[str],
-                     boxes: np.ndarray, visible: np.ndarray, present: np.ndarray,
-                     image_size=None) -> Optional[Sequence]:
+def _finish_sequence(
+  report: IndexReport,
+  name: str,
+  frame_dir: str,
+  frame_names: List[str],
+  boxes: np.ndarray,
+  visible: np.ndarray,
+  present: np.ndarray,
+  image_size=None,
+) -> Optional[Sequence]:
   """Applies the common visibility rules and reports; returns None if nothing is usable."""
   bad_box = ~_good_box(boxes)
   report.frames('zero-size or NaN box', int(np.sum(bad_box & present)), name)
@@ -312,8 +356,7 @@ def _finish_sequence(report: IndexReport, name: str, frame_dir: str, frame_names
 class Source:
   """A list of sequences plus frame access. Picklable (grain ships it to worker processes)."""
 
-  def __init__(self, name: str, root: str, sequences, report: IndexReport,
-               is_video: bool = True):
+  def __init__(self, name: str, root: str, sequences, report: IndexReport, is_video: bool = True):
     """``sequences``: a SequenceTable or a list of Sequence (converted to a table)."""
     if not isinstance(sequences, SequenceTable):
       sequences = SequenceTable.from_sequences(list(sequences))
@@ -326,19 +369,25 @@ class Source:
       raise DataError(f'{name}: no usable sequence under {root}\n{report.summary()}')
     if is_video:
       lengths = np.diff(sequences.offsets)
-      visible_counts = np.add.reduceat(sequences.visible.astype(np.int64),
-                                       sequences.offsets[:-1]) if len(sequences.visible) else 0
+      visible_counts = (
+        np.add.reduceat(sequences.visible.astype(np.int64), sequences.offsets[:-1])
+        if len(sequences.visible)
+        else 0
+      )
       visible_counts = np.where(lengths > 0, visible_counts, 0)
       ok = (lengths >= MIN_SEQUENCE_LENGTH) & (visible_counts >= MIN_VISIBLE_FRAMES)
       self.sampleable = np.flatnonzero(ok).astype(np.int64)
       too_short = len(sequences) - len(self.sampleable)
       if too_short:
         report.invisible_frames[
-            f'in sequences with < {MIN_SEQUENCE_LENGTH} frames or < {MIN_VISIBLE_FRAMES} '
-            'visible frames (never drawn, as in the original)'] = too_short
+          f'in sequences with < {MIN_SEQUENCE_LENGTH} frames or < {MIN_VISIBLE_FRAMES} '
+          'visible frames (never drawn, as in the original)'
+        ] = too_short
       if not len(self.sampleable):
-        raise DataError(f'{name}: no sequence under {root} has >= {MIN_SEQUENCE_LENGTH} frames '
-                        f'and >= {MIN_VISIBLE_FRAMES} visible frames\n{report.summary()}')
+        raise DataError(
+          f'{name}: no sequence under {root} has >= {MIN_SEQUENCE_LENGTH} frames '
+          f'and >= {MIN_VISIBLE_FRAMES} visible frames\n{report.summary()}'
+        )
     else:
       self.sampleable = np.arange(len(sequences), dtype=np.int64)
 
@@ -348,8 +397,9 @@ class Source:
   def frame_key(self, seq_index: int, frame_index: int) -> str:
     """The frame's path relative to the source root."""
     table = self.sequences
-    return os.path.join(table.frame_dirs[seq_index].decode(),
-                        table.frame_name(seq_index, frame_index))
+    return os.path.join(
+      table.frame_dirs[seq_index].decode(), table.frame_name(seq_index, frame_index)
+    )
 
   def frame(self, seq_index: int, frame_index: int) -> transforms.Frame:
     """The encoded frame; raises transforms.BadSample if the file cannot be read."""
@@ -363,8 +413,9 @@ class Source:
 
 
 # ------------------------------------------------------------------------------ index cache
-def _cache_path(cache_dir, kind: str, root: pathlib.Path, extra: str,
-                stamp_files: Seq[pathlib.Path]) -> Optional[pathlib.Path]:
+def _cache_path(
+  cache_dir, kind: str, root: pathlib.Path, extra: str, stamp_files: Seq[pathlib.Path]
+) -> Optional[pathlib.Path]:
   if cache_dir is None:
     return None
   if cache_dir == 'default':  # resolved per call, so $OSTRACK_JAX_INDEX_CACHE may change
@@ -384,8 +435,7 @@ def _cache_path(cache_dir, kind: str, root: pathlib.Path, extra: str,
   return pathlib.Path(cache_dir).expanduser() / f'{kind}-{digest}'
 
 
-_TABLE_FIELDS = ('names', 'frame_dirs', 'frame_names', 'offsets', 'boxes', 'visible',
-                 'image_sizes')
+_TABLE_FIELDS = ('names', 'frame_dirs', 'frame_names', 'offsets', 'boxes', 'visible', 'image_sizes')
 
 
 def _save_index(path: Optional[pathlib.Path], sequences, report: IndexReport) -> None:
@@ -395,15 +445,17 @@ def _save_index(path: Optional[pathlib.Path], sequences, report: IndexReport) ->
   """
   if path is None:
     return
-  table = (sequences if isinstance(sequences, SequenceTable)
-           else SequenceTable.from_sequences(list(sequences)))
+  table = (
+    sequences
+    if isinstance(sequences, SequenceTable)
+    else SequenceTable.from_sequences(list(sequences))
+  )
   tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
   try:
     tmp.mkdir(parents=True, exist_ok=True)
     for key, array in table.arrays().items():
       np.save(tmp / f'{key}.npy', np.ascontiguousarray(array))
-    (tmp / 'meta.json').write_text(json.dumps(dict(version=INDEX_VERSION,
-                                                   report=report.to_json())))
+    (tmp / 'meta.json').write_text(json.dumps(dict(version=INDEX_VERSION, report=report.to_json())))
     if path.exists():
       shutil.rmtree(path)
     os.replace(tmp, path)
@@ -432,8 +484,14 @@ def _load_index(path: Optional[pathlib.Path]):
   return table, IndexReport.from_json(meta['report'])
 
 
-def _cached(kind: str, root: pathlib.Path, extra: str, stamp_files, cache_dir,
-            build: Callable[[], Tuple[List[Sequence], IndexReport]]):
+def _cached(
+  kind: str,
+  root: pathlib.Path,
+  extra: str,
+  stamp_files,
+  cache_dir,
+  build: Callable[[], Tuple[List[Sequence], IndexReport]],
+):
   path = _cache_path(cache_dir, kind, root, extra, stamp_files)
   loaded = _load_index(path)
   if loaded is not None:
@@ -454,7 +512,7 @@ def _check_root(root, what: str) -> pathlib.Path:
 
 
 def _read_name_list(path: pathlib.Path) -> List[str]:
-  return [l.strip() for l in path.read_text().splitlines() if l.strip()]
+  return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------ GOT-10k
@@ -473,8 +531,9 @@ def _got10k_sequence(report: IndexReport, split_dir: pathlib.Path, name: str):
     report.skip('unreadable groundtruth.txt', str(e))
     return None
   files = set(_image_files(seq_dir))
-  numbered = sorted((int(os.path.splitext(f)[0]) for f in files
-                     if os.path.splitext(f)[0].isdigit()))
+  numbered = sorted(
+    (int(os.path.splitext(f)[0]) for f in files if os.path.splitext(f)[0].isdigit())
+  )
   num_frames = max(numbered[-1] if numbered else 0, len(boxes))
   if len(boxes) < num_frames:
     report.skip('annotation has fewer lines than frames', f'{name} ({len(boxes)} < {num_frames})')
@@ -494,8 +553,9 @@ def _got10k_sequence(report: IndexReport, split_dir: pathlib.Path, name: str):
         report.skip(f'unreadable {label}', str(e))
         return None
       if len(values) != num_frames:
-        report.skip(f'{label} length differs from groundtruth.txt',
-                    f'{name} ({len(values)} vs {num_frames})')
+        report.skip(
+          f'{label} length differs from groundtruth.txt', f'{name} ({len(values)} vs {num_frames})'
+        )
         return None
       hidden = ~rule(values)
       report.frames(f'{label}: target not visible', int(np.sum(hidden & present)), name)
@@ -503,8 +563,13 @@ def _got10k_sequence(report: IndexReport, split_dir: pathlib.Path, name: str):
   return _finish_sequence(report, name, name, names, boxes, visible, present)
 
 
-def got10k(root, split: str = 'train', split_file: Optional[str] = None,
-           cache_dir='default', name: Optional[str] = None) -> Source:
+def got10k(
+  root,
+  split: str = 'train',
+  split_file: Optional[str] = None,
+  cache_dir='default',
+  name: Optional[str] = None,
+) -> Source:
   """GOT-10k ``split`` ('train' or 'val'), optionally restricted to ``split_file``.
 
   ``split_file`` lists sequence names (``GOT-10k_Train_000001``) or 0-based indices into
@@ -518,8 +583,9 @@ def got10k(root, split: str = 'train', split_file: Optional[str] = None,
     all_names = _read_name_list(list_path)
   else:
     if not split_dir.is_dir():
-      raise DataError(f'{name}: {split_dir} does not exist (expected the GOT-10k layout '
-                      f'root/{split}/list.txt)')
+      raise DataError(
+        f'{name}: {split_dir} does not exist (expected the GOT-10k layout root/{split}/list.txt)'
+      )
     all_names = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
   selected = all_names
   if split_file:
@@ -542,21 +608,28 @@ def got10k(root, split: str = 'train', split_file: Optional[str] = None,
     return seqs, report
 
   stamps = [list_path, pathlib.Path(split_file) if split_file else list_path]
-  stamps += [split_dir / n / f for n in selected
-             for f in ('groundtruth.txt', 'absence.label', 'cover.label')]
-  seqs, report = _cached('got10k', root, f'{split}|{split_file}|{len(selected)}', stamps,
-                         cache_dir, build)
+  stamps += [
+    split_dir / n / f for n in selected for f in ('groundtruth.txt', 'absence.label', 'cover.label')
+  ]
+  seqs, report = _cached(
+    'got10k', root, f'{split}|{split_file}|{len(selected)}', stamps, cache_dir, build
+  )
   return Source(name, str(split_dir), seqs, report)
 
 
 # ------------------------------------------------------------------------------ LaSOT
-def lasot(root, split_file: Optional[str] = None, cache_dir='default',
-          name: str = 'lasot') -> Source:
+def lasot(
+  root, split_file: Optional[str] = None, cache_dir='default', name: str = 'lasot'
+) -> Source:
   """LaSOT training sequences (see the module docstring for how the list is found)."""
   root = _check_root(root, name)
   classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-  all_seqs = [f'{c}/{s.name}' for c in classes for s in sorted((root / c).iterdir())
-              if s.is_dir() and (s / 'groundtruth.txt').exists()]
+  all_seqs = [
+    f'{c}/{s.name}'
+    for c in classes
+    for s in sorted((root / c).iterdir())
+    if s.is_dir() and (s / 'groundtruth.txt').exists()
+  ]
   list_file = pathlib.Path(split_file).expanduser() if split_file else root / 'training_set.txt'
   if list_file.exists():
     wanted = _read_name_list(list_file)
@@ -565,8 +638,12 @@ def lasot(root, split_file: Optional[str] = None, cache_dir='default',
     test_file = root / 'testing_set.txt'
     test = set(_read_name_list(test_file)) if test_file.exists() else set()
     if not test:
-      logging.warning('%s: no training_set.txt or testing_set.txt in %s: using all %d '
-                      'sequences', name, root, len(all_seqs))
+      logging.warning(
+        '%s: no training_set.txt or testing_set.txt in %s: using all %d sequences',
+        name,
+        root,
+        len(all_seqs),
+      )
     selected = [s for s in all_seqs if s.split('/')[1] not in test]
 
   def build():
@@ -602,7 +679,9 @@ def lasot(root, split_file: Optional[str] = None, cache_dir='default',
           ok = False
           break
         if len(flags) != n:
-          report.skip(f'{label} length differs from groundtruth.txt', f'{rel} ({len(flags)} vs {n})')
+          report.skip(
+            f'{label} length differs from groundtruth.txt', f'{rel} ({len(flags)} vs {n})'
+          )
           ok = False
           break
         report.frames(f'{label}: target not visible', int(np.sum((flags != 0) & present)), rel)
@@ -613,16 +692,21 @@ def lasot(root, split_file: Optional[str] = None, cache_dir='default',
           seqs.append(s)
     return seqs, report
 
-  stamps = [list_file] + [root / rel / f for rel in selected
-                          for f in ('groundtruth.txt', 'full_occlusion.txt', 'out_of_view.txt')]
-  seqs, report = _cached('lasot', root, str(list_file) + f'|{len(selected)}', stamps,
-                         cache_dir, build)
+  stamps = [list_file] + [
+    root / rel / f
+    for rel in selected
+    for f in ('groundtruth.txt', 'full_occlusion.txt', 'out_of_view.txt')
+  ]
+  seqs, report = _cached(
+    'lasot', root, str(list_file) + f'|{len(selected)}', stamps, cache_dir, build
+  )
   return Source(name, str(root), seqs, report)
 
 
 # ------------------------------------------------------------------------------ TrackingNet
-def trackingnet(root, chunks: Seq[int] = tuple(range(12)), cache_dir='default',
-                name: str = 'trackingnet') -> Source:
+def trackingnet(
+  root, chunks: Seq[int] = tuple(range(12)), cache_dir='default', name: str = 'trackingnet'
+) -> Source:
   """TrackingNet TRAIN_<k> chunks (0-based frame files ``frames/<seq>/<i>.jpg``)."""
   root = _check_root(root, name)
   chunk_dirs = [root / f'TRAIN_{k}' for k in chunks]
@@ -650,13 +734,15 @@ def trackingnet(root, chunks: Seq[int] = tuple(range(12)), cache_dir='default',
         files = set(_image_files(root / rel))
         numbered = [int(os.path.splitext(f)[0]) for f in files if os.path.splitext(f)[0].isdigit()]
         if numbered and max(numbered) + 1 > len(boxes):
-          report.skip('annotation has fewer lines than frames',
-                      f'{rel} ({len(boxes)} < {max(numbered) + 1})')
+          report.skip(
+            'annotation has fewer lines than frames', f'{rel} ({len(boxes)} < {max(numbered) + 1})'
+          )
           continue
         names = [f'{i}.jpg' for i in range(len(boxes))]
         present = np.array([n in files for n in names])
-        s = _finish_sequence(report, anno.stem, rel, names, boxes, np.ones(len(boxes), bool),
-                             present)
+        s = _finish_sequence(
+          report, anno.stem, rel, names, boxes, np.ones(len(boxes), bool), present
+        )
         if s:
           seqs.append(s)
     if not report.sequences_found:
@@ -664,14 +750,12 @@ def trackingnet(root, chunks: Seq[int] = tuple(range(12)), cache_dir='default',
     return seqs, report
 
   stamps = [a for c in chunk_dirs for a in sorted((c / 'anno').glob('*.txt'))]
-  seqs, report = _cached('trackingnet', root, ','.join(map(str, chunks)), stamps, cache_dir,
-                         build)
+  seqs, report = _cached('trackingnet', root, ','.join(map(str, chunks)), stamps, cache_dir, build)
   return Source(name, str(root), seqs, report)
 
 
 # ------------------------------------------------------------------------------ COCO
-def coco(root, split: str = 'train2017', cache_dir='default',
-         name: str = 'coco') -> Source:
+def coco(root, split: str = 'train2017', cache_dir='default', name: str = 'coco') -> Source:
   """COCO: one single-frame pseudo-sequence per non-crowd instance annotation."""
   root = _check_root(root, name)
   ann_path = root / 'annotations' / f'instances_{split}.json'
@@ -694,9 +778,16 @@ def coco(root, split: str = 'train2017', cache_dir='default',
         report.skip('annotation of an unknown image id', str(ann.get('id')))
         continue
       box = np.asarray(ann.get('bbox', [np.nan] * 4), np.float64).reshape(1, 4)
-      s = _finish_sequence(report, str(ann['id']), split, [im['file_name']], box,
-                           np.ones(1, bool), np.ones(1, bool),
-                           (int(im['width']), int(im['height'])) if 'width' in im else None)
+      s = _finish_sequence(
+        report,
+        str(ann['id']),
+        split,
+        [im['file_name']],
+        box,
+        np.ones(1, bool),
+        np.ones(1, bool),
+        (int(im['width']), int(im['height'])) if 'width' in im else None,
+      )
       if s:
         seqs.append(s)
     if not report.sequences_found:
@@ -738,13 +829,16 @@ def folder(root, cache_dir='default', name: str = 'folder') -> Source:
         report.skip('no frames', seq_name)
         continue
       if len(boxes) < len(files):
-        report.skip('annotation has fewer lines than frames',
-                    f'{seq_name} ({len(boxes)} < {len(files)})')
+        report.skip(
+          'annotation has fewer lines than frames', f'{seq_name} ({len(boxes)} < {len(files)})'
+        )
         continue
       if len(boxes) > len(files):
         # With free-form names a missing frame cannot be located: refuse rather than shift.
-        report.skip('more annotation lines than frames (a frame is missing?)',
-                    f'{seq_name} ({len(boxes)} > {len(files)})')
+        report.skip(
+          'more annotation lines than frames (a frame is missing?)',
+          f'{seq_name} ({len(boxes)} > {len(files)})',
+        )
         continue
       visible = np.ones(len(files), bool)
       absence = seq_dir / 'absence.label'
@@ -759,8 +853,16 @@ def folder(root, cache_dir='default', name: str = 'folder') -> Source:
           continue
         report.frames('absence.label: target not visible', int(np.sum(flags != 0)), seq_name)
         visible &= flags == 0
-      s = _finish_sequence(report, seq_name, seq_name, files, boxes, visible,
-                           np.ones(len(files), bool), _image_size(seq_dir / files[0]))
+      s = _finish_sequence(
+        report,
+        seq_name,
+        seq_name,
+        files,
+        boxes,
+        visible,
+        np.ones(len(files), bool),
+        _image_size(seq_dir / files[0]),
+      )
       if s and _image_size(seq_dir / files[-1]) != s.image_size:
         s.image_size = None  # frames of different sizes: read each frame's header
       if s:
@@ -769,8 +871,9 @@ def folder(root, cache_dir='default', name: str = 'folder') -> Source:
         seqs.append(s)
     return seqs, report
 
-  stamps = [list_path] + [root / n / f for n in selected
-                          for f in ('groundtruth.txt', 'absence.label')]
+  stamps = [list_path] + [
+    root / n / f for n in selected for f in ('groundtruth.txt', 'absence.label')
+  ]
   seqs, report = _cached('folder', root, '|'.join(selected), stamps, cache_dir, build)
   return Source(name, str(root), seqs, report)
 
@@ -789,9 +892,11 @@ def make_source(dataset: str, data_config, cache_dir='default') -> Source:
   split_files = data_config.get('split_files', {})
   if data_config.get('packed', False):
     from ostrack_jax.data import pack  # pylint: disable=g-import-not-at-top
+
     return pack.packed_source_for(dataset, data_config)
   if dataset in ('synthetic', 'synthetic_val'):
     from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
     root = synthetic.ensure_synthetic_dataset(roots.synthetic or None)
     split = 'train' if dataset == 'synthetic' else 'val'
     return got10k(root, split, cache_dir=cache_dir, name=dataset)
@@ -803,13 +908,17 @@ def make_source(dataset: str, data_config, cache_dir='default') -> Source:
     split_file = split_files.get(dataset, '') if split_files else ''
     if not split_file:
       raise DataError(
-          f'{dataset} needs the list of its sequences: set config.data.split_files.{dataset} '
-          'to a file of sequence names or 0-based indices into train/list.txt, or use '
-          'got10k_train_full')
+        f'{dataset} needs the list of its sequences: set config.data.split_files.{dataset} '
+        'to a file of sequence names or 0-based indices into train/list.txt, or use '
+        'got10k_train_full'
+      )
     return got10k(roots.got10k, 'train', split_file, cache_dir=cache_dir, name=dataset)
   if dataset == 'lasot':
-    return lasot(roots.lasot, split_files.get('lasot', '') or None if split_files else None,
-                 cache_dir=cache_dir)
+    return lasot(
+      roots.lasot,
+      split_files.get('lasot', '') or None if split_files else None,
+      cache_dir=cache_dir,
+    )
   if dataset == 'trackingnet':
     return trackingnet(roots.trackingnet, cache_dir=cache_dir)
   if dataset == 'coco':

@@ -99,7 +99,7 @@ def _object_texture(rng: np.random.Generator, size: int = 96) -> Tuple[np.ndarra
     angle = rng.uniform(0, math.pi)
     period = rng.uniform(0.15, 0.35)
     t = (np.cos(angle) * xx + np.sin(angle) * yy) / period
-    sel = (np.floor(t).astype(np.int64) % 2)
+    sel = np.floor(t).astype(np.int64) % 2
   elif kind == 1:  # checkerboard
     n = int(rng.integers(2, 5))
     sel = (np.floor(xx * n).astype(np.int64) + np.floor(yy * n).astype(np.int64)) % 2
@@ -136,7 +136,7 @@ def _render_sequence(rng: np.random.Generator, num_frames: int, w: int, h: int):
     occ_w = rng.uniform(0.08, 0.25) * w
     t0 = int(rng.integers(0, max(1, num_frames - 10)))
     occ_color = _smooth_noise(rng, h, int(math.ceil(occ_w)) + 2, 3)
-    occ_color = (np.asarray(bg.mean(axis=(0, 1)), np.float32) * 0.6 + 80 * occ_color)
+    occ_color = np.asarray(bg.mean(axis=(0, 1)), np.float32) * 0.6 + 80 * occ_color
     occ = (occ_w, t0, rng.uniform(4.0, 8.0), np.clip(occ_color, 0, 255).astype(np.uint8))
   for t in range(num_frames):
     # Motion: constant velocity with a little random steering, bouncing off the borders.
@@ -175,7 +175,7 @@ def _render_sequence(rng: np.random.Generator, num_frames: int, w: int, h: int):
       if -occ_w < ox1 < w:
         a1, a2 = int(max(0, round(ox1))), int(min(w, round(ox1 + occ_w)))
         if a2 > a1:
-          frame[:, a1:a2] = occ_img[:, :a2 - a1]
+          frame[:, a1:a2] = occ_img[:, : a2 - a1]
           visible = int(obj_pixels[:, :a1].sum() + obj_pixels[:, a2:].sum())
     frac = visible / total
     cover = int(math.ceil(frac * 8 - 1e-9)) if visible > 0 else 0
@@ -183,14 +183,20 @@ def _render_sequence(rng: np.random.Generator, num_frames: int, w: int, h: int):
     yield frame, (x1, y1, bw, bh), absent, cover
 
 
-def _write_sequence(seq_dir: pathlib.Path, rng: np.random.Generator, num_frames: int,
-                    frame_size: Tuple[int, int], jpeg_quality: int) -> None:
+def _write_sequence(
+  seq_dir: pathlib.Path,
+  rng: np.random.Generator,
+  num_frames: int,
+  frame_size: Tuple[int, int],
+  jpeg_quality: int,
+) -> None:
   seq_dir.mkdir(parents=True)
   w, h = frame_size
   boxes, absences, covers = [], [], []
   for i, (frame, box, absent, cover) in enumerate(_render_sequence(rng, num_frames, w, h)):
-    ok, buf = cv2.imencode('.jpg', cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    ok, buf = cv2.imencode(
+      '.jpg', cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+    )
     if not ok:
       raise RuntimeError(f'JPEG encoding failed for {seq_dir}')
     (seq_dir / f'{i + 1:08d}.jpg').write_bytes(buf.tobytes())
@@ -198,21 +204,28 @@ def _write_sequence(seq_dir: pathlib.Path, rng: np.random.Generator, num_frames:
     absences.append(absent)
     covers.append(cover)
   (seq_dir / 'groundtruth.txt').write_text(
-      ''.join(f'{x:.4f},{y:.4f},{bw:.4f},{bh:.4f}\n' for x, y, bw, bh in boxes))
+    ''.join(f'{x:.4f},{y:.4f},{bw:.4f},{bh:.4f}\n' for x, y, bw, bh in boxes)
+  )
   (seq_dir / 'absence.label').write_text(''.join(f'{a}\n' for a in absences))
   (seq_dir / 'cover.label').write_text(''.join(f'{c}\n' for c in covers))
   (seq_dir / 'meta_info.ini').write_text(
-      '[METAINFO]\nurl: synthetic\nbegin: 00:00:00\nend: 00:00:00\nanno_fps: 10Hz\n'
-      'object_class: textured shape\nmotion_class: translation\nmajor_class: synthetic\n'
-      'root_class: object\nmotion_adverb: smoothly\n'
-      f'resolution: ({w}, {h})\n')
+    '[METAINFO]\nurl: synthetic\nbegin: 00:00:00\nend: 00:00:00\nanno_fps: 10Hz\n'
+    'object_class: textured shape\nmotion_class: translation\nmajor_class: synthetic\n'
+    'root_class: object\nmotion_adverb: smoothly\n'
+    f'resolution: ({w}, {h})\n'
+  )
 
 
-def make_synthetic_dataset(out_dir, num_train: int = DEFAULT_NUM_TRAIN,
-                           num_val: int = DEFAULT_NUM_VAL,
-                           num_frames: int = DEFAULT_NUM_FRAMES,
-                           frame_size: Tuple[int, int] = DEFAULT_FRAME_SIZE, seed: int = 0,
-                           jpeg_quality: int = 90, overwrite: bool = False) -> pathlib.Path:
+def make_synthetic_dataset(
+  out_dir,
+  num_train: int = DEFAULT_NUM_TRAIN,
+  num_val: int = DEFAULT_NUM_VAL,
+  num_frames: int = DEFAULT_NUM_FRAMES,
+  frame_size: Tuple[int, int] = DEFAULT_FRAME_SIZE,
+  seed: int = 0,
+  jpeg_quality: int = 90,
+  overwrite: bool = False,
+) -> pathlib.Path:
   """Writes GOT-10k-layout ``train`` and ``val`` splits of synthetic sequences.
 
   Args:
@@ -237,22 +250,33 @@ def make_synthetic_dataset(out_dir, num_train: int = DEFAULT_NUM_TRAIN,
     raise ValueError(f'need at least one sequence, got num_train={num_train}, num_val={num_val}')
   if num_frames < 1 or w < 32 or h < 32:
     raise ValueError(f'bad num_frames={num_frames} or frame_size={frame_size} (min 32x32)')
-  params = dict(version=FORMAT_VERSION, num_train=num_train, num_val=num_val,
-                num_frames=num_frames, frame_size=[w, h], seed=seed, jpeg_quality=jpeg_quality)
+  params = dict(
+    version=FORMAT_VERSION,
+    num_train=num_train,
+    num_val=num_val,
+    num_frames=num_frames,
+    frame_size=[w, h],
+    seed=seed,
+    jpeg_quality=jpeg_quality,
+  )
   marker = out / _MARKER
   if marker.exists() and not overwrite:
     existing = json.loads(marker.read_text())
     if existing == params:
       return out
-    raise FileExistsError(f'{out} holds a synthetic dataset made with {existing}, not {params};'
-                          ' pass overwrite=True (--overwrite) or another --out')
+    raise FileExistsError(
+      f'{out} holds a synthetic dataset made with {existing}, not {params};'
+      ' pass overwrite=True (--overwrite) or another --out'
+    )
   out.mkdir(parents=True, exist_ok=True)
   if marker.exists():
     marker.unlink()
   with tempfile.TemporaryDirectory(dir=out, prefix='.tmp-') as tmp:
     tmp = pathlib.Path(tmp)
-    for split, prefix, count, stream in (('train', 'SYN_Train', num_train, 0),
-                                         ('val', 'SYN_Val', num_val, 1)):
+    for split, prefix, count, stream in (
+      ('train', 'SYN_Train', num_train, 0),
+      ('val', 'SYN_Val', num_val, 1),
+    ):
       names = []
       for i in range(count):
         name = f'{prefix}_{i + 1:06d}'
@@ -280,11 +304,11 @@ def check_named_root(root: str, field: str = 'config.data.roots.synthetic') -> p
   path = pathlib.Path(root).expanduser()
   if (path / _MARKER).exists():
     return path
-  what = ('no such folder' if not path.exists() else
-          f'holds no synthetic dataset (no {_MARKER})')
+  what = 'no such folder' if not path.exists() else f'holds no synthetic dataset (no {_MARKER})'
   raise FileNotFoundError(
-      f'{field}={str(root)!r}: {what}; make one with `python -m ostrack_jax.data.synthetic '
-      f'--out {root}`, or leave {field} empty for the default one (generated on first use)')
+    f'{field}={str(root)!r}: {what}; make one with `python -m ostrack_jax.data.synthetic '
+    f'--out {root}`, or leave {field} empty for the default one (generated on first use)'
+  )
 
 
 def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Path:
@@ -306,8 +330,9 @@ def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Pa
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--out', default=None,
-                      help=f'output root (default: $OSTRACK_JAX_SYNTHETIC or {default_root()})')
+  parser.add_argument(
+    '--out', default=None, help=f'output root (default: $OSTRACK_JAX_SYNTHETIC or {default_root()})'
+  )
   parser.add_argument('--num_train', type=int, default=DEFAULT_NUM_TRAIN)
   parser.add_argument('--num_val', type=int, default=DEFAULT_NUM_VAL)
   parser.add_argument('--num_frames', type=int, default=DEFAULT_NUM_FRAMES)
@@ -316,12 +341,19 @@ def main(argv=None) -> None:
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--overwrite', action='store_true')
   args = parser.parse_args(argv)
-  root = make_synthetic_dataset(args.out or default_root(), num_train=args.num_train,
-                                num_val=args.num_val, num_frames=args.num_frames,
-                                frame_size=(args.width, args.height), seed=args.seed,
-                                overwrite=args.overwrite)
-  print(f'synthetic dataset: {root} ({args.num_train} train, {args.num_val} val sequences '
-        f'of {args.num_frames} frames)')
+  root = make_synthetic_dataset(
+    args.out or default_root(),
+    num_train=args.num_train,
+    num_val=args.num_val,
+    num_frames=args.num_frames,
+    frame_size=(args.width, args.height),
+    seed=args.seed,
+    overwrite=args.overwrite,
+  )
+  print(
+    f'synthetic dataset: {root} ({args.num_train} train, {args.num_val} val sequences '
+    f'of {args.num_frames} frames)'
+  )
 
 
 if __name__ == '__main__':

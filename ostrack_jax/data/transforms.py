@@ -32,8 +32,11 @@ from ostrack_jax import crop as crop_lib
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                  8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED_FLAGS = {
+  2: cv2.IMREAD_REDUCED_COLOR_2,
+  4: cv2.IMREAD_REDUCED_COLOR_4,
+  8: cv2.IMREAD_REDUCED_COLOR_8,
+}
 
 
 class BadSample(Exception):
@@ -42,6 +45,7 @@ class BadSample(Exception):
 
 class Frame(NamedTuple):
   """An encoded frame. ``size`` is (W, H) if known from the index, else None (read lazily)."""
+
   data: bytes
   name: str  # for error messages (a path or a pack key)
   size: Optional[Tuple[int, int]] = None
@@ -49,6 +53,7 @@ class Frame(NamedTuple):
 
 class AugmentParams(NamedTuple):
   """Per-crop processing parameters (from ``config.data`` and ``config.model``)."""
+
   output_size: int
   factor: float
   center_jitter: float
@@ -94,8 +99,9 @@ def flip_box_xywh(box_xywh: np.ndarray, image_width: int) -> np.ndarray:
   return np.array([image_width - 1 - (x + w), y, w, h], np.float64)
 
 
-def jitter_box(box_xywh: np.ndarray, center_jitter: float, scale_jitter: float,
-               rng: np.random.Generator) -> np.ndarray:
+def jitter_box(
+  box_xywh: np.ndarray, center_jitter: float, scale_jitter: float, rng: np.random.Generator
+) -> np.ndarray:
   """Spec 7.2: size * exp(N(0,1) * scale_jitter) per side, centre + U(-.5,.5) * max_offset.
 
   ``max_offset = sqrt(w_j * h_j) * center_jitter``. The RNG is consumed even for zero factors
@@ -136,8 +142,15 @@ def crop_pad_mask(crop_box_xyxy, image_size_wh, output_size: int) -> np.ndarray:
   return rows[:, None] | cols[None, :]
 
 
-def crop_frame(frame: Frame, box_xywh: np.ndarray, factor: float, output_size: int, *,
-               flip: bool, reduced_decode: bool = True):
+def crop_frame(
+  frame: Frame,
+  box_xywh: np.ndarray,
+  factor: float,
+  output_size: int,
+  *,
+  flip: bool,
+  reduced_decode: bool = True,
+):
   """Crops ``frame`` (optionally mirrored) around a box given in the (mirrored) frame's pixels.
 
   Returns (crop (S, S, 3) uint8, resize_factor, crop_box_xyxy, image size (W, H)). The crop
@@ -154,8 +167,12 @@ def crop_frame(frame: Frame, box_xywh: np.ndarray, factor: float, output_size: i
     width, height = image_size(frame)
     img = decode(frame, reduction)
     if img.shape[:2] == (-(-height // reduction), -(-width // reduction)):
-      return (_crop_reduced(img, reduction, crop_box, (width, height), output_size, flip),
-              output_size / side, crop_box, (width, height))
+      return (
+        _crop_reduced(img, reduction, crop_box, (width, height), output_size, flip),
+        output_size / side,
+        crop_box,
+        (width, height),
+      )
     # Unexpected reduced size: fall through to the exact full-resolution path.
   img = decode(frame)
   height, width = img.shape[:2]
@@ -168,8 +185,9 @@ def crop_frame(frame: Frame, box_xywh: np.ndarray, factor: float, output_size: i
   return crop.image, crop.resize_factor, crop_box, (width, height)
 
 
-def _crop_reduced(img: np.ndarray, reduction: int, crop_box, image_size_wh,
-                  output_size: int, flip: bool) -> np.ndarray:
+def _crop_reduced(
+  img: np.ndarray, reduction: int, crop_box, image_size_wh, output_size: int, flip: bool
+) -> np.ndarray:
   """Bilinear crop from a 1/r-scale decode with the full-resolution crop geometry.
 
   Output pixel u samples full-resolution column x = x1 + (u + 0.5) * side / S - 0.5 (the
@@ -185,11 +203,17 @@ def _crop_reduced(img: np.ndarray, reduction: int, crop_box, image_size_wh,
     a, b = -a, image_size_wh[0] - 1 - b
   ay, by = scale, y1 + 0.5 * scale - 0.5
   r = float(reduction)
-  matrix = np.array([[a / r, 0.0, (b + 0.5) / r - 0.5],
-                     [0.0, ay / r, (by + 0.5) / r - 0.5]], np.float64)
-  return cv2.warpAffine(img, matrix, (output_size, output_size),
-                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+  matrix = np.array(
+    [[a / r, 0.0, (b + 0.5) / r - 0.5], [0.0, ay / r, (by + 0.5) / r - 0.5]], np.float64
+  )
+  return cv2.warpAffine(
+    img,
+    matrix,
+    (output_size, output_size),
+    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    borderMode=cv2.BORDER_CONSTANT,
+    borderValue=0,
+  )
 
 
 def to_gray3(image: np.ndarray) -> np.ndarray:
@@ -209,14 +233,25 @@ def to_normalized_float(image: np.ndarray, brightness: float = 1.0) -> np.ndarra
   elementwise formula in float32 and ~10x faster.
   """
   values = np.arange(256, dtype=np.float32)[:, None]
-  lut = normalize(np.clip(values * np.float32(brightness / 255.0), 0.0, 1.0)[:, None, :]
-                  .repeat(3, axis=2)[:, 0, :])
+  lut = normalize(
+    np.clip(values * np.float32(brightness / 255.0), 0.0, 1.0)[:, None, :].repeat(3, axis=2)[
+      :, 0, :
+    ]
+  )
   return cv2.LUT(np.ascontiguousarray(image), lut.reshape(1, 256, 3))
 
 
-def process_crop(frame: Frame, box_xywh: np.ndarray, params: AugmentParams,
-                 rng: np.random.Generator, *, gray: bool, flip: bool, train: bool,
-                 reduced_decode: bool = True):
+def process_crop(
+  frame: Frame,
+  box_xywh: np.ndarray,
+  params: AugmentParams,
+  rng: np.random.Generator,
+  *,
+  gray: bool,
+  flip: bool,
+  train: bool,
+  reduced_decode: bool = True,
+):
   """The per-crop chain of spec 7.2-7.6 for one of template / search.
 
   Args:
@@ -244,8 +279,8 @@ def process_crop(frame: Frame, box_xywh: np.ndarray, params: AugmentParams,
   if math.ceil(math.sqrt(jittered[2] * jittered[3]) * params.factor) < 1:
     raise BadSample(f'{frame.name}: crop smaller than one pixel')
   image, resize_factor, crop_box, size_wh = crop_frame(
-      frame, jittered, params.factor, params.output_size, flip=flip,
-      reduced_decode=reduced_decode)
+    frame, jittered, params.factor, params.output_size, flip=flip, reduced_decode=reduced_decode
+  )
   anno = crop_lib.box_to_crop_normalized(box, jittered, resize_factor, params.output_size)
   if gray:
     image = to_gray3(image)
@@ -260,16 +295,24 @@ def process_crop(frame: Frame, box_xywh: np.ndarray, params: AugmentParams,
   if pad.all():
     raise BadSample(f'{frame.name}: crop lies entirely outside the image')
   stride = 16  # spec 7.6: nearest resize to S // 16 samples rows/cols 0, 16, 32, ...
-  if pad[::stride, ::stride][:params.output_size // 16, :params.output_size // 16].all():
+  if pad[::stride, ::stride][: params.output_size // 16, : params.output_size // 16].all():
     raise BadSample(f'{frame.name}: crop is padding at every feature-grid point')
   return image, anno.astype(np.float32)
 
 
-def process_pair(template: Frame, template_box: Sequence[float], search: Frame,
-                 search_box: Sequence[float], template_params: AugmentParams,
-                 search_params: AugmentParams, rng: np.random.Generator, *,
-                 grayscale_probability: float = 0.05, train: bool = True,
-                 reduced_decode: bool = True) -> dict:
+def process_pair(
+  template: Frame,
+  template_box: Sequence[float],
+  search: Frame,
+  search_box: Sequence[float],
+  template_params: AugmentParams,
+  search_params: AugmentParams,
+  rng: np.random.Generator,
+  *,
+  grayscale_probability: float = 0.05,
+  train: bool = True,
+  reduced_decode: bool = True,
+) -> dict:
   """Spec 7: joint grayscale/flip, then the template chain, then the search chain.
 
   Boxes are xywh pixels of the respective frames. Returns a dict of numpy arrays:
@@ -279,8 +322,24 @@ def process_pair(template: Frame, template_box: Sequence[float], search: Frame,
   """
   gray = rng.random() < grayscale_probability
   flip = rng.random() < 0.5
-  t_img, t_anno = process_crop(template, template_box, template_params, rng, gray=gray,
-                               flip=flip, train=train, reduced_decode=reduced_decode)
-  s_img, s_anno = process_crop(search, search_box, search_params, rng, gray=gray,
-                               flip=flip, train=train, reduced_decode=reduced_decode)
+  t_img, t_anno = process_crop(
+    template,
+    template_box,
+    template_params,
+    rng,
+    gray=gray,
+    flip=flip,
+    train=train,
+    reduced_decode=reduced_decode,
+  )
+  s_img, s_anno = process_crop(
+    search,
+    search_box,
+    search_params,
+    rng,
+    gray=gray,
+    flip=flip,
+    train=train,
+    reduced_decode=reduced_decode,
+  )
   return dict(template=t_img, search=s_img, template_anno=t_anno, search_anno=s_anno)

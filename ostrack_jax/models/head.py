@@ -28,6 +28,7 @@ class BatchNorm(nn.Module):
   one, as torch does (Flax's BatchNorm uses the biased variance for both). Under ``jax.jit`` with
   a batch sharded over devices, the batch statistics are global (SyncBN semantics).
   """
+
   epsilon: float = 1e-5
   momentum: float = 0.1
   dtype: jnp.dtype = jnp.float32
@@ -47,7 +48,9 @@ class BatchNorm(nn.Module):
       n = xf.size // c
       if not self.is_initializing():
         ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
-        ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * var * (n / max(n - 1, 1))
+        ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * var * (
+          n / max(n - 1, 1)
+        )
     else:
       mean, var = ra_mean.value, ra_var.value
     mul = scale * jax.lax.rsqrt(var + self.epsilon)
@@ -66,9 +69,14 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = layers.Conv(self.features, (3, 3), dtype=self.dtype, name='conv',
-                    kernel_init=nn.initializers.xavier_uniform(),
-                    bias_init=functools.partial(torch_conv_bias_init, fan_in=9 * x.shape[-1]))(x)
+    x = layers.Conv(
+      self.features,
+      (3, 3),
+      dtype=self.dtype,
+      name='conv',
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=functools.partial(torch_conv_bias_init, fan_in=9 * x.shape[-1]),
+    )(x)
     x = BatchNorm(dtype=self.dtype, name='bn')(x, train)
     return nn.relu(x)
 
@@ -80,6 +88,7 @@ class CenterHead(nn.Module):
   sigmoid-clamped to [1e-4, 1 - 1e-4] (size channels: w, h normalized to the crop);
   ``offset_map`` (B, F, F, 2), raw (x, y) offsets in cell units.
   """
+
   channels: int = 256
   dtype: jnp.dtype = jnp.float32
 
@@ -91,13 +100,21 @@ class CenterHead(nn.Module):
       x = feat
       for j, width in enumerate(widths, start=1):
         x = ConvBNReLU(width, dtype=self.dtype, name=f'conv{j}_{branch}')(x, train)
-      x = layers.Conv(out_ch, (1, 1), dtype=self.dtype, name=f'conv5_{branch}',
-                      kernel_init=nn.initializers.xavier_uniform(),
-                      bias_init=functools.partial(torch_conv_bias_init, fan_in=x.shape[-1]))(x)
+      x = layers.Conv(
+        out_ch,
+        (1, 1),
+        dtype=self.dtype,
+        name=f'conv5_{branch}',
+        kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=functools.partial(torch_conv_bias_init, fan_in=x.shape[-1]),
+      )(x)
       outputs[branch] = x.astype(jnp.float32)
     clamp = lambda v: jnp.clip(jax.nn.sigmoid(v), SCORE_CLAMP, 1 - SCORE_CLAMP)
-    return {'score_map': clamp(outputs['ctr']), 'size_map': clamp(outputs['size']),
-            'offset_map': outputs['offset']}
+    return {
+      'score_map': clamp(outputs['ctr']),
+      'size_map': clamp(outputs['size']),
+      'offset_map': outputs['offset'],
+    }
 
 
 def decode_box(score_map, size_map, offset_map):

@@ -27,6 +27,7 @@ Initializer = Callable[..., jnp.ndarray]
 
 class Dense(nn.Module):
   """``x @ kernel + bias``: x (..., in) -> (..., features) float32."""
+
   features: int
   dtype: jnp.dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
@@ -52,13 +53,15 @@ def im2col_3x3(x):
   concatenated in (dy, dx, c) order."""
   h, w = x.shape[1], x.shape[2]
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return jnp.concatenate([padded[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)],
-                         axis=-1)
+  return jnp.concatenate(
+    [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=-1
+  )
 
 
 class Conv(nn.Module):
   """A 2-D convolution, NHWC in and out: 3x3 stride 1 padding 1, or kernel = stride, no padding
   (1x1 and the patch embedding). Output float32 (B, H', W', features)."""
+
   features: int
   kernel_size: Tuple[int, int]
   stride: int = 1
@@ -76,14 +79,16 @@ class Conv(nn.Module):
       raise ValueError(f'Conv: square kernels only, got {self.kernel_size}')
     if self.stride == kh:  # non-overlapping windows (1x1, patch embedding)
       if x.shape[1] % kh or x.shape[2] % kh:
-        raise ValueError(f'Conv: input {x.shape[1]}x{x.shape[2]} is not a multiple of the '
-                         f'{kh}x{kh} patch')
+        raise ValueError(
+          f'Conv: input {x.shape[1]}x{x.shape[2]} is not a multiple of the {kh}x{kh} patch'
+        )
       cols = patchify(x, kh) if kh > 1 else x
     elif (kh, self.stride) == (3, 1):
       cols = im2col_3x3(x)
     else:
       raise ValueError(f'Conv: unsupported kernel {self.kernel_size} with stride {self.stride}')
     lead = cols.shape[:-1]
-    y = matmul.matmul(cols.reshape(-1, cols.shape[-1]), kernel.reshape(kh * kw * cin, self.features),
-                      self.dtype)
+    y = matmul.matmul(
+      cols.reshape(-1, cols.shape[-1]), kernel.reshape(kh * kw * cin, self.features), self.dtype
+    )
     return y.reshape(lead + (self.features,)) + bias

@@ -29,8 +29,9 @@ _F32 = jnp.float32
 def _dot(a, b, contract, batch_ndim: int):
   """``dot_general`` over the leading ``batch_ndim`` axes, float32 accumulation and result."""
   batch = tuple(range(batch_ndim))
-  return jax.lax.dot_general(a, b, ((contract[0], contract[1]), (batch, batch)),
-                             preferred_element_type=_F32)
+  return jax.lax.dot_general(
+    a, b, ((contract[0], contract[1]), (batch, batch)), preferred_element_type=_F32
+  )
 
 
 def _row_major_transpose(a):
@@ -49,6 +50,7 @@ def _row_major_transpose(a):
 
 # ------------------------------------------------------------------------ a @ b, b (..., K, N)
 
+
 def _nn(a, b, batch_ndim):
   return _dot(a, b, ((a.ndim - 1,), (b.ndim - 2,)), batch_ndim)
 
@@ -66,8 +68,8 @@ def _matmul_bf16_fwd(a, b, batch_ndim, dtypes):
 def _matmul_bf16_bwd(batch_ndim, dtypes, res, g):
   a16, b16 = res
   g16 = g.astype(jnp.bfloat16)
-  da = _dot(g16, b16, ((g.ndim - 1,), (b16.ndim - 1,)), batch_ndim)           # g b^T
-  db = _nn(_row_major_transpose(a16), g16, batch_ndim)                         # a^T g
+  da = _dot(g16, b16, ((g.ndim - 1,), (b16.ndim - 1,)), batch_ndim)  # g b^T
+  db = _nn(_row_major_transpose(a16), g16, batch_ndim)  # a^T g
   return da.astype(dtypes[0]), db.astype(dtypes[1])
 
 
@@ -83,6 +85,7 @@ def matmul(a, b, dtype=_F32):
 
 
 # ---------------------------------------------------------------------- a @ b^T, b (..., N, K)
+
 
 def _nt(a, b, batch_ndim):
   return _dot(a, b, ((a.ndim - 1,), (b.ndim - 1,)), batch_ndim)
@@ -101,8 +104,8 @@ def _matmul_nt_bf16_fwd(a, b, batch_ndim, dtypes):
 def _matmul_nt_bf16_bwd(batch_ndim, dtypes, res, g):
   a16, b16 = res
   g16 = g.astype(jnp.bfloat16)
-  da = _nn(g16, b16, batch_ndim)                                               # g b
-  db = _nn(_row_major_transpose(g16), a16, batch_ndim)                         # g^T a
+  da = _nn(g16, b16, batch_ndim)  # g b
+  db = _nn(_row_major_transpose(g16), a16, batch_ndim)  # g^T a
   return da.astype(dtypes[0]), db.astype(dtypes[1])
 
 

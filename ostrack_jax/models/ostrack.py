@@ -23,6 +23,7 @@ _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 class OSTrack(nn.Module):
   """The full network. Attributes mirror ``config.model``."""
+
   template_size: int = 128
   search_size: int = 256
   patch_size: int = 16
@@ -59,15 +60,25 @@ class OSTrack(nn.Module):
       kept_indexes (B,n_kept) int32, removed_indexes list of (B,n_i) int32.
     """
     backbone = OneStreamViT(
-        template_size=self.template_size, search_size=self.search_size,
-        patch_size=self.patch_size, embed_dim=self.embed_dim, depth=self.depth,
-        num_heads=self.num_heads, mlp_dim=self.mlp_dim, ce_loc=tuple(self.ce_loc),
-        ce_keep_ratio=tuple(self.ce_keep_ratio), ce_template_range=self.ce_template_range,
-        drop_path_rate=self.drop_path_rate, dtype=self.dtype, name='backbone')
-    feat, kept, removed = backbone(template.astype(jnp.float32), search.astype(jnp.float32),
-                                   keep_ratio=keep_ratio, train=train)
+      template_size=self.template_size,
+      search_size=self.search_size,
+      patch_size=self.patch_size,
+      embed_dim=self.embed_dim,
+      depth=self.depth,
+      num_heads=self.num_heads,
+      mlp_dim=self.mlp_dim,
+      ce_loc=tuple(self.ce_loc),
+      ce_keep_ratio=tuple(self.ce_keep_ratio),
+      ce_template_range=self.ce_template_range,
+      drop_path_rate=self.drop_path_rate,
+      dtype=self.dtype,
+      name='backbone',
+    )
+    feat, kept, removed = backbone(
+      template.astype(jnp.float32), search.astype(jnp.float32), keep_ratio=keep_ratio, train=train
+    )
     f = self.feat_size
-    search_map = feat[:, -f * f:].reshape(feat.shape[0], f, f, feat.shape[-1])
+    search_map = feat[:, -f * f :].reshape(feat.shape[0], f, f, feat.shape[-1])
     maps = CenterHead(self.head_channels, dtype=self.dtype, name='box_head')(search_map, train)
     maps['pred_boxes'] = decode_box(maps['score_map'], maps['size_map'], maps['offset_map'])
     maps['backbone_feat'] = feat.astype(jnp.float32)
@@ -83,15 +94,28 @@ def build_model(config: ml_collections.ConfigDict) -> OSTrack:
     raise ValueError(f'config.model.dtype must be one of {sorted(_DTYPES)}, got {m.dtype!r}')
   for field in ('template_size', 'search_size'):
     if m[field] % m.patch_size:
-      raise ValueError(f'config.model.{field}={m[field]} is not a multiple of patch_size={m.patch_size}')
+      raise ValueError(
+        f'config.model.{field}={m[field]} is not a multiple of patch_size={m.patch_size}'
+      )
   if m.embed_dim % m.num_heads:
-    raise ValueError(f'config.model.embed_dim={m.embed_dim} is not divisible by num_heads={m.num_heads}')
+    raise ValueError(
+      f'config.model.embed_dim={m.embed_dim} is not divisible by num_heads={m.num_heads}'
+    )
   return OSTrack(
-      template_size=m.template_size, search_size=m.search_size, patch_size=m.patch_size,
-      embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-      ce_loc=tuple(m.ce_loc), ce_keep_ratio=tuple(float(r) for r in m.ce_keep_ratio),
-      ce_template_range=m.ce_template_range, head_channels=m.head_channels,
-      drop_path_rate=float(m.drop_path_rate), dtype=_DTYPES[m.dtype])
+    template_size=m.template_size,
+    search_size=m.search_size,
+    patch_size=m.patch_size,
+    embed_dim=m.embed_dim,
+    depth=m.depth,
+    num_heads=m.num_heads,
+    mlp_dim=m.mlp_dim,
+    ce_loc=tuple(m.ce_loc),
+    ce_keep_ratio=tuple(float(r) for r in m.ce_keep_ratio),
+    ce_template_range=m.ce_template_range,
+    head_channels=m.head_channels,
+    drop_path_rate=float(m.drop_path_rate),
+    dtype=_DTYPES[m.dtype],
+  )
 
 
 def input_shapes(config: ml_collections.ConfigDict, batch: int = 1):
@@ -131,8 +155,12 @@ def init_variables(config: ml_collections.ConfigDict, seed: int = 0) -> Variable
   with NumPy from ``seed`` on the host: no compilation (jitting Flax's init costs ~10 s of XLA
   compile on a CPU), deterministic on every backend.
   """
-  leaves = sorted(((tuple(k.key for k in kp), leaf) for kp, leaf in
-                   jax.tree_util.tree_leaves_with_path(abstract_variables(config))))
+  leaves = sorted(
+    (
+      (tuple(k.key for k in kp), leaf)
+      for kp, leaf in jax.tree_util.tree_leaves_with_path(abstract_variables(config))
+    )
+  )
   kernel_fan_in = {p[:-1]: int(np.prod(leaf.shape[:-1])) for p, leaf in leaves if p[-1] == 'kernel'}
   rng = np.random.default_rng(seed)
   out: Dict[str, Any] = {}
@@ -149,8 +177,12 @@ def abstract_variables(config: ml_collections.ConfigDict) -> Variables:
   """Shapes and dtypes of the variables (jax.ShapeDtypeStruct leaves), without computing them."""
   model = build_model(config)
   t_shape, s_shape = input_shapes(config)
-  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
-                        jax.ShapeDtypeStruct(t_shape, jnp.float32), jax.ShapeDtypeStruct(s_shape, jnp.float32))
+  return jax.eval_shape(
+    functools.partial(model.init, train=False),
+    jax.random.PRNGKey(0),
+    jax.ShapeDtypeStruct(t_shape, jnp.float32),
+    jax.ShapeDtypeStruct(s_shape, jnp.float32),
+  )
 
 
 def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
@@ -162,15 +194,23 @@ def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
     if len(shape) != 4:
       raise ValueError(f'{name} must be a (B, {size}, {size}, 3) NHWC batch, got shape {shape}')
     if shape[1:] != (size, size, 3):
-      hint = ' (it looks NCHW: transpose to NHWC)' if shape[1] == 3 and shape[2:] == (size, size) else ''
-      raise ValueError(f'{name} must have shape (B, {size}, {size}, 3) for preset {config.name!r}, '
-                       f'got {shape}{hint}')
+      hint = (
+        ' (it looks NCHW: transpose to NHWC)' if shape[1] == 3 and shape[2:] == (size, size) else ''
+      )
+      raise ValueError(
+        f'{name} must have shape (B, {size}, {size}, 3) for preset {config.name!r}, '
+        f'got {shape}{hint}'
+      )
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-      raise ValueError(f'{name} must be a float array normalized with the ImageNet mean/std, got dtype '
-                       f'{dtype}: convert uint8 images as (x / 255 - mean) / std with the ImageNet mean '
-                       '(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)')
+      raise ValueError(
+        f'{name} must be a float array normalized with the ImageNet mean/std, got dtype '
+        f'{dtype}: convert uint8 images as (x / 255 - mean) / std with the ImageNet mean '
+        '(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)'
+      )
   if template.shape[0] != search.shape[0]:
-    raise ValueError(f'template and search batch sizes differ: {template.shape[0]} vs {search.shape[0]}')
+    raise ValueError(
+      f'template and search batch sizes differ: {template.shape[0]} vs {search.shape[0]}'
+    )
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -187,11 +227,13 @@ def cast_kernels(variables: Variables, dtype) -> Variables:
   if dtype == jnp.float32:
     return variables
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: x.astype(dtype) if getattr(path[-1], 'key', None) == 'kernel' else x, variables)
+    lambda path, x: x.astype(dtype) if getattr(path[-1], 'key', None) == 'kernel' else x, variables
+  )
 
 
-def make_forward(config: ml_collections.ConfigDict, variables: Variables
-                 ) -> Callable[..., Dict[str, Any]]:
+def make_forward(
+  config: ml_collections.ConfigDict, variables: Variables
+) -> Callable[..., Dict[str, Any]]:
   """A jitted inference forward bound to ``variables``.
 
   Returns ``fn(template, search, keep_ratio=None) -> dict``:
@@ -223,4 +265,6 @@ def make_forward(config: ml_collections.ConfigDict, variables: Variables
 
 
 def count_params(variables: Variables) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(variables.get('params', variables))))
+  return int(
+    sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(variables.get('params', variables)))
+  )

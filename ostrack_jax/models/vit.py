@@ -28,8 +28,13 @@ def dense(features: int, dtype, name: str) -> layers.Dense:
   return layers.Dense(features, dtype, kernel_init=_DENSE_INIT, name=name)
 
 
-def keep_counts(num_search: int, ce_loc: Sequence[int], ce_keep_ratio: Sequence[float], depth: int,
-                keep_ratio_override: Optional[float] = None) -> List[int]:
+def keep_counts(
+  num_search: int,
+  ce_loc: Sequence[int],
+  ce_keep_ratio: Sequence[float],
+  depth: int,
+  keep_ratio_override: Optional[float] = None,
+) -> List[int]:
   """Number of search tokens after each block (host-side, float64 arithmetic as the original).
 
   A CE block fires iff its own ratio is < 1 and the override is None or < 1; it then keeps
@@ -37,7 +42,9 @@ def keep_counts(num_search: int, ce_loc: Sequence[int], ce_keep_ratio: Sequence[
   Returns a list of length ``depth``: the search-token count after each block.
   """
   if len(ce_loc) != len(ce_keep_ratio):
-    raise ValueError(f'ce_loc {tuple(ce_loc)} and ce_keep_ratio {tuple(ce_keep_ratio)} differ in length')
+    raise ValueError(
+      f'ce_loc {tuple(ce_loc)} and ce_keep_ratio {tuple(ce_keep_ratio)} differ in length'
+    )
   ratios = dict(zip(ce_loc, ce_keep_ratio))
   counts, n = [], num_search
   for i in range(depth):
@@ -65,13 +72,16 @@ def template_rows(grid: int, mode: str) -> Optional[np.ndarray]:
   elif mode == 'CTR_REC':
     rows = [r, r + 1] if grid % 2 == 0 else [r]
   else:
-    raise ValueError(f"unknown ce_template_range {mode!r}; expected 'ALL', 'CTR_POINT' or 'CTR_REC'"
-                     ' (GT_BOX is not supported: the original breaks on batches with different boxes)')
+    raise ValueError(
+      f"unknown ce_template_range {mode!r}; expected 'ALL', 'CTR_POINT' or 'CTR_REC'"
+      ' (GT_BOX is not supported: the original breaks on batches with different boxes)'
+    )
   return np.array([y * grid + x for y in rows for x in rows], dtype=np.int32)
 
 
 class DropPath(nn.Module):
   """Stochastic depth: drops the whole residual branch per sample (training only)."""
+
   rate: float
 
   @nn.compact
@@ -79,12 +89,15 @@ class DropPath(nn.Module):
     if deterministic or self.rate == 0.0:
       return x
     keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(self.make_rng('drop_path'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    mask = jax.random.bernoulli(
+      self.make_rng('drop_path'), keep, (x.shape[0],) + (1,) * (x.ndim - 1)
+    )
     return x * mask.astype(x.dtype) / keep
 
 
 class Attention(nn.Module):
   """Multi-head self-attention with a fused qkv projection; also returns the probabilities."""
+
   num_heads: int
   dtype: jnp.dtype = jnp.float32
 
@@ -117,8 +130,9 @@ class Mlp(nn.Module):
     return dense(c, self.dtype, 'fc2')(x)
 
 
-def eliminate_candidates(tokens, probs, global_index, num_template: int, num_keep: int,
-                         rows: Optional[np.ndarray]):
+def eliminate_candidates(
+  tokens, probs, global_index, num_template: int, num_keep: int, rows: Optional[np.ndarray]
+):
   """Keeps the ``num_keep`` search tokens the template attends to most.
 
   Args:
@@ -151,25 +165,37 @@ def eliminate_candidates(tokens, probs, global_index, num_template: int, num_kee
 
 class Block(nn.Module):
   """Pre-norm ViT block; with ``num_keep`` set, candidate elimination before the MLP."""
+
   num_heads: int
   mlp_dim: int
   drop_path_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens, global_index, *, num_template: int, num_keep: Optional[int],
-               rows: Optional[np.ndarray], train: bool):
+  def __call__(
+    self,
+    tokens,
+    global_index,
+    *,
+    num_template: int,
+    num_keep: Optional[int],
+    rows: Optional[np.ndarray],
+    train: bool,
+  ):
     drop_path = DropPath(self.drop_path_rate)
     attn_out, probs = Attention(self.num_heads, dtype=self.dtype, name='attn')(
-        nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm1')(tokens))
+      nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm1')(tokens)
+    )
     tokens = tokens + drop_path(attn_out, deterministic=not train)
     removed_index = None
     if num_keep is not None and num_keep < global_index.shape[1]:
       tokens, global_index, removed_index, margin = eliminate_candidates(
-          tokens, probs, global_index, num_template, num_keep, rows)
+        tokens, probs, global_index, num_template, num_keep, rows
+      )
       self.sow('intermediates', 'ce_margin', margin)
     mlp_out = Mlp(self.mlp_dim, dtype=self.dtype, name='mlp')(
-        nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm2')(tokens))
+      nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm2')(tokens)
+    )
     tokens = tokens + drop_path(mlp_out, deterministic=not train)
     return tokens, global_index, removed_index
 
@@ -179,6 +205,7 @@ class OneStreamViT(nn.Module):
 
   Attributes mirror ``config.model`` (see ostrack_jax/configs/base.py).
   """
+
   template_size: int = 128
   search_size: int = 256
   patch_size: int = 16
@@ -211,9 +238,16 @@ class OneStreamViT(nn.Module):
     """
     grid_z, grid_x = self.template_size // self.patch_size, self.search_size // self.patch_size
     num_template, num_search = grid_z * grid_z, grid_x * grid_x
-    patch_embed = layers.Conv(self.embed_dim, (self.patch_size, self.patch_size),
-                              stride=self.patch_size, dtype=self.dtype, name='patch_embed')
-    pos_z = self.param('pos_embed_z', nn.initializers.normal(0.02), (1, num_template, self.embed_dim))
+    patch_embed = layers.Conv(
+      self.embed_dim,
+      (self.patch_size, self.patch_size),
+      stride=self.patch_size,
+      dtype=self.dtype,
+      name='patch_embed',
+    )
+    pos_z = self.param(
+      'pos_embed_z', nn.initializers.normal(0.02), (1, num_template, self.embed_dim)
+    )
     pos_x = self.param('pos_embed_x', nn.initializers.normal(0.02), (1, num_search, self.embed_dim))
     b = template.shape[0]
     z = patch_embed(template).reshape(b, num_template, self.embed_dim) + pos_z
@@ -227,9 +261,8 @@ class OneStreamViT(nn.Module):
     removed = []
     for i in range(self.depth):
       tokens, global_index, removed_index = Block(
-          self.num_heads, self.mlp_dim, float(drop_rates[i]), dtype=self.dtype, name=f'blocks_{i}')(
-              tokens, global_index, num_template=num_template, num_keep=counts[i], rows=rows,
-              train=train)
+        self.num_heads, self.mlp_dim, float(drop_rates[i]), dtype=self.dtype, name=f'blocks_{i}'
+      )(tokens, global_index, num_template=num_template, num_keep=counts[i], rows=rows, train=train)
       if removed_index is not None:
         removed.append(removed_index)
       self.sow('intermediates', 'block_out', tokens)

@@ -35,8 +35,7 @@ from typing import List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
-DATASETS = ('got10k_val', 'got10k_test', 'got10k_train', 'lasot', 'trackingnet', 'otb',
-            'folder')
+DATASETS = ('got10k_val', 'got10k_test', 'got10k_train', 'lasot', 'trackingnet', 'otb', 'folder')
 
 
 class DatasetError(ValueError):
@@ -57,6 +56,7 @@ class Sequence:
   image_size: (width, height) from the dataset's metadata, or None.
   dataset: the reader's name ('got10k', 'lasot', 'trackingnet', 'otb', 'folder').
   """
+
   name: str
   frames: List[str]
   gt_xywh: np.ndarray
@@ -101,8 +101,9 @@ def read_boxes(path: os.PathLike, sequence: str = '', allow_nan: bool = True) ->
       continue
     parts = [p for p in _SEP.split(line) if p]
     if len(parts) != 4:
-      raise DatasetError(f'{where}{path} line {lineno}: expected 4 numbers (x,y,w,h), '
-                         f'got {len(parts)}: {line!r}')
+      raise DatasetError(
+        f'{where}{path} line {lineno}: expected 4 numbers (x,y,w,h), got {len(parts)}: {line!r}'
+      )
     try:
       vals = [float(p) for p in parts]
     except ValueError as e:
@@ -124,13 +125,13 @@ def _read_flags(path: pathlib.Path, sequence: str) -> np.ndarray:
     raise DatasetError(f'sequence {sequence!r}: cannot read labels {path}: {e}') from e
 
 
-
 def _read_frame_labels(path, name: str, num_frames: int, what: str):
   """Per-frame integer labels (cover, absence); one per frame or a DatasetError naming both counts."""
   labels = _read_flags(path, name)
   if len(labels) != num_frames:
     raise DatasetError(f'sequence {name!r}: {len(labels)} {what} labels for {num_frames} frames')
   return labels
+
 
 def _list_images(folder: pathlib.Path) -> List[str]:
   if not folder.is_dir():
@@ -140,6 +141,7 @@ def _list_images(folder: pathlib.Path) -> List[str]:
   def key(n):
     stem = os.path.splitext(n)[0]
     return (0, int(stem), n) if stem.isdigit() else (1, 0, n)
+
   return [str(folder / n) for n in sorted(names, key=key)]
 
 
@@ -155,8 +157,9 @@ def _missing_frame(frames: List[str]) -> Optional[str]:
   return None
 
 
-def _check_lengths(name: str, frames: List[str], gt: np.ndarray, gt_path: pathlib.Path,
-                   allow_first_only: bool) -> None:
+def _check_lengths(
+  name: str, frames: List[str], gt: np.ndarray, gt_path: pathlib.Path, allow_first_only: bool
+) -> None:
   if not frames:
     raise DatasetError(f'sequence {name!r}: no frames found')
   missing = _missing_frame(frames)
@@ -166,8 +169,7 @@ def _check_lengths(name: str, frames: List[str], gt: np.ndarray, gt_path: pathli
     return
   if allow_first_only and len(gt) == 1:
     return
-  raise DatasetError(f'sequence {name!r}: {len(frames)} frames but {len(gt)} boxes in '
-                     f'{gt_path}')
+  raise DatasetError(f'sequence {name!r}: {len(frames)} frames but {len(gt)} boxes in {gt_path}')
 
 
 def _select(seqs: List[Sequence], names: Optional[Seq[str]]) -> List[Sequence]:
@@ -209,8 +211,9 @@ def _got10k_split_dir(root: pathlib.Path, split: str) -> pathlib.Path:
   return root  # the split folder itself
 
 
-def load_got10k_sequence(seq_dir: pathlib.Path, name: Optional[str] = None,
-                         allow_first_only: bool = True) -> Sequence:
+def load_got10k_sequence(
+  seq_dir: pathlib.Path, name: Optional[str] = None, allow_first_only: bool = True
+) -> Sequence:
   """One GOT-10k-layout sequence folder."""
   seq_dir = pathlib.Path(seq_dir)
   name = name or seq_dir.name
@@ -229,8 +232,9 @@ def load_got10k_sequence(seq_dir: pathlib.Path, name: Optional[str] = None,
   meta = seq_dir / 'meta_info.ini'
   if meta.is_file():
     image_size = _read_resolution(meta, name)
-  return Sequence(name, frames, gt, visible=visible, cover=cover, image_size=image_size,
-                  dataset='got10k')
+  return Sequence(
+    name, frames, gt, visible=visible, cover=cover, image_size=image_size, dataset='got10k'
+  )
 
 
 def _read_resolution(meta: pathlib.Path, name: str) -> Optional[Tuple[int, int]]:
@@ -250,9 +254,12 @@ def _read_resolution(meta: pathlib.Path, name: str) -> Optional[Tuple[int, int]]
   return None
 
 
-def load_got10k(root: os.PathLike, split: str = 'val',
-                sequences: Optional[Seq[str]] = None,
-                errors: Optional[list] = None) -> List[Sequence]:
+def load_got10k(
+  root: os.PathLike,
+  split: str = 'val',
+  sequences: Optional[Seq[str]] = None,
+  errors: Optional[list] = None,
+) -> List[Sequence]:
   """GOT-10k ``val``, ``test`` or ``train`` (also any GOT-10k-layout folder of sequences)."""
   split_dir = _got10k_split_dir(pathlib.Path(root), split)
   if not split_dir.is_dir():
@@ -264,8 +271,9 @@ def load_got10k(root: os.PathLike, split: str = 'val',
 # ------------------------------------------------------------------------------ LaSOT
 
 
-def load_lasot(root: os.PathLike, sequences: Optional[Seq[str]] = None,
-               errors: Optional[list] = None) -> List[Sequence]:
+def load_lasot(
+  root: os.PathLike, sequences: Optional[Seq[str]] = None, errors: Optional[list] = None
+) -> List[Sequence]:
   """LaSOT (the 280 test sequences of ``testing_set.txt`` when it exists, else all)."""
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -273,11 +281,16 @@ def load_lasot(root: os.PathLike, sequences: Optional[Seq[str]] = None,
   if sequences:
     names = list(sequences)
   elif (root / 'testing_set.txt').is_file():
-    names = [ln.strip() for ln in (root / 'testing_set.txt').read_text().splitlines()
-             if ln.strip()]
+    names = [ln.strip() for ln in (root / 'testing_set.txt').read_text().splitlines() if ln.strip()]
   else:
-    names = sorted(s.name for c in root.iterdir() if c.is_dir() for s in c.iterdir()
-                   if s.is_dir() and (s / 'groundtruth.txt').is_file())
+    names = sorted(
+      s.name
+      for c in root.iterdir()
+      if c.is_dir()
+      for s in c.iterdir()
+      if s.is_dir() and (s / 'groundtruth.txt').is_file()
+    )
+
   def load_one(name):
     cls = name.rsplit('-', 1)[0]
     seq_dir = root / cls / name
@@ -293,33 +306,43 @@ def load_lasot(root: os.PathLike, sequences: Optional[Seq[str]] = None,
       if p.is_file():
         flags = _read_flags(p, name)
         if len(flags) != len(frames):
-          raise DatasetError(f'sequence {name!r}: {len(flags)} flags in {p} for '
-                             f'{len(frames)} frames')
+          raise DatasetError(
+            f'sequence {name!r}: {len(flags)} flags in {p} for {len(frames)} frames'
+          )
         visible &= flags == 0
     return Sequence(name, frames, gt, visible=visible, dataset='lasot')
+
   return _collect(names, load_one, errors)
 
 
 # ------------------------------------------------------------------------------ TrackingNet
 
 
-def load_trackingnet(root: os.PathLike, split: str = 'TEST',
-                     sequences: Optional[Seq[str]] = None,
-                     errors: Optional[list] = None) -> List[Sequence]:
+def load_trackingnet(
+  root: os.PathLike,
+  split: str = 'TEST',
+  sequences: Optional[Seq[str]] = None,
+  errors: Optional[list] = None,
+) -> List[Sequence]:
   """TrackingNet ``TEST`` (first box only) or a ``TRAIN_<k>`` chunk (full annotations)."""
   root = pathlib.Path(root)
   split_dir = root / split if (root / split).is_dir() else root
   anno_dir = split_dir / 'anno'
   if not anno_dir.is_dir():
     raise DatasetError(f'TrackingNet annotations {anno_dir} do not exist')
-  names = list(sequences) if sequences else sorted(
-      p.stem for p in anno_dir.iterdir() if p.suffix == '.txt')
+  names = (
+    list(sequences)
+    if sequences
+    else sorted(p.stem for p in anno_dir.iterdir() if p.suffix == '.txt')
+  )
+
   def load_one(name):
     gt_path = anno_dir / f'{name}.txt'
     gt = read_boxes(gt_path, name)
     frames = _list_images(split_dir / 'frames' / name)
     _check_lengths(name, frames, gt, gt_path, allow_first_only=True)
     return Sequence(name, frames, gt, dataset='trackingnet')
+
   return _collect(names, load_one, errors)
 
 
@@ -329,16 +352,17 @@ def load_trackingnet(root: os.PathLike, split: str = 'TEST',
 # numbers (1-based, inclusive), and sequences whose first frames are skipped (frames and boxes),
 # as in the sequence table of pytracking / OSTrack's OTB reader.
 OTB_FRAME_RANGES = {
-    'BlurCar1': (247, 988),
-    'BlurCar3': (3, 359),
-    'BlurCar4': (18, 397),
-    'David': (300, 770),
+  'BlurCar1': (247, 988),
+  'BlurCar3': (3, 359),
+  'BlurCar4': (18, 397),
+  'David': (300, 770),
 }
 OTB_INIT_OMIT = {'Tiger1': 5}
 
 
-def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None,
-             errors: Optional[list] = None) -> List[Sequence]:
+def load_otb(
+  root: os.PathLike, sequences: Optional[Seq[str]] = None, errors: Optional[list] = None
+) -> List[Sequence]:
   """OTB-style folders: ``<Seq>/img/*.jpg`` + ``groundtruth_rect[.k].txt``."""
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -360,11 +384,12 @@ def load_otb(root: os.PathLike, sequences: Optional[Seq[str]] = None,
         seq_frames = frames
         if seq_dir.name in OTB_FRAME_RANGES and len(frames) != len(gt):
           first, last = OTB_FRAME_RANGES[seq_dir.name]
-          seq_frames = frames[first - 1:last]
+          seq_frames = frames[first - 1 : last]
         _check_lengths(name, seq_frames, gt, gt_path, allow_first_only=False)
         omit = OTB_INIT_OMIT.get(seq_dir.name, 0)
         seq_frames, gt = seq_frames[omit:], gt[omit:]
         return Sequence(name, seq_frames, gt, dataset='otb')
+
       out.extend(_collect([name], load_one, errors))
   if sequences:
     found = {s.name for s in out} | {e[0] for e in (errors or [])}
@@ -387,8 +412,9 @@ def load_folder_sequence(seq_dir: os.PathLike, name: Optional[str] = None) -> Se
   frames = _list_images(seq_dir) or _list_images(seq_dir / 'img')
   gt_path = next((seq_dir / g for g in _GT_NAMES if (seq_dir / g).is_file()), None)
   if gt_path is None:
-    raise DatasetError(f'sequence {name!r}: no ground-truth file ({", ".join(_GT_NAMES)}) '
-                       f'in {seq_dir}')
+    raise DatasetError(
+      f'sequence {name!r}: no ground-truth file ({", ".join(_GT_NAMES)}) in {seq_dir}'
+    )
   gt = read_boxes(gt_path, name)
   _check_lengths(name, frames, gt, gt_path, allow_first_only=True)
   visible = None
@@ -397,26 +423,35 @@ def load_folder_sequence(seq_dir: os.PathLike, name: Optional[str] = None) -> Se
   return Sequence(name, frames, gt, visible=visible, dataset='folder')
 
 
-def load_folder(root: os.PathLike, sequences: Optional[Seq[str]] = None,
-                errors: Optional[list] = None) -> List[Sequence]:
+def load_folder(
+  root: os.PathLike, sequences: Optional[Seq[str]] = None, errors: Optional[list] = None
+) -> List[Sequence]:
   """A folder of sequence folders, or a single sequence folder."""
   root = pathlib.Path(root)
   if not root.is_dir():
     raise DatasetError(f'folder {root} does not exist')
   if _list_images(root) or _list_images(root / 'img'):
     return _select([load_folder_sequence(root)], sequences)
-  names = list(sequences) if sequences else sorted(
-      d.name for d in root.iterdir()
-      if d.is_dir() and any((d / g).is_file() for g in _GT_NAMES))
+  names = (
+    list(sequences)
+    if sequences
+    else sorted(
+      d.name for d in root.iterdir() if d.is_dir() and any((d / g).is_file() for g in _GT_NAMES)
+    )
+  )
   return _collect(names, lambda n: load_folder_sequence(root / n, n), errors)
 
 
 # ------------------------------------------------------------------------------ dispatch
 
 
-def load_dataset(name: str, root: os.PathLike, sequences: Optional[Seq[str]] = None,
-                 split: Optional[str] = None, errors: Optional[list] = None
-                 ) -> List[Sequence]:
+def load_dataset(
+  name: str,
+  root: os.PathLike,
+  sequences: Optional[Seq[str]] = None,
+  split: Optional[str] = None,
+  errors: Optional[list] = None,
+) -> List[Sequence]:
   """Sequences of benchmark ``name`` (one of :data:`DATASETS`) under ``root``.
 
   With ``errors`` (a list) given, sequences whose files are bad are skipped and recorded there
@@ -455,6 +490,7 @@ def read_frame(path: str, sequence: str = '', index: Optional[int] = None) -> np
   :class:`FrameError` naming the sequence, the frame index and the path.
   """
   import cv2  # pylint: disable=g-import-not-at-top
+
   where = f'sequence {sequence!r} frame {index}' if sequence else f'frame {index}'
   if not os.path.isfile(path):
     raise FrameError(f'{where}: file {path} is missing')
@@ -482,5 +518,6 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame[:, :, :3])
   if frame.ndim == 3 and frame.shape[2] == 3:
     return frame
-  raise ValueError(f'expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame, got '
-                   f'{frame.shape}')
+  raise ValueError(
+    f'expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame, got {frame.shape}'
+  )

@@ -48,6 +48,7 @@ COEF_SCALE = 1 << COEF_BITS  # OpenCV's INTER_RESIZE_COEF_SCALE
 class CropGeometry(NamedTuple):
   """Placement of a crop: ``side`` (crop_sz) and top-left corner, int32 image pixels, and
   ``resize_factor = S / side`` (float32). Leading batch dimensions as the box."""
+
   side: jax.Array
   x1: jax.Array
   y1: jax.Array
@@ -78,7 +79,7 @@ def _rounded_quotient(num: jax.Array, denom: int) -> jax.Array:
   p = (denom & -denom).bit_length() - 1
   odd = denom >> p
   if odd == 1:
-    return num.astype(jnp.float32) * jnp.float32(2.0 ** -p)
+    return num.astype(jnp.float32) * jnp.float32(2.0**-p)
   a = jnp.abs(num)
   # m such that 2^23 <= a * 2^m / odd < 2^24 (estimated in float, then corrected).
   est = jnp.floor(jnp.log2(jnp.maximum(a, 1).astype(jnp.float32) / odd)).astype(jnp.int32)
@@ -133,8 +134,14 @@ def linear_coefficients(src: jax.Array, dst: int, reset_border_weights: bool):
   return i0, i1, w0, w1
 
 
-def crop_and_resize(frame_u8: jax.Array, hw: jax.Array, side: jax.Array, x1: jax.Array,
-                    y1: jax.Array, output_size: int) -> jax.Array:
+def crop_and_resize(
+  frame_u8: jax.Array,
+  hw: jax.Array,
+  side: jax.Array,
+  x1: jax.Array,
+  y1: jax.Array,
+  output_size: int,
+) -> jax.Array:
   """(S, S, 3) uint8 crop of one padded frame, equal to ``sample_target(...).image``.
 
   Args:
@@ -154,7 +161,8 @@ def crop_and_resize(frame_u8: jax.Array, hw: jax.Array, side: jax.Array, x1: jax
   col_ok = (cols >= 0) & (cols < hw[1] - 1)
   rows, cols = jnp.clip(rows, 0, hb - 1), jnp.clip(cols, 0, wb - 1)
   rows, cols, row_ok, col_ok = _materialize(
-      jnp.stack([rows, cols, row_ok.astype(jnp.int32), col_ok.astype(jnp.int32)]))
+    jnp.stack([rows, cols, row_ok.astype(jnp.int32), col_ok.astype(jnp.int32)])
+  )
   a0, a1, b0, b1 = _materialize(jnp.stack([a0, a1, b0, b1]))
   picked = frame_u8[rows][:, cols]  # (2S, 2S, C)
   picked = jnp.where((row_ok[:, None, None] > 0) & (col_ok[None, :, None] > 0), picked, 0)
@@ -172,8 +180,9 @@ def _materialize(x: jax.Array) -> jax.Array:
   return jax.lax.optimization_barrier(x)
 
 
-def sample_target(frame_u8: jax.Array, hw: jax.Array, box_xywh: jax.Array, factor: float,
-                  output_size: int):
+def sample_target(
+  frame_u8: jax.Array, hw: jax.Array, box_xywh: jax.Array, factor: float, output_size: int
+):
   """Device twin of :func:`ostrack_jax.crop.sample_target` for one frame.
 
   Returns ``(crop (S, S, C) uint8, geometry)``; ``vmap`` it for a batch.

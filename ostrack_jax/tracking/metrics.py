@@ -38,8 +38,9 @@ NORM_PRECISION_AT = 20  # index of 0.20
 # ------------------------------------------------------------------------------- GOT-10k
 
 
-def iou_continuous(pred_xywh: np.ndarray, gt_xywh: np.ndarray,
-                   bound_wh: Optional[Tuple[float, float]] = None) -> np.ndarray:
+def iou_continuous(
+  pred_xywh: np.ndarray, gt_xywh: np.ndarray, bound_wh: Optional[Tuple[float, float]] = None
+) -> np.ndarray:
   """IoU in continuous coordinates, as ``got10k.utils.metrics.rect_iou``.
 
   Args:
@@ -69,9 +70,12 @@ def iou_continuous(pred_xywh: np.ndarray, gt_xywh: np.ndarray,
   return np.clip(inter / (union + np.finfo(float).eps), 0.0, 1.0)
 
 
-def got10k_frame_ious(pred_xywh: np.ndarray, gt_xywh: np.ndarray,
-                      cover: Optional[np.ndarray] = None,
-                      bound_wh: Optional[Tuple[float, float]] = None) -> np.ndarray:
+def got10k_frame_ious(
+  pred_xywh: np.ndarray,
+  gt_xywh: np.ndarray,
+  cover: Optional[np.ndarray] = None,
+  bound_wh: Optional[Tuple[float, float]] = None,
+) -> np.ndarray:
   """The IoUs one sequence contributes to GOT-10k's pooled AO / SR.
 
   Args:
@@ -98,14 +102,15 @@ def got10k_frame_ious(pred_xywh: np.ndarray, gt_xywh: np.ndarray,
 
 def got10k_summary(frame_ious: Iterable[np.ndarray]) -> Dict[str, float]:
   """AO, SR0.5, SR0.75 (fractions in [0, 1]) over the pooled IoUs of all sequences."""
-  pooled = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in frame_ious]
-                          or [np.zeros(0)])
+  pooled = np.concatenate(
+    [np.asarray(x, dtype=np.float64).reshape(-1) for x in frame_ious] or [np.zeros(0)]
+  )
   if pooled.size == 0:
     return {'AO': float('nan'), 'SR0.5': float('nan'), 'SR0.75': float('nan')}
   return {
-      'AO': float(np.mean(pooled)),
-      'SR0.5': float(np.mean(pooled > 0.5)),
-      'SR0.75': float(np.mean(pooled > 0.75)),
+    'AO': float(np.mean(pooled)),
+    'SR0.5': float(np.mean(pooled > 0.5)),
+    'SR0.75': float(np.mean(pooled > 0.75)),
   }
 
 
@@ -144,15 +149,19 @@ class SequenceErrors:
     not-visible frames.
   valid: (N,) bool.
   """
+
   iou: np.ndarray
   center_error: np.ndarray
   norm_center_error: np.ndarray
   valid: np.ndarray
 
 
-def ope_sequence_errors(pred_xywh: np.ndarray, gt_xywh: np.ndarray,
-                        visible: Optional[np.ndarray] = None,
-                        dataset: str = '') -> SequenceErrors:
+def ope_sequence_errors(
+  pred_xywh: np.ndarray,
+  gt_xywh: np.ndarray,
+  visible: Optional[np.ndarray] = None,
+  dataset: str = '',
+) -> SequenceErrors:
   """Per-frame IoU and centre errors of one sequence, as pytracking's ``calc_seq_err_robust``.
 
   Args:
@@ -179,7 +188,7 @@ def ope_sequence_errors(pred_xywh: np.ndarray, gt_xywh: np.ndarray,
       pred[i] = pred[i - 1]
   if len(pred) != len(gt):
     if len(pred) > len(gt):
-      pred = pred[:len(gt)]
+      pred = pred[: len(gt)]
     elif dataset == 'lasot':
       raise ValueError(f'{len(pred)} predicted boxes for {len(gt)} ground-truth boxes')
     else:
@@ -208,6 +217,7 @@ def ope_sequence_errors(pred_xywh: np.ndarray, gt_xywh: np.ndarray,
 @dataclasses.dataclass
 class Curves:
   """Per-sequence curves (fractions in [0, 1]), one row per sequence."""
+
   success: np.ndarray  # (S, 21) over SUCCESS_THRESHOLDS, IoU > t
   precision: np.ndarray  # (S, 51) over PRECISION_THRESHOLDS, error <= t
   norm_precision: np.ndarray  # (S, 51) over NORM_PRECISION_THRESHOLDS, error <= t
@@ -221,8 +231,9 @@ def ope_curves(errors: Sequence[SequenceErrors]) -> Curves:
     succ.append((e.iou[:, None] > SUCCESS_THRESHOLDS[None]).sum(0) / n)
     prec.append((e.center_error[:, None] <= PRECISION_THRESHOLDS[None]).sum(0) / n)
     nprec.append((e.norm_center_error[:, None] <= NORM_PRECISION_THRESHOLDS[None]).sum(0) / n)
-  return Curves(np.array(succ).reshape(-1, 21), np.array(prec).reshape(-1, 51),
-                np.array(nprec).reshape(-1, 51))
+  return Curves(
+    np.array(succ).reshape(-1, 21), np.array(prec).reshape(-1, 51), np.array(nprec).reshape(-1, 51)
+  )
 
 
 def ope_summary(curves: Curves) -> Dict[str, float]:
@@ -231,16 +242,15 @@ def ope_summary(curves: Curves) -> Dict[str, float]:
     return {k: float('nan') for k in ('AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2')}
   success = curves.success.mean(0)
   return {
-      'AUC': float(success.mean() * 100),
-      'OP50': float(success[10] * 100),
-      'OP75': float(success[15] * 100),
-      'P@20': float(curves.precision.mean(0)[PRECISION_AT] * 100),
-      'NP@0.2': float(curves.norm_precision.mean(0)[NORM_PRECISION_AT] * 100),
+    'AUC': float(success.mean() * 100),
+    'OP50': float(success[10] * 100),
+    'OP75': float(success[15] * 100),
+    'P@20': float(curves.precision.mean(0)[PRECISION_AT] * 100),
+    'NP@0.2': float(curves.norm_precision.mean(0)[NORM_PRECISION_AT] * 100),
   }
 
 
-def sequence_row(errors: SequenceErrors, got_ious: Optional[np.ndarray] = None
-                 ) -> Dict[str, float]:
+def sequence_row(errors: SequenceErrors, got_ious: Optional[np.ndarray] = None) -> Dict[str, float]:
   """One row of the per-sequence table (percentages)."""
   c = ope_curves([errors])
   row = ope_summary(c)
@@ -249,8 +259,9 @@ def sequence_row(errors: SequenceErrors, got_ious: Optional[np.ndarray] = None
   return row
 
 
-def format_table(rows: List[Tuple[str, Dict[str, float]]], columns: Sequence[str],
-                 title: str = '') -> str:
+def format_table(
+  rows: List[Tuple[str, Dict[str, float]]], columns: Sequence[str], title: str = ''
+) -> str:
   """A plain-text table: first column the row name, then ``columns`` with 2 decimals."""
   names = [r[0] for r in rows]
   width = max([len(n) for n in names] + [len(title), 8])
@@ -258,7 +269,8 @@ def format_table(rows: List[Tuple[str, Dict[str, float]]], columns: Sequence[str
   lines = [head, '-' * len(head)]
   for name, vals in rows:
     cells = ''.join(
-        f'{vals[c]:>10.2f}' if isinstance(vals.get(c), float) else f'{str(vals.get(c, "")):>10}'
-        for c in columns)
+      f'{vals[c]:>10.2f}' if isinstance(vals.get(c), float) else f'{str(vals.get(c, "")):>10}'
+      for c in columns
+    )
     lines.append(f'{name:<{width}}' + cells)
   return '\n'.join(lines)

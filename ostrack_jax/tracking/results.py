@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # pylint: disable=unused-import
+from ostrack_jax.fileio import atomic_path, atomic_write_text  # pylint: disable=unused-import
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
 _SEP = re.compile(r'[,\s;]+')
@@ -57,8 +57,7 @@ class ResultFileError(ValueError):
   """A result file that is missing, incomplete or not parseable; the message names it."""
 
 
-def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = None
-                 ) -> np.ndarray:
+def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = None) -> np.ndarray:
   """(N, columns) float64 from a result file: ``columns`` finite numbers a line.
 
   Separators: comma, tab, space or semicolon; blank lines are ignored. Raises
@@ -77,8 +76,10 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
   if not lines:
     raise ResultFileError(f'{path} is empty')
   if num_lines is not None and len(lines) != num_lines:
-    raise ResultFileError(f'{path} has {len(lines)} line{"s" * (len(lines) != 1)}, the sequence '
-                          f'has {num_lines} frame{"s" * (num_lines != 1)}')
+    raise ResultFileError(
+      f'{path} has {len(lines)} line{"s" * (len(lines) != 1)}, the sequence '
+      f'has {num_lines} frame{"s" * (num_lines != 1)}'
+    )
   rows = []
   what = '4 numbers (x,y,w,h)' if columns == 4 else f'{columns} number(s)'
   for lineno, line in lines:
@@ -96,6 +97,7 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
 def read_result_boxes(path: os.PathLike) -> np.ndarray:
   """(N, 4) float64 boxes from a result file (comma, tab or space separated)."""
   from ostrack_jax.tracking.datasets import read_boxes  # pylint: disable=g-import-not-at-top
+
   return read_boxes(path)
 
 
@@ -157,8 +159,7 @@ class ResultWriter:
       times = read_numbers(time_path, 1)[:, 0]
     return boxes, times
 
-  def make_zip(self, names: Sequence[str], zip_path: Optional[os.PathLike] = None
-               ) -> pathlib.Path:
+  def make_zip(self, names: Sequence[str], zip_path: Optional[os.PathLike] = None) -> pathlib.Path:
     """Packs the results of ``names`` for upload (GOT-10k test server, TrackingNet eval.ai).
 
     GOT-10k: ``<seq>/<seq>_001.txt`` and ``<seq>/<seq>_time.txt`` at the zip root.

@@ -50,6 +50,7 @@ class SequenceFailure(RuntimeError):
 @dataclasses.dataclass
 class SequenceRun:
   """Output of one tracked sequence. boxes: (N, 4) xywh image pixels (row 0 = init box)."""
+
   name: str
   boxes: np.ndarray
   times: np.ndarray
@@ -67,6 +68,7 @@ class Frame:
   """A decoded frame: ``image`` (H, W, 3) uint8 RGB on the host and, for a one-slot core,
   ``uploaded``: the frame padded to its bucket as a (1, Hb, Wb, 3) device array, uploaded by
   the thread that decoded it (the loop's thread neither copies nor transfers pixels)."""
+
   image: np.ndarray
   uploaded: object = None
 
@@ -80,6 +82,7 @@ def _load(read, seq: datasets.Sequence, index: int, upload: bool) -> Frame:
   if not upload:
     return Frame(image)
   import jax  # pylint: disable=g-import-not-at-top
+
   shape = tracker_lib.bucket_shape(*image.shape[:2])
   padded = tracker_lib.pad_to(image, shape, np.empty(shape + (3,), np.uint8))
   return Frame(image, jax.device_put(padded[None]))
@@ -88,10 +91,14 @@ def _load(read, seq: datasets.Sequence, index: int, upload: bool) -> Frame:
 class FrameReader:
   """The frames of one sequence, in order, optionally decoded ``ahead`` frames in advance."""
 
-  def __init__(self, seq: datasets.Sequence,
-               executor: Optional[concurrent.futures.Executor] = None, ahead: int = 0,
-               read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None,
-               upload: bool = False):
+  def __init__(
+    self,
+    seq: datasets.Sequence,
+    executor: Optional[concurrent.futures.Executor] = None,
+    ahead: int = 0,
+    read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None,
+    upload: bool = False,
+  ):
     self.seq = seq
     self.upload = upload
     self.read = read or _read
@@ -133,6 +140,7 @@ def _fail(seq: datasets.Sequence, index: int, err: Exception) -> SequenceFailure
 @dataclasses.dataclass
 class _Run:
   """A sequence in a slot: its reader, the next frame to dispatch, and what came back."""
+
   seq: datasets.Sequence
   reader: FrameReader
   hw0: Tuple[int, int]
@@ -145,15 +153,18 @@ class _Run:
   warned: bool = False
 
 
-def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Sequence],
-                    on_done: Callable[[SequenceRun], None],
-                    on_failure: Callable[[SequenceFailure], None],
-                    on_frames: Optional[Callable[[int], None]] = None,
-                    executor: Optional[concurrent.futures.Executor] = None,
-                    ahead: int = 0, lag: int = 4,
-                    on_warning: Optional[Callable[[str], None]] = None,
-                    read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None
-                    ) -> None:
+def track_pipelined(
+  core: 'tracker_lib.TrackingCore',
+  sequences: Seq[datasets.Sequence],
+  on_done: Callable[[SequenceRun], None],
+  on_failure: Callable[[SequenceFailure], None],
+  on_frames: Optional[Callable[[int], None]] = None,
+  executor: Optional[concurrent.futures.Executor] = None,
+  ahead: int = 0,
+  lag: int = 4,
+  on_warning: Optional[Callable[[str], None]] = None,
+  read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None,
+) -> None:
   """Tracks ``sequences`` through ``core``'s B slots without waiting for boxes.
 
   Args:
@@ -187,8 +198,9 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
 
   def maybe_finish(run: _Run) -> None:
     if not run.failed and run.fetched == len(run.seq):
-      on_done(SequenceRun(run.seq.name, run.boxes, run.times, np.zeros(len(run.seq)),
-                          run.decode_times))
+      on_done(
+        SequenceRun(run.seq.name, run.boxes, run.times, np.zeros(len(run.seq)), run.decode_times)
+      )
 
   def fetch_oldest() -> None:
     boxes_dev, assigned, step_time, _ = pending.popleft()
@@ -198,8 +210,9 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
         continue
       box = boxes[slot]
       if not np.isfinite(box).all():
-        fail(run, index, FloatingPointError('the network returned a non-finite box (bad '
-                                            'checkpoint?)'))
+        fail(
+          run, index, FloatingPointError('the network returned a non-finite box (bad checkpoint?)')
+        )
         for i, r in enumerate(slots):
           if r is run:
             slots[i] = None
@@ -221,10 +234,10 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
       try:
         frame, wait = reader.get(0)
         t0 = time.perf_counter()
-        box = tracker_lib.check_init_box(seq.init_box, frame.hw,
-                                         f'sequence {seq.name!r} frame 0')
-        core.initialize_slot(slot, frame.image, box,
-                             None if frame.uploaded is None else frame.uploaded[0])
+        box = tracker_lib.check_init_box(seq.init_box, frame.hw, f'sequence {seq.name!r} frame 0')
+        core.initialize_slot(
+          slot, frame.image, box, None if frame.uploaded is None else frame.uploaded[0]
+        )
       except (datasets.DatasetError, ValueError) as e:
         fail(run, 0, e)
         continue
@@ -265,8 +278,10 @@ def track_pipelined(core: 'tracker_lib.TrackingCore', sequences: Seq[datasets.Se
         decode_wait += wait
         if frame.hw != run.hw0 and not run.warned:
           run.warned = True
-          warn(f'sequence {run.seq.name!r} frame {index} is {frame.hw[1]}x{frame.hw[0]}, '
-               f'its first frame {run.hw0[1]}x{run.hw0[0]}; tracked in its own size')
+          warn(
+            f'sequence {run.seq.name!r} frame {index} is {frame.hw[1]}x{frame.hw[0]}, '
+            f'its first frame {run.hw0[1]}x{run.hw0[0]}; tracked in its own size'
+          )
         frames[i] = frame
         run.reader.prefetch(index + 1)
       if not frames:
@@ -315,8 +330,9 @@ class _Buffers:
     return buf
 
 
-def _assemble(b: int, frames: Dict[int, Frame], buffers: _Buffers,
-              copier: Optional[concurrent.futures.Executor]):
+def _assemble(
+  b: int, frames: Dict[int, Frame], buffers: _Buffers, copier: Optional[concurrent.futures.Executor]
+):
   """The step's (B, Hb, Wb, 3) batch: the uploaded frame for one slot; otherwise a reused host
   buffer the frames are copied into in parallel (one transfer per step; idle slots keep stale
   pixels, which their inactive state ignores)."""
@@ -335,27 +351,50 @@ def _assemble(b: int, frames: Dict[int, Frame], buffers: _Buffers,
   return batch
 
 
-def track_sequence(tracker: 'tracker_lib.Tracker', seq: datasets.Sequence,
-                   on_frame: Optional[Callable[[], None]] = None,
-                   executor: Optional[concurrent.futures.Executor] = None,
-                   ahead: int = 0, lag: int = 4) -> SequenceRun:
+def track_sequence(
+  tracker: 'tracker_lib.Tracker',
+  seq: datasets.Sequence,
+  on_frame: Optional[Callable[[], None]] = None,
+  executor: Optional[concurrent.futures.Executor] = None,
+  ahead: int = 0,
+  lag: int = 4,
+) -> SequenceRun:
   """Tracks one sequence from its first box (pipelined). Raises SequenceFailure on bad input."""
   done: List[SequenceRun] = []
   failed: List[SequenceFailure] = []
-  track_pipelined(tracker.core, [seq], done.append, failed.append,
-                  on_frames=(lambda k: [on_frame() for _ in range(k)]) if on_frame else None,
-                  executor=executor, ahead=ahead, lag=lag)
+  track_pipelined(
+    tracker.core,
+    [seq],
+    done.append,
+    failed.append,
+    on_frames=(lambda k: [on_frame() for _ in range(k)]) if on_frame else None,
+    executor=executor,
+    ahead=ahead,
+    lag=lag,
+  )
   if failed:
     raise failed[0]
   return done[0]
 
 
-def track_lockstep(batch: 'tracker_lib.BatchTracker', sequences: Seq[datasets.Sequence],
-                   on_done: Callable[[SequenceRun], None],
-                   on_failure: Callable[[SequenceFailure], None],
-                   on_frame: Optional[Callable[[int], None]] = None,
-                   executor: Optional[concurrent.futures.Executor] = None,
-                   ahead: int = 0, lag: int = 4) -> None:
+def track_lockstep(
+  batch: 'tracker_lib.BatchTracker',
+  sequences: Seq[datasets.Sequence],
+  on_done: Callable[[SequenceRun], None],
+  on_failure: Callable[[SequenceFailure], None],
+  on_frame: Optional[Callable[[int], None]] = None,
+  executor: Optional[concurrent.futures.Executor] = None,
+  ahead: int = 0,
+  lag: int = 4,
+) -> None:
   """Tracks ``sequences`` ``batch.batch_size`` at a time in lockstep (see track_pipelined)."""
-  track_pipelined(batch.core, sequences, on_done, on_failure, on_frames=on_frame,
-                  executor=executor, ahead=ahead, lag=lag)
+  track_pipelined(
+    batch.core,
+    sequences,
+    on_done,
+    on_failure,
+    on_frames=on_frame,
+    executor=executor,
+    ahead=ahead,
+    lag=lag,
+  )

@@ -31,7 +31,6 @@ reference of the device arithmetic (:func:`boxes_to_image_device`), kept for tes
 baselines.
 """
 
-import functools
 import math
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
@@ -84,8 +83,9 @@ def normalize_uint8(images, table):
 # ------------------------------------------------------------------------- host geometry
 
 
-def map_box_back(pred_cxcywh_px: np.ndarray, prev_xywh: np.ndarray,
-                 crop_side: np.ndarray) -> np.ndarray:
+def map_box_back(
+  pred_cxcywh_px: np.ndarray, prev_xywh: np.ndarray, crop_side: np.ndarray
+) -> np.ndarray:
   """Crop-relative predictions -> image xywh (the original's ``map_box_back``), float64.
 
   Args:
@@ -123,9 +123,13 @@ def clip_box(box_xywh: np.ndarray, height, width, margin: float = CLIP_MARGIN) -
   return np.stack([x1, y1, np.maximum(margin, x2 - x1), np.maximum(margin, y2 - y1)], axis=-1)
 
 
-def boxes_to_image(pred_cxcywh_norm: np.ndarray, prev_xywh: np.ndarray,
-                   resize_factor: np.ndarray, image_hw: np.ndarray,
-                   search_size: int) -> np.ndarray:
+def boxes_to_image(
+  pred_cxcywh_norm: np.ndarray,
+  prev_xywh: np.ndarray,
+  resize_factor: np.ndarray,
+  image_hw: np.ndarray,
+  search_size: int,
+) -> np.ndarray:
   """Network output -> new states, for a batch: scale (float32, as the original's tensor
   arithmetic), map back and clip (float64, as its Python floats).
 
@@ -210,9 +214,11 @@ def check_frame(frame: np.ndarray, where: str = '') -> np.ndarray:
     raise ValueError(f'{prefix}{e}') from None
   h, w = frame.shape[:2]
   if h < MIN_FRAME_SIDE or w < MIN_FRAME_SIDE:
-    raise ValueError(f'{prefix}the frame is {w}x{h} pixels; the tracker needs at least '
-                     f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} (boxes keep {CLIP_MARGIN} px inside the '
-                     'frame)')
+    raise ValueError(
+      f'{prefix}the frame is {w}x{h} pixels; the tracker needs at least '
+      f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} (boxes keep {CLIP_MARGIN} px inside the '
+      'frame)'
+    )
   return frame
 
 
@@ -228,6 +234,7 @@ class TrackState(NamedTuple):
   templates: (B, T, T, 3) float32 ImageNet-normalized template crops.
   boxes: (B, 4) float32 xywh image pixels (the state the next search crop is cut around).
   """
+
   templates: jax.Array
   boxes: jax.Array
 
@@ -238,8 +245,9 @@ def constants(config: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
   return {'table': normalization_table(), 'window': hann_window(f)}
 
 
-def boxes_to_image_device(pred_cxcywh_norm, prev_xywh, side, resize_factor, image_hw,
-                          search_size: int):
+def boxes_to_image_device(
+  pred_cxcywh_norm, prev_xywh, side, resize_factor, image_hw, search_size: int
+):
   """Device twin of :func:`boxes_to_image` in float32: scale, map back, clip.
 
   Args:
@@ -283,12 +291,14 @@ class TrackingFns(NamedTuple):
       ``removed_indexes`` (list of (B, n_i) int32 per CE layer), ``search_crop`` (B, S, S, 3)
       uint8, ``crop_box_xyxy`` (B, 4) int32 and ``resize_factor`` (B,) float32.
   """
+
   init: Callable
   track: Callable
 
 
-def make_tracking_fns(config: ml_collections.ConfigDict, batch_mode: Optional[str] = None,
-                      full_outputs: bool = True) -> TrackingFns:
+def make_tracking_fns(
+  config: ml_collections.ConfigDict, batch_mode: Optional[str] = None, full_outputs: bool = True
+) -> TrackingFns:
   """The tracker's per-frame work as pure functions over explicit pytrees.
 
   Per slot and frame, on the device: the search crop around the state (the original's
@@ -301,6 +311,7 @@ def make_tracking_fns(config: ml_collections.ConfigDict, batch_mode: Optional[st
   from ostrack_jax.models.head import decode_box  # pylint: disable=g-import-not-at-top
   from ostrack_jax.models.ostrack import build_model  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import device_crop  # pylint: disable=g-import-not-at-top
+
   if batch_mode is not None and batch_mode not in BATCH_MODES:
     raise ValueError(f'batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}')
   model = build_model(config)
@@ -318,8 +329,8 @@ def make_tracking_fns(config: ml_collections.ConfigDict, batch_mode: Optional[st
     crop, _ = device_crop.sample_target(frame, hw, box, t_factor, t_size)
     template = normalize_uint8(crop, consts['table'])
     return TrackState(
-        jax.lax.dynamic_update_index_in_dim(state.templates, template, slot, axis=0),
-        jax.lax.dynamic_update_index_in_dim(state.boxes, box.astype(jnp.float32), slot, axis=0)
+      jax.lax.dynamic_update_index_in_dim(state.templates, template, slot, axis=0),
+      jax.lax.dynamic_update_index_in_dim(state.boxes, box.astype(jnp.float32), slot, axis=0),
     ), crop
 
   def one(variables, consts, template, box, frame, hw):
@@ -333,32 +344,38 @@ def make_tracking_fns(config: ml_collections.ConfigDict, batch_mode: Optional[st
     new_box = boxes_to_image_device(pred, box, g.side, g.resize_factor, hw, s_size)
     extras = {}
     if full_outputs:
-      extras = {'pred_boxes': pred, 'score_map': score[0], 'response': response[0],
-                'removed_indexes': [r[0] for r in out['removed_indexes']],
-                'search_crop': crop, 'resize_factor': g.resize_factor,
-                'crop_box_xyxy': jnp.stack([g.x1, g.y1, g.x1 + g.side, g.y1 + g.side])}
+      extras = {
+        'pred_boxes': pred,
+        'score_map': score[0],
+        'response': response[0],
+        'removed_indexes': [r[0] for r in out['removed_indexes']],
+        'search_crop': crop,
+        'resize_factor': g.resize_factor,
+        'crop_box_xyxy': jnp.stack([g.x1, g.y1, g.x1 + g.side, g.y1 + g.side]),
+      }
     return new_box, extras
 
   def track(variables, consts, state, frames, hw, active):
     b = state.boxes.shape[0]
     chex.assert_shape(frames, (b, None, None, 3))
     chex.assert_type(frames, jnp.uint8)
-    chex.assert_shape([state.templates, state.boxes, hw, active],
-                      [(b, t_size, t_size, 3), (b, 4), (b, 2), (b,)])
+    chex.assert_shape(
+      [state.templates, state.boxes, hw, active], [(b, t_size, t_size, 3), (b, 4), (b, 2), (b,)]
+    )
     if batch_mode is None:
       if state.boxes.shape[0] != 1:
         raise ValueError('batch_mode=None tracks one slot; use vmap or map for more')
-      new_box, extras = one(variables, consts, state.templates[0], state.boxes[0], frames[0],
-                            hw[0])
+      new_box, extras = one(variables, consts, state.templates[0], state.boxes[0], frames[0], hw[0])
       new_boxes = new_box[None]
       extras = jax.tree_util.tree_map(lambda x: x[None], extras)
     elif batch_mode == 'vmap':
       new_boxes, extras = jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0))(
-          variables, consts, state.templates, state.boxes, frames, hw)
+        variables, consts, state.templates, state.boxes, frames, hw
+      )
     else:
       new_boxes, extras = jax.lax.map(
-          lambda a: one(variables, consts, *a),
-          (state.templates, state.boxes, frames, hw))
+        lambda a: one(variables, consts, *a), (state.templates, state.boxes, frames, hw)
+      )
     boxes = jnp.where(active[:, None], new_boxes, state.boxes)
     return TrackState(state.templates, boxes), dict(extras, boxes=boxes)
 
@@ -382,10 +399,16 @@ class TrackingCore:
     fns: prebuilt :class:`TrackingFns` (e.g. an exported program); default: built from config.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, variables: Dict[str, Any],
-               batch_size: int = 1, batch_mode: Optional[str] = None,
-               full_outputs: bool = True, fns: Optional[TrackingFns] = None,
-               cast: bool = True):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    variables: Dict[str, Any],
+    batch_size: int = 1,
+    batch_mode: Optional[str] = None,
+    full_outputs: bool = True,
+    fns: Optional[TrackingFns] = None,
+    cast: bool = True,
+  ):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     if batch_mode is None and batch_size != 1:
@@ -399,6 +422,7 @@ class TrackingCore:
     self.feat_size = self.search_size // int(m.patch_size)
     if cast:  # bfloat16 kernels cast once, not on every frame
       from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
+
       variables = cast_kernels(variables, compute_dtype(config))
     self.variables = jax.device_put(variables)
     leaves, treedef = jax.tree_util.tree_flatten(self.variables)
@@ -408,20 +432,23 @@ class TrackingCore:
     self.fns = fns
 
     def track(leaves, consts, state, frames, hw, active):
-      return fns.track(jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames,
-                       hw, active)
+      return fns.track(
+        jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames, hw, active
+      )
 
     self._track = jax.jit(track, donate_argnums=(2,))
     self._init = jax.jit(fns.init, donate_argnums=(1,))
     t = self.template_size
-    self.state = TrackState(jnp.zeros((batch_size, t, t, 3), jnp.float32),
-                            jnp.zeros((batch_size, 4), jnp.float32))
+    self.state = TrackState(
+      jnp.zeros((batch_size, t, t, 3), jnp.float32), jnp.zeros((batch_size, 4), jnp.float32)
+    )
     self.last_template_crop = None
 
   # ---------------------------------------------------------------- steps
 
-  def initialize_slot(self, slot: int, frame: np.ndarray, box_xywh: np.ndarray,
-                      padded=None) -> None:
+  def initialize_slot(
+    self, slot: int, frame: np.ndarray, box_xywh: np.ndarray, padded=None
+  ) -> None:
     """Cuts slot ``slot``'s template around ``box_xywh`` in the checked RGB ``frame`` (async).
 
     ``padded``: the frame already padded to its bucket (host or device), if at hand.
@@ -430,8 +457,13 @@ class TrackingCore:
     if padded is None:
       padded = pad_to(frame, bucket_shape(h, w))
     self.state, self.last_template_crop = self._init(
-        self.consts, self.state, padded, np.array([h, w], np.int32),
-        np.asarray(box_xywh, np.float32), np.int32(slot))
+      self.consts,
+      self.state,
+      padded,
+      np.array([h, w], np.int32),
+      np.asarray(box_xywh, np.float32),
+      np.int32(slot),
+    )
 
   def step(self, frames_padded, hw: np.ndarray, active: np.ndarray) -> Dict[str, Any]:
     """Dispatches one step; returns the outputs as device arrays (nothing waits).
@@ -440,8 +472,14 @@ class TrackingCore:
       frames_padded: (B, Hb, Wb, 3) uint8 (NumPy or device), each frame at the top left.
       hw: (B, 2) int32 real heights and widths; active: (B,) bool (others keep their state).
     """
-    self.state, out = self._track(self._leaves, self.consts, self.state, frames_padded,
-                                  np.asarray(hw, np.int32), np.asarray(active, bool))
+    self.state, out = self._track(
+      self._leaves,
+      self.consts,
+      self.state,
+      frames_padded,
+      np.asarray(hw, np.int32),
+      np.asarray(active, bool),
+    )
     return out
 
   def boxes(self) -> np.ndarray:
@@ -471,8 +509,9 @@ class TrackingCore:
     batch = np.zeros((b, hb, wb, 3), np.uint8)
     padded = jax.device_put(batch[0]) if b == 1 else None
     self.initialize_slot(0, frame, np.array([w / 4, h / 4, w / 4, h / 4]), padded)
-    out = self.step(jax.device_put(batch) if b == 1 else batch, np.tile([h, w], (b, 1)),
-                    np.ones(b, bool))
+    out = self.step(
+      jax.device_put(batch) if b == 1 else batch, np.tile([h, w], (b, 1)), np.ones(b, bool)
+    )
     jax.block_until_ready(out['boxes'])
     self.state = saved
 
@@ -505,11 +544,17 @@ class Tracker:
   the device step including the wait for the box ('model'), and after ('postprocess').
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, variables: Dict[str, Any],
-               fns: Optional[TrackingFns] = None, cast: Optional[bool] = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    variables: Dict[str, Any],
+    fns: Optional[TrackingFns] = None,
+    cast: Optional[bool] = None,
+  ):
     self.config = config
-    self.core = TrackingCore(config, variables, 1, None, True, fns,
-                             cast=fns is None if cast is None else cast)
+    self.core = TrackingCore(
+      config, variables, 1, None, True, fns, cast=fns is None if cast is None else cast
+    )
     self.variables = self.core.variables
     self.template_size = self.core.template_size
     self.search_size = self.core.search_size
@@ -528,6 +573,7 @@ class Tracker:
   def from_checkpoint(cls, path: str, config: ml_collections.ConfigDict) -> 'Tracker':
     """A tracker from our checkpoint (.msgpack) or a PyTorch one (converted on the fly)."""
     from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+
     return cls(config, load_checkpoint(str(path), config))
 
   def warmup(self, frame_hw=(480, 854)) -> None:
@@ -561,8 +607,9 @@ class Tracker:
 
   def prepare_template(self, frame: np.ndarray, box_xywh) -> np.ndarray:
     """(T, T, 3) uint8 template crop of ``frame`` around ``box_xywh`` (host, for display)."""
-    c = crop_lib.sample_target(frame, box_xywh, self.template_factor, self.template_size,
-                               with_mask=False)
+    c = crop_lib.sample_target(
+      frame, box_xywh, self.template_factor, self.template_size, with_mask=False
+    )
     return c.image
 
   def initialize(self, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
@@ -589,9 +636,12 @@ class Tracker:
     h, w = frame.shape[:2]
     if (h, w) != tuple(self._image_hw):
       if not self._size_warned:
-        warnings.warn(f'frame {self.frame_id + 1} is {w}x{h}, the previous frames were '
-                      f'{self._image_hw[1]}x{self._image_hw[0]}; tracking goes on in the new '
-                      'size (the box is clipped to it)', stacklevel=2)
+        warnings.warn(
+          f'frame {self.frame_id + 1} is {w}x{h}, the previous frames were '
+          f'{self._image_hw[1]}x{self._image_hw[0]}; tracking goes on in the new '
+          'size (the box is clipped to it)',
+          stacklevel=2,
+        )
         self._size_warned = True
       self._image_hw = (h, w)
     padded = pad_to(frame, bucket_shape(h, w))[None]
@@ -607,10 +657,14 @@ class Tracker:
     box = np.asarray(box_dev, np.float64)  # waits for the device
     t2 = time.perf_counter()
     if not np.isfinite(box).all():
-      raise FloatingPointError(f'frame {self.frame_id}: the network returned a non-finite '
-                               f'box (bad checkpoint?)')
-    self.last_timing = {'preprocess': t1 - t0, 'model': t2 - t1,
-                        'postprocess': time.perf_counter() - t2}
+      raise FloatingPointError(
+        f'frame {self.frame_id}: the network returned a non-finite box (bad checkpoint?)'
+      )
+    self.last_timing = {
+      'preprocess': t1 - t0,
+      'model': t2 - t1,
+      'postprocess': time.perf_counter() - t2,
+    }
     return box
 
   # ---------------------------------------------------------------- visualisation
@@ -682,8 +736,9 @@ class BatchTracker:
     self.config = tracker.config
     self.batch_mode = batch_mode
     self.batch_size = batch_size
-    self.core = TrackingCore(tracker.config, tracker.variables, batch_size, batch_mode,
-                             full_outputs=False, cast=False)
+    self.core = TrackingCore(
+      tracker.config, tracker.variables, batch_size, batch_mode, full_outputs=False, cast=False
+    )
     self.active = np.zeros(batch_size, bool)
     self.image_hw = np.ones((batch_size, 2), np.int64)
     self.last_timing: Dict[str, float] = {}
@@ -712,8 +767,9 @@ class BatchTracker:
   def track_async(self, frames: Sequence[Optional[np.ndarray]]) -> jax.Array:
     """Dispatches one frame per active slot (None for idle ones); returns (B, 4) device boxes."""
     if len(frames) != self.batch_size:
-      raise ValueError(f'expected {self.batch_size} frames (None for idle slots), got '
-                       f'{len(frames)}')
+      raise ValueError(
+        f'expected {self.batch_size} frames (None for idle slots), got {len(frames)}'
+      )
     live = np.array([self.active[i] and f is not None for i, f in enumerate(frames)])
     checked = [check_frame(f, f'slot {i}') if live[i] else None for i, f in enumerate(frames)]
     for i, f in enumerate(checked):
@@ -736,6 +792,9 @@ class BatchTracker:
     boxes = self.track_async(frames)
     t1 = time.perf_counter()
     out = np.asarray(boxes, np.float64)
-    self.last_timing = {'preprocess': t1 - t0, 'model': time.perf_counter() - t1,
-                        'postprocess': 0.0}
+    self.last_timing = {
+      'preprocess': t1 - t0,
+      'model': time.perf_counter() - t1,
+      'postprocess': 0.0,
+    }
     return out

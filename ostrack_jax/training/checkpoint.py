@@ -24,9 +24,16 @@ CHECKPOINT_DIR = 'checkpoints'
 
 # Fields that do not affect the computation and may differ on resume.
 RESUME_MUTABLE_FIELDS = (
-    'train.log_every_steps', 'train.checkpoint_every_steps', 'train.keep_checkpoints',
-    'train.val_every_epochs', 'train.max_bad_steps', 'train.pretrained', 'train.max_steps',
-    'data.roots.', 'data.packed_dir', 'data.split_files.',
+  'train.log_every_steps',
+  'train.checkpoint_every_steps',
+  'train.keep_checkpoints',
+  'train.val_every_epochs',
+  'train.max_bad_steps',
+  'train.pretrained',
+  'train.max_steps',
+  'data.roots.',
+  'data.packed_dir',
+  'data.split_files.',
 )
 
 
@@ -44,8 +51,9 @@ def _flatten(d: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
   return out
 
 
-def config_differences(saved: Dict[str, Any], current: Dict[str, Any],
-                       mutable: Iterable[str] = RESUME_MUTABLE_FIELDS):
+def config_differences(
+  saved: Dict[str, Any], current: Dict[str, Any], mutable: Iterable[str] = RESUME_MUTABLE_FIELDS
+):
   """['key: saved X, now Y', ...] over the flattened configs, ignoring ``mutable`` prefixes."""
   a, b = _flatten(saved), _flatten(current)
   diffs = []
@@ -63,10 +71,12 @@ class CheckpointManager:
   def __init__(self, workdir: str, keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False),
-        item_names=('state', 'data', 'meta'))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=False
+      ),
+      item_names=('state', 'data', 'meta'),
+    )
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -77,6 +87,7 @@ class CheckpointManager:
   def save(self, step: int, state: Any, data_iterator: Any, meta: Dict[str, Any]) -> None:
     """Writes checkpoint ``step`` (synchronously, atomically) and prunes to the last K."""
     import grain  # pylint: disable=g-import-not-at-top
+
     args = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointSave(data_iterator)
@@ -90,6 +101,7 @@ class CheckpointManager:
   def restore(self, abstract_state: Any, data_iterator: Any, step: Optional[int] = None):
     """Restores the state (onto the shardings of ``abstract_state``) and the iterator in place."""
     import grain  # pylint: disable=g-import-not-at-top
+
     step = self.latest_step() if step is None else step
     args = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
@@ -101,22 +113,36 @@ class CheckpointManager:
     self._manager.close()
 
 
-def make_meta(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> Dict[str, Any]:
-  return {'config': json.loads(config.to_json()), 'num_devices': int(num_devices),
-          'num_processes': int(num_processes), 'jax_version': jax.__version__}
+def make_meta(
+  config: ml_collections.ConfigDict, num_devices: int, num_processes: int
+) -> Dict[str, Any]:
+  return {
+    'config': json.loads(config.to_json()),
+    'num_devices': int(num_devices),
+    'num_processes': int(num_processes),
+    'jax_version': jax.__version__,
+  }
 
 
-def check_resume_config(meta: Dict[str, Any], config: ml_collections.ConfigDict, num_devices: int,
-                        num_processes: int, checkpoint_dir: str) -> None:
+def check_resume_config(
+  meta: Dict[str, Any],
+  config: ml_collections.ConfigDict,
+  num_devices: int,
+  num_processes: int,
+  checkpoint_dir: str,
+) -> None:
   """Raises ResumeConfigError when the run cannot continue the checkpoint exactly."""
   diffs = config_differences(meta['config'], json.loads(config.to_json()))
   if meta.get('num_devices') != num_devices:
-    diffs.append(f'device count: checkpoint {meta.get("num_devices")}, now {num_devices} '
-                 '(the global batch and the data order depend on it)')
+    diffs.append(
+      f'device count: checkpoint {meta.get("num_devices")}, now {num_devices} '
+      '(the global batch and the data order depend on it)'
+    )
   if meta.get('num_processes') != num_processes:
     diffs.append(f'process count: checkpoint {meta.get("num_processes")}, now {num_processes}')
   if diffs:
     raise ResumeConfigError(
-        f'cannot resume from {checkpoint_dir}: this run differs from the checkpoint\'s run in\n  '
-        + '\n  '.join(diffs)
-        + '\nRun with the checkpoint\'s settings, or start a fresh run in another --workdir.')
+      f'cannot resume from {checkpoint_dir}: this run differs from the checkpoint\'s run in\n  '
+      + '\n  '.join(diffs)
+      + '\nRun with the checkpoint\'s settings, or start a fresh run in another --workdir.'
+    )

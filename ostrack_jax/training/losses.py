@@ -31,6 +31,7 @@ MIN_OVERLAP = 0.7
 
 # ------------------------------------------------------------------ Gaussian target (host, numpy)
 
+
 def gaussian_radius(width, height, min_overlap: float = MIN_OVERLAP) -> np.ndarray:
   """CornerNet's radius in its "bug version" (each root divided by 2, not 2a), as OSTrack uses.
 
@@ -81,8 +82,8 @@ def _draw_gaussian(heatmap: np.ndarray, cx: int, cy: int, radius: int) -> None:
   left, right = min(cx, radius), min(width - cx, radius + 1)
   top, bottom = min(cy, radius), min(height - cy, radius + 1)
   # Same slicing semantics as the original (Python slices, negative starts included).
-  region = heatmap[cy - top:cy + bottom, cx - left:cx + right]
-  patch = kernel[radius - top:radius + bottom, radius - left:radius + right]
+  region = heatmap[cy - top : cy + bottom, cx - left : cx + right]
+  patch = kernel[radius - top : radius + bottom, radius - left : radius + right]
   if min(patch.shape) > 0 and min(region.shape) > 0 and region.shape == patch.shape:
     np.maximum(region, patch, out=region)
 
@@ -109,6 +110,7 @@ def gaussian_heatmap(search_anno_xywh: np.ndarray, feat_size: int) -> np.ndarray
 
 
 # ------------------------------------------------------------------ losses (jnp, inside jit)
+
 
 def focal_loss(score_map: jax.Array, heatmap: jax.Array) -> jax.Array:
   """CenterNet's weighted focal loss (alpha 2, beta 4), normalised by the batch's positives.
@@ -142,7 +144,7 @@ def box_losses(pred_boxes_cxcywh: jax.Array, search_anno_xywh: jax.Array):
   """
   pred = box_lib.cxcywh_to_xyxy(pred_boxes_cxcywh.astype(jnp.float32))
   gt = jnp.clip(box_lib.xywh_to_xyxy(search_anno_xywh.astype(jnp.float32)), 0.0, 1.0)
-  valid = (jnp.all(pred[:, 2:] >= pred[:, :2]) & jnp.all(gt[:, 2:] >= gt[:, :2]))
+  valid = jnp.all(pred[:, 2:] >= pred[:, :2]) & jnp.all(gt[:, 2:] >= gt[:, :2])
   iou, giou = box_lib.iou_and_giou_xyxy(pred, gt)
   giou_loss = jnp.where(valid, jnp.mean(1.0 - giou), 0.0)
   mean_iou = jnp.where(valid, jnp.mean(iou), 0.0)
@@ -150,8 +152,14 @@ def box_losses(pred_boxes_cxcywh: jax.Array, search_anno_xywh: jax.Array):
   return giou_loss, l1_loss, mean_iou
 
 
-def ostrack_loss(outputs: Dict[str, jax.Array], search_anno_xywh: jax.Array, heatmap: jax.Array,
-                 giou_weight: float = 2.0, l1_weight: float = 5.0, focal_weight: float = 1.0):
+def ostrack_loss(
+  outputs: Dict[str, jax.Array],
+  search_anno_xywh: jax.Array,
+  heatmap: jax.Array,
+  giou_weight: float = 2.0,
+  l1_weight: float = 5.0,
+  focal_weight: float = 1.0,
+):
   """Total loss = giou_weight * GIoU + l1_weight * L1 + focal_weight * focal.
 
   Args:
@@ -165,6 +173,11 @@ def ostrack_loss(outputs: Dict[str, jax.Array], search_anno_xywh: jax.Array, hea
   giou, l1, iou = box_losses(outputs['pred_boxes'], search_anno_xywh)
   location = focal_loss(outputs['score_map'], heatmap)
   total = giou_weight * giou + l1_weight * l1 + focal_weight * location
-  metrics = {'Loss/total': total, 'Loss/giou': giou, 'Loss/l1': l1, 'Loss/location': location,
-             'IoU': iou}
+  metrics = {
+    'Loss/total': total,
+    'Loss/giou': giou,
+    'Loss/l1': l1,
+    'Loss/location': location,
+    'IoU': iou,
+  }
   return total, metrics

@@ -27,6 +27,7 @@ HEAD = 'head'
 
 # ---------------------------------------------------------------------------------- schedules
 
+
 def keep_rate(epoch: int, start_epoch: int, total_epochs: int, base: float) -> float:
   """The CE keep rate for the 1-based ``epoch`` (spec 2.7, ``adjust_keep_rate``).
 
@@ -57,12 +58,15 @@ def learning_rate_for_epoch(config: ml_collections.ConfigDict, epoch: int, group
   return base * t.lr_drop_factor ** ((epoch - 1) // t.lr_drop_epoch)
 
 
-def step_decay_schedule(base_lr: float, steps_per_epoch: int, drop_epoch: int,
-                        factor: float) -> optax.Schedule:
+def step_decay_schedule(
+  base_lr: float, steps_per_epoch: int, drop_epoch: int, factor: float
+) -> optax.Schedule:
   """An optax schedule of the 0-based step count equal to :func:`learning_rate_for_epoch`."""
+
   def schedule(count):
     epochs_done = count // steps_per_epoch  # = 1-based epoch - 1
     return base_lr * jnp.power(factor, (epochs_done // drop_epoch).astype(jnp.float32))
+
   return schedule
 
 
@@ -73,12 +77,14 @@ def epoch_of_step(step: int, steps_per_epoch: int) -> int:
 
 # ---------------------------------------------------------------------------------- transforms
 
+
 class ClipState(NamedTuple):
   pass
 
 
 def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
   """``torch.nn.utils.clip_grad_norm_``: scale by max_norm / (norm + 1e-6) when that is < 1."""
+
   def init_fn(params):
     del params
     return ClipState()
@@ -95,32 +101,37 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
 
 def param_group_labels(params: Any) -> Any:
   """A pytree like ``params`` with 'backbone' for leaves under a 'backbone' key, else 'head'."""
+
   def label(path, _):
     names = [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
     return BACKBONE if any(BACKBONE in n for n in names) else HEAD
+
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(
+  config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
   """The original's optimiser: clip (torch rule) -> per-group AdamW with step decay."""
   t = config.train
   if steps_per_epoch < 1:
-    raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch} (data.samples_per_epoch '
-                     f'{config.data.samples_per_epoch} smaller than the global batch?)')
+    raise ValueError(
+      f'steps_per_epoch must be >= 1, got {steps_per_epoch} (data.samples_per_epoch '
+      f'{config.data.samples_per_epoch} smaller than the global batch?)'
+    )
 
   def adamw(multiplier: float) -> optax.GradientTransformation:
     lr = step_decay_schedule(t.lr * multiplier, steps_per_epoch, t.lr_drop_epoch, t.lr_drop_factor)
     return optax.adamw(learning_rate=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=t.weight_decay)
 
   return optax.chain(
-      clip_by_global_norm_torch(t.grad_clip_norm),
-      optax.multi_transform({HEAD: adamw(1.0), BACKBONE: adamw(t.backbone_lr_multiplier)},
-                            param_group_labels),
+    clip_by_global_norm_torch(t.grad_clip_norm),
+    optax.multi_transform(
+      {HEAD: adamw(1.0), BACKBONE: adamw(t.backbone_lr_multiplier)}, param_group_labels
+    ),
   )
 
 
 def steps_per_epoch_for(config: ml_collections.ConfigDict, global_batch: int) -> int:
   """Optimiser steps per epoch: samples_per_epoch // global batch (drop_last, as the original)."""
   return max(1, config.data.samples_per_epoch // global_batch)
-
-

@@ -52,25 +52,33 @@ def set_score_prior(variables: Variables, prior: float) -> Variables:
   conv's weighted input is small next to the bias.
   """
   if not 0.0 < prior < 1.0:
-    raise ValueError(f'config.train.score_prior={prior!r}: must lie in (0, 1), or be 0 for the '
-                     'original initialisation')
+    raise ValueError(
+      f'config.train.score_prior={prior!r}: must lie in (0, 1), or be 0 for the '
+      'original initialisation'
+    )
   params = jax.tree_util.tree_map(lambda x: x, variables['params'])  # new containers
   bias = params['box_head']['conv5_ctr']['bias']
-  params['box_head']['conv5_ctr'] = dict(params['box_head']['conv5_ctr'],
-                                     bias=jnp.full_like(bias, np.log(prior / (1.0 - prior))))
+  params['box_head']['conv5_ctr'] = dict(
+    params['box_head']['conv5_ctr'], bias=jnp.full_like(bias, np.log(prior / (1.0 - prior)))
+  )
   return dict(variables, params=params)
 
 
-def create_train_state(variables: Variables, tx: optax.GradientTransformation,
-                       seed: int) -> TrainState:
+def create_train_state(
+  variables: Variables, tx: optax.GradientTransformation, seed: int
+) -> TrainState:
   """A fresh state from model ``variables`` ({'params', 'batch_stats'})."""
   # Copies: the step donates the state, which must not delete the caller's arrays.
   params = jax.tree_util.tree_map(jnp.array, variables['params'])
   batch_stats = jax.tree_util.tree_map(jnp.array, variables.get('batch_stats', {}))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params),
-                    rng=jax.random.key_data(jax.random.PRNGKey(seed)).astype(jnp.uint32),
-                    bad_steps=jnp.zeros((), jnp.int32))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(jax.random.PRNGKey(seed)).astype(jnp.uint32),
+    bad_steps=jnp.zeros((), jnp.int32),
+  )
 
 
 def abstract_train_state(state_fn, sharding: Optional[Any] = None):
@@ -78,5 +86,6 @@ def abstract_train_state(state_fn, sharding: Optional[Any] = None):
   shapes = jax.eval_shape(state_fn)
   if sharding is None:
     return shapes
-  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                                shapes)
+  return jax.tree_util.tree_map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
+  )

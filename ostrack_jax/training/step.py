@@ -43,6 +43,7 @@ BATCH_KEYS = ('template', 'search', 'search_anno', 'heatmap')
 
 # ------------------------------------------------------------------------------------ mesh
 
+
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D ('data',) mesh over ``devices`` (default: all devices of all processes).
 
@@ -50,16 +51,19 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   parallelism needs no per-op sharding annotations.
   """
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
+  return jax.make_mesh(
+    (len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+  )
 
 
 def check_global_batch(global_batch: int, mesh: jax.sharding.Mesh) -> None:
   n = mesh.devices.size
   if global_batch % n:
-    raise ValueError(f'global batch size {global_batch} is not divisible by the device count {n} '
-                     '(config.train.batch_size is per device; set it so that batch_size * devices '
-                     'divides evenly)')
+    raise ValueError(
+      f'global batch size {global_batch} is not divisible by the device count {n} '
+      '(config.train.batch_size is per device; set it so that batch_size * devices '
+      'divides evenly)'
+    )
 
 
 def replicated(mesh) -> NamedSharding:
@@ -80,8 +84,9 @@ def add_heatmap(batch: Batch, feat_size: int) -> Batch:
 def shard_batch(batch: Batch, mesh) -> Batch:
   """This process's numpy slice -> global arrays sharded on P('data')."""
   sharding = data_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
-          for k in BATCH_KEYS}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in BATCH_KEYS
+  }
 
 
 def _normalize(images: jax.Array, dtype) -> jax.Array:
@@ -92,17 +97,27 @@ def _normalize(images: jax.Array, dtype) -> jax.Array:
 
 # ------------------------------------------------------------------------------------ steps
 
-def canonical_keep_ratio(config: ml_collections.ConfigDict, keep_ratio: float,
-                         cache: Dict[Tuple[int, ...], float]) -> float:
+
+def canonical_keep_ratio(
+  config: ml_collections.ConfigDict, keep_ratio: float, cache: Dict[Tuple[int, ...], float]
+) -> float:
   """The first keep ratio seen that yields the same token counts as ``keep_ratio``."""
   m = config.model
-  counts = tuple(keep_counts((m.search_size // m.patch_size) ** 2, tuple(m.ce_loc),
-                             tuple(m.ce_keep_ratio), m.depth, float(keep_ratio)))
+  counts = tuple(
+    keep_counts(
+      (m.search_size // m.patch_size) ** 2,
+      tuple(m.ce_loc),
+      tuple(m.ce_keep_ratio),
+      m.depth,
+      float(keep_ratio),
+    )
+  )
   return cache.setdefault(counts, float(keep_ratio))
 
 
-def train_step_fn(model: nn.Module, tx: optax.GradientTransformation,
-                  config: ml_collections.ConfigDict) -> Callable[..., Tuple[TrainState, Metrics]]:
+def train_step_fn(
+  model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict
+) -> Callable[..., Tuple[TrainState, Metrics]]:
   """The pure step ``(state, batch, keep_ratio) -> (state, metrics)`` (not jitted).
 
   A step whose loss, gradients or predicted boxes are not finite leaves params, batch_stats and
@@ -120,14 +135,22 @@ def train_step_fn(model: nn.Module, tx: optax.GradientTransformation,
 
     def loss_fn(params):
       outputs, updates = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, template, search,
-          keep_ratio=keep_ratio, train=True, rngs={'drop_path': drop_key}, mutable=['batch_stats'])
-      total, metrics = losses.ostrack_loss(outputs, batch['search_anno'], batch['heatmap'],
-                                           t.giou_weight, t.l1_weight, t.focal_weight)
+        {'params': params, 'batch_stats': state.batch_stats},
+        template,
+        search,
+        keep_ratio=keep_ratio,
+        train=True,
+        rngs={'drop_path': drop_key},
+        mutable=['batch_stats'],
+      )
+      total, metrics = losses.ostrack_loss(
+        outputs, batch['search_anno'], batch['heatmap'], t.giou_weight, t.l1_weight, t.focal_weight
+      )
       return total, (metrics, updates['batch_stats'], outputs['pred_boxes'])
 
-    (total, (metrics, batch_stats, pred_boxes)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (total, (metrics, batch_stats, pred_boxes)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params
+    )
     grad_norm = optax.tree.norm(grads)
     boxes_finite = jnp.all(jnp.isfinite(pred_boxes))
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm) & boxes_finite
@@ -144,8 +167,12 @@ def train_step_fn(model: nn.Module, tx: optax.GradientTransformation,
     # itself on a CPU, 0.24 s of a ViT-B step).
     params, batch_stats, opt_state = jax.lax.cond(finite, apply_update, skip_update)
     new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-        bad_steps=state.bad_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
+      step=state.step + 1,
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      bad_steps=state.bad_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
+    )
     metrics = dict(metrics, grad_norm=grad_norm, finite=finite, boxes_finite=boxes_finite)
     return new_state, metrics
 
@@ -158,12 +185,15 @@ def advance_schedules(opt_state: Any) -> Any:
   What a skipped step does to the optimiser: the learning rate stays a function of the global
   step, while Adam's moments and bias-correction count are untouched.
   """
+
   def advance(node):
     if isinstance(node, optax.ScaleByScheduleState):
       return node._replace(count=optax.safe_increment(node.count))
     return node
-  return jax.tree_util.tree_map(advance, opt_state,
-                                is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState))
+
+  return jax.tree_util.tree_map(
+    advance, opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState)
+  )
 
 
 class TrainStep:
@@ -173,14 +203,23 @@ class TrainStep:
   on P('data') (see :func:`shard_batch`); ``state`` is replicated and donated.
   """
 
-  def __init__(self, model: nn.Module, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  def __init__(
+    self,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+  ):
     self.config = config
     self.mesh = mesh
     repl, data = replicated(mesh), data_sharded(mesh)
-    self._jitted = jax.jit(train_step_fn(model, tx, config), static_argnums=(2,),
-                           in_shardings=(repl, data), out_shardings=(repl, repl),
-                           donate_argnums=(0,))
+    self._jitted = jax.jit(
+      train_step_fn(model, tx, config),
+      static_argnums=(2,),
+      in_shardings=(repl, data),
+      out_shardings=(repl, repl),
+      donate_argnums=(0,),
+    )
     self._ratios: Dict[Tuple[int, ...], float] = {}
 
   def __call__(self, state: TrainState, batch: Batch, keep_ratio: float):
@@ -198,14 +237,18 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: ja
   t = config.train
   repl, data = replicated(mesh), data_sharded(mesh)
 
-  @functools.partial(jax.jit, static_argnums=(2,), in_shardings=(repl, data),
-                     out_shardings=repl)
+  @functools.partial(jax.jit, static_argnums=(2,), in_shardings=(repl, data), out_shardings=repl)
   def eval_step(variables, batch, keep_ratio):
-    outputs = model.apply(variables, _normalize(batch['template'], jnp.float32),
-                          _normalize(batch['search'], jnp.float32), keep_ratio=keep_ratio,
-                          train=False)
-    _, metrics = losses.ostrack_loss(outputs, batch['search_anno'], batch['heatmap'],
-                                     t.giou_weight, t.l1_weight, t.focal_weight)
+    outputs = model.apply(
+      variables,
+      _normalize(batch['template'], jnp.float32),
+      _normalize(batch['search'], jnp.float32),
+      keep_ratio=keep_ratio,
+      train=False,
+    )
+    _, metrics = losses.ostrack_loss(
+      outputs, batch['search_anno'], batch['heatmap'], t.giou_weight, t.l1_weight, t.focal_weight
+    )
     return metrics
 
   return eval_step
