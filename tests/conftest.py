@@ -23,7 +23,10 @@ if '--xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 _CACHE_OWNER = False
-if os.environ.get('OSTRACK_JAX_TEST_NO_CACHE') != '1' and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+if (
+  os.environ.get('OSTRACK_JAX_TEST_NO_CACHE') != '1'
+  and 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+):
   # The controller (or a run without xdist) makes the folder; xdist workers inherit the variable.
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='ostrack_jax_test_xla_cache_')
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'

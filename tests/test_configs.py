@@ -8,8 +8,16 @@ from ostrack_jax.cli_utils import apply_overrides, load_config
 from ostrack_jax.configs import PRESETS, get_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-REQUIRED = ('ostrack_256_ce', 'ostrack_256', 'ostrack_384_ce', 'ostrack_384', 'ostrack_256_ce_got10k',
-            'ostrack_384_ce_got10k', 'ostrack_vitl_256_ce', 'tiny_256_ce')
+REQUIRED = (
+  'ostrack_256_ce',
+  'ostrack_256',
+  'ostrack_384_ce',
+  'ostrack_384',
+  'ostrack_256_ce_got10k',
+  'ostrack_384_ce_got10k',
+  'ostrack_vitl_256_ce',
+  'tiny_256_ce',
+)
 
 
 @pytest.mark.parametrize('name', REQUIRED)
@@ -22,15 +30,33 @@ def test_preset_by_name_and_file_agree(name):
 
 def test_presets_reproduce_the_original_configs():
   c256, c384 = get_config('ostrack_256_ce'), get_config('ostrack_384_ce')
-  assert (c256.model.template_size, c256.model.search_size, c256.tracker.search_factor) == (128, 256, 4.0)
-  assert (c384.model.template_size, c384.model.search_size, c384.tracker.search_factor) == (192, 384, 5.0)
+  assert (c256.model.template_size, c256.model.search_size, c256.tracker.search_factor) == (
+    128,
+    256,
+    4.0,
+  )
+  assert (c384.model.template_size, c384.model.search_size, c384.tracker.search_factor) == (
+    192,
+    384,
+    5.0,
+  )
   assert (c256.data.search_center_jitter, c256.data.search_scale_jitter) == (3.0, 0.25)
   assert (c384.data.search_center_jitter, c384.data.search_scale_jitter) == (4.5, 0.5)
   for c in (c256, c384):
     assert c.model.ce_loc == (3, 6, 9) and c.model.ce_keep_ratio == (0.7, 0.7, 0.7)
     assert c.model.ce_template_range == 'CTR_POINT'
-    assert (c.train.epochs, c.train.lr_drop_epoch, c.train.ce_start_epoch, c.train.ce_warm_epoch) == (300, 240, 20, 80)
-    assert (c.train.lr, c.train.weight_decay, c.train.backbone_lr_multiplier, c.train.grad_clip_norm) == (4e-4, 1e-4, 0.1, 0.1)
+    assert (
+      c.train.epochs,
+      c.train.lr_drop_epoch,
+      c.train.ce_start_epoch,
+      c.train.ce_warm_epoch,
+    ) == (300, 240, 20, 80)
+    assert (
+      c.train.lr,
+      c.train.weight_decay,
+      c.train.backbone_lr_multiplier,
+      c.train.grad_clip_norm,
+    ) == (4e-4, 1e-4, 0.1, 0.1)
     assert c.train.batch_size == 32 and c.data.samples_per_epoch == 60000
   for name in ('ostrack_256', 'ostrack_384'):
     assert get_config(name).model.ce_loc == ()
@@ -41,7 +67,13 @@ def test_presets_reproduce_the_original_configs():
   vitl = get_config('ostrack_vitl_256_ce').model
   assert (vitl.embed_dim, vitl.depth, vitl.num_heads, vitl.mlp_dim) == (1024, 24, 16, 4096)
   tiny = get_config('tiny_256_ce').model
-  assert (tiny.embed_dim, tiny.depth, tiny.num_heads, tiny.mlp_dim, tiny.head_channels) == (64, 12, 4, 256, 32)
+  assert (tiny.embed_dim, tiny.depth, tiny.num_heads, tiny.mlp_dim, tiny.head_channels) == (
+    64,
+    12,
+    4,
+    256,
+    32,
+  )
 
 
 def test_unknown_preset_and_keys_fail_clearly(tmp_path):

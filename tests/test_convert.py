@@ -14,8 +14,12 @@ import torch.nn.functional as F
 
 from ostrack_jax import checkpoint_io
 from ostrack_jax.configs import get_config
-from ostrack_jax.convert import (CheckpointError, bicubic_matrix, load_torch_checkpoint,
-                                 resize_pos_embed_grid)
+from ostrack_jax.convert import (
+  CheckpointError,
+  bicubic_matrix,
+  load_torch_checkpoint,
+  resize_pos_embed_grid,
+)
 from ostrack_jax.models.ostrack import count_params, make_forward
 
 import convert_torch_weights
@@ -57,26 +61,48 @@ def test_pos_embed_resize_matches_original(fixtures_dir, name, grids):
 def _released_keys(embed=768, depth=12, lz=64, lx=256, head=256):
   """The 242-key layout of a released OSTrack checkpoint (spec section 10), in order."""
   c = embed
-  keys = [('backbone.cls_token', (1, 1, c)), ('backbone.pos_embed', (1, 197, c)),
-          ('backbone.pos_embed_z', (1, lz, c)), ('backbone.pos_embed_x', (1, lx, c)),
-          ('backbone.patch_embed.proj.weight', (c, 3, 16, 16)), ('backbone.patch_embed.proj.bias', (c,))]
+  keys = [
+    ('backbone.cls_token', (1, 1, c)),
+    ('backbone.pos_embed', (1, 197, c)),
+    ('backbone.pos_embed_z', (1, lz, c)),
+    ('backbone.pos_embed_x', (1, lx, c)),
+    ('backbone.patch_embed.proj.weight', (c, 3, 16, 16)),
+    ('backbone.patch_embed.proj.bias', (c,)),
+  ]
   for i in range(depth):
     p = f'backbone.blocks.{i}.'
-    keys += [(p + 'norm1.weight', (c,)), (p + 'norm1.bias', (c,)),
-             (p + 'attn.qkv.weight', (3 * c, c)), (p + 'attn.qkv.bias', (3 * c,)),
-             (p + 'attn.proj.weight', (c, c)), (p + 'attn.proj.bias', (c,)),
-             (p + 'norm2.weight', (c,)), (p + 'norm2.bias', (c,)),
-             (p + 'mlp.fc1.weight', (4 * c, c)), (p + 'mlp.fc1.bias', (4 * c,)),
-             (p + 'mlp.fc2.weight', (c, 4 * c)), (p + 'mlp.fc2.bias', (c,))]
+    keys += [
+      (p + 'norm1.weight', (c,)),
+      (p + 'norm1.bias', (c,)),
+      (p + 'attn.qkv.weight', (3 * c, c)),
+      (p + 'attn.qkv.bias', (3 * c,)),
+      (p + 'attn.proj.weight', (c, c)),
+      (p + 'attn.proj.bias', (c,)),
+      (p + 'norm2.weight', (c,)),
+      (p + 'norm2.bias', (c,)),
+      (p + 'mlp.fc1.weight', (4 * c, c)),
+      (p + 'mlp.fc1.bias', (4 * c,)),
+      (p + 'mlp.fc2.weight', (c, 4 * c)),
+      (p + 'mlp.fc2.bias', (c,)),
+    ]
   keys += [('backbone.norm.weight', (c,)), ('backbone.norm.bias', (c,))]
   widths = [(c, head), (head, head // 2), (head // 2, head // 4), (head // 4, head // 8)]
   for b, k in (('ctr', 1), ('offset', 2), ('size', 2)):
     for j, (cin, cout) in enumerate(widths, start=1):
       p = f'box_head.conv{j}_{b}.'
-      keys += [(p + '0.weight', (cout, cin, 3, 3)), (p + '0.bias', (cout,)), (p + '1.weight', (cout,)),
-               (p + '1.bias', (cout,)), (p + '1.running_mean', (cout,)), (p + '1.running_var', (cout,)),
-               (p + '1.num_batches_tracked', ())]
-    keys += [(f'box_head.conv5_{b}.weight', (k, head // 8, 1, 1)), (f'box_head.conv5_{b}.bias', (k,))]
+      keys += [
+        (p + '0.weight', (cout, cin, 3, 3)),
+        (p + '0.bias', (cout,)),
+        (p + '1.weight', (cout,)),
+        (p + '1.bias', (cout,)),
+        (p + '1.running_mean', (cout,)),
+        (p + '1.running_var', (cout,)),
+        (p + '1.num_batches_tracked', ()),
+      ]
+    keys += [
+      (f'box_head.conv5_{b}.weight', (k, head // 8, 1, 1)),
+      (f'box_head.conv5_{b}.bias', (k,)),
+    ]
   return keys
 
 
@@ -97,7 +123,9 @@ def _write_released(path, keys, seed=0, with_settings=True):
       sd[key] = torch.tensor(0, dtype=torch.int64)
     elif key.endswith('running_var'):
       sd[key] = torch.rand(shape, generator=gen) + 0.5
-    elif key.endswith(('norm1.weight', 'norm2.weight', 'norm.weight', '1.weight')) and len(shape) == 1:
+    elif (
+      key.endswith(('norm1.weight', 'norm2.weight', 'norm.weight', '1.weight')) and len(shape) == 1
+    ):
       sd[key] = 1 + 0.1 * torch.randn(shape, generator=gen)
     elif key.startswith('box_head') and len(shape) == 4:
       sd[key] = torch.randn(shape, generator=gen) * (2.0 / (shape[1] * shape[2] * shape[3])) ** 0.5
@@ -128,11 +156,15 @@ def test_full_size_released_checkpoint_converts_and_runs(vitb_256_file):
   variables, report = load_torch_checkpoint(str(vitb_256_file), config, return_report=True)
   assert len(report.loaded) + len(report.unused) == 242  # every key accounted for
   assert len(report.unused) == 2 + 12  # cls_token, pos_embed, 12 num_batches_tracked
-  assert count_params(variables) == 92_518_533 - 151_296 - 768  # spec total less the unused embeddings
+  assert (
+    count_params(variables) == 92_518_533 - 151_296 - 768
+  )  # spec total less the unused embeddings
   fn = make_forward(config, variables)
   rng = np.random.default_rng(0)
-  out = fn(rng.standard_normal((1, 128, 128, 3), dtype=np.float32),
-           rng.standard_normal((1, 256, 256, 3), dtype=np.float32))
+  out = fn(
+    rng.standard_normal((1, 128, 128, 3), dtype=np.float32),
+    rng.standard_normal((1, 256, 256, 3), dtype=np.float32),
+  )
   assert out['score_map'].shape == (1, 16, 16, 1)
   assert [r.shape for r in out['removed_indexes']] == [(1, 76), (1, 54), (1, 37)]
   assert np.all(np.isfinite(np.asarray(out['pred_boxes'])))
@@ -140,7 +172,10 @@ def test_full_size_released_checkpoint_converts_and_runs(vitb_256_file):
 
 @pytest.mark.slow
 def test_256_checkpoint_given_384_preset_says_so(vitb_256_file):
-  with pytest.raises(CheckpointError, match=r'pos_embed_z.*\(1, 64, 768\).*expects \(1, 144, 768\).*template size 128'):
+  with pytest.raises(
+    CheckpointError,
+    match=r'pos_embed_z.*\(1, 64, 768\).*expects \(1, 144, 768\).*template size 128',
+  ):
     load_torch_checkpoint(str(vitb_256_file), get_config('ostrack_384_ce'))
 
 
@@ -151,18 +186,28 @@ def test_conversion_maps_every_tensor_exactly(tmp_path):
   sd = _write_released(path, keys, seed=1)
   v = load_torch_checkpoint(str(path), get_config('tiny_256_ce'))
   p, bs = v['params'], v['batch_stats']
-  np.testing.assert_array_equal(p['backbone']['patch_embed']['kernel'],
-                                sd['backbone.patch_embed.proj.weight'].numpy().transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(p['backbone']['blocks_7']['attn']['qkv']['kernel'],
-                                sd['backbone.blocks.7.attn.qkv.weight'].numpy().T)
-  np.testing.assert_array_equal(p['backbone']['blocks_11']['mlp']['fc2']['bias'],
-                                sd['backbone.blocks.11.mlp.fc2.bias'].numpy())
+  np.testing.assert_array_equal(
+    p['backbone']['patch_embed']['kernel'],
+    sd['backbone.patch_embed.proj.weight'].numpy().transpose(2, 3, 1, 0),
+  )
+  np.testing.assert_array_equal(
+    p['backbone']['blocks_7']['attn']['qkv']['kernel'],
+    sd['backbone.blocks.7.attn.qkv.weight'].numpy().T,
+  )
+  np.testing.assert_array_equal(
+    p['backbone']['blocks_11']['mlp']['fc2']['bias'], sd['backbone.blocks.11.mlp.fc2.bias'].numpy()
+  )
   np.testing.assert_array_equal(p['backbone']['norm']['scale'], sd['backbone.norm.weight'].numpy())
-  np.testing.assert_array_equal(p['box_head']['conv3_size']['bn']['scale'], sd['box_head.conv3_size.1.weight'].numpy())
-  np.testing.assert_array_equal(bs['box_head']['conv2_offset']['bn']['var'],
-                                sd['box_head.conv2_offset.1.running_var'].numpy())
-  np.testing.assert_array_equal(p['box_head']['conv5_ctr']['kernel'],
-                                sd['box_head.conv5_ctr.weight'].numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    p['box_head']['conv3_size']['bn']['scale'], sd['box_head.conv3_size.1.weight'].numpy()
+  )
+  np.testing.assert_array_equal(
+    bs['box_head']['conv2_offset']['bn']['var'], sd['box_head.conv2_offset.1.running_var'].numpy()
+  )
+  np.testing.assert_array_equal(
+    p['box_head']['conv5_ctr']['kernel'],
+    sd['box_head.conv5_ctr.weight'].numpy().transpose(2, 3, 1, 0),
+  )
 
 
 def test_missing_and_extra_keys_are_named(tmp_path):
@@ -190,7 +235,9 @@ class _Payload:
 def test_foreign_pickled_code_is_refused(tmp_path):
   marker = tmp_path / 'pwned'
   path = tmp_path / 'evil.pth.tar'
-  torch.save({'net': {'backbone.norm.weight': torch.ones(3)}, 'payload': _Payload(str(marker))}, path)
+  torch.save(
+    {'net': {'backbone.norm.weight': torch.ones(3)}, 'payload': _Payload(str(marker))}, path
+  )
   with pytest.raises(CheckpointError, match='refusing to unpickle'):
     load_torch_checkpoint(str(path), get_config('tiny_256_ce'))
   assert not marker.exists()
@@ -210,8 +257,12 @@ def test_random_file_or_folder_is_named_and_never_gets_weights_only_advice(tmp_p
   the file pickles): it is replaced by one naming the file."""
   config = get_config('tiny_256_ce')
   rng = np.random.default_rng(0)
-  cases = {'random.pth': rng.bytes(4096), 'proto2.bin': b'\x80\x02' + rng.bytes(512),
-           'text.pth': b'hello world\n', 'number.pth': pickle.dumps(12345, protocol=4)}
+  cases = {
+    'random.pth': rng.bytes(4096),
+    'proto2.bin': b'\x80\x02' + rng.bytes(512),
+    'text.pth': b'hello world\n',
+    'number.pth': pickle.dumps(12345, protocol=4),
+  }
   for name, data in cases.items():
     (tmp_path / name).write_bytes(data)
     with pytest.raises(CheckpointError) as e:
@@ -230,9 +281,14 @@ def test_random_file_or_folder_is_named_and_never_gets_weights_only_advice(tmp_p
 
 def test_mae_checkpoint_fills_backbone_and_reports_unused(tmp_path, fixtures_dir):
   """An MAE-style {'model': ...} file: backbone copied, pos grid resized, head fresh."""
-  ref = torch.load(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar', map_location='cpu', weights_only=True)['net']
-  sd = collections.OrderedDict((k[len('backbone.'):], v) for k, v in ref.items()
-                               if k.startswith('backbone.') and 'pos_embed_' not in k)
+  ref = torch.load(
+    fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar', map_location='cpu', weights_only=True
+  )['net']
+  sd = collections.OrderedDict(
+    (k[len('backbone.') :], v)
+    for k, v in ref.items()
+    if k.startswith('backbone.') and 'pos_embed_' not in k
+  )
   sd['head.weight'] = torch.zeros(1000, 64)
   sd['head.bias'] = torch.zeros(1000)
   path = tmp_path / 'mae_pretrain_tiny.pth'
@@ -240,14 +296,24 @@ def test_mae_checkpoint_fills_backbone_and_reports_unused(tmp_path, fixtures_dir
   config = get_config('tiny_256_ce')
   variables, report = load_torch_checkpoint(str(path), config, return_report=True)
   assert {'cls_token', 'head.weight', 'head.bias', 'pos_embed[cls slot]'} <= set(report.unused)
-  assert report.initialised and all(k.startswith(('params/box_head', 'batch_stats/box_head')) for k in report.initialised)
+  assert report.initialised and all(
+    k.startswith(('params/box_head', 'batch_stats/box_head')) for k in report.initialised
+  )
   grid = sd['pos_embed'][0, 1:].numpy().reshape(14, 14, 64)
-  np.testing.assert_allclose(variables['params']['backbone']['pos_embed_z'][0],
-                             _torch_bicubic(grid, 8).reshape(64, 64), atol=3e-6)
-  np.testing.assert_allclose(variables['params']['backbone']['pos_embed_x'][0],
-                             _torch_bicubic(grid, 16).reshape(256, 64), atol=3e-6)
-  np.testing.assert_array_equal(variables['params']['backbone']['blocks_5']['attn']['proj']['kernel'],
-                                sd['blocks.5.attn.proj.weight'].numpy().T)
+  np.testing.assert_allclose(
+    variables['params']['backbone']['pos_embed_z'][0],
+    _torch_bicubic(grid, 8).reshape(64, 64),
+    atol=3e-6,
+  )
+  np.testing.assert_allclose(
+    variables['params']['backbone']['pos_embed_x'][0],
+    _torch_bicubic(grid, 16).reshape(256, 64),
+    atol=3e-6,
+  )
+  np.testing.assert_array_equal(
+    variables['params']['backbone']['blocks_5']['attn']['proj']['kernel'],
+    sd['blocks.5.attn.proj.weight'].numpy().T,
+  )
   # The head is a fresh initialisation with the preset's shapes.
   assert variables['params']['box_head']['conv1_ctr']['conv']['kernel'].shape == (3, 3, 64, 32)
 
@@ -260,7 +326,9 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
   restored = checkpoint_io.load_checkpoint(path, config)
   for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(restored)):
     np.testing.assert_array_equal(a, b)
-  with pytest.raises(ValueError, match=r"saved for preset 'tiny_256_ce'.*embed_dim: file 64 vs preset 768"):
+  with pytest.raises(
+    ValueError, match=r"saved for preset 'tiny_256_ce'.*embed_dim: file 64 vs preset 768"
+  ):
     checkpoint_io.load_variables(path, get_config('ostrack_256_ce'))
   (tmp_path / 'junk.msgpack').write_bytes(b'\x00\x01junk')
   with pytest.raises(ValueError, match='not an ostrack_jax model file'):
@@ -269,23 +337,44 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
 
 def test_convert_script(tmp_path, fixtures_dir, capsys):
   out = tmp_path / 'tiny.msgpack'
-  rc = convert_torch_weights.main(['--config', 'configs/tiny_256_ce.py', '--checkpoint',
-                                   str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), '--out', str(out)])
+  rc = convert_torch_weights.main(
+    [
+      '--config',
+      'configs/tiny_256_ce.py',
+      '--checkpoint',
+      str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'),
+      '--out',
+      str(out),
+    ]
+  )
   assert rc == 0 and out.exists()
   assert '228 tensors loaded' in capsys.readouterr().out
-  rc = convert_torch_weights.main(['--config', 'ostrack_384_ce', '--checkpoint',
-                                   str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), '--out', str(tmp_path / 'x')])
+  rc = convert_torch_weights.main(
+    [
+      '--config',
+      'ostrack_384_ce',
+      '--checkpoint',
+      str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'),
+      '--out',
+      str(tmp_path / 'x'),
+    ]
+  )
   assert rc == 2 and 'expects' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('bad,match', [
+@pytest.mark.parametrize(
+  'bad,match',
+  [
     (np.zeros((1, 3, 128, 128), np.float32), 'looks NCHW'),
     (np.zeros((1, 128, 128, 3), np.uint8), 'must be a float array'),
     (np.zeros((1, 96, 96, 3), np.float32), r'shape \(B, 128, 128, 3\)'),
     (np.zeros((128, 128, 3), np.float32), 'NHWC batch'),
-])
+  ],
+)
 def test_forward_rejects_bad_template(bad, match, fixtures_dir):
   config = get_config('tiny_256_ce')
-  fn = make_forward(config, load_torch_checkpoint(str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), config))
+  fn = make_forward(
+    config, load_torch_checkpoint(str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), config)
+  )
   with pytest.raises(ValueError, match=match):
     fn(bad, np.zeros((1, 256, 256, 3), np.float32))

@@ -18,14 +18,16 @@ from test_data_sources import make_coco, make_got10k  # pylint: disable=g-bad-im
 def test_pack_cli_and_identical_samples(tmp_path):
   root = make_got10k(tmp_path / 'got', n_seqs=3, n_frames=24)
   (root / 'train' / 'GOT-10k_Train_000002' / '00000003.jpg').unlink()  # a missing frame
-  pack.main(['got10k_train_full', '--root', str(root), '--out', str(tmp_path / 'packs'),
-             '--shard_mb', '0'])  # tiny shards: one record each, exercises shard lookup
+  pack.main(
+    ['got10k_train_full', '--root', str(root), '--out', str(tmp_path / 'packs'), '--shard_mb', '0']
+  )  # tiny shards: one record each, exercises shard lookup
   meta = json.loads((tmp_path / 'packs' / 'got10k_train_full' / 'pack.json').read_text())
   assert meta['frames'] == 72 and meta['missing_frames'] == 1 and len(meta['shards']) == 72
   folder_src = sources.got10k(root, 'train', cache_dir=None)
   packed = pack.PackedSource(tmp_path / 'packs' / 'got10k_train_full')
-  assert packed.report.summary() == folder_src.report.summary().replace('got10k_train',
-                                                                        'got10k_train_full')
+  assert packed.report.summary() == folder_src.report.summary().replace(
+    'got10k_train', 'got10k_train_full'
+  )
   for si in range(3):
     for fi in (0, 5, 23):
       if (si, fi) != (1, 2):
@@ -46,10 +48,14 @@ def test_pack_cli_and_identical_samples(tmp_path):
 def test_packed_config_through_pipeline_with_workers(tmp_path):
   root = make_got10k(tmp_path / 'got', n_seqs=2, n_frames=24)
   coco_root = make_coco(tmp_path / 'coco')
-  pack.pack_source(sources.got10k(root, 'train', cache_dir=None, name='got10k_train_full'),
-                   tmp_path / 'packs' / 'got10k_train_full', progress=False)
-  pack.pack_source(sources.coco(coco_root, cache_dir=None), tmp_path / 'packs' / 'coco',
-                   progress=False)
+  pack.pack_source(
+    sources.got10k(root, 'train', cache_dir=None, name='got10k_train_full'),
+    tmp_path / 'packs' / 'got10k_train_full',
+    progress=False,
+  )
+  pack.pack_source(
+    sources.coco(coco_root, cache_dir=None), tmp_path / 'packs' / 'coco', progress=False
+  )
   cfg = get_config('tiny_256_ce')
   cfg.data.train_datasets = ('got10k_train_full', 'coco')
   cfg.data.train_ratios = (1.0, 1.0)

@@ -16,8 +16,9 @@ def config(tmp_path_factory):
   old_cache = os.environ.get('OSTRACK_JAX_INDEX_CACHE')
   os.environ['OSTRACK_JAX_INDEX_CACHE'] = str(tmp_path_factory.mktemp('index'))
   root = tmp_path_factory.mktemp('syn')
-  synthetic.make_synthetic_dataset(root, num_train=3, num_val=1, num_frames=24,
-                                   frame_size=(96, 72), seed=0)
+  synthetic.make_synthetic_dataset(
+    root, num_train=3, num_val=1, num_frames=24, frame_size=(96, 72), seed=0
+  )
   cfg = get_config('tiny_256_ce')
   cfg.data.roots.synthetic = str(root)
   cfg.data.samples_per_epoch = 40
@@ -59,9 +60,15 @@ def test_same_batches_with_0_1_2_workers_and_sharding(config):
     _assert_same(_take(it, 3), ref)
     it.close()
   # Two processes with batch 2 each: process p holds samples p, p + 2 of each global batch.
-  shards = [_take(pipeline.make_train_iterator(config, batch_size=2, num_workers=0,
-                                               num_epochs=1, process_index=p, process_count=2),
-                  3) for p in (0, 1)]
+  shards = [
+    _take(
+      pipeline.make_train_iterator(
+        config, batch_size=2, num_workers=0, num_epochs=1, process_index=p, process_count=2
+      ),
+      3,
+    )
+    for p in (0, 1)
+  ]
   for b in range(3):
     for k in ref[b]:
       merged = np.empty_like(ref[b][k])
@@ -70,13 +77,14 @@ def test_same_batches_with_0_1_2_workers_and_sharding(config):
 
 
 def test_val_iterator_differs_and_is_deterministic(config):
-  a = _take(pipeline.make_train_iterator(config, batch_size=2, num_workers=0, num_epochs=1,
-                                         train=False), 2)
-  b = _take(pipeline.make_train_iterator(config, batch_size=2, num_workers=0, num_epochs=1,
-                                         train=False), 2)
+  a = _take(
+    pipeline.make_train_iterator(config, batch_size=2, num_workers=0, num_epochs=1, train=False), 2
+  )
+  b = _take(
+    pipeline.make_train_iterator(config, batch_size=2, num_workers=0, num_epochs=1, train=False), 2
+  )
   _assert_same(a, b)
-  train = _take(pipeline.make_train_iterator(config, batch_size=2, num_workers=0,
-                                             num_epochs=1), 1)
+  train = _take(pipeline.make_train_iterator(config, batch_size=2, num_workers=0, num_epochs=1), 1)
   assert not np.array_equal(train[0]['search'], a[0]['search'])  # own seed, own datasets
 
 
@@ -84,6 +92,7 @@ def test_val_iterator_differs_and_is_deterministic(config):
 def test_orbax_save_restore_mid_epoch(config, tmp_path, workers):
   import grain  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   it = pipeline.make_train_iterator(config, batch_size=2, num_workers=workers, num_epochs=1)
   _take(it, 3)
   mngr = ocp.CheckpointManager(tmp_path / 'ckpt')
@@ -96,8 +105,9 @@ def test_orbax_save_restore_mid_epoch(config, tmp_path, workers):
   _assert_same(_take(fresh, 3), expected)
   fresh.close()
   # A different worker count cannot continue the same order: refused with a clear message.
-  other = pipeline.make_train_iterator(config, batch_size=2, num_workers=1 - min(workers, 1),
-                                       num_epochs=1)
+  other = pipeline.make_train_iterator(
+    config, batch_size=2, num_workers=1 - min(workers, 1), num_epochs=1
+  )
   with pytest.raises(pipeline.ResumeMismatchError, match='num_workers: saved'):
     mngr.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(other)))
   other.close()

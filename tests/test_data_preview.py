@@ -15,8 +15,9 @@ def test_denormalize_inverts_normalization():
 
 def test_preview_cli_writes_grid(tmp_path, monkeypatch):
   monkeypatch.setenv('OSTRACK_JAX_INDEX_CACHE', str(tmp_path / 'index'))
-  root = synthetic.make_synthetic_dataset(tmp_path / 'syn', num_train=1, num_val=1,
-                                          num_frames=20, frame_size=(96, 64), seed=0)
+  root = synthetic.make_synthetic_dataset(
+    tmp_path / 'syn', num_train=1, num_val=1, num_frames=20, frame_size=(96, 64), seed=0
+  )
   out = tmp_path / 'pairs.png'
   preview.main(['--out', str(out), '--num', '3', '--set', f'data.roots.synthetic={root}'])
   grid = cv2.imread(str(out))

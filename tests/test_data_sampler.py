@@ -24,7 +24,7 @@ def test_causal_frames_constraints():
     assert visible[t] and visible[s]
     assert 0 <= t < n - 1 and t < s < n
     # Within the max interval whenever a visible frame exists there (gap grows only if not).
-    if visible[t + 1:t + 200].any():
+    if visible[t + 1 : t + 200].any():
       assert s - t < 200
 
 
@@ -38,21 +38,20 @@ def test_causal_frames_gap_grows_across_long_invisible_stretch():
 
 def test_causal_frames_cover_the_interval():
   visible = np.ones(300, bool)
-  gaps = [np.subtract(*sampler_lib.sample_causal_frames(visible, 200,
-                                                        np.random.default_rng(k))[::-1])
-          for k in range(2000)]
+  gaps = [
+    np.subtract(*sampler_lib.sample_causal_frames(visible, 200, np.random.default_rng(k))[::-1])
+    for k in range(2000)
+  ]
   assert min(gaps) == 1 and max(gaps) == 199
 
 
 def test_causal_frames_rejects_unusable_sequence():
   with pytest.raises(ValueError):
-    sampler_lib.sample_causal_frames(np.array([False] * 19 + [True]), 200,
-                                     np.random.default_rng(0))
+    sampler_lib.sample_causal_frames(np.array([False] * 19 + [True]), 200, np.random.default_rng(0))
 
 
 def test_sampler_determinism_and_ratios(tmp_path):
-  got = sources.got10k(make_got10k(tmp_path / 'g', n_seqs=2, n_frames=24), 'train',
-                       cache_dir=None)
+  got = sources.got10k(make_got10k(tmp_path / 'g', n_seqs=2, n_frames=24), 'train', cache_dir=None)
   coco = sources.coco(make_coco(tmp_path / 'c'), cache_dir=None)
   smp = sampler_lib.PairSampler([got, coco], [3.0, 1.0], TP, SP, seed=7)
   a = [smp(k) for k in range(80)]
@@ -92,9 +91,15 @@ def test_video_pairs_respect_constraints(tmp_path):
 
 def test_validation_processing_has_no_brightness_or_crop_flip(tmp_path):
   got = sources.got10k(make_got10k(tmp_path, n_seqs=1, n_frames=24), 'train', cache_dir=None)
-  smp = sampler_lib.PairSampler([got], [1.0], T.AugmentParams(32, 2.0, 0.0, 0.0),
-                                T.AugmentParams(64, 4.0, 0.0, 0.0), seed=0, train=False,
-                                grayscale_probability=0.0)
+  smp = sampler_lib.PairSampler(
+    [got],
+    [1.0],
+    T.AugmentParams(32, 2.0, 0.0, 0.0),
+    T.AugmentParams(64, 4.0, 0.0, 0.0),
+    seed=0,
+    train=False,
+    grayscale_probability=0.0,
+  )
   for k in range(20):
     out = smp(k)
     # No jitter and no per-crop flip: the target sits at the crop centre, (S - 1) / (2 S).

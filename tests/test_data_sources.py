@@ -87,7 +87,8 @@ def make_coco(root: pathlib.Path):
   anns.append(dict(id=201, image_id=2, bbox=[5, 5, 0, 10], iscrowd=0))  # zero width
   (root / 'annotations').mkdir(parents=True)
   (root / 'annotations' / 'instances_train2017.json').write_text(
-      json.dumps(dict(images=images, annotations=anns)))
+    json.dumps(dict(images=images, annotations=anns))
+  )
   return root
 
 
@@ -158,12 +159,18 @@ def test_folder_layout_natural_order(tmp_path):
 
 
 def test_synthetic_is_got10k_layout_and_deterministic(tmp_path):
-  a = synthetic.make_synthetic_dataset(tmp_path / 'a', num_train=2, num_val=1, num_frames=20,
-                                       frame_size=(96, 64), seed=3)
-  b = synthetic.make_synthetic_dataset(tmp_path / 'b', num_train=2, num_val=1, num_frames=20,
-                                       frame_size=(96, 64), seed=3)
-  for rel in ('train/SYN_Train_000002/00000013.jpg', 'train/SYN_Train_000002/groundtruth.txt',
-              'val/SYN_Val_000001/cover.label', 'val/SYN_Val_000001/absence.label'):
+  a = synthetic.make_synthetic_dataset(
+    tmp_path / 'a', num_train=2, num_val=1, num_frames=20, frame_size=(96, 64), seed=3
+  )
+  b = synthetic.make_synthetic_dataset(
+    tmp_path / 'b', num_train=2, num_val=1, num_frames=20, frame_size=(96, 64), seed=3
+  )
+  for rel in (
+    'train/SYN_Train_000002/00000013.jpg',
+    'train/SYN_Train_000002/groundtruth.txt',
+    'val/SYN_Val_000001/cover.label',
+    'val/SYN_Val_000001/absence.label',
+  ):
     assert (a / rel).read_bytes() == (b / rel).read_bytes()
   assert (a / 'train/SYN_Train_000001/meta_info.ini').read_text().startswith('[METAINFO]')
   src = sources.got10k(a, 'train', cache_dir=None)
@@ -175,11 +182,16 @@ def test_synthetic_is_got10k_layout_and_deterministic(tmp_path):
     assert np.all(x >= 0) and np.all(y >= 0) and np.all(x + w <= 96 + 1e-3)
     assert np.all(y + h <= 64 + 1e-3)
   # Same arguments again: kept; other arguments: refused unless overwrite.
-  assert synthetic.make_synthetic_dataset(tmp_path / 'a', num_train=2, num_val=1, num_frames=20,
-                                          frame_size=(96, 64), seed=3) == a
+  assert (
+    synthetic.make_synthetic_dataset(
+      tmp_path / 'a', num_train=2, num_val=1, num_frames=20, frame_size=(96, 64), seed=3
+    )
+    == a
+  )
   with pytest.raises(FileExistsError, match='overwrite'):
-    synthetic.make_synthetic_dataset(tmp_path / 'a', num_train=2, num_val=1, num_frames=20,
-                                     frame_size=(96, 64), seed=4)
+    synthetic.make_synthetic_dataset(
+      tmp_path / 'a', num_train=2, num_val=1, num_frames=20, frame_size=(96, 64), seed=4
+    )
 
 
 def test_bad_input_is_reported_and_skipped(tmp_path):
@@ -249,6 +261,7 @@ def test_index_cache_roundtrip_and_invalidation(tmp_path):
   assert b.report.summary() == a.report.summary()
   # The cached table is memory-mapped and pickles as its folder name (grain workers map it).
   import pickle  # pylint: disable=g-import-not-at-top
+
   blob = pickle.dumps(b)
   assert len(blob) < 4000
   c = pickle.loads(blob)
@@ -265,6 +278,7 @@ def test_index_cache_roundtrip_and_invalidation(tmp_path):
 
 def test_vot_subsets_need_split_file():
   from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+
   cfg = get_config('ostrack_256_ce')
   cfg.data.roots.got10k = '.'
   with pytest.raises(sources.DataError, match='split_files.got10k_vottrain'):
@@ -273,9 +287,18 @@ def test_vot_subsets_need_split_file():
 
 def test_sequence_table_is_compact_and_pickles(tmp_path):
   import pickle  # pylint: disable=g-import-not-at-top
-  seqs = [sources.Sequence(str(i), 'train2017', [f'{i:012d}.jpg'],
-                           np.array([[1.0, 2, 3, 4]]), np.ones(1, bool), (640, 480))
-          for i in range(20000)]
+
+  seqs = [
+    sources.Sequence(
+      str(i),
+      'train2017',
+      [f'{i:012d}.jpg'],
+      np.array([[1.0, 2, 3, 4]]),
+      np.ones(1, bool),
+      (640, 480),
+    )
+    for i in range(20000)
+  ]
   src = sources.Source('coco', str(tmp_path), seqs, sources.IndexReport('coco'), is_video=False)
   blob = pickle.dumps(src)
   assert len(blob) < 2_000_000  # < 100 bytes per COCO-like pseudo-sequence (87 measured)

@@ -11,8 +11,9 @@ from ostrack_jax.data import transforms as T
 
 
 def _jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
-  ok, buf = cv2.imencode('.jpg', cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR),
-                         [cv2.IMWRITE_JPEG_QUALITY, quality])
+  ok, buf = cv2.imencode(
+    '.jpg', cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+  )
   assert ok
   return buf.tobytes()
 
@@ -38,23 +39,25 @@ def test_box_to_crop_hand_computed():
   assert crop.resize_factor == pytest.approx(2.0)
   # GT centred on the reference: centre (S - 1) / 2 = 28.5, size (40, 20), over S = 58.
   np.testing.assert_allclose(
-      crop_lib.box_to_crop_normalized((40, 30, 20, 10), (40, 30, 20, 10), 2.0, 58),
-      np.array([8.5, 18.5, 40, 20]) / 58)
+    crop_lib.box_to_crop_normalized((40, 30, 20, 10), (40, 30, 20, 10), 2.0, 58),
+    np.array([8.5, 18.5, 40, 20]) / 58,
+  )
   # Reference centre 2 px right of the GT centre: c_out = 28.5 - 2 * 2 = 24.5.
   np.testing.assert_allclose(
-      crop_lib.box_to_crop_normalized((40, 30, 20, 10), (42, 30, 20, 10), 2.0, 58),
-      np.array([4.5, 18.5, 40, 20]) / 58)
+    crop_lib.box_to_crop_normalized((40, 30, 20, 10), (42, 30, 20, 10), 2.0, 58),
+    np.array([4.5, 18.5, 40, 20]) / 58,
+  )
 
 
 def test_flip_box_rule():
   # x1' = W - 1 - (x1 + w): a box touching the left border maps to end at W - 1.
-  np.testing.assert_allclose(T.flip_box_xywh(np.array([0, 5, 10, 4.]), 100), [89, 5, 10, 4])
-  np.testing.assert_allclose(T.flip_box_xywh(np.array([20.5, 5, 10, 4.]), 64), [32.5, 5, 10, 4])
+  np.testing.assert_allclose(T.flip_box_xywh(np.array([0, 5, 10, 4.0]), 100), [89, 5, 10, 4])
+  np.testing.assert_allclose(T.flip_box_xywh(np.array([20.5, 5, 10, 4.0]), 64), [32.5, 5, 10, 4])
 
 
 def test_jitter_box_template_unchanged_and_bounds():
   rng = np.random.default_rng(0)
-  box = np.array([10., 20., 30., 40.])
+  box = np.array([10.0, 20.0, 30.0, 40.0])
   np.testing.assert_array_equal(T.jitter_box(box, 0.0, 0.0, rng), box)
   # The template draw still consumes 2 normals and 2 uniforms (original RNG order).
   ref = np.random.default_rng(0)
@@ -90,12 +93,14 @@ def test_process_crop_matches_tracker_crop():
   frame = T.Frame(_png(image), 'frame.png')
   box = np.array([50.3, 40.7, 30.2, 22.9])
   params = T.AugmentParams(output_size=64, factor=2.0, center_jitter=0.0, scale_jitter=0.0)
-  img, anno = T.process_crop(frame, box, params, np.random.default_rng(0), gray=False,
-                             flip=False, train=False)
+  img, anno = T.process_crop(
+    frame, box, params, np.random.default_rng(0), gray=False, flip=False, train=False
+  )
   ref = crop_lib.sample_target(image, box, 2.0, 64)
   np.testing.assert_allclose(img, T.normalize(ref.image.astype(np.float32) / 255), atol=1e-6)
-  np.testing.assert_allclose(anno, crop_lib.box_to_crop_normalized(box, box, ref.resize_factor,
-                                                                   64), rtol=1e-6)
+  np.testing.assert_allclose(
+    anno, crop_lib.box_to_crop_normalized(box, box, ref.resize_factor, 64), rtol=1e-6
+  )
 
 
 def test_process_crop_flip_matches_crop_of_mirrored_frame():
@@ -103,14 +108,16 @@ def test_process_crop_flip_matches_crop_of_mirrored_frame():
   frame = T.Frame(_png(image), 'frame.png')
   box = np.array([20.0, 40.0, 30.0, 22.0])
   params = T.AugmentParams(64, 2.0, 0.0, 0.0)
-  img, anno = T.process_crop(frame, box, params, np.random.default_rng(0), gray=False,
-                             flip=True, train=False)
+  img, anno = T.process_crop(
+    frame, box, params, np.random.default_rng(0), gray=False, flip=True, train=False
+  )
   mirrored = np.ascontiguousarray(image[:, ::-1])
   fbox = np.array([160 - 1 - (20 + 30), 40, 30, 22.0])
   ref = crop_lib.sample_target(mirrored, fbox, 2.0, 64)
   np.testing.assert_allclose(img, T.normalize(ref.image.astype(np.float32) / 255), atol=1e-6)
-  np.testing.assert_allclose(anno, crop_lib.box_to_crop_normalized(fbox, fbox, ref.resize_factor,
-                                                                   64), rtol=1e-6)
+  np.testing.assert_allclose(
+    anno, crop_lib.box_to_crop_normalized(fbox, fbox, ref.resize_factor, 64), rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize('flip', [False, True])
@@ -170,7 +177,9 @@ def test_flips_keep_box_on_object():
       img, anno = out[key], out[key + '_anno']
       s = img.shape[0]
       x1, y1, bw, bh = anno * s
-      inner = img[int(y1 + 0.25 * bh):int(y1 + 0.75 * bh), int(x1 + 0.25 * bw):int(x1 + 0.75 * bw)]
+      inner = img[
+        int(y1 + 0.25 * bh) : int(y1 + 0.75 * bh), int(x1 + 0.25 * bw) : int(x1 + 0.75 * bw)
+      ]
       assert inner.size and inner[:, :, 0].min() > 1.2, (seed, key)  # white * 0.8 -> >= 1.37
       # The bright region matches the box edges. Tolerance in output pixels: 1 (threshold at
       # half intensity and interpolation) + 0.5 (the (S - 1) / 2 label-centre convention)
@@ -178,13 +187,15 @@ def test_flips_keep_box_on_object():
       # and horizontally 1 * rf more: the original's frame flip maps boxes with
       # x' = W - 1 - (x + w) while the image content moves to W - (x + w).
       rf = bw / 50.0
-      bright = (img[:, :, 0] > 0.0)
+      bright = img[:, :, 0] > 0.0
       ys, xs = np.nonzero(bright)
-      np.testing.assert_allclose([xs.min(), xs.max() + 1], np.clip([x1, x1 + bw], 0, s),
-                                 atol=1.5 + 1.5 * rf)
-      np.testing.assert_allclose([ys.min(), ys.max() + 1], np.clip([y1, y1 + bh], 0, s),
-                                 atol=1.5 + 0.5 * rf)
-      ym, xm = int(y1 + bh / 2), int(x1 + bw / 2)
+      np.testing.assert_allclose(
+        [xs.min(), xs.max() + 1], np.clip([x1, x1 + bw], 0, s), atol=1.5 + 1.5 * rf
+      )
+      np.testing.assert_allclose(
+        [ys.min(), ys.max() + 1], np.clip([y1, y1 + bh], 0, s), atol=1.5 + 0.5 * rf
+      )
+      ym = int(y1 + bh / 2)
       left_red = img[ym, max(int(x1 + 0.2 * bw), 0), 1] < img[ym, min(int(x1 + 0.8 * bw), s - 1), 1]
       mirrored[key].add(bool(not left_red))
   assert mirrored['template'] == {False, True} and mirrored['search'] == {False, True}
@@ -193,8 +204,9 @@ def test_flips_keep_box_on_object():
 def test_brightness_and_normalization():
   img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
   for b in (0.8, 1.0, 1.2):
-    expected = (np.clip(img.astype(np.float32) * np.float32(b / 255), 0, 1) - T.IMAGENET_MEAN) / \
-        T.IMAGENET_STD
+    expected = (
+      np.clip(img.astype(np.float32) * np.float32(b / 255), 0, 1) - T.IMAGENET_MEAN
+    ) / T.IMAGENET_STD
     np.testing.assert_allclose(T.to_normalized_float(img, b), expected, atol=1e-6)
 
 
@@ -202,17 +214,45 @@ def test_invalid_crops_raise_bad_sample():
   frame = T.Frame(_png(np.zeros((50, 60, 3), np.uint8)), 'f.png')
   params = T.AugmentParams(32, 2.0, 0.0, 0.0)
   with pytest.raises(T.BadSample, match='outside'):  # crop entirely beyond the right border
-    T.process_crop(frame, np.array([500.0, 10, 5, 5]), params, np.random.default_rng(0),
-                   gray=False, flip=False, train=False)
+    T.process_crop(
+      frame,
+      np.array([500.0, 10, 5, 5]),
+      params,
+      np.random.default_rng(0),
+      gray=False,
+      flip=False,
+      train=False,
+    )
   with pytest.raises(T.BadSample, match='degenerate'):
-    T.process_crop(frame, np.array([10.0, 10, 0, 5]), params, np.random.default_rng(0),
-                   gray=False, flip=False, train=False)
+    T.process_crop(
+      frame,
+      np.array([10.0, 10, 0, 5]),
+      params,
+      np.random.default_rng(0),
+      gray=False,
+      flip=False,
+      train=False,
+    )
   with pytest.raises(T.BadSample, match='degenerate'):
-    T.process_crop(frame, np.array([10.0, np.nan, 5, 5]), params, np.random.default_rng(0),
-                   gray=False, flip=False, train=False)
+    T.process_crop(
+      frame,
+      np.array([10.0, np.nan, 5, 5]),
+      params,
+      np.random.default_rng(0),
+      gray=False,
+      flip=False,
+      train=False,
+    )
   with pytest.raises(T.BadSample, match='corrupt.jpg'):
-    T.process_crop(T.Frame(b'\xff\xd8\xff garbage', 'corrupt.jpg'), np.array([10.0, 10, 5, 5]),
-                   params, np.random.default_rng(0), gray=False, flip=False, train=False)
+    T.process_crop(
+      T.Frame(b'\xff\xd8\xff garbage', 'corrupt.jpg'),
+      np.array([10.0, 10, 5, 5]),
+      params,
+      np.random.default_rng(0),
+      gray=False,
+      flip=False,
+      train=False,
+    )
 
 
 def test_grayscale_crop():
@@ -233,8 +273,9 @@ def test_per_crop_brightness_and_flip_exact():
   ref_anno = crop_lib.box_to_crop_normalized(box, box, ref.resize_factor, 64)
   flips = set()
   for seed in range(12):
-    img, anno = T.process_crop(frame, box, params, np.random.default_rng(seed), gray=False,
-                               flip=False, train=True)
+    img, anno = T.process_crop(
+      frame, box, params, np.random.default_rng(seed), gray=False, flip=False, train=True
+    )
     rng = np.random.default_rng(seed)  # replay: jitter (2 normals, 2 uniforms), brightness, flip
     rng.standard_normal(2)
     rng.random(2)
@@ -245,7 +286,8 @@ def test_per_crop_brightness_and_flip_exact():
     expected_anno = ref_anno.copy()
     if flipped:
       expected_anno[0] = 1.0 - (ref_anno[0] + ref_anno[2])
-    np.testing.assert_allclose(img, T.to_normalized_float(np.ascontiguousarray(crop), brightness),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      img, T.to_normalized_float(np.ascontiguousarray(crop), brightness), atol=1e-6
+    )
     np.testing.assert_allclose(anno, expected_anno, rtol=1e-6)
   assert flips == {False, True}

@@ -11,7 +11,6 @@ import pathlib
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -29,8 +28,12 @@ def _real_frame():
 
 @jax.jit
 def _crops(frame, hw, side, x1, y1):
-  return {s: jax.vmap(device_crop.crop_and_resize, in_axes=(None, None, 0, 0, 0, None))(
-      frame, hw, side, x1, y1, s) for s in (128, 192, 256, 384)}
+  return {
+    s: jax.vmap(device_crop.crop_and_resize, in_axes=(None, None, 0, 0, 0, None))(
+      frame, hw, side, x1, y1, s
+    )
+    for s in (128, 192, 256, 384)
+  }
 
 
 def _random_boxes(rng, n, h, w):
@@ -61,8 +64,10 @@ def _compare(image, boxes, factor):
   h, w = image.shape[:2]
   hb, wb = tracker_lib.bucket_shape(h, w)
   padded = tracker_lib.pad_to(image, (hb, wb), np.full((hb, wb, 3), 77, np.uint8))
-  geo = [crop_lib.sample_target(image[:1, :1], b, factor, None, with_mask=False).crop_box_xyxy
-         for b in boxes]
+  geo = [
+    crop_lib.sample_target(image[:1, :1], b, factor, None, with_mask=False).crop_box_xyxy
+    for b in boxes
+  ]
   side = np.array([g[2] - g[0] for g in geo], np.int32)
   x1 = np.array([g[0] for g in geo], np.int32)
   y1 = np.array([g[1] for g in geo], np.int32)
@@ -73,8 +78,9 @@ def _compare(image, boxes, factor):
       ref = crop_lib.sample_target(image, b, factor, s, with_mask=False).image
       if not np.array_equal(crops[i], ref):
         bad = np.argwhere(crops[i] != ref)
-        pytest.fail(f'S={s} box {b} (side {side[i]}): {len(bad)} pixels differ, first at '
-                    f'{bad[0].tolist()}')
+        pytest.fail(
+          f'S={s} box {b} (side {side[i]}): {len(bad)} pixels differ, first at {bad[0].tolist()}'
+        )
   return len(boxes) * len(got)
 
 
@@ -99,20 +105,42 @@ def test_resize_traps_exact_scales_and_tiny_crops():
   rng = np.random.default_rng(1)
   image = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
   boxes = []
-  for side in (1, 2, 3, 5, 63, 64, 65, 96, 127, 128, 129, 191, 192, 256, 384, 512, 768, 1023,
-               1024, 2049):
+  for side in (
+    1,
+    2,
+    3,
+    5,
+    63,
+    64,
+    65,
+    96,
+    127,
+    128,
+    129,
+    191,
+    192,
+    256,
+    384,
+    512,
+    768,
+    1023,
+    1024,
+    2049,
+  ):
     for cx, cy in ((400.0, 300.0), (1.0, 2.0), (799.0, 599.0), (-3.0, 300.0)):
       boxes.append((cx - side / 8, cy - side / 8, side / 4, side / 4))  # factor 4 -> side
   _compare(image, boxes, 4.0)
 
 
 def test_rounded_quotient_is_the_correctly_rounded_float32():
-  num = np.concatenate([np.arange(-300, 300), np.random.default_rng(0).integers(
-      -2**23, 2**23, 20000)]).astype(np.int32)
+  num = np.concatenate(
+    [np.arange(-300, 300), np.random.default_rng(0).integers(-(2**23), 2**23, 20000)]
+  ).astype(np.int32)
   for denom in (256, 384, 512, 768, 96, 6):
     got = np.asarray(jax.jit(device_crop._rounded_quotient, static_argnums=1)(num, denom))  # pylint: disable=protected-access
-    np.testing.assert_array_equal(got, (num.astype(np.float64) / denom).astype(np.float32),
-                                  err_msg=f'denominator {denom}')
+    np.testing.assert_array_equal(
+      got, (num.astype(np.float64) / denom).astype(np.float32), err_msg=f'denominator {denom}'
+    )
 
 
 def test_float32_geometry_agrees_with_the_original_float64():
@@ -120,20 +148,30 @@ def test_float32_geometry_agrees_with_the_original_float64():
   sqrt(w h) * factor lies within float32 rounding of an integer (measured: 0 of 20000 random
   boxes; integer boxes always agree)."""
   rng = np.random.default_rng(2)
-  boxes = np.concatenate([
+  boxes = np.concatenate(
+    [
       rng.uniform([-100, -100, 0.5, 0.5], [1900, 1100, 800, 800], (20000, 4)),
-      np.round(rng.uniform([-100, -100, 1, 1], [1900, 1100, 800, 800], (5000, 4)))
-  ]).astype(np.float32)
+      np.round(rng.uniform([-100, -100, 1, 1], [1900, 1100, 800, 800], (5000, 4))),
+    ]
+  ).astype(np.float32)
   g = jax.jit(device_crop.crop_geometry, static_argnums=(1, 2))(boxes, 4.0, 256)
-  ref = np.array([crop_lib.sample_target(np.zeros((1, 1, 1), np.uint8), b, 4.0, None,
-                                         with_mask=False).crop_box_xyxy for b in boxes])
-  got = np.stack([np.asarray(g.x1), np.asarray(g.y1), np.asarray(g.x1 + g.side),
-                  np.asarray(g.y1 + g.side)], 1)
+  ref = np.array(
+    [
+      crop_lib.sample_target(
+        np.zeros((1, 1, 1), np.uint8), b, 4.0, None, with_mask=False
+      ).crop_box_xyxy
+      for b in boxes
+    ]
+  )
+  got = np.stack(
+    [np.asarray(g.x1), np.asarray(g.y1), np.asarray(g.x1 + g.side), np.asarray(g.y1 + g.side)], 1
+  )
   differ = (got != ref).any(1)
   assert differ.sum() <= 2, f'{differ.sum()} placements differ: {boxes[differ][:5]}'
   assert not differ[20000:].any()  # integer boxes
-  np.testing.assert_array_equal(np.asarray(g.resize_factor),
-                                (256.0 / (ref[:, 2] - ref[:, 0])).astype(np.float32))
+  np.testing.assert_array_equal(
+    np.asarray(g.resize_factor), (256.0 / (ref[:, 2] - ref[:, 0])).astype(np.float32)
+  )
 
 
 def test_device_map_back_and_clip_stay_within_1e3_px_of_float64():
@@ -144,8 +182,12 @@ def test_device_map_back_and_clip_stay_within_1e3_px_of_float64():
   pred = rng.uniform(-0.2, 1.2, (n, 4)).astype(np.float32)
   hw = np.tile(np.array([[480, 854]], np.int32), (n, 1))
   g = device_crop.crop_geometry(prev, 4.0, 256)
-  got = np.asarray(jax.jit(tracker_lib.boxes_to_image_device, static_argnums=5)(
-      pred, prev, g.side, g.resize_factor, hw, 256), np.float64)
+  got = np.asarray(
+    jax.jit(tracker_lib.boxes_to_image_device, static_argnums=5)(
+      pred, prev, g.side, g.resize_factor, hw, 256
+    ),
+    np.float64,
+  )
   side = np.asarray(g.side).astype(np.float64)
   ref = tracker_lib.boxes_to_image(pred, prev.astype(np.float64), 256.0 / side, hw, 256)
   err = np.abs(got - ref).max()
@@ -153,9 +195,9 @@ def test_device_map_back_and_clip_stay_within_1e3_px_of_float64():
 
 
 def test_bucket_sizes():
-  assert [tracker_lib.bucket_size(n) for n in (1, 64, 65, 360, 480, 540, 720, 854, 1080,
-                                               1280, 1920)] == [
-      64, 64, 80, 384, 512, 640, 768, 896, 1280, 1280, 2048]
+  assert [
+    tracker_lib.bucket_size(n) for n in (1, 64, 65, 360, 480, 540, 720, 854, 1080, 1280, 1920)
+  ] == [64, 64, 80, 384, 512, 640, 768, 896, 1280, 1280, 2048]
   for n in range(1, 5000, 7):
     b = tracker_lib.bucket_size(n)
     assert n <= b <= max(64, 1.25 * n)

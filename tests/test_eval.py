@@ -33,12 +33,14 @@ def setup(tmp_path_factory):
   from ostrack_jax.configs import get_config
   from ostrack_jax.data import synthetic
   from ostrack_jax.models.ostrack import init_variables
+
   tmp = tmp_path_factory.mktemp('eval')
   config = get_config('tiny_256_ce')
   ckpt = tmp / 'model.msgpack'
   save_variables(str(ckpt), init_variables(config, seed=0), config)
-  data = synthetic.make_synthetic_dataset(tmp / 'syn', num_train=0, num_val=3, num_frames=7,
-                                          frame_size=(96, 72), seed=3)
+  data = synthetic.make_synthetic_dataset(
+    tmp / 'syn', num_train=0, num_val=3, num_frames=7, frame_size=(96, 72), seed=3
+  )
   # Unequal lengths: cut the second sequence to 4 frames.
   seq = data / 'val' / 'SYN_Val_000002'
   for i in range(5, 8):
@@ -50,10 +52,22 @@ def setup(tmp_path_factory):
 
 
 def _run(setup, out, *extra):
-  return setup['eval'].main(['--config', str(ROOT / 'configs' / 'tiny_256_ce.py'),
-                             '--checkpoint', str(setup['ckpt']), '--dataset', 'got10k_val',
-                             '--data-dir', str(setup['data']), '--output', str(out),
-                             '--no-progress', *extra])
+  return setup['eval'].main(
+    [
+      '--config',
+      str(ROOT / 'configs' / 'tiny_256_ce.py'),
+      '--checkpoint',
+      str(setup['ckpt']),
+      '--dataset',
+      'got10k_val',
+      '--data-dir',
+      str(setup['data']),
+      '--output',
+      str(out),
+      '--no-progress',
+      *extra,
+    ]
+  )
 
 
 def _recompute(out, data):
@@ -83,7 +97,7 @@ def test_eval_writes_official_layout_and_metrics_recompute(setup, capsys):
   for name, n in (('SYN_Val_000001', 7), ('SYN_Val_000002', 4), ('SYN_Val_000003', 7)):
     lines = (out / name / f'{name}_001.txt').read_text().splitlines()
     assert len(lines) == n
-    assert all(len(l.split(',')) == 4 for l in lines)
+    assert all(len(line.split(',')) == 4 for line in lines)
     assert '.' in lines[1]  # floats, not truncated integers
     assert len((out / name / f'{name}_time.txt').read_text().splitlines()) == n
   saved = json.loads((out / 'report' / 'summary.json').read_text())
@@ -102,19 +116,34 @@ def test_eval_resumes_and_lockstep_matches(setup, capsys):
   out = setup['tmp'] / 'out_single'
   if not (out / 'SYN_Val_000001').exists():
     assert _run(setup, out) == 0
-  reference = {n: (out / n / f'{n}_001.txt').read_text()
-               for n in ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')}
+  reference = {
+    n: (out / n / f'{n}_001.txt').read_text()
+    for n in ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')
+  }
   # Resume: a finished run tracks nothing; a deleted sequence alone is re-tracked.
   shutil.rmtree(out / 'SYN_Val_000003')
   capsys.readouterr()
   assert _run(setup, out, '--no-plots') == 0
   assert '1 to track, 2 already done' in capsys.readouterr().out
-  assert (out / 'SYN_Val_000003' / 'SYN_Val_000003_001.txt').read_text() == \
-      reference['SYN_Val_000003']
+  assert (out / 'SYN_Val_000003' / 'SYN_Val_000003_001.txt').read_text() == reference[
+    'SYN_Val_000003'
+  ]
   # Lockstep, batch 2 over unequal lengths (7, 4, 7): 'map' is bit-identical.
   out_map = setup['tmp'] / 'out_map'
-  assert _run(setup, out_map, '--batch-size', '2', '--batch-mode', 'map', '--no-plots',
-              '--decode-threads', '2') == 0  # also frames decoded ahead on threads
+  assert (
+    _run(
+      setup,
+      out_map,
+      '--batch-size',
+      '2',
+      '--batch-mode',
+      'map',
+      '--no-plots',
+      '--decode-threads',
+      '2',
+    )
+    == 0
+  )  # also frames decoded ahead on threads
   for n, text in reference.items():
     assert (out_map / n / f'{n}_001.txt').read_text() == text, n
   # 'vmap' (one batched forward) agrees up to float rounding.
@@ -138,9 +167,22 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
     gt3.write_text('\n'.join(lines) + '\n')
   out = setup['tmp'] / 'out_bad'
   eval_mod = setup['eval']
-  code = eval_mod.main(['--config', 'tiny_256_ce', '--checkpoint', str(setup['ckpt']),
-                        '--dataset', 'got10k_val', '--data-dir', str(data), '--output',
-                        str(out), '--no-progress', '--no-plots'])
+  code = eval_mod.main(
+    [
+      '--config',
+      'tiny_256_ce',
+      '--checkpoint',
+      str(setup['ckpt']),
+      '--dataset',
+      'got10k_val',
+      '--data-dir',
+      str(data),
+      '--output',
+      str(out),
+      '--no-progress',
+      '--no-plots',
+    ]
+  )
   captured = capsys.readouterr()
   assert code == 1
   assert "'SYN_Val_000001' frame 2: " in captured.err
@@ -152,9 +194,22 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
   saved = json.loads((out / 'report' / 'summary.json').read_text())
   assert set(saved['failures']) == {'SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003'}
   # --fail-fast stops at the first bad sequence.
-  code = eval_mod.main(['--config', 'tiny_256_ce', '--checkpoint', str(setup['ckpt']),
-                        '--dataset', 'got10k_val', '--data-dir', str(data), '--output',
-                        str(setup['tmp'] / 'out_ff'), '--no-progress', '--fail-fast'])
+  code = eval_mod.main(
+    [
+      '--config',
+      'tiny_256_ce',
+      '--checkpoint',
+      str(setup['ckpt']),
+      '--dataset',
+      'got10k_val',
+      '--data-dir',
+      str(data),
+      '--output',
+      str(setup['tmp'] / 'out_ff'),
+      '--no-progress',
+      '--fail-fast',
+    ]
+  )
   assert code == 2 and 'expected 4 numbers' in capsys.readouterr().err
 
 
@@ -170,18 +225,32 @@ def test_eval_test_split_writes_submission_zip(setup, capsys):
     for name in ('absence.label', 'cover.label'):
       (dst / name).unlink()
   out = setup['tmp'] / 'out_test'
-  code = setup['eval'].main(['--checkpoint', str(setup['ckpt']), '--dataset', 'got10k_test',
-                             '--data-dir', str(data), '--output', str(out), '--no-progress'])
+  code = setup['eval'].main(
+    [
+      '--checkpoint',
+      str(setup['ckpt']),
+      '--dataset',
+      'got10k_test',
+      '--data-dir',
+      str(data),
+      '--output',
+      str(out),
+      '--no-progress',
+    ]
+  )
   assert code == 0
   names = zipfile.ZipFile(out / 'submission.zip').namelist()
-  assert sorted(names) == ['SYN_Test_000001/SYN_Test_000001_001.txt',
-                           'SYN_Test_000001/SYN_Test_000001_time.txt']
+  assert sorted(names) == [
+    'SYN_Test_000001/SYN_Test_000001_001.txt',
+    'SYN_Test_000001/SYN_Test_000001_time.txt',
+  ]
   assert 'submission archive' in capsys.readouterr().out
 
 
 def test_eval_missing_checkpoint_message(setup, capsys):
-  code = setup['eval'].main(['--checkpoint', str(setup['tmp'] / 'nope.msgpack'),
-                             '--data-dir', str(setup['data'])])
+  code = setup['eval'].main(
+    ['--checkpoint', str(setup['tmp'] / 'nope.msgpack'), '--data-dir', str(setup['data'])]
+  )
   assert code == 2
   assert 'nope.msgpack: no such file' in capsys.readouterr().err
 
@@ -189,7 +258,7 @@ def test_eval_missing_checkpoint_message(setup, capsys):
 def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsys):
   """DAVIS soapbox frames from the tracker fixture (real pixels, partly zeroed) as a generic
   folder dataset, evaluated with the released-layout PyTorch checkpoint converted on the fly."""
-  import cv2
+
   fixture = np.load(ROOT / 'tests' / 'fixtures' / 'tracker' / 'soapbox.npz')
   data = setup['tmp'] / 'real'
   seq_dir = data / 'soapbox'
@@ -199,11 +268,22 @@ def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsy
       (seq_dir / f'{i + 1:05d}.png').write_bytes(fixture[f'png_{i}'].tobytes())
     np.savetxt(seq_dir / 'groundtruth.txt', fixture['gt'][:5], fmt='%.4f', delimiter=',')
   out = setup['tmp'] / 'out_real'
-  code = setup['eval'].main([
-      '--config', 'tiny_256_ce', '--checkpoint',
+  code = setup['eval'].main(
+    [
+      '--config',
+      'tiny_256_ce',
+      '--checkpoint',
       str(ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'),
-      '--dataset', 'folder', '--data-dir', str(data), '--output', str(out), '--no-progress',
-      '--no-plots'])
+      '--dataset',
+      'folder',
+      '--data-dir',
+      str(data),
+      '--output',
+      str(out),
+      '--no-progress',
+      '--no-plots',
+    ]
+  )
   assert code == 0
   pred = np.loadtxt(out / 'soapbox.txt', delimiter=',')
   assert pred.shape == (5, 4) and (out / 'soapbox_time.txt').is_file()
@@ -222,6 +302,7 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
   unusable after tracking (here a write that loses half the lines) is a failure in the summary,
   never a crash or a metric. Files come out with the umask's modes (0644 under 022)."""
   from ostrack_jax.tracking import results
+
   out = setup['tmp'] / 'out_damaged'
   src = setup['tmp'] / 'out_single'
   if src.exists():
@@ -240,6 +321,7 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
     if name == 'SYN_Val_000003':  # e.g. a full disk or a tampering tool: half the lines left
       path = self.paths(name)[0]
       path.write_text(''.join(path.read_text().splitlines(True)[:3]))
+
   monkeypatch.setattr(results.ResultWriter, 'write', lossy_write)
   capsys.readouterr()
   old_umask = os.umask(0o022)
@@ -249,8 +331,9 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
     os.umask(old_umask)
   captured = capsys.readouterr()
   assert code == 1
-  assert (f"sequence 'SYN_Val_000001': {box1} has 3 lines, the sequence has 7 frames: tracking "
-          'it again') in captured.err
+  assert (
+    f"sequence 'SYN_Val_000001': {box1} has 3 lines, the sequence has 7 frames: tracking it again"
+  ) in captured.err
   assert f"sequence 'SYN_Val_000003': {time3} line 1: expected 1 number" in captured.err
   assert '2 to track, 1 already done' in captured.out
   assert box1.read_text() == reference
@@ -259,10 +342,16 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
   assert 'unusable results' in saved['failures']['SYN_Val_000003']
   assert 'has 3 lines, the sequence has 7 frames' in saved['failures']['SYN_Val_000003']
   assert saved['sequences_finished'] == 2 and set(saved['per_sequence']) == {
-      'SYN_Val_000001', 'SYN_Val_000002'}
+    'SYN_Val_000001',
+    'SYN_Val_000002',
+  }
   assert '1 sequence(s) failed' in captured.out
-  for path in (box1, box1.with_name('SYN_Val_000001_time.txt'), out / 'report' / 'summary.json',
-               out / 'report' / 'summary.txt'):
+  for path in (
+    box1,
+    box1.with_name('SYN_Val_000001_time.txt'),
+    out / 'report' / 'summary.json',
+    out / 'report' / 'summary.txt',
+  ):
     assert path.stat().st_mode & 0o777 == 0o644, path
 
 
@@ -272,19 +361,36 @@ def test_eval_bad_inputs_name_the_problem(setup, capsys):
   assert code == 2
   assert f'--checkpoint {setup["tmp"]} is a directory' in capsys.readouterr().err
   missing = setup['tmp'] / 'no_such_root'
-  code = setup['eval'].main(['--checkpoint', str(setup['ckpt']),
-                             f'--config.data.roots.synthetic={missing}'])
+  code = setup['eval'].main(
+    ['--checkpoint', str(setup['ckpt']), f'--config.data.roots.synthetic={missing}']
+  )
   assert code == 2
   assert f"config.data.roots.synthetic='{missing}': no such folder" in capsys.readouterr().err
   assert not missing.exists()
-  code = setup['eval'].main(['--checkpoint', str(setup['ckpt']), '--data-dir',
-                             str(setup['data']), '--config.model.ce_keep_ratio=(0.7,1.5,0.7)'])
+  code = setup['eval'].main(
+    [
+      '--checkpoint',
+      str(setup['ckpt']),
+      '--data-dir',
+      str(setup['data']),
+      '--config.model.ce_keep_ratio=(0.7,1.5,0.7)',
+    ]
+  )
   assert code == 2
   assert 'config.model.ce_keep_ratio=(0.7, 1.5, 0.7)' in capsys.readouterr().err
   junk = setup['tmp'] / 'junk.pth'
   junk.write_bytes(os.urandom(256))
-  code = setup['eval'].main(['--checkpoint', str(junk), '--data-dir', str(setup['data']),
-                             '--output', str(setup['tmp'] / 'out_junk'), '--no-progress'])
+  code = setup['eval'].main(
+    [
+      '--checkpoint',
+      str(junk),
+      '--data-dir',
+      str(setup['data']),
+      '--output',
+      str(setup['tmp'] / 'out_junk'),
+      '--no-progress',
+    ]
+  )
   err = capsys.readouterr().err
   assert code == 2 and 'junk.pth: not a checkpoint torch can read safely' in err
   assert 'weights_only' not in err

@@ -39,6 +39,7 @@ def _frames_and_gt(name='soapbox'):
 @pytest.fixture(scope='module')
 def variables():
   from ostrack_jax.checkpoint_io import load_checkpoint
+
   return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
 
 
@@ -63,6 +64,7 @@ def _track(tracker, frames, gt, n, teacher_forced):
 
 def _live(variables, dtype):
   from ostrack_jax.tracking.tracker import Tracker
+
   config = get_config('tiny_256_ce')
   config.model.dtype = dtype
   return Tracker(config, variables)
@@ -104,7 +106,7 @@ def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
     for g, w in zip(got, want):
       np.testing.assert_array_equal(g, w)
   if teacher_forced:  # and both agree with the original PyTorch tracker
-    err = np.abs(exported[0] - data['tf_boxes'][1:n + 1]).max()
+    err = np.abs(exported[0] - data['tf_boxes'][1 : n + 1]).max()
     assert err < ORIGINAL_TOL_PX, err
 
 
@@ -145,27 +147,30 @@ def test_version_1_artifact_is_refused(tmp_path, artifact):
 def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, variables):
   frames, data = _frames_and_gt('soapbox')
   live = _track(_live(variables, 'bfloat16'), frames, data['gt'], 4, True)
-  exported = _track(export_lib.load_exported(str(artifact), dtype='bfloat16'), frames,
-                    data['gt'], 4, True)
+  exported = _track(
+    export_lib.load_exported(str(artifact), dtype='bfloat16'), frames, data['gt'], 4, True
+  )
   np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
   np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
 
 
 def test_loader_does_not_build_the_flax_model(artifact):
   code = (
-      'import sys, numpy as np\n'
-      'from ostrack_jax.export import load_exported\n'
-      f'tr = load_exported({str(artifact)!r})\n'
-      'frame = (np.arange(240 * 320 * 3) % 251).astype(np.uint8).reshape(240, 320, 3)\n'
-      'tr.initialize(frame, (100, 80, 40, 30))\n'
-      'box = tr.track(frame)\n'
-      'assert np.isfinite(box).all() and box.shape == (4,), box\n'
-      'bad = sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "torch", "optax")\n'
-      '             or m.startswith("ostrack_jax.models"))\n'
-      'print("IMPORTED", bad)\n')
+    'import sys, numpy as np\n'
+    'from ostrack_jax.export import load_exported\n'
+    f'tr = load_exported({str(artifact)!r})\n'
+    'frame = (np.arange(240 * 320 * 3) % 251).astype(np.uint8).reshape(240, 320, 3)\n'
+    'tr.initialize(frame, (100, 80, 40, 30))\n'
+    'box = tr.track(frame)\n'
+    'assert np.isfinite(box).all() and box.shape == (4,), box\n'
+    'bad = sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "torch", "optax")\n'
+    '             or m.startswith("ostrack_jax.models"))\n'
+    'print("IMPORTED", bad)\n'
+  )
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
-                       timeout=120, check=False)
+  out = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120, check=False
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'IMPORTED []' in out.stdout, out.stdout
 
@@ -174,16 +179,31 @@ def test_command_line(tmp_path):
   out = tmp_path / 'cli'
   old_umask = os.umask(0o022)
   try:
-    rc = export_lib.main(['--checkpoint', str(CHECKPOINT), '--config',
-                          str(REPO / 'configs' / 'tiny_256_ce.py'), '--out', str(out),
-                          '--dtypes', 'float32', '--platforms', 'cpu'])
+    rc = export_lib.main(
+      [
+        '--checkpoint',
+        str(CHECKPOINT),
+        '--config',
+        str(REPO / 'configs' / 'tiny_256_ce.py'),
+        '--out',
+        str(out),
+        '--dtypes',
+        'float32',
+        '--platforms',
+        'cpu',
+      ]
+    )
   finally:
     os.umask(old_umask)
   assert rc == 0
   # The user's umask, not mkdtemp's private 0700: colleagues can load the artifact.
   assert out.stat().st_mode & 0o777 == 0o755
   assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
-      'manifest.json': 0o644, 'weights.npz': 0o644, 'init.jax': 0o644, 'track_float32.jax': 0o644}
+    'manifest.json': 0o644,
+    'weights.npz': 0o644,
+    'init.jax': 0o644,
+    'track_float32.jax': 0o644,
+  }
   manifest = export_lib.read_manifest(str(out))
   assert list(manifest['variants']) == ['float32'] and manifest['platforms'] == ['cpu']
   with pytest.raises(ValueError, match="no 'bfloat16' variant"):
@@ -191,11 +211,35 @@ def test_command_line(tmp_path):
 
 
 def test_command_line_bad_input(tmp_path, capsys):
-  assert export_lib.main(['--checkpoint', str(tmp_path / 'missing.msgpack'), '--config',
-                          'tiny_256_ce', '--out', str(tmp_path / 'o')]) == 2
+  assert (
+    export_lib.main(
+      [
+        '--checkpoint',
+        str(tmp_path / 'missing.msgpack'),
+        '--config',
+        'tiny_256_ce',
+        '--out',
+        str(tmp_path / 'o'),
+      ]
+    )
+    == 2
+  )
   assert 'missing.msgpack' in capsys.readouterr().err
-  assert export_lib.main(['--checkpoint', str(CHECKPOINT), '--config', 'tiny_256_ce', '--out',
-                          str(tmp_path / 'o'), '--dtypes', 'float64']) == 2
+  assert (
+    export_lib.main(
+      [
+        '--checkpoint',
+        str(CHECKPOINT),
+        '--config',
+        'tiny_256_ce',
+        '--out',
+        str(tmp_path / 'o'),
+        '--dtypes',
+        'float64',
+      ]
+    )
+    == 2
+  )
   assert '--dtypes' in capsys.readouterr().err
 
 
@@ -203,8 +247,9 @@ def test_bad_inputs(tmp_path, artifact, variables):
   with pytest.raises(FileNotFoundError, match='not an exported tracker'):
     export_lib.load_exported(str(tmp_path))
   with pytest.raises(ValueError, match='--dtypes'):
-    export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(tmp_path / 'x'),
-                              dtypes=['float16'])
+    export_lib.export_tracker(
+      get_config('tiny_256_ce'), variables, str(tmp_path / 'x'), dtypes=['float16']
+    )
   # an existing folder that is not an export is never deleted
   (tmp_path / 'keep').mkdir()
   (tmp_path / 'keep' / 'notes.txt').write_text('mine')
@@ -222,7 +267,8 @@ def test_bad_inputs(tmp_path, artifact, variables):
     export_lib.load_exported(str(artifact), weights=str(bad))
   # an artifact lowered only for another platform
   gpu_only = tmp_path / 'gpu_only'
-  export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(gpu_only),
-                            dtypes=['float32'], platforms=['cuda'])
+  export_lib.export_tracker(
+    get_config('tiny_256_ce'), variables, str(gpu_only), dtypes=['float32'], platforms=['cuda']
+  )
   with pytest.raises(ValueError, match="not for this machine's 'cpu'"):
     export_lib.load_exported(str(gpu_only))

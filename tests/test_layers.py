@@ -27,8 +27,11 @@ def test_float32_products_and_gradients_match_jnp(batch, nt):
   a = _rand(rng, *batch, 5, 7)
   b = _rand(rng, *batch, *((6, 7) if nt else (7, 6)))
   ours = matmul.matmul_nt if nt else matmul.matmul
-  ref = (lambda a, b: jnp.matmul(a, jnp.swapaxes(b, -1, -2), precision=HIGHEST)) if nt else (
-      lambda a, b: jnp.matmul(a, b, precision=HIGHEST))
+  ref = (
+    (lambda a, b: jnp.matmul(a, jnp.swapaxes(b, -1, -2), precision=HIGHEST))
+    if nt
+    else (lambda a, b: jnp.matmul(a, b, precision=HIGHEST))
+  )
   with jax.default_matmul_precision('highest'):
     np.testing.assert_allclose(ours(a, b), ref(a, b), rtol=1e-5, atol=1e-5)
     weights = _rand(rng, *batch, 5, 6)
@@ -70,21 +73,31 @@ def test_bfloat16_products_round_operands_and_cotangent_and_accumulate_in_float3
 def test_bfloat16_kernel_cast_for_inference_is_used_as_is():
   rng = np.random.default_rng(2)
   x, w = _rand(rng, 4, 16), _rand(rng, 16, 3)
-  np.testing.assert_array_equal(matmul.matmul(x, w.astype(jnp.bfloat16), jnp.bfloat16),
-                                matmul.matmul(x, w, jnp.bfloat16))
+  np.testing.assert_array_equal(
+    matmul.matmul(x, w.astype(jnp.bfloat16), jnp.bfloat16), matmul.matmul(x, w, jnp.bfloat16)
+  )
 
 
 def _xla_conv(x, kernel, bias, stride, padding):
-  y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=HIGHEST)
+  y = jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    (stride, stride),
+    padding,
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    precision=HIGHEST,
+  )
   return y + bias
 
 
-@pytest.mark.parametrize('kernel_size,stride,padding,size', [
-    (3, 1, ((1, 1), (1, 1)), 8),   # the head's 3x3 convolutions
-    (1, 1, 'VALID', 8),            # the head's output convolutions
-    (4, 4, 'VALID', 16),           # the patch embedding (16 in the model)
-])
+@pytest.mark.parametrize(
+  'kernel_size,stride,padding,size',
+  [
+    (3, 1, ((1, 1), (1, 1)), 8),  # the head's 3x3 convolutions
+    (1, 1, 'VALID', 8),  # the head's output convolutions
+    (4, 4, 'VALID', 16),  # the patch embedding (16 in the model)
+  ],
+)
 def test_conv_matches_xla_convolution_and_its_gradients(kernel_size, stride, padding, size):
   rng = np.random.default_rng(3)
   x = _rand(rng, 2, size, size, 5)
@@ -100,10 +113,13 @@ def test_conv_matches_xla_convolution_and_its_gradients(kernel_size, stride, pad
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     weights = _rand(rng, *ref.shape)
-    g_ours = jax.grad(lambda p, x: jnp.sum(conv.apply({'params': p}, x) * weights),
-                      argnums=(0, 1))(params, x)
-    g_ref = jax.grad(lambda p, x: jnp.sum(_xla_conv(x, p['kernel'], p['bias'], stride, padding)
-                                          * weights), argnums=(0, 1))(params, x)
+    g_ours = jax.grad(lambda p, x: jnp.sum(conv.apply({'params': p}, x) * weights), argnums=(0, 1))(
+      params, x
+    )
+    g_ref = jax.grad(
+      lambda p, x: jnp.sum(_xla_conv(x, p['kernel'], p['bias'], stride, padding) * weights),
+      argnums=(0, 1),
+    )(params, x)
   for x_ours, x_ref in zip(jax.tree_util.tree_leaves(g_ours), jax.tree_util.tree_leaves(g_ref)):
     np.testing.assert_allclose(x_ours, x_ref, rtol=1e-5, atol=1e-4)
 
@@ -118,9 +134,11 @@ def test_conv_refuses_what_it_does_not_implement():
 
 def test_dense_matches_flax_dense():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(4)
   x = _rand(rng, 2, 3, 5)
   variables = nn.Dense(4).init(jax.random.PRNGKey(0), x)
   with jax.default_matmul_precision('highest'):
-    np.testing.assert_allclose(layers.Dense(4).apply(variables, x), nn.Dense(4).apply(variables, x),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+      layers.Dense(4).apply(variables, x), nn.Dense(4).apply(variables, x), rtol=1e-6, atol=1e-6
+    )

@@ -31,11 +31,14 @@ def test_heatmap_matches_original_bit_for_bit(loss_fixture):
 def test_losses_match_original(loss_fixture):
   data, forward, summary = loss_fixture
   anno = data['search_anno'][-1]
-  outputs = {'pred_boxes': jnp.asarray(forward['pred_boxes'][:, 0]),
-             'score_map': jnp.asarray(forward['score_map'].transpose(0, 2, 3, 1))}  # NCHW -> NHWC
+  outputs = {
+    'pred_boxes': jnp.asarray(forward['pred_boxes'][:, 0]),
+    'score_map': jnp.asarray(forward['score_map'].transpose(0, 2, 3, 1)),
+  }  # NCHW -> NHWC
   with jax.default_matmul_precision('highest'):
     total, metrics = jax.jit(losses.ostrack_loss)(
-        outputs, jnp.asarray(anno), jnp.asarray(losses.gaussian_heatmap(anno, 16)))
+      outputs, jnp.asarray(anno), jnp.asarray(losses.gaussian_heatmap(anno, 16))
+    )
   # float32 sums over 512 cells in a different order: 1e-6 relative.
   for name in ('Loss/total', 'Loss/giou', 'Loss/l1', 'Loss/location', 'IoU'):
     np.testing.assert_allclose(float(metrics[name]), summary[name], rtol=1e-6, err_msg=name)
@@ -58,10 +61,14 @@ def test_radius_worked_examples(size, raw, radius):
 
 
 def test_centred_heatmaps_worked_examples():
-  anno = np.array([[0.375, 0.375, 0.25, 0.25],   # w = h = 0.25 centred at 0.5: r = 1
-                   [0.45, 0.45, 0.1, 0.1],       # r = 0: a single 1
-                   [0.05, 0.05, 0.9, 0.9]],      # r = 3: 7x7 support
-                  np.float32)
+  anno = np.array(
+    [
+      [0.375, 0.375, 0.25, 0.25],  # w = h = 0.25 centred at 0.5: r = 1
+      [0.45, 0.45, 0.1, 0.1],  # r = 0: a single 1
+      [0.05, 0.05, 0.9, 0.9],
+    ],  # r = 3: 7x7 support
+    np.float32,
+  )
   heatmap = losses.gaussian_heatmap(anno, 16)[..., 0]
   for b, r in enumerate((1, 0, 3)):
     assert heatmap[b, 8, 8] == 1.0 and np.sum(heatmap[b] == 1.0) == 1
@@ -80,7 +87,9 @@ def test_heatmap_centre_rounds_half_to_even_and_clips_at_border():
   (ys, xs) = np.nonzero(heatmap == 1.0)
   assert xs[0] == int(np.round(cx)) and ys.size == 1
   # Centre at cell (0, 0) with r = 1: the window is clipped to rows/cols 0..1.
-  corner = losses.gaussian_heatmap(np.array([[-0.125, -0.125, 0.25, 0.25]], np.float32), 16)[0, ..., 0]
+  corner = losses.gaussian_heatmap(np.array([[-0.125, -0.125, 0.25, 0.25]], np.float32), 16)[
+    0, ..., 0
+  ]
   ys, xs = np.nonzero(corner)
   assert corner[0, 0] == 1.0 and ys.max() == 1 and xs.max() == 1 and ys.size == 4
   np.testing.assert_allclose(corner[1, 1], np.exp(-4.0), rtol=1e-7)
@@ -92,25 +101,28 @@ def test_focal_loss_hand_computed():
   gt = np.zeros((1, 2, 2, 1), np.float32)
   gt[0, 0, 0, 0] = 1.0
   gt[0, 0, 1, 0] = 0.5
-  pos = math.log(0.8) * 0.2 ** 2
-  neg = math.log(0.5) * 0.25 * (0.5 ** 4) + 2 * math.log(0.5) * 0.25
-  np.testing.assert_allclose(float(losses.focal_loss(jnp.asarray(score), jnp.asarray(gt))),
-                             -(pos + neg), rtol=1e-6)
+  pos = math.log(0.8) * 0.2**2
+  neg = math.log(0.5) * 0.25 * (0.5**4) + 2 * math.log(0.5) * 0.25
+  np.testing.assert_allclose(
+    float(losses.focal_loss(jnp.asarray(score), jnp.asarray(gt))), -(pos + neg), rtol=1e-6
+  )
   # No positive: -neg, not divided.
   gt[0, 0, 0, 0] = 0.0
-  neg0 = math.log(0.2) * 0.64 + math.log(0.5) * 0.25 * (0.5 ** 4) + 2 * math.log(0.5) * 0.25
-  np.testing.assert_allclose(float(losses.focal_loss(jnp.asarray(score), jnp.asarray(gt))),
-                             -neg0, rtol=1e-6)
+  neg0 = math.log(0.2) * 0.64 + math.log(0.5) * 0.25 * (0.5**4) + 2 * math.log(0.5) * 0.25
+  np.testing.assert_allclose(
+    float(losses.focal_loss(jnp.asarray(score), jnp.asarray(gt))), -neg0, rtol=1e-6
+  )
 
 
 def test_box_losses_hand_computed_and_gt_clamped():
-  pred = jnp.array([[0.5, 0.5, 0.2, 0.2]])           # xyxy 0.4..0.6
-  gt = jnp.array([[0.5, 0.4, 0.7, 0.2]])             # xyxy 0.5,0.4,1.2,0.6 -> clamped x2 = 1.0
+  pred = jnp.array([[0.5, 0.5, 0.2, 0.2]])  # xyxy 0.4..0.6
+  gt = jnp.array([[0.5, 0.4, 0.7, 0.2]])  # xyxy 0.5,0.4,1.2,0.6 -> clamped x2 = 1.0
   giou, l1, iou = losses.box_losses(pred, gt)
   inter, union, enclosing = 0.1 * 0.2, 0.04 + 0.5 * 0.2 - 0.1 * 0.2, 0.6 * 0.2
   np.testing.assert_allclose(float(iou), inter / union, rtol=1e-5)
-  np.testing.assert_allclose(float(giou), 1 - (inter / union - (enclosing - union) / enclosing),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    float(giou), 1 - (inter / union - (enclosing - union) / enclosing), rtol=1e-5
+  )
   np.testing.assert_allclose(float(l1), (0.1 + 0.0 + 0.4 + 0.0) / 4, rtol=1e-5)
 
 

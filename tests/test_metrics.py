@@ -12,8 +12,7 @@ from ostrack_jax.tracking import metrics
 def test_iou_continuous_hand_values():
   a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)
   b = np.array([[5, 5, 10, 10], [10, 0, 10, 10], [0, 0, 10, 5]], float)
-  np.testing.assert_allclose(metrics.iou_continuous(a, b), [25 / 175, 0.0, 0.5], rtol=0,
-                             atol=1e-15)
+  np.testing.assert_allclose(metrics.iou_continuous(a, b), [25 / 175, 0.0, 0.5], rtol=0, atol=1e-15)
 
 
 def test_iou_continuous_bound_clips_like_the_toolkit():
@@ -27,12 +26,15 @@ def test_iou_continuous_bound_clips_like_the_toolkit():
 
 def test_got10k_first_frame_excluded_cover_filter_pooled_strict():
   gt = np.array([[0, 0, 10, 10]] * 4, float)
-  pred_a = np.array([
+  pred_a = np.array(
+    [
       [50, 50, 1, 1],  # frame 0: ignored although it is wrong
       [0, 0, 10, 10],  # IoU 1
       [0, 0, 10, 5],  # IoU 0.5 exactly: not a success at 0.5 (strict >)
       [40, 40, 5, 5],  # IoU 0 but cover 0: dropped
-  ], float)
+    ],
+    float,
+  )
   cover_a = np.array([8, 8, 8, 0])
   ious_a = metrics.got10k_frame_ious(pred_a, gt, cover_a)
   np.testing.assert_array_equal(ious_a, [1.0, 0.5])
@@ -71,18 +73,24 @@ def test_inclusive_iou_hand_values():
 
 
 def _four_frame_sequence():
-  gt = np.array([
+  gt = np.array(
+    [
       [0, 0, 10, 10],
       [0, 0, 10, 10],
       [0, 0, 0, 10],  # invalid (w = 0)
       [0, 0, 10, 10],
-  ], float)
-  pred = np.array([
+    ],
+    float,
+  )
+  pred = np.array(
+    [
       [70, 70, 3, 3],  # replaced by the GT: IoU 1, error 0
       [0, 0, 10, 5],  # IoU 0.5; centres (4.5, 2) vs (4.5, 4.5): error 2.5, norm 0.25
       [0, 0, 10, 3],  # invalid frame: IoU -1, error inf, norm -1
       [30, 0, 0, 10],  # zero width: replaced by the previous box (0,0,10,3): IoU 0.3
-  ], float)
+    ],
+    float,
+  )
   return pred, gt
 
 

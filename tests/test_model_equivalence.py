@@ -40,8 +40,13 @@ def _nchw_to_nhwc(x):
 def _run(config, variables, ref, keep_ratio):
   model = build_model(config)
   with jax.default_matmul_precision('highest'):
-    out, state = model.apply(variables, _nchw_to_nhwc(ref['template']), _nchw_to_nhwc(ref['search']),
-                             keep_ratio=keep_ratio, mutable=['intermediates'])
+    out, state = model.apply(
+      variables,
+      _nchw_to_nhwc(ref['template']),
+      _nchw_to_nhwc(ref['search']),
+      keep_ratio=keep_ratio,
+      mutable=['intermediates'],
+    )
   return out, state['intermediates']['backbone']
 
 
@@ -57,6 +62,7 @@ def forward(tiny, fixtures_dir):
       ref = np.load(fixtures_dir / 'tiny256' / f'forward_keep{name}.npz')
       done[name] = ref, _run(config, variables, ref, KEEP_RATIOS[name])
     return done[name]
+
   return get
 
 
@@ -72,9 +78,11 @@ def test_blocks_and_indices_match_original(tiny, forward, name):
     assert ours.shape == theirs.shape, f'block {i}: token count differs'
     err = np.abs(ours - theirs).max()
     assert err <= 2e-5 and err <= 1e-5 * np.abs(theirs).max(), f'block {i}: max diff {err}'
-    np.testing.assert_array_equal(np.asarray(inter['global_index'][i]),
-                                  ref[f'block{i:02d}_global_index_s'].astype(np.int64),
-                                  err_msg=f'block {i}: kept search indices differ')
+    np.testing.assert_array_equal(
+      np.asarray(inter['global_index'][i]),
+      ref[f'block{i:02d}_global_index_s'].astype(np.int64),
+      err_msg=f'block {i}: kept search indices differ',
+    )
     if f'block{i:02d}_ce_margin' in ref:
       ours_margin = np.asarray(inter[f'blocks_{i}']['ce_margin'][0])
       # Ranking is only meaningful if the original's gap exceeds our score error.
@@ -85,12 +93,24 @@ def test_blocks_and_indices_match_original(tiny, forward, name):
 @pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
 def test_maps_boxes_and_removed_indexes_match_original(forward, name):
   ref, (out, _) = forward(name)
-  np.testing.assert_allclose(np.asarray(out['score_map']), _nchw_to_nhwc(ref['score_map']), atol=1e-5, rtol=0)
-  np.testing.assert_allclose(np.asarray(out['size_map']), _nchw_to_nhwc(ref['size_map']), atol=1e-5, rtol=0)
-  np.testing.assert_allclose(np.asarray(out['offset_map']), _nchw_to_nhwc(ref['offset_map']), atol=1e-5, rtol=0)
-  np.testing.assert_allclose(np.asarray(out['pred_boxes']), ref['pred_boxes'][:, 0], atol=1e-5, rtol=0)
-  np.testing.assert_allclose(np.asarray(out['backbone_feat']), ref['backbone_feat'], atol=2e-5, rtol=0)
-  removed_ref = [ref[k] for k in sorted(ref.keys()) if k.startswith('removed_indexes_s_') and k[-1].isdigit()]
+  np.testing.assert_allclose(
+    np.asarray(out['score_map']), _nchw_to_nhwc(ref['score_map']), atol=1e-5, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.asarray(out['size_map']), _nchw_to_nhwc(ref['size_map']), atol=1e-5, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.asarray(out['offset_map']), _nchw_to_nhwc(ref['offset_map']), atol=1e-5, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.asarray(out['pred_boxes']), ref['pred_boxes'][:, 0], atol=1e-5, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.asarray(out['backbone_feat']), ref['backbone_feat'], atol=2e-5, rtol=0
+  )
+  removed_ref = [
+    ref[k] for k in sorted(ref.keys()) if k.startswith('removed_indexes_s_') and k[-1].isdigit()
+  ]
   if name == '1.0':
     assert out['removed_indexes'] == []  # no elimination at all
   else:
@@ -98,28 +118,42 @@ def test_maps_boxes_and_removed_indexes_match_original(forward, name):
   for ours, theirs in zip(out['removed_indexes'], removed_ref):
     np.testing.assert_array_equal(np.asarray(ours), theirs.astype(np.int64))
   # Kept and removed indices partition the search grid.
-  all_idx = np.concatenate([np.asarray(out['kept_indexes'])] + [np.asarray(r) for r in out['removed_indexes']], 1)
+  all_idx = np.concatenate(
+    [np.asarray(out['kept_indexes'])] + [np.asarray(r) for r in out['removed_indexes']], 1
+  )
   np.testing.assert_array_equal(np.sort(all_idx, axis=1), np.tile(np.arange(256), (2, 1)))
   # Eliminated positions are exact zeros in the backbone output.
   feat = np.asarray(out['backbone_feat'])[:, 64:]
   for b in range(2):
-    removed = np.concatenate([np.asarray(r)[b] for r in out['removed_indexes']]) if out['removed_indexes'] else []
+    removed = (
+      np.concatenate([np.asarray(r)[b] for r in out['removed_indexes']])
+      if out['removed_indexes']
+      else []
+    )
     assert np.all(feat[b, removed] == 0)
 
 
 def test_removed_counts_match_spec():
   """Host-side counts: 256 -> 180 -> 126 -> 89 at 0.7 (0.7*180 = 125.99999999999999 -> 126)."""
   from ostrack_jax.models.vit import keep_counts
+
   assert keep_counts(256, (3, 6, 9), (0.7,) * 3, 12)[9] == 89
   assert keep_counts(256, (3, 6, 9), (0.7,) * 3, 12)[6] == 126
   assert keep_counts(576, (3, 6, 9), (0.7,) * 3, 12)[9] == 199
-  assert [keep_counts(576, (3, 6, 9), (0.7,) * 3, 12, 0.85)[i] for i in (3, 6, 9)] == [490, 417, 355]
+  assert [keep_counts(576, (3, 6, 9), (0.7,) * 3, 12, 0.85)[i] for i in (3, 6, 9)] == [
+    490,
+    417,
+    355,
+  ]
   assert keep_counts(256, (3, 6, 9), (0.7,) * 3, 12, 1.0) == [256] * 12
-  assert keep_counts(256, (3, 6, 9), (0.7,) * 3, 12, 0.99988) == [256] * 12  # epoch 21: ceil keeps all
+  assert (
+    keep_counts(256, (3, 6, 9), (0.7,) * 3, 12, 0.99988) == [256] * 12
+  )  # epoch 21: ceil keeps all
 
 
 def test_template_rows_match_spec():
   from ostrack_jax.models.vit import template_rows
+
   assert template_rows(8, 'CTR_POINT').tolist() == [27]
   assert template_rows(12, 'CTR_POINT').tolist() == [65]
   assert template_rows(7, 'CTR_POINT').tolist() == [24]
@@ -137,13 +171,18 @@ def test_make_forward_matches_apply_and_keep_ratio_override(tiny, fixtures_dir):
   fn = make_forward(config, variables)
   with jax.default_matmul_precision('highest'):
     out = fn(_nchw_to_nhwc(ref['template']), _nchw_to_nhwc(ref['search']), keep_ratio=0.85)
-  np.testing.assert_allclose(np.asarray(out['score_map']), _nchw_to_nhwc(ref['score_map']), atol=1e-5, rtol=0)
-  assert [r.shape[1] for r in out['removed_indexes']] == [ref[f'removed_indexes_s_{i}'].shape[1] for i in range(3)]
+  np.testing.assert_allclose(
+    np.asarray(out['score_map']), _nchw_to_nhwc(ref['score_map']), atol=1e-5, rtol=0
+  )
+  assert [r.shape[1] for r in out['removed_indexes']] == [
+    ref[f'removed_indexes_s_{i}'].shape[1] for i in range(3)
+  ]
 
 
 def test_init_variables_follow_the_original_init():
   """timm ViT init (trunc-normal 0.02 Linear, zero biases, unit norms), Xavier head convs."""
   from ostrack_jax.models.ostrack import abstract_variables, init_variables
+
   config = get_config('tiny_256_ce')
   v = init_variables(config, seed=3)
   shapes = jax.tree_util.tree_map(lambda x: x.shape, abstract_variables(config))
@@ -156,4 +195,7 @@ def test_init_variables_follow_the_original_init():
   assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
   assert np.all(v['batch_stats']['box_head']['conv1_ctr']['bn']['var'] == 1)
   again = init_variables(config, seed=3)
-  assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(again)))
+  assert all(
+    np.array_equal(a, b)
+    for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(again))
+  )

@@ -22,8 +22,9 @@ def test_notebook_is_colab_ready():
   source = '\n'.join(c.source for c in nb.cells if c.cell_type == 'code')
   assert source.count("REPO_URL = '") == 1  # the one place to change the repository
   assert "find_spec('ostrack_jax') is None" in source  # pip install skipped when importable
-  assert not any(c.get('outputs') for c in nb.cells if c.cell_type == 'code'), \
-      'commit the notebook without outputs'
+  assert not any(c.get('outputs') for c in nb.cells if c.cell_type == 'code'), (
+    'commit the notebook without outputs'
+  )
   for marker in ('/work/', '/home/', '/Users/', 'C:\\\\'):
     assert marker not in source, f'machine-specific path {marker!r} in the notebook'
 
@@ -38,25 +39,27 @@ def test_notebook_runs(tmp_path, monkeypatch):
   config = get_config('tiny_256_ce')
   checkpoint = tmp_path / 'tiny.msgpack'
   save_variables(str(checkpoint), init_variables(config, seed=0), config)
-  synthetic.make_synthetic_dataset(tmp_path / 'synthetic', num_train=0, num_val=1,
-                                   num_frames=10, frame_size=(320, 240), seed=0)
+  synthetic.make_synthetic_dataset(
+    tmp_path / 'synthetic', num_train=0, num_val=1, num_frames=10, frame_size=(320, 240), seed=0
+  )
   env = {
-      'OSTRACK_CHECKPOINT': str(checkpoint),
-      'OSTRACK_CONFIG': 'tiny_256_ce',
-      'OSTRACK_JAX_SYNTHETIC': str(tmp_path / 'synthetic'),
-      'OSTRACK_TRAIN_IF_MISSING': '0',
-      'OSTRACK_MAX_FRAMES': '10',
-      'OSTRACK_EXPORT_DIR': str(tmp_path / 'exported'),
-      'JAX_PLATFORMS': 'cpu',
-      'XLA_FLAGS': '',
-      'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
-      'PYTHONPATH': os.pathsep.join(p for p in (str(REPO), os.environ.get('PYTHONPATH')) if p),
+    'OSTRACK_CHECKPOINT': str(checkpoint),
+    'OSTRACK_CONFIG': 'tiny_256_ce',
+    'OSTRACK_JAX_SYNTHETIC': str(tmp_path / 'synthetic'),
+    'OSTRACK_TRAIN_IF_MISSING': '0',
+    'OSTRACK_MAX_FRAMES': '10',
+    'OSTRACK_EXPORT_DIR': str(tmp_path / 'exported'),
+    'JAX_PLATFORMS': 'cpu',
+    'XLA_FLAGS': '',
+    'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
+    'PYTHONPATH': os.pathsep.join(p for p in (str(REPO), os.environ.get('PYTHONPATH')) if p),
   }
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   nb = nbformat.read(NOTEBOOK, as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=300, kernel_name='python3',
-                                   resources={'metadata': {'path': str(tmp_path)}})
+  client = nbclient.NotebookClient(
+    nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}
+  )
   client.execute()  # raises CellExecutionError naming the failing cell
 
   outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs]

@@ -11,7 +11,6 @@ not compared. ViT-B 256 CE / 384 CE (seed-0 synthetic weights) are the slow test
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -47,6 +46,7 @@ def _frames_and_gt(name='soapbox'):
 @pytest.fixture(scope='module')
 def variables():
   from ostrack_jax.checkpoint_io import load_checkpoint
+
   return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
 
 
@@ -54,8 +54,18 @@ def variables():
 def onnx_file(tmp_path_factory):
   """The tiny preset exported through the command line."""
   out = tmp_path_factory.mktemp('onnx') / 'tiny.onnx'
-  rc = export_lib.main(['--checkpoint', str(CHECKPOINT), '--config', 'tiny_256_ce',
-                        '--out', str(out), '--format', 'onnx'])
+  rc = export_lib.main(
+    [
+      '--checkpoint',
+      str(CHECKPOINT),
+      '--config',
+      'tiny_256_ce',
+      '--out',
+      str(out),
+      '--format',
+      'onnx',
+    ]
+  )
   assert rc == 0 and out.is_file()
   return out
 
@@ -63,6 +73,7 @@ def onnx_file(tmp_path_factory):
 @pytest.fixture(scope='module')
 def live(variables):
   from ostrack_jax.tracking.tracker import Tracker
+
   return Tracker(get_config('tiny_256_ce'), variables)
 
 
@@ -70,14 +81,20 @@ def _step_pair(config, variables, session, frame, box, template):
   """(ONNX outputs, JAX outputs) of one step from the same template, state and frame."""
   import jax.numpy as jnp
   from ostrack_jax.tracking import tracker as tracker_lib
+
   fns = tracker_lib.make_tracking_fns(config, None, full_outputs=True)
   h, w = frame.shape[:2]
   hw = np.array([[h, w]], np.int32)
   box = np.asarray(box, np.float32)[None]
   with jax.default_matmul_precision('highest'):
-    _, out = jax.jit(fns.track)(variables, tracker_lib.constants(config),
-                                tracker_lib.TrackState(template, box), frame[None], hw,
-                                jnp.ones((1,), bool))
+    _, out = jax.jit(fns.track)(
+      variables,
+      tracker_lib.constants(config),
+      tracker_lib.TrackState(template, box),
+      frame[None],
+      hw,
+      jnp.ones((1,), bool),
+    )
   feed = {'template': np.asarray(template), 'box': box, 'frame': frame[None], 'image_hw': hw}
   names = [o.name for o in session.get_outputs()]
   return dict(zip(names, session.run(None, feed))), jax.device_get(out)
@@ -91,8 +108,9 @@ def _check_step(got, want, config):
   np.testing.assert_allclose(got['score_map'], want['score_map'], atol=MAP_TOL, rtol=0)
   np.testing.assert_allclose(got['response'], want['response'], atol=MAP_TOL, rtol=0)
   s = config.model.search_size
-  np.testing.assert_allclose(got['pred_boxes'] * s, want['pred_boxes'] * s,
-                             atol=STEP_BOX_TOL_PX, rtol=0)  # crop pixels
+  np.testing.assert_allclose(
+    got['pred_boxes'] * s, want['pred_boxes'] * s, atol=STEP_BOX_TOL_PX, rtol=0
+  )  # crop pixels
   np.testing.assert_allclose(got['boxes'], want['boxes'], atol=STEP_BOX_TOL_PX, rtol=0)
   removed = [got[f'removed_indexes_{i}'] for i in range(len(want['removed_indexes']))]
   assert len(removed) == len(want['removed_indexes']) > 0
@@ -117,7 +135,10 @@ def test_metadata_and_graph(onnx_file):
   assert {'TopK', 'GatherND', 'MatMul', 'Softmax', 'BitShift'} <= set(manifest['operators'])
   assert [i.name for i in model.graph.input] == list(onnx_tracker.INPUT_NAMES)
   assert [o.name for o in model.graph.output] == list(onnx_tracker.OUTPUT_NAMES) + [
-      'removed_indexes_0', 'removed_indexes_1', 'removed_indexes_2']
+    'removed_indexes_0',
+    'removed_indexes_1',
+    'removed_indexes_2',
+  ]
   frame = model.graph.input[2].type.tensor_type
   assert frame.elem_type == onnx.TensorProto.UINT8
   dims = [d.dim_param or d.dim_value for d in frame.shape.dim]
@@ -134,8 +155,9 @@ def test_onnx_step_matches_jax_step(onnx_file, variables, live):
   live.initialize(frames[0], data['gt'][0])
   template = np.asarray(live.core.state.templates)
   for i in (1, 2, 3):
-    got, want = _step_pair(config, variables, tracker.session, frames[i], data['gt'][i - 1],
-                           template)
+    got, want = _step_pair(
+      config, variables, tracker.session, frames[i], data['gt'][i - 1], template
+    )
     _check_step(got, want, config)
 
 
@@ -163,7 +185,7 @@ def test_onnx_tracker_matches_jax_tracker(onnx_file, live, teacher_forced):
   np.testing.assert_allclose(boxes['onnx'], boxes['jax'], atol=TRACKER_BOX_TOL_PX, rtol=0)
   np.testing.assert_allclose(tracker.state, boxes['jax'][-1], atol=TRACKER_BOX_TOL_PX)
   # and the original PyTorch tracker's boxes
-  original = data['tf_boxes' if teacher_forced else 'free_boxes'][1:n + 1]
+  original = data['tf_boxes' if teacher_forced else 'free_boxes'][1 : n + 1]
   err = np.abs(boxes['onnx'] - original).max()
   assert err < TRACKER_BOX_TOL_PX, err
 
@@ -185,8 +207,9 @@ bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'fla
 assert not bad, bad
 print('ok', box)
 '''
-  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
-                        timeout=120)
+  proc = subprocess.run(
+    [sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.startswith('ok')
 
@@ -210,8 +233,11 @@ def _rewrite_meta(src, dst, **changes):
 def test_other_format_version_is_refused(onnx_file, tmp_path):
   old = tmp_path / 'old.onnx'
   _rewrite_meta(onnx_file, old, **{'ostrack_jax.format_version': '0'})
-  with pytest.raises(ValueError, match=r'format version 0, this ostrack_jax reads version 1: '
-                                       'export it again'):
+  with pytest.raises(
+    ValueError,
+    match=r'format version 0, this ostrack_jax reads version 1: '
+    'export it again',
+  ):
     onnx_tracker.load_onnx(str(old))
 
 
@@ -248,8 +274,20 @@ def test_wrong_frame_dtype_and_shape(onnx_file):
 
 def test_cli_errors(tmp_path, capsys):
   out = tmp_path / 'x.onnx'
-  rc = export_lib.main(['--checkpoint', str(CHECKPOINT), '--config', 'tiny_256_ce',
-                        '--out', str(out), '--format', 'onnx', '--opset', '17'])
+  rc = export_lib.main(
+    [
+      '--checkpoint',
+      str(CHECKPOINT),
+      '--config',
+      'tiny_256_ce',
+      '--out',
+      str(out),
+      '--format',
+      'onnx',
+      '--opset',
+      '17',
+    ]
+  )
   assert rc == 2 and not out.exists()
   assert 'opset >= 18' in capsys.readouterr().err
 
@@ -264,14 +302,20 @@ def test_vitb_onnx_step_matches_jax(preset, tmp_path):
   from ostrack_jax.crop import sample_target
   from ostrack_jax.models.ostrack import init_variables
   import onnxruntime as ort
+
   config = get_config(preset)
   variables = init_variables(config, seed=0)
   path = tmp_path / f'{preset}.onnx'
   export_lib.export_onnx(config, variables, str(path))
   session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
   frames, data = _frames_and_gt()
-  crop = sample_target(frames[0], data['gt'][0], config.tracker.template_factor,
-                       config.model.template_size, with_mask=False).image
+  crop = sample_target(
+    frames[0],
+    data['gt'][0],
+    config.tracker.template_factor,
+    config.model.template_size,
+    with_mask=False,
+  ).image
   template = onnx_tracker.normalization_table()[crop.astype(np.intp), np.arange(3)][None]
   for i in (1, 2):
     got, want = _step_pair(config, variables, session, frames[i], data['gt'][i - 1], template)

@@ -11,9 +11,21 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.training import optim
 
 
-@pytest.mark.parametrize('epoch, expected', [
-    (1, 1.0), (19, 1.0), (20, 1.0), (21, 0.99988), (40, 0.9561), (60, 0.85), (80, 0.7439),
-    (99, 0.7001), (100, 0.7), (300, 0.7)])
+@pytest.mark.parametrize(
+  'epoch, expected',
+  [
+    (1, 1.0),
+    (19, 1.0),
+    (20, 1.0),
+    (21, 0.99988),
+    (40, 0.9561),
+    (60, 0.85),
+    (80, 0.7439),
+    (99, 0.7001),
+    (100, 0.7),
+    (300, 0.7),
+  ],
+)
 def test_keep_rate_four_dataset_schedule(epoch, expected):
   config = get_config('ostrack_256_ce')
   assert optim.keep_rate_for_epoch(config, epoch) == pytest.approx(expected, abs=5e-5)
@@ -29,15 +41,24 @@ def test_keep_rate_exact_points_and_got10k_schedule():
   assert optim.keep_rate_for_epoch(get_config('ostrack_256'), 200) == 1.0  # no CE
 
 
-@pytest.mark.parametrize('preset, epoch, head, backbone', [
-    ('ostrack_256_ce', 1, 4e-4, 4e-5), ('ostrack_256_ce', 240, 4e-4, 4e-5),
-    ('ostrack_256_ce', 241, 4e-5, 4e-6), ('ostrack_256_ce', 300, 4e-5, 4e-6),
-    ('ostrack_384_ce_got10k', 80, 4e-4, 4e-5), ('ostrack_384_ce_got10k', 81, 4e-5, 4e-6),
-    ('ostrack_384_ce_got10k', 100, 4e-5, 4e-6)])
+@pytest.mark.parametrize(
+  'preset, epoch, head, backbone',
+  [
+    ('ostrack_256_ce', 1, 4e-4, 4e-5),
+    ('ostrack_256_ce', 240, 4e-4, 4e-5),
+    ('ostrack_256_ce', 241, 4e-5, 4e-6),
+    ('ostrack_256_ce', 300, 4e-5, 4e-6),
+    ('ostrack_384_ce_got10k', 80, 4e-4, 4e-5),
+    ('ostrack_384_ce_got10k', 81, 4e-5, 4e-6),
+    ('ostrack_384_ce_got10k', 100, 4e-5, 4e-6),
+  ],
+)
 def test_learning_rate_per_group_per_epoch(preset, epoch, head, backbone):
   config = get_config(preset)
   assert optim.learning_rate_for_epoch(config, epoch, 'head') == pytest.approx(head, rel=1e-12)
-  assert optim.learning_rate_for_epoch(config, epoch, 'backbone') == pytest.approx(backbone, rel=1e-12)
+  assert optim.learning_rate_for_epoch(config, epoch, 'backbone') == pytest.approx(
+    backbone, rel=1e-12
+  )
   # The in-graph schedule (0-based step counts) agrees, 468 steps per epoch.
   spe = 468
   for group, expected in (('head', head), ('backbone', backbone)):
@@ -49,8 +70,10 @@ def test_learning_rate_per_group_per_epoch(preset, epoch, head, backbone):
 
 def test_param_group_labels():
   params = {'backbone': {'blocks_0': {'w': 1}}, 'box_head': {'conv': {'kernel': 2}}}
-  assert optim.param_group_labels(params) == {'backbone': {'blocks_0': {'w': 'backbone'}},
-                                              'box_head': {'conv': {'kernel': 'head'}}}
+  assert optim.param_group_labels(params) == {
+    'backbone': {'blocks_0': {'w': 'backbone'}},
+    'box_head': {'conv': {'kernel': 'head'}},
+  }
 
 
 def test_optimizer_steps_match_torch_adamw_with_clip_and_steplr():
@@ -62,23 +85,39 @@ def test_optimizer_steps_match_torch_adamw_with_clip_and_steplr():
     config.train.weight_decay = 0.5  # large enough for the decoupled decay to show at rtol 2e-6
   steps_per_epoch = 2
   rng = np.random.default_rng(0)
-  init = {'backbone': {'w': rng.normal(size=(3, 4)).astype(np.float32)},
-          'box_head': {'b': rng.normal(size=(4,)).astype(np.float32),
-                       'k': rng.normal(size=(2, 2)).astype(np.float32)}}
-  grads = [jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32) * s, init)
-           for s in (1.0, 0.01, 3.0, 0.02, 1.0, 0.5, 0.001, 2.0)]
+  init = {
+    'backbone': {'w': rng.normal(size=(3, 4)).astype(np.float32)},
+    'box_head': {
+      'b': rng.normal(size=(4,)).astype(np.float32),
+      'k': rng.normal(size=(2, 2)).astype(np.float32),
+    },
+  }
+  grads = [
+    jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32) * s, init)
+    for s in (1.0, 0.01, 3.0, 0.02, 1.0, 0.5, 0.001, 2.0)
+  ]
 
   tx = optim.make_optimizer(config, steps_per_epoch)
   params = jax.tree_util.tree_map(jnp.asarray, init)
   state = tx.init(params)
   update = jax.jit(lambda g, s, p: tx.update(g, s, p))
 
-  t_params = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in
-              (('backbone.w', init['backbone']['w']), ('box_head.b', init['box_head']['b']),
-               ('box_head.k', init['box_head']['k']))}
+  t_params = {
+    k: torch.nn.Parameter(torch.tensor(v))
+    for k, v in (
+      ('backbone.w', init['backbone']['w']),
+      ('box_head.b', init['box_head']['b']),
+      ('box_head.k', init['box_head']['k']),
+    )
+  }
   t_opt = torch.optim.AdamW(
-      [{'params': [t_params['box_head.b'], t_params['box_head.k']]},
-       {'params': [t_params['backbone.w']], 'lr': 4e-4 * 0.1}], lr=4e-4, weight_decay=0.5)
+    [
+      {'params': [t_params['box_head.b'], t_params['box_head.k']]},
+      {'params': [t_params['backbone.w']], 'lr': 4e-4 * 0.1},
+    ],
+    lr=4e-4,
+    weight_decay=0.5,
+  )
   t_sched = torch.optim.lr_scheduler.StepLR(t_opt, step_size=2)
 
   for i, g in enumerate(grads):
@@ -92,9 +131,17 @@ def test_optimizer_steps_match_torch_adamw_with_clip_and_steplr():
     t_opt.step()
     if (i + 1) % steps_per_epoch == 0:
       t_sched.step()  # end of epoch
-    for name, ours in (('backbone.w', params['backbone']['w']), ('box_head.b', params['box_head']['b']),
-                       ('box_head.k', params['box_head']['k'])):
-      np.testing.assert_allclose(np.asarray(ours), t_params[name].detach().numpy(), rtol=2e-6,
-                                 atol=1e-7, err_msg=f'step {i} {name}')
+    for name, ours in (
+      ('backbone.w', params['backbone']['w']),
+      ('box_head.b', params['box_head']['b']),
+      ('box_head.k', params['box_head']['k']),
+    ):
+      np.testing.assert_allclose(
+        np.asarray(ours),
+        t_params[name].detach().numpy(),
+        rtol=2e-6,
+        atol=1e-7,
+        err_msg=f'step {i} {name}',
+      )
   # 8 steps at 2 per epoch with the drop after epoch 2: the last steps ran at lr x0.01.
   assert t_opt.param_groups[0]['lr'] == pytest.approx(4e-6)

@@ -15,21 +15,30 @@ import sys
 import time
 
 import psutil
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # The small model of test_train_resume.py; train.py runs it with two grain worker processes.
 MODEL = [
-    '--config', 'configs/tiny_256_ce.py',
-    '--config.model.template_size=64', '--config.model.search_size=128', '--config.model.depth=3',
-    '--config.model.ce_loc=(1,)', '--config.model.ce_keep_ratio=(0.7,)',
-    '--config.model.embed_dim=32', '--config.model.num_heads=2', '--config.model.mlp_dim=64',
-    '--config.model.head_channels=16',
+  '--config',
+  'configs/tiny_256_ce.py',
+  '--config.model.template_size=64',
+  '--config.model.search_size=128',
+  '--config.model.depth=3',
+  '--config.model.ce_loc=(1,)',
+  '--config.model.ce_keep_ratio=(0.7,)',
+  '--config.model.embed_dim=32',
+  '--config.model.num_heads=2',
+  '--config.model.mlp_dim=64',
+  '--config.model.head_channels=16',
 ]
 TRAIN = MODEL + [
-    '--config.train.batch_size=1', '--config.train.epochs=3', '--config.data.samples_per_epoch=8',
-    '--config.train.val_every_epochs=0', '--config.data.num_workers=2', '--no-progress',
+  '--config.train.batch_size=1',
+  '--config.train.epochs=3',
+  '--config.data.samples_per_epoch=8',
+  '--config.train.val_every_epochs=0',
+  '--config.data.num_workers=2',
+  '--no-progress',
 ]
 GONE_WITHIN_S = 5.0
 
@@ -43,8 +52,15 @@ def _env():
 
 
 def _start(args):
-  return subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    [sys.executable, *args],
+    cwd=REPO,
+    env=_env(),
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def _wait_for_line(proc, prefix, seen):
@@ -99,16 +115,27 @@ def _kill_and_check(proc, descendants, seen):
     except psutil.Error:
       pass
   proc.stdout.close()
-  assert not left, (f'{len(left)} process(es) outlived the SIGKILLed parent by '
-                    f'{GONE_WITHIN_S} s:\n' + '\n'.join(described))
+  assert not left, (
+    f'{len(left)} process(es) outlived the SIGKILLed parent by '
+    f'{GONE_WITHIN_S} s:\n' + '\n'.join(described)
+  )
 
 
 def test_sigkill_of_train_leaves_no_worker(tmp_path):
   from ostrack_jax.data import synthetic
-  root = synthetic.make_synthetic_dataset(tmp_path / 'syn', num_train=3, num_val=1, num_frames=20,
-                                          frame_size=(160, 120), seed=0)
-  proc = _start(['train.py', '--workdir', str(tmp_path / 'run'), *TRAIN,
-                 f'--config.data.roots.synthetic={root}'])
+
+  root = synthetic.make_synthetic_dataset(
+    tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
+  )
+  proc = _start(
+    [
+      'train.py',
+      '--workdir',
+      str(tmp_path / 'run'),
+      *TRAIN,
+      f'--config.data.roots.synthetic={root}',
+    ]
+  )
   seen = []
   try:
     _wait_for_line(proc, 'tiny_256_ce: ', seen)  # the banner: next() on the iterator follows
@@ -136,19 +163,37 @@ def test_sigkill_of_eval_leaves_no_process(tmp_path):
   from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.data import synthetic
   from ostrack_jax.models.ostrack import init_variables
+
   # Long sequences, so that eval.py is still tracking when it is killed.
-  root = synthetic.make_synthetic_dataset(tmp_path / 'syn', num_train=0, num_val=2, num_frames=400,
-                                          frame_size=(96, 72), seed=0)
+  root = synthetic.make_synthetic_dataset(
+    tmp_path / 'syn', num_train=0, num_val=2, num_frames=400, frame_size=(96, 72), seed=0
+  )
   config = cli_utils.load_config(str(REPO / MODEL[1]))
   cli_utils.apply_overrides(config, [a[2:] for a in MODEL[2:]])
   ckpt = tmp_path / 'model.msgpack'
   save_variables(str(ckpt), init_variables(config, seed=0), config)
   # Two sequences in lockstep with decoding threads: eval.py's pools are threads, which die with
   # the process; this checks that nothing else (a process pool, a helper) is started.
-  proc = _start(['eval.py', *MODEL, '--checkpoint', str(ckpt),
-                 '--dataset', 'got10k_val', '--data-dir', str(root),
-                 '--output', str(tmp_path / 'out'), '--batch-size', '2', '--decode-threads', '2',
-                 '--no-progress', '--no-plots'])
+  proc = _start(
+    [
+      'eval.py',
+      *MODEL,
+      '--checkpoint',
+      str(ckpt),
+      '--dataset',
+      'got10k_val',
+      '--data-dir',
+      str(root),
+      '--output',
+      str(tmp_path / 'out'),
+      '--batch-size',
+      '2',
+      '--decode-threads',
+      '2',
+      '--no-progress',
+      '--no-plots',
+    ]
+  )
   seen = []
   try:
     _wait_for_line(proc, 'loaded ', seen)  # compiled; tracking starts

@@ -24,8 +24,9 @@ def _readme_api_names():
   names = set()
   for row in rows[2:]:
     first = row.split('|')[1]
-    names.update(re.match(r'[A-Za-z_]\w*', code).group(0)
-                 for code in re.findall(r'`([^`]+)`', first))
+    names.update(
+      re.match(r'[A-Za-z_]\w*', code).group(0) for code in re.findall(r'`([^`]+)`', first)
+    )
   return names
 
 
@@ -53,19 +54,23 @@ def test_unknown_name_raises_attribute_error():
 
 
 def test_import_is_light():
-  code = ('import sys, ostrack_jax\n'
-          'heavy = sorted(m for m in ("jax", "flax", "torch", "tensorflow", "grain", "orbax")\n'
-          '               if m in sys.modules)\n'
-          'print("HEAVY", heavy)\n')
+  code = (
+    'import sys, ostrack_jax\n'
+    'heavy = sorted(m for m in ("jax", "flax", "torch", "tensorflow", "grain", "orbax")\n'
+    '               if m in sys.modules)\n'
+    'print("HEAVY", heavy)\n'
+  )
   env = dict(os.environ, PYTHONPATH=str(REPO))
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
-                       timeout=60, check=False)
+  out = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=60, check=False
+  )
   assert out.returncode == 0, out.stderr
   assert 'HEAVY []' in out.stdout, out.stdout
 
 
 def test_documented_shapes_and_box_conventions():
   from ostrack_jax.models.ostrack import OSTrack
+
   call_doc = inspect.getdoc(OSTrack.__call__)
   for word in ('(B,', 'score_map', 'pred_boxes', 'cxcywh', 'removed_indexes', 'NHWC'):
     assert word in call_doc, f'OSTrack.__call__ docstring lacks {word!r}'

@@ -11,8 +11,9 @@ from ostrack_jax.tracking import datasets
 from ostrack_jax.tracking import results
 
 
-def _write_frames(folder: pathlib.Path, n: int, pattern: str = '{:08d}.jpg', start: int = 1,
-                  size=(24, 32)):
+def _write_frames(
+  folder: pathlib.Path, n: int, pattern: str = '{:08d}.jpg', start: int = 1, size=(24, 32)
+):
   folder.mkdir(parents=True, exist_ok=True)
   for i in range(n):
     img = np.full(size + (3,), (10 * i) % 256, np.uint8)
@@ -178,8 +179,11 @@ def test_missing_frame_and_count_mismatch(tmp_path):
 def test_read_frame_corrupt_gray_rgba_missing(tmp_path):
   bad = tmp_path / 'bad.jpg'
   bad.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')  # no end-of-image marker
-  with pytest.raises(datasets.FrameError, match=r"sequence 's' frame 7: .*bad.jpg is a truncated "
-                                                r'JPEG'):
+  with pytest.raises(
+    datasets.FrameError,
+    match=r"sequence 's' frame 7: .*bad.jpg is a truncated "
+    r'JPEG',
+  ):
     datasets.read_frame(str(bad), 's', 7)
   bad.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg\xff\xd9')
   with pytest.raises(datasets.FrameError, match=r"sequence 's' frame 7: cannot decode"):
@@ -216,7 +220,8 @@ def test_result_layouts_atomic_and_zip(tmp_path):
   w.write('GOT-10k_Test_000001', boxes, [0.5, 0.25])
   d = tmp_path / 'got' / 'GOT-10k_Test_000001'
   assert (d / 'GOT-10k_Test_000001_001.txt').read_text() == (
-      '1.2500,2.5000,10.1250,8.0000\n3.0000,4.0000,5.0000,6.0000\n')
+    '1.2500,2.5000,10.1250,8.0000\n3.0000,4.0000,5.0000,6.0000\n'
+  )
   assert (d / 'GOT-10k_Test_000001_time.txt').read_text() == '0.50000000\n0.25000000\n'
   assert w.is_done('GOT-10k_Test_000001')
   assert not list(d.glob('*.tmp'))
@@ -225,8 +230,9 @@ def test_result_layouts_atomic_and_zip(tmp_path):
   np.testing.assert_array_equal(times, [0.5, 0.25])
   z = w.make_zip(['GOT-10k_Test_000001'])
   assert sorted(zipfile.ZipFile(z).namelist()) == [
-      'GOT-10k_Test_000001/GOT-10k_Test_000001_001.txt',
-      'GOT-10k_Test_000001/GOT-10k_Test_000001_time.txt']
+    'GOT-10k_Test_000001/GOT-10k_Test_000001_001.txt',
+    'GOT-10k_Test_000001/GOT-10k_Test_000001_time.txt',
+  ]
   assert (d / 'GOT-10k_Test_000001_001.txt').exists()  # raw results kept
 
   tn = results.ResultWriter(tmp_path / 'tn', 'trackingnet')
@@ -248,6 +254,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
   def boom(*args, **kwargs):
     raise OSError('disk full')
+
   monkeypatch.setattr(results.os, 'replace', boom)
   with pytest.raises(OSError):
     results.atomic_write_text(p, 'new\n')

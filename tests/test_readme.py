@@ -50,7 +50,7 @@ def _commands():
         while tokens and re.match(r'^[A-Z_][A-Z0-9_]*=', tokens[0]):  # FOO=bar cmd
           tokens = tokens[1:]
         if tokens and tokens[0] in ('srun', 'mpirun'):  # launcher options, then the command
-          tokens = tokens[tokens.index('python'):]
+          tokens = tokens[tokens.index('python') :]
         out.append((tokens, part.strip()))
   return out
 
@@ -59,8 +59,8 @@ COMMANDS = _commands()
 
 
 def _ci_test_command():
-  lines = [l.strip() for l in (REPO / '.ci' / 'run').read_text().splitlines()]
-  return [l for l in lines if l.startswith('python -m pytest')]
+  lines = [line.strip() for line in (REPO / '.ci' / 'run').read_text().splitlines()]
+  return [line for line in lines if line.startswith('python -m pytest')]
 
 
 def test_readme_has_the_two_setup_commands_first():
@@ -81,8 +81,14 @@ def test_readme_test_command_is_the_ci_command():
 def _help(runner):
   """--help output of a script path or '-m module' (run for real)."""
   args = runner.split(' ')
-  out = subprocess.run([sys.executable, *args, '--help'], cwd=REPO, capture_output=True,
-                       text=True, timeout=120, check=False)
+  out = subprocess.run(
+    [sys.executable, *args, '--help'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert out.returncode == 0, f'{runner} --help failed:\n{out.stderr[-2000:]}'
   return out.stdout
 
@@ -96,8 +102,10 @@ def _check_paths(tokens, line):
 
 def _check_overrides(config_spec, overrides, line):
   from ostrack_jax import cli_utils
-  config = cli_utils.load_config(str(REPO / config_spec) if config_spec.endswith('.py')
-                                 else config_spec)
+
+  config = cli_utils.load_config(
+    str(REPO / config_spec) if config_spec.endswith('.py') else config_spec
+  )
   try:
     cli_utils.apply_overrides(config, overrides)
   except ValueError as e:
@@ -133,13 +141,16 @@ def _check_python(tokens, line):
   flags = [t.split('=')[0] for t in rest if t.startswith('--') and not t.startswith('--config.')]
   if runner == '-m ostrack_jax.data.pack':  # DATASET positional: a source name
     from ostrack_jax.data import sources
+
     assert f"'{rest[0]}'" in importlib.util.find_spec(sources.__name__).loader.get_source(
-        sources.__name__), f'{line}: unknown source {rest[0]}'
+      sources.__name__
+    ), f'{line}: unknown source {rest[0]}'
   help_text = _help(runner)
   for flag in flags:
     assert re.search(re.escape(flag) + r'\b', help_text), f'{line}: {runner} has no {flag}'
   if runner == 'train.py':
     from ostrack_jax.training import loop
+
     parsed, overrides = loop.parse_args(rest, _load_script('train.py').DEFAULTS)
     _check_overrides(parsed.config, overrides, line)
   elif runner == 'eval.py':
@@ -154,7 +165,7 @@ def test_readme_command(tokens, line):
     assert tokens[1:3] == ['install', '-e'], f'{line}: only the editable install is expected'
     extras = re.match(r'\.\[(.*)\]$', tokens[3])
     pyproject = (REPO / 'pyproject.toml').read_text()
-    for extra in (extras.group(1).split(',') if extras else []):
+    for extra in extras.group(1).split(',') if extras else []:
       assert re.search(rf'^{extra} = \[', pyproject, flags=re.M), f'{line}: no extra {extra}'
     return
   if tokens[0] in ('bash', 'sh') or tokens[0].startswith('.ci/'):  # a repository script

@@ -25,24 +25,28 @@ def _lines(text, keep):
 
 # Each case: (id, which file, its damaged text (None: deleted), words the message must contain).
 DAMAGE = [
-    ('truncated', 'box', lambda t: _lines(t, 2), 'has 2 lines, the sequence has 5 frames'),
-    ('one_line', 'box', lambda t: _lines(t, 1), 'has 1 line, the sequence has 5 frames'),
-    ('extra_line', 'box', lambda t: t + '1.0,2.0,3.0,4.0\n', 'has 6 lines, the sequence has 5'),
-    ('empty', 'box', lambda t: '', 'is empty'),
-    ('blank', 'box', lambda t: '\n\n', 'is empty'),
-    ('cut_mid_line', 'box', lambda t: t[:-8], 'line 5: expected 4 numbers'),
-    ('non_numeric', 'box', lambda t: t.replace('20.5000', 'abc', 1), 'line 1: expected 4 numbers'),
-    ('nan', 'box', lambda t: t.replace('20.5000', 'nan', 1), 'line 1: expected 4 numbers'),
-    ('inf', 'box', lambda t: t.replace('30.2500', 'inf', 1), 'line 1: expected 4 numbers'),
-    ('three_numbers', 'box', lambda t: t.replace(',40.0000', '', 1), 'line 1: expected 4'),
-    ('binary', 'box', lambda t: b'\xff\xfe\x00', 'cannot read'),
-    ('time_truncated', 'time', lambda t: _lines(t, 3), 'has 3 lines, the sequence has 5 frames'),
-    ('time_extra', 'time', lambda t: t + '0.5\n', 'has 6 lines'),
-    ('time_empty', 'time', lambda t: '', 'is empty'),
-    ('time_non_numeric', 'time', lambda t: t.replace('0.02000000', 'x', 1),
-     'line 2: expected 1 number'),
-    ('time_nan', 'time', lambda t: t.replace('0.02000000', 'NaN', 1), 'line 2: expected 1'),
-    ('time_missing', 'time', None, 'is missing'),
+  ('truncated', 'box', lambda t: _lines(t, 2), 'has 2 lines, the sequence has 5 frames'),
+  ('one_line', 'box', lambda t: _lines(t, 1), 'has 1 line, the sequence has 5 frames'),
+  ('extra_line', 'box', lambda t: t + '1.0,2.0,3.0,4.0\n', 'has 6 lines, the sequence has 5'),
+  ('empty', 'box', lambda t: '', 'is empty'),
+  ('blank', 'box', lambda t: '\n\n', 'is empty'),
+  ('cut_mid_line', 'box', lambda t: t[:-8], 'line 5: expected 4 numbers'),
+  ('non_numeric', 'box', lambda t: t.replace('20.5000', 'abc', 1), 'line 1: expected 4 numbers'),
+  ('nan', 'box', lambda t: t.replace('20.5000', 'nan', 1), 'line 1: expected 4 numbers'),
+  ('inf', 'box', lambda t: t.replace('30.2500', 'inf', 1), 'line 1: expected 4 numbers'),
+  ('three_numbers', 'box', lambda t: t.replace(',40.0000', '', 1), 'line 1: expected 4'),
+  ('binary', 'box', lambda t: b'\xff\xfe\x00', 'cannot read'),
+  ('time_truncated', 'time', lambda t: _lines(t, 3), 'has 3 lines, the sequence has 5 frames'),
+  ('time_extra', 'time', lambda t: t + '0.5\n', 'has 6 lines'),
+  ('time_empty', 'time', lambda t: '', 'is empty'),
+  (
+    'time_non_numeric',
+    'time',
+    lambda t: t.replace('0.02000000', 'x', 1),
+    'line 2: expected 1 number',
+  ),
+  ('time_nan', 'time', lambda t: t.replace('0.02000000', 'NaN', 1), 'line 2: expected 1'),
+  ('time_missing', 'time', None, 'is missing'),
 ]
 
 
@@ -91,7 +95,9 @@ def test_damaged_results_are_not_done_and_named(tmp_path, layout, case):
 def test_read_numbers_message_names_file_and_line(tmp_path):
   p = tmp_path / 'r.txt'
   p.write_text('1,2,3,4\n\n5,6,nan,8\n')
-  with pytest.raises(results.ResultFileError, match=r"r\.txt line 3: expected 4 numbers .*'5,6,nan,8'"):
+  with pytest.raises(
+    results.ResultFileError, match=r"r\.txt line 3: expected 4 numbers .*'5,6,nan,8'"
+  ):
     results.read_numbers(p, 4)
   p.write_text('1,2,3,4\n')
   with pytest.raises(ValueError, match='has 1 line, the sequence has 2 frames'):
@@ -110,6 +116,7 @@ def umask():
 
   def set_umask(value):
     os.umask(value)
+
   yield set_umask
   os.umask(old)
 
@@ -134,6 +141,7 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mask, file_mode):
 def test_results_zip_and_model_file_are_0644_with_umask_022(tmp_path, umask):
   from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config
+
   umask(0o022)
   writer = results.ResultWriter(tmp_path / 'got', 'got10k')
   writer.write('a', BOXES, TIMES)

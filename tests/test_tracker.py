@@ -43,8 +43,9 @@ class _Seq:
 @pytest.fixture(scope='module')
 def tracker():
   # The released-layout PyTorch checkpoint, converted on the fly.
-  return tracker_lib.Tracker.from_checkpoint(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar',
-                                             get_config('tiny_256_ce'))
+  return tracker_lib.Tracker.from_checkpoint(
+    FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar', get_config('tiny_256_ce')
+  )
 
 
 @pytest.fixture(scope='module', params=['synthetic', 'soapbox'])
@@ -61,8 +62,9 @@ def test_hann_window_matches_original(seq):
 
 def test_hann_window_values_from_spec():
   h = np.sqrt(np.diag(tracker_lib.hann_window(16)))
-  np.testing.assert_allclose(h[:8], [0.03376, 0.13050, 0.27713, 0.45387, 0.63683, 0.80132,
-                                     0.92511, 0.99149], atol=6e-6)
+  np.testing.assert_allclose(
+    h[:8], [0.03376, 0.13050, 0.27713, 0.45387, 0.63683, 0.80132, 0.92511, 0.99149], atol=6e-6
+  )
   np.testing.assert_allclose(h, h[::-1], atol=1e-6)  # float32 cos: symmetric to 1 ulp
   assert tracker_lib.hann_window(24).shape == (24, 24)
 
@@ -71,8 +73,9 @@ def test_normalization_table_is_float32_imagenet():
   table = tracker_lib.normalization_table().reshape(256, 3)
   for v in (0, 1, 128, 255):
     for c in range(3):
-      expected = (np.float32(v) / np.float32(255) - np.float32(tracker_lib.IMAGENET_MEAN[c])
-                  ) / np.float32(tracker_lib.IMAGENET_STD[c])
+      expected = (
+        np.float32(v) / np.float32(255) - np.float32(tracker_lib.IMAGENET_MEAN[c])
+      ) / np.float32(tracker_lib.IMAGENET_STD[c])
       assert table[v, c] == expected
   img = np.array([[[0, 128, 255]]], np.uint8)
   out = np.asarray(jax.jit(tracker_lib.normalize_uint8)(img, tracker_lib.normalization_table()))
@@ -87,8 +90,9 @@ def test_clip_box_uses_unclamped_corners():
   # Entirely left/above: x2 = max(10, -30) = 10 -> w = 10.
   np.testing.assert_allclose(tracker_lib.clip_box([-50, -50, 20, 20], 80, 100), [0, 0, 10, 10])
   # Inside: unchanged.
-  np.testing.assert_allclose(tracker_lib.clip_box([10.5, 20.25, 30, 40], 80, 100),
-                             [10.5, 20.25, 30, 40])
+  np.testing.assert_allclose(
+    tracker_lib.clip_box([10.5, 20.25, 30, 40], 80, 100), [10.5, 20.25, 30, 40]
+  )
 
 
 def test_map_box_back_hand_values():
@@ -134,9 +138,10 @@ def test_tracker_matches_original(tracker, seq, run):
     boxes, crops, scores, n = _run(tracker, seq, run)
   for k in (1, 2, 3):
     if k <= n and f'{run}_search_crop_f{k}' in seq.data:
-      np.testing.assert_array_equal(crops[k], _png(seq[f'{run}_search_crop_f{k}']),
-                                    err_msg=f'search crop of frame {k}')
-  ref = seq[f'{run}_boxes'][1:n + 1]
+      np.testing.assert_array_equal(
+        crops[k], _png(seq[f'{run}_search_crop_f{k}']), err_msg=f'search crop of frame {k}'
+      )
+  ref = seq[f'{run}_boxes'][1 : n + 1]
   err = np.abs(boxes - ref).max(axis=1)
   assert (err < BOX_TOL_PX).all(), f'per-frame box error (px): {err}'
   np.testing.assert_allclose(scores, seq[f'{run}_score_map'][:n], atol=SCORE_TOL, rtol=0)
@@ -172,8 +177,9 @@ def test_visualisation_outputs(tracker):
   tracker.initialize(s.frame(0), s['gt'][0])
   tracker.track(s.frame(1))
   assert tracker.last_score_map.shape == (16, 16)
-  np.testing.assert_allclose(tracker.last_response,
-                             tracker.last_score_map * tracker_lib.hann_window(16), rtol=1e-6)
+  np.testing.assert_allclose(
+    tracker.last_response, tracker.last_score_map * tracker_lib.hann_window(16), rtol=1e-6
+  )
   removed = tracker.last_removed_indexes
   assert [len(r) for r in removed] == [76, 54, 37]
   flat = np.concatenate(removed)
@@ -242,11 +248,13 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   assert batch.core._track._cache_size() == 1  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize('box, problem', [((10, 10, 0, 20), 'zero or negative'),
-                                          ((900, 10, 20, 20), 'outside the 854x480 image')])
-def test_runner_rejects_bad_initial_box_naming_sequence_and_frame(tracker, tmp_path, box,
-                                                                   problem):
+@pytest.mark.parametrize(
+  'box, problem',
+  [((10, 10, 0, 20), 'zero or negative'), ((900, 10, 20, 20), 'outside the 854x480 image')],
+)
+def test_runner_rejects_bad_initial_box_naming_sequence_and_frame(tracker, tmp_path, box, problem):
   from ostrack_jax.tracking import datasets, runner
+
   s = _Seq('soapbox')
   paths = []
   for i in range(2):

@@ -19,6 +19,7 @@ def clip(tmp_path_factory):
   from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables
+
   tmp = tmp_path_factory.mktemp('demo')
   config = get_config('tiny_256_ce')
   ckpt = tmp / 'model.msgpack'
@@ -29,7 +30,7 @@ def clip(tmp_path_factory):
   video = cv2.VideoWriter(str(tmp / 'clip.mp4'), cv2.VideoWriter_fourcc(*'mp4v'), 10, (96, 64))
   for i in range(4):
     img = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    img[20:40, 30 + 2 * i:50 + 2 * i] = (255, 0, 0)
+    img[20:40, 30 + 2 * i : 50 + 2 * i] = (255, 0, 0)
     cv2.imwrite(str(frames_dir / f'{i + 1:05d}.jpg'), img)
     video.write(img)
   video.release()
@@ -39,9 +40,25 @@ def clip(tmp_path_factory):
 def test_demo_gif_from_frame_folder_with_overlays(clip):
   tmp, ckpt = clip
   out = tmp / 'out.gif'
-  assert demo.main(['--video', str(tmp / 'frames'), '--box', '30,20,20,20', '--checkpoint',
-                    str(ckpt), '--config', 'tiny_256_ce', '--output', str(out),
-                    '--score-map', '--eliminated']) == 0
+  assert (
+    demo.main(
+      [
+        '--video',
+        str(tmp / 'frames'),
+        '--box',
+        '30,20,20,20',
+        '--checkpoint',
+        str(ckpt),
+        '--config',
+        'tiny_256_ce',
+        '--output',
+        str(out),
+        '--score-map',
+        '--eliminated',
+      ]
+    )
+    == 0
+  )
   frames = imageio.mimread(str(out))
   assert len(frames) == 4 and frames[0].shape[:2] == (64, 96)
   boxes = np.loadtxt(str(out) + '.txt', delimiter=',')
@@ -51,6 +68,7 @@ def test_demo_gif_from_frame_folder_with_overlays(clip):
   # the same boxes as the sequential tracker (the .txt has 4 decimals)
   from ostrack_jax.configs import get_config
   from ostrack_jax.tracking.tracker import Tracker
+
   tracker = Tracker.from_checkpoint(str(ckpt), get_config('tiny_256_ce'))
   frames = list(demo.iter_frames(str(tmp / 'frames')))
   tracker.initialize(frames[0], (30, 20, 20, 20))
@@ -61,9 +79,25 @@ def test_demo_gif_from_frame_folder_with_overlays(clip):
 def test_demo_mp4_from_video_file(clip):
   tmp, ckpt = clip
   out = tmp / 'out.mp4'
-  assert demo.main(['--video', str(tmp / 'clip.mp4'), '--box', '30,20,20,20', '--checkpoint',
-                    str(ckpt), '--config', 'tiny_256_ce', '--output', str(out),
-                    '--max-frames', '3']) == 0
+  assert (
+    demo.main(
+      [
+        '--video',
+        str(tmp / 'clip.mp4'),
+        '--box',
+        '30,20,20,20',
+        '--checkpoint',
+        str(ckpt),
+        '--config',
+        'tiny_256_ce',
+        '--output',
+        str(out),
+        '--max-frames',
+        '3',
+      ]
+    )
+    == 0
+  )
   cap = cv2.VideoCapture(str(out))
   n = 0
   while cap.read()[0]:
@@ -73,14 +107,42 @@ def test_demo_mp4_from_video_file(clip):
 
 def test_demo_bad_arguments(clip, capsys):
   tmp, ckpt = clip
-  assert demo.main(['--video', str(tmp / 'nope'), '--box', '1,2,3,4', '--checkpoint',
-                    str(ckpt), '--config', 'tiny_256_ce', '--output',
-                    str(tmp / 'x.gif')]) == 2
+  assert (
+    demo.main(
+      [
+        '--video',
+        str(tmp / 'nope'),
+        '--box',
+        '1,2,3,4',
+        '--checkpoint',
+        str(ckpt),
+        '--config',
+        'tiny_256_ce',
+        '--output',
+        str(tmp / 'x.gif'),
+      ]
+    )
+    == 2
+  )
   assert 'no such file or folder' in capsys.readouterr().err
   assert not [t for t in threading.enumerate() if t.name == 'ostrack-demo-reader']
-  assert demo.main(['--video', str(tmp / 'frames'), '--box', '1,2,0,4', '--checkpoint',
-                    str(ckpt), '--config', 'tiny_256_ce', '--output',
-                    str(tmp / 'x.gif')]) == 2
+  assert (
+    demo.main(
+      [
+        '--video',
+        str(tmp / 'frames'),
+        '--box',
+        '1,2,0,4',
+        '--checkpoint',
+        str(ckpt),
+        '--config',
+        'tiny_256_ce',
+        '--output',
+        str(tmp / 'x.gif'),
+      ]
+    )
+    == 2
+  )
   assert 'zero or negative' in capsys.readouterr().err
   with pytest.raises(SystemExit):
     demo.main(['--video', 'v', '--box', '1,2,3', '--checkpoint', str(ckpt)])

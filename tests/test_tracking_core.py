@@ -18,8 +18,9 @@ FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
 @pytest.fixture(scope='module')
 def tracker():
-  return tracker_lib.Tracker.from_checkpoint(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar',
-                                             get_config('tiny_256_ce'))
+  return tracker_lib.Tracker.from_checkpoint(
+    FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar', get_config('tiny_256_ce')
+  )
 
 
 @pytest.fixture(scope='module')
@@ -44,14 +45,23 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
   """Three sequences of 6, 3 and 5 frames through 2 slots ('map'): the short one ends and the
   third takes its slot; every box equals tracking that sequence alone (B = 1 core)."""
   frames, gt = soapbox
-  specs = [('a', 6, gt[0]), ('b', 3, gt[0] + [4.0, -3.0, -10.0, 6.0]),
-           ('c', 5, gt[1] + [-6.0, 2.0, 8.0, -4.0])]
+  specs = [
+    ('a', 6, gt[0]),
+    ('b', 3, gt[0] + [4.0, -3.0, -10.0, 6.0]),
+    ('c', 5, gt[1] + [-6.0, 2.0, 8.0, -4.0]),
+  ]
   seqs = [_sequence(tmp_path, name, frames[:n], box) for name, n, box in specs]
   alone = {s.name: runner.track_sequence(tracker, s).boxes for s in seqs}
   batch = tracker_lib.BatchTracker(tracker, 2, 'map')
   done, failed, counted = {}, [], []
-  runner.track_lockstep(batch, seqs, lambda r: done.__setitem__(r.name, r), failed.append,
-                        on_frame=counted.append, lag=2)
+  runner.track_lockstep(
+    batch,
+    seqs,
+    lambda r: done.__setitem__(r.name, r),
+    failed.append,
+    on_frame=counted.append,
+    lag=2,
+  )
   assert not failed and sorted(done) == ['a', 'b', 'c'] and sum(counted) == 14
   for name, boxes in alone.items():
     np.testing.assert_array_equal(done[name].boxes, boxes, err_msg=name)
@@ -62,8 +72,9 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
 
 def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
   frames, gt = soapbox
-  core = tracker_lib.TrackingCore(tracker.config, tracker.variables, 1, None,
-                                  full_outputs=False, cast=False)
+  core = tracker_lib.TrackingCore(
+    tracker.config, tracker.variables, 1, None, full_outputs=False, cast=False
+  )
   sizes = [(480, 854), (500, 860), (360, 640), (480, 854), (720, 1280), (355, 630)]
   buckets = {tracker_lib.bucket_shape(*hw) for hw in sizes}
   assert len(buckets) == 3
@@ -105,8 +116,11 @@ def test_runner_warns_once_for_a_size_change(tracker, soapbox, tmp_path):
 @pytest.mark.parametrize('shape', [(1, 1, 3), (5, 300, 3), (300, 9)])
 def test_tiny_frames_are_a_clear_error(tracker, soapbox, shape):
   frames, gt = soapbox
-  with pytest.raises(ValueError, match=r'initialize: the frame is \d+x\d+ pixels; the tracker '
-                                       r'needs at least 11x11'):
+  with pytest.raises(
+    ValueError,
+    match=r'initialize: the frame is \d+x\d+ pixels; the tracker '
+    r'needs at least 11x11',
+  ):
     tracker.initialize(np.zeros(shape, np.uint8), (0, 0, 1, 1))
   tracker.initialize(frames[0], gt[0])
   with pytest.raises(ValueError, match=r'frame \d+: the frame is \d+x\d+ pixels'):
@@ -117,9 +131,12 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
   frames, gt = soapbox
   seq = _sequence(tmp_path, 'cut', frames[:4], gt[0], ext='jpg')
   data = pathlib.Path(seq.frames[2]).read_bytes()
-  pathlib.Path(seq.frames[2]).write_bytes(data[:len(data) // 2])
-  with pytest.raises(datasets.FrameError, match=r"sequence 'cut' frame 2: .*00000003.jpg is a "
-                                                r'truncated JPEG'):
+  pathlib.Path(seq.frames[2]).write_bytes(data[: len(data) // 2])
+  with pytest.raises(
+    datasets.FrameError,
+    match=r"sequence 'cut' frame 2: .*00000003.jpg is a "
+    r'truncated JPEG',
+  ):
     datasets.read_frame(seq.frames[2], 'cut', 2)
   ok = _sequence(tmp_path, 'ok', frames[:3], gt[0], ext='jpg')
   done, failed = [], []
@@ -132,8 +149,9 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
 
 
 def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):
-  core = tracker_lib.TrackingCore(tracker.config, tracker.variables, 2, 'vmap',
-                                  full_outputs=False, cast=False)
+  core = tracker_lib.TrackingCore(
+    tracker.config, tracker.variables, 2, 'vmap', full_outputs=False, cast=False
+  )
   with pytest.raises(AssertionError, match='shape'):  # 3 frames for 2 slots
     core.step(np.zeros((3, 64, 64, 3), np.uint8), np.ones((3, 2)), np.ones(3, bool))
   with pytest.raises(AssertionError, match='type'):  # float frames

@@ -12,8 +12,16 @@ from ostrack_jax.training import checkpoint, loop
 
 def test_parse_args_collects_overrides_and_rejects_unknown_flags():
   args, overrides = loop.parse_args(
-      ['--config', 'configs/ostrack_256_ce.py', '--config.train.lr=1e-3', '--config.train.epochs',
-       '5', '--resume'], {'config': 'configs/tiny_256_ce.py'})
+    [
+      '--config',
+      'configs/ostrack_256_ce.py',
+      '--config.train.lr=1e-3',
+      '--config.train.epochs',
+      '5',
+      '--resume',
+    ],
+    {'config': 'configs/tiny_256_ce.py'},
+  )
   assert args.config == 'configs/ostrack_256_ce.py' and args.resume and not args.multihost
   assert overrides == ['train.lr=1e-3', 'train.epochs=5']
   args, overrides = loop.parse_args([], {'config': 'configs/tiny_256_ce.py'})
@@ -39,8 +47,14 @@ def test_metric_writer_truncates_to_the_resumed_step(tmp_path):
 
 
 def _m(finite, **kw):
-  base = {'finite': finite, 'boxes_finite': True, 'grad_norm': 1.0, 'Loss/giou': 0.5,
-          'Loss/l1': 0.1, 'Loss/location': 3.0}
+  base = {
+    'finite': finite,
+    'boxes_finite': True,
+    'grad_norm': 1.0,
+    'Loss/giou': 0.5,
+    'Loss/l1': 0.1,
+    'Loss/location': 3.0,
+  }
   base.update(kw)
   return base
 
@@ -52,7 +66,9 @@ def test_non_finite_monitor_skips_isolated_and_stops_on_a_run():
   assert mon.total == 1 and mon.consecutive == 0
   mon.update(3, 1, _m(False, grad_norm=float('inf')))
   mon.update(4, 1, _m(False, grad_norm=float('inf')))
-  with pytest.raises(loop.NonFiniteError, match=r'step 5 \(epoch 2\).*Loss/giou=nan.*predicted boxes'):
+  with pytest.raises(
+    loop.NonFiniteError, match=r'step 5 \(epoch 2\).*Loss/giou=nan.*predicted boxes'
+  ):
     mon.update(5, 2, _m(False, boxes_finite=False, **{'Loss/giou': float('nan')}))
   mon = loop.NonFiniteMonitor(max_total=2, max_consecutive=3)
   mon.update(1, 1, _m(False))

@@ -19,18 +19,32 @@ sys.path.insert(0, str(REPO))
 # A small OSTrack on a tiny synthetic set: global batch 8 (2 per device, 4 devices), 2 steps per
 # epoch, 2 epochs, CE from epoch 2 on, a checkpoint every 2 steps.
 SMALL = [
-    '--config', 'configs/tiny_256_ce.py',
-    '--config.model.template_size=64', '--config.model.search_size=128', '--config.model.depth=3',
-    '--config.model.ce_loc=(1,)', '--config.model.ce_keep_ratio=(0.7,)',
-    '--config.model.embed_dim=32', '--config.model.num_heads=2', '--config.model.mlp_dim=64',
-    '--config.model.head_channels=16', '--config.model.ce_template_range=ALL',
-    # Each process holds its own slice of the global batch, so its rows are the single-process
-    # batch permuted; stochastic depth draws its masks per row, hence off for the comparison.
-    '--config.model.drop_path_rate=0.0', '--config.train.mixed_precision=False',
-    '--config.train.batch_size=2', '--config.train.epochs=2', '--config.data.samples_per_epoch=16',
-    '--config.train.ce_start_epoch=2', '--config.train.ce_warm_epoch=1',
-    '--config.train.log_every_steps=1', '--config.train.checkpoint_every_steps=2',
-    '--config.train.val_every_epochs=0', '--config.data.num_workers=0', '--no-progress',
+  '--config',
+  'configs/tiny_256_ce.py',
+  '--config.model.template_size=64',
+  '--config.model.search_size=128',
+  '--config.model.depth=3',
+  '--config.model.ce_loc=(1,)',
+  '--config.model.ce_keep_ratio=(0.7,)',
+  '--config.model.embed_dim=32',
+  '--config.model.num_heads=2',
+  '--config.model.mlp_dim=64',
+  '--config.model.head_channels=16',
+  '--config.model.ce_template_range=ALL',
+  # Each process holds its own slice of the global batch, so its rows are the single-process
+  # batch permuted; stochastic depth draws its masks per row, hence off for the comparison.
+  '--config.model.drop_path_rate=0.0',
+  '--config.train.mixed_precision=False',
+  '--config.train.batch_size=2',
+  '--config.train.epochs=2',
+  '--config.data.samples_per_epoch=16',
+  '--config.train.ce_start_epoch=2',
+  '--config.train.ce_warm_epoch=1',
+  '--config.train.log_every_steps=1',
+  '--config.train.checkpoint_every_steps=2',
+  '--config.train.val_every_epochs=0',
+  '--config.data.num_workers=0',
+  '--no-progress',
 ]
 TOTAL_STEPS = 4
 TIMEOUT_S = 600
@@ -39,9 +53,11 @@ TIMEOUT_S = 600
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
   from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
   root = tmp_path_factory.mktemp('synthetic')
-  synthetic.make_synthetic_dataset(root, num_train=3, num_val=1, num_frames=20,
-                                   frame_size=(160, 120), seed=0)
+  synthetic.make_synthetic_dataset(
+    root, num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
+  )
   return root
 
 
@@ -60,17 +76,41 @@ def _free_port():
 
 
 def _train(workdir, root, *extra):
-  return [sys.executable, str(REPO / 'train.py'), '--workdir', str(workdir), *SMALL,
-          f'--config.data.roots.synthetic={root}', *extra]
+  return [
+    sys.executable,
+    str(REPO / 'train.py'),
+    '--workdir',
+    str(workdir),
+    *SMALL,
+    f'--config.data.roots.synthetic={root}',
+    *extra,
+  ]
 
 
 def _run_two_processes(workdir, root, *extra):
   port = _free_port()
-  procs = [subprocess.Popen(
-      _train(workdir, root, '--multihost', '--coordinator', f'localhost:{port}',
-             '--num-processes', '2', '--process-id', str(i), *extra),
-      cwd=REPO, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      _train(
+        workdir,
+        root,
+        '--multihost',
+        '--coordinator',
+        f'localhost:{port}',
+        '--num-processes',
+        '2',
+        '--process-id',
+        str(i),
+        *extra,
+      ),
+      cwd=REPO,
+      env=_env(2),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outputs = []
   try:
     for p in procs:
@@ -86,13 +126,17 @@ def _run_two_processes(workdir, root, *extra):
 
 def _losses(workdir):
   lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
-  return [(r['step'], r['Loss/total'], r['Loss/giou'], r['Loss/location'], r['keep_rate'])
-          for r in map(json.loads, lines) if 'Loss/total' in r]
+  return [
+    (r['step'], r['Loss/total'], r['Loss/giou'], r['Loss/location'], r['keep_rate'])
+    for r in map(json.loads, lines)
+    if 'Loss/total' in r
+  ]
 
 
 def _params(workdir):
   import jax  # pylint: disable=g-import-not-at-top
   from ostrack_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+
   payload = checkpoint_io.read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
   return jax.tree_util.tree_leaves_with_path(payload['variables']['params'])
 
@@ -100,8 +144,15 @@ def _params(workdir):
 @pytest.mark.slow
 def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_path, synthetic_root):
   single = tmp_path / 'single'
-  proc = subprocess.run(_train(single, synthetic_root), cwd=REPO, env=_env(4), capture_output=True,
-                        text=True, timeout=TIMEOUT_S, check=False)
+  proc = subprocess.run(
+    _train(single, synthetic_root),
+    cwd=REPO,
+    env=_env(4),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT_S,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
   # Two processes: stop after 2 of the 4 steps (checkpointed), then resume to the end.
@@ -137,13 +188,19 @@ def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_pa
 
 def test_manual_multihost_flags_are_checked(capsys):
   from ostrack_jax.training import loop  # pylint: disable=g-import-not-at-top
+
   defaults = {'config': 'configs/tiny_256_ce.py'}
-  args, _ = loop.parse_args(['--multihost', '--coordinator', 'h:1', '--num-processes', '2',
-                             '--process-id', '1'], defaults)
+  args, _ = loop.parse_args(
+    ['--multihost', '--coordinator', 'h:1', '--num-processes', '2', '--process-id', '1'], defaults
+  )
   assert (args.coordinator, args.num_processes, args.process_id) == ('h:1', 2, 1)
-  for argv, message in ((['--process-id', '0'], '--process-id only go with --multihost'),
-                        (['--multihost', '--num-processes', '2', '--process-id', '2'],
-                         '--process-id 2 not in [0, --num-processes 2)')):
+  for argv, message in (
+    (['--process-id', '0'], '--process-id only go with --multihost'),
+    (
+      ['--multihost', '--num-processes', '2', '--process-id', '2'],
+      '--process-id 2 not in [0, --num-processes 2)',
+    ),
+  ):
     with pytest.raises(SystemExit):
       loop.parse_args(argv, defaults)
     assert message in capsys.readouterr().err

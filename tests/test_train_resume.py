@@ -21,16 +21,30 @@ sys.path.insert(0, str(REPO))
 # on, so that the resumed run must also restore the RNG, and the step runs in the default run's
 # bfloat16 mixed precision.
 SMALL = [
-    '--config', 'configs/tiny_256_ce.py',
-    '--config.model.template_size=64', '--config.model.search_size=128', '--config.model.depth=3',
-    '--config.model.ce_loc=(1,)', '--config.model.ce_keep_ratio=(0.7,)',
-    '--config.model.embed_dim=32', '--config.model.num_heads=2', '--config.model.mlp_dim=64',
-    '--config.model.head_channels=16', "--config.model.ce_template_range=ALL",
-    '--config.model.drop_path_rate=0.1', '--config.train.mixed_precision=True',
-    '--config.train.batch_size=1', '--config.train.epochs=3', '--config.data.samples_per_epoch=8',
-    '--config.train.ce_start_epoch=2', '--config.train.ce_warm_epoch=1',
-    '--config.train.log_every_steps=1', '--config.train.checkpoint_every_steps=2',
-    '--config.train.val_every_epochs=0', '--config.data.num_workers=1', '--no-progress',
+  '--config',
+  'configs/tiny_256_ce.py',
+  '--config.model.template_size=64',
+  '--config.model.search_size=128',
+  '--config.model.depth=3',
+  '--config.model.ce_loc=(1,)',
+  '--config.model.ce_keep_ratio=(0.7,)',
+  '--config.model.embed_dim=32',
+  '--config.model.num_heads=2',
+  '--config.model.mlp_dim=64',
+  '--config.model.head_channels=16',
+  "--config.model.ce_template_range=ALL",
+  '--config.model.drop_path_rate=0.1',
+  '--config.train.mixed_precision=True',
+  '--config.train.batch_size=1',
+  '--config.train.epochs=3',
+  '--config.data.samples_per_epoch=8',
+  '--config.train.ce_start_epoch=2',
+  '--config.train.ce_warm_epoch=1',
+  '--config.train.log_every_steps=1',
+  '--config.train.checkpoint_every_steps=2',
+  '--config.train.val_every_epochs=0',
+  '--config.data.num_workers=1',
+  '--no-progress',
 ]
 TOTAL_STEPS = 12
 
@@ -38,9 +52,11 @@ TOTAL_STEPS = 12
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
   from ostrack_jax.data import synthetic
+
   root = tmp_path_factory.mktemp('synthetic')
-  synthetic.make_synthetic_dataset(root, num_train=3, num_val=1, num_frames=20,
-                                   frame_size=(160, 120), seed=0)
+  synthetic.make_synthetic_dataset(
+    root, num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
+  )
   return root
 
 
@@ -53,22 +69,35 @@ def _env():
 
 
 def _cmd(workdir, root, *extra):
-  return [sys.executable, str(REPO / 'train.py'), '--workdir', str(workdir), *SMALL,
-          f'--config.data.roots.synthetic={root}', *extra]
+  return [
+    sys.executable,
+    str(REPO / 'train.py'),
+    '--workdir',
+    str(workdir),
+    *SMALL,
+    f'--config.data.roots.synthetic={root}',
+    *extra,
+  ]
 
 
 def _losses(workdir):
   lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
-  return [(r['step'], r['Loss/total'], r['Loss/giou'], r['Loss/location'], r['keep_rate'])
-          for r in map(json.loads, lines) if 'Loss/total' in r]
+  return [
+    (r['step'], r['Loss/total'], r['Loss/giou'], r['Loss/location'], r['keep_rate'])
+    for r in map(json.loads, lines)
+    if 'Loss/total' in r
+  ]
 
 
 def _params(workdir):
   from ostrack_jax.checkpoint_io import read_variables_file
   import jax
+
   payload = read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_leaves_with_path(payload['variables'])}
+  return {
+    jax.tree_util.keystr(p): np.asarray(x)
+    for p, x in jax.tree_util.tree_leaves_with_path(payload['variables'])
+  }
 
 
 @pytest.fixture(scope='module')
@@ -78,11 +107,24 @@ def runs(tmp_path_factory, synthetic_root):
   # The uninterrupted reference first: it compiles the train steps into the test run's
   # compilation cache (tests/conftest.py), which the killed and the resumed run then load
   # instead of compiling them again (on 2 cores, running both at once saved nothing).
-  ref = subprocess.run(_cmd(straight, synthetic_root), cwd=REPO, env=_env(),
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+  ref = subprocess.run(
+    _cmd(straight, synthetic_root),
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    timeout=300,
+  )
   assert ref.returncode == 0, ref.stdout
-  victim = subprocess.Popen(_cmd(killed, synthetic_root), cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  victim = subprocess.Popen(
+    _cmd(killed, synthetic_root),
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   seen = []
   for line in victim.stdout:
     seen.append(line)
@@ -92,8 +134,14 @@ def runs(tmp_path_factory, synthetic_root):
   victim.wait()
   assert victim.returncode == -signal.SIGKILL, ''.join(seen)
   assert not (killed / 'model.msgpack').exists()
-  resumed = subprocess.run(_cmd(killed, synthetic_root, '--resume'), cwd=REPO, env=_env(),
-                           capture_output=True, text=True, timeout=300)
+  resumed = subprocess.run(
+    _cmd(killed, synthetic_root, '--resume'),
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   return straight, killed, resumed.stdout
 
@@ -117,20 +165,34 @@ def test_kill_and_resume_is_exact(runs):
 @pytest.mark.slow
 def test_mismatched_resume_is_refused(runs, synthetic_root):
   _, killed, _ = runs
-  r = subprocess.run(_cmd(killed, synthetic_root, '--resume', '--config.data.num_workers=2'),
-                     cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  r = subprocess.run(
+    _cmd(killed, synthetic_root, '--resume', '--config.data.num_workers=2'),
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert r.returncode == 2 and 'data.num_workers: checkpoint 1, now 2' in r.stderr, r.stderr
-  r = subprocess.run(_cmd(killed, synthetic_root, '--resume', '--config.model.embed_dim=64'),
-                     cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  r = subprocess.run(
+    _cmd(killed, synthetic_root, '--resume', '--config.model.embed_dim=64'),
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert r.returncode == 2 and 'model.embed_dim: checkpoint 32, now 64' in r.stderr, r.stderr
   # Without --resume an existing run is never continued or overwritten silently.
-  r = subprocess.run(_cmd(killed, synthetic_root), cwd=REPO, env=_env(), capture_output=True,
-                     text=True, timeout=120)
+  r = subprocess.run(
+    _cmd(killed, synthetic_root), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120
+  )
   assert r.returncode == 2 and '--resume' in r.stderr, r.stderr
 
 
 def test_bad_input_stops_with_a_message(tmp_path, capsys):
   import train  # pylint: disable=g-import-not-at-top
+
   assert train.main(['--workdir', str(tmp_path), '--config.train.lrr=1e-3']) == 2
   err = capsys.readouterr().err
   assert "unknown config key 'train.lrr'" in err and 'train.lr' in err
@@ -147,29 +209,39 @@ def test_bad_input_stops_with_a_message(tmp_path, capsys):
 
 
 BAD_CONFIG_VALUES = [
-    ('train.batch_size=0', 'config.train.batch_size=0: must be >= 1'),
-    ('train.batch_size=-3', 'config.train.batch_size=-3: must be >= 1'),
-    ('train.lr=0', 'config.train.lr=0.0: must be a finite number > 0'),
-    ('train.lr=-1e-4', 'config.train.lr=-0.0001: must be a finite number > 0'),
-    ('train.lr=1e999', 'config.train.lr=inf: must be a finite number > 0'),
-    ('model.ce_keep_ratio=(0.7,1.5,0.7)', 'config.model.ce_keep_ratio=(0.7, 1.5, 0.7): every '
-     'keep ratio must lie in (0, 1], got 1.5'),
-    ('model.ce_keep_ratio=(0.7,0,0.7)', 'must lie in (0, 1], got 0'),
-    ('model.ce_keep_ratio=(0.7,)', 'config.model.ce_keep_ratio=(0.7,): 1 ratio(s) for the 3'),
-    ('data.roots.synthetic={tmp}/nonexistent/root',
-     "config.data.roots.synthetic='{tmp}/nonexistent/root': no such folder"),
-    ('data.roots.synthetic={tmp}', "config.data.roots.synthetic='{tmp}': holds no synthetic "
-     'dataset (no synthetic.json)'),
-    ('train.pretrained={tmp}', "config.train.pretrained='{tmp}': is a directory"),
+  ('train.batch_size=0', 'config.train.batch_size=0: must be >= 1'),
+  ('train.batch_size=-3', 'config.train.batch_size=-3: must be >= 1'),
+  ('train.lr=0', 'config.train.lr=0.0: must be a finite number > 0'),
+  ('train.lr=-1e-4', 'config.train.lr=-0.0001: must be a finite number > 0'),
+  ('train.lr=1e999', 'config.train.lr=inf: must be a finite number > 0'),
+  (
+    'model.ce_keep_ratio=(0.7,1.5,0.7)',
+    'config.model.ce_keep_ratio=(0.7, 1.5, 0.7): every keep ratio must lie in (0, 1], got 1.5',
+  ),
+  ('model.ce_keep_ratio=(0.7,0,0.7)', 'must lie in (0, 1], got 0'),
+  ('model.ce_keep_ratio=(0.7,)', 'config.model.ce_keep_ratio=(0.7,): 1 ratio(s) for the 3'),
+  (
+    'data.roots.synthetic={tmp}/nonexistent/root',
+    "config.data.roots.synthetic='{tmp}/nonexistent/root': no such folder",
+  ),
+  (
+    'data.roots.synthetic={tmp}',
+    "config.data.roots.synthetic='{tmp}': holds no synthetic dataset (no synthetic.json)",
+  ),
+  ('train.pretrained={tmp}', "config.train.pretrained='{tmp}': is a directory"),
 ]
 
 
-@pytest.mark.parametrize('override, message', BAD_CONFIG_VALUES,
-                         ids=[o.replace('{tmp}', 'TMP') for o, _ in BAD_CONFIG_VALUES])
+@pytest.mark.parametrize(
+  'override, message',
+  BAD_CONFIG_VALUES,
+  ids=[o.replace('{tmp}', 'TMP') for o, _ in BAD_CONFIG_VALUES],
+)
 def test_bad_config_values_stop_before_any_work(tmp_path, capsys, override, message):
   """One line naming the field, exit code 2, no traceback, nothing written (no workdir, no
   synthetic data generated in a named root)."""
   import train  # pylint: disable=g-import-not-at-top
+
   workdir = tmp_path / 'run'
   override = override.replace('{tmp}', str(tmp_path))
   assert train.main(['--workdir', str(workdir), f'--config.{override}']) == 2

@@ -30,10 +30,13 @@ def small_config():
 
 def make_batch(seed=0, batch=GLOBAL_BATCH):
   rng = np.random.default_rng(seed)
-  b = {'template': rng.normal(size=(batch, 64, 64, 3)).astype(np.float32),
-       'search': rng.normal(size=(batch, 128, 128, 3)).astype(np.float32),
-       'search_anno': np.concatenate([rng.uniform(0.2, 0.5, (batch, 2)),
-                                      rng.uniform(0.1, 0.4, (batch, 2))], 1).astype(np.float32)}
+  b = {
+    'template': rng.normal(size=(batch, 64, 64, 3)).astype(np.float32),
+    'search': rng.normal(size=(batch, 128, 128, 3)).astype(np.float32),
+    'search_anno': np.concatenate(
+      [rng.uniform(0.2, 0.5, (batch, 2)), rng.uniform(0.1, 0.4, (batch, 2))], 1
+    ).astype(np.float32),
+  }
   return step_lib.add_heatmap(b, 8)
 
 
@@ -43,7 +46,9 @@ def run_one_step(num_devices, batch, keep_ratio=0.7, steps=1):
   variables = init_variables(config, seed=0)
   tx = optim.make_optimizer(config, steps_per_epoch=10)
   mesh = step_lib.make_mesh(jax.devices()[:num_devices])
-  state = jax.device_put(state_lib.create_train_state(variables, tx, seed=0), step_lib.replicated(mesh))
+  state = jax.device_put(
+    state_lib.create_train_state(variables, tx, seed=0), step_lib.replicated(mesh)
+  )
   train_step = step_lib.TrainStep(model, tx, config, mesh)
   with jax.default_matmul_precision('highest'):
     for _ in range(steps):
@@ -56,8 +61,10 @@ def single_device_result():
   return run_one_step(1, make_batch())
 
 
-@pytest.mark.parametrize('num_devices', [pytest.param(2, marks=pytest.mark.slow),
-                                         pytest.param(4, marks=pytest.mark.slow), 8])
+@pytest.mark.parametrize(
+  'num_devices',
+  [pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow), 8],
+)
 def test_sharded_step_equals_unsharded(single_device_result, num_devices):
   assert len(jax.devices()) >= 8, 'conftest.py must simulate 8 CPU devices'
   (ref_state, ref_metrics) = single_device_result
@@ -67,8 +74,10 @@ def test_sharded_step_equals_unsharded(single_device_result, num_devices):
     np.testing.assert_allclose(metrics[name], ref_metrics[name], rtol=2e-6, err_msg=name)
   # BatchNorm running statistics come from the global batch (per-device statistics would differ
   # by far more than this).
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref_state.batch_stats),
-                          jax.tree_util.tree_leaves(state.batch_stats)):
+  for (path, a), b in zip(
+    jax.tree_util.tree_leaves_with_path(ref_state.batch_stats),
+    jax.tree_util.tree_leaves(state.batch_stats),
+  ):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
   # Parameters. Adam's first step is lr * g / (|g| + eps): about +-lr whatever |g| is, so an entry
   # whose true gradient is ~0 (e.g. a conv bias followed by train-mode BatchNorm, or a weight
@@ -76,8 +85,9 @@ def test_sharded_step_equals_unsharded(single_device_result, num_devices):
   # Hence: every entry within 2 lr, and all but a few per mille within 3e-6.
   lr = get_config('tiny_256_ce').train.lr
   total = loose = 0
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref_state.params),
-                          jax.tree_util.tree_leaves(state.params)):
+  for (path, a), b in zip(
+    jax.tree_util.tree_leaves_with_path(ref_state.params), jax.tree_util.tree_leaves(state.params)
+  ):
     diff = np.abs(np.asarray(a) - np.asarray(b))
     assert diff.max() <= 2 * lr + 1e-7, jax.tree_util.keystr(path)
     total += diff.size
@@ -85,8 +95,10 @@ def test_sharded_step_equals_unsharded(single_device_result, num_devices):
   assert loose / total < 2e-3, (loose, total)
   # The step moved the parameters (a no-op step would also "agree").
   init = init_variables(small_config(), seed=0)['params']
-  moved = max(float(np.abs(np.asarray(x) - y).max()) for x, y in
-              zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.params)))
+  moved = max(
+    float(np.abs(np.asarray(x) - y).max())
+    for x, y in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.params))
+  )
   assert moved > 1e-4
 
 
@@ -138,10 +150,13 @@ def test_mixed_precision_step_keeps_float32_params(single_device_result):
   model = build_model(model_config)
   tx = optim.make_optimizer(config, steps_per_epoch=10)
   mesh = step_lib.make_mesh(jax.devices()[:2])
-  state = jax.device_put(state_lib.create_train_state(init_variables(config, seed=0), tx, seed=0),
-                         step_lib.replicated(mesh))
+  state = jax.device_put(
+    state_lib.create_train_state(init_variables(config, seed=0), tx, seed=0),
+    step_lib.replicated(mesh),
+  )
   state, metrics = step_lib.TrainStep(model, tx, config, mesh)(
-      state, step_lib.shard_batch(make_batch(), mesh), 0.7)
+    state, step_lib.shard_batch(make_batch(), mesh), 0.7
+  )
   state, metrics = jax.device_get((state, metrics))
   assert bool(metrics['finite'])
   assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(state.params))
@@ -164,8 +179,9 @@ def test_score_prior_starts_every_score_cell_at_that_probability():
   assert not np.allclose(before, 0.1, atol=0.05)
   np.testing.assert_allclose(after, 0.1, atol=0.05)
   untouched = jax.tree_util.tree_leaves_with_path(variables['params'])
-  changed = [jax.tree_util.keystr(p) for p, a in untouched
-             if not np.array_equal(a, _at(primed['params'], p))]
+  changed = [
+    jax.tree_util.keystr(p) for p, a in untouched if not np.array_equal(a, _at(primed['params'], p))
+  ]
   assert changed == ["['box_head']['conv5_ctr']['bias']"]
   with pytest.raises(ValueError, match='score_prior'):
     state_lib.set_score_prior(variables, 1.5)

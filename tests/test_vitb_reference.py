@@ -28,9 +28,9 @@ from ostrack_jax.models.ostrack import build_model
 
 # fixture name -> (preset, keep-ratio override)
 CASES = {
-    'vitb256ce_seed0': ('ostrack_256_ce', None),
-    'vitb256ce_keep1.0_seed0': ('ostrack_256_ce', 1.0),
-    'vitb384ce_seed0': ('ostrack_384_ce', None),
+  'vitb256ce_seed0': ('ostrack_256_ce', None),
+  'vitb256ce_keep1.0_seed0': ('ostrack_256_ce', 1.0),
+  'vitb384ce_seed0': ('ostrack_384_ce', None),
 }
 
 
@@ -78,34 +78,52 @@ def test_vitb_matches_original(converted, fixtures_dir, name):
   template, search = _inputs(ref)
   model = build_model(config)
   with jax.default_matmul_precision('highest'):
-    apply = jax.jit(lambda v, t, s: model.apply(v, t, s, keep_ratio=keep_ratio,
-                                                mutable=['intermediates']))
+    apply = jax.jit(
+      lambda v, t, s: model.apply(v, t, s, keep_ratio=keep_ratio, mutable=['intermediates'])
+    )
     out, state = apply(variables, template, search)
   inter = state['intermediates']['backbone']
 
-  np.testing.assert_allclose(np.asarray(out['score_map']), _nhwc(ref['score_map']), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(
+    np.asarray(out['score_map']), _nhwc(ref['score_map']), atol=1e-5, rtol=0
+  )
   np.testing.assert_allclose(np.asarray(out['size_map']), _nhwc(ref['size_map']), atol=2e-5, rtol=0)
-  np.testing.assert_allclose(np.asarray(out['offset_map']), _nhwc(ref['offset_map']), atol=2e-5, rtol=0)
-  np.testing.assert_allclose(np.asarray(out['pred_boxes']), ref['pred_boxes'][:, 0], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(
+    np.asarray(out['offset_map']), _nhwc(ref['offset_map']), atol=2e-5, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.asarray(out['pred_boxes']), ref['pred_boxes'][:, 0], atol=1e-5, rtol=0
+  )
 
   feat = np.asarray(out['backbone_feat'])
-  np.testing.assert_allclose(feat[:, ref['backbone_feat_rows']], ref['backbone_feat_sampled'],
-                             atol=2e-5, rtol=0)
-  np.testing.assert_allclose(np.abs(feat.astype(np.float64)).sum(axis=(1, 2)),
-                             ref['backbone_feat_abs_sum'], rtol=1e-6)
+  np.testing.assert_allclose(
+    feat[:, ref['backbone_feat_rows']], ref['backbone_feat_sampled'], atol=2e-5, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.abs(feat.astype(np.float64)).sum(axis=(1, 2)), ref['backbone_feat_abs_sum'], rtol=1e-6
+  )
   np.testing.assert_array_equal(np.abs(feat).sum(-1) == 0, ref['backbone_feat_zero_rows'])
 
   removed = out['removed_indexes']
   assert len(removed) == int(ref['num_removed_lists'])
   for j, ours in enumerate(removed):
-    np.testing.assert_array_equal(np.asarray(ours), ref[f'removed_indexes_s_{j}'].astype(np.int64),
-                                  err_msg=f'CE layer {j}: removed indices differ')
+    np.testing.assert_array_equal(
+      np.asarray(ours),
+      ref[f'removed_indexes_s_{j}'].astype(np.int64),
+      err_msg=f'CE layer {j}: removed indices differ',
+    )
   for i in config.model.ce_loc:
-    np.testing.assert_array_equal(np.asarray(inter['global_index'][i]),
-                                  ref[f'block{i:02d}_global_index_s'].astype(np.int64),
-                                  err_msg=f'block {i}: kept search indices differ')
+    np.testing.assert_array_equal(
+      np.asarray(inter['global_index'][i]),
+      ref[f'block{i:02d}_global_index_s'].astype(np.int64),
+      err_msg=f'block {i}: kept search indices differ',
+    )
     if f'block{i:02d}_ce_margin' in ref:
       assert np.all(ref[f'block{i:02d}_ce_margin'] > 1e-7)
       assert np.all(ref[f'block{i:02d}_rederived_set_matches'])
-      np.testing.assert_allclose(np.asarray(inter[f'blocks_{i}']['ce_margin'][0]),
-                                 ref[f'block{i:02d}_ce_margin'], atol=5e-9, rtol=0)
+      np.testing.assert_allclose(
+        np.asarray(inter[f'blocks_{i}']['ce_margin'][0]),
+        ref[f'block{i:02d}_ce_margin'],
+        atol=5e-9,
+        rtol=0,
+      )

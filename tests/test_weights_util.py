@@ -32,8 +32,9 @@ def test_layout_matches_tiny_manifest(tiny_manifest):
 
 def test_fill_regenerates_fixture_checkpoint_bit_for_bit(tiny_manifest, fixtures_dir):
   arrays = weights_util.fill(tiny_manifest, seed=0)
-  ckpt = torch.load(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar', map_location='cpu',
-                    weights_only=True)
+  ckpt = torch.load(
+    fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar', map_location='cpu', weights_only=True
+  )
   state = ckpt['net']
   assert list(state.keys()) == list(arrays.keys())
   for key, value in arrays.items():
@@ -46,8 +47,9 @@ def test_fill_regenerates_fixture_checkpoint_bit_for_bit(tiny_manifest, fixtures
 def test_fill_depends_on_seed(tiny_manifest):
   a = weights_util.fill(tiny_manifest, seed=0)
   b = weights_util.fill(tiny_manifest, seed=1)
-  assert not np.array_equal(a['backbone.blocks.0.attn.qkv.weight'],
-                            b['backbone.blocks.0.attn.qkv.weight'])
+  assert not np.array_equal(
+    a['backbone.blocks.0.attn.qkv.weight'], b['backbone.blocks.0.attn.qkv.weight']
+  )
   np.testing.assert_array_equal(a['box_head.conv1_ctr.1.num_batches_tracked'], 0)
 
 
@@ -78,8 +80,9 @@ def test_vitb_fill_is_fast_and_deterministic():
   assert qkv.dtype == np.float32 and qkv.shape == (2304, 768)
   assert abs(float(qkv.std()) - 0.02) < 1e-3
   again = weights_util.fill(weights_util.vitb_manifest(256), seed=0)
-  np.testing.assert_array_equal(again['box_head.conv5_ctr.weight'],
-                                weights['box_head.conv5_ctr.weight'])
+  np.testing.assert_array_equal(
+    again['box_head.conv5_ctr.weight'], weights['box_head.conv5_ctr.weight']
+  )
 
 
 def test_unknown_key_is_an_error():

@@ -33,8 +33,7 @@ _TOKEN_NAMES = ('pos_embed', 'cls_token', 'dist_token', 'mask_token')
 _HEAD_PREFIX = 'box_head.'
 
 
-def assign_rule(key: str, shape: Sequence[int],
-                shapes_by_key: Mapping[str, Sequence[int]]) -> str:
+def assign_rule(key: str, shape: Sequence[int], shapes_by_key: Mapping[str, Sequence[int]]) -> str:
   """Returns the fill rule of one state-dict entry from its name and shape.
 
   - `*.num_batches_tracked`: 'zeros'; `*.running_mean`: 'normal:0.1';
@@ -66,15 +65,16 @@ def assign_rule(key: str, shape: Sequence[int],
     if len(shape) == 1:
       return 'one_plus_normal:0.1'
   if leaf == 'bias':
-    sibling = shapes_by_key.get(key[:-len('bias')] + 'weight')
+    sibling = shapes_by_key.get(key[: -len('bias')] + 'weight')
     if sibling is not None and len(sibling) == 1:
       return 'normal:0.1'
     return 'normal:0.02'
   raise ValueError(f'no fill rule for key {key!r} with shape {tuple(shape)}')
 
 
-def make_manifest(entries: Sequence[Mapping[str, Any]], name: str,
-                  container: str = 'net') -> dict[str, Any]:
+def make_manifest(
+  entries: Sequence[Mapping[str, Any]], name: str, container: str = 'net'
+) -> dict[str, Any]:
   """Manifest dict {name, container, fill, entries} with a rule for every entry.
 
   Args:
@@ -88,13 +88,20 @@ def make_manifest(entries: Sequence[Mapping[str, Any]], name: str,
     raise ValueError(f'manifest {name!r}: duplicate keys')
   out = []
   for e in entries:
-    out.append(collections.OrderedDict(
-        key=e['key'], shape=list(e['shape']), dtype=e.get('dtype', 'float32'),
-        rule=assign_rule(e['key'], e['shape'], shapes_by_key)))
+    out.append(
+      collections.OrderedDict(
+        key=e['key'],
+        shape=list(e['shape']),
+        dtype=e.get('dtype', 'float32'),
+        rule=assign_rule(e['key'], e['shape'], shapes_by_key),
+      )
+    )
   return collections.OrderedDict(
-      name=name, container=container,
-      fill='numpy.random.default_rng(seed); keys in sorted() order; see tests/weights_util.py',
-      entries=out)
+    name=name,
+    container=container,
+    fill='numpy.random.default_rng(seed); keys in sorted() order; see tests/weights_util.py',
+    entries=out,
+  )
 
 
 def _draw(rng: np.random.Generator, rule: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -122,9 +129,17 @@ def fill(manifest: Mapping[str, Any], seed: int) -> 'collections.OrderedDict[str
   return collections.OrderedDict((e['key'], values[e['key']]) for e in manifest['entries'])
 
 
-def ostrack_entries(*, embed_dim: int = 768, depth: int = 12, mlp_dim: int | None = None,
-                    head_channels: int = 256, template_size: int = 128, search_size: int = 256,
-                    patch_size: int = 16, pretrain_tokens: int = 197) -> list[dict[str, Any]]:
+def ostrack_entries(
+  *,
+  embed_dim: int = 768,
+  depth: int = 12,
+  mlp_dim: int | None = None,
+  head_channels: int = 256,
+  template_size: int = 128,
+  search_size: int = 256,
+  patch_size: int = 16,
+  pretrain_tokens: int = 197,
+) -> list[dict[str, Any]]:
   """State-dict entries (key, shape, dtype) of OSTrack with the center head, checkpoint order.
 
   Spec section 10: backbone (cls_token, the unused 197-token pos_embed, pos_embed_z/x, patch
@@ -189,7 +204,9 @@ def vitb_manifest(search_size: int = 256) -> dict[str, Any]:
   return make_manifest(entries, f'vitb{search_size}', container='net')
 
 
-def vitb_weights(search_size: int = 256, seed: int = 0) -> 'collections.OrderedDict[str, np.ndarray]':
+def vitb_weights(
+  search_size: int = 256, seed: int = 0
+) -> 'collections.OrderedDict[str, np.ndarray]':
   """Seeded ViT-B OSTrack-{256,384} state dict (numpy arrays, released key order)."""
   return fill(vitb_manifest(search_size), seed)
 
@@ -197,5 +214,6 @@ def vitb_weights(search_size: int = 256, seed: int = 0) -> 'collections.OrderedD
 def write_pth(arrays: Mapping[str, np.ndarray], path: str, container: str = 'net') -> None:
   """Writes `{container: OrderedDict(key -> tensor)}` with torch.save (needs torch)."""
   import torch  # pylint: disable=g-import-not-at-top
+
   state = collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays.items())
   torch.save({container: state}, path)
