@@ -202,7 +202,7 @@ def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Pat
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import metrics  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking.results import atomic_write_bytes  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.fileio import atomic_write_bytes  # pylint: disable=g-import-not-at-top
 
   out = []
   success = curves.success.mean(0)

@@ -121,6 +121,8 @@ def _placeholder_module(
 def _install_torchvision_standin() -> bool:
   """Registers a minimal `torchvision` if the real one cannot be imported. Returns True if so."""
   try:
+    import torchvision  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+
     return False
   except Exception:  # pylint: disable=broad-except
     for key in [k for k in sys.modules if k == 'torchvision' or k.startswith('torchvision.')]:

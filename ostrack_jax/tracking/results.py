@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ostrack_jax.fileio import atomic_path, atomic_write_text  # pylint: disable=unused-import
+from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401  # pylint: disable=unused-import
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
 _SEP = re.compile(r'[,\s;]+')
