@@ -29,12 +29,21 @@ converter's version).
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 import warnings
 
 import numpy as np
 
 from ostrack_jax import crop as crop_lib
+from ostrack_jax.tracking import host
+from ostrack_jax.tracking.host import check_frame  # noqa: F401  (part of this module's API)
+
+
+def normalization_table() -> np.ndarray:
+  """(256, 3) float32 ImageNet normalization of every uint8 value per channel
+  (:func:`ostrack_jax.tracking.host.normalization_table`, as a table)."""
+  return host.normalization_table().reshape(256, 3)
+
 
 FORMAT = 'ostrack_jax.onnx_tracker'
 FORMAT_VERSION = 1
@@ -52,58 +61,6 @@ META_FORMAT = 'ostrack_jax.format'
 META_VERSION = 'ostrack_jax.format_version'
 META_PRESET = 'ostrack_jax.preset'
 META_MANIFEST = 'ostrack_jax.manifest'
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MARGIN = 10
-MIN_FRAME_SIDE = CLIP_MARGIN + 1
-
-
-def normalization_table() -> np.ndarray:
-  """(256, 3) float32: ``(v / 255 - mean_c) / std_c`` in float32, as the original's torch
-  preprocessing (the same numbers as ``tracking.tracker.normalization_table``)."""
-  v = np.arange(256, dtype=np.float32)[:, None]
-  mean = np.asarray(IMAGENET_MEAN, np.float32)
-  std = np.asarray(IMAGENET_STD, np.float32)
-  return (((v / np.float32(255.0)) - mean) / std).astype(np.float32)
-
-
-def check_frame(frame, where: str) -> np.ndarray:
-  """RGB (H, W, 3) uint8 view of a user frame; ValueError naming the problem."""
-  frame = np.asarray(frame)
-  if frame.dtype != np.uint8:
-    raise ValueError(
-      f'{where}: frames must be uint8 RGB images (H, W, 3), got dtype {frame.dtype}'
-      '; convert float images in [0, 1] with (x * 255).round().astype(np.uint8)'
-    )
-  if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-    frame = np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2)
-  elif frame.ndim == 3 and frame.shape[2] == 4:
-    frame = frame[:, :, :3]
-  elif not (frame.ndim == 3 and frame.shape[2] == 3):
-    raise ValueError(
-      f'{where}: expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame, '
-      f'got shape {frame.shape}'
-    )
-  h, w = frame.shape[:2]
-  if h < MIN_FRAME_SIDE or w < MIN_FRAME_SIDE:
-    raise ValueError(
-      f'{where}: the frame is {w}x{h} pixels; the tracker needs at least '
-      f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}'
-    )
-  return np.ascontiguousarray(frame)
-
-
-def _check_box(box_xywh, image_hw, what: str) -> np.ndarray:
-  b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
-  if b.shape != (4,) or not np.isfinite(b).all():
-    raise ValueError(f'{what} must be 4 finite numbers x,y,w,h; got {box_xywh}')
-  if b[2] <= 0 or b[3] <= 0:
-    raise ValueError(f'{what} {tuple(b)} has zero or negative width/height')
-  h, w = image_hw
-  if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
-    raise ValueError(f'{what} {tuple(b)} lies outside the {w}x{h} image')
-  return b
 
 
 def read_metadata(path: str, session=None) -> Dict[str, Any]:
@@ -133,7 +90,7 @@ def read_metadata(path: str, session=None) -> Dict[str, Any]:
   return json.loads(meta[META_MANIFEST])
 
 
-class OnnxTracker:
+class OnnxTracker(host.LastOutputs):
   """Single-target tracker on an ONNX export of the per-frame step (onnxruntime + NumPy + OpenCV).
 
   The same API as :class:`ostrack_jax.Tracker`: ``initialize(frame, box_xywh)``,
@@ -183,7 +140,7 @@ class OnnxTracker:
   @state.setter
   def state(self, box_xywh):
     self._check_initialized()
-    b = _check_box(box_xywh, self._image_hw, 'state')
+    b = host.check_box(box_xywh, self._image_hw, 'state')
     self._box = b.astype(np.float32)[None]
 
   # ---------------------------------------------------------------- API
@@ -191,7 +148,7 @@ class OnnxTracker:
   def initialize(self, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
     """Cuts the template around ``box_xywh`` (xywh image pixels) in the RGB uint8 ``frame``."""
     frame = check_frame(frame, 'initialize')
-    box = _check_box(box_xywh, frame.shape[:2], 'initial box')
+    box = host.check_init_box(box_xywh, frame.shape[:2])
     crop = crop_lib.sample_target(
       frame, box, self.template_factor, self.template_size, with_mask=False
     ).image
@@ -247,46 +204,14 @@ class OnnxTracker:
 
   # ---------------------------------------------------------------- visualisation
 
-  def _get(self, key):
-    return None if self._last is None else self._last[key][0]
+  def _removed(self):
+    n = int(self.manifest['num_removed_outputs'])
+    return [self._last[f'removed_indexes_{i}'] for i in range(n)]
 
   @property
   def last_outputs(self) -> Optional[Dict[str, np.ndarray]]:
     """The last step's outputs by ONNX output name, each with a leading axis of 1."""
     return self._last
-
-  @property
-  def last_score_map(self) -> Optional[np.ndarray]:
-    """(F, F) raw score map of the last frame (before the Hann window)."""
-    return self._get('score_map')
-
-  @property
-  def last_response(self) -> Optional[np.ndarray]:
-    """(F, F) windowed score map of the last frame (the one the box is decoded from)."""
-    return self._get('response')
-
-  @property
-  def last_search_crop(self) -> Optional[np.ndarray]:
-    """(S, S, 3) uint8 search crop of the last frame."""
-    return self._get('search_crop')
-
-  @property
-  def last_crop_box_xyxy(self) -> Optional[tuple]:
-    v = self._get('crop_box_xyxy')
-    return None if v is None else tuple(int(a) for a in v)
-
-  @property
-  def last_resize_factor(self) -> Optional[float]:
-    v = self._get('resize_factor')
-    return None if v is None else float(v)
-
-  @property
-  def last_removed_indexes(self) -> List[np.ndarray]:
-    """Search-token indices (row-major on the F x F grid) eliminated at each CE layer."""
-    if self._last is None:
-      return []
-    n = int(self.manifest['num_removed_outputs'])
-    return [self._last[f'removed_indexes_{i}'][0] for i in range(n)]
 
 
 def load_onnx(

@@ -33,7 +33,7 @@ baselines.
 
 import math
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 import warnings
 
 import chex
@@ -43,26 +43,19 @@ import ml_collections
 import numpy as np
 
 from ostrack_jax import crop as crop_lib
-from ostrack_jax.tracking.datasets import to_rgb
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MARGIN = 10
+from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
+  CLIP_MARGIN,
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  MIN_FRAME_SIDE,
+  LastOutputs,
+  check_frame,
+  check_init_box,
+  normalization_table,
+)
 
 
 # ------------------------------------------------------------------------- constants
-
-
-def normalization_table() -> np.ndarray:
-  """(256 * 3,) float32 lookup table: entry ``3 * v + c`` is ``(v / 255 - mean_c) / std_c``.
-
-  Computed in float32 on the host exactly as the original's preprocessing (torch, float32), so
-  the gather in the jitted step reproduces it bit for bit (an XLA division does not).
-  """
-  v = np.arange(256, dtype=np.float32)[:, None]
-  mean = np.asarray(IMAGENET_MEAN, np.float32)
-  std = np.asarray(IMAGENET_STD, np.float32)
-  return (((v / np.float32(255.0)) - mean) / std).astype(np.float32).reshape(-1)
 
 
 def hann_window(n: int) -> np.ndarray:
@@ -151,24 +144,6 @@ def boxes_to_image(
   return clip_box(box, hw[:, 0], hw[:, 1])
 
 
-def check_init_box(box_xywh: Sequence[float], image_hw, where: str = '') -> np.ndarray:
-  """Validates an initial box; returns it as float64 (4,). Raises ValueError naming the problem.
-
-  Rejected: not 4 finite numbers, zero or negative width/height, a box entirely outside the
-  image. A box partly outside the image is accepted (the crop pads with zeros, as the original).
-  """
-  prefix = f'{where}: ' if where else ''
-  b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
-  if b.shape != (4,) or not np.isfinite(b).all():
-    raise ValueError(f'{prefix}initial box must be 4 finite numbers x,y,w,h; got {box_xywh}')
-  if b[2] <= 0 or b[3] <= 0:
-    raise ValueError(f'{prefix}initial box {tuple(b)} has zero or negative width/height')
-  h, w = image_hw
-  if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
-    raise ValueError(f'{prefix}initial box {tuple(b)} lies outside the {w}x{h} image')
-  return b
-
-
 # ------------------------------------------------------------------------- frame buckets
 
 
@@ -200,26 +175,6 @@ def pad_to(frame: np.ndarray, shape, out: Optional[np.ndarray] = None) -> np.nda
     out = np.empty((shape[0], shape[1], 3), np.uint8)
   out[:h, :w] = frame
   return out
-
-
-MIN_FRAME_SIDE = CLIP_MARGIN + 1
-
-
-def check_frame(frame: np.ndarray, where: str = '') -> np.ndarray:
-  """RGB (H, W, 3) uint8 view of a user frame; a clear ValueError for what cannot be tracked."""
-  prefix = f'{where}: ' if where else ''
-  try:
-    frame = to_rgb(frame)
-  except ValueError as e:
-    raise ValueError(f'{prefix}{e}') from None
-  h, w = frame.shape[:2]
-  if h < MIN_FRAME_SIDE or w < MIN_FRAME_SIDE:
-    raise ValueError(
-      f'{prefix}the frame is {w}x{h} pixels; the tracker needs at least '
-      f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} (boxes keep {CLIP_MARGIN} px inside the '
-      'frame)'
-    )
-  return frame
 
 
 # ------------------------------------------------------------------------- device step
@@ -519,7 +474,7 @@ class TrackingCore:
 # ------------------------------------------------------------------------- the tracker
 
 
-class Tracker:
+class Tracker(LastOutputs):
   """Single-target tracker with OSTrack's inference procedure: the B = 1 :class:`TrackingCore`.
 
   Usage::
@@ -669,8 +624,8 @@ class Tracker:
 
   # ---------------------------------------------------------------- visualisation
 
-  def _get(self, key):
-    return None if self._last is None else np.asarray(self._last[key][0])
+  def _removed(self):
+    return self._last['removed_indexes']
 
   @property
   def last_outputs(self) -> Optional[Dict[str, Any]]:
@@ -678,40 +633,6 @@ class Tracker:
     :class:`TrackingFns`); nothing is copied until read. Keep a reference to pair a frame with
     its outputs while later frames are dispatched (the pipelined demo does)."""
     return self._last
-
-  @property
-  def last_score_map(self) -> Optional[np.ndarray]:
-    """(F, F) raw score map of the last frame (before the Hann window)."""
-    return self._get('score_map')
-
-  @property
-  def last_response(self) -> Optional[np.ndarray]:
-    """(F, F) windowed score map of the last frame (the one the box is decoded from)."""
-    return self._get('response')
-
-  @property
-  def last_search_crop(self) -> Optional[np.ndarray]:
-    """(S, S, 3) uint8 search crop of the last frame."""
-    return self._get('search_crop')
-
-  @property
-  def last_crop_box_xyxy(self) -> Optional[tuple]:
-    """Integer corners (x1, y1, x2, y2) of the last search crop in image pixels (unclipped)."""
-    v = self._get('crop_box_xyxy')
-    return None if v is None else tuple(int(a) for a in v)
-
-  @property
-  def last_resize_factor(self) -> Optional[float]:
-    """``S / crop side`` of the last search crop."""
-    v = self._get('resize_factor')
-    return None if v is None else float(v)
-
-  @property
-  def last_removed_indexes(self) -> List[np.ndarray]:
-    """Search-token indices (row-major on the F x F grid) eliminated at each CE layer."""
-    if self._last is None:
-      return []
-    return [np.asarray(r[0]) for r in self._last['removed_indexes']]
 
 
 # ------------------------------------------------------------------------- batched

@@ -1,0 +1,134 @@
+"""Host-side pieces shared by every tracker front end (NumPy only: no JAX, no onnxruntime).
+
+The JAX tracker (:mod:`ostrack_jax.tracking.tracker`) and the ONNX tracker
+(:mod:`ostrack_jax.onnx_tracker`, which must run without JAX) check their inputs and present
+their last step's outputs the same way; this module is that one copy.
+
+Coordinates: boxes are ``xywh`` in image pixels; ``image_hw`` is ``(height, width)``.
+"""
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MARGIN = 10  # the original's clip_box keeps boxes this many pixels inside the frame
+MIN_FRAME_SIDE = CLIP_MARGIN + 1
+
+
+def normalization_table() -> np.ndarray:
+  """(256 * 3,) float32 lookup table: entry ``3 * v + c`` is ``(v / 255 - mean_c) / std_c``.
+
+  Computed in float32 on the host exactly as the original's preprocessing (torch, float32), so
+  a gather reproduces it bit for bit (an XLA division does not).
+  """
+  v = np.arange(256, dtype=np.float32)[:, None]
+  mean = np.asarray(IMAGENET_MEAN, np.float32)
+  std = np.asarray(IMAGENET_STD, np.float32)
+  return (((v / np.float32(255.0)) - mean) / std).astype(np.float32).reshape(-1)
+
+
+def check_frame(frame, where: str = '') -> np.ndarray:
+  """RGB (H, W, 3) uint8 view of a user frame; a ValueError naming ``where`` and the problem.
+
+  Grayscale frames are replicated to three channels and RGBA frames lose their alpha (what
+  OpenCV's ``imread`` does to such files in the original's runner). Frames smaller than
+  ``MIN_FRAME_SIDE`` on a side are refused (the box keeps ``CLIP_MARGIN`` px inside the frame).
+  """
+  prefix = f'{where}: ' if where else ''
+  frame = np.asarray(frame)
+  if frame.dtype != np.uint8:
+    raise ValueError(
+      f'{prefix}frames must be uint8 RGB images (H, W, 3), got dtype {frame.dtype}'
+      '; convert float images in [0, 1] with (x * 255).round().astype(np.uint8)'
+    )
+  if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+    frame = np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2)
+  elif frame.ndim == 3 and frame.shape[2] == 4:
+    frame = np.ascontiguousarray(frame[:, :, :3])
+  elif not (frame.ndim == 3 and frame.shape[2] == 3):
+    raise ValueError(
+      f'{prefix}expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) frame, '
+      f'got shape {frame.shape}'
+    )
+  h, w = frame.shape[:2]
+  if h < MIN_FRAME_SIDE or w < MIN_FRAME_SIDE:
+    raise ValueError(
+      f'{prefix}the frame is {w}x{h} pixels; the tracker needs at least '
+      f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} (boxes keep {CLIP_MARGIN} px inside the frame)'
+    )
+  return frame
+
+
+def check_box(
+  box_xywh: Sequence[float], image_hw, what: str = 'initial box', where: str = ''
+) -> np.ndarray:
+  """Validates a box given by the user; returns it as float64 (4,). ValueError naming it.
+
+  Rejected: not 4 finite numbers, zero or negative width/height, a box entirely outside the
+  image. A box partly outside the image is accepted (the crop pads with zeros, as the original).
+  """
+  prefix = f'{where}: ' if where else ''
+  b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
+  if b.shape != (4,) or not np.isfinite(b).all():
+    raise ValueError(f'{prefix}{what} must be 4 finite numbers x,y,w,h; got {box_xywh}')
+  if b[2] <= 0 or b[3] <= 0:
+    raise ValueError(f'{prefix}{what} {tuple(b)} has zero or negative width/height')
+  h, w = image_hw
+  if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
+    raise ValueError(f'{prefix}{what} {tuple(b)} lies outside the {w}x{h} image')
+  return b
+
+
+def check_init_box(box_xywh: Sequence[float], image_hw, where: str = '') -> np.ndarray:
+  """:func:`check_box` for an initial box."""
+  return check_box(box_xywh, image_hw, 'initial box', where)
+
+
+class LastOutputs:
+  """The last step's outputs, read on demand (mixin). Subclasses set ``self._last`` (a dict of
+  arrays with a leading slot axis of 1, or None) and give ``_removed()``: the eliminated-token
+  arrays of that step, one (1, n_i) array per CE layer."""
+
+  _last = None
+
+  def _removed(self) -> List:
+    raise NotImplementedError
+
+  def _get(self, key):
+    return None if self._last is None else np.asarray(self._last[key][0])
+
+  @property
+  def last_score_map(self) -> Optional[np.ndarray]:
+    """(F, F) raw score map of the last frame (before the Hann window)."""
+    return self._get('score_map')
+
+  @property
+  def last_response(self) -> Optional[np.ndarray]:
+    """(F, F) windowed score map of the last frame (the one the box is decoded from)."""
+    return self._get('response')
+
+  @property
+  def last_search_crop(self) -> Optional[np.ndarray]:
+    """(S, S, 3) uint8 search crop of the last frame."""
+    return self._get('search_crop')
+
+  @property
+  def last_crop_box_xyxy(self) -> Optional[tuple]:
+    """Integer corners (x1, y1, x2, y2) of the last search crop in image pixels (unclipped)."""
+    v = self._get('crop_box_xyxy')
+    return None if v is None else tuple(int(a) for a in v)
+
+  @property
+  def last_resize_factor(self) -> Optional[float]:
+    """``S / crop side`` of the last search crop."""
+    v = self._get('resize_factor')
+    return None if v is None else float(v)
+
+  @property
+  def last_removed_indexes(self) -> List[np.ndarray]:
+    """Search-token indices (row-major on the F x F grid) eliminated at each CE layer."""
+    if self._last is None:
+      return []
+    return [np.asarray(r[0]) for r in self._removed()]
