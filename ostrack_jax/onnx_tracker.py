@@ -30,7 +30,6 @@ import json
 import os
 import time
 from typing import Any, Dict, Optional, Sequence
-import warnings
 
 import numpy as np
 
@@ -168,16 +167,10 @@ class OnnxTracker(host.LastOutputs):
     t0 = time.perf_counter()
     frame = check_frame(frame, f'frame {self.frame_id + 1}')
     h, w = frame.shape[:2]
-    if (h, w) != tuple(self._image_hw):
-      if not self._size_warned:
-        warnings.warn(
-          f'frame {self.frame_id + 1} is {w}x{h}, the previous frames were '
-          f'{self._image_hw[1]}x{self._image_hw[0]}; tracking goes on in the new '
-          'size (the box is clipped to it)',
-          stacklevel=2,
-        )
-        self._size_warned = True
-      self._image_hw = (h, w)
+    self._size_warned = host.note_frame_size(
+      self._image_hw, (h, w), self.frame_id + 1, self._size_warned
+    )
+    self._image_hw = (h, w)
     feed = {
       'template': self._template,
       'box': self._box,

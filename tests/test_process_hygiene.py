@@ -16,22 +16,12 @@ import time
 
 import psutil
 
+import train_util
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# The small model of test_train_resume.py; train.py runs it with two grain worker processes.
-MODEL = [
-  '--config',
-  'configs/tiny_256_ce.py',
-  '--config.model.template_size=64',
-  '--config.model.search_size=128',
-  '--config.model.depth=3',
-  '--config.model.ce_loc=(1,)',
-  '--config.model.ce_keep_ratio=(0.7,)',
-  '--config.model.embed_dim=32',
-  '--config.model.num_heads=2',
-  '--config.model.mlp_dim=64',
-  '--config.model.head_channels=16',
-]
+# The small model the training tests share; train.py runs it with two grain worker processes.
+MODEL = train_util.SMALL_MODEL
 TRAIN = MODEL + [
   '--config.train.batch_size=1',
   '--config.train.epochs=3',

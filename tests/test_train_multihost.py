@@ -13,23 +13,14 @@ import sys
 import numpy as np
 import pytest
 
+import train_util
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # A small OSTrack on a tiny synthetic set: global batch 8 (2 per device, 4 devices), 2 steps per
 # epoch, 2 epochs, CE from epoch 2 on, a checkpoint every 2 steps.
-SMALL = [
-  '--config',
-  'configs/tiny_256_ce.py',
-  '--config.model.template_size=64',
-  '--config.model.search_size=128',
-  '--config.model.depth=3',
-  '--config.model.ce_loc=(1,)',
-  '--config.model.ce_keep_ratio=(0.7,)',
-  '--config.model.embed_dim=32',
-  '--config.model.num_heads=2',
-  '--config.model.mlp_dim=64',
-  '--config.model.head_channels=16',
+SMALL = train_util.SMALL_MODEL + [
   '--config.model.ce_template_range=ALL',
   # Each process holds its own slice of the global batch, so its rows are the single-process
   # batch permuted; stochastic depth draws its masks per row, hence off for the comparison.

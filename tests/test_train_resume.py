@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+import train_util
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -20,18 +22,7 @@ sys.path.insert(0, str(REPO))
 # steps, and a grain worker process so that the iterator state goes through orbax. Drop path is
 # on, so that the resumed run must also restore the RNG, and the step runs in the default run's
 # bfloat16 mixed precision.
-SMALL = [
-  '--config',
-  'configs/tiny_256_ce.py',
-  '--config.model.template_size=64',
-  '--config.model.search_size=128',
-  '--config.model.depth=3',
-  '--config.model.ce_loc=(1,)',
-  '--config.model.ce_keep_ratio=(0.7,)',
-  '--config.model.embed_dim=32',
-  '--config.model.num_heads=2',
-  '--config.model.mlp_dim=64',
-  '--config.model.head_channels=16',
+SMALL = train_util.SMALL_MODEL + [
   "--config.model.ce_template_range=ALL",
   '--config.model.drop_path_rate=0.1',
   '--config.train.mixed_precision=True',

@@ -7,7 +7,8 @@ their last step's outputs the same way; this module is that one copy.
 Coordinates: boxes are ``xywh`` in image pixels; ``image_hw`` is ``(height, width)``.
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
+import warnings
 
 import numpy as np
 
@@ -84,6 +85,22 @@ def check_box(
 def check_init_box(box_xywh: Sequence[float], image_hw, where: str = '') -> np.ndarray:
   """:func:`check_box` for an initial box."""
   return check_box(box_xywh, image_hw, 'initial box', where)
+
+
+def note_frame_size(
+  previous_hw: Tuple[int, int], hw: Tuple[int, int], frame: int, warned: bool
+) -> bool:
+  """Warns once per sequence that frame ``frame`` changed size (it is tracked in its own size,
+  the box clipped to it). Returns whether the warning has been given."""
+  if tuple(hw) != tuple(previous_hw) and not warned:
+    warnings.warn(
+      f'frame {frame} is {hw[1]}x{hw[0]}, the previous frames were '
+      f'{previous_hw[1]}x{previous_hw[0]}; tracking goes on in the new size (the box is clipped '
+      'to it)',
+      stacklevel=3,
+    )
+    return True
+  return warned
 
 
 class LastOutputs:

@@ -34,7 +34,6 @@ baselines.
 import math
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
-import warnings
 
 import chex
 import jax
@@ -43,6 +42,7 @@ import ml_collections
 import numpy as np
 
 from ostrack_jax import crop as crop_lib
+from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
   CLIP_MARGIN,
   IMAGENET_MEAN,
@@ -589,16 +589,10 @@ class Tracker(LastOutputs):
     self._check_initialized()
     frame = check_frame(frame, f'frame {self.frame_id + 1}')
     h, w = frame.shape[:2]
-    if (h, w) != tuple(self._image_hw):
-      if not self._size_warned:
-        warnings.warn(
-          f'frame {self.frame_id + 1} is {w}x{h}, the previous frames were '
-          f'{self._image_hw[1]}x{self._image_hw[0]}; tracking goes on in the new '
-          'size (the box is clipped to it)',
-          stacklevel=2,
-        )
-        self._size_warned = True
-      self._image_hw = (h, w)
+    self._size_warned = host.note_frame_size(
+      self._image_hw, (h, w), self.frame_id + 1, self._size_warned
+    )
+    self._image_hw = (h, w)
     padded = pad_to(frame, bucket_shape(h, w))[None]
     self._last = self.core.step(padded, np.array([[h, w]], np.int32), np.ones(1, bool))
     self.frame_id += 1
