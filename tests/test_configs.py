@@ -4,8 +4,9 @@ import pathlib
 
 import pytest
 
-from ostrack_jax.cli_utils import apply_overrides, load_config
+from ostrack_jax.configs import apply_overrides, load_config
 from ostrack_jax.configs import PRESETS, get_config
+from ostrack_jax.errors import InputError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REQUIRED = (
@@ -86,8 +87,67 @@ def test_unknown_preset_and_keys_fail_clearly(tmp_path):
     c.train.lrr = 1e-3  # locked ConfigDict
   with pytest.raises(ValueError, match='key=value'):
     apply_overrides(c, ['train.lr'])
-  with pytest.raises(FileNotFoundError, match='no such file'):
+  with pytest.raises(InputError, match='nope.py: no such file'):
     load_config(str(tmp_path / 'nope.py'))
+  with pytest.raises(InputError, match="unknown preset 'tiny_256'; did you mean tiny_256_ce"):
+    load_config('tiny_256')
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_config(:\n')
+  with pytest.raises(InputError, match='bad.py line 1'):
+    load_config(str(bad))
+  (tmp_path / 'empty.py').write_text('x = 1\n')
+  with pytest.raises(InputError, match='defines no get_config'):
+    load_config(str(tmp_path / 'empty.py'))
   apply_overrides(c, ['train.lr=1', 'model.ce_loc=(3,)', 'data.roots.got10k=/data/GOT-10k'])
   assert c.train.lr == 1.0 and isinstance(c.train.lr, float)
   assert c.model.ce_loc == (3,) and c.data.roots.got10k == '/data/GOT-10k'
+
+
+def test_presets_are_files_with_their_command_in_one_copy():
+  """Each preset is a file of the package carrying its run command; the repository's configs/
+  is the same folder (a clone and an installed package see one copy)."""
+  package_dir = REPO / 'ostrack_jax' / 'configs'
+  assert (REPO / 'configs').resolve() == package_dir.resolve()
+  files = {p.stem for p in package_dir.glob('*.py')} - {'__init__', 'base'}
+  assert files == set(PRESETS)
+  for name in PRESETS:
+    doc = (package_dir / f'{name}.py').read_text().split('"""')[1]
+    assert 'python train.py' in doc, f'{name}.py: its docstring carries no run command'
+
+
+def test_own_config_file_starts_from_a_preset(tmp_path):
+  own = tmp_path / 'my_run.py'
+  own.write_text(
+    'from ostrack_jax.configs import ostrack_384_ce\n\n\n'
+    'def get_config():\n'
+    '  c = ostrack_384_ce.get_config()\n'
+    "  c.name = 'my_run'\n"
+    '  c.train.batch_size = 16\n'
+    '  return c\n'
+  )
+  c = load_config(str(own))
+  assert (c.name, c.train.batch_size, c.model.search_size) == ('my_run', 16, 384)
+
+
+@pytest.mark.parametrize(
+  'override,message',
+  [
+    ('train.batch_size=0', 'config.train.batch_size=0: must be >= 1'),
+    ('train.batch_size=-3', 'config.train.batch_size=-3: must be >= 1'),
+    ('train.lr=nan', 'config.train.lr=nan: must be a finite number > 0'),
+    ('train.lr=-1', 'config.train.lr=-1.0: must be a finite number > 0'),
+    ('train.epochs=0', 'config.train.epochs=0: must be >= 1'),
+    ('model.ce_keep_ratio=(0.7,0,0.7)', 'every keep ratio must lie in (0, 1]'),
+    ('model.ce_keep_ratio=(0.7,0.7)', '2 ratio(s) for the 3 block(s)'),
+    ('tracker.search_factor=0', 'config.tracker.search_factor=0.0: must be a finite number > 0'),
+    ('data.num_workers=-1', 'config.data.num_workers=-1: must be >= 0'),
+    ('train.score_prior=1.5', 'config.train.score_prior=1.5'),
+  ],
+)
+def test_check_config_names_the_field(override, message):
+  from ostrack_jax.configs import check_config
+
+  config = apply_overrides(get_config('tiny_256_ce'), [override])
+  with pytest.raises(InputError) as e:
+    check_config(config, training=True)
+  assert message in str(e.value) and '\n' not in str(e.value)

@@ -1,162 +1,201 @@
-"""Presets for every OSTrack variant, as ``ml_collections.ConfigDict``.
+"""Configs: one Python file per preset, beside this one, each with a ``get_config()``.
 
-``get_config(name)`` returns a fresh, locked config; ``PRESETS`` lists the names. The same
-presets exist as files under the repository's top-level ``configs/`` so that scripts accept
-``--config configs/<name>.py``.
+Each preset file is the config: its docstring carries the command that runs it and, where
+measured, the result it gives; ``base.py`` holds every field with its meaning. The repository's
+top-level ``configs/`` is a link to this folder, so a clone and an installed package see one
+copy.
+
+* ``get_config(name)``: a fresh, locked preset; ``PRESETS`` lists the names.
+* ``load_config(spec)``: a preset name, or the path of any Python file with a ``get_config()``
+  (a user's own config typically starts from a preset:
+  ``from ostrack_jax.configs import ostrack_256_ce``).
+* ``apply_overrides(config, ['train.lr=1e-3', ...])``: ``--config.a.b=v`` command-line
+  overrides; an unknown key is answered with the closest known ones.
+* ``check_config(config, training=False)``: rejects values no run can use, before any work.
+
+Every error here is an ``ostrack_jax.errors.InputError`` naming the file, preset or field.
 """
 
-from typing import Callable, Dict
+import ast
+import difflib
+import importlib
+import importlib.util
+import math
+import os
+from typing import Iterable
 
 import ml_collections
 
-from ostrack_jax.configs.base import base_config
+from ostrack_jax.errors import InputError
 
-
-def _ostrack_256_ce() -> ml_collections.ConfigDict:
-  """OSTrack-256 with CE (vitb_256_mae_ce_32x4_ep300): LaSOT+GOT10k-vot+COCO+TrackingNet."""
-  c = base_config()
-  c.name = 'ostrack_256_ce'
-  return c
-
-
-def _ostrack_256() -> ml_collections.ConfigDict:
-  """OSTrack-256 without CE (vitb_256_mae_32x4_ep300)."""
-  c = _ostrack_256_ce()
-  c.name = 'ostrack_256'
-  c.model.ce_loc = ()
-  c.model.ce_keep_ratio = ()
-  return c
-
-
-def _ostrack_384_ce() -> ml_collections.ConfigDict:
-  """OSTrack-384 with CE (vitb_384_mae_ce_32x4_ep300)."""
-  c = base_config()
-  c.name = 'ostrack_384_ce'
-  c.model.template_size = 192
-  c.model.search_size = 384
-  c.tracker.search_factor = 5.0
-  c.data.search_factor = 5.0
-  c.data.search_center_jitter = 4.5
-  c.data.search_scale_jitter = 0.5
-  return c
-
-
-def _ostrack_384() -> ml_collections.ConfigDict:
-  """OSTrack-384 without CE (vitb_384_mae_32x4_ep300)."""
-  c = _ostrack_384_ce()
-  c.name = 'ostrack_384'
-  c.model.ce_loc = ()
-  c.model.ce_keep_ratio = ()
-  return c
-
-
-def _got10k_only(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The one-shot GOT-10k protocol: train on GOT-10k train_full only, 100 epochs."""
-  c.data.train_datasets = ('got10k_train_full',)
-  c.data.train_ratios = (1.0,)
-  c.data.val_datasets = ('got10k_val',)
-  c.data.val_ratios = (1.0,)
-  c.train.epochs = 100
-  c.train.lr_drop_epoch = 80
-  c.train.ce_start_epoch = 20
-  c.train.ce_warm_epoch = 50
-  return c
-
-
-def _ostrack_256_ce_got10k() -> ml_collections.ConfigDict:
-  """OSTrack-256 CE for GOT-10k (vitb_256_mae_ce_32x4_got10k_ep100)."""
-  c = _got10k_only(_ostrack_256_ce())
-  c.name = 'ostrack_256_ce_got10k'
-  return c
-
-
-def _ostrack_384_ce_got10k() -> ml_collections.ConfigDict:
-  """OSTrack-384 CE for GOT-10k (vitb_384_mae_ce_32x4_got10k_ep100)."""
-  c = _got10k_only(_ostrack_384_ce())
-  c.name = 'ostrack_384_ce_got10k'
-  return c
-
-
-def _ostrack_vitl_256_ce() -> ml_collections.ConfigDict:
-  """OSTrack-256 CE on a ViT-L/16 backbone (vit_large_patch16_224_ce; no original config)."""
-  c = _ostrack_256_ce()
-  c.name = 'ostrack_vitl_256_ce'
-  c.model.embed_dim = 1024
-  c.model.depth = 24
-  c.model.num_heads = 16
-  c.model.mlp_dim = 4096
-  return c
-
-
-def _tiny_256_ce() -> ml_collections.ConfigDict:
-  """The tiny test model: OSTrack-256 geometry with a narrow ViT (64 wide, 4 heads).
-
-  It is the model of the test fixture and the built-in default of ``train.py``: it trains on
-  the synthetic dataset on a CPU in minutes.
-  """
-  c = _ostrack_256_ce()
-  c.name = 'tiny_256_ce'
-  c.model.embed_dim = 64
-  c.model.depth = 12
-  c.model.num_heads = 4
-  c.model.mlp_dim = 256
-  c.model.head_channels = 32
-  c.data.train_datasets = ('synthetic',)
-  c.data.train_ratios = (1.0,)
-  c.data.val_datasets = ('synthetic_val',)
-  c.data.val_ratios = (1.0,)
-  c.data.num_workers = 2
-  # Training recipe of the built-in default run (`python train.py`: a model from scratch on the
-  # synthetic set on 2 CPU cores in about 11 minutes; see the training section of the README):
-  # 15 epochs of 1024 pairs at batch 8 in bfloat16 mixed precision (1.3x faster steps than
-  # float32 on that CPU), a higher learning rate than ViT-B's (no pretrained backbone to
-  # protect, so no backbone multiplier either), the drop for the last two epochs, CE at its
-  # final keep rate from the start (one compiled step, half the cost of no CE), no drop path
-  # (a tiny model that underfits in minutes needs no regulariser), the score map started at
-  # probability 0.1 (else the first ~300 steps only learn to switch the background off), and a
-  # smaller search centre jitter (the synthetic targets move 1-4 px per frame).
-  # Measured on 2 idle cores (AO on the 20 synthetic validation sequences / training minutes):
-  # this recipe 0.659 / 11.2, and 0.766 / 11.3 with train.seed = data.seed = 1. On the way there:
-  # the same in float32 for 12 epochs (drop at 11): 0.695 / 10.8 and, seed 1, 0.586 / 10.3;
-  # the earlier 9-epoch float32 recipe with drop path and no score prior: 0.670 / 7.1 once,
-  # then validation IoU 0.35 at epoch 8 (against 0.65) after float-rounding changes elsewhere,
-  # and 0.397 / 7.7 with the score prior alone. A model trained from scratch in minutes is
-  # sensitive to seeds and rounding; the margin above 0.6 comes from the longer, faster bfloat16
-  # schedule.
-  c.model.drop_path_rate = 0.0
-  c.data.samples_per_epoch = 1024
-  c.data.val_samples_per_epoch = 64
-  c.data.search_center_jitter = 1.0
-  c.data.search_scale_jitter = 0.3
-  c.train.batch_size = 8
-  c.train.epochs = 15
-  c.train.lr = 1e-3
-  c.train.backbone_lr_multiplier = 1.0
-  c.train.lr_drop_epoch = 13
-  c.train.ce_start_epoch = 1
-  c.train.ce_warm_epoch = 0
-  c.train.mixed_precision = True
-  c.train.score_prior = 0.1
-  c.train.log_every_steps = 16
-  c.train.checkpoint_every_steps = 256
-  c.train.val_every_epochs = 5
-  return c
-
-
-PRESETS: Dict[str, Callable[[], ml_collections.ConfigDict]] = {
-  'ostrack_256_ce': _ostrack_256_ce,
-  'ostrack_256': _ostrack_256,
-  'ostrack_384_ce': _ostrack_384_ce,
-  'ostrack_384': _ostrack_384,
-  'ostrack_256_ce_got10k': _ostrack_256_ce_got10k,
-  'ostrack_384_ce_got10k': _ostrack_384_ce_got10k,
-  'ostrack_vitl_256_ce': _ostrack_vitl_256_ce,
-  'tiny_256_ce': _tiny_256_ce,
-}
+PRESETS = (
+  'ostrack_256_ce',
+  'ostrack_256',
+  'ostrack_384_ce',
+  'ostrack_384',
+  'ostrack_256_ce_got10k',
+  'ostrack_384_ce_got10k',
+  'ostrack_vitl_256_ce',
+  'tiny_256_ce',
+)
 
 
 def get_config(name: str) -> ml_collections.ConfigDict:
-  """Returns a fresh, locked copy of the preset ``name`` (see ``PRESETS``)."""
+  """A fresh, locked copy of the preset ``name`` (one of ``PRESETS``)."""
   if name not in PRESETS:
-    raise ValueError(f'unknown preset {name!r}; known presets: {", ".join(sorted(PRESETS))}')
-  return PRESETS[name]()
+    close = difflib.get_close_matches(name, PRESETS, n=3)
+    hint = f'did you mean {", ".join(close)}? ' if close else ''
+    raise InputError(f'unknown preset {name!r}; {hint}presets: {", ".join(PRESETS)}')
+  return importlib.import_module(f'ostrack_jax.configs.{name}').get_config()
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """A config from a preset name or from a Python file that defines ``get_config()``."""
+  if not (spec.endswith('.py') or os.sep in spec or '/' in spec):
+    return get_config(spec)
+  if not os.path.isfile(spec):
+    raise InputError(
+      f'--config {spec}: no such file (give a config file, or a preset name: {", ".join(PRESETS)})'
+    )
+  name = os.path.splitext(os.path.basename(spec))[0]
+  module_spec = importlib.util.spec_from_file_location(f'_ostrack_config_{name}', spec)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise InputError(f'--config {spec} line {e.lineno}: {e.msg}') from e
+  if not callable(getattr(module, 'get_config', None)):
+    raise InputError(f'--config {spec}: the file defines no get_config()')
+  config = module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise InputError(f'--config {spec}: get_config() returned a {type(config).__name__}')
+  return config
+
+
+def config_keys(config: ml_collections.ConfigDict, prefix: str = ''):
+  """Every leaf key of ``config`` as 'section.field' (nested sections joined with dots)."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from config_keys(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}'
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Iterable[str]
+) -> ml_collections.ConfigDict:
+  """Applies 'a.b.c=value' overrides in place (values parsed as Python literals, strings
+  otherwise); an unknown key or a value of the wrong type raises ``InputError``."""
+  known = list(config_keys(config))
+  for item in overrides:
+    if '=' not in item:
+      raise InputError(f'config override {item!r} is not of the form key=value')
+    key, text = item.split('=', 1)
+    key = key.strip()
+    if key.startswith('config.'):
+      key = key[len('config.') :]
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=3)
+      raise InputError(
+        f'unknown config key {key!r}' + (f'; did you mean {", ".join(close)}?' if close else '')
+      )
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    old = node[leaf]
+    value = _parse_value(text)
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if isinstance(old, float) and isinstance(value, str):  # nan, inf, 1e-3 written oddly
+      try:
+        value = float(text)
+      except ValueError:
+        pass
+    if isinstance(old, str) and not isinstance(value, str):
+      value = text
+    if isinstance(old, tuple) and not isinstance(value, tuple):
+      value = (value,)
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise InputError(
+        f'config key {key!r}: cannot set {value!r} ({type(value).__name__}) where a '
+        f'{type(old).__name__} is expected'
+      ) from e
+  return config
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_config(config: ml_collections.ConfigDict, training: bool = False) -> None:
+  """Raises ``InputError`` naming the first field whose value no run can use.
+
+  Always: ``model.ce_keep_ratio``, one ratio in (0, 1] per block of ``model.ce_loc``;
+  ``tracker.*_factor`` > 0. With ``training``: ``train.batch_size`` >= 1, ``train.epochs`` >= 1,
+  ``train.lr`` finite and > 0, ``train.score_prior`` in (0, 1) or 0, ``data.num_workers`` >= 0,
+  ``train.pretrained`` a file when set, and a named ``data.roots.synthetic`` (when a synthetic
+  source is used) must hold a dataset: only the default root is generated, a root the user
+  named is never created.
+  """
+  m = config.model
+  ratios, locs = tuple(m.ce_keep_ratio), tuple(m.ce_loc)
+  if len(ratios) != len(locs):
+    raise InputError(
+      f'config.model.ce_keep_ratio={ratios}: {len(ratios)} ratio(s) for the '
+      f'{len(locs)} block(s) of config.model.ce_loc={locs}'
+    )
+  bad = [r for r in ratios if not (_is_number(r) and 0 < r <= 1)]
+  if bad:
+    raise InputError(
+      f'config.model.ce_keep_ratio={ratios}: every keep ratio must lie in (0, 1], got {bad[0]!r}'
+    )
+  for field in ('template_factor', 'search_factor'):
+    value = config.tracker[field]
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+      raise InputError(f'config.tracker.{field}={value!r}: must be a finite number > 0')
+  if not training:
+    return
+  t = config.train
+  if not _is_number(t.batch_size) or t.batch_size < 1:
+    raise InputError(
+      f'config.train.batch_size={t.batch_size!r}: must be >= 1 (the batch per device)'
+    )
+  if not _is_number(t.epochs) or t.epochs < 1:
+    raise InputError(f'config.train.epochs={t.epochs!r}: must be >= 1')
+  if not _is_number(t.lr) or not math.isfinite(t.lr) or t.lr <= 0:
+    raise InputError(f'config.train.lr={t.lr!r}: must be a finite number > 0')
+  if not (t.score_prior == 0 or 0 < t.score_prior < 1):
+    raise InputError(
+      f'config.train.score_prior={t.score_prior!r}: must lie in (0, 1), or be 0 '
+      'for the original initialisation'
+    )
+  if config.data.num_workers < 0:
+    raise InputError(f'config.data.num_workers={config.data.num_workers!r}: must be >= 0')
+  if t.pretrained and not os.path.isfile(t.pretrained):
+    what = (
+      'is a directory, not a checkpoint file' if os.path.isdir(t.pretrained) else 'no such file'
+    )
+    raise InputError(
+      f'config.train.pretrained={t.pretrained!r}: {what} (give the MAE/timm ViT checkpoint, '
+      'e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)'
+    )
+  sources = tuple(config.data.train_datasets) + tuple(config.data.val_datasets)
+  if config.data.roots.synthetic and {'synthetic', 'synthetic_val'} & set(sources):
+    from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
+    try:
+      synthetic.check_named_root(config.data.roots.synthetic)
+    except FileNotFoundError as e:
+      raise InputError(str(e)) from e

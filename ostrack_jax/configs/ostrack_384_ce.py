@@ -1,0 +1,26 @@
+"""OSTrack-384 with candidate elimination: the original's vitb_384_mae_ce_32x4_ep300.
+
+A 192 px template and a 384 px search crop (5x the target's size), the larger search jitter of
+the original's 384 experiments::
+
+  python train.py --config configs/ostrack_384_ce.py --workdir workdirs/ostrack_384_ce \
+      --config.data.roots.got10k=/datasets/GOT-10k ...   (the roots as in ostrack_256_ce.py)
+  python eval.py --config configs/ostrack_384_ce.py --checkpoint OSTrack_ep0300.pth.tar \
+      --dataset lasot --data-dir /datasets/LaSOT
+
+The original reports LaSOT AUC 71.1 with its released weights (not measured here).
+"""
+
+from ostrack_jax.configs import ostrack_256_ce
+
+
+def get_config():
+  c = ostrack_256_ce.get_config()
+  c.name = 'ostrack_384_ce'
+  c.model.template_size = 192
+  c.model.search_size = 384
+  c.tracker.search_factor = 5.0
+  c.data.search_factor = 5.0
+  c.data.search_center_jitter = 4.5
+  c.data.search_scale_jitter = 0.5
+  return c

@@ -1,0 +1,18 @@
+"""OSTrack-256 CE on a ViT-L/16 backbone (the original's vit_large_patch16_224_ce; it ships no
+experiment config for it): 24 blocks, 1024 wide, 16 heads.
+
+  python train.py --config configs/ostrack_vitl_256_ce.py --workdir workdirs/ostrack_vitl_256_ce \
+      --config.train.pretrained=/weights/mae_pretrain_vit_large.pth ...
+"""
+
+from ostrack_jax.configs import ostrack_256_ce
+
+
+def get_config():
+  c = ostrack_256_ce.get_config()
+  c.name = 'ostrack_vitl_256_ce'
+  c.model.embed_dim = 1024
+  c.model.depth = 24
+  c.model.num_heads = 16
+  c.model.mlp_dim = 4096
+  return c
