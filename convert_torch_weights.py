@@ -3,52 +3,47 @@
 Released OSTrack checkpoint (all 242 keys accounted for, shapes checked against the preset):
 
   python convert_torch_weights.py --config configs/ostrack_256_ce.py \
-      --checkpoint OSTrack_ep0300.pth.tar --out ostrack_256_ce.msgpack
+      --checkpoint OSTrack_ep0300.pth.tar --output ostrack_256_ce.msgpack
 
 timm / MAE ViT weights (backbone only; the 14x14 position grid is resized to the template and
 search grids with PyTorch-exact bicubic; the head is freshly initialised):
 
   python convert_torch_weights.py --config configs/ostrack_256_ce.py \
-      --checkpoint mae_pretrain_vit_base.pth --out mae_init_256.msgpack
+      --checkpoint mae_pretrain_vit_base.pth --output mae_init_256.msgpack
 
 Add ``--check`` to run one forward pass on random inputs after converting.
 """
 
-import argparse
 import sys
 
-from ostrack_jax import cli_utils
+from ostrack_jax import cli
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  parser = cli.Parser(
+    'convert_torch_weights.py', __doc__, config=cli.REQUIRED, aliases={'--out': '--output'}
   )
   parser.add_argument(
-    '--config',
-    required=True,
-    help='preset file (configs/<name>.py) or preset name (ostrack_256_ce, ...)',
+    '--checkpoint', required=True, type=cli.existing_file, help='PyTorch .pth/.pth.tar file'
   )
-  parser.add_argument('--checkpoint', required=True, help='PyTorch .pth/.pth.tar file')
-  parser.add_argument('--out', required=True, help='output model file (.msgpack)')
+  parser.add_argument('--output', required=True, help='output model file (.msgpack)')
   parser.add_argument('--seed', type=int, default=0, help='init seed of parts a ViT file lacks')
   parser.add_argument('--check', action='store_true', help='run a forward pass after converting')
-  args = parser.parse_args(argv)
+  args = parser.parse(argv)
+  config = args.config
 
   from ostrack_jax.checkpoint_io import save_variables  # pylint: disable=g-import-not-at-top
   from ostrack_jax.convert import CheckpointError, load_torch_checkpoint  # pylint: disable=g-import-not-at-top
 
-  config = cli_utils.load_config(args.config)
   try:
     variables, report = load_torch_checkpoint(
       args.checkpoint, config, seed=args.seed, return_report=True
     )
   except (CheckpointError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    raise cli.InputError(str(e)) from e
   print(report.summary())
-  save_variables(args.out, variables, config)
-  print(f'wrote {args.out} (preset {config.name})')
+  save_variables(args.output, variables, config)
+  print(f'wrote {args.output} (preset {config.name})')
   if args.check:
     import numpy as np  # pylint: disable=g-import-not-at-top
     from ostrack_jax.models.ostrack import input_shapes, make_forward  # pylint: disable=g-import-not-at-top
@@ -63,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(cli.run(main, 'convert_torch_weights.py'))

@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import cv2
 import numpy as np
 
+from ostrack_jax import cli
 from ostrack_jax.tracking.datasets import IMAGE_EXTENSIONS, read_frame
 
 
@@ -99,7 +100,7 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
   except ValueError:
     vals = ()
   if len(vals) != 4:
-    raise argparse.ArgumentTypeError(f'--box must be x,y,w,h (4 numbers), got {text!r}')
+    raise argparse.ArgumentTypeError(f'must be x,y,w,h (4 numbers), got {text!r}')
   return vals
 
 
@@ -243,16 +244,14 @@ class _Writer:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(
-    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  p = cli.Parser('python -m ostrack_jax.demo', __doc__.split('\n\n')[0], config='ostrack_256_ce')
   p.add_argument('--video', required=True, help='video file or folder of frames')
   p.add_argument('--box', required=True, type=parse_box, help='x,y,w,h of the target in frame 1')
-  p.add_argument('--checkpoint', required=True, help='our .msgpack or a PyTorch checkpoint')
   p.add_argument(
-    '--config',
-    default='configs/ostrack_256_ce.py',
-    help='preset file or name (default: %(default)s)',
+    '--checkpoint',
+    required=True,
+    type=cli.existing_file,
+    help='our .msgpack or a PyTorch checkpoint',
   )
   p.add_argument('--output', default='tracked.mp4', help='.mp4 or .gif (default: %(default)s)')
   p.add_argument('--score-map', action='store_true', help='overlay the windowed score map')
@@ -261,19 +260,20 @@ def main(argv=None) -> int:
     action='store_true',
     help='darken the search tokens removed by candidate elimination',
   )
-  p.add_argument('--max-frames', type=int, default=None)
-  p.add_argument('--fps', type=float, default=None, help='output frame rate (default: input)')
-  args = p.parse_args(argv)
+  p.add_argument('--max-frames', type=cli.positive_int, default=None)
+  p.add_argument(
+    '--fps', type=cli.positive_float, default=None, help='output frame rate (default: input)'
+  )
+  args = p.parse(argv)
+  if not os.path.exists(args.video):
+    p.fail(f'--video {args.video}: no such file or folder')
+  config = args.config
 
-  from ostrack_jax.cli_utils import load_config  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking.results import format_boxes  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking.tracker import Tracker  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  if not os.path.isfile(args.checkpoint):
-    print(f'error: --checkpoint {args.checkpoint}: no such file', file=sys.stderr)
-    return 2
   # The step outputs each overlay needs (kept on the device until the frame is drawn).
   needed = (
     (['crop_box_xyxy'] if args.score_map or args.eliminated else [])
@@ -285,7 +285,6 @@ def main(argv=None) -> int:
     writer = _Writer(args.output, args.fps or video_fps(args.video))
     # The reader starts first: the first frames decode while the model loads.
     with FrameReader(args.video, args.max_frames) as reader:
-      config = load_config(args.config)
       tracker = Tracker.from_checkpoint(args.checkpoint, config)
       # Pipelined: frame k's box is read (which waits for the device) only when frame k is
       # drawn, PIPELINE_DEPTH frames later, so the host reads, pads and uploads the next
@@ -323,8 +322,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     writer.close()
   except (ValueError, RuntimeError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    raise cli.InputError(str(e)) from e
   with open(args.output + '.txt', 'w') as f:
     f.write(format_boxes(np.array(boxes)))
   print(
@@ -335,4 +333,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(cli.run(main, 'python -m ostrack_jax.demo'))

@@ -1,6 +1,6 @@
 """Exported tracker: the device-resident tracker as StableHLO (``jax.export``), no Flax needed.
 
-``python -m ostrack_jax.export --checkpoint PATH --config CONFIG --out DIR`` serialises the two
+``python -m ostrack_jax.export --checkpoint PATH --config CONFIG --output DIR`` serialises the two
 pure functions of the tracker's device core (:func:`ostrack_jax.tracking.tracker.make_tracking_fns`,
 batch 1, full outputs):
 
@@ -61,7 +61,6 @@ float32, weights inside, frame height and width symbolic) as one ONNX file via j
 template crop is cut on the host); see :mod:`ostrack_jax.onnx_tracker` for its signature.
 """
 
-import argparse
 import collections.abc
 import json
 import os
@@ -72,7 +71,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from ostrack_jax import fileio
+from ostrack_jax import cli, fileio
 
 FORMAT = 'ostrack_jax.exported_tracker'
 FORMAT_VERSION = 2
@@ -165,7 +164,7 @@ def export_tracker(
     and not os.path.isfile(os.path.join(out_dir, MANIFEST_FILE))
   ):
     raise FileExistsError(
-      f'--out {out_dir}: the folder exists and is not an exported tracker; '
+      f'--output {out_dir}: the folder exists and is not an exported tracker; '
       'give a new or empty folder (an exported tracker is replaced)'
     )
   variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
@@ -298,7 +297,7 @@ def export_onnx(
       '(BitwiseOr in the crop\'s integer arithmetic)'
     )
   if os.path.isdir(path):
-    raise FileExistsError(f'--out {path}: a folder; --format onnx writes one .onnx file')
+    raise FileExistsError(f'--output {path}: a folder; --format onnx writes one .onnx file')
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.model.dtype = 'float32'
@@ -510,26 +509,24 @@ def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str]
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(
-    prog='python -m ostrack_jax.export',
-    description='Serialise the tracker\'s device functions (template init and per-frame '
+  p = cli.Parser(
+    'python -m ostrack_jax.export',
+    'Serialise the tracker\'s device functions (template init and per-frame '
     'track, StableHLO via jax.export, any frame size) with its weights into a '
     'folder that ostrack_jax.export.load_exported runs without building the Flax '
     'model; or, with --format onnx, the per-frame step as an ONNX file for '
     'onnxruntime / TensorRT (ostrack_jax.load_onnx).',
+    config='ostrack_256_ce',
+    aliases={'--out': '--output'},
   )
   p.add_argument(
     '--checkpoint',
     required=True,
+    type=cli.existing_file,
     help='our model file (.msgpack) or a PyTorch OSTrack checkpoint (.pth/.pth.tar)',
   )
   p.add_argument(
-    '--config',
-    default='configs/ostrack_256_ce.py',
-    help='preset file or name (default: %(default)s)',
-  )
-  p.add_argument(
-    '--out',
+    '--output',
     required=True,
     help='output folder: new, empty, or a previous export (replaced); with '
     '--format onnx the .onnx file to write',
@@ -544,7 +541,7 @@ def parse_args(argv=None):
   )
   p.add_argument(
     '--opset',
-    type=int,
+    type=cli.positive_int,
     default=ONNX_DEFAULT_OPSET,
     help=f'ONNX opset for --format onnx (>= {ONNX_MIN_OPSET}; default: %(default)s)',
   )
@@ -559,14 +556,14 @@ def parse_args(argv=None):
     help='comma-separated platforms to lower for: cpu, cuda, tpu, rocm, or '
     '"default" for this machine\'s (default: %(default)s)',
   )
-  return p.parse_args(argv)
+  return p.parse(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
   from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.cli_utils import load_config  # pylint: disable=g-import-not-at-top
 
+  config = args.config
   dtypes = [d.strip() for d in args.dtypes.split(',') if d.strip()]
   platforms = (
     None
@@ -574,28 +571,27 @@ def main(argv=None) -> int:
     else [p.strip() for p in args.platforms.split(',') if p.strip()]
   )
   try:
-    config = load_config(args.config)
     variables = load_checkpoint(args.checkpoint, config)
     if args.format == 'onnx':
-      export_onnx(config, variables, args.out, opset=args.opset)
+      export_onnx(config, variables, args.outputput, opset=args.opset)
     else:
-      export_tracker(config, variables, args.out, dtypes=dtypes, platforms=platforms)
+      export_tracker(config, variables, args.outputput, dtypes=dtypes, platforms=platforms)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
-    print(f'python -m ostrack_jax.export: {e}', file=sys.stderr)
-    return 2
+    raise cli.InputError(str(e)) from e
   if args.format == 'onnx':
     print(
       f'exported {config.name} (ONNX opset {args.opset}, float32, any frame size) to '
-      f'{args.out}: {os.path.getsize(args.out) / 1e6:.2f} MB'
+      f'{args.output}: {os.path.getsize(args.output) / 1e6:.2f} MB'
     )
     return 0
-  manifest = read_manifest(args.out)
+  manifest = read_manifest(args.output)
   sizes = {
-    name: os.path.getsize(os.path.join(args.out, name)) for name in sorted(os.listdir(args.out))
+    name: os.path.getsize(os.path.join(args.output, name))
+    for name in sorted(os.listdir(args.output))
   }
   print(
     f'exported {config.name} ({", ".join(manifest["variants"])}; platforms '
-    f'{", ".join(manifest["platforms"])}; any frame size) to {args.out}:'
+    f'{", ".join(manifest["platforms"])}; any frame size) to {args.output}:'
   )
   for name, size in sizes.items():
     print(f'  {name:24s} {size / 1e6:9.2f} MB')
@@ -603,4 +599,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(cli.run(main, 'python -m ostrack_jax.export'))

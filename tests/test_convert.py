@@ -343,7 +343,7 @@ def test_convert_script(tmp_path, fixtures_dir, capsys):
       'configs/tiny_256_ce.py',
       '--checkpoint',
       str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'),
-      '--out',
+      '--output',
       str(out),
     ]
   )
@@ -355,7 +355,7 @@ def test_convert_script(tmp_path, fixtures_dir, capsys):
       'ostrack_384_ce',
       '--checkpoint',
       str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'),
-      '--out',
+      '--output',
       str(tmp_path / 'x'),
     ]
   )

@@ -1,30 +1,26 @@
-"""eval.py end to end on a tiny synthetic GOT-10k-format dataset made here.
+"""Evaluation end to end (``ostrack_jax.tracking.evaluate``, what eval.py runs) on a tiny
+synthetic GOT-10k-format dataset made here.
 
 Checks the official layout, that metrics recomputed from the written files (with the metric
 functions fed by plain np.loadtxt, not by eval.py's reader) equal the printed/saved ones,
 resume, lockstep batching with unequal lengths, bad sequences, and the test-split zip.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
+import re
 import shutil
 import zipfile
 
 import numpy as np
 import pytest
 
-from ostrack_jax.tracking import metrics
+from ostrack_jax.configs import apply_overrides, get_config
+from ostrack_jax.errors import InputError
+from ostrack_jax.tracking import evaluate, metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_eval():
-  spec = importlib.util.spec_from_file_location('ostrack_eval', ROOT / 'eval.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture(scope='module')
@@ -48,46 +44,111 @@ def setup(tmp_path_factory):
   for name in ('groundtruth.txt', 'absence.label', 'cover.label'):
     lines = (seq / name).read_text().splitlines()[:4]
     (seq / name).write_text('\n'.join(lines) + '\n')
-  return {'tmp': tmp, 'ckpt': ckpt, 'data': data, 'eval': _load_eval()}
+  return {'tmp': tmp, 'ckpt': ckpt, 'data': data}
 
 
-def _run(setup, out, *extra):
-  return setup['eval'].main(
-    [
-      '--config',
-      str(ROOT / 'configs' / 'tiny_256_ce.py'),
-      '--checkpoint',
-      str(setup['ckpt']),
-      '--dataset',
-      'got10k_val',
-      '--data-dir',
-      str(setup['data']),
-      '--output',
-      str(out),
-      '--no-progress',
-      *extra,
-    ]
+def _evaluate(setup, out, *, dataset='got10k_val', data=None, checkpoint=None, overrides=(), **kw):
+  """``evaluate`` of the tiny model on ``data`` (default: the synthetic set) into ``out``."""
+  config = apply_overrides(get_config('tiny_256_ce'), overrides)
+  return evaluate.evaluate(
+    config,
+    str(checkpoint or setup['ckpt']),
+    dataset,
+    str(data or setup['data']),
+    output=str(out),
+    progress=False,
+    **kw,
   )
 
 
+def _run(setup, out, **kw):
+  """The exit status eval.py would give: 0 when every sequence was finished and scored."""
+  return 0 if _evaluate(setup, out, **kw).ok else 1
+
+
+def _got10k_iou(p, g, bound_w, bound_h):
+  """GOT-10k toolkit IoU of one frame: continuous coordinates, both boxes clipped to the image."""
+  boxes = []
+  for x, y, w, h in (p, g):
+    x, y = min(max(x, 0.0), bound_w), min(max(y, 0.0), bound_h)
+    w, h = min(max(w, 0.0), bound_w - x), min(max(h, 0.0), bound_h - y)
+    boxes.append((x, y, x + w, y + h))
+  (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = boxes
+  inter = max(min(ax2, bx2) - max(ax1, bx1), 0.0) * max(min(ay2, by2) - max(ay1, by1), 0.0)
+  union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+  return min(max(inter / (union + 2.220446049250313e-16), 0.0), 1.0)
+
+
+def _ope_frame(p, g):
+  """pytracking's per-frame IoU (inclusive pixels), centre error and normalized centre error."""
+  tl_x, tl_y = max(p[0], g[0]), max(p[1], g[1])
+  br_x = min(p[0] + p[2] - 1, g[0] + g[2] - 1)
+  br_y = min(p[1] + p[3] - 1, g[1] + g[3] - 1)
+  inter = max(br_x - tl_x + 1, 0) * max(br_y - tl_y + 1, 0)
+  iou = inter / (p[2] * p[3] + g[2] * g[3] - inter)
+  pc = (p[0] + (p[2] - 1) / 2, p[1] + (p[3] - 1) / 2)
+  gc = (g[0] + (g[2] - 1) / 2, g[1] + (g[3] - 1) / 2)
+  err = ((pc[0] - gc[0]) ** 2 + (pc[1] - gc[1]) ** 2) ** 0.5
+  norm = (((pc[0] - gc[0]) / g[2]) ** 2 + ((pc[1] - gc[1]) / g[3]) ** 2) ** 0.5
+  return iou, err, norm
+
+
 def _recompute(out, data):
-  """AO/SR and AUC/P/NP from the result files and the raw GOT-10k annotation files."""
-  got_ious, errs = [], []
+  """AO/SR and AUC/OP/P/NP from the result files and the raw GOT-10k annotation files, written
+  here from the toolkits' definitions (frame by frame, no ostrack_jax code): GOT-10k pools the
+  IoUs of frames 1.. with cover > 0 over all sequences (SR strict >); the one-pass metrics
+  replace frame 0 by the ground truth, count invisible frames as failures (IoU -1, error inf)
+  and average the per-sequence curves."""
+  pooled, curves = [], []
+  success_t = [i * 0.05 for i in range(21)]
   for seq_dir in sorted((data / 'val').iterdir()):
     if not seq_dir.is_dir():
       continue
     name = seq_dir.name
-    pred = np.loadtxt(out / name / f'{name}_001.txt', delimiter=',', ndmin=2)
-    gt = np.loadtxt(seq_dir / 'groundtruth.txt', delimiter=',', ndmin=2)
-    cover = np.loadtxt(seq_dir / 'cover.label', ndmin=1)
-    absence = np.loadtxt(seq_dir / 'absence.label', ndmin=1)
+    pred = [
+      [float(v) for v in line.split(',')]
+      for line in (out / name / f'{name}_001.txt').read_text().split()
+    ]
+    gt = [
+      [float(v) for v in line.split(',')]
+      for line in (seq_dir / 'groundtruth.txt').read_text().split()
+    ]
+    cover = [int(v) for v in (seq_dir / 'cover.label').read_text().split()]
+    absence = [int(v) for v in (seq_dir / 'absence.label').read_text().split()]
     meta = (seq_dir / 'meta_info.ini').read_text()
-    res = meta.split('resolution:')[1].strip().strip('()').split(',')
-    got_ious.append(metrics.got10k_frame_ious(pred, gt, cover, (int(res[0]), int(res[1]))))
-    errs.append(metrics.ope_sequence_errors(pred, gt, absence == 0))
-  out_metrics = {k: v * 100 for k, v in metrics.got10k_summary(got_ious).items()}
-  out_metrics.update(metrics.ope_summary(metrics.ope_curves(errs)))
-  return out_metrics
+    bound_w, bound_h = (
+      float(v) for v in meta.split('resolution:')[1].split(')')[0].strip(' (').split(',')
+    )
+    for i in range(1, len(gt)):
+      if cover[i] > 0:
+        pooled.append(_got10k_iou(pred[i], gt[i], bound_w, bound_h))
+    frames = []
+    for i in range(len(gt)):
+      p = gt[0] if i == 0 else pred[i]
+      if gt[i][2] > 0 and gt[i][3] > 0 and absence[i] == 0:
+        frames.append(_ope_frame(p, gt[i]))
+      else:
+        frames.append((-1.0, float('inf'), -1.0))
+    n = len(frames)
+    curves.append(
+      (
+        [sum(f[0] > t for f in frames) / n for t in success_t],
+        [sum(f[1] <= t for f in frames) / n for t in range(51)],
+        [sum(f[2] <= t / 100 for f in frames) / n for t in range(51)],
+      )
+    )
+  mean = lambda values: sum(values) / len(values)
+  success = [mean([c[0][k] for c in curves]) for k in range(21)]
+  return {
+    'AO': 100 * mean(pooled),
+    'SR0.5': 100 * mean([v > 0.5 for v in pooled]),
+    'SR0.75': 100 * mean([v > 0.75 for v in pooled]),
+    'AUC': 100 * mean(success),
+    'OP50': 100 * success[10],
+    'OP75': 100 * success[15],
+    'P@20': 100 * mean([c[1][20] for c in curves]),
+    'NP@0.2': 100 * mean([c[2][20] for c in curves]),
+  }
 
 
 def test_eval_writes_official_layout_and_metrics_recompute(setup, capsys):
@@ -123,7 +184,7 @@ def test_eval_resumes_and_lockstep_matches(setup, capsys):
   # Resume: a finished run tracks nothing; a deleted sequence alone is re-tracked.
   shutil.rmtree(out / 'SYN_Val_000003')
   capsys.readouterr()
-  assert _run(setup, out, '--no-plots') == 0
+  assert _run(setup, out, plots=False) == 0
   assert '1 to track, 2 already done' in capsys.readouterr().out
   assert (out / 'SYN_Val_000003' / 'SYN_Val_000003_001.txt').read_text() == reference[
     'SYN_Val_000003'
@@ -131,24 +192,13 @@ def test_eval_resumes_and_lockstep_matches(setup, capsys):
   # Lockstep, batch 2 over unequal lengths (7, 4, 7): 'map' is bit-identical.
   out_map = setup['tmp'] / 'out_map'
   assert (
-    _run(
-      setup,
-      out_map,
-      '--batch-size',
-      '2',
-      '--batch-mode',
-      'map',
-      '--no-plots',
-      '--decode-threads',
-      '2',
-    )
-    == 0
+    _run(setup, out_map, batch_size=2, batch_mode='map', plots=False, decode_threads=2) == 0
   )  # also frames decoded ahead on threads
   for n, text in reference.items():
     assert (out_map / n / f'{n}_001.txt').read_text() == text, n
   # 'vmap' (one batched forward) agrees up to float rounding.
   out_vmap = setup['tmp'] / 'out_vmap'
-  assert _run(setup, out_vmap, '--batch-size', '2', '--no-plots') == 0
+  assert _run(setup, out_vmap, batch_size=2, plots=False) == 0
   for n in reference:
     a = np.loadtxt(out / n / f'{n}_001.txt', delimiter=',')
     b = np.loadtxt(out_vmap / n / f'{n}_001.txt', delimiter=',')
@@ -166,23 +216,7 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
     lines[2] = 'nan,nan,nan,nan'  # tracked fine, but no metric can be computed
     gt3.write_text('\n'.join(lines) + '\n')
   out = setup['tmp'] / 'out_bad'
-  eval_mod = setup['eval']
-  code = eval_mod.main(
-    [
-      '--config',
-      'tiny_256_ce',
-      '--checkpoint',
-      str(setup['ckpt']),
-      '--dataset',
-      'got10k_val',
-      '--data-dir',
-      str(data),
-      '--output',
-      str(out),
-      '--no-progress',
-      '--no-plots',
-    ]
-  )
+  code = _run(setup, out, data=data, plots=False)
   captured = capsys.readouterr()
   assert code == 1
   assert "'SYN_Val_000001' frame 2: " in captured.err
@@ -193,24 +227,9 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
   assert "'SYN_Val_000003': no metrics: ground truth contains NaN" in captured.out
   saved = json.loads((out / 'report' / 'summary.json').read_text())
   assert set(saved['failures']) == {'SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003'}
-  # --fail-fast stops at the first bad sequence.
-  code = eval_mod.main(
-    [
-      '--config',
-      'tiny_256_ce',
-      '--checkpoint',
-      str(setup['ckpt']),
-      '--dataset',
-      'got10k_val',
-      '--data-dir',
-      str(data),
-      '--output',
-      str(setup['tmp'] / 'out_ff'),
-      '--no-progress',
-      '--fail-fast',
-    ]
-  )
-  assert code == 2 and 'expected 4 numbers' in capsys.readouterr().err
+  # fail_fast stops at the first bad sequence (eval.py --fail-fast: exit status 2).
+  with pytest.raises(InputError, match='expected 4 numbers'):
+    _evaluate(setup, setup['tmp'] / 'out_ff', data=data, fail_fast=True)
 
 
 def test_eval_test_split_writes_submission_zip(setup, capsys):
@@ -225,20 +244,7 @@ def test_eval_test_split_writes_submission_zip(setup, capsys):
     for name in ('absence.label', 'cover.label'):
       (dst / name).unlink()
   out = setup['tmp'] / 'out_test'
-  code = setup['eval'].main(
-    [
-      '--checkpoint',
-      str(setup['ckpt']),
-      '--dataset',
-      'got10k_test',
-      '--data-dir',
-      str(data),
-      '--output',
-      str(out),
-      '--no-progress',
-    ]
-  )
-  assert code == 0
+  assert _run(setup, out, dataset='got10k_test', data=data) == 0
   names = zipfile.ZipFile(out / 'submission.zip').namelist()
   assert sorted(names) == [
     'SYN_Test_000001/SYN_Test_000001_001.txt',
@@ -247,12 +253,9 @@ def test_eval_test_split_writes_submission_zip(setup, capsys):
   assert 'submission archive' in capsys.readouterr().out
 
 
-def test_eval_missing_checkpoint_message(setup, capsys):
-  code = setup['eval'].main(
-    ['--checkpoint', str(setup['tmp'] / 'nope.msgpack'), '--data-dir', str(setup['data'])]
-  )
-  assert code == 2
-  assert 'nope.msgpack: no such file' in capsys.readouterr().err
+def test_eval_missing_checkpoint_message(setup):
+  with pytest.raises(InputError, match='nope.msgpack: no such file'):
+    _evaluate(setup, setup['tmp'] / 'out_nope', checkpoint=setup['tmp'] / 'nope.msgpack')
 
 
 def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsys):
@@ -268,23 +271,8 @@ def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsy
       (seq_dir / f'{i + 1:05d}.png').write_bytes(fixture[f'png_{i}'].tobytes())
     np.savetxt(seq_dir / 'groundtruth.txt', fixture['gt'][:5], fmt='%.4f', delimiter=',')
   out = setup['tmp'] / 'out_real'
-  code = setup['eval'].main(
-    [
-      '--config',
-      'tiny_256_ce',
-      '--checkpoint',
-      str(ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'),
-      '--dataset',
-      'folder',
-      '--data-dir',
-      str(data),
-      '--output',
-      str(out),
-      '--no-progress',
-      '--no-plots',
-    ]
-  )
-  assert code == 0
+  pth = ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'
+  assert _run(setup, out, dataset='folder', data=data, checkpoint=pth, plots=False) == 0
   pred = np.loadtxt(out / 'soapbox.txt', delimiter=',')
   assert pred.shape == (5, 4) and (out / 'soapbox_time.txt').is_file()
   # The free-running boxes of the original tracker on these frames (tests/fixtures/tracker).
@@ -308,7 +296,7 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
   if src.exists():
     shutil.copytree(src, out)
   else:
-    assert _run(setup, out, '--no-plots') == 0
+    assert _run(setup, out, plots=False) == 0
   box1 = out / 'SYN_Val_000001' / 'SYN_Val_000001_001.txt'
   reference = box1.read_text()
   box1.write_text(''.join(reference.splitlines(True)[:3]))  # 3 of 7 lines
@@ -326,7 +314,7 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
   capsys.readouterr()
   old_umask = os.umask(0o022)
   try:
-    code = _run(setup, out, '--no-plots')
+    code = _run(setup, out, plots=False)
   finally:
     os.umask(old_umask)
   captured = capsys.readouterr()
@@ -355,42 +343,21 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
     assert path.stat().st_mode & 0o777 == 0o644, path
 
 
-def test_eval_bad_inputs_name_the_problem(setup, capsys):
-  """A folder as --checkpoint, a named synthetic root without a dataset, a keep ratio > 1."""
-  code = setup['eval'].main(['--checkpoint', str(setup['tmp']), '--data-dir', str(setup['data'])])
-  assert code == 2
-  assert f'--checkpoint {setup["tmp"]} is a directory' in capsys.readouterr().err
+def test_eval_bad_inputs_name_the_problem(setup):
+  """A folder as checkpoint, a named synthetic root without a dataset, a keep ratio > 1, a file
+  that is no checkpoint: each an InputError naming it (eval.py: one line, exit status 2)."""
+  with pytest.raises(InputError, match=f'--checkpoint {setup["tmp"]} is a directory'):
+    _evaluate(setup, setup['tmp'] / 'out_x', checkpoint=setup['tmp'])
   missing = setup['tmp'] / 'no_such_root'
-  code = setup['eval'].main(
-    ['--checkpoint', str(setup['ckpt']), f'--config.data.roots.synthetic={missing}']
-  )
-  assert code == 2
-  assert f"config.data.roots.synthetic='{missing}': no such folder" in capsys.readouterr().err
+  config = apply_overrides(get_config('tiny_256_ce'), [f'data.roots.synthetic={missing}'])
+  with pytest.raises(InputError, match=f"config.data.roots.synthetic='{missing}': no such folder"):
+    evaluate.evaluate(config, str(setup['ckpt']), output=str(setup['tmp'] / 'out_x'))
   assert not missing.exists()
-  code = setup['eval'].main(
-    [
-      '--checkpoint',
-      str(setup['ckpt']),
-      '--data-dir',
-      str(setup['data']),
-      '--config.model.ce_keep_ratio=(0.7,1.5,0.7)',
-    ]
-  )
-  assert code == 2
-  assert 'config.model.ce_keep_ratio=(0.7, 1.5, 0.7)' in capsys.readouterr().err
+  with pytest.raises(InputError, match=re.escape('config.model.ce_keep_ratio=(0.7, 1.5, 0.7)')):
+    _evaluate(setup, setup['tmp'] / 'out_x', overrides=['model.ce_keep_ratio=(0.7,1.5,0.7)'])
   junk = setup['tmp'] / 'junk.pth'
   junk.write_bytes(os.urandom(256))
-  code = setup['eval'].main(
-    [
-      '--checkpoint',
-      str(junk),
-      '--data-dir',
-      str(setup['data']),
-      '--output',
-      str(setup['tmp'] / 'out_junk'),
-      '--no-progress',
-    ]
-  )
-  err = capsys.readouterr().err
-  assert code == 2 and 'junk.pth: not a checkpoint torch can read safely' in err
-  assert 'weights_only' not in err
+  with pytest.raises(InputError) as e:
+    _evaluate(setup, setup['tmp'] / 'out_junk', checkpoint=junk)
+  assert 'junk.pth: not a checkpoint torch can read safely' in str(e.value)
+  assert 'weights_only' not in str(e.value)

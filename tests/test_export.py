@@ -185,7 +185,7 @@ def test_command_line(tmp_path):
         str(CHECKPOINT),
         '--config',
         str(REPO / 'configs' / 'tiny_256_ce.py'),
-        '--out',
+        '--output',
         str(out),
         '--dtypes',
         'float32',
@@ -218,7 +218,7 @@ def test_command_line_bad_input(tmp_path, capsys):
         str(tmp_path / 'missing.msgpack'),
         '--config',
         'tiny_256_ce',
-        '--out',
+        '--output',
         str(tmp_path / 'o'),
       ]
     )
@@ -232,7 +232,7 @@ def test_command_line_bad_input(tmp_path, capsys):
         str(CHECKPOINT),
         '--config',
         'tiny_256_ce',
-        '--out',
+        '--output',
         str(tmp_path / 'o'),
         '--dtypes',
         'float64',

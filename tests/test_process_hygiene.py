@@ -149,7 +149,7 @@ def test_sigkill_of_train_leaves_no_worker(tmp_path):
 
 
 def test_sigkill_of_eval_leaves_no_process(tmp_path):
-  from ostrack_jax import cli_utils
+  from ostrack_jax import configs
   from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.data import synthetic
   from ostrack_jax.models.ostrack import init_variables
@@ -158,8 +158,8 @@ def test_sigkill_of_eval_leaves_no_process(tmp_path):
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=0, num_val=2, num_frames=400, frame_size=(96, 72), seed=0
   )
-  config = cli_utils.load_config(str(REPO / MODEL[1]))
-  cli_utils.apply_overrides(config, [a[2:] for a in MODEL[2:]])
+  config = configs.load_config(str(REPO / MODEL[1]))
+  configs.apply_overrides(config, [a[2:] for a in MODEL[2:]])
   ckpt = tmp_path / 'model.msgpack'
   save_variables(str(ckpt), init_variables(config, seed=0), config)
   # Two sequences in lockstep with decoding threads: eval.py's pools are threads, which die with

@@ -1,4 +1,4 @@
-"""train.py's helpers: flag/override parsing, the JSONL writer's resume truncation, the
+"""The training loop's helpers (flags: tests/test_cli.py): the JSONL writer's resume truncation, the
 non-finite monitor (isolated bad steps skipped and counted; a run of them stops training with the
 step and the culprit), and the resume config check."""
 
@@ -8,28 +8,6 @@ import pytest
 
 from ostrack_jax.configs import get_config
 from ostrack_jax.training import checkpoint, loop
-
-
-def test_parse_args_collects_overrides_and_rejects_unknown_flags():
-  args, overrides = loop.parse_args(
-    [
-      '--config',
-      'configs/ostrack_256_ce.py',
-      '--config.train.lr=1e-3',
-      '--config.train.epochs',
-      '5',
-      '--resume',
-    ],
-    {'config': 'configs/tiny_256_ce.py'},
-  )
-  assert args.config == 'configs/ostrack_256_ce.py' and args.resume and not args.multihost
-  assert overrides == ['train.lr=1e-3', 'train.epochs=5']
-  args, overrides = loop.parse_args([], {'config': 'configs/tiny_256_ce.py'})
-  assert args.config == 'configs/tiny_256_ce.py' and overrides == [] and args.workdir is None
-  with pytest.raises(SystemExit):
-    loop.parse_args(['--lr=3'], {'config': 'x'})
-  with pytest.raises(SystemExit):
-    loop.parse_args(['--config.train.lr'], {'config': 'x'})
 
 
 def test_metric_writer_truncates_to_the_resumed_step(tmp_path):

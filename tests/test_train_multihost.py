@@ -175,23 +175,3 @@ def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_pa
   assert loose / total < 5e-3, (loose, total)
   steps = sorted(int(p.name) for p in (multi / 'checkpoints').iterdir() if p.name.isdigit())
   assert steps == [2, 4]
-
-
-def test_manual_multihost_flags_are_checked(capsys):
-  from ostrack_jax.training import loop  # pylint: disable=g-import-not-at-top
-
-  defaults = {'config': 'configs/tiny_256_ce.py'}
-  args, _ = loop.parse_args(
-    ['--multihost', '--coordinator', 'h:1', '--num-processes', '2', '--process-id', '1'], defaults
-  )
-  assert (args.coordinator, args.num_processes, args.process_id) == ('h:1', 2, 1)
-  for argv, message in (
-    (['--process-id', '0'], '--process-id only go with --multihost'),
-    (
-      ['--multihost', '--num-processes', '2', '--process-id', '2'],
-      '--process-id 2 not in [0, --num-processes 2)',
-    ),
-  ):
-    with pytest.raises(SystemExit):
-      loop.parse_args(argv, defaults)
-    assert message in capsys.readouterr().err

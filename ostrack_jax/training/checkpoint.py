@@ -20,6 +20,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ostrack_jax.errors import InputError
+
 CHECKPOINT_DIR = 'checkpoints'
 
 # Fields that do not affect the computation and may differ on resume.
@@ -37,7 +39,7 @@ RESUME_MUTABLE_FIELDS = (
 )
 
 
-class ResumeConfigError(ValueError):
+class ResumeConfigError(InputError):
   """The checkpoint was written by a run with a different configuration."""
 
 

@@ -1,98 +1,16 @@
-"""Pieces of the training loop that are not the step: metric logging, non-finite monitoring,
-command-line parsing of config overrides. ``train.py`` strings them together."""
+"""Pieces of the training loop that are not the step: the metric writer (JSONL and
+TensorBoard), the per-window step logger and the non-finite monitor.
+``ostrack_jax.training.trainer`` strings them together."""
 
-import argparse
 import json
 import math
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 LOSS_KEYS = ('Loss/total', 'Loss/giou', 'Loss/l1', 'Loss/location', 'IoU')
-
-
-# ------------------------------------------------------------------------ command line
-
-
-def parse_args(
-  argv: Sequence[str], defaults: Dict[str, Any]
-) -> Tuple[argparse.Namespace, List[str]]:
-  """Parses train.py's flags; returns (args, overrides as 'a.b=v' strings).
-
-  Overrides are given as ``--config.a.b=v`` or ``--config.a.b v``. Anything else unknown stops
-  with a message naming it.
-  """
-  p = argparse.ArgumentParser(
-    prog='train.py',
-    description='Train OSTrack (JAX). With no arguments: train the tiny preset on '
-    'the synthetic dataset on this machine.',
-    epilog='Config overrides: --config.<section>.<field>=<value>, e.g. --config.train.lr=1e-4',
-  )
-  p.add_argument(
-    '--config',
-    default=defaults['config'],
-    help='preset file (configs/<name>.py) or preset name (default: %(default)s)',
-  )
-  p.add_argument(
-    '--workdir',
-    default=None,
-    help='run directory: checkpoints, metrics, TensorBoard, model.msgpack '
-    '(default: workdirs/<config name>)',
-  )
-  p.add_argument(
-    '--resume',
-    action='store_true',
-    help='continue from the latest checkpoint in --workdir (required when it has one)',
-  )
-  p.add_argument(
-    '--multihost',
-    action='store_true',
-    help='call jax.distributed.initialize() first (one process per host). On SLURM, '
-    'Open MPI, Kubernetes or Cloud TPU the coordinator and process ids are detected; '
-    'elsewhere give --coordinator, --num-processes and --process-id (or set '
-    'JAX_COORDINATOR_ADDRESS)',
-  )
-  p.add_argument(
-    '--coordinator',
-    default=None,
-    metavar='HOST:PORT',
-    help='with --multihost: address of process 0 (the same on every process)',
-  )
-  p.add_argument('--num-processes', type=int, default=None, help='with --multihost')
-  p.add_argument('--process-id', type=int, default=None, help='with --multihost: 0 .. N-1')
-  p.add_argument('--no-progress', action='store_true', help='no progress bar (log lines instead)')
-  args, rest = p.parse_known_args(argv)
-  manual = {
-    '--coordinator': args.coordinator,
-    '--num-processes': args.num_processes,
-    '--process-id': args.process_id,
-  }
-  if not args.multihost and any(v is not None for v in manual.values()):
-    p.error(f'{", ".join(k for k, v in manual.items() if v is not None)} only go with --multihost')
-  if args.num_processes is not None and args.num_processes < 1:
-    p.error(f'--num-processes must be >= 1, got {args.num_processes}')
-  if (
-    args.process_id is not None
-    and args.num_processes is not None
-    and not (0 <= args.process_id < args.num_processes)
-  ):
-    p.error(f'--process-id {args.process_id} not in [0, --num-processes {args.num_processes})')
-  overrides, i = [], 0
-  while i < len(rest):
-    item = rest[i]
-    if item.startswith('--config.'):
-      if '=' in item:
-        overrides.append(item[2 + len('config.') :])
-      elif i + 1 < len(rest) and not rest[i + 1].startswith('--'):
-        overrides.append(item[2 + len('config.') :] + '=' + rest[i + 1])
-        i += 1
-      else:
-        p.error(f'config override {item} has no value (use {item}=VALUE)')
-    else:
-      p.error(f'unrecognized argument: {item}')
-    i += 1
-  return args, overrides
 
 
 # ------------------------------------------------------------------------ metrics
@@ -170,6 +88,71 @@ def mean_metrics(
   if not per_step:
     return {k: float('nan') for k in keys}
   return {k: float(np.mean([float(m[k]) for m in per_step])) for k in keys}
+
+
+class StepLogger:
+  """Collects the steps' metrics on the device and fetches them once per logging window (no
+  host round-trip per step): means over the window's finite steps, speed, learning rates; to
+  the writer, the progress bar and (without a bar) one log line."""
+
+  def __init__(
+    self,
+    config,
+    global_batch: int,
+    writer: MetricWriter,
+    monitor,
+    bar,
+    progress: bool,
+    log: Callable[[str], None],
+  ):
+    self.config = config
+    self.global_batch = global_batch
+    self.writer, self.monitor, self.bar = writer, monitor, bar
+    self.progress, self.log = progress, log
+    self.pending: List[Tuple[int, int, float, Any]] = []
+    self.window_start = time.perf_counter()
+
+  def add(self, step: int, epoch: int, keep: float, metrics: Any) -> None:
+    """Records one step's (device) metrics; ``step`` is the count after it."""
+    self.pending.append((step, epoch, keep, metrics))
+
+  def flush(self) -> None:
+    """Fetches and logs the window's steps (the monitor raises on a run of non-finite steps)."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from ostrack_jax.training import optim  # pylint: disable=g-import-not-at-top
+
+    if not self.pending:
+      return
+    fetched = [(s, e, jax.device_get(m)) for s, e, _, m in self.pending]
+    step, epoch, keep, _ = self.pending[-1]
+    steps = len(self.pending)
+    self.pending = []
+    for s, e, m in fetched:
+      self.monitor.update(s, e, m)
+    elapsed = time.perf_counter() - self.window_start
+    values = mean_metrics([m for _, _, m in fetched])
+    values.update(
+      epoch=epoch,
+      keep_rate=keep,
+      samples_per_s=steps * self.global_batch / elapsed,
+      step_time_s=elapsed / steps,
+      bad_steps=self.monitor.total,
+      grad_norm=float(np.mean([float(m['grad_norm']) for _, _, m in fetched])),
+      lr_head=optim.learning_rate_for_epoch(self.config, epoch, optim.HEAD),
+      lr_backbone=optim.learning_rate_for_epoch(self.config, epoch, optim.BACKBONE),
+    )
+    self.writer.write(step, values)
+    summary = (
+      f"loss {values['Loss/total']:.3f} (giou {values['Loss/giou']:.3f} l1 "
+      f"{values['Loss/l1']:.3f} loc {values['Loss/location']:.3f}) IoU {values['IoU']:.3f} "
+      f"lr {values['lr_head']:.1e} keep {keep:.3f} {values['samples_per_s']:.1f} samples/s"
+    )
+    self.bar.set_postfix_str(summary, refresh=False)
+    self.bar.update(steps)
+    if not self.progress:
+      self.log(f'step {step}/{self.bar.total} epoch {epoch} {summary}')
+    self.window_start = time.perf_counter()
 
 
 # ------------------------------------------------------------------------ non-finite steps

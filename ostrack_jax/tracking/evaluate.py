@@ -1,0 +1,273 @@
+"""Benchmark evaluation as a library call: ``evaluate(config, checkpoint, dataset, data_dir)``.
+
+What ``python eval.py`` runs, and what the tests and the notebook call. Reads the benchmark in
+its native layout (``ostrack_jax.tracking.datasets``), tracks the sequences not yet finished on
+the device core (``runner.track_pipelined``; ``batch_size`` > 1 tracks that many in lockstep),
+writes the official result files (``results``), and the report (``report``).
+
+* Resumable: a sequence is finished when its result files are complete (one line of finite
+  numbers per frame, in the box file and the time file; files are written atomically); one cut
+  short or corrupted is named and tracked again, and never reaches the metrics.
+* A bad sequence (missing or corrupt frame, malformed ground truth, bad initial box) is reported
+  and skipped, unless ``fail_fast``; ``EvalResult.failures`` names each.
+* Speed: tracker FPS (the loop's wall time without the waits for decoded frames: the
+  original's number) and end-to-end FPS (including image decoding), never mixed.
+
+Bad input (a missing checkpoint, an unknown dataset, a missing root) raises
+``ostrack_jax.errors.InputError`` before any tracking.
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+import pathlib
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import ml_collections
+
+from ostrack_jax import configs
+from ostrack_jax.errors import InputError
+from ostrack_jax.tracking import datasets, report, results
+
+OUTPUT_ROOT = 'workdirs'
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """The outcome: ``metrics`` (name -> value in %), ``failures`` (sequence -> message),
+  ``payload`` (what ``report/summary.json`` holds), ``output`` (the results folder)."""
+
+  metrics: Dict[str, float]
+  failures: Dict[str, str]
+  payload: Dict[str, object]
+  output: pathlib.Path
+
+  @property
+  def ok(self) -> bool:
+    return not self.failures
+
+
+def default_output(config: ml_collections.ConfigDict, dataset: str) -> pathlib.Path:
+  """``workdirs/<config name>/eval/<dataset>``."""
+  return pathlib.Path(OUTPUT_ROOT) / config.name / 'eval' / dataset
+
+
+def resolve_data_dir(dataset: str, data_dir: Optional[str], config) -> pathlib.Path:
+  """``data_dir``, else (GOT-10k layouts only) the synthetic dataset train.py uses: a named
+  ``config.data.roots.synthetic`` must hold one; the default root is generated if missing."""
+  if data_dir:
+    path = pathlib.Path(data_dir)
+    if not path.is_dir():
+      what = 'is a file, not a folder' if path.exists() else 'no such folder'
+      raise InputError(f'--data-dir {data_dir}: {what}')
+    return path
+  if not dataset.startswith('got10k'):
+    raise InputError(f'--data-dir is required for --dataset {dataset}')
+  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
+  try:
+    if config.data.roots.synthetic:  # a named root must hold a dataset: never generated
+      return synthetic.check_named_root(config.data.roots.synthetic)
+  except FileNotFoundError as e:
+    raise InputError(str(e)) from e
+  root = synthetic.default_root()
+  if not (root / 'synthetic.json').exists():
+    print(f'generating the synthetic dataset at {root} ...')
+  return synthetic.ensure_synthetic_dataset()
+
+
+def check_checkpoint(path: str) -> None:
+  """Raises ``InputError`` unless ``path`` is a file (a folder gets its own message)."""
+  if os.path.isdir(path):
+    raise InputError(
+      f'--checkpoint {path} is a directory, not a model file (give the .msgpack file '
+      'train.py writes, or a PyTorch .pth file)'
+    )
+  if not os.path.isfile(path):
+    raise InputError(f'--checkpoint {path}: no such file')
+
+
+def evaluate(
+  config: ml_collections.ConfigDict,
+  checkpoint: str,
+  dataset: str = 'got10k_val',
+  data_dir: Optional[str] = None,
+  *,
+  sequences: Optional[Sequence[str]] = None,
+  split: Optional[str] = None,
+  output: Optional[str] = None,
+  batch_size: int = 1,
+  batch_mode: str = 'vmap',
+  decode_threads: Optional[int] = None,
+  compilation_cache: Optional[str] = None,
+  overwrite: bool = False,
+  fail_fast: bool = False,
+  plots: bool = True,
+  progress: bool = True,
+) -> EvalResult:
+  """Evaluates the model of ``checkpoint`` on ``dataset`` and writes results and report.
+
+  Args:
+    config: the model's config (``ostrack_jax.configs``); checked first.
+    checkpoint: our ``.msgpack`` model file or a PyTorch ``.pth``/``.pth.tar``.
+    dataset: one of ``datasets.DATASETS``.
+    data_dir: the benchmark root in its native layout (None: the synthetic dataset).
+    sequences / split: only these sequences / another split folder.
+    output: the results folder (default ``workdirs/<config name>/eval/<dataset>``).
+    batch_size / batch_mode: sequences tracked in lockstep, 'vmap' (one batched forward) or
+      'map' (bit-identical to batch 1).
+    decode_threads: threads decoding frames ahead (default 8 on an accelerator, 0 on CPU).
+    compilation_cache: a folder for JAX's persistent compilation cache.
+    overwrite: track finished sequences again.
+    fail_fast: raise at the first bad sequence (``datasets.DatasetError`` while reading,
+      ``runner.SequenceFailure`` while tracking) instead of skipping it.
+    plots / progress: the PNG plots; progress bars.
+  """
+  configs.check_config(config)
+  if batch_size < 1:
+    raise InputError(f'--batch-size must be >= 1, got {batch_size}')
+  if batch_mode not in ('vmap', 'map'):
+    raise InputError(f"--batch-mode must be 'vmap' or 'map', got {batch_mode!r}")
+  if dataset not in datasets.DATASETS:
+    raise InputError(f'unknown dataset {dataset!r}; datasets: {", ".join(datasets.DATASETS)}')
+  check_checkpoint(checkpoint)
+  root = resolve_data_dir(dataset, data_dir, config)
+  load_errors: List = []
+  seqs = datasets.load_dataset(
+    dataset, root, sequences, split, errors=None if fail_fast else load_errors
+  )
+  failures: Dict[str, str] = dict(load_errors)
+  for _, msg in load_errors:
+    print(f'skipping {msg}', file=sys.stderr)
+  layout = results.layout_for_dataset(dataset)
+  out_dir = pathlib.Path(output) if output else default_output(config, dataset)
+  writer = results.ResultWriter(out_dir, layout)
+  todo = _unfinished(seqs, writer, overwrite)
+  print(
+    f'{dataset}: {len(seqs)} sequences in {root}, {len(todo)} to track, '
+    f'{len(seqs) - len(todo)} already done; results in {out_dir}'
+  )
+  runs = []
+  if todo:
+    options = dict(
+      batch_size=batch_size,
+      batch_mode=batch_mode,
+      decode_threads=decode_threads,
+      compilation_cache=compilation_cache,
+      fail_fast=fail_fast,
+      progress=progress,
+    )
+    runs = _track(config, checkpoint, todo, writer, failures, **options)
+  header = {
+    'config': config.name,
+    'checkpoint': str(checkpoint),
+    'dataset': dataset,
+    'data_dir': str(root),
+  }
+  payload = report.write_report(
+    out_dir,
+    label=config.name,
+    dataset=dataset,
+    layout=layout,
+    sequences=seqs,
+    writer=writer,
+    runs=runs,
+    failures=failures,
+    header=header,
+    plots=plots,
+  )
+  print('\n' + payload.pop('text'))
+  finished = payload.pop('finished')
+  if dataset in ('got10k_test', 'trackingnet') and finished:
+    if len(finished) == len(seqs):
+      print(f'submission archive: {writer.make_zip(finished)}')
+    else:
+      print(f'no submission archive: {len(seqs) - len(finished)} sequence(s) unfinished')
+  return EvalResult(payload['metrics'], failures, payload, out_dir)
+
+
+def _unfinished(seqs, writer, overwrite: bool) -> List:
+  """The sequences to track: all with ``overwrite``, else those without complete results
+  (damaged ones are named)."""
+  todo = []
+  for s in seqs:
+    if not overwrite and writer.has_files(s.name):
+      problem = writer.check(s.name, len(s))
+      if problem is None:
+        continue  # finished
+      print(f'sequence {s.name!r}: {problem}: tracking it again', file=sys.stderr)
+    todo.append(s)
+  return todo
+
+
+def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode,
+           decode_threads, compilation_cache, fail_fast, progress) -> List:  # fmt: skip
+  """Tracks ``todo`` pipelined on the device; writes each finished sequence's files and adds
+  the failed ones to ``failures``. Returns the runs (``runner.SequenceRun``)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import runner  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking.tracker import TrackingCore  # pylint: disable=g-import-not-at-top
+
+  t_load = time.perf_counter()
+  if compilation_cache:
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(compilation_cache))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  try:
+    variables = load_checkpoint(checkpoint, config)
+  except (ValueError, OSError) as e:  # not a model file, or one for another preset
+    raise InputError(str(e)) from e
+  core = TrackingCore(
+    config, variables, batch_size, batch_mode if batch_size > 1 else None, full_outputs=False
+  )
+  try:  # compile for the first frame's size, so that the timings exclude it
+    core.warmup(datasets.read_frame(todo[0].frames[0]).shape[:2])
+  except datasets.DatasetError:
+    pass  # reported with its sequence when tracked
+  print(f'loaded {checkpoint} ({config.name}) and compiled in {time.perf_counter() - t_load:.1f} s')
+  bar = tqdm(total=sum(len(s) for s in todo), unit='frame', disable=not progress, desc='frames')
+  seq_bar = tqdm(total=len(todo), unit='seq', disable=not progress, desc='sequences')
+  runs = []
+
+  def done(run):
+    writer.write(run.name, run.boxes, run.times)
+    runs.append(run)
+    seq_bar.update(1)
+
+  def failed(err):
+    failures[err.name] = str(err)
+    tqdm.write(f'skipping {err}', file=sys.stderr)
+    seq_bar.update(1)
+    if fail_fast:
+      raise err
+
+  if decode_threads is None:
+    decode_threads = 0 if jax.default_backend() == 'cpu' else 8
+  executor = concurrent.futures.ThreadPoolExecutor(decode_threads) if decode_threads > 0 else None
+  t_track = time.perf_counter()
+  try:
+    runner.track_pipelined(
+      core,
+      todo,
+      done,
+      failed,
+      on_frames=bar.update,
+      executor=executor,
+      ahead=max(2, 2 * decode_threads // batch_size) if executor else 0,
+      on_warning=lambda m: tqdm.write(f'warning: {m}', file=sys.stderr),
+    )
+  finally:
+    if executor is not None:
+      executor.shutdown(wait=False, cancel_futures=True)
+    bar.close()
+    seq_bar.close()
+  wall = time.perf_counter() - t_track
+  print(
+    f'tracked {sum(len(r.boxes) for r in runs)} frames in {wall:.1f} s; '
+    f'{core.compilations()} program(s) compiled'
+  )
+  return runs

@@ -1,0 +1,299 @@
+"""Training as a library call: ``train_and_evaluate(config, workdir)``.
+
+What ``python train.py`` runs, and what the tests and the notebook call. Data-parallel over
+every device of every process (one 'data' mesh axis; with several processes, call
+``jax.distributed.initialize()`` first, as ``train.py --multihost`` does): each process feeds its
+own slice of every global batch from grain workers; the state is replicated and donated.
+
+The run directory holds ``checkpoints/<step>/`` (orbax: model, optimiser, step, RNG, data
+iterator; every ``train.checkpoint_every_steps`` and at the end, the last
+``train.keep_checkpoints`` kept), ``metrics.jsonl``, ``tensorboard/``, ``config.json`` and, at
+the end, ``model.msgpack`` (load it with ``ostrack_jax.load_checkpoint``, ``eval.py`` or
+``Tracker.from_checkpoint``). A workdir with checkpoints is only continued with
+``resume=True``, and only with the same config and device count (the batches then continue
+exactly). Bad input raises ``ostrack_jax.errors.InputError``; a loss that stays non-finite
+raises ``loop.NonFiniteError``.
+"""
+
+import dataclasses
+import os
+from typing import Callable, Optional
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from ostrack_jax import checkpoint_io, configs
+from ostrack_jax.data import pipeline
+from ostrack_jax.errors import InputError
+from ostrack_jax.models import ostrack
+from ostrack_jax.training import checkpoint as ckpt_lib
+from ostrack_jax.training import loop, optim
+from ostrack_jax.training import state as state_lib
+from ostrack_jax.training import step as step_lib
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a run did: the step reached, the schedule's total, the model file (None when the run
+  stopped early at ``train.max_steps``: continue it with ``resume=True``)."""
+
+  step: int
+  total_steps: int
+  model_path: Optional[str]
+
+
+@dataclasses.dataclass
+class _Run:
+  """The sizes of a run on this mesh."""
+
+  mesh: jax.sharding.Mesh
+  global_batch: int
+  local_batch: int
+  steps_per_epoch: int
+  total_steps: int
+  stop_step: int
+  feat_size: int
+  is_main: bool
+  workdir: str
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  resume: bool = False,
+  progress: bool = True,
+  log: Callable[[str], None] = lambda m: print(m, flush=True),
+) -> TrainResult:
+  """Trains ``config`` into ``workdir`` (validating every ``train.val_every_epochs``).
+
+  Args:
+    config: a full config (``ostrack_jax.configs``); checked first.
+    workdir: the run directory (created).
+    resume: continue from the latest checkpoint in ``workdir`` (required when it has one).
+    progress: a progress bar; else one log line per logged step.
+    log: where the run's messages go (process 0 only).
+  """
+  configs.check_config(config, training=True)
+  run = _run_sizes(config, workdir)
+  log = log if run.is_main else (lambda m: None)
+  ckpt = ckpt_lib.CheckpointManager(_prepare_workdir(workdir), keep=config.train.keep_checkpoints)
+  latest = ckpt.latest_step()
+  if latest is not None and not resume:
+    raise InputError(
+      f'{workdir} already holds checkpoints (latest step {latest}). Continue it with '
+      '--resume, or choose a new --workdir.'
+    )
+  if resume and latest is not None:
+    ckpt_lib.check_resume_config(
+      ckpt.read_meta(latest), config, jax.device_count(), jax.process_count(), ckpt.directory
+    )
+  if run.is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=2))
+  variables = initial_variables(config, log)
+  tx = optim.make_optimizer(config, run.steps_per_epoch)
+  _ensure_synthetic(config, log)
+  train_iter = pipeline.make_train_iterator(
+    config,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    batch_size=run.local_batch,
+  )
+  try:
+    state = _initial_state(variables, tx, config, run, ckpt, train_iter, latest if resume else None)
+    if resume and latest is not None:
+      log(f'resumed from {ckpt.directory}/{latest} (step {int(state.step)})')
+    log(
+      f'{config.name}: {jax.device_count()} device(s), global batch {run.global_batch}, '
+      f'{run.steps_per_epoch} steps/epoch, {config.train.epochs} epochs ({run.total_steps} '
+      f'steps), workdir {workdir}'
+    )
+    last_checkpoint = latest if resume else None
+    state, step = _train_loop(
+      config, run, state, tx, ckpt, train_iter, last_checkpoint, progress, log
+    )
+  finally:
+    train_iter.close()
+    ckpt.close()
+  if step < run.total_steps:
+    log(f'stopped at step {step} of {run.total_steps} (train.max_steps); continue with --resume')
+    return TrainResult(step, run.total_steps, None)
+  path = None
+  if run.is_main:
+    path = checkpoint_io.save_variables(
+      os.path.join(workdir, 'model.msgpack'), jax.device_get(state.variables()), config
+    )
+    log(f'model written to {path}')
+  return TrainResult(step, run.total_steps, path)
+
+
+def _run_sizes(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+  t = config.train
+  mesh = step_lib.make_mesh()
+  global_batch = t.batch_size * jax.device_count()
+  step_lib.check_global_batch(global_batch, mesh)
+  steps_per_epoch = optim.steps_per_epoch_for(config, global_batch)
+  total_steps = steps_per_epoch * t.epochs
+  return _Run(
+    mesh=mesh,
+    global_batch=global_batch,
+    local_batch=t.batch_size * jax.local_device_count(),
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
+    stop_step=min(total_steps, t.max_steps) if t.max_steps > 0 else total_steps,
+    feat_size=config.model.search_size // config.model.patch_size,
+    is_main=jax.process_index() == 0,
+    workdir=workdir,
+  )
+
+
+def _prepare_workdir(workdir: str) -> str:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise InputError(f'--workdir {workdir}: is a file, not a folder')
+  os.makedirs(workdir, exist_ok=True)
+  return workdir
+
+
+def initial_variables(config: ml_collections.ConfigDict, log=print):
+  """The model's starting variables: ``train.pretrained`` (a timm/MAE ViT or an OSTrack
+  checkpoint) or a fresh initialisation, with the score prior set on a fresh head."""
+  t = config.train
+  if t.pretrained:
+    try:
+      variables = checkpoint_io.load_checkpoint(t.pretrained, config)
+    except (ValueError, OSError) as e:  # not a checkpoint, or one for another preset
+      raise InputError(f'config.train.pretrained: {e}') from e
+  else:
+    variables = ostrack.init_variables(config, seed=t.seed)
+  if not t.score_prior:
+    return variables
+  # Only a freshly initialised head gets the prior: from scratch, or next to a ViT backbone
+  # checkpoint (the converter initialises the head with seed 0); a trained one is kept.
+  fresh_head = not t.pretrained or jax.tree_util.tree_all(
+    jax.tree_util.tree_map(
+      np.array_equal,
+      variables['params']['box_head'],
+      ostrack.init_variables(config, seed=0)['params']['box_head'],
+    )
+  )
+  if fresh_head:
+    return state_lib.set_score_prior(variables, t.score_prior)
+  log(f'train.score_prior ignored: the head comes trained from {t.pretrained}')
+  return variables
+
+
+def _ensure_synthetic(config: ml_collections.ConfigDict, log) -> None:
+  """Generates the default synthetic dataset on first use (a named root must exist)."""
+  if 'synthetic' not in tuple(config.data.train_datasets) + tuple(config.data.val_datasets):
+    return
+  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
+  root = config.data.roots.synthetic or str(synthetic.default_root())
+  if not os.path.exists(os.path.join(root, 'synthetic.json')):
+    log(f'generating the synthetic dataset at {root} ...')
+  synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None)
+
+
+def _abstract_state(variables, tx, config, run: _Run):
+  repl = step_lib.replicated(run.mesh)
+  state = state_lib.create_train_state(variables, tx, seed=config.train.seed)
+  return jax.tree_util.tree_map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state
+  )
+
+
+def _initial_state(variables, tx, config, run: _Run, ckpt, train_iter, resume_step):
+  """A fresh train state, or the one of checkpoint ``resume_step`` (with the data iterator's
+  position), replicated over the mesh."""
+  state = state_lib.create_train_state(variables, tx, seed=config.train.seed)
+  if resume_step is not None:
+    abstract = _abstract_state(variables, tx, config, run)
+    try:
+      state = ckpt.restore(abstract, train_iter, resume_step)
+    except pipeline.ResumeMismatchError as e:
+      raise InputError(str(e)) from e
+  return jax.device_put(state, step_lib.replicated(run.mesh))
+
+
+def _train_loop(config, run: _Run, state, tx, ckpt, train_iter, last_checkpoint, progress, log):
+  """Steps from ``state.step`` to ``run.stop_step``: logging, validation, checkpoints.
+  Returns (state, step)."""
+  t = config.train
+  model = ostrack.build_model(state_lib.training_config(config))
+  train_step = step_lib.TrainStep(model, tx, config, run.mesh)
+  start_step = int(state.step)
+  resumed = last_checkpoint is not None
+  writer = loop.MetricWriter(
+    run.workdir, enabled=run.is_main, resume_step=start_step if resumed else None
+  )
+  monitor = loop.NonFiniteMonitor(
+    t.max_bad_steps, initial_total=int(state.bad_steps), last_checkpoint=last_checkpoint
+  )
+  bar = tqdm.tqdm(
+    total=run.total_steps,
+    initial=start_step,
+    disable=not run.is_main or not progress,
+    dynamic_ncols=True,
+    desc=config.name,
+  )
+  validate = _validator(config, run)
+  logger = loop.StepLogger(config, run.global_batch, writer, monitor, bar, progress, log)
+  meta = ckpt_lib.make_meta(config, jax.device_count(), jax.process_count())
+  step = start_step
+  try:
+    while step < run.stop_step:
+      epoch = optim.epoch_of_step(step, run.steps_per_epoch)
+      keep = optim.keep_rate_for_epoch(config, epoch)
+      batch = step_lib.add_heatmap(next(train_iter), run.feat_size)
+      state, metrics = train_step(state, step_lib.shard_batch(batch, run.mesh), keep)
+      step += 1
+      end_of_epoch = step % run.steps_per_epoch == 0
+      logger.add(step, epoch, keep, metrics)
+      if step % t.log_every_steps == 0 or end_of_epoch or step == run.stop_step:
+        logger.flush()
+      if end_of_epoch and t.val_every_epochs and epoch % t.val_every_epochs == 0:
+        values = validate(state, keep)
+        writer.write(step, dict(values, epoch=epoch))
+        bar.write(
+          f'epoch {epoch} validation: ' + ' '.join(f'{k} {v:.4f}' for k, v in values.items())
+        )
+      if step % t.checkpoint_every_steps == 0 or step == run.stop_step:
+        ckpt.save(step, state, train_iter, meta)
+        monitor.last_checkpoint = step
+  finally:
+    writer.close()
+    bar.close()
+  return state, step
+
+
+def _validator(config, run: _Run):
+  """``validate(state, keep) -> {'val/<metric>': mean}`` over ``data.val_samples_per_epoch``
+  validation pairs (deterministic processing, one pass)."""
+  eval_step = step_lib.make_eval_step(ostrack.build_model(config), config, run.mesh)
+
+  def validate(state, keep):
+    it = pipeline.make_train_iterator(
+      config,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      batch_size=run.local_batch,
+      num_epochs=1,
+      train=False,
+      num_workers=0,
+    )
+    try:
+      per_batch = []
+      for _ in range(max(1, config.data.val_samples_per_epoch // run.global_batch)):
+        batch = step_lib.add_heatmap(next(it), run.feat_size)
+        metrics = eval_step(state.variables(), step_lib.shard_batch(batch, run.mesh), keep)
+        per_batch.append(dict(jax.device_get(metrics), finite=True))
+    finally:
+      close = getattr(it, 'close', None)
+      if close is not None:
+        close()
+    return {f'val/{k}': v for k, v in loop.mean_metrics(per_batch).items()}
+
+  return validate

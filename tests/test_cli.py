@@ -1,0 +1,129 @@
+"""The one command-line layer (ostrack_jax.cli) and every command's answer to bad input.
+
+Each command is run for real on input that is wrong: it must exit with status 2 and one line on
+stderr naming the flag, field or file, and no traceback. These fail before JAX is imported
+(about 0.2 s each).
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from ostrack_jax import cli
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _parser(**kw):
+  p = cli.Parser('prog', config='tiny_256_ce', **kw)
+  p.add_argument('--workdir')
+  p.add_argument('--batch-size', type=cli.positive_int, default=1)
+  return p
+
+
+def test_overrides_both_forms_and_checked_config():
+  args = _parser().parse(['--config.train.lr=1e-3', '--config.train.epochs', '5', '--workdir', 'w'])
+  assert args.overrides == ['train.lr=1e-3', 'train.epochs=5'] and args.workdir == 'w'
+  assert args.config.train.lr == 1e-3 and args.config.train.epochs == 5
+  assert args.config_spec == 'tiny_256_ce' and args.config.name == 'tiny_256_ce'
+
+
+@pytest.mark.parametrize(
+  'argv,message',
+  [
+    (['--config.train.lr'], 'config override --config.train.lr has no value'),
+    (['--workdri', 'x'], 'unrecognized argument --workdri; did you mean --workdir?'),
+    (['--lr=3'], 'did you mean --config.train.lr=...?'),
+    (['--batch-size', '0'], "argument --batch-size: must be an integer >= 1, got '0'"),
+    (['--batch-size', 'two'], "argument --batch-size: must be an integer, got 'two'"),
+    (['--config.train.lrr=1'], "unknown config key 'train.lrr'; did you mean train.lr"),
+    (['--config', 'tiny_265_ce'], "unknown preset 'tiny_265_ce'; did you mean tiny_256_ce?"),
+    (['--config.train.batch_size=-3'], 'config.train.batch_size=-3: must be >= 1'),
+    (['--work'], 'unrecognized argument --work'),  # no abbreviations: they are guesses
+  ],
+)
+def test_bad_input_is_one_line_and_status_2(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    _parser(training=True).parse(argv)
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.startswith('prog: ') and err.count('\n') == 1, err
+  assert message in err, err
+
+
+def test_old_spellings_work_with_a_note(capsys):
+  args = _parser(aliases={'--batch_size': '--batch-size'}).parse(['--batch_size=4'])
+  assert args.batch_size == 4
+  assert 'prog: --batch_size is deprecated' in capsys.readouterr().err
+
+
+def test_run_turns_input_errors_into_status_2(capsys):
+  def main(argv):
+    raise cli.InputError('config.x: wrong')
+
+  assert cli.run(main, 'prog') == 2
+  assert capsys.readouterr().err == 'prog: config.x: wrong\n'
+  assert cli.run(lambda argv: None, 'prog') == 0
+
+  def bug(argv):
+    raise KeyError('a bug keeps its traceback')
+
+  with pytest.raises(KeyError):
+    cli.run(bug, 'prog')
+
+
+def test_existing_paths_are_never_created(tmp_path):
+  with pytest.raises(Exception, match='no such folder'):
+    cli.existing_dir(str(tmp_path / 'nope'))
+  assert not (tmp_path / 'nope').exists()
+  with pytest.raises(Exception, match='is a directory, not a file'):
+    cli.existing_file(str(tmp_path))
+
+
+CASES = [
+  (['train.py', '--config.train.batch_size=0'], 'config.train.batch_size=0: must be >= 1'),
+  (['train.py', '--config.train.lr=nan'], 'config.train.lr=nan: must be a finite number'),
+  (['train.py', '--config.model.ce_keep_ratio=(0.7,1.5,0.7)'], 'every keep ratio must lie in'),
+  (['train.py', '--config.data.roots.synthetic=/nonexistent/root'], 'no such folder'),
+  (['train.py', '--config.train.pretrained=/'], 'is a directory, not a checkpoint file'),
+  (['train.py', '--process-id', '0'], '--process-id only go with --multihost'),
+  (
+    ['train.py', '--multihost', '--num-processes', '2', '--process-id', '2'],
+    '--process-id 2 not in [0, --num-processes 2)',
+  ),
+  (['train.py', '--config', 'nope.py'], '--config nope.py: no such file'),
+  (['eval.py', '--batch-size', '0'], 'argument --batch-size: must be an integer >= 1'),
+  (['eval.py', '--dataset', 'got10k_tset'], "invalid choice: 'got10k_tset'"),
+  (['eval.py', '--checkpoint', 'nope.msgpack'], '--checkpoint nope.msgpack: no such file'),
+  (['eval.py', '--checkpoint', '/'], '--checkpoint / is a directory'),
+  (['eval.py', '--decode-threads', '-1'], 'argument --decode-threads: must be an integer >= 0'),
+  (
+    [
+      'convert_torch_weights.py',
+      '--checkpoint',
+      'nope.pth',
+      '--output',
+      'x.msgpack',
+      '--config',
+      'ostrack_256_ce',
+    ],
+    'argument --checkpoint: nope.pth: no such file',
+  ),
+  (['convert_torch_weights.py', '--output', 'x'], 'the following arguments are required'),
+  (['-m', 'ostrack_jax.export', '--checkpoint', 'nope', '--output', 'x'], 'nope: no such file'),
+  (
+    ['-m', 'ostrack_jax.demo', '--video', 'v', '--box', '1,2,3', '--checkpoint', 'c'],
+    "argument --box: must be x,y,w,h (4 numbers), got '1,2,3'",
+  ),
+]
+
+
+@pytest.mark.parametrize('argv,message', CASES, ids=[' '.join(a) for a, _ in CASES])
+def test_commands_answer_bad_input_in_one_line(argv, message, tmp_path):
+  out = subprocess.run(
+    [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+  )
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  assert 'Traceback' not in out.stderr and out.stderr.count('\n') == 1, out.stderr
+  assert message in out.stderr, out.stderr
