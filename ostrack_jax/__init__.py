@@ -3,7 +3,10 @@
 Public API (imported lazily: ``import ostrack_jax`` loads no JAX, parses no flags and reads
 no files until a name is used):
 
-* ``get_config(name)``: a preset ConfigDict (``ostrack_jax.configs.PRESETS``).
+* ``get_config(name)``: a preset ConfigDict (``ostrack_jax.configs.PRESETS``);
+  ``load_config(spec)``: a preset by name or a config file.
+* ``train_and_evaluate(config, workdir, resume=False)``: what ``train.py`` runs.
+* ``evaluate(config, checkpoint, dataset, data_dir, ...)``: what ``eval.py`` runs.
 * ``build_model(config)``: the Flax (Linen) ``OSTrack`` module.
 * ``init_variables(config, seed=0)``: freshly initialised variables.
 * ``load_torch_checkpoint(path, config)``: Flax variables from a released OSTrack checkpoint
@@ -30,6 +33,9 @@ __version__ = '0.1.0'
 _LAZY = {
   'get_config': 'ostrack_jax.configs',
   'PRESETS': 'ostrack_jax.configs',
+  'load_config': 'ostrack_jax.configs',
+  'train_and_evaluate': 'ostrack_jax.training.trainer',
+  'evaluate': 'ostrack_jax.tracking.evaluate',
   'build_model': 'ostrack_jax.models.ostrack',
   'init_variables': 'ostrack_jax.models.ostrack',
   'make_forward': 'ostrack_jax.models.ostrack',

@@ -44,8 +44,34 @@ def test_lazy_name_resolves_and_is_documented(name):
   assert name in ostrack_jax.__all__ and name in dir(ostrack_jax)
   obj = getattr(ostrack_jax, name)
   if callable(obj):
+    assert obj.__module__.startswith('ostrack_jax.'), (name, obj.__module__)
     doc = inspect.getdoc(obj) or ''
     assert len(doc) > 30, f'ostrack_jax.{name} has no real docstring'
+
+
+def test_every_documented_name_resolves_in_a_fresh_interpreter():
+  """Each name of the README's table resolves from a bare ``import ostrack_jax`` (no other test
+  has imported its module first), to an object of the package."""
+  names = sorted(_readme_api_names())
+  code = (
+    'import ostrack_jax\n'
+    f'for name in {names!r}:\n'
+    '  obj = getattr(ostrack_jax, name)\n'
+    '  print(name, getattr(obj, "__module__", None) or type(obj).__module__)\n'
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, PYTHONPATH=str(REPO)),
+    timeout=120,
+    check=False,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  resolved = dict(line.split() for line in out.stdout.splitlines())
+  assert sorted(resolved) == names
+  for name, module in resolved.items():
+    assert module.startswith('ostrack_jax') or name == 'PRESETS', (name, module)
 
 
 def test_unknown_name_raises_attribute_error():
