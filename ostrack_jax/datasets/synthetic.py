@@ -5,7 +5,8 @@ feeds the tests. Each sequence shows one target (a textured rectangle or ellipse
 colours) that moves smoothly, changes scale and aspect, and is sometimes partly or fully hidden
 by an occluding bar, over a muted textured background with a few static distractor shapes.
 
-Layout written under ``out_dir`` (the GOT-10k layout, readable by the GOT-10k source)::
+Layout written under ``out_dir`` (the GOT-10k layout: :mod:`ostrack_jax.datasets.got10k` reads
+it; the registry names its splits ``synthetic`` / ``synthetic_val`` for training)::
 
   out_dir/
     train/list.txt                 one sequence name per line
@@ -20,7 +21,7 @@ Layout written under ``out_dir`` (the GOT-10k layout, readable by the GOT-10k so
 
 Code API::
 
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic  # also importable as ostrack_jax.data.synthetic
   root = synthetic.make_synthetic_dataset(out_dir, num_train=60, num_val=20,
                                           num_frames=50, frame_size=(320, 240), seed=0)
   root = synthetic.ensure_synthetic_dataset()  # default location, generated once
