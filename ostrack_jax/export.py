@@ -573,9 +573,9 @@ def main(argv=None) -> int:
   try:
     variables = load_checkpoint(args.checkpoint, config)
     if args.format == 'onnx':
-      export_onnx(config, variables, args.outputput, opset=args.opset)
+      export_onnx(config, variables, args.output, opset=args.opset)
     else:
-      export_tracker(config, variables, args.outputput, dtypes=dtypes, platforms=platforms)
+      export_tracker(config, variables, args.output, dtypes=dtypes, platforms=platforms)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     raise cli.InputError(str(e)) from e
   if args.format == 'onnx':

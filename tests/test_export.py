@@ -211,36 +211,22 @@ def test_command_line(tmp_path):
 
 
 def test_command_line_bad_input(tmp_path, capsys):
-  assert (
-    export_lib.main(
-      [
-        '--checkpoint',
-        str(tmp_path / 'missing.msgpack'),
-        '--config',
-        'tiny_256_ce',
-        '--output',
-        str(tmp_path / 'o'),
-      ]
-    )
-    == 2
-  )
-  assert 'missing.msgpack' in capsys.readouterr().err
-  assert (
-    export_lib.main(
-      [
-        '--checkpoint',
-        str(CHECKPOINT),
-        '--config',
-        'tiny_256_ce',
-        '--output',
-        str(tmp_path / 'o'),
-        '--dtypes',
-        'float64',
-      ]
-    )
-    == 2
-  )
-  assert '--dtypes' in capsys.readouterr().err
+  from ostrack_jax import cli
+
+  with pytest.raises(SystemExit) as e:  # checked while parsing the flags
+    export_lib.main(['--checkpoint', str(tmp_path / 'missing.msgpack'), '--output', 'o'])
+  assert e.value.code == 2 and 'missing.msgpack: no such file' in capsys.readouterr().err
+  argv = [
+    '--checkpoint',
+    str(CHECKPOINT),
+    '--config',
+    'tiny_256_ce',
+    '--output',
+    str(tmp_path / 'o'),
+  ]
+  assert cli.run(export_lib.main, 'export', argv + ['--dtypes', 'float64']) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('export: ') and '--dtypes' in err and err.count('\n') == 1
 
 
 def test_bad_inputs(tmp_path, artifact, variables):
