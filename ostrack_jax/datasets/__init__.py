@@ -1,0 +1,38 @@
+"""The dataset layer: one reader per layout, one record type, one registry (NumPy/OpenCV only).
+
+Training (``ostrack_jax.data.sources``: the sequence table, its cached index, the visibility
+rule of the sampler), packing (``ostrack_jax.data.pack``), the preview and evaluation
+(``ostrack_jax.tracking.datasets``: which sequences a benchmark scores) all read datasets
+through this package, so a layout is written once and read the same way everywhere (frame
+order, parsing, errors, integrity checks).
+
+Modules:
+
+* ``core``: :class:`Video` (the record: name, frames, xywh ground truth, per-frame flags,
+  image size), :class:`DatasetError` (names dataset, sequence, file and line), the number
+  parser, :func:`natural_key`, the image extensions, the cheap integrity check of a frame
+  file (:func:`check_image_file`) and :func:`read_frame`, and the :class:`Layout` base class.
+* one module per layout: ``got10k``, ``lasot``, ``trackingnet``, ``otb``, ``coco``,
+  ``folder``, ``synthetic`` (the built-in dataset's generator; GOT-10k layout).
+* ``registry``: dataset name -> layout, root field and options per use.
+
+Nothing here imports JAX (grain workers import it).
+"""
+
+from ostrack_jax.datasets.core import (  # noqa: F401  (the layer's API)
+  IMAGE_EXTENSIONS,
+  DatasetError,
+  FrameError,
+  FramePaths,
+  Layout,
+  MissingRootError,
+  UnknownDatasetError,
+  Video,
+  check_image_bytes,
+  check_image_file,
+  natural_key,
+  read_boxes,
+  read_frame,
+  read_labels,
+  read_numbers,
+)
