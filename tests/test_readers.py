@@ -152,7 +152,9 @@ def test_empty_and_malformed_groundtruth_name_file_and_line(tmp_path):
   d = tmp_path / 'seq_a'
   _write_frames(d, 2)
   (d / 'groundtruth.txt').write_text('')
-  with pytest.raises(datasets.DatasetError, match=r"'seq_a'.*groundtruth.txt is empty"):
+  with pytest.raises(
+    datasets.DatasetError, match=r"'seq_a'.*groundtruth.txt: no boxes \(empty file\)"
+  ):
     datasets.load_got10k_sequence(d)
   (d / 'groundtruth.txt').write_text('1,2,3,4\n1,2,3\n')
   with pytest.raises(datasets.DatasetError, match=r"'seq_a'.*line 2: expected 4 numbers"):

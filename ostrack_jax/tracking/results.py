@@ -36,7 +36,11 @@ _SEP = re.compile(r'[,\s;]+')
 
 
 def layout_for_dataset(dataset: str) -> str:
-  """The result layout of an eval.py dataset name."""
+  """The result layout of an eval.py dataset name (its registry entry's ``result_layout``)."""
+  from ostrack_jax.datasets import registry  # pylint: disable=g-import-not-at-top
+
+  if dataset in registry.names('eval'):
+    return registry.get(dataset, 'eval').result_layout
   if dataset.startswith('got10k'):
     return 'got10k'
   if dataset in LAYOUTS:
