@@ -15,7 +15,8 @@ from ostrack_jax.data import transforms as T
 from test_data_sources import make_coco, make_got10k  # pylint: disable=g-bad-import-order
 
 
-def test_pack_cli_and_identical_samples(tmp_path):
+def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):
+  monkeypatch.setenv('OSTRACK_JAX_INDEX_CACHE', str(tmp_path / 'index'))
   root = make_got10k(tmp_path / 'got', n_seqs=3, n_frames=24)
   (root / 'train' / 'GOT-10k_Train_000002' / '00000003.jpg').unlink()  # a missing frame
   pack.main(
@@ -71,6 +72,20 @@ def test_packed_config_through_pipeline_with_workers(tmp_path):
     for key in x:
       np.testing.assert_array_equal(x[key], y[key])
   assert set(np.concatenate([b['dataset_index'] for b in ref]).tolist()) <= {0, 1}
+
+
+def test_frame_cut_after_indexing_is_never_sampled_from_the_pack(tmp_path):
+  root = make_got10k(tmp_path / 'got', n_seqs=2, n_frames=24)
+  src = sources.open_source('got10k_train_full', root, cache_dir=None, verify_frames=False)
+  frame = root / 'train' / 'GOT-10k_Train_000002' / '00000010.jpg'
+  frame.write_bytes(frame.read_bytes()[:200])  # cut after the index was built
+  out = pack.pack_source(src, tmp_path / 'packs' / 'g', progress=False)
+  meta = json.loads((out / 'pack.json').read_text())
+  assert meta['unusable_frames'] == {'image file truncated or corrupt': 1}
+  packed = pack.PackedSource(out)
+  assert not packed.sequences[1].visible[9] and packed.sequences[1].visible.sum() == 23
+  assert packed.report.invisible_frames['image file truncated or corrupt'] == 1
+  assert src.sequences[1].visible[9]  # the source's own table is left as it was
 
 
 def test_missing_pack_is_a_clear_error(tmp_path):

@@ -128,7 +128,8 @@ def test_lasot_layout(tmp_path):
   assert [s.name for s in src.sequences] == ['airplane-1', 'bear-1']  # airplane-2 is a test seq
   vis = src.sequences[0].visible
   assert not vis[3] and not vis[5] and vis.sum() == 22
-  assert src.report.invisible_frames['full_occlusion.txt: target not visible'] == 2
+  hidden = 'target labelled not visible (absent, occluded or out of view)'
+  assert src.report.invisible_frames[hidden] == 4  # 2 sequences x (1 occluded + 1 out of view)
   assert abs(_first_pixel(src.frame(0, 7)) - (7 * 37) % 256) <= 3
   assert src.frame_key(0, 0) == 'airplane/airplane-1/img/00000001.jpg'
 
@@ -198,9 +199,10 @@ def test_bad_input_is_reported_and_skipped(tmp_path):
   root = make_got10k(tmp_path, n_seqs=6, n_frames=24)
   split = root / 'train'
   names = (split / 'list.txt').read_text().split()
-  # 1: a missing frame (frame 4) and a corrupt frame (frame 6).
+  # 1: a missing frame (frame 4), a truncated frame (6) and one that does not decode (9).
   (split / names[0] / '00000004.jpg').unlink()
   (split / names[0] / '00000006.jpg').write_bytes(b'\xff\xd8\xff not a jpeg')
+  (split / names[0] / '00000009.jpg').write_bytes(b'\xff\xd8\xff not a jpeg either\xff\xd9')
   # 2: annotation file shorter than the frames.
   lines = (split / names[1] / 'groundtruth.txt').read_text().splitlines()
   (split / names[1] / 'groundtruth.txt').write_text('\n'.join(lines[:20]) + '\n')
@@ -221,12 +223,16 @@ def test_bad_input_is_reported_and_skipped(tmp_path):
   assert rep.skipped['groundtruth.txt missing'] == 1
   assert rep.invisible_frames['image file missing'] == 1
   assert rep.invisible_frames['zero-size or NaN box'] == 2
+  assert rep.invisible_frames['image file truncated or corrupt'] == 1  # found by its end
   summary = rep.summary()
   assert 'fewer lines than frames' in summary and names[1] in summary
+  assert '00000006.jpg (a truncated JPEG (no end-of-image marker))' in summary
   by_name = {s.name: s for s in src.sequences}
   assert not by_name[names[0]].visible[3]  # missing frame never sampled
+  assert not by_name[names[0]].visible[5]  # truncated frame never sampled
   assert not by_name[names[2]].visible[2] and not by_name[names[2]].visible[7]
-  # Sampling never crashes: the corrupt frame makes its pairs invalid and they are redrawn.
+  # Sampling never crashes: the frame that does not decode makes its pairs invalid and they
+  # are redrawn.
   tp = T.AugmentParams(32, 2.0, 0.0, 0.0)
   sp = T.AugmentParams(64, 4.0, 3.0, 0.25)
   smp = sampler_lib.PairSampler([src], [1.0], tp, sp, seed=0)
@@ -240,7 +246,7 @@ def test_empty_and_missing_roots(tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(sources.DataError, match='no usable sequence'):
     sources.folder(tmp_path / 'empty', cache_dir=None)
-  with pytest.raises(sources.DataError, match='not a directory'):
+  with pytest.raises(sources.DataError, match="--root='.*nope' does not exist"):
     sources.got10k(tmp_path / 'nope', cache_dir=None)
   (tmp_path / 'g' / 'train').mkdir(parents=True)
   (tmp_path / 'g' / 'train' / 'list.txt').write_text('')

@@ -67,7 +67,7 @@ class PairSampler:
   """Sample index -> processed pair dict (picklable; grain runs it in worker processes).
 
   Args:
-    sources: the datasets (``sources.Source`` or packed sources with the same interface).
+    sources: the datasets (``index.Source``: folder or packed sources).
     ratios: sampling weight per source (normalized here).
     template_params, search_params: crop sizes, factors and jitter (``transforms``).
     seed: base seed; sample k uses ``default_rng([seed, k])``.
@@ -204,7 +204,8 @@ def make_sampler(
     sources = [sources_lib.make_source(n, d) for n in names]
     for s in sources:  # bad input is a warning, so that it shows without logging set-up
       bad = s.report.skipped or any(
-        k in s.report.invisible_frames for k in ('image file missing', 'zero-size or NaN box')
+        k in s.report.invisible_frames
+        for k in ('image file missing', 'image file truncated or corrupt', 'zero-size or NaN box')
       )
       level = logging.WARNING if bad else logging.INFO
       logging.log(level, 'training data index: %s', s.report.summary())
