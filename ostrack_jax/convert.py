@@ -21,7 +21,7 @@ import math
 import os
 import re
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import ml_collections
 import numpy as np
@@ -508,7 +508,7 @@ def load_torch_checkpoint(
   seed: int = 0,
   verbose: bool = False,
   return_report: bool = False,
-):
+) -> Union[Dict[str, Any], Tuple[Dict[str, Any], 'ConversionReport']]:
   """Flax variables {'params', 'batch_stats'} from a PyTorch checkpoint file.
 
   Args:

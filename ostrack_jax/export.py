@@ -67,11 +67,14 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 import numpy as np
 
 from ostrack_jax import cli, fileio
+
+if TYPE_CHECKING:  # the tracker module imports JAX and Flax: only for the annotations
+  from ostrack_jax.tracking import tracker as tracker_lib
 
 FORMAT = 'ostrack_jax.exported_tracker'
 FORMAT_VERSION = 2
@@ -440,7 +443,9 @@ def _deserialize(directory: str, name: str):
     return jax.export.deserialize(bytearray(fh.read()))
 
 
-def load_exported(directory: str, dtype: str = 'float32', weights: Optional[str] = None):
+def load_exported(
+  directory: str, dtype: str = 'float32', weights: Optional[str] = None
+) -> 'tracker_lib.Tracker':
   """A tracker running the exported ``init`` and ``track`` of ``directory`` (no Flax model).
 
   Args:

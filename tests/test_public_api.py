@@ -106,3 +106,28 @@ def test_documented_shapes_and_box_conventions():
   assert 'xywh' in inspect.getdoc(tracker.state)
   export_doc = inspect.getdoc(ostrack_jax.load_exported)
   assert 'xywh' in export_doc and 'Tracker' in export_doc
+
+
+def _public_callables():
+  for name in sorted(ostrack_jax.__all__):
+    obj = getattr(ostrack_jax, name)
+    if inspect.isclass(obj):
+      for member, value in vars(obj).items():
+        func = getattr(value, '__func__', value)
+        if (not member.startswith('_') or member == '__init__') and inspect.isfunction(func):
+          yield f'{name}.{member}', func
+    elif callable(obj):
+      yield name, obj
+
+
+def test_public_api_has_type_hints():
+  """Every parameter and return value of the public functions and methods is annotated."""
+  missing = []
+  for name, func in _public_callables():
+    sig = inspect.signature(func)
+    for param, value in sig.parameters.items():
+      if param not in ('self', 'cls') and value.annotation is inspect.Parameter.empty:
+        missing.append(f'{name}({param})')
+    if not name.endswith('__init__') and sig.return_annotation is inspect.Signature.empty:
+      missing.append(f'{name} -> ?')
+  assert not missing, missing

@@ -451,7 +451,7 @@ class TrackingCore:
     """Programs compiled so far (per bucket shape, init and track)."""
     return self._track._cache_size() + self._init._cache_size()  # pylint: disable=protected-access
 
-  def warmup(self, frame_hw=(480, 854)) -> None:
+  def warmup(self, frame_hw: Sequence[int] = (480, 854)) -> None:
     """Compiles the step and the initialisation for frames of ``frame_hw`` (height, width)."""
     h, w = frame_hw
     hb, wb = bucket_shape(h, w)
@@ -531,7 +531,7 @@ class Tracker(LastOutputs):
 
     return cls(config, load_checkpoint(str(path), config))
 
-  def warmup(self, frame_hw=(480, 854)) -> None:
+  def warmup(self, frame_hw: Sequence[int] = (480, 854)) -> None:
     """Compiles the step for frames of ``frame_hw`` so that timings exclude compilation."""
     self.core.warmup(frame_hw)
 
@@ -560,7 +560,7 @@ class Tracker(LastOutputs):
 
   # ---------------------------------------------------------------- API
 
-  def prepare_template(self, frame: np.ndarray, box_xywh) -> np.ndarray:
+  def prepare_template(self, frame: np.ndarray, box_xywh: Sequence[float]) -> np.ndarray:
     """(T, T, 3) uint8 template crop of ``frame`` around ``box_xywh`` (host, for display)."""
     c = crop_lib.sample_target(
       frame, box_xywh, self.template_factor, self.template_size, with_mask=False
@@ -658,7 +658,7 @@ class BatchTracker:
     self.image_hw = np.ones((batch_size, 2), np.int64)
     self.last_timing: Dict[str, float] = {}
 
-  def warmup(self, frame_hw=(480, 854)) -> None:
+  def warmup(self, frame_hw: Sequence[int] = (480, 854)) -> None:
     """Compiles the batched step so that timings exclude compilation."""
     self.core.warmup(frame_hw)
 
@@ -667,7 +667,7 @@ class BatchTracker:
     """(B, 4) float64 states, xywh image pixels (waits for the device)."""
     return self.core.boxes()
 
-  def initialize(self, slot: int, frame: np.ndarray, box_xywh) -> None:
+  def initialize(self, slot: int, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
     """Starts the sequence of ``slot`` from ``box_xywh`` (xywh image pixels) in ``frame``."""
     frame = check_frame(frame, f'slot {slot}')
     box = check_init_box(box_xywh, frame.shape[:2])
