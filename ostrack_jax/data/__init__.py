@@ -2,12 +2,15 @@
 
 Modules (import them directly; this package imports nothing heavy):
 
-* ``synthetic``: GOT-10k-layout synthetic dataset (the default of train.py / eval.py).
-* ``sources``: GOT-10k, LaSOT, TrackingNet, COCO and generic-folder readers, cached index,
-  skip report.
+* ``sources``: training sources from the dataset layer (``ostrack_jax.datasets``: the readers
+  and the registry of names): the training visibility rule, ``make_source(name, config.data)``.
+* ``index``: the sequence table, its skip report, its cache, and ``Source`` (table + frames).
+* ``synthetic``: the synthetic dataset's generator (``ostrack_jax.datasets.synthetic``; the
+  default of train.py / eval.py).
 * ``sampler``: the causal template/search pair sampler (a pure function of a sample index).
 * ``transforms``: spec-7 processing (joint grayscale/flip, jitter, crop, brightness, flip).
 * ``pipeline``: grain pipeline, ``make_train_iterator(config, process_index=..., ...)``.
-* ``pack``: ArrayRecord packs (``python -m ostrack_jax.data.pack``).
+* ``pack`` / ``packed``: writing ArrayRecord packs (``python -m ostrack_jax.data.pack``) /
+  reading them.
 * ``preview``: PNG grid of sampled pairs (``python -m ostrack_jax.data.preview``).
 """

@@ -28,6 +28,10 @@ from ostrack_jax.data import transforms
 from ostrack_jax.datasets import core
 
 INDEX_VERSION = 4
+# Version 3 (before the dataset layer) wrote the same arrays and a report without
+# 'unsampleable': packs written then still load. (A cache key includes the version, so the
+# cache never mixes them.)
+_READABLE_VERSIONS = (3, INDEX_VERSION)
 MIN_SEQUENCE_LENGTH = 20  # spec 6: video sequences need >= 20 frames ...
 MIN_VISIBLE_FRAMES = 5  # ... and more than 2 * (1 + 1) = 4 visible frames
 UNSAMPLEABLE = (
@@ -416,7 +420,7 @@ def load_index(path: Optional[pathlib.Path]) -> Optional[Tuple[SequenceTable, In
     return None
   try:
     meta = json.loads((path / 'meta.json').read_text())
-    if meta.get('version') != INDEX_VERSION:
+    if meta.get('version') not in _READABLE_VERSIONS:
       return None
     table = SequenceTable.load(path)
   except Exception as e:  # pylint: disable=broad-except
