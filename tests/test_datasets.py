@@ -104,7 +104,9 @@ def test_nan_box_in_the_ground_truth_is_named_with_its_line(tmp_path):
   boxes[3] = np.nan
   _write_gt(tmp_path / 'seq' / 'groundtruth.txt', boxes)
   (seq,) = eval_datasets.load_dataset('folder', tmp_path)  # tracked: the first box is fine
-  with pytest.raises(core.DatasetError, match=r'groundtruth.txt line 4: NaN box'):
+  with pytest.raises(
+    core.DatasetError, match=r'^ground truth contains NaN: .*seq/groundtruth.txt line 4 \(1 NaN'
+  ):
     seq.check_ground_truth()
   train = sources.folder(tmp_path, cache_dir=None)  # training: that frame is never sampled
   assert not train.sequences[0].visible[3] and train.sequences[0].visible.sum() == 23

@@ -186,11 +186,13 @@ class Video:
         line = numbered[row] if row < len(numbered) else None
       except OSError:
         pass
-    where = '' if line else f' (box {row + 1})'
+    if line:
+      where = f'{self.gt_file} line {line}'
+    else:
+      where = f'{self.gt_file} box {row + 1}' if self.gt_file else f'box {row + 1}'
     raise DatasetError(
-      f'NaN box{where}, {len(bad)} in all: the metrics need a box on every frame',
-      path=self.gt_file or None,
-      line=line,
+      f'ground truth contains NaN: {where} ({len(bad)} NaN box(es); the metrics need a box on '
+      'every frame)',
       reason='NaN box in the ground truth',
     )
 
