@@ -40,6 +40,12 @@ def base_config() -> ml_collections.ConfigDict:
   # to bfloat16 and accumulated in float32; activations, norms and softmax stay float32, and
   # parameters are stored in float32.
   c.model.dtype = 'float32'
+  # The GPU fast path (ostrack_jax.models.ostrack.fast_path_options; each measured on a GPU by
+  # benchmarks/device/train_run.sh). The defaults are the plain path the equivalence tests pin.
+  c.model.bf16_activations = False  # with bfloat16 matmuls, bfloat16 activations between them
+  c.model.attention_impl = 'explicit'  # 'explicit', or jax.nn.dot_product_attention's 'xla'/'cudnn'
+  c.model.matmul_backward = 'custom'  # bfloat16 backward: 'custom' (models/matmul.py) or 'autodiff'
+  c.model.remat = 'none'  # recompute in the backward: 'none', 'block', 'block_save_dots'
 
   # ---------------------------------------------------------------------------- tracker
   c.tracker = ml_collections.ConfigDict()

@@ -18,7 +18,8 @@ from ostrack_jax.models import layers
 
 SCORE_CLAMP = 1e-4
 # Convolutions (ostrack_jax/models/layers.py) take ``dtype`` operands (bfloat16 in the fast path)
-# and accumulate in float32; activations and BatchNorm stay float32.
+# and accumulate in float32; activations stay float32, or bfloat16 with ``act_dtype`` bfloat16
+# (BatchNorm statistics and the output sigmoids in float32 either way).
 
 
 class BatchNorm(nn.Module):
@@ -66,6 +67,8 @@ def torch_conv_bias_init(key, shape, dtype=jnp.float32, *, fan_in: int):
 class ConvBNReLU(nn.Module):
   features: int
   dtype: jnp.dtype = jnp.float32
+  act_dtype: jnp.dtype = jnp.float32
+  custom_backward: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -73,6 +76,8 @@ class ConvBNReLU(nn.Module):
       self.features,
       (3, 3),
       dtype=self.dtype,
+      out_dtype=self.act_dtype,
+      custom_backward=self.custom_backward,
       name='conv',
       kernel_init=nn.initializers.xavier_uniform(),
       bias_init=functools.partial(torch_conv_bias_init, fan_in=9 * x.shape[-1]),
@@ -91,6 +96,8 @@ class CenterHead(nn.Module):
 
   channels: int = 256
   dtype: jnp.dtype = jnp.float32
+  act_dtype: jnp.dtype = jnp.float32
+  custom_backward: bool = True
 
   @nn.compact
   def __call__(self, feat, train: bool = False):
@@ -99,11 +106,18 @@ class CenterHead(nn.Module):
     for branch, out_ch in (('ctr', 1), ('offset', 2), ('size', 2)):
       x = feat
       for j, width in enumerate(widths, start=1):
-        x = ConvBNReLU(width, dtype=self.dtype, name=f'conv{j}_{branch}')(x, train)
+        x = ConvBNReLU(
+          width,
+          dtype=self.dtype,
+          act_dtype=self.act_dtype,
+          custom_backward=self.custom_backward,
+          name=f'conv{j}_{branch}',
+        )(x, train)
       x = layers.Conv(
         out_ch,
         (1, 1),
         dtype=self.dtype,
+        custom_backward=self.custom_backward,
         name=f'conv5_{branch}',
         kernel_init=nn.initializers.xavier_uniform(),
         bias_init=functools.partial(torch_conv_bias_init, fan_in=x.shape[-1]),

@@ -3,7 +3,9 @@
 Both keep ``nn.Dense`` / ``nn.Conv``'s parameter names, shapes and layouts (``kernel`` (in, out)
 or (kh, kw, in, out) HWIO, ``bias`` (out,)), so checkpoints and the weight converter do not see
 the difference. Both take ``dtype`` matmul operands (float32, or bfloat16 with float32
-accumulation) and return float32; a kernel already cast to ``dtype`` for inference is used as is.
+accumulation) and return ``out_dtype`` (float32 unless the bfloat16-activation fast path asks
+for bfloat16, bias added in that dtype); a kernel already cast to ``dtype`` for inference is used
+as is. ``custom_backward`` picks the hand-written bfloat16 backward (see matmul.py).
 
 The convolutions OSTrack has are all matrix products in disguise, and computed as such:
 
@@ -26,19 +28,23 @@ Initializer = Callable[..., jnp.ndarray]
 
 
 class Dense(nn.Module):
-  """``x @ kernel + bias``: x (..., in) -> (..., features) float32."""
+  """``x @ kernel + bias``: x (..., in) -> (..., features) ``out_dtype``."""
 
   features: int
   dtype: jnp.dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros
+  out_dtype: jnp.dtype = jnp.float32
+  custom_backward: bool = True
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features))
     bias = self.param('bias', self.bias_init, (self.features,))
-    y = matmul.matmul(x.reshape(-1, x.shape[-1]), kernel, self.dtype)
-    return y.reshape(x.shape[:-1] + (self.features,)) + bias
+    y = matmul.matmul(
+      x.reshape(-1, x.shape[-1]), kernel, self.dtype, self.out_dtype, self.custom_backward
+    )
+    return y.reshape(x.shape[:-1] + (self.features,)) + bias.astype(y.dtype)
 
 
 def patchify(x, size: int):
@@ -60,7 +66,7 @@ def im2col_3x3(x):
 
 class Conv(nn.Module):
   """A 2-D convolution, NHWC in and out: 3x3 stride 1 padding 1, or kernel = stride, no padding
-  (1x1 and the patch embedding). Output float32 (B, H', W', features)."""
+  (1x1 and the patch embedding). Output (B, H', W', features) in ``out_dtype``."""
 
   features: int
   kernel_size: Tuple[int, int]
@@ -68,6 +74,8 @@ class Conv(nn.Module):
   dtype: jnp.dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros
+  out_dtype: jnp.dtype = jnp.float32
+  custom_backward: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -89,6 +97,10 @@ class Conv(nn.Module):
       raise ValueError(f'Conv: unsupported kernel {self.kernel_size} with stride {self.stride}')
     lead = cols.shape[:-1]
     y = matmul.matmul(
-      cols.reshape(-1, cols.shape[-1]), kernel.reshape(kh * kw * cin, self.features), self.dtype
+      cols.reshape(-1, cols.shape[-1]),
+      kernel.reshape(kh * kw * cin, self.features),
+      self.dtype,
+      self.out_dtype,
+      self.custom_backward,
     )
-    return y.reshape(lead + (self.features,)) + bias
+    return y.reshape(lead + (self.features,)) + bias.astype(y.dtype)

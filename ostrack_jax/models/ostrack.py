@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from ostrack_jax.models.head import CenterHead, decode_box
-from ostrack_jax.models.vit import OneStreamViT
+from ostrack_jax.models.vit import ATTENTION_IMPLS, REMAT_MODES, OneStreamViT
 
 Variables = Dict[str, Any]
 
@@ -37,6 +37,11 @@ class OSTrack(nn.Module):
   head_channels: int = 256
   drop_path_rate: float = 0.1
   dtype: Any = jnp.float32
+  # The GPU fast path (config.model.bf16_activations, attention_impl, matmul_backward, remat).
+  act_dtype: Any = jnp.float32
+  attention_impl: str = 'explicit'
+  custom_backward: bool = True
+  remat: str = 'none'
 
   @property
   def feat_size(self) -> int:
@@ -72,6 +77,10 @@ class OSTrack(nn.Module):
       ce_template_range=self.ce_template_range,
       drop_path_rate=self.drop_path_rate,
       dtype=self.dtype,
+      act_dtype=self.act_dtype,
+      attention_impl=self.attention_impl,
+      custom_backward=self.custom_backward,
+      remat=self.remat,
       name='backbone',
     )
     feat, kept, removed = backbone(
@@ -79,7 +88,13 @@ class OSTrack(nn.Module):
     )
     f = self.feat_size
     search_map = feat[:, -f * f :].reshape(feat.shape[0], f, f, feat.shape[-1])
-    maps = CenterHead(self.head_channels, dtype=self.dtype, name='box_head')(search_map, train)
+    maps = CenterHead(
+      self.head_channels,
+      dtype=self.dtype,
+      act_dtype=self.act_dtype,
+      custom_backward=self.custom_backward,
+      name='box_head',
+    )(search_map, train)
     maps['pred_boxes'] = decode_box(maps['score_map'], maps['size_map'], maps['offset_map'])
     maps['backbone_feat'] = feat.astype(jnp.float32)
     maps['kept_indexes'] = kept
@@ -101,6 +116,7 @@ def build_model(config: ml_collections.ConfigDict) -> OSTrack:
     raise ValueError(
       f'config.model.embed_dim={m.embed_dim} is not divisible by num_heads={m.num_heads}'
     )
+  fast = fast_path_options(m)
   return OSTrack(
     template_size=m.template_size,
     search_size=m.search_size,
@@ -115,7 +131,40 @@ def build_model(config: ml_collections.ConfigDict) -> OSTrack:
     head_channels=m.head_channels,
     drop_path_rate=float(m.drop_path_rate),
     dtype=_DTYPES[m.dtype],
+    **fast,
   )
+
+
+def fast_path_options(m: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The OSTrack attributes of the GPU fast-path fields of a model section (their defaults when
+  a config predates them).
+
+  * ``bf16_activations``: with bfloat16 matmuls, their results and the activations between them
+    in bfloat16 too (norm statistics, softmax, the head's sigmoids and the losses in float32,
+    the residual stream float32); no effect with float32 matmuls.
+  * ``attention_impl``: 'explicit', 'xla' or 'cudnn' (:class:`vit.Attention`).
+  * ``matmul_backward``: 'custom' (the hand-written bfloat16 backward of models/matmul.py) or
+    'autodiff' (JAX's own); no effect in float32.
+  * ``remat``: 'none', 'block' or 'block_save_dots' (:func:`vit.remat_block`).
+  """
+  get = lambda name, default: m[name] if name in m else default
+  bf16 = _DTYPES[m.dtype] == jnp.bfloat16
+  attention = get('attention_impl', 'explicit')
+  backward = get('matmul_backward', 'custom')
+  remat = get('remat', 'none')
+  for field, value, allowed in (
+    ('attention_impl', attention, ATTENTION_IMPLS),
+    ('matmul_backward', backward, ('custom', 'autodiff')),
+    ('remat', remat, REMAT_MODES),
+  ):
+    if value not in allowed:
+      raise ValueError(f'config.model.{field}={value!r}: expected one of {allowed}')
+  return {
+    'act_dtype': jnp.bfloat16 if bf16 and get('bf16_activations', False) else jnp.float32,
+    'attention_impl': attention,
+    'custom_backward': backward == 'custom',
+    'remat': remat,
+  }
 
 
 def input_shapes(config: ml_collections.ConfigDict, batch: int = 1):

@@ -23,9 +23,24 @@ LAYER_NORM_EPS = 1e-6
 _DENSE_INIT = nn.initializers.normal(0.02)
 
 
-def dense(features: int, dtype, name: str) -> layers.Dense:
-  """A Linear layer of the ViT (see :class:`layers.Dense` for the ``dtype`` semantics)."""
-  return layers.Dense(features, dtype, kernel_init=_DENSE_INIT, name=name)
+def dense(
+  features: int, dtype, name: str, out_dtype=jnp.float32, custom_backward: bool = True
+) -> layers.Dense:
+  """A Linear layer of the ViT (see :class:`layers.Dense` for the dtype semantics)."""
+  return layers.Dense(
+    features,
+    dtype,
+    kernel_init=_DENSE_INIT,
+    out_dtype=out_dtype,
+    custom_backward=custom_backward,
+    name=name,
+  )
+
+
+def layer_norm(name: str, act_dtype) -> nn.LayerNorm:
+  """timm's LayerNorm; statistics in float32, output float32 or (fast path) bfloat16."""
+  dtype = None if jnp.dtype(act_dtype) == jnp.float32 else act_dtype
+  return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name=name)
 
 
 def keep_counts(
@@ -95,63 +110,126 @@ class DropPath(nn.Module):
     return x * mask.astype(x.dtype) / keep
 
 
+ATTENTION_IMPLS = ('explicit', 'xla', 'cudnn')
+REMAT_MODES = ('none', 'block', 'block_save_dots')
+
+
+def ce_score(probs, num_template: int, rows: Optional[np.ndarray]):
+  """CE score of each search token: the attention the scoring template rows pay it.
+
+  Args:
+    probs: (B, heads, Lz + n, Lz + n) attention probabilities.
+    num_template: Lz.
+    rows: indices of the template rows that score; None = all Lz.
+
+  Returns:
+    (B, n) float32: mean over the rows, then over the heads, as the original.
+  """
+  attn = probs[:, :, :num_template] if rows is None else probs[:, :, rows]
+  return attn[..., num_template:].mean(axis=2).mean(axis=1)
+
+
 class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv projection; also returns the probabilities."""
+  """Multi-head self-attention with a fused qkv projection; also the CE scores when asked.
+
+  ``impl``: 'explicit' (two matmuls and a float32 softmax, the probabilities materialised:
+  today's default), or 'xla' / 'cudnn': ``jax.nn.dot_product_attention`` with that
+  implementation (cuDNN's fused kernel takes bfloat16 operands only: with float32 operands
+  'cudnn' runs the XLA implementation). The fused paths never form the probabilities, so the
+  CE scores come from a separate product of the scoring template rows against all keys
+  (float32 softmax over the full row, no gradient: the kept set is an index choice).
+  """
 
   num_heads: int
   dtype: jnp.dtype = jnp.float32
+  act_dtype: jnp.dtype = jnp.float32
+  impl: str = 'explicit'
+  custom_backward: bool = True
+
+  def _dense(self, features, name):
+    return dense(features, self.dtype, name, self.act_dtype, self.custom_backward)
 
   @nn.compact
-  def __call__(self, x):
-    """x: (B, N, C) -> (out (B, N, C), probs (B, heads, N, N) float32)."""
+  def __call__(
+    self,
+    x,
+    num_template: int = 0,
+    score_rows: Optional[Tuple[int, ...]] = None,
+    need_score: bool = False,
+  ):
+    """x: (B, N, C) -> (out (B, N, C) ``act_dtype``, CE score (B, N - Lz) float32 or None).
+
+    ``score_rows``: the template rows that score (None = all Lz); ``need_score``: compute the
+    scores (CE blocks only).
+    """
     b, n, c = x.shape
     head_dim = c // self.num_heads
-    qkv = dense(3 * c, self.dtype, 'qkv')(x)
-    # (3, B, heads, N, head_dim): heads-major layouts make the two attention matmuls plain
-    # batched matmuls (measured 10% faster per block on a CPU than einsums over (B, N, heads)).
-    qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    logits = matmul.matmul_nt(q * head_dim**-0.5, k, self.dtype)  # (B, heads, N, N)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = matmul.matmul(probs, v, self.dtype)  # (B, heads, N, head_dim)
-    out = out.transpose(0, 2, 1, 3).reshape(b, n, c)
-    return dense(c, self.dtype, 'proj')(out), probs
+    rows = None if score_rows is None else np.asarray(score_rows, np.int32)
+    qkv = self._dense(3 * c, 'qkv')(x)
+    if self.impl == 'explicit':
+      # (3, B, heads, N, head_dim): heads-major layouts make the two attention matmuls plain
+      # batched matmuls (measured 10% faster per block on a CPU than einsums over (B, N, heads)).
+      qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
+      q, k, v = qkv[0], qkv[1], qkv[2]
+      logits = matmul.matmul_nt(
+        q * head_dim**-0.5, k, self.dtype, custom_backward=self.custom_backward
+      )  # (B, heads, N, N) float32
+      probs = jax.nn.softmax(logits, axis=-1)
+      out = matmul.matmul(probs, v, self.dtype, self.act_dtype, self.custom_backward)
+      out = out.transpose(0, 2, 1, 3).reshape(b, n, c)
+      score = ce_score(probs, num_template, rows) if need_score else None
+      return self._dense(c, 'proj')(out), score
+    if self.impl not in ATTENTION_IMPLS:
+      raise ValueError(f'attention impl {self.impl!r}: expected one of {ATTENTION_IMPLS}')
+    qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)  # (B, N, 3, heads, head_dim)
+    q, k, v = (qkv[:, :, i].astype(self.dtype) for i in range(3))  # (B, N, heads, head_dim)
+    impl = 'xla' if self.impl == 'cudnn' and jnp.dtype(self.dtype) == jnp.float32 else self.impl
+    out = jax.nn.dot_product_attention(q, k, v, scale=head_dim**-0.5, implementation=impl)
+    out = out.reshape(b, n, c)
+    score = None
+    if need_score:
+      # The scoring rows only: (B, heads, R, head_dim) against every key, the same product and
+      # softmax as the explicit path computes for these rows.
+      q_rows = q[:, :num_template] if rows is None else q[:, rows]
+      q_rows, k_all = jax.lax.stop_gradient((q_rows, k))
+      logits = matmul.matmul_nt(
+        q_rows.transpose(0, 2, 1, 3) * head_dim**-0.5, k_all.transpose(0, 2, 1, 3), self.dtype
+      )  # (B, heads, R, N) float32
+      probs = jax.nn.softmax(logits, axis=-1)  # every row scores: mean rows, then heads
+      score = probs[..., num_template:].mean(axis=2).mean(axis=1)
+    return self._dense(c, 'proj')(out), score
 
 
 class Mlp(nn.Module):
   hidden_dim: int
   dtype: jnp.dtype = jnp.float32
+  act_dtype: jnp.dtype = jnp.float32
+  custom_backward: bool = True
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    x = dense(self.hidden_dim, self.dtype, 'fc1')(x)
-    x = nn.gelu(x, approximate=False)  # PyTorch nn.GELU is the exact erf form
-    return dense(c, self.dtype, 'fc2')(x)
+    x = dense(self.hidden_dim, self.dtype, 'fc1', self.act_dtype, self.custom_backward)(x)
+    # PyTorch nn.GELU is the exact erf form; computed in float32 (a no-op cast in float32).
+    x = nn.gelu(x.astype(jnp.float32), approximate=False).astype(self.act_dtype)
+    return dense(c, self.dtype, 'fc2', self.act_dtype, self.custom_backward)(x)
 
 
-def eliminate_candidates(
-  tokens, probs, global_index, num_template: int, num_keep: int, rows: Optional[np.ndarray]
-):
+def eliminate_candidates(tokens, score, global_index, num_template: int, num_keep: int):
   """Keeps the ``num_keep`` search tokens the template attends to most.
 
   Args:
     tokens: (B, Lz + n, C) tokens, template first.
-    probs: (B, heads, Lz + n, Lz + n) attention probabilities of this block.
+    score: (B, n) CE score of each current search token (:func:`ce_score`).
     global_index: (B, n) int32 original search index of each current search token.
     num_template: Lz.
     num_keep: search tokens to keep (static).
-    rows: template rows that score (None = all).
 
   Returns:
     tokens (B, Lz + num_keep, C) with the kept search tokens in descending-score order,
     kept global indices (B, num_keep), removed global indices (B, n - num_keep) (descending
     score), and the margin between the last kept and the first removed score (B,).
   """
-  attn = probs[:, :, :num_template, num_template:]  # template queries x search keys
-  if rows is not None:
-    attn = attn[:, :, rows]
-  score = attn.mean(axis=2).mean(axis=1)  # rows first, then heads, as the original
   n = score.shape[1]
   sorted_score, order = jax.lax.top_k(score, n)  # descending; ties keep the lower index first
   keep_pos, removed_pos = order[:, :num_keep], order[:, num_keep:]
@@ -164,40 +242,77 @@ def eliminate_candidates(
 
 
 class Block(nn.Module):
-  """Pre-norm ViT block; with ``num_keep`` set, candidate elimination before the MLP."""
+  """Pre-norm ViT block; with ``num_keep`` set, candidate elimination before the MLP.
+
+  The residual stream stays float32; with ``act_dtype`` bfloat16 the norms' outputs and the
+  products between them are bfloat16.
+  """
 
   num_heads: int
   mlp_dim: int
   drop_path_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  act_dtype: jnp.dtype = jnp.float32
+  attention_impl: str = 'explicit'
+  custom_backward: bool = True
 
   @nn.compact
   def __call__(
     self,
     tokens,
     global_index,
-    *,
     num_template: int,
     num_keep: Optional[int],
-    rows: Optional[np.ndarray],
+    rows: Optional[Tuple[int, ...]],
     train: bool,
   ):
+    """tokens (B, Lz + n, C) float32, global_index (B, n) int32 -> (tokens (B, Lz + n', C),
+    global_index (B, n'), removed (B, n - n') int32 or None). The last four arguments are static
+    (positional, so that :func:`flax.linen.remat` can mark them)."""
     drop_path = DropPath(self.drop_path_rate)
-    attn_out, probs = Attention(self.num_heads, dtype=self.dtype, name='attn')(
-      nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm1')(tokens)
-    )
+    eliminate = num_keep is not None and num_keep < global_index.shape[1]
+    attn_out, score = Attention(
+      self.num_heads,
+      dtype=self.dtype,
+      act_dtype=self.act_dtype,
+      impl=self.attention_impl,
+      custom_backward=self.custom_backward,
+      name='attn',
+    )(layer_norm('norm1', self.act_dtype)(tokens), num_template, rows, eliminate)
     tokens = tokens + drop_path(attn_out, deterministic=not train)
     removed_index = None
-    if num_keep is not None and num_keep < global_index.shape[1]:
+    if eliminate:
       tokens, global_index, removed_index, margin = eliminate_candidates(
-        tokens, probs, global_index, num_template, num_keep, rows
+        tokens, score, global_index, num_template, num_keep
       )
       self.sow('intermediates', 'ce_margin', margin)
-    mlp_out = Mlp(self.mlp_dim, dtype=self.dtype, name='mlp')(
-      nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm2')(tokens)
-    )
+    mlp_out = Mlp(
+      self.mlp_dim,
+      dtype=self.dtype,
+      act_dtype=self.act_dtype,
+      custom_backward=self.custom_backward,
+      name='mlp',
+    )(layer_norm('norm2', self.act_dtype)(tokens))
     tokens = tokens + drop_path(mlp_out, deterministic=not train)
     return tokens, global_index, removed_index
+
+
+def remat_block(mode: str):
+  """The block class for ``model.remat``: 'none' (store every activation for the backward),
+  'block' (store each block's input only and recompute the block in the backward pass:
+  ~1/3 more FLOPs, far less memory) or 'block_save_dots' (recompute the elementwise work, keep
+  the matmul results; JAX's ``dots_with_no_batch_dims_saveable`` policy)."""
+  if mode == 'none':
+    return Block
+  if mode == 'block':
+    return nn.remat(Block, static_argnums=(3, 4, 5, 6))  # self = 0: num_template .. train
+  if mode == 'block_save_dots':
+    return nn.remat(
+      Block,
+      static_argnums=(3, 4, 5, 6),
+      policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    )
+  raise ValueError(f'model.remat={mode!r}: expected one of {REMAT_MODES}')
 
 
 class OneStreamViT(nn.Module):
@@ -218,6 +333,11 @@ class OneStreamViT(nn.Module):
   ce_template_range: str = 'CTR_POINT'
   drop_path_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  # The GPU fast path (config.model fields of the same names; the defaults are the plain path).
+  act_dtype: jnp.dtype = jnp.float32
+  attention_impl: str = 'explicit'
+  custom_backward: bool = True
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, template, search, keep_ratio: Optional[float] = None, train: bool = False):
@@ -243,6 +363,8 @@ class OneStreamViT(nn.Module):
       (self.patch_size, self.patch_size),
       stride=self.patch_size,
       dtype=self.dtype,
+      out_dtype=self.act_dtype,
+      custom_backward=self.custom_backward,
       name='patch_embed',
     )
     pos_z = self.param(
@@ -256,18 +378,27 @@ class OneStreamViT(nn.Module):
 
     counts = keep_counts(num_search, self.ce_loc, self.ce_keep_ratio, self.depth, keep_ratio)
     rows = template_rows(grid_z, self.ce_template_range)
+    rows = None if rows is None else tuple(int(r) for r in rows)  # hashable: a static argument
     global_index = jnp.broadcast_to(jnp.arange(num_search, dtype=jnp.int32), (b, num_search))
     drop_rates = np.linspace(0.0, self.drop_path_rate, self.depth)
+    block_cls = remat_block(self.remat)
     removed = []
     for i in range(self.depth):
-      tokens, global_index, removed_index = Block(
-        self.num_heads, self.mlp_dim, float(drop_rates[i]), dtype=self.dtype, name=f'blocks_{i}'
-      )(tokens, global_index, num_template=num_template, num_keep=counts[i], rows=rows, train=train)
+      tokens, global_index, removed_index = block_cls(
+        self.num_heads,
+        self.mlp_dim,
+        float(drop_rates[i]),
+        dtype=self.dtype,
+        act_dtype=self.act_dtype,
+        attention_impl=self.attention_impl,
+        custom_backward=self.custom_backward,
+        name=f'blocks_{i}',
+      )(tokens, global_index, num_template, counts[i], rows, train)
       if removed_index is not None:
         removed.append(removed_index)
       self.sow('intermediates', 'block_out', tokens)
       self.sow('intermediates', 'global_index', global_index)
-    tokens = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name='norm')(tokens)
+    tokens = layer_norm('norm', self.act_dtype)(tokens)
 
     z, s = tokens[:, :num_template], tokens[:, num_template:]
     if s.shape[1] < num_search:  # scatter kept tokens back; eliminated positions stay zero

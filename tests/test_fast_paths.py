@@ -1,0 +1,253 @@
+"""The GPU fast-path switches of ``config.model`` (ostrack_jax.models.ostrack.fast_path_options),
+checked on the CPU. Their defaults are the plain path: the equivalence tests
+(test_model_equivalence, test_vitb_reference, test_train_step) run with them unchanged.
+
+Float32, where the maths is the same (matmul precision 'highest'; measured values in brackets):
+
+* ``attention_impl='xla'`` (``jax.nn.dot_product_attention``; the CE scores from a separate
+  product of the template-centre row against all keys): the original's tiny fixture at keep
+  0.7 / 0.85 / 1.0 within the equivalence test's tolerances (maps 1e-5 [1.2e-6], offsets 1e-5
+  [4.4e-6], boxes 1e-5, features 2e-5), the kept indices after every block and the removed ones
+  identical, the CE margins within 5e-9 of the original's [4.7e-10].
+* ``attention_impl='cudnn'`` with float32 operands (cuDNN has no float32 kernel) runs the XLA
+  implementation: outputs identical to 'xla'.
+* ``remat`` 'block' / 'block_save_dots': the same loss and gradients within 1e-6 relative
+  (global norm) [3.3e-8] of no remat, and the traced gradient recomputes exactly the blocks'
+  products but fc2 ('block') or their attention products ('block_save_dots') once more.
+* ``matmul_backward='autodiff'`` and ``bf16_activations`` have no effect in float32 (bitwise).
+
+bfloat16, deviation from float32 stated (tiny fixture, keep 1.0 so that no CE ranking flip
+mixes in; max |difference| over the batch of 2):
+
+* bfloat16 operands (today's mixed precision): score / size maps [9.7e-3 / 9.3e-3], offsets
+  [3.4e-2 cells], boxes [2.8e-3];
+* ``bf16_activations`` (+ fused attention): score / size maps [1.4e-2 / 8.0e-3], offsets
+  [3.7e-2], boxes [1.5e-3];
+  both held to maps 3e-2, offsets 0.1 cells, boxes 1e-2;
+* ``matmul_backward='autodiff'`` vs the hand-written backward in bfloat16: the same loss, and
+  gradients within 2% (global norm; the two round the cotangents at different places).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from ostrack_jax.configs import get_config
+from ostrack_jax.convert import load_torch_checkpoint
+from ostrack_jax.models import flops
+from ostrack_jax.models.ostrack import build_model, init_variables
+from ostrack_jax.training import losses, step as step_lib
+
+KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
+
+
+def _nhwc(x):
+  return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _config(preset='tiny_256_ce', **fields):
+  c = get_config(preset)
+  for k, v in fields.items():
+    c.model[k] = v
+  return c
+
+
+@pytest.fixture(scope='module')
+def tiny_variables(fixtures_dir):
+  return load_torch_checkpoint(
+    str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), get_config('tiny_256_ce')
+  )
+
+
+def _forward(config, variables, ref, keep_ratio):
+  model = build_model(config)
+  with jax.default_matmul_precision('highest'):
+    out, state = jax.jit(
+      lambda v, t, s: model.apply(v, t, s, keep_ratio=keep_ratio, mutable=['intermediates'])
+    )(variables, _nhwc(ref['template']), _nhwc(ref['search']))
+  return out, state['intermediates']['backbone']
+
+
+@pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
+def test_fused_attention_float32_matches_original(tiny_variables, fixtures_dir, name):
+  ref = np.load(fixtures_dir / 'tiny256' / f'forward_keep{name}.npz')
+  config = _config(attention_impl='xla')
+  out, inter = _forward(config, tiny_variables, ref, KEEP_RATIOS[name])
+  for key, tol in (('score_map', 1e-5), ('size_map', 1e-5), ('offset_map', 1e-5)):
+    np.testing.assert_allclose(np.asarray(out[key]), _nhwc(ref[key]), atol=tol, rtol=0)
+  np.testing.assert_allclose(np.asarray(out['pred_boxes']), ref['pred_boxes'][:, 0], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out['backbone_feat']), ref['backbone_feat'], atol=2e-5)
+  for i in range(config.model.depth):
+    np.testing.assert_array_equal(
+      np.asarray(inter['global_index'][i]),
+      ref[f'block{i:02d}_global_index_s'].astype(np.int64),
+      err_msg=f'block {i}: kept search indices differ',
+    )
+    if f'block{i:02d}_ce_margin' in ref:
+      np.testing.assert_allclose(
+        np.asarray(inter[f'blocks_{i}']['ce_margin'][0]),
+        ref[f'block{i:02d}_ce_margin'],
+        atol=5e-9,
+        rtol=0,
+      )
+  removed_ref = [ref[f'removed_indexes_s_{j}'] for j in range(len(out['removed_indexes']))]
+  for ours, theirs in zip(out['removed_indexes'], removed_ref):
+    np.testing.assert_array_equal(np.asarray(ours), theirs.astype(np.int64))
+
+
+@pytest.fixture(scope='module')
+def keep1_outputs(tiny_variables, fixtures_dir):
+  """Outputs at keep 1.0 per fast-path setting, computed once for the module."""
+  ref = np.load(fixtures_dir / 'tiny256' / 'forward_keep1.0.npz')
+  done = {}
+
+  def get(**fields):
+    key = tuple(sorted(fields.items()))
+    if key not in done:
+      done[key] = _forward(_config(**fields), tiny_variables, ref, 1.0)[0]
+    return done[key]
+
+  return ref, get
+
+
+def test_cudnn_request_in_float32_runs_the_xla_implementation(keep1_outputs):
+  _, get = keep1_outputs
+  a, b = get(attention_impl='cudnn'), get(attention_impl='xla')
+  for key in ('score_map', 'size_map', 'offset_map', 'backbone_feat'):
+    np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+
+
+def test_bfloat16_only_switches_have_no_effect_in_float32(keep1_outputs):
+  _, get = keep1_outputs
+  plain = get()
+  for fields in ({'bf16_activations': True}, {'matmul_backward': 'autodiff'}):
+    out = get(**fields)
+    for key in ('score_map', 'size_map', 'offset_map', 'backbone_feat'):
+      np.testing.assert_array_equal(np.asarray(out[key]), np.asarray(plain[key]), err_msg=key)
+
+
+@pytest.mark.parametrize(
+  'fields',
+  [
+    {'dtype': 'bfloat16'},
+    {'dtype': 'bfloat16', 'bf16_activations': True},
+    {'dtype': 'bfloat16', 'bf16_activations': True, 'attention_impl': 'xla'},
+  ],
+  ids=['bf16_operands', 'bf16_activations', 'bf16_activations_fused'],
+)
+def test_bfloat16_paths_deviation_from_float32(keep1_outputs, fields):
+  ref, get = keep1_outputs
+  out = get(**fields)
+  for key, tol in (('score_map', 3e-2), ('size_map', 3e-2), ('offset_map', 0.1)):
+    err = float(np.abs(np.asarray(out[key]) - _nhwc(ref[key])).max())
+    assert err <= tol, f'{key}: {err}'
+    assert np.asarray(out[key]).dtype == np.float32
+  err = float(np.abs(np.asarray(out['pred_boxes']) - ref['pred_boxes'][:, 0]).max())
+  assert err <= 1e-2, f'boxes: {err}'
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def _small(**fields):
+  """A small OSTrack (64/128 crops, 3 blocks, CE at block 1, drop path on) for gradients."""
+  c = get_config('tiny_256_ce')
+  with c.unlocked():
+    c.model.template_size, c.model.search_size = 64, 128
+    c.model.depth, c.model.ce_loc, c.model.ce_keep_ratio = 3, (1,), (0.7,)
+    c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 32, 2, 64
+    c.model.head_channels = 16
+    c.model.drop_path_rate = 0.1
+  for k, v in fields.items():
+    c.model[k] = v
+  return c
+
+
+def _batch(n=4):
+  rng = np.random.default_rng(0)
+  b = {
+    'template': rng.normal(size=(n, 64, 64, 3)).astype(np.float32),
+    'search': rng.normal(size=(n, 128, 128, 3)).astype(np.float32),
+    'search_anno': np.concatenate(
+      [rng.uniform(0.2, 0.5, (n, 2)), rng.uniform(0.1, 0.4, (n, 2))], 1
+    ).astype(np.float32),
+  }
+  return step_lib.add_heatmap(b, 8)
+
+
+def _loss_fn(config, keep_ratio=None):
+  model = build_model(config)
+  batch = _batch()
+
+  def loss(params, batch_stats):
+    out, _ = model.apply(
+      {'params': params, 'batch_stats': batch_stats},
+      batch['template'],
+      batch['search'],
+      keep_ratio=keep_ratio,
+      train=True,
+      rngs={'drop_path': jax.random.PRNGKey(1)},
+      mutable=['batch_stats'],
+    )
+    return losses.ostrack_loss(out, batch['search_anno'], batch['heatmap'], 2.0, 5.0, 1.0)[0]
+
+  return loss
+
+
+def _value_and_grad(config, keep_ratio=None):
+  variables = init_variables(config, seed=0)
+  loss = _loss_fn(config, keep_ratio)
+  with jax.default_matmul_precision('highest'):
+    value, grads = jax.jit(jax.value_and_grad(loss))(variables['params'], variables['batch_stats'])
+  return float(value), np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)])
+
+
+def _rel(a, b):
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope='module')
+def float32_reference():
+  return _value_and_grad(_small())
+
+
+@pytest.mark.parametrize('remat', ['block', 'block_save_dots'])
+def test_remat_gives_the_same_gradients_and_recomputes(float32_reference, remat):
+  ref_loss, ref_grads = float32_reference
+  config = _small(remat=remat)
+  loss, grads = _value_and_grad(config)
+  assert loss == pytest.approx(ref_loss, rel=1e-7)
+  assert _rel(grads, ref_grads) <= 1e-6
+  # The backward pass recomputes: the blocks' products ('block'; all but fc2, whose result only
+  # feeds the residual sum, which no gradient needs), or only the batched attention products
+  # ('block_save_dots' keeps the weight products' results).
+  variables = init_variables(config, seed=0)
+  jaxpr = jax.make_jaxpr(jax.grad(_loss_fn(config)))(variables['params'], variables['batch_stats'])
+  macs = flops.count_macs(config)
+  blocks = macs.backbone - macs.patch_embed
+  recomputed = blocks - macs.mlp // 2 if remat == 'block' else macs.attn_scores + macs.attn_values
+  assert flops.jaxpr_matmul_flops(jaxpr) == 4 * (macs.train_flops + 2 * recomputed)
+
+
+def test_fused_attention_float32_gradients(float32_reference):
+  ref_loss, ref_grads = float32_reference
+  loss, grads = _value_and_grad(_small(attention_impl='xla'))
+  assert loss == pytest.approx(ref_loss, rel=1e-6)
+  assert _rel(grads, ref_grads) <= 2e-6
+
+
+def test_autodiff_backward_in_bfloat16_is_close_to_the_custom_one():
+  custom_loss, custom = _value_and_grad(_small(dtype='bfloat16'), keep_ratio=1.0)
+  auto_loss, auto = _value_and_grad(_small(dtype='bfloat16', matmul_backward='autodiff'), 1.0)
+  assert auto_loss == custom_loss
+  assert _rel(auto, custom) <= 2e-2
+
+
+def test_bad_values_are_refused():
+  for field, value in (
+    ('attention_impl', 'flash'),
+    ('matmul_backward', 'xla'),
+    ('remat', 'all'),
+  ):
+    with pytest.raises(ValueError, match=f'config.model.{field}'):
+      build_model(_config(**{field: value}))
