@@ -134,12 +134,10 @@ def _check_python(tokens, line):
     runner = script
   _check_paths(rest, line)
   flags = [t.split('=')[0] for t in rest if t.startswith('--') and not t.startswith('--config.')]
-  if runner == '-m ostrack_jax.data.pack':  # DATASET positional: a source name
-    from ostrack_jax.data import sources
+  if runner == '-m ostrack_jax.data.pack':  # DATASET positional: a training dataset name
+    from ostrack_jax.datasets import registry
 
-    assert f"'{rest[0]}'" in importlib.util.find_spec(sources.__name__).loader.get_source(
-      sources.__name__
-    ), f'{line}: unknown source {rest[0]}'
+    assert rest[0] in registry.names('train'), f'{line}: unknown dataset {rest[0]}'
   help_text = _help(runner)
   for flag in flags:
     assert re.search(re.escape(flag) + r'\b', help_text), f'{line}: {runner} has no {flag}'

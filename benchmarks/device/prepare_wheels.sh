@@ -36,8 +36,7 @@ ORIG_URL=https://github.com/botaoye/OSTrack.git
 # cloudpickle, etils[epath,epy], numpy, portpicker, protobuf>=5.28.3), array_record (absl-py,
 # etils[epath]), ml_collections (absl-py, PyYAML), portpicker (psutil), tensorboardX (numpy,
 # packaging, protobuf). The versions are those the project's tests pass with here.
-# tensorflow-datasets (in pyproject.toml) is not imported by ostrack_jax and is left out, as are
-# tensorflow and torch.
+# tensorflow and torch are left out (not dependencies of ostrack_jax; torch is in the image).
 OURS=(grain==0.2.18 array_record==0.8.6 ml_collections==1.1.0 portpicker==1.6.0
       tensorboardX==2.6.5)
 # The original's own needs beyond the image: timm 0.5.4 (the image has a recent timm, whose module

@@ -145,9 +145,10 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
   Always: ``model.ce_keep_ratio``, one ratio in (0, 1] per block of ``model.ce_loc``;
   ``tracker.*_factor`` > 0. With ``training``: ``train.batch_size`` >= 1, ``train.epochs`` >= 1,
   ``train.lr`` finite and > 0, ``train.score_prior`` in (0, 1) or 0, ``data.num_workers`` >= 0,
-  ``train.pretrained`` a file when set, and a named ``data.roots.synthetic`` (when a synthetic
-  source is used) must hold a dataset: only the default root is generated, a root the user
-  named is never created.
+  ``train.pretrained`` a file when set, every training/validation dataset registered and its
+  root set and present (``ostrack_jax.datasets``), and a named ``data.roots.synthetic`` (when
+  a synthetic source is used) must hold a dataset: only the default root is generated, a root
+  the user named is never created.
   """
   m = config.model
   ratios, locs = tuple(m.ce_keep_ratio), tuple(m.ce_loc)
@@ -191,9 +192,18 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
       f'config.train.pretrained={t.pretrained!r}: {what} (give the MAE/timm ViT checkpoint, '
       'e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)'
     )
-  sources = tuple(config.data.train_datasets) + tuple(config.data.val_datasets)
-  if config.data.roots.synthetic and {'synthetic', 'synthetic_val'} & set(sources):
-    from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  # Dataset names and roots (the reading itself comes later): an unknown name lists the
+  # valid ones, a missing root names its config.data.roots field; a named synthetic root
+  # must hold a dataset (only the default one is generated).
+  from ostrack_jax.data import sources  # pylint: disable=g-import-not-at-top
+
+  try:
+    sources.check_data_config(config.data)
+  except (ValueError, FileNotFoundError) as e:
+    raise InputError(str(e)) from e
+  used = tuple(config.data.train_datasets) + tuple(config.data.val_datasets)
+  if config.data.roots.synthetic and {'synthetic', 'synthetic_val'} & set(used):
+    from ostrack_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
 
     try:
       synthetic.check_named_root(config.data.roots.synthetic)

@@ -50,6 +50,7 @@ def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, o
 
 def sequence_metrics(seq, writer, layout, dataset, got_ious, errors) -> Dict[str, float]:
   """One sequence's row; appends to ``got_ious`` / ``errors`` only when everything parsed."""
+  seq.check_ground_truth()  # a NaN box: the file and line, no metrics
   boxes, _ = writer.read(seq.name)
   row = {}
   ious = None
