@@ -116,6 +116,26 @@ CASES = [
     ['-m', 'ostrack_jax.demo', '--video', 'v', '--box', '1,2,3', '--checkpoint', 'c'],
     "argument --box: must be x,y,w,h (4 numbers), got '1,2,3'",
   ),
+  (
+    ['-m', 'ostrack_jax.data.pack', 'got10k_train', '--root', '.', '--output', 'x'],
+    "unknown training dataset 'got10k_train' (got10k_train is a dataset for evaluation only",
+  ),
+  (
+    ['-m', 'ostrack_jax.data.pack', 'folder', '--root', 'nope', '--output', 'x'],
+    "folder: --root='nope' does not exist",
+  ),
+  (['-m', 'ostrack_jax.data.synthetic', '--num-frames', '0'], 'argument --num-frames: must be'),
+  (['-m', 'ostrack_jax.data.preview', '--output', 'x.png', '--num', '0'], 'argument --num: must'),
+  (
+    [
+      '-m',
+      'ostrack_jax.data.preview',
+      '--output',
+      'x.png',
+      '--config.data.train_datasets=("foo",)',
+    ],
+    "unknown training dataset 'foo'; valid: got10k_train_full",
+  ),
 ]
 
 

@@ -20,7 +20,15 @@ def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):
   root = make_got10k(tmp_path / 'got', n_seqs=3, n_frames=24)
   (root / 'train' / 'GOT-10k_Train_000002' / '00000003.jpg').unlink()  # a missing frame
   pack.main(
-    ['got10k_train_full', '--root', str(root), '--out', str(tmp_path / 'packs'), '--shard_mb', '0']
+    [
+      'got10k_train_full',
+      '--root',
+      str(root),
+      '--output',
+      str(tmp_path / 'packs'),
+      '--shard-mb',
+      '0',
+    ]
   )  # tiny shards: one record each, exercises shard lookup
   meta = json.loads((tmp_path / 'packs' / 'got10k_train_full' / 'pack.json').read_text())
   assert meta['frames'] == 72 and meta['missing_frames'] == 1 and len(meta['shards']) == 72
@@ -43,7 +51,7 @@ def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):
     for key in x:
       np.testing.assert_array_equal(x[key], y[key])
   with pytest.raises(FileExistsError, match='overwrite'):
-    pack.main(['got10k_train_full', '--root', str(root), '--out', str(tmp_path / 'packs')])
+    pack.main(['got10k_train_full', '--root', str(root), '--output', str(tmp_path / 'packs')])
 
 
 def test_packed_config_through_pipeline_with_workers(tmp_path):

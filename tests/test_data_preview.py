@@ -19,7 +19,7 @@ def test_preview_cli_writes_grid(tmp_path, monkeypatch):
     tmp_path / 'syn', num_train=1, num_val=1, num_frames=20, frame_size=(96, 64), seed=0
   )
   out = tmp_path / 'pairs.png'
-  preview.main(['--out', str(out), '--num', '3', '--set', f'data.roots.synthetic={root}'])
+  preview.main(['--output', str(out), '--num', '3', f'--config.data.roots.synthetic={root}'])
   grid = cv2.imread(str(out))
   # 2 columns of (128 -> 256 template + 4 + 256 search) tiles with 4-px margins; 2 rows.
   assert grid.shape == (2 * (256 + 8), 2 * (256 + 4 + 256 + 8), 3)

@@ -172,7 +172,7 @@ def test_no_usable_sequence_gives_the_counts_by_reason(tmp_path):
   assert '1 groundtruth.txt missing (e.g. nogt)' in msg
   assert '2 with fewer than 20 frames or 5 visible frames' in msg and 'short' in msg
   with pytest.raises(InputError, match='no usable sequence'):  # the pack command: the same
-    pack.main(['folder', '--root', str(tmp_path), '--out', str(tmp_path / 'packs')])
+    pack.main(['folder', '--root', str(tmp_path), '--output', str(tmp_path / 'packs')])
   assert not (tmp_path / 'packs').exists()
 
 
@@ -249,7 +249,7 @@ def test_a_registered_layout_trains_packs_and_evaluates(toy, tmp_path, monkeypat
   smp = sampler_lib.make_sampler(cfg, sources=[src])
   assert smp(0)['search'].shape == (256, 256, 3)
   # Packing: the pack command reads it through the same registry entry.
-  pack.main(['toy', '--root', str(toy), '--out', str(tmp_path / 'packs'), '--shard_mb', '1'])
+  pack.main(['toy', '--root', str(toy), '--output', str(tmp_path / 'packs'), '--shard-mb', '1'])
   packed = pack.PackedSource(tmp_path / 'packs' / 'toy')
   assert packed.frame(1, 5).data == src.frame(1, 5).data
   # Evaluation: the sequences, their result layout and the eval command's choices.

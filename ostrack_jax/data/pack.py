@@ -1,10 +1,10 @@
 """Packs a dataset into ArrayRecord shards (the frame files' bytes) plus its sequence index.
 
-  python -m ostrack_jax.data.pack DATASET --root DIR --out DIR [--split_file F]
+  python -m ostrack_jax.data.pack DATASET --root DIR --output DIR [--split-file F]
 
 DATASET is a training dataset name of :mod:`ostrack_jax.datasets.registry` (got10k_train_full,
 got10k_val, got10k_vottrain, got10k_votval, lasot, trackingnet, coco, folder, synthetic,
-synthetic_val, or one registered later). The pack goes to ``OUT/DATASET/``::
+synthetic_val, or one registered later). The pack goes to ``OUTPUT/DATASET/``::
 
   frames.array_record-00000-of-0000N ...  one record per frame: the file's bytes, unchanged
   index/                                  the source's index (boxes, visibility, names, sizes,
@@ -26,7 +26,6 @@ dependency). The records are written with ``group_size:1`` for random access, so
 ``grain.sources.ArrayRecordDataSource`` reads them.
 """
 
-import argparse
 import collections
 import copy
 import json
@@ -161,26 +160,36 @@ def pack_source(
 def main(argv: Optional[List[str]] = None) -> None:
   """The pack command; bad input raises ``DatasetError`` (an ``InputError``: one line, status 2
   from the command line)."""
-  parser = argparse.ArgumentParser(description='Pack a tracking dataset into ArrayRecord shards.')
+  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+
+  parser = cli.Parser(
+    'python -m ostrack_jax.data.pack',
+    'Pack a tracking dataset into ArrayRecord shards.',
+    aliases={'--out': '--output', '--split_file': '--split-file', '--shard_mb': '--shard-mb'},
+  )
   parser.add_argument(
     'dataset', help=f'training dataset name ({", ".join(registry.names("train"))})'
   )
   parser.add_argument('--root', required=True, help='dataset root in its native layout')
-  parser.add_argument('--out', required=True, help='output folder; the pack goes to OUT/DATASET')
-  parser.add_argument('--split_file', default='', help='subset list (got10k_vot*, lasot)')
-  parser.add_argument('--shard_mb', type=int, default=1024, help='approximate shard size')
-  parser.add_argument('--overwrite', action='store_true')
-  args = parser.parse_args(argv)
+  parser.add_argument(
+    '--output', required=True, help='output folder; the pack goes to OUTPUT/DATASET'
+  )
+  parser.add_argument('--split-file', default='', help='subset list (got10k_vot*, lasot)')
+  parser.add_argument(
+    '--shard-mb', type=cli.nonnegative_int, default=1024, help='approximate shard size (MB)'
+  )
+  parser.add_argument('--overwrite', action='store_true', help='replace an existing pack')
+  args = parser.parse(argv)
   entry = registry.get(args.dataset, 'train')  # an unknown name lists the valid ones
   if args.split_file and not entry.split_file:
-    parser.error(f'--split_file does not apply to {args.dataset}')
+    parser.error(f'--split-file does not apply to {args.dataset}')
   source = sources.open_source(
     args.dataset, args.root, split_file=args.split_file or None, root_field='--root'
   )
   print(source.report.summary())
   out = pack_source(
     source,
-    pathlib.Path(args.out) / args.dataset,
+    pathlib.Path(args.output) / args.dataset,
     shard_bytes=args.shard_mb << 20,
     overwrite=args.overwrite,
   )

@@ -28,7 +28,7 @@ class PackedSource(index.Source):
     if not meta_path.exists():
       raise core.MissingRootError(
         f'{pack_dir} is not a complete pack (no pack.json); write it with '
-        f'python -m ostrack_jax.data.pack {pack_dir.name} --root DIR --out {pack_dir.parent}',
+        f'python -m ostrack_jax.data.pack {pack_dir.name} --root DIR --output {pack_dir.parent}',
         reason='no pack',
       )
     meta = json.loads(meta_path.read_text())

@@ -1,7 +1,7 @@
 """A PNG grid of sampled training pairs with their boxes drawn, to check the data by eye.
 
-  python -m ostrack_jax.data.preview --out pairs.png [--preset tiny_256_ce] [--num 16]
-      [--set data.roots.got10k=/data/GOT-10k --set data.train_datasets="('got10k_train_full',)"]
+  python -m ostrack_jax.data.preview --output pairs.png [--config tiny_256_ce] [--num 16]
+      [--config.data.roots.got10k=/data/GOT-10k --config.data.train_datasets="('got10k_train_full',)"]
 
 Each row is one pair: the template crop (box in green) and the search crop (box in green,
 a red cross at the box centre). The
@@ -9,8 +9,7 @@ images are de-normalized; grey ones come from the 5% joint grayscale. Uses the s
 as training (``ostrack_jax.data.sampler``), so what you see is what the model gets.
 """
 
-import argparse
-import ast
+import sys
 from typing import Dict, List, Optional
 
 import cv2
@@ -63,47 +62,52 @@ def preview_grid(
   return np.concatenate(rows, axis=0)
 
 
-def _apply_override(config, assignment: str) -> None:
-  key, _, value = assignment.partition('=')
-  node = config
-  parts = key.split('.')
-  for p in parts[:-1]:
-    node = node[p]
-  try:
-    parsed = ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    parsed = value
-  node[parts[-1]] = parsed
-
-
 def main(argv: Optional[List[str]] = None) -> None:
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  """The preview command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
+  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
 
-  parser = argparse.ArgumentParser(description='PNG grid of sampled training pairs.')
-  parser.add_argument('--out', required=True, help='output PNG path')
-  parser.add_argument('--preset', default='tiny_256_ce')
-  parser.add_argument('--num', type=int, default=16)
-  parser.add_argument('--start', type=int, default=0, help='first global sample index')
-  parser.add_argument('--val', action='store_true', help='validation processing')
-  parser.add_argument(
-    '--set',
-    action='append',
-    default=[],
-    metavar='KEY=VALUE',
-    help='config override, e.g. data.roots.synthetic=/tmp/syn',
+  parser = cli.Parser(
+    'python -m ostrack_jax.data.preview',
+    'PNG grid of sampled training pairs.',
+    config='tiny_256_ce',
+    aliases={'--out': '--output', '--preset': '--config'},
   )
-  args = parser.parse_args(argv)
-  config = get_config(args.preset)
-  for assignment in args.set:
-    _apply_override(config, assignment)
+  parser.add_argument('--output', required=True, help='output PNG path')
+  parser.add_argument('--num', type=cli.positive_int, default=16, help='pairs to draw')
+  parser.add_argument(
+    '--start', type=cli.nonnegative_int, default=0, help='first global sample index'
+  )
+  parser.add_argument('--val', action='store_true', help='validation processing')
+  args = parser.parse(_old_set_flags(list(sys.argv[1:] if argv is None else argv)))
+  config = args.config
   sampler = sampler_lib.make_sampler(config, train=not args.val)
   for s in sampler.sources:
     print(s.report.summary())
   grid = preview_grid(sampler, list(range(args.start, args.start + args.num)))
-  if not cv2.imwrite(args.out, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-    raise SystemExit(f'could not write {args.out}')
-  print(f'wrote {args.out} ({args.num} pairs)')
+  if not cv2.imwrite(args.output, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+    raise cli.InputError(f'--output {args.output}: could not write a PNG there')
+  print(f'wrote {args.output} ({args.num} pairs)')
+
+
+def _old_set_flags(argv: List[str]) -> List[str]:
+  """``--set KEY=VALUE`` (the old spelling) -> ``--config.KEY=VALUE``, with a note."""
+  out, i = [], 0
+  while i < len(argv):
+    if argv[i] == '--set' and i + 1 < len(argv):
+      print(
+        'python -m ostrack_jax.data.preview: --set is deprecated and will be removed in the '
+        f'next release; use --config.{argv[i + 1]}',
+        file=sys.stderr,
+      )
+      out.append(f'--config.{argv[i + 1]}')
+      i += 2
+    else:
+      out.append(argv[i])
+      i += 1
+  return out
 
 
 if __name__ == '__main__':
-  main()
+  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+
+  sys.exit(cli.run(main, 'python -m ostrack_jax.data.preview'))

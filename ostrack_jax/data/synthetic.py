@@ -1,5 +1,5 @@
 """The synthetic dataset's generator, kept importable here (``ostrack_jax.data.synthetic``)
-and runnable as ``python -m ostrack_jax.data.synthetic --out DIR``; it lives in
+and runnable as ``python -m ostrack_jax.data.synthetic --output DIR``; it lives in
 :mod:`ostrack_jax.datasets.synthetic`, beside the other dataset layouts."""
 
 from ostrack_jax.datasets.synthetic import (  # noqa: F401  (re-exported)
@@ -16,4 +16,8 @@ from ostrack_jax.datasets.synthetic import (  # noqa: F401  (re-exported)
 )
 
 if __name__ == '__main__':
-  main()
+  import sys
+
+  from ostrack_jax import cli
+
+  sys.exit(cli.run(main, 'python -m ostrack_jax.data.synthetic'))

@@ -32,15 +32,15 @@ derived from ``seed``), and the default size takes a few seconds to write.
 
 Command line::
 
-  python -m ostrack_jax.data.synthetic --out DIR [--num_train 60 --num_val 20 --seed 0]
+  python -m ostrack_jax.data.synthetic --output DIR [--num-train 60 --num-val 20 --seed 0]
 """
 
-import argparse
 import json
 import math
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 from typing import Optional, Tuple
 
@@ -267,7 +267,7 @@ def make_synthetic_dataset(
       return out
     raise FileExistsError(
       f'{out} holds a synthetic dataset made with {existing}, not {params};'
-      ' pass overwrite=True (--overwrite) or another --out'
+      ' pass overwrite=True (--overwrite) or another --output'
     )
   out.mkdir(parents=True, exist_ok=True)
   if marker.exists():
@@ -308,7 +308,7 @@ def check_named_root(root: str, field: str = 'config.data.roots.synthetic') -> p
   what = 'no such folder' if not path.exists() else f'holds no synthetic dataset (no {_MARKER})'
   raise FileNotFoundError(
     f'{field}={str(root)!r}: {what}; make one with `python -m ostrack_jax.data.synthetic '
-    f'--out {root}`, or leave {field} empty for the default one (generated on first use)'
+    f'--output {root}`, or leave {field} empty for the default one (generated on first use)'
   )
 
 
@@ -317,8 +317,8 @@ def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Pa
 
   ``kwargs`` go to :func:`make_synthetic_dataset`, which then (re)generates it. Without
   kwargs, a complete synthetic dataset already at ``root`` is used whatever arguments made it
-  (for example a smaller one written by ``python -m ostrack_jax.data.synthetic --out DIR
-  --num_train 10``); a missing one is generated with the defaults at the default root, while
+  (for example a smaller one written by ``python -m ostrack_jax.data.synthetic --output DIR
+  --num-train 10``); a missing one is generated with the defaults at the default root, while
   a named ``root`` without one raises FileNotFoundError (:func:`check_named_root`).
   """
   if root and not kwargs:
@@ -330,20 +330,34 @@ def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Pa
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument(
-    '--out', default=None, help=f'output root (default: $OSTRACK_JAX_SYNTHETIC or {default_root()})'
+  """The generator's command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
+  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+
+  parser = cli.Parser(
+    'python -m ostrack_jax.data.synthetic',
+    __doc__.split('\n\n')[0],
+    aliases={
+      '--out': '--output',
+      '--num_train': '--num-train',
+      '--num_val': '--num-val',
+      '--num_frames': '--num-frames',
+    },
   )
-  parser.add_argument('--num_train', type=int, default=DEFAULT_NUM_TRAIN)
-  parser.add_argument('--num_val', type=int, default=DEFAULT_NUM_VAL)
-  parser.add_argument('--num_frames', type=int, default=DEFAULT_NUM_FRAMES)
-  parser.add_argument('--width', type=int, default=DEFAULT_FRAME_SIZE[0])
-  parser.add_argument('--height', type=int, default=DEFAULT_FRAME_SIZE[1])
+  parser.add_argument(
+    '--output',
+    default=None,
+    help=f'output root (default: $OSTRACK_JAX_SYNTHETIC or {default_root()})',
+  )
+  parser.add_argument('--num-train', type=cli.nonnegative_int, default=DEFAULT_NUM_TRAIN)
+  parser.add_argument('--num-val', type=cli.nonnegative_int, default=DEFAULT_NUM_VAL)
+  parser.add_argument('--num-frames', type=cli.positive_int, default=DEFAULT_NUM_FRAMES)
+  parser.add_argument('--width', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[0])
+  parser.add_argument('--height', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[1])
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--overwrite', action='store_true')
-  args = parser.parse_args(argv)
+  parser.add_argument('--overwrite', action='store_true', help='replace an existing dataset')
+  args = parser.parse(argv)
   root = make_synthetic_dataset(
-    args.out or default_root(),
+    args.output or default_root(),
     num_train=args.num_train,
     num_val=args.num_val,
     num_frames=args.num_frames,
@@ -358,4 +372,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+
+  sys.exit(cli.run(main, 'python -m ostrack_jax.data.synthetic'))
