@@ -397,9 +397,7 @@ def convert_ostrack_state_dict(
     _place(key, value, target, expected, filled, loaded, unknown, errors, path, config)
   missing = [('/'.join(p)) for p in expected if p not in filled]
   if errors:
-    raise CheckpointError(
-      '\n'.join(errors[:5]) + (f'\n... and {len(errors) - 5} more' if len(errors) > 5 else '')
-    )
+    raise CheckpointError(_first_of(errors))
   if unknown or missing:
     parts = []
     if unknown:
@@ -477,7 +475,7 @@ def convert_vit_state_dict(
       continue
     _place(key, value, target, expected, filled, loaded, unknown, errors, path, config)
   if errors:
-    raise CheckpointError('\n'.join(errors[:5]))
+    raise CheckpointError(_first_of(errors))
   if unknown:
     raise CheckpointError(
       f'{path}: unexpected keys for a ViT backbone of {_preset_hint(config)}: '
@@ -499,6 +497,12 @@ def convert_vit_state_dict(
   initialised = ['/'.join(p) for p in expected if p[:2] != ('params', 'backbone')]
   report = ConversionReport('timm/MAE ViT', loaded, unused, initialised, resized)
   return _unflatten(filled), report
+
+
+def _first_of(errors: List[str]) -> str:
+  """One line: the first shape error, and how many more tensors have one."""
+  more = len(errors) - 1
+  return errors[0] + (f' (and {more} more tensor(s) of the wrong shape)' if more else '')
 
 
 def load_torch_checkpoint(

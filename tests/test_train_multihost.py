@@ -16,7 +16,6 @@ import pytest
 import train_util
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # A small OSTrack on a tiny synthetic set: global batch 8 (2 per device, 4 devices), 2 steps per
 # epoch, 2 epochs, CE from epoch 2 on, a checkpoint every 2 steps.

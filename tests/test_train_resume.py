@@ -15,7 +15,6 @@ import pytest
 import train_util
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # A small OSTrack (64/128 crops, 3 blocks, CE at block 1 from epoch 2 on) on a tiny synthetic
 # set: 3 epochs of 4 steps at a global batch of 2 (2 simulated devices), a checkpoint every 2
