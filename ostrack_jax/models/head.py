@@ -19,7 +19,8 @@ from ostrack_jax.models import layers
 SCORE_CLAMP = 1e-4
 # Convolutions (ostrack_jax/models/layers.py) take ``dtype`` operands (bfloat16 in the fast path)
 # and accumulate in float32; activations stay float32, or bfloat16 with ``act_dtype`` bfloat16
-# (BatchNorm statistics and the output sigmoids in float32 either way).
+# between BatchNorm + ReLU and the next convolution (the convolutions' results, BatchNorm and the
+# output sigmoids in float32 either way).
 
 
 class BatchNorm(nn.Module):
@@ -72,18 +73,21 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
+    """x (B, H, W, C_in) -> (B, H, W, features) in ``act_dtype``. The convolution's result
+    stays float32 into BatchNorm (rounding it to bfloat16 first would lose the deviations from
+    a large common offset that BatchNorm then subtracts); the normalised, rectified map is
+    ``act_dtype``."""
     x = layers.Conv(
       self.features,
       (3, 3),
       dtype=self.dtype,
-      out_dtype=self.act_dtype,
       custom_backward=self.custom_backward,
       name='conv',
       kernel_init=nn.initializers.xavier_uniform(),
       bias_init=functools.partial(torch_conv_bias_init, fan_in=9 * x.shape[-1]),
     )(x)
     x = BatchNorm(dtype=self.dtype, name='bn')(x, train)
-    return nn.relu(x)
+    return nn.relu(x).astype(self.act_dtype)
 
 
 class CenterHead(nn.Module):
