@@ -1,7 +1,7 @@
 """The training-speed reports (benchmarks/train_speed.py, benchmarks/device/train_matrix.py) on
 made-up measurements: MFU from the analytic count and the device's peak, the original's line,
 the projection of the full schedule, and the data pipeline's cores per GPU. (The scripts
-themselves run end to end with ``TINY=1 bash benchmarks/device/train_run.sh``, ~4 minutes.)"""
+themselves run end to end with ``TINY=1 bash benchmarks/device/train_run.sh``, 4-7 minutes.)"""
 
 import json
 import pathlib

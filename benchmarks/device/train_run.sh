@@ -6,9 +6,9 @@
 # folders and packs. Tables go to $OUT: train_matrix.md (everything together), train_matrix.jsonl,
 # original_train.txt, data_speed.txt, gpu.txt, timing.txt.
 #   run: bash benchmarks/device/train_run.sh   (carry: [".carry"], see README.md here; timeout_s
-#   480: about 7 minutes, the matrix stops starting items at 300 s after the start)
+#   520: about 7 minutes, at most ~8.5: the matrix starts no item after 300 s from the start)
 # TINY=1 runs a smoke version on the CPU (tiny model, batches 1-4; the original at batch 1 on the
-# CPU when ORIG_SITE names a folder with timm 0.5.4 + easydict, see below): about 10 minutes on
+# CPU when ORIG_SITE names a folder with timm 0.5.4 + easydict, see below): 4-7 minutes on
 # 2 cores.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -26,7 +26,7 @@ if [ -z "${TINY:-}" ]; then
   nproc >> "$OUT/gpu.txt"
   SEQS=".carry/soapbox examples/data/soccerball"
   ORIG="--device cuda train-step --preset ostrack_256_ce --batch 32 --repeats 10 --warmup 3"
-  MATRIX=""; START_BY=${START_BY:-300}; STOP_BY=${STOP_BY:-370}
+  MATRIX=""; START_BY=${START_BY:-300}; STOP_BY=${STOP_BY:-350}
   DATA="--workers 16 --batches 60 --repeats 2 --batch_size 16"
 else
   # ORIG_SITE: e.g. `pip install --no-deps --target /tmp/orig_site .carry/orig_wheels/*.whl`.
