@@ -3,18 +3,32 @@ made-up measurements: MFU from the analytic count and the device's peak, the ori
 the projection of the full schedule, and the data pipeline's cores per GPU. (The scripts
 themselves run end to end with ``TINY=1 bash benchmarks/device/train_run.sh``, 4-7 minutes.)"""
 
+import importlib
 import json
 import pathlib
 import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the benchmarks folder
+from ostrack_jax.configs import get_config
+from ostrack_jax.models import flops
 
-from benchmarks import train_speed  # noqa: E402
-from benchmarks.device import train_matrix  # noqa: E402
-from ostrack_jax.configs import get_config  # noqa: E402
-from ostrack_jax.models import flops  # noqa: E402
+
+def _import_benchmarks():
+  """benchmarks/train_speed.py and benchmarks/device/train_matrix.py, imported with the
+  repository on sys.path only while importing (no other test may come to rely on it)."""
+  saved = list(sys.path)
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+  try:
+    return (
+      importlib.import_module('benchmarks.train_speed'),
+      importlib.import_module('benchmarks.device.train_matrix'),
+    )
+  finally:
+    sys.path[:] = saved
+
+
+train_speed, train_matrix = _import_benchmarks()
 
 
 def test_variants_combine_and_unknown_ones_are_refused():
