@@ -272,9 +272,19 @@ def test_wrong_frame_dtype_and_shape(onnx_file):
   assert np.isfinite(tracker.track(frames[1][..., 0])).all()
 
 
+def _status(argv):
+  """The exit status of the command (as ``python -m``) on ``argv``."""
+  from ostrack_jax import cli
+
+  try:
+    return cli.run(export_lib.main, 'export', argv)
+  except SystemExit as e:  # refused while parsing the flags
+    return e.code
+
+
 def test_cli_errors(tmp_path, capsys):
   out = tmp_path / 'x.onnx'
-  rc = export_lib.main(
+  rc = _status(
     [
       '--checkpoint',
       str(CHECKPOINT),

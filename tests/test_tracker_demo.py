@@ -105,10 +105,20 @@ def test_demo_mp4_from_video_file(clip):
   assert n == 3
 
 
+def _status(argv):
+  """The exit status of the command (as ``python -m``) on ``argv``."""
+  from ostrack_jax import cli
+
+  try:
+    return cli.run(demo.main, 'demo', argv)
+  except SystemExit as e:  # refused while parsing the flags
+    return e.code
+
+
 def test_demo_bad_arguments(clip, capsys):
   tmp, ckpt = clip
   assert (
-    demo.main(
+    _status(
       [
         '--video',
         str(tmp / 'nope'),
@@ -127,7 +137,7 @@ def test_demo_bad_arguments(clip, capsys):
   assert 'no such file or folder' in capsys.readouterr().err
   assert not [t for t in threading.enumerate() if t.name == 'ostrack-demo-reader']
   assert (
-    demo.main(
+    _status(
       [
         '--video',
         str(tmp / 'frames'),
