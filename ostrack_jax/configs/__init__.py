@@ -195,10 +195,10 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
   # Dataset names and roots (the reading itself comes later): an unknown name lists the
   # valid ones, a missing root names its config.data.roots field; a named synthetic root
   # must hold a dataset (only the default one is generated).
-  from ostrack_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.datasets import registry  # pylint: disable=g-import-not-at-top
 
   try:
-    sources.check_data_config(config.data)
+    registry.check_data_config(config.data)
   except (ValueError, FileNotFoundError) as e:
     raise InputError(str(e)) from e
   used = tuple(config.data.train_datasets) + tuple(config.data.val_datasets)

@@ -319,24 +319,7 @@ def make_source(dataset: str, data_config, cache_dir='default') -> Source:
   )
 
 
-def check_data_config(data_config) -> None:
-  """Raises (before anything is read) for a training or validation dataset name that is not
-  registered (:class:`~ostrack_jax.datasets.core.UnknownDatasetError`, a ValueError) or whose
-  root is not set or does not exist (:class:`~ostrack_jax.datasets.core.MissingRootError`, a
-  FileNotFoundError naming ``config.data.roots.<field>``); packed configs check the pack
-  folder."""
-  names = tuple(data_config.train_datasets) + tuple(data_config.val_datasets)
-  for dataset in names:
-    entry = registry.get(dataset, 'train')
-    if data_config.get('packed', False):
-      if not data_config.get('packed_dir', ''):
-        raise core.MissingRootError(
-          'config.data.packed is set but config.data.packed_dir is empty', dataset=dataset
-        )
-      continue
-    if entry.resolve_root is None:
-      root = data_config.roots.get(entry.root_key, '')
-      registry.resolve_root(entry, root, f'config.data.roots.{entry.root_key}')
+check_data_config = registry.check_data_config  # moved beside the registry it reads
 
 
 # ------------------------------------------------------------------------------ by layout

@@ -1,7 +1,10 @@
-"""The synthetic dataset's generator, kept importable here (``ostrack_jax.data.synthetic``)
-and runnable as ``python -m ostrack_jax.data.synthetic --output DIR``; it lives in
-:mod:`ostrack_jax.datasets.synthetic`, beside the other dataset layouts."""
+"""The synthetic dataset's command, ``python -m ostrack_jax.data.synthetic --output DIR``; the
+generator lives in :mod:`ostrack_jax.datasets.synthetic` (re-exported here), beside the other
+dataset layouts."""
 
+import sys
+
+from ostrack_jax import cli
 from ostrack_jax.datasets.synthetic import (  # noqa: F401  (re-exported)
   DEFAULT_FRAME_SIZE,
   DEFAULT_NUM_FRAMES,
@@ -11,13 +14,49 @@ from ostrack_jax.datasets.synthetic import (  # noqa: F401  (re-exported)
   check_named_root,
   default_root,
   ensure_synthetic_dataset,
-  main,
   make_synthetic_dataset,
 )
 
+
+def main(argv=None) -> None:
+  """The generator's command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
+  parser = cli.Parser(
+    'python -m ostrack_jax.data.synthetic',
+    'Writes the synthetic tracking dataset (GOT-10k layout).',
+    aliases={
+      '--out': '--output',
+      '--num_train': '--num-train',
+      '--num_val': '--num-val',
+      '--num_frames': '--num-frames',
+    },
+  )
+  parser.add_argument(
+    '--output',
+    default=None,
+    help=f'output root (default: $OSTRACK_JAX_SYNTHETIC or {default_root()})',
+  )
+  parser.add_argument('--num-train', type=cli.nonnegative_int, default=DEFAULT_NUM_TRAIN)
+  parser.add_argument('--num-val', type=cli.nonnegative_int, default=DEFAULT_NUM_VAL)
+  parser.add_argument('--num-frames', type=cli.positive_int, default=DEFAULT_NUM_FRAMES)
+  parser.add_argument('--width', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[0])
+  parser.add_argument('--height', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[1])
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--overwrite', action='store_true', help='replace an existing dataset')
+  args = parser.parse(argv)
+  root = make_synthetic_dataset(
+    args.output or default_root(),
+    num_train=args.num_train,
+    num_val=args.num_val,
+    num_frames=args.num_frames,
+    frame_size=(args.width, args.height),
+    seed=args.seed,
+    overwrite=args.overwrite,
+  )
+  print(
+    f'synthetic dataset: {root} ({args.num_train} train, {args.num_val} val sequences '
+    f'of {args.num_frames} frames)'
+  )
+
+
 if __name__ == '__main__':
-  import sys
-
-  from ostrack_jax import cli
-
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.synthetic'))

@@ -138,6 +138,26 @@ def root_keys() -> List[str]:
   return list(dict.fromkeys(e.root_key for e in _ENTRIES.values()))
 
 
+def check_data_config(data_config) -> None:
+  """Raises (before anything is read) for a training or validation dataset name that is not
+  registered (:class:`~ostrack_jax.datasets.core.UnknownDatasetError`, a ValueError) or whose
+  root is not set or does not exist (:class:`~ostrack_jax.datasets.core.MissingRootError`, a
+  FileNotFoundError naming ``config.data.roots.<field>``); packed configs check the pack
+  folder."""
+  names = tuple(data_config.train_datasets) + tuple(data_config.val_datasets)
+  for dataset in names:
+    entry = get(dataset, 'train')
+    if data_config.get('packed', False):
+      if not data_config.get('packed_dir', ''):
+        raise core.MissingRootError(
+          'config.data.packed is set but config.data.packed_dir is empty', dataset=dataset
+        )
+      continue
+    if entry.resolve_root is None:
+      root = data_config.roots.get(entry.root_key, '')
+      resolve_root(entry, root, f'config.data.roots.{entry.root_key}')
+
+
 UnknownDatasetError = core.UnknownDatasetError
 
 

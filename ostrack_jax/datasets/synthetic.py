@@ -30,7 +30,7 @@ The default location is ``$OSTRACK_JAX_SYNTHETIC`` if set, else ``~/.cache/ostra
 (:func:`default_root`). Output is a pure function of the arguments (per-sequence RNG streams
 derived from ``seed``), and the default size takes a few seconds to write.
 
-Command line::
+Command line (``ostrack_jax.data.synthetic``)::
 
   python -m ostrack_jax.data.synthetic --output DIR [--num-train 60 --num-val 20 --seed 0]
 """
@@ -40,7 +40,6 @@ import math
 import os
 import pathlib
 import shutil
-import sys
 import tempfile
 from typing import Optional, Tuple
 
@@ -327,51 +326,3 @@ def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Pa
   if not kwargs and (root / _MARKER).exists():
     return root
   return make_synthetic_dataset(root, **kwargs)
-
-
-def main(argv=None) -> None:
-  """The generator's command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
-  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
-
-  parser = cli.Parser(
-    'python -m ostrack_jax.data.synthetic',
-    __doc__.split('\n\n')[0],
-    aliases={
-      '--out': '--output',
-      '--num_train': '--num-train',
-      '--num_val': '--num-val',
-      '--num_frames': '--num-frames',
-    },
-  )
-  parser.add_argument(
-    '--output',
-    default=None,
-    help=f'output root (default: $OSTRACK_JAX_SYNTHETIC or {default_root()})',
-  )
-  parser.add_argument('--num-train', type=cli.nonnegative_int, default=DEFAULT_NUM_TRAIN)
-  parser.add_argument('--num-val', type=cli.nonnegative_int, default=DEFAULT_NUM_VAL)
-  parser.add_argument('--num-frames', type=cli.positive_int, default=DEFAULT_NUM_FRAMES)
-  parser.add_argument('--width', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[0])
-  parser.add_argument('--height', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[1])
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--overwrite', action='store_true', help='replace an existing dataset')
-  args = parser.parse(argv)
-  root = make_synthetic_dataset(
-    args.output or default_root(),
-    num_train=args.num_train,
-    num_val=args.num_val,
-    num_frames=args.num_frames,
-    frame_size=(args.width, args.height),
-    seed=args.seed,
-    overwrite=args.overwrite,
-  )
-  print(
-    f'synthetic dataset: {root} ({args.num_train} train, {args.num_val} val sequences '
-    f'of {args.num_frames} frames)'
-  )
-
-
-if __name__ == '__main__':
-  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
-
-  sys.exit(cli.run(main, 'python -m ostrack_jax.data.synthetic'))
