@@ -8,9 +8,10 @@ from scratch on the synthetic dataset (generated on first use) on a CPU in minut
   #   python eval.py --config configs/tiny_256_ce.py \
   #       --checkpoint workdirs/tiny_256_ce/model.msgpack --dataset got10k_val
 
-Result on 2 idle CPU cores: AO 0.659 on the 20 synthetic validation sequences after 11.2 minutes
-of training (0.766 / 11.3 min with ``--config.train.seed=1 --config.data.seed=1``). The recipe's
-history (float32 and shorter schedules, seeds) is in benchmarks/RESULTS.md.
+Result on 2 idle CPU cores (Intel Xeon VM, 2026-11-26): AO 0.641 on the 20 synthetic validation
+sequences after 11.8 minutes of training and 18 s of evaluation (an earlier tree on an AMD EPYC
+VM: 0.659 / 11.2 min, and 0.766 with ``--config.train.seed=1 --config.data.seed=1``). The
+recipe's history (float32 and shorter schedules, seeds) is in benchmarks/RESULTS.md.
 
 The recipe: 15 epochs of 1024 pairs at batch 8 in bfloat16 mixed precision (1.3x faster steps
 than float32 on that CPU); a higher learning rate than ViT-B's and no backbone multiplier (no
