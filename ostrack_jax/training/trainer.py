@@ -197,25 +197,20 @@ def _ensure_synthetic(config: ml_collections.ConfigDict, log) -> None:
   synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None)
 
 
-def _abstract_state(variables, tx, config, run: _Run):
-  repl = step_lib.replicated(run.mesh)
-  state = state_lib.create_train_state(variables, tx, seed=config.train.seed)
-  return jax.tree_util.tree_map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state
-  )
-
-
 def _initial_state(variables, tx, config, run: _Run, ckpt, train_iter, resume_step):
   """A fresh train state, or the one of checkpoint ``resume_step`` (with the data iterator's
   position), replicated over the mesh."""
   state = state_lib.create_train_state(variables, tx, seed=config.train.seed)
+  repl = step_lib.replicated(run.mesh)
   if resume_step is not None:
-    abstract = _abstract_state(variables, tx, config, run)
+    abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state
+    )
     try:
       state = ckpt.restore(abstract, train_iter, resume_step)
     except pipeline.ResumeMismatchError as e:
       raise InputError(str(e)) from e
-  return jax.device_put(state, step_lib.replicated(run.mesh))
+  return jax.device_put(state, repl)
 
 
 def _train_loop(config, run: _Run, state, tx, ckpt, train_iter, last_checkpoint, progress, log):
@@ -291,9 +286,7 @@ def _validator(config, run: _Run):
         metrics = eval_step(state.variables(), step_lib.shard_batch(batch, run.mesh), keep)
         per_batch.append(dict(jax.device_get(metrics), finite=True))
     finally:
-      close = getattr(it, 'close', None)
-      if close is not None:
-        close()
+      it.close()
     return {f'val/{k}': v for k, v in loop.mean_metrics(per_batch).items()}
 
   return validate
