@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'
   # The GPU fast path (ostrack_jax.models.ostrack.fast_path_options; each measured on a GPU by
   # benchmarks/device/train_run.sh). The defaults are the plain path the equivalence tests pin.
+  # On an H100 (benchmarks/RESULTS.md): bf16_activations -10% step time at batch 128 (-5% at 32);
+  # 'autodiff' +44%; 'cudnn' refused by cuDNN for CE's token counts; remat='block' 2.2 GB
+  # instead of 6.8 GB at batch 32 for +9% time.
   c.model.bf16_activations = False  # with bfloat16 matmuls, bfloat16 activations between them
   c.model.attention_impl = 'explicit'  # 'explicit', or jax.nn.dot_product_attention's 'xla'/'cudnn'
   c.model.matmul_backward = 'custom'  # bfloat16 backward: 'custom' (models/matmul.py) or 'autodiff'
