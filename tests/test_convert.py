@@ -334,6 +334,7 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
     checkpoint_io.load_variables(str(tmp_path / 'junk.msgpack'), config)
 
 
+@pytest.mark.slow
 def test_convert_script(tmp_path, fixtures_dir):
   """convert_torch_weights.py run for real: the file converts; a checkpoint for another preset
   is one line naming what the preset expects, status 2."""

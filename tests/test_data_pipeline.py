@@ -53,6 +53,7 @@ def test_batch_layout(config):
   assert len(list(it)) == 12
 
 
+@pytest.mark.slow
 def test_same_batches_with_0_1_2_workers_and_sharding(config):
   ref = _take(pipeline.make_train_iterator(config, batch_size=4, num_workers=0, num_epochs=1), 3)
   for workers in (1, 2):
@@ -88,6 +89,7 @@ def test_val_iterator_differs_and_is_deterministic(config):
   assert not np.array_equal(train[0]['search'], a[0]['search'])  # own seed, own datasets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('workers', [0, 2])
 def test_orbax_save_restore_mid_epoch(config, tmp_path, workers):
   import grain  # pylint: disable=g-import-not-at-top

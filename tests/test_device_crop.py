@@ -84,6 +84,7 @@ def _compare(image, boxes, factor):
   return len(boxes) * len(got)
 
 
+@pytest.mark.slow
 def test_resize_matches_cv2_on_a_real_frame_for_random_boxes():
   rng = np.random.default_rng(0)
   image = _real_frame()
@@ -92,6 +93,7 @@ def test_resize_matches_cv2_on_a_real_frame_for_random_boxes():
   assert n == 1400
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('hw', [(37, 101), (300, 173), (720, 405)])
 def test_resize_matches_cv2_on_random_non_square_frames(hw):
   rng = np.random.default_rng(hw[0])
@@ -143,6 +145,7 @@ def test_rounded_quotient_is_the_correctly_rounded_float32():
     )
 
 
+@pytest.mark.slow
 def test_float32_geometry_agrees_with_the_original_float64():
   """crop_sz and the rounded origin from float32 boxes equal the float64 arithmetic except when
   sqrt(w h) * factor lies within float32 rounding of an integer (measured: 0 of 20000 random

@@ -151,6 +151,7 @@ def _recompute(out, data):
   }
 
 
+@pytest.mark.slow
 def test_eval_writes_official_layout_and_metrics_recompute(setup, capsys):
   out = setup['tmp'] / 'out_single'
   assert _run(setup, out) == 0
@@ -173,6 +174,7 @@ def test_eval_writes_official_layout_and_metrics_recompute(setup, capsys):
   assert saved['speed']['tracker_fps'] > 0 and saved['speed']['end_to_end_fps'] > 0
 
 
+@pytest.mark.slow
 def test_eval_resumes_and_lockstep_matches(setup, capsys):
   out = setup['tmp'] / 'out_single'
   if not (out / 'SYN_Val_000001').exists():
@@ -205,6 +207,7 @@ def test_eval_resumes_and_lockstep_matches(setup, capsys):
     np.testing.assert_allclose(a, b, atol=1e-2, rtol=0)
 
 
+@pytest.mark.slow
 def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
   data = setup['tmp'] / 'syn_bad'
   if not data.exists():
@@ -232,6 +235,7 @@ def test_eval_skips_bad_sequences_and_reports_them(setup, capsys):
     _evaluate(setup, setup['tmp'] / 'out_ff', data=data, fail_fast=True)
 
 
+@pytest.mark.slow
 def test_eval_test_split_writes_submission_zip(setup, capsys):
   data = setup['tmp'] / 'syn_test'
   if not data.exists():
@@ -258,6 +262,7 @@ def test_eval_missing_checkpoint_message(setup):
     _evaluate(setup, setup['tmp'] / 'out_nope', checkpoint=setup['tmp'] / 'nope.msgpack')
 
 
+@pytest.mark.slow
 def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsys):
   """DAVIS soapbox frames from the tracker fixture (real pixels, partly zeroed) as a generic
   folder dataset, evaluated with the released-layout PyTorch checkpoint converted on the fly."""
@@ -285,6 +290,7 @@ def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsy
   capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, monkeypatch):
   """A result file cut short, or a corrupt time file, is named and tracked again; a file still
   unusable after tracking (here a write that loses half the lines) is a failure in the summary,

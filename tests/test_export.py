@@ -70,6 +70,7 @@ def _live(variables, dtype):
   return Tracker(config, variables)
 
 
+@pytest.mark.slow
 def test_artifact_layout(artifact):
   manifest = json.loads((artifact / 'manifest.json').read_text())
   assert manifest['preset'] == 'tiny_256_ce'
@@ -91,6 +92,7 @@ def float32_pair(artifact, variables):
   return _live(variables, 'float32'), export_lib.load_exported(str(artifact))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('teacher_forced', [True, False], ids=['teacher_forced', 'free'])
 def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
   frames, data = _frames_and_gt('soapbox')
@@ -110,6 +112,7 @@ def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
     assert err < ORIGINAL_TOL_PX, err
 
 
+@pytest.mark.slow
 def test_one_artifact_serves_another_frame_size(float32_pair):
   """The padded frame's height and width are symbolic: 640x360 frames (bucket 640x384, not the
   854x480 -> 896x512 of the other tests) run through the same files, as the live tracker."""
@@ -133,6 +136,7 @@ def test_one_artifact_serves_another_frame_size(float32_pair):
   assert np.isfinite(np.asarray(box)).all() and box.shape == (4,)
 
 
+@pytest.mark.slow
 def test_version_1_artifact_is_refused(tmp_path, artifact):
   old = tmp_path / 'old'
   old.mkdir()
@@ -144,6 +148,7 @@ def test_version_1_artifact_is_refused(tmp_path, artifact):
   assert '\n' not in str(err.value) and 'version 1' in str(err.value)
 
 
+@pytest.mark.slow
 def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, variables):
   frames, data = _frames_and_gt('soapbox')
   live = _track(_live(variables, 'bfloat16'), frames, data['gt'], 4, True)
@@ -154,6 +159,7 @@ def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, variables)
   np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_loader_does_not_build_the_flax_model(artifact):
   code = (
     'import sys, numpy as np\n'
@@ -175,6 +181,7 @@ def test_loader_does_not_build_the_flax_model(artifact):
   assert 'IMPORTED []' in out.stdout, out.stdout
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
   out = tmp_path / 'cli'
   old_umask = os.umask(0o022)
@@ -229,6 +236,7 @@ def test_command_line_bad_input(tmp_path, capsys):
   assert err.startswith('export: ') and '--dtypes' in err and err.count('\n') == 1
 
 
+@pytest.mark.slow
 def test_bad_inputs(tmp_path, artifact, variables):
   with pytest.raises(FileNotFoundError, match='not an exported tracker'):
     export_lib.load_exported(str(tmp_path))

@@ -56,6 +56,7 @@ def test_known_totals():
   assert flops.count_macs(get_config('ostrack_256')).total == 30_911_537_152
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('preset', ['tiny_256_ce', 'ostrack_256_ce'])
 def test_train_count_equals_the_traced_gradient(preset):
   config = get_config(preset)
@@ -87,6 +88,7 @@ def test_train_count_equals_the_traced_gradient(preset):
   assert flops.jaxpr_matmul_flops(jaxpr) == batch * flops.count_macs(config).train_flops
 
 
+@pytest.mark.slow
 def test_xla_count_on_the_cpu_is_close_above():
   config = get_config('ostrack_256_ce')
   model = build_model(config)

@@ -98,6 +98,7 @@ def _xla_conv(x, kernel, bias, stride, padding):
     (4, 4, 'VALID', 16),  # the patch embedding (16 in the model)
   ],
 )
+@pytest.mark.slow
 def test_conv_matches_xla_convolution_and_its_gradients(kernel_size, stride, padding, size):
   rng = np.random.default_rng(3)
   x = _rand(rng, 2, size, size, 5)
@@ -124,6 +125,7 @@ def test_conv_matches_xla_convolution_and_its_gradients(kernel_size, stride, pad
     np.testing.assert_allclose(x_ours, x_ref, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_conv_refuses_what_it_does_not_implement():
   x = jnp.zeros((1, 8, 8, 2))
   with pytest.raises(ValueError, match='unsupported kernel'):

@@ -66,6 +66,7 @@ def forward(tiny, fixtures_dir):
   return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
 def test_blocks_and_indices_match_original(tiny, forward, name):
   config, _ = tiny
@@ -90,6 +91,7 @@ def test_blocks_and_indices_match_original(tiny, forward, name):
       np.testing.assert_allclose(ours_margin, ref[f'block{i:02d}_ce_margin'], atol=5e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
 def test_maps_boxes_and_removed_indexes_match_original(forward, name):
   ref, (out, _) = forward(name)
@@ -165,6 +167,7 @@ def test_template_rows_match_spec():
     template_rows(8, 'GT_BOX')
 
 
+@pytest.mark.slow
 def test_make_forward_matches_apply_and_keep_ratio_override(tiny, fixtures_dir):
   config, variables = tiny
   ref = np.load(fixtures_dir / 'tiny256' / 'forward_keep0.85.npz')

@@ -15,6 +15,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 import train_util
 
@@ -111,6 +112,7 @@ def _kill_and_check(proc, descendants, seen):
   )
 
 
+@pytest.mark.slow
 def test_sigkill_of_train_leaves_no_worker(tmp_path):
   from ostrack_jax.data import synthetic
 
@@ -148,6 +150,7 @@ def test_sigkill_of_train_leaves_no_worker(tmp_path):
   _kill_and_check(proc, descendants, seen)
 
 
+@pytest.mark.slow
 def test_sigkill_of_eval_leaves_no_process(tmp_path):
   from ostrack_jax import configs
   from ostrack_jax.checkpoint_io import save_variables

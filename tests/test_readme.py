@@ -165,6 +165,7 @@ def test_readme_command(tokens, line):
   _check_python(tokens, line)
 
 
+@pytest.mark.slow
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
   from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config

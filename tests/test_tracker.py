@@ -132,6 +132,7 @@ def _run(tracker, seq, run):
   return np.array(boxes), crops, np.array(scores), n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('run', ['tf', 'free'])
 def test_tracker_matches_original(tracker, seq, run):
   with jax.default_matmul_precision('highest'):
@@ -147,6 +148,7 @@ def test_tracker_matches_original(tracker, seq, run):
   np.testing.assert_allclose(scores, seq[f'{run}_score_map'][:n], atol=SCORE_TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_one_compilation_for_all_frames(tracker):
   s = _Seq('soapbox')
   with jax.default_matmul_precision('highest'):
@@ -158,6 +160,7 @@ def test_one_compilation_for_all_frames(tracker):
   assert tracker.core.compilations() == compiled
 
 
+@pytest.mark.slow
 def test_state_is_readable_and_writable(tracker):
   s = _Seq('soapbox')
   tracker.initialize(s.frame(0), s['gt'][0])
@@ -172,6 +175,7 @@ def test_state_is_readable_and_writable(tracker):
     tracker.state = (1, 2, 3)
 
 
+@pytest.mark.slow
 def test_visualisation_outputs(tracker):
   s = _Seq('soapbox')
   tracker.initialize(s.frame(0), s['gt'][0])
@@ -220,6 +224,7 @@ def test_track_before_initialize_and_target_leaving_frame(tracker):
   assert 0 <= x <= 854 - 10 and 0 <= y <= 480 - 10 and w >= 10 and h >= 10
 
 
+@pytest.mark.slow
 def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   """Two sequences of 5 and 3 frames in a batch of 3 (one slot idle), 'map' mode."""
   s = _Seq('soapbox')

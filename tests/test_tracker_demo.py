@@ -37,6 +37,7 @@ def clip(tmp_path_factory):
   return tmp, ckpt
 
 
+@pytest.mark.slow
 def test_demo_gif_from_frame_folder_with_overlays(clip):
   tmp, ckpt = clip
   out = tmp / 'out.gif'
@@ -76,6 +77,7 @@ def test_demo_gif_from_frame_folder_with_overlays(clip):
   np.testing.assert_allclose(boxes[1:], expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_demo_mp4_from_video_file(clip):
   tmp, ckpt = clip
   out = tmp / 'out.mp4'

@@ -41,6 +41,7 @@ def _sequence(tmp_path, name, frames, init_box, ext='png'):
   return datasets.Sequence(name, paths, np.asarray([init_box], np.float64))
 
 
+@pytest.mark.slow
 def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, tmp_path):
   """Three sequences of 6, 3 and 5 frames through 2 slots ('map'): the short one ends and the
   third takes its slot; every box equals tracking that sequence alone (B = 1 core)."""
@@ -70,6 +71,7 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
   np.testing.assert_array_equal(alone['a'][1:], [tracker.track(f) for f in frames[1:6]])
 
 
+@pytest.mark.slow
 def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
   frames, gt = soapbox
   core = tracker_lib.TrackingCore(
@@ -87,6 +89,7 @@ def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
   assert core.compilations() == 2 * len(buckets)  # the template crop: one per bucket too
 
 
+@pytest.mark.slow
 def test_frame_size_change_is_tracked_and_said_once(tracker, soapbox):
   frames, gt = soapbox
   tracker.initialize(frames[0], gt[0])
@@ -102,6 +105,7 @@ def test_frame_size_change_is_tracked_and_said_once(tracker, soapbox):
   assert 0 <= x <= 640 - 10 and 0 <= y <= 360 - 10 and x + w <= 640 + 1e-3
 
 
+@pytest.mark.slow
 def test_runner_warns_once_for_a_size_change(tracker, soapbox, tmp_path):
   frames, gt = soapbox
   mixed = frames[:3] + [cv2.resize(f, (640, 360)) for f in frames[3:5]]
@@ -158,6 +162,7 @@ def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):
     core.step(np.zeros((2, 64, 64, 3), np.float32), np.ones((2, 2)), np.ones(2, bool))
 
 
+@pytest.mark.slow
 def test_vmap_and_map_lockstep_agree(tracker, soapbox):
   """'vmap' (one batched forward) equals 'map' (slot by slot) up to float rounding: boxes within
   1e-3 px over five frames of two slots."""

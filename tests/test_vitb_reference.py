@@ -69,6 +69,7 @@ def _nhwc(x):
   return x.transpose(0, 2, 3, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_vitb_matches_original(converted, fixtures_dir, name):
   preset, keep_ratio = CASES[name]

@@ -70,6 +70,7 @@ def test_vitb_manifest_layout(search_size, lz, lx):
   assert n_params - 768 * (lz + lx) == 92_518_533 - 768 * (64 + 256)
 
 
+@pytest.mark.slow
 def test_vitb_fill_is_fast_and_deterministic():
   start = time.perf_counter()
   weights = weights_util.vitb_weights(256, seed=0)
