@@ -544,3 +544,15 @@ def check_frame_count(
     else 'more annotation lines than frames (a frame is missing?)'
   )
   raise DatasetError(f'{num_frames} frames but {len(gt)} boxes in {gt_path}', reason=reason)
+
+
+def read_named_folder(read_folder, seq_dir, name: Optional[str], allow_first_only: bool) -> Video:
+  """``read_folder(seq_dir, name, allow_first_only)`` for one sequence folder, its name (the
+  folder's when None) added to a DatasetError's context: the one wrapper of the layouts whose
+  sequences are plain folders (got10k, folder)."""
+  name = name or pathlib.Path(seq_dir).name
+  try:
+    return read_folder(pathlib.Path(seq_dir), name, allow_first_only)
+  except DatasetError as e:
+    e.context(sequence=name)
+    raise

@@ -86,12 +86,7 @@ def read_sequence_folder(
 ) -> core.Video:
   """One sequence folder as a :class:`~ostrack_jax.datasets.core.Video`; a DatasetError names
   the sequence."""
-  name = name or pathlib.Path(seq_dir).name
-  try:
-    return _read_folder(seq_dir, name, allow_first_only)
-  except core.DatasetError as e:
-    e.context(sequence=name)
-    raise
+  return core.read_named_folder(_read_folder, seq_dir, name, allow_first_only)
 
 
 class Got10k(core.Layout):
