@@ -3,6 +3,9 @@ non-finite monitor (isolated bad steps skipped and counted; a run of them stops 
 step and the culprit), and the resume config check."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -22,6 +25,42 @@ def test_metric_writer_truncates_to_the_resumed_step(tmp_path):
   w.close()
   rows = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [(r['step'], r['Loss/total']) for r in rows] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+_TENSORBOARD_CHECK = """
+import struct, sys
+from ostrack_jax.training import loop, trainer
+w = loop.MetricWriter(sys.argv[1])
+w.write(7, {'Loss/total': 1.5})
+w.close()
+assert 'torch' not in sys.modules, 'training imported torch'
+from tensorboardX.proto import event_pb2
+import pathlib
+(path,) = pathlib.Path(sys.argv[1], 'tensorboard').glob('events.out.tfevents.*')
+data, scalars = path.read_bytes(), []
+while data:  # TFRecord: length (8 bytes), its CRC (4), the Event, its CRC (4)
+  (n,) = struct.unpack('<Q', data[:8])
+  event = event_pb2.Event.FromString(data[12 : 12 + n])
+  scalars += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
+  data = data[16 + n :]
+print(scalars)
+"""
+
+
+def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
+  # tensorboardX imports torch when it is installed (1.4 s and ~300 MB per training process);
+  # loop.MetricWriter imports it without. A fresh interpreter: this one may hold torch already.
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  out = subprocess.run(
+    [sys.executable, '-c', _TENSORBOARD_CHECK, str(tmp_path)],
+    cwd=repo,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "[(7, 'Loss/total', 1.5)]", out.stdout
 
 
 def _m(finite, **kw):

@@ -5,6 +5,7 @@ TensorBoard), the per-window step logger and the non-finite monitor.
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -14,6 +15,27 @@ LOSS_KEYS = ('Loss/total', 'Loss/giou', 'Loss/l1', 'Loss/location', 'IoU')
 
 
 # ------------------------------------------------------------------------ metrics
+
+
+def _summary_writer_class():
+  """tensorboardX's ``SummaryWriter``, imported without importing torch.
+
+  tensorboardX imports torch whenever it is installed (to accept torch tensors, which we never
+  pass): 1.4 s and ~300 MB of every training process, torch being installed beside us for the
+  weight converter. ``sys.modules['torch'] = None`` makes that import fail for the moment of
+  tensorboardX's own import, as if torch were absent; a process that already imported torch
+  (or tensorboardX) is left as it is.
+  """
+  if 'torch' in sys.modules or 'tensorboardX' in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
+    return SummaryWriter
+  sys.modules['torch'] = None  # type: ignore[assignment]
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules['torch']
+  return SummaryWriter
 
 
 class MetricWriter:
@@ -34,9 +56,7 @@ class MetricWriter:
     elif os.path.exists(self.path):
       os.replace(self.path, self.path + '.old')
     try:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = _summary_writer_class()(os.path.join(workdir, 'tensorboard'))
     except ImportError:  # pragma: no cover - tensorboardX is a dependency
       self._tb = None
 
