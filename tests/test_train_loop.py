@@ -48,7 +48,7 @@ print(scalars)
 
 
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
-  # tensorboardX imports torch when it is installed (1.4 s and ~300 MB per training process);
+  # tensorboardX imports torch when it is installed (1.4-2.4 s and ~180 MB per training process);
   # loop.MetricWriter imports it without. A fresh interpreter: this one may hold torch already.
   repo = pathlib.Path(__file__).resolve().parents[1]
   out = subprocess.run(

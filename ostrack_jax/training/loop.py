@@ -21,7 +21,7 @@ def _summary_writer_class():
   """tensorboardX's ``SummaryWriter``, imported without importing torch.
 
   tensorboardX imports torch whenever it is installed (to accept torch tensors, which we never
-  pass): 1.4 s and ~300 MB of every training process, torch being installed beside us for the
+  pass): 1.4-2.4 s and ~180 MB of every training process, torch being installed beside us for the
   weight converter. ``sys.modules['torch'] = None`` makes that import fail for the moment of
   tensorboardX's own import, as if torch were absent; a process that already imported torch
   (or tensorboardX) is left as it is.
