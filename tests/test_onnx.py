@@ -7,7 +7,7 @@ on the tiny model: maps ~1e-6, boxes ~8e-5 px); the ONNX tracker's boxes within 
 live JAX Tracker over the whole sequence (measured 7.6e-5 px). The search crop is pixel-exact
 (uint8 equality). The eliminated tokens are the same *sets*; inside one layer's removed list
 (descending score) two tokens whose scores differ by ~1e-9 can swap places, so the order is
-not compared. ViT-B 256 CE / 384 CE (seed-0 synthetic weights) are the slow tests.
+not compared. ViT-B 256 CE (seed-0 synthetic weights) is the slowest test.
 """
 
 import json
