@@ -41,7 +41,8 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.convert import load_torch_checkpoint
 from ostrack_jax.models import flops
 from ostrack_jax.models.ostrack import build_model, init_variables
-from ostrack_jax.training import losses, step as step_lib
+from ostrack_jax.training import losses
+import train_util
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
 
@@ -188,21 +189,9 @@ def _small(**fields):
   return c
 
 
-def _batch(n=4):
-  rng = np.random.default_rng(0)
-  b = {
-    'template': rng.normal(size=(n, 64, 64, 3)).astype(np.float32),
-    'search': rng.normal(size=(n, 128, 128, 3)).astype(np.float32),
-    'search_anno': np.concatenate(
-      [rng.uniform(0.2, 0.5, (n, 2)), rng.uniform(0.1, 0.4, (n, 2))], 1
-    ).astype(np.float32),
-  }
-  return step_lib.add_heatmap(b, 8)
-
-
 def _loss_fn(config, keep_ratio=None):
   model = build_model(config)
-  batch = _batch()
+  batch = train_util.random_batch(4)
 
   def loss(params, batch_stats):
     out, _ = model.apply(

@@ -11,6 +11,7 @@ import pytest
 from ostrack_jax.configs import get_config
 from ostrack_jax.models.ostrack import build_model, init_variables
 from ostrack_jax.training import optim, state as state_lib, step as step_lib
+import train_util
 
 GLOBAL_BATCH = 8
 
@@ -29,15 +30,7 @@ def small_config():
 
 
 def make_batch(seed=0, batch=GLOBAL_BATCH):
-  rng = np.random.default_rng(seed)
-  b = {
-    'template': rng.normal(size=(batch, 64, 64, 3)).astype(np.float32),
-    'search': rng.normal(size=(batch, 128, 128, 3)).astype(np.float32),
-    'search_anno': np.concatenate(
-      [rng.uniform(0.2, 0.5, (batch, 2)), rng.uniform(0.1, 0.4, (batch, 2))], 1
-    ).astype(np.float32),
-  }
-  return step_lib.add_heatmap(b, 8)
+  return train_util.random_batch(batch, seed)
 
 
 def run_one_step(num_devices, batch, keep_ratio=0.7, steps=1):

@@ -14,3 +14,21 @@ SMALL_MODEL = [
   '--config.model.mlp_dim=64',
   '--config.model.head_channels=16',
 ]
+
+
+def random_batch(batch: int, seed: int = 0):
+  """A random training batch for SMALL_MODEL's sizes (64 px template, 128 px search, NHWC
+  float32), with search boxes as normalised cxcywh and the score heatmap of the 8x8 grid."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from ostrack_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(seed)
+  b = {
+    'template': rng.normal(size=(batch, 64, 64, 3)).astype(np.float32),
+    'search': rng.normal(size=(batch, 128, 128, 3)).astype(np.float32),
+    'search_anno': np.concatenate(
+      [rng.uniform(0.2, 0.5, (batch, 2)), rng.uniform(0.1, 0.4, (batch, 2))], 1
+    ).astype(np.float32),
+  }
+  return step_lib.add_heatmap(b, 8)
