@@ -834,29 +834,14 @@ def vitb_reference(
   mask = template_mask(model.orig, cfg, batch)
   lens_t = (t_size // 16) ** 2
 
-  captured = {}
-
-  def hook(index):
-    def fn(_, inputs, output):
-      captured[index] = (
-        inputs[2].clone(),
-        [o.clone() if isinstance(o, torch.Tensor) else o for o in output],
-      )
-
-    return fn
-
-  handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(model.backbone.blocks)]
-  try:
-    with torch.no_grad():
-      out = model(
-        template=torch.from_numpy(template),
-        search=torch.from_numpy(search),
-        ce_template_mask=mask,
-        ce_keep_rate=keep_rate,
-      )
-  finally:
-    for h in handles:
-      h.remove()
+  out, captured = _run_with_block_hooks(
+    model,
+    torch.from_numpy(template),
+    torch.from_numpy(search),
+    mask,
+    keep_rate,
+    return_last_attn=False,
+  )
   out = _to_numpy(out)
   result = {
     # The inputs are not stored (they regenerate from input_seed); a few values check that.
@@ -994,7 +979,7 @@ def _ce_scores_float32(attn, mask, lens_t: int):
   return a.mean(dim=2).mean(dim=1)
 
 
-def _run_with_block_hooks(model, template, search, mask, keep_rate):
+def _run_with_block_hooks(model, template, search, mask, keep_rate, return_last_attn=True):
   """The original's forward (no_grad) with every block's input indices and outputs captured."""
   import torch  # pylint: disable=g-import-not-at-top
 
@@ -1017,7 +1002,7 @@ def _run_with_block_hooks(model, template, search, mask, keep_rate):
         search=search,
         ce_template_mask=mask,
         ce_keep_rate=keep_rate,
-        return_last_attn=True,
+        return_last_attn=return_last_attn,
       )
   finally:
     for h in handles:
