@@ -203,6 +203,24 @@ def time_ours(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
   }
 
 
+def _time_calls(call, warmup: int, repeats: int):
+  """(median ms of ``repeats`` waited calls, seconds of the first call: compile + one run) of a
+  call without state to thread, after ``warmup`` more calls."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  start = time.perf_counter()
+  jax.block_until_ready(call())
+  compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    jax.block_until_ready(call())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    times.append((time.perf_counter() - start) * 1000)
+  return statistics.median(times), compile_s
+
+
 def time_forward(config, keep: float, batch: int, repeats: int, warmup: int = 2, variables=None):
   """The inference forward (kernels cast to the compute dtype, eval mode) at ``batch``."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -216,18 +234,11 @@ def time_forward(config, keep: float, batch: int, repeats: int, warmup: int = 2,
   rng = np.random.default_rng(0)
   template = jax.device_put(rng.standard_normal(t_shape, dtype=np.float32))
   search = jax.device_put(rng.standard_normal(s_shape, dtype=np.float32))
-  start = time.perf_counter()
-  jax.block_until_ready(fn(template, search, keep_ratio=keep))
-  compile_s = time.perf_counter() - start
-  for _ in range(warmup):
-    jax.block_until_ready(fn(template, search, keep_ratio=keep))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(template, search, keep_ratio=keep)['pred_boxes'])
-    times.append((time.perf_counter() - start) * 1000)
+  median_ms, compile_s = _time_calls(
+    lambda: fn(template, search, keep_ratio=keep)['pred_boxes'], warmup, repeats
+  )
   return {
-    'median_ms': statistics.median(times),
+    'median_ms': median_ms,
     'compile_s': compile_s,
     'model_flops': batch * flops.count_macs(config, keep).forward_flops,
     'global_batch': batch,
@@ -268,19 +279,11 @@ def time_grad(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
 
     return jax.value_and_grad(loss)(params)
 
-  args = (variables['params'], variables['batch_stats'], data)
-  start = time.perf_counter()
-  jax.block_until_ready(grad(*args))
-  compile_s = time.perf_counter() - start
-  for _ in range(warmup):
-    jax.block_until_ready(grad(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(grad(*args))
-    times.append((time.perf_counter() - start) * 1000)
+  median_ms, compile_s = _time_calls(
+    lambda: grad(variables['params'], variables['batch_stats'], data), warmup, repeats
+  )
   return {
-    'median_ms': statistics.median(times),
+    'median_ms': median_ms,
     'compile_s': compile_s,
     'model_flops': batch * flops.count_macs(config, keep).train_flops,
     'global_batch': batch,
