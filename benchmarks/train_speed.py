@@ -252,32 +252,22 @@ def time_grad(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
   import jax  # pylint: disable=g-import-not-at-top
   from ostrack_jax.models import flops  # pylint: disable=g-import-not-at-top
   from ostrack_jax.models.ostrack import build_model, init_variables  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.training import losses, state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.training import state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
 
   model = build_model(state_lib.training_config(config))
   variables = jax.device_put(init_variables(config, seed=0) if variables is None else variables)
   host = random_batch(config, batch)
   data = {k: jax.device_put(host[k]) for k in step_lib.BATCH_KEYS}
   ratio = step_lib.canonical_keep_ratio(config, keep, {})
-  t = config.train
+  loss = step_lib.training_loss(model, config.train)
 
   @jax.jit
   def grad(params, batch_stats, data):
-    def loss(params):
-      outputs, _ = model.apply(
-        {'params': params, 'batch_stats': batch_stats},
-        data['template'],
-        data['search'],
-        keep_ratio=ratio,
-        train=True,
-        rngs={'drop_path': jax.random.PRNGKey(0)},
-        mutable=['batch_stats'],
-      )
-      return losses.ostrack_loss(
-        outputs, data['search_anno'], data['heatmap'], t.giou_weight, t.l1_weight, t.focal_weight
-      )[0]
+    def total(params):
+      args = (data['template'], data['search'], data, ratio, jax.random.PRNGKey(0))
+      return loss(params, batch_stats, *args)[0]
 
-    return jax.value_and_grad(loss)(params)
+    return jax.value_and_grad(total)(params)
 
   median_ms, compile_s = _time_calls(
     lambda: grad(variables['params'], variables['batch_stats'], data), warmup, repeats

@@ -115,6 +115,34 @@ def canonical_keep_ratio(
   return cache.setdefault(counts, float(keep_ratio))
 
 
+def training_loss(model: nn.Module, train_config: ml_collections.ConfigDict) -> Callable:
+  """The training loss as the train step differentiates it (train mode, drop path, batch
+  statistics updated; loss weights from ``train_config``):
+
+  ``loss(params, batch_stats, template, search, batch, keep_ratio, drop_key)
+  -> (total, (metrics, new batch_stats, pred_boxes))``, with ``template`` / ``search`` the
+  normalised float32 NHWC crops and ``batch`` holding ``search_anno`` and ``heatmap``.
+  """
+  t = train_config
+
+  def loss(params, batch_stats, template, search, batch, keep_ratio, drop_key):
+    outputs, updates = model.apply(
+      {'params': params, 'batch_stats': batch_stats},
+      template,
+      search,
+      keep_ratio=keep_ratio,
+      train=True,
+      rngs={'drop_path': drop_key},
+      mutable=['batch_stats'],
+    )
+    total, metrics = losses.ostrack_loss(
+      outputs, batch['search_anno'], batch['heatmap'], t.giou_weight, t.l1_weight, t.focal_weight
+    )
+    return total, (metrics, updates['batch_stats'], outputs['pred_boxes'])
+
+  return loss
+
+
 def train_step_fn(
   model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict
 ) -> Callable[..., Tuple[TrainState, Metrics]]:
@@ -126,7 +154,7 @@ def train_step_fn(
   with it (the original's per-epoch StepLR does not see skipped steps), and ``bad_steps`` is
   incremented; ``metrics['finite']`` says which happened.
   """
-  t = config.train
+  loss = training_loss(model, config.train)
 
   def step(state: TrainState, batch: Batch, keep_ratio: float):
     drop_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -134,19 +162,7 @@ def train_step_fn(
     search = _normalize(batch['search'], jnp.float32)
 
     def loss_fn(params):
-      outputs, updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats},
-        template,
-        search,
-        keep_ratio=keep_ratio,
-        train=True,
-        rngs={'drop_path': drop_key},
-        mutable=['batch_stats'],
-      )
-      total, metrics = losses.ostrack_loss(
-        outputs, batch['search_anno'], batch['heatmap'], t.giou_weight, t.l1_weight, t.focal_weight
-      )
-      return total, (metrics, updates['batch_stats'], outputs['pred_boxes'])
+      return loss(params, state.batch_stats, template, search, batch, keep_ratio, drop_key)
 
     (total, (metrics, batch_stats, pred_boxes)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params
