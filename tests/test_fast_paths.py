@@ -176,14 +176,9 @@ def test_bf16_activations_keep_batchnorm_input_float32():
 
 
 def _small(**fields):
-  """A small OSTrack (64/128 crops, 2 blocks, CE at the second, drop path on) for gradients."""
-  c = get_config('tiny_256_ce')
-  with c.unlocked():
-    c.model.template_size, c.model.search_size = 64, 128
-    c.model.depth, c.model.ce_loc, c.model.ce_keep_ratio = 2, (1,), (0.7,)
-    c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 32, 2, 64
-    c.model.head_channels = 16
-    c.model.drop_path_rate = 0.1
+  """A small OSTrack (train_util.SMALL_MODEL with 2 blocks, CE at the second, drop path on) for
+  gradients; ``fields`` set model fields."""
+  c = train_util.small_config('model.depth=2', 'model.drop_path_rate=0.1')
   for k, v in fields.items():
     c.model[k] = v
   return c

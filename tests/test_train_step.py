@@ -17,16 +17,9 @@ GLOBAL_BATCH = 8
 
 
 def small_config():
-  """A small OSTrack (64/128 crops, 3 blocks, CE at block 1) so that compiling stays fast."""
-  c = get_config('tiny_256_ce')
-  with c.unlocked():
-    c.model.template_size, c.model.search_size = 64, 128
-    c.model.depth, c.model.ce_loc, c.model.ce_keep_ratio = 3, (1,), (0.7,)
-    c.model.embed_dim, c.model.num_heads, c.model.mlp_dim = 32, 2, 64
-    c.model.head_channels = 16
-    c.model.ce_template_range = 'ALL'
-    c.train.mixed_precision = False  # float32 steps: compared with tight tolerances
-  return c
+  """A small OSTrack (train_util.SMALL_MODEL: 64/128 crops, 3 blocks, CE at block 1) so that
+  compiling stays fast; float32 steps, compared with tight tolerances."""
+  return train_util.small_config('model.ce_template_range=ALL', 'train.mixed_precision=False')
 
 
 def make_batch(seed=0, batch=GLOBAL_BATCH):

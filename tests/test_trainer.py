@@ -10,13 +10,11 @@ import pytest
 import train_util
 
 from ostrack_jax import checkpoint_io
-from ostrack_jax.configs import apply_overrides, get_config
 from ostrack_jax.errors import InputError
 
 
 def _config(root, **extra):
-  overrides = [a[len('--config.') :] for a in train_util.SMALL_MODEL if a.startswith('--config.')]
-  overrides += [
+  overrides = [
     'train.batch_size=1',  # x 8 test devices
     'train.epochs=1',
     'data.samples_per_epoch=16',  # 2 steps
@@ -26,7 +24,7 @@ def _config(root, **extra):
     f'data.roots.synthetic={root}',
   ]
   overrides += [f'{k.replace("__", ".")}={v}' for k, v in extra.items()]
-  return apply_overrides(get_config('tiny_256_ce'), overrides)
+  return train_util.small_config(*overrides)
 
 
 @pytest.fixture(scope='module')

@@ -16,6 +16,15 @@ SMALL_MODEL = [
 ]
 
 
+def small_config(*overrides: str):
+  """SMALL_MODEL as a config object (tiny_256_ce with SMALL_MODEL's overrides), then
+  ``overrides`` ('a.b=value', as after --config.), for the tests that train in-process."""
+  from ostrack_jax.configs import apply_overrides, get_config  # pylint: disable=g-import-not-at-top
+
+  small = [a[len('--config.') :] for a in SMALL_MODEL if a.startswith('--config.')]
+  return apply_overrides(get_config('tiny_256_ce'), small + list(overrides))
+
+
 def random_batch(batch: int, seed: int = 0):
   """A random training batch for SMALL_MODEL's sizes (64 px template, 128 px search, NHWC
   float32), with search boxes as normalised cxcywh and the score heatmap of the 8x8 grid."""
