@@ -67,10 +67,29 @@ def config_differences(
   return diffs
 
 
+def _write_arrays_from_one_replica_per_process() -> None:
+  """Registers orbax's jax.Array handler with replica-parallel writing only across processes.
+
+  Replica-parallel writing (orbax's default) splits each replicated array into slices that
+  different replicas write. Within one process one writer writes them all anyway, and the slicing
+  costs one small compiled program per array, shape and replica count: ~120 programs at the
+  first save of the small test model (2.6 s of its 2.8 s on a 2-core CPU with 2 devices; later
+  saves 0.76 -> 0.58 s). Across processes (jax.distributed) it shares the writing between hosts,
+  so it stays on there. The registration is orbax's global jax.Array handler (its public
+  ``register_type_handler``), so it also applies to other orbax saves in this process.
+  """
+  ocp.type_handlers.register_type_handler(
+    jax.Array,
+    ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1),
+    override=True,
+  )
+
+
 class CheckpointManager:
   """Saves and restores (train state, data iterator, meta) under ``<workdir>/checkpoints``."""
 
   def __init__(self, workdir: str, keep: int = 3):
+    _write_arrays_from_one_replica_per_process()
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     self._manager = ocp.CheckpointManager(
       self.directory,
