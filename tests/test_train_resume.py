@@ -1,6 +1,16 @@
 """train.py end to end on CPU: a run killed with SIGKILL and resumed continues exactly (same
 per-step losses, bit-identical final parameters) as an uninterrupted run; bad input stops at once
-with a message naming it."""
+with a message naming it. The same run in-process (training.trainer.train_and_evaluate, what
+train.py and the notebook call): stopped at train.max_steps it leaves a checkpoint and no model,
+a workdir with checkpoints is only continued with resume=True, and the resumed run ends with a
+model.msgpack that loads. (Multi-process: test_train_multihost.py.)
+
+The train.py runs and the in-process run see the same 8 CPU devices (tests/conftest.py) and the
+same config, so they compile the same two train steps: the first run compiles them into the test
+run's compilation cache and the others load them. The module's tests run in one xdist worker, one
+after the other (tests/conftest.py, ONE_WORKER_MODULES), so that the module fixture ``runs`` runs
+once and before the in-process test.
+"""
 
 import json
 import os
@@ -17,26 +27,31 @@ import train_util
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # A small OSTrack (64/128 crops, 3 blocks, CE at block 1 from epoch 2 on) on a tiny synthetic
-# set: 3 epochs of 4 steps at a global batch of 2 (2 simulated devices), a checkpoint every 2
-# steps, and a grain worker process so that the iterator state goes through orbax. Drop path is
-# on, so that the resumed run must also restore the RNG, and the step runs in the default run's
-# bfloat16 mixed precision.
-SMALL = train_util.SMALL_MODEL + [
-  "--config.model.ce_template_range=ALL",
-  '--config.model.drop_path_rate=0.1',
-  '--config.train.mixed_precision=True',
-  '--config.train.batch_size=1',
-  '--config.train.epochs=3',
-  '--config.data.samples_per_epoch=8',
-  '--config.train.ce_start_epoch=2',
-  '--config.train.ce_warm_epoch=1',
-  '--config.train.log_every_steps=1',
-  '--config.train.checkpoint_every_steps=2',
-  '--config.train.val_every_epochs=0',
-  '--config.data.num_workers=1',
-  '--no-progress',
+# set: 3 epochs of 2 steps at a global batch of 8 (1 per device, 8 simulated devices), a
+# checkpoint every 2 steps of which the last 2 are kept, and a grain worker process so that the
+# iterator state goes through orbax. Drop path is on, so that the resumed run must also restore
+# the RNG, and the step runs in the default run's bfloat16 mixed precision.
+TRAIN_FLAGS = [
+  'model.ce_template_range=ALL',
+  'model.drop_path_rate=0.1',
+  'train.mixed_precision=True',
+  'train.batch_size=1',
+  'train.epochs=3',
+  'data.samples_per_epoch=16',
+  'train.ce_start_epoch=2',
+  'train.ce_warm_epoch=1',
+  'train.log_every_steps=1',
+  'train.checkpoint_every_steps=2',
+  'train.keep_checkpoints=2',
+  'train.val_every_epochs=0',
 ]
-TOTAL_STEPS = 12
+SMALL = (
+  train_util.SMALL_MODEL
+  + [f'--config.{f}' for f in TRAIN_FLAGS]
+  + ['--config.data.num_workers=1', '--no-progress']
+)
+TOTAL_STEPS = 6
+DEVICES = 8  # as the pytest process (tests/conftest.py): the in-process run shares the programs
 
 
 @pytest.fixture(scope='module')
@@ -52,7 +67,7 @@ def synthetic_root(tmp_path_factory):
 
 def _env():
   env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={DEVICES}'
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
   return env
@@ -118,7 +133,7 @@ def runs(tmp_path_factory, synthetic_root):
   seen = []
   for line in victim.stdout:
     seen.append(line)
-    if line.startswith('step 7/'):  # checkpoints at 2, 4, 6; killed one step after
+    if line.startswith('step 5/'):  # checkpoints at 2 and 4; killed one step after
       os.kill(victim.pid, signal.SIGKILL)
       break
   victim.wait()
@@ -149,7 +164,7 @@ def test_kill_and_resume_is_exact(runs):
   for k in ref:
     np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
   steps = sorted(int(p.name) for p in (killed / 'checkpoints').iterdir() if p.name.isdigit())
-  assert steps == [8, 10, 12]  # keep_checkpoints = 3
+  assert steps == [4, 6]  # keep_checkpoints = 2
 
 
 @pytest.mark.slow
@@ -178,6 +193,48 @@ def test_mismatched_resume_is_refused(runs, synthetic_root):
     _cmd(killed, synthetic_root), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120
   )
   assert r.returncode == 2 and '--resume' in r.stderr, r.stderr
+
+
+def _config(root, *extra):
+  """The train.py runs' config as a config object, in-process (data in the main process)."""
+  return train_util.small_config(
+    *TRAIN_FLAGS, 'data.num_workers=0', f'data.roots.synthetic={root}', *extra
+  )
+
+
+@pytest.mark.slow
+def test_in_process_stop_resume_and_model(runs, synthetic_root, tmp_path):
+  """train_and_evaluate after the train.py runs (``runs``), whose compiled steps it loads."""
+  from ostrack_jax import checkpoint_io
+  from ostrack_jax.errors import InputError
+  from ostrack_jax.training import trainer
+
+  del runs  # only its order: the train steps are in the compilation cache
+  workdir = str(tmp_path / 'run')
+  first = trainer.train_and_evaluate(
+    _config(synthetic_root, 'train.max_steps=2'), workdir, progress=False
+  )
+  assert (first.step, first.total_steps, first.model_path) == (2, TOTAL_STEPS, None)
+  with pytest.raises(InputError, match='already holds checkpoints.*--resume'):
+    trainer.train_and_evaluate(_config(synthetic_root), workdir, progress=False)
+  done = trainer.train_and_evaluate(_config(synthetic_root), workdir, resume=True, progress=False)
+  assert (done.step, done.model_path) == (TOTAL_STEPS, f'{workdir}/model.msgpack')
+  records = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').open()]
+  assert [r['step'] for r in records if 'Loss/total' in r] == list(range(1, TOTAL_STEPS + 1))
+  variables = checkpoint_io.load_checkpoint(done.model_path, _config(synthetic_root))
+  assert 'params' in variables
+
+
+def test_in_process_bad_input_before_any_work(synthetic_root, tmp_path):
+  from ostrack_jax.errors import InputError
+  from ostrack_jax.training import trainer
+
+  with pytest.raises(InputError, match='config.train.lr=0.0'):
+    trainer.train_and_evaluate(_config(synthetic_root, 'train.lr=0'), str(tmp_path / 'run'))
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(InputError, match='is a file, not a folder'):
+    trainer.train_and_evaluate(_config(synthetic_root), str(tmp_path / 'file'))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
 
 
 def _train_py(*argv):
