@@ -10,12 +10,6 @@ persistent compilation cache, pointed at one fresh folder per test run through t
 compiled once per run. A loaded executable is the one that was compiled: results are unchanged.
 The folder is made per run (never reused between runs, so a run's timing is honest) and removed
 at its end. OSTRACK_JAX_TEST_NO_CACHE=1 turns it off.
-
-Test distribution (pytest -n N): tests go to the workers one by one as in xdist's default 'load'
-mode, except the modules in ONE_WORKER_MODULES, whose tests go to one worker together, in file
-order: their module fixtures are expensive and some tests rely on running after them. (xdist's own
-``--dist loadgroup`` does not group on pytest 9.2: it renames the nodes through an attribute that
-pytest no longer reads.)
 """
 
 import os
@@ -42,22 +36,6 @@ if (
 import pytest  # pylint: disable=g-import-not-at-top
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
-
-# test_train_resume.py: the fixture `runs` (three train.py runs) and the in-process run that loads
-# the train steps those runs compiled.
-ONE_WORKER_MODULES = ('tests/test_train_resume.py',)
-
-
-def pytest_xdist_make_scheduler(config, log):
-  """'load' scheduling with the tests of each module in ONE_WORKER_MODULES as one unit."""
-  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
-
-  class Scheduling(LoadScopeScheduling):
-    def _split_scope(self, nodeid):
-      module = nodeid.split('::', 1)[0]
-      return module if module in ONE_WORKER_MODULES else nodeid
-
-  return Scheduling(config, log)
 
 
 def pytest_unconfigure(config):

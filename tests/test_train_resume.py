@@ -7,9 +7,9 @@ model.msgpack that loads. (Multi-process: test_train_multihost.py.)
 
 The train.py runs and the in-process run see the same 8 CPU devices (tests/conftest.py) and the
 same config, so they compile the same two train steps: the first run compiles them into the test
-run's compilation cache and the others load them. The module's tests run in one xdist worker, one
-after the other (tests/conftest.py, ONE_WORKER_MODULES), so that the module fixture ``runs`` runs
-once and before the in-process test.
+run's compilation cache (tests/conftest.py) and the later ones load them. The in-process test
+comes right after the train.py tests, which xdist's 'load' scheduling usually sends to the same
+worker; it does not depend on their order (elsewhere, or alone, it compiles the steps itself).
 """
 
 import json
@@ -203,13 +203,11 @@ def _config(root, *extra):
 
 
 @pytest.mark.slow
-def test_in_process_stop_resume_and_model(runs, synthetic_root, tmp_path):
-  """train_and_evaluate after the train.py runs (``runs``), whose compiled steps it loads."""
+def test_in_process_stop_resume_and_model(synthetic_root, tmp_path):
   from ostrack_jax import checkpoint_io
   from ostrack_jax.errors import InputError
   from ostrack_jax.training import trainer
 
-  del runs  # only its order: the train steps are in the compilation cache
   workdir = str(tmp_path / 'run')
   first = trainer.train_and_evaluate(
     _config(synthetic_root, 'train.max_steps=2'), workdir, progress=False
