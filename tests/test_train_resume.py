@@ -5,11 +5,12 @@ train.py and the notebook call): stopped at train.max_steps it leaves a checkpoi
 a workdir with checkpoints is only continued with resume=True, and the resumed run ends with a
 model.msgpack that loads. (Multi-process: test_train_multihost.py.)
 
-The train.py runs and the in-process run see the same 8 CPU devices (tests/conftest.py) and the
-same config, so they compile the same two train steps: the first run compiles them into the test
-run's compilation cache (tests/conftest.py) and the later ones load them. The in-process test
-comes right after the train.py tests, which xdist's 'load' scheduling usually sends to the same
-worker; it does not depend on their order (elsewhere, or alone, it compiles the steps itself).
+The train.py runs see the same 8 CPU devices as the pytest process (tests/conftest.py) and share
+their config with the in-process run, which trains only the first epoch: the first train.py run
+compiles the two train steps (keep 1.0, then 0.7) into the test run's compilation cache, and the
+later runs and the in-process run (keep 1.0 only) load them. The in-process test comes right
+after the train.py tests, which xdist's 'load' scheduling usually sends to the same worker; it
+does not depend on their order (elsewhere, or alone, it compiles its one step itself).
 """
 
 import json
