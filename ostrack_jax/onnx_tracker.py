@@ -71,7 +71,9 @@ def read_metadata(path: str, session=None) -> Dict[str, Any]:
   if session is None:
     import onnxruntime as ort  # pylint: disable=g-import-not-at-top
 
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only, as load_onnx
+    session = ort.InferenceSession(path, sess_options=options, providers=['CPUExecutionProvider'])
   meta = dict(session.get_modelmeta().custom_metadata_map)
   if meta.get(META_FORMAT) != FORMAT:
     raise ValueError(

@@ -51,23 +51,61 @@ def variables():
 
 
 @pytest.fixture(scope='module')
-def onnx_file(tmp_path_factory):
-  """The tiny preset exported through the command line."""
+def export_run(tmp_path_factory):
+  """The tiny preset exported through the command line, in a fresh interpreter (the converter
+  loads its plugins once per process): (the .onnx file, the finished process)."""
   out = tmp_path_factory.mktemp('onnx') / 'tiny.onnx'
-  rc = export_lib.main(
-    [
-      '--checkpoint',
-      str(CHECKPOINT),
-      '--config',
-      'tiny_256_ce',
-      '--output',
-      str(out),
-      '--format',
-      'onnx',
-    ]
+  argv = ['--checkpoint', str(CHECKPOINT), '--config', 'tiny_256_ce', '--output', str(out)]
+  proc = subprocess.run(
+    [sys.executable, '-m', 'ostrack_jax.export', *argv, '--format', 'onnx'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
   )
-  assert rc == 0 and out.is_file()
-  return out
+  assert proc.returncode == 0 and out.is_file(), proc.stderr[-3000:]
+  return out, proc
+
+
+@pytest.fixture(scope='module')
+def onnx_file(export_run):
+  return export_run[0]
+
+
+def test_export_says_one_line_and_no_converter_noise(export_run):
+  """jax2onnx logs a warning with a traceback for each of its plugins whose library is not
+  installed (equinox, dm_pix: ~870 lines of stderr on a plain install), and onnx_ir one per
+  untyped intermediate value; the export drops exactly those records."""
+  out, proc = export_run
+  assert proc.stdout.strip().splitlines() == [
+    f'exported tiny_256_ce (ONNX opset 18, float32, any frame size) to {out}: '
+    f'{out.stat().st_size / 1e6:.2f} MB'
+  ]
+  assert 'Traceback' not in proc.stderr and 'WARNING' not in proc.stderr, proc.stderr[:3000]
+
+
+def test_converter_filter_drops_only_missing_library_plugins():
+  import logging
+
+  noise = export_lib._ConverterNoiseFilter()  # pylint: disable=protected-access
+
+  def record(message, error=None):
+    exc_info = (type(error), error, None) if error else None
+    return logging.LogRecord('jax2onnx', logging.WARNING, __file__, 1, message, (), exc_info)
+
+  skipped = 'Skipping import of jax2onnx.plugins.equinox.eqx.nn.conv due to error: %s'
+  assert not noise.filter(record(skipped, ModuleNotFoundError("No module named 'equinox'")))
+  # A plugin that is installed but broken, and anything else, still shows.
+  assert noise.filter(record(skipped, ImportError('cannot import name x')))
+  assert noise.filter(record(skipped))
+  assert noise.filter(record('Conversion failed for primitive foo'))
+  assert not noise.filter(
+    record(
+      'The value type for shape [1] is not known. Please set type for the value. '
+      'Skipping serialization'
+    )
+  )
 
 
 @pytest.fixture(scope='module')
