@@ -126,13 +126,19 @@ def test_resume_config_check_names_the_fields():
   assert 'device count: checkpoint 2, now 4' in msg
 
 
-def test_checkpoint_writes_orbax_array_metadata_and_restores(tmp_path):
+def test_checkpoint_writes_orbax_array_metadata_and_restores(tmp_path, caplog):
   """The train state's jax.Array handler (replica-parallel writing only across processes) keeps
-  orbax's default array-metadata store: a save writes state/array_metadatas, and restores."""
+  orbax's default array-metadata store: a save writes state/array_metadatas, and restores.
+  Registering it logs nothing (orbax warns on every handler override; train.py showed
+  'WARNING:absl:Type handler registry type ... overriding jax.Array' at every start)."""
+  import logging  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  manager = checkpoint.CheckpointManager(str(tmp_path), keep=1)
+  with caplog.at_level(logging.WARNING):
+    manager = checkpoint.CheckpointManager(str(tmp_path), keep=1)
+  assert not [r.getMessage() for r in caplog.records if 'overriding' in r.getMessage()]
   state = {'w': jax.numpy.arange(12.0).reshape(3, 4)}
   manager.save(1, state, None, {'note': 'test'})
   assert (tmp_path / 'checkpoints' / '1' / 'state' / 'array_metadatas').is_dir()

@@ -13,6 +13,7 @@ and raises :class:`ResumeConfigError` naming every differing field, except the f
 """
 
 import json
+import logging
 import os
 from typing import Any, Dict, Iterable, Optional
 
@@ -84,14 +85,33 @@ def _write_arrays_from_one_replica_per_process() -> None:
   are saved and restored as before).
   """
   registered = ocp.type_handlers.get_type_handler(jax.Array)
-  ocp.type_handlers.register_type_handler(
-    jax.Array,
-    ocp.type_handlers.ArrayHandler(
-      use_replica_parallel=jax.process_count() > 1,
-      array_metadata_store=getattr(registered, '_array_metadata_store', None),
-    ),
-    override=True,
-  )
+  # orbax logs a warning (through absl) on every override; this one is deliberate, so that
+  # record is dropped rather than shown at the start of every training run.
+  deliberate = _DropRecords('Type handler registry type ')
+  absl_logger = logging.getLogger('absl')
+  absl_logger.addFilter(deliberate)
+  try:
+    ocp.type_handlers.register_type_handler(
+      jax.Array,
+      ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=jax.process_count() > 1,
+        array_metadata_store=getattr(registered, '_array_metadata_store', None),
+      ),
+      override=True,
+    )
+  finally:
+    absl_logger.removeFilter(deliberate)
+
+
+class _DropRecords(logging.Filter):
+  """Drops the log records whose message starts with ``prefix``."""
+
+  def __init__(self, prefix: str):
+    super().__init__()
+    self.prefix = prefix
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(self.prefix)
 
 
 class CheckpointManager:
