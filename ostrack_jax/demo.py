@@ -7,7 +7,9 @@
 ``--video`` is a video file OpenCV can read or a folder of frames (sorted by number, then
 name). ``--box`` is the target in the first frame, ``x,y,w,h`` in pixels. The output format
 follows the extension of ``--output`` (``.mp4`` or ``.gif``); the boxes are also written next to
-it as ``<output>.txt`` (``x,y,w,h`` floats, one line per frame).
+it as ``<output>.txt`` (``x,y,w,h`` floats, one line per frame). Both appear only when the
+whole clip is done (written beside and renamed): a demo that fails or is stopped leaves no
+truncated video, and a previous one at that path stays as it was.
 
 Overlays: the predicted box (green); ``--score-map`` blends the Hann-windowed score map over
 the search region; ``--eliminated`` darkens the search tokens removed by candidate elimination
@@ -36,7 +38,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import cv2
 import numpy as np
 
-from ostrack_jax import cli
+from ostrack_jax import cli, fileio
 from ostrack_jax.tracking.datasets import IMAGE_EXTENSIONS, read_frame
 
 
@@ -91,6 +93,23 @@ def video_fps(video: str, default: float = 25.0) -> float:
     if fps and fps > 0:
       return float(fps)
   return default
+
+
+def count_frames(video: str, max_frames: Optional[int] = None) -> Optional[int]:
+  """How many frames :func:`iter_frames` will yield, for the progress bar: exact for a folder,
+  the container's frame count for a video file (an estimate for some codecs), None if unknown."""
+  path = pathlib.Path(video)
+  count = None
+  if path.is_dir():
+    count = sum(1 for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+  elif path.is_file():
+    cap = cv2.VideoCapture(str(path))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    cap.release()
+    count = frames if frames > 0 else None
+  if count is not None and max_frames is not None:
+    count = min(count, max_frames)
+  return count
 
 
 def parse_box(text: str) -> Tuple[float, float, float, float]:
@@ -211,7 +230,12 @@ class FrameReader:
 
 
 class _Writer:
-  """MP4 (OpenCV) or GIF (imageio) writer chosen by the file extension."""
+  """MP4 (OpenCV) or GIF (imageio) writer chosen by the file extension.
+
+  Atomic: the video goes to a hidden partial file beside ``path`` (same extension, so that the
+  encoders pick the same format), which :meth:`close` renames over ``path``; :meth:`abort`
+  removes it. A demo that is stopped or fails leaves no truncated video under ``path``.
+  """
 
   def __init__(self, path: str, fps: float):
     self.path = path
@@ -220,6 +244,10 @@ class _Writer:
     if ext not in ('.mp4', '.gif'):
       raise ValueError(f'--output {path}: use a .mp4 or .gif file name')
     self.gif = ext == '.gif'
+    folder, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(folder):
+      raise ValueError(f'--output {path}: no such folder {folder}')
+    self._partial = os.path.join(folder, f'.{name}.{os.getpid()}.partial{ext}')
     self._frames = []
     self._video = None
 
@@ -229,18 +257,33 @@ class _Writer:
       return
     if self._video is None:
       h, w = rgb.shape[:2]
-      self._video = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*'mp4v'), self.fps, (w, h))
+      self._video = cv2.VideoWriter(
+        self._partial, cv2.VideoWriter_fourcc(*'mp4v'), self.fps, (w, h)
+      )
       if not self._video.isOpened():
         raise RuntimeError(f'--output {self.path}: OpenCV cannot write MP4 here')
     self._video.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
   def close(self) -> None:
+    """Finishes the video and puts it at ``path`` (mode as a new file: fileio.file_mode)."""
     if self.gif:
       import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
 
-      imageio.mimsave(self.path, self._frames, duration=1.0 / self.fps, loop=0)
+      imageio.mimsave(self._partial, self._frames, duration=1.0 / self.fps, loop=0)
     elif self._video is not None:
       self._video.release()
+      self._video = None
+    if os.path.exists(self._partial):
+      os.chmod(self._partial, fileio.file_mode())
+      os.replace(self._partial, self.path)
+
+  def abort(self) -> None:
+    """Drops the partial video."""
+    if self._video is not None:
+      self._video.release()
+      self._video = None
+    if os.path.exists(self._partial):
+      os.unlink(self._partial)
 
 
 def main(argv=None) -> int:
@@ -281,6 +324,7 @@ def main(argv=None) -> int:
     + (['removed_indexes'] if args.eliminated else [])
   )
   boxes = []
+  writer = None
   try:
     writer = _Writer(args.output, args.fps or video_fps(args.video))
     # The reader starts first: the first frames decode while the model loads.
@@ -305,7 +349,7 @@ def main(argv=None) -> int:
         progress.update()
 
       t0 = time.perf_counter()
-      with tqdm(unit='frame') as progress:
+      with tqdm(total=count_frames(args.video, args.max_frames), unit='frame') as progress:
         for i, frame in enumerate(reader):
           if i == 0:
             tracker.initialize(frame, args.box)
@@ -321,10 +365,13 @@ def main(argv=None) -> int:
           emit()
     wall = time.perf_counter() - t0
     writer.close()
-  except (ValueError, RuntimeError) as e:
-    raise cli.InputError(str(e)) from e
-  with open(args.output + '.txt', 'w') as f:
-    f.write(format_boxes(np.array(boxes)))
+    fileio.atomic_write_text(args.output + '.txt', format_boxes(np.array(boxes)))
+  except BaseException as e:
+    if writer is not None:
+      writer.abort()
+    if isinstance(e, (ValueError, RuntimeError)):
+      raise cli.InputError(str(e)) from e
+    raise
   print(
     f'wrote {args.output} ({len(boxes)} frames, {len(boxes) / max(wall, 1e-9):.1f} frames/s '
     f'including compilation) and {args.output}.txt'

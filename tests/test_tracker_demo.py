@@ -158,3 +158,40 @@ def test_demo_bad_arguments(clip, capsys):
   assert 'zero or negative' in capsys.readouterr().err
   with pytest.raises(SystemExit):
     demo.main(['--video', 'v', '--box', '1,2,3', '--checkpoint', str(ckpt)])
+
+
+def test_failed_demo_leaves_no_video_and_no_partial_file(clip, tmp_path, capsys):
+  """A frame that cannot be read late in the clip (frame 10 of 12 is not an image; the first
+  frames are already encoded by then): exit status 2, a message naming that frame, and neither
+  the video, its box file nor the partial video the writer was filling is left; a video from an
+  earlier run at that path is kept as it was."""
+  import shutil
+
+  tmp, ckpt = clip
+  frames = tmp_path / 'frames'
+  frames.mkdir()
+  for i in range(12):
+    shutil.copy(tmp / 'frames' / f'{i % 4 + 1:05d}.jpg', frames / f'{i + 1:05d}.jpg')
+  (frames / '00010.jpg').write_bytes(b'not a jpeg')
+  for ext, previous in (('.mp4', None), ('.gif', b'an earlier run')):
+    out = tmp_path / f'out{ext}'
+    if previous:
+      out.write_bytes(previous)
+    argv = ['--video', str(frames), '--box', '30,20,20,20', '--checkpoint', str(ckpt)]
+    assert _status(argv + ['--config', 'tiny_256_ce', '--output', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert '00010.jpg' in err and 'Traceback' not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != 'frames') == (
+      ['out.gif'] if previous else []
+    )
+    if previous:
+      assert out.read_bytes() == previous
+      out.unlink()
+
+
+def test_progress_total_is_the_frame_count(clip):
+  tmp, _ = clip
+  assert demo.count_frames(str(tmp / 'frames')) == 4
+  assert demo.count_frames(str(tmp / 'frames'), max_frames=3) == 3
+  assert demo.count_frames(str(tmp / 'clip.mp4')) == 4
+  assert demo.count_frames(str(tmp / 'nope')) is None
