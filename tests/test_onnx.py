@@ -73,6 +73,7 @@ def onnx_file(export_run):
   return export_run[0]
 
 
+@pytest.mark.slow
 def test_export_says_one_line_and_no_converter_noise(export_run):
   """jax2onnx logs a warning with a traceback for each of its plugins whose library is not
   installed (equinox, dm_pix: ~870 lines of stderr on a plain install), and onnx_ir one per

@@ -160,6 +160,7 @@ def test_demo_bad_arguments(clip, capsys):
     demo.main(['--video', 'v', '--box', '1,2,3', '--checkpoint', str(ckpt)])
 
 
+@pytest.mark.slow
 def test_failed_demo_leaves_no_video_and_no_partial_file(clip, tmp_path, capsys):
   """A frame that cannot be read late in the clip (frame 10 of 12 is not an image; the first
   frames are already encoded by then): exit status 2, a message naming that frame, and neither
