@@ -5,7 +5,10 @@ its workers behind (reparented to init, hundreds of MB each).
 
 Each test starts the script, waits until it is in the middle of its work, collects every process
 below it, kills it with SIGKILL and checks that none of those processes is left (a zombie counts
-as gone). Anything left is killed by the test itself, so that a failure leaks nothing."""
+as gone). Anything left is killed by the test itself, so that a failure leaks nothing.
+
+Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops train.py with one
+message naming the checkpoint to resume from, no worker traceback, and no worker left."""
 
 import os
 import pathlib
@@ -196,3 +199,59 @@ def test_sigkill_of_eval_leaves_no_process(tmp_path):
     proc.kill()
     raise
   _kill_and_check(proc, descendants, seen)
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
+  """Ctrl-C in a terminal sends SIGINT to the whole process group, grain's workers included:
+  train.py exits with status 130 and one message saying the step it reached and the checkpoint
+  to resume from, with no traceback (each worker printed a KeyboardInterrupt traceback before),
+  and its workers are gone."""
+  from ostrack_jax.data import synthetic
+
+  root = synthetic.make_synthetic_dataset(
+    tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
+  )
+  proc = subprocess.Popen(
+    [
+      sys.executable,
+      'train.py',
+      '--workdir',
+      str(tmp_path / 'run'),
+      *TRAIN,
+      '--config.train.epochs=20',
+      '--config.train.checkpoint_every_steps=2',
+      f'--config.data.roots.synthetic={root}',
+    ],
+    cwd=REPO,
+    env=_env(),
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,  # its own process group, as a terminal's foreground job
+  )
+  seen = []
+  try:
+    _wait_for_line(proc, 'step 4/', seen)  # logged at the end of epoch 1: past checkpoint 2
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+    assert [p for p in descendants if _is_worker(p)], 'no grain worker to interrupt'
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+  except BaseException:
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise
+  out = ''.join(seen) + rest
+  assert proc.returncode == 130, out
+  assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+  lines = [line for line in out.splitlines() if line.startswith('interrupted at step ')]
+  assert len(lines) == 1 and 'continue with --resume' in lines[0], out
+  last = int(lines[0].split('the last checkpoint is step ')[1].split(':')[0])
+  assert last >= 2 and last % 2 == 0, lines[0]
+  deadline = time.monotonic() + GONE_WITHIN_S
+  while _alive(descendants) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  left = _alive(descendants)
+  for p in left:
+    p.kill()
+  assert not left, [' '.join(p.cmdline())[:120] for p in left]

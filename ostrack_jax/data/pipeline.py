@@ -33,6 +33,7 @@ Usage from the trainer::
 """
 
 import os
+import signal
 import threading
 import time
 from typing import Any, Dict, Optional, Sequence
@@ -66,6 +67,10 @@ class _ExitWithParent:
   worker ends, and grain starts workers from its prefetch threads, which it stops and restarts
   (``set_state``) while the worker is to live on. multiprocessing's resource tracker exits, and
   unlinks the shared memory left behind, once the workers are gone.
+
+  Workers also ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and each
+  worker printed a KeyboardInterrupt traceback while the main process was stopping them
+  anyway (it handles the interrupt and closes the iterator).
   """
 
   POLL_S = 0.25
@@ -81,6 +86,7 @@ class _ExitWithParent:
     del worker_index, worker_count
     if os.getppid() != self.parent_pid:
       os._exit(1)  # pylint: disable=protected-access
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=self._watch, name='exit-with-parent', daemon=True).start()
 
   def _watch(self) -> None:

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from ostrack_jax import checkpoint_io, configs
+from ostrack_jax import checkpoint_io, configs, fileio
 from ostrack_jax.data import pipeline
 from ostrack_jax.errors import InputError
 from ostrack_jax.models import ostrack
@@ -91,8 +91,7 @@ def train_and_evaluate(
       ckpt.read_meta(latest), config, jax.device_count(), jax.process_count(), ckpt.directory
     )
   if run.is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=2))
+    fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config.to_json(indent=2))
   variables = initial_variables(config, log)
   tx = optim.make_optimizer(config, run.steps_per_epoch)
   _ensure_synthetic(config, log)
@@ -258,6 +257,17 @@ def _train_loop(config, run: _Run, state, tx, ckpt, train_iter, last_checkpoint,
       if step % t.checkpoint_every_steps == 0 or step == run.stop_step:
         ckpt.save(step, state, train_iter, meta)
         monitor.last_checkpoint = step
+  except KeyboardInterrupt:
+    last = monitor.last_checkpoint
+    log(
+      f'interrupted at step {step} of {run.total_steps}; '
+      + (
+        f'the last checkpoint is step {last}: continue with --resume'
+        if last is not None
+        else 'no checkpoint was written yet'
+      )
+    )
+    raise
   finally:
     writer.close()
     bar.close()
