@@ -349,6 +349,35 @@ def test_eval_retracks_damaged_results_and_reports_unusable_ones(setup, capsys, 
     assert path.stat().st_mode & 0o777 == 0o644, path
 
 
+@pytest.mark.slow
+def test_interrupted_eval_keeps_finished_sequences_and_says_so(setup, capsys, monkeypatch):
+  """Ctrl-C (KeyboardInterrupt) while the second of three sequences is being written: the
+  first sequence's results stay, the message says how many are written and how to continue,
+  and the same call then tracks only the other two."""
+  from ostrack_jax.tracking import results
+
+  out = setup['tmp'] / 'out_interrupted'
+  write = results.ResultWriter.write
+
+  def interrupted_write(self, name, boxes, times):
+    if name == 'SYN_Val_000002':
+      raise KeyboardInterrupt
+    write(self, name, boxes, times)
+
+  monkeypatch.setattr(results.ResultWriter, 'write', interrupted_write)
+  with pytest.raises(KeyboardInterrupt):
+    _evaluate(setup, out, plots=False)
+  err = capsys.readouterr().err
+  assert (
+    'interrupted: results for 1 of the 3 sequences to track are written (kept); '
+    'run the same command to continue'
+  ) in err
+  assert sorted(p.name for p in out.iterdir()) == ['SYN_Val_000001']
+  monkeypatch.setattr(results.ResultWriter, 'write', write)
+  assert _run(setup, out, plots=False) == 0
+  assert '2 to track, 1 already done' in capsys.readouterr().out
+
+
 def test_eval_bad_inputs_name_the_problem(setup):
   """A folder as checkpoint, a named synthetic root without a dataset, a keep ratio > 1, a file
   that is no checkpoint: each an InputError naming it (eval.py: one line, exit status 2)."""

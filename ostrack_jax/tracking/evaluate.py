@@ -159,7 +159,16 @@ def evaluate(
       fail_fast=fail_fast,
       progress=progress,
     )
-    runs = _track(config, checkpoint, todo, writer, failures, **options)
+    try:
+      runs = _track(config, checkpoint, todo, writer, failures, **options)
+    except KeyboardInterrupt:
+      tracked = sum(1 for s in todo if writer.has_files(s.name))
+      print(
+        f'interrupted: results for {tracked} of the {len(todo)} sequences to track are written '
+        '(kept); run the same command to continue',
+        file=sys.stderr,
+      )
+      raise
   header = {
     'config': config.name,
     'checkpoint': str(checkpoint),
