@@ -203,28 +203,32 @@ def test_sigkill_of_eval_leaves_no_process(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
-  """Ctrl-C in a terminal sends SIGINT to the whole process group, grain's workers included:
+  """Ctrl-C in a terminal sends SIGINT to the whole process group, grain's worker included:
   train.py exits with status 130 and one message saying the step it reached and the checkpoint
   to resume from, with no traceback (each worker printed a KeyboardInterrupt traceback before),
-  and its workers are gone."""
+  and its worker is gone. test_train_resume's run (train_util.TRAIN_FLAGS, 2 steps per epoch, a
+  checkpoint every 2 steps), made long, so that its compiled steps come from the cache."""
   from ostrack_jax.data import synthetic
 
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
   )
+  env = dict(_env(), XLA_FLAGS=f'--xla_force_host_platform_device_count={train_util.TRAIN_DEVICES}')
   proc = subprocess.Popen(
     [
       sys.executable,
       'train.py',
       '--workdir',
       str(tmp_path / 'run'),
-      *TRAIN,
-      '--config.train.epochs=20',
-      '--config.train.checkpoint_every_steps=2',
+      *MODEL,
+      *[f'--config.{f}' for f in train_util.TRAIN_FLAGS],
+      '--config.train.epochs=50',
+      '--config.data.num_workers=1',
+      '--no-progress',
       f'--config.data.roots.synthetic={root}',
     ],
     cwd=REPO,
-    env=_env(),
+    env=env,
     stdin=subprocess.DEVNULL,
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
@@ -233,7 +237,7 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   )
   seen = []
   try:
-    _wait_for_line(proc, 'step 4/', seen)  # logged at the end of epoch 1: past checkpoint 2
+    _wait_for_line(proc, 'step 3/', seen)  # past the checkpoint at step 2
     descendants = psutil.Process(proc.pid).children(recursive=True)
     assert [p for p in descendants if _is_worker(p)], 'no grain worker to interrupt'
     os.killpg(proc.pid, signal.SIGINT)

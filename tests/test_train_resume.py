@@ -32,27 +32,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # checkpoint every 2 steps of which the last 2 are kept, and a grain worker process so that the
 # iterator state goes through orbax. Drop path is on, so that the resumed run must also restore
 # the RNG, and the step runs in the default run's bfloat16 mixed precision.
-TRAIN_FLAGS = [
-  'model.ce_template_range=ALL',
-  'model.drop_path_rate=0.1',
-  'train.mixed_precision=True',
-  'train.batch_size=1',
-  'train.epochs=3',
-  'data.samples_per_epoch=16',
-  'train.ce_start_epoch=2',
-  'train.ce_warm_epoch=1',
-  'train.log_every_steps=1',
-  'train.checkpoint_every_steps=2',
-  'train.keep_checkpoints=2',
-  'train.val_every_epochs=0',
-]
+TRAIN_FLAGS = train_util.TRAIN_FLAGS
 SMALL = (
   train_util.SMALL_MODEL
   + [f'--config.{f}' for f in TRAIN_FLAGS]
   + ['--config.data.num_workers=1', '--no-progress']
 )
 TOTAL_STEPS = 6
-DEVICES = 8  # as the pytest process (tests/conftest.py): the in-process run shares the programs
+DEVICES = train_util.TRAIN_DEVICES  # as the pytest process: the in-process run shares the programs
 
 
 @pytest.fixture(scope='module')

@@ -15,6 +15,26 @@ SMALL_MODEL = [
   '--config.model.head_channels=16',
 ]
 
+# The training flags of test_train_resume's train.py runs (what each flag is for: there), run on
+# TRAIN_DEVICES simulated devices. A test that runs train.py with these flags (and any epoch
+# count: the steps' programs do not depend on it) loads those runs' two compiled steps
+# (keep 1.0, then 0.7) from the test run's compilation cache instead of compiling its own.
+TRAIN_FLAGS = [
+  'model.ce_template_range=ALL',
+  'model.drop_path_rate=0.1',
+  'train.mixed_precision=True',
+  'train.batch_size=1',
+  'train.epochs=3',
+  'data.samples_per_epoch=16',
+  'train.ce_start_epoch=2',
+  'train.ce_warm_epoch=1',
+  'train.log_every_steps=1',
+  'train.checkpoint_every_steps=2',
+  'train.keep_checkpoints=2',
+  'train.val_every_epochs=0',
+]
+TRAIN_DEVICES = 8  # as the pytest process (tests/conftest.py)
+
 
 def small_config(*overrides: str):
   """SMALL_MODEL as a config object (tiny_256_ce with SMALL_MODEL's overrides), then
