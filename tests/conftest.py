@@ -15,6 +15,8 @@ Order: the modules in RUN_FIRST run first, the rest in file order. They hold the
 (train.py runs); xdist's 'load' scheduling hands each worker a run of consecutive tests at the
 start, so they start at once in one worker while the other takes the short tests, instead of
 ending the run on one worker while the other idles (a 45 s tail in file order on 2 cores).
+test_train_step follows them for the same reason: in file order its tests were split between
+the workers, and both computed its module fixture (a one-device train step, ~20 s each).
 """
 
 import os
@@ -42,7 +44,11 @@ import pytest  # pylint: disable=g-import-not-at-top
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
-RUN_FIRST = ('tests/test_train_multihost.py', 'tests/test_train_resume.py')
+RUN_FIRST = (
+  'tests/test_train_multihost.py',
+  'tests/test_train_resume.py',
+  'tests/test_train_step.py',
+)
 
 
 def pytest_collection_modifyitems(config, items):
