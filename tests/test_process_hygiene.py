@@ -217,6 +217,12 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   proc = subprocess.Popen(
     [
       sys.executable,
+      '-c',
+      # As a terminal's foreground job: SIGINT handled. A job started in the background of a
+      # non-interactive shell (`cmd &`, as CI may run) inherits SIGINT ignored, and Python keeps
+      # an inherited SIG_IGN; exec keeps SIG_DFL, which Python turns into KeyboardInterrupt.
+      'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
+      'os.execv(sys.executable, [sys.executable] + sys.argv[1:])',
       'train.py',
       '--workdir',
       str(tmp_path / 'run'),
