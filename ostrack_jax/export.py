@@ -62,7 +62,6 @@ template crop is cut on the host); see :mod:`ostrack_jax.onnx_tracker` for its s
 """
 
 import collections.abc
-import contextlib
 import json
 import logging
 import os
@@ -73,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from ostrack_jax import cli, fileio
+from ostrack_jax import cli, fileio, logfilter
 
 if TYPE_CHECKING:  # the tracker module imports JAX and Flax: only for the annotations
   from ostrack_jax.tracking import tracker as tracker_lib
@@ -263,40 +262,24 @@ ONNX_DEFAULT_OPSET = 18
 ONNX_MIN_OPSET = 18  # the int32 arithmetic shift of the device crop needs BitwiseOr (opset 18)
 
 
-class _ConverterNoiseFilter(logging.Filter):
-  """Drops the two kinds of log records that jax2onnx and onnx_ir write on every export and that
-  say nothing about the user's file: jax2onnx failing to import its plugins and examples for
+def _is_converter_noise(record: logging.LogRecord) -> bool:
+  """The two kinds of log records that jax2onnx and onnx_ir write on every export and that say
+  nothing about the user's file: jax2onnx failing to import its plugins and examples for
   libraries that are not installed (equinox, dm_pix, ...: ModuleNotFoundError, each record with
   a traceback), and onnx_ir leaving an untyped intermediate value out of the optional
   value_info. Everything else those loggers say, another plugin's import error included, still
   shows."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    message = record.getMessage()
-    missing_library_plugin = (
-      message.startswith(('Skipping import of jax2onnx.', 'Skipping pkgutil import of jax2onnx.'))
-      and record.exc_info is not None
-      and isinstance(record.exc_info[1], ModuleNotFoundError)
-    )
-    untyped_value_info = 'is not known. Please set type for the value. Skipping serialization'
-    return not (missing_library_plugin or untyped_value_info in message)
+  message = record.getMessage()
+  missing_library_plugin = (
+    message.startswith(('Skipping import of jax2onnx.', 'Skipping pkgutil import of jax2onnx.'))
+    and record.exc_info is not None
+    and isinstance(record.exc_info[1], ModuleNotFoundError)
+  )
+  untyped_value_info = 'is not known. Please set type for the value. Skipping serialization'
+  return missing_library_plugin or untyped_value_info in message
 
 
 _CONVERTER_LOGGERS = ('jax2onnx.plugins.plugin_system', 'onnx_ir.serde')
-
-
-@contextlib.contextmanager
-def _quiet_converter():
-  """Within: the converter's known, harmless log records are dropped (_ConverterNoiseFilter)."""
-  noise = _ConverterNoiseFilter()
-  loggers = [logging.getLogger(name) for name in _CONVERTER_LOGGERS]
-  for logger in loggers:
-    logger.addFilter(noise)
-  try:
-    yield
-  finally:
-    for logger in loggers:
-      logger.removeFilter(noise)
 
 
 def export_onnx(
@@ -372,7 +355,10 @@ def export_onnx(
   ]
   n_ce = sum(1 for r in m.ce_keep_ratio if float(r) < 1)
   output_names = list(onnx_tracker.OUTPUT_NAMES) + [f'removed_indexes_{i}' for i in range(n_ce)]
-  with jax.default_matmul_precision('highest'), _quiet_converter():
+  with (
+    jax.default_matmul_precision('highest'),
+    logfilter.dropping(_CONVERTER_LOGGERS, _is_converter_noise),
+  ):
     model = jax2onnx.to_onnx(
       step,
       inputs,

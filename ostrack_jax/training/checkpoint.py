@@ -13,7 +13,6 @@ and raises :class:`ResumeConfigError` naming every differing field, except the f
 """
 
 import json
-import logging
 import os
 from typing import Any, Dict, Iterable, Optional
 
@@ -21,6 +20,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ostrack_jax import logfilter
 from ostrack_jax.errors import InputError
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -87,10 +87,9 @@ def _write_arrays_from_one_replica_per_process() -> None:
   registered = ocp.type_handlers.get_type_handler(jax.Array)
   # orbax logs a warning (through absl) on every override; this one is deliberate, so that
   # record is dropped rather than shown at the start of every training run.
-  deliberate = _DropRecords('Type handler registry type ')
-  absl_logger = logging.getLogger('absl')
-  absl_logger.addFilter(deliberate)
-  try:
+  with logfilter.dropping(
+    ['absl'], lambda record: record.getMessage().startswith('Type handler registry type ')
+  ):
     ocp.type_handlers.register_type_handler(
       jax.Array,
       ocp.type_handlers.ArrayHandler(
@@ -99,19 +98,6 @@ def _write_arrays_from_one_replica_per_process() -> None:
       ),
       override=True,
     )
-  finally:
-    absl_logger.removeFilter(deliberate)
-
-
-class _DropRecords(logging.Filter):
-  """Drops the log records whose message starts with ``prefix``."""
-
-  def __init__(self, prefix: str):
-    super().__init__()
-    self.prefix = prefix
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(self.prefix)
 
 
 class CheckpointManager:
