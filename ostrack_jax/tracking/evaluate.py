@@ -162,7 +162,7 @@ def evaluate(
     try:
       runs = _track(config, checkpoint, todo, writer, failures, **options)
     except KeyboardInterrupt:
-      tracked = sum(1 for s in todo if writer.has_files(s.name))
+      tracked = sum(1 for s in todo if writer.is_done(s.name, len(s)))
       print(
         f'interrupted: results for {tracked} of the {len(todo)} sequences to track are written '
         '(kept); run the same command to continue',
