@@ -45,12 +45,17 @@ from ostrack_jax.tracking.datasets import IMAGE_EXTENSIONS, read_frame
 PIPELINE_DEPTH = 4  # frames dispatched to the device before the oldest one is drawn
 
 
+def _image_names(folder: pathlib.Path) -> list[str]:
+  """The image files in ``folder`` (by extension), unsorted."""
+  return [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)]
+
+
 def iter_frames(video: str, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
   """RGB uint8 frames of a video file or a folder of images."""
   path = pathlib.Path(video)
   count = 0
   if path.is_dir():
-    names = [n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)]
+    names = _image_names(path)
     if not names:
       raise ValueError(
         f'--video {video}: the folder holds no images ({", ".join(IMAGE_EXTENSIONS)})'
@@ -101,7 +106,7 @@ def count_frames(video: str, max_frames: Optional[int] = None) -> Optional[int]:
   path = pathlib.Path(video)
   count = None
   if path.is_dir():
-    count = sum(1 for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+    count = len(_image_names(path))
   elif path.is_file():
     cap = cv2.VideoCapture(str(path))
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0

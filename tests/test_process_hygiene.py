@@ -96,6 +96,12 @@ def _kill_and_check(proc, descendants, seen):
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait(timeout=30)
   assert proc.returncode == -signal.SIGKILL, ''.join(seen)  # killed mid-run, not finished
+  proc.stdout.close()
+  _check_none_left(descendants, 'the SIGKILLed parent')
+
+
+def _check_none_left(descendants, parent):
+  """Waits up to GONE_WITHIN_S for ``descendants`` to be gone; kills and names any left."""
   deadline = time.monotonic() + GONE_WITHIN_S
   left = _alive(descendants)
   while left and time.monotonic() < deadline:
@@ -108,10 +114,8 @@ def _kill_and_check(proc, descendants, seen):
       p.kill()
     except psutil.Error:
       pass
-  proc.stdout.close()
-  assert not left, (
-    f'{len(left)} process(es) outlived the SIGKILLed parent by '
-    f'{GONE_WITHIN_S} s:\n' + '\n'.join(described)
+  assert not left, f'{len(left)} process(es) outlived {parent} by {GONE_WITHIN_S} s:\n' + '\n'.join(
+    described
   )
 
 
@@ -258,10 +262,4 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   assert len(lines) == 1 and 'continue with --resume' in lines[0], out
   last = int(lines[0].split('the last checkpoint is step ')[1].split(':')[0])
   assert last >= 2 and last % 2 == 0, lines[0]
-  deadline = time.monotonic() + GONE_WITHIN_S
-  while _alive(descendants) and time.monotonic() < deadline:
-    time.sleep(0.1)
-  left = _alive(descendants)
-  for p in left:
-    p.kill()
-  assert not left, [' '.join(p.cmdline())[:120] for p in left]
+  _check_none_left(descendants, 'the interrupted parent')
