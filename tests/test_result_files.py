@@ -31,6 +31,7 @@ DAMAGE = [
   ('empty', 'box', lambda t: '', 'is empty'),
   ('blank', 'box', lambda t: '\n\n', 'is empty'),
   ('cut_mid_line', 'box', lambda t: t[:-8], 'line 5: expected 4 numbers'),
+  ('cut_in_last_number', 'box', lambda t: t[:-3], 'line 5: no newline at its end'),
   ('non_numeric', 'box', lambda t: t.replace('20.5000', 'abc', 1), 'line 1: expected 4 numbers'),
   ('nan', 'box', lambda t: t.replace('20.5000', 'nan', 1), 'line 1: expected 4 numbers'),
   ('inf', 'box', lambda t: t.replace('30.2500', 'inf', 1), 'line 1: expected 4 numbers'),
@@ -47,6 +48,7 @@ DAMAGE = [
   ),
   ('time_nan', 'time', lambda t: t.replace('0.02000000', 'NaN', 1), 'line 2: expected 1'),
   ('time_missing', 'time', None, 'is missing'),
+  ('time_cut_in_last_number', 'time', lambda t: t[:-2], 'line 5: no newline at its end'),
 ]
 
 

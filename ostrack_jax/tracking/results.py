@@ -17,8 +17,9 @@ Layouts (``out`` = the results folder):
 
 A sequence counts as finished only when :meth:`ResultWriter.check` finds its files complete:
 one line per frame, 4 finite numbers a line in the box file, 1 in the time file (required
-except for TrackingNet, whose official layout has none). A file cut short, edited or
-corrupted is named with what is wrong, and eval.py tracks the sequence again.
+except for TrackingNet, whose official layout has none), and a newline at the end (the writer
+always ends with one: a file without it was cut inside its last number). A file cut short,
+edited or corrupted is named with what is wrong, and eval.py tracks the sequence again.
 """
 
 import os
@@ -67,7 +68,8 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
   Separators: comma, tab, space or semicolon; blank lines are ignored. Raises
   :class:`ResultFileError` naming the file and what is wrong: missing, unreadable, empty,
   a line count other than ``num_lines`` (when given), a line with another number count, a
-  non-number, NaN or Inf.
+  non-number, NaN or Inf, no newline after the last line (the file was cut inside its last
+  number: ``12.5`` may be what is left of ``12.5000``; the writer always ends a line).
   """
   path = pathlib.Path(path)
   try:
@@ -95,6 +97,11 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
     if row is None or len(row) != columns or not all(np.isfinite(row)):
       raise ResultFileError(f'{path} line {lineno}: expected {what}, finite, got {line[:80]!r}')
     rows.append(row)
+  if not text.rstrip(' \t').endswith('\n'):
+    raise ResultFileError(
+      f'{path} line {lines[-1][0]}: no newline at its end (the file was cut inside its last '
+      f'line), got {lines[-1][1][-80:]!r}'
+    )
   return np.asarray(rows, dtype=np.float64).reshape(-1, columns)
 
 
