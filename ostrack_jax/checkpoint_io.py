@@ -3,9 +3,11 @@
 ``save_variables(path, variables, config)`` writes atomically (temporary file + rename).
 ``load_variables(path, config)`` checks that the file's model config and every shape agree with
 the preset and says what differs. ``load_checkpoint(path, config)`` accepts either our file or a
-PyTorch one (converted on the fly; that needs torch).
+PyTorch one (converted on the fly; that needs torch). ``weights_sha256(variables)`` is the
+content hash that names a model's weights whatever file they came from.
 """
 
+import hashlib
 import json
 import os
 from typing import Any, Dict
@@ -128,3 +130,21 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict) -> Dict[str, A
 
     return load_torch_checkpoint(path, config)
   return load_variables(path, config)
+
+
+def weights_sha256(variables: Dict[str, Any]) -> str:
+  """SHA-256 (hex) of the model's weights: ``params`` and ``batch_stats``, leaf by leaf in the
+  order of their sorted tree paths, each as its path, dtype, shape and C-order bytes.
+
+  Depends only on the arrays: the same weights give the same hash whether they were loaded
+  from our ``.msgpack`` file or converted from a PyTorch checkpoint, and any changed value,
+  shape or dtype gives another. eval.py records it as the producer of its results.
+  """
+  variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+  leaves = jax.tree_util.tree_leaves_with_path(variables)
+  digest = hashlib.sha256()
+  for key, leaf in sorted(((jax.tree_util.keystr(p), x) for p, x in leaves), key=lambda t: t[0]):
+    array = np.ascontiguousarray(jax.device_get(leaf))
+    digest.update(f'{key} {array.dtype.str} {array.shape}\n'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()

@@ -372,7 +372,7 @@ def test_interrupted_eval_keeps_finished_sequences_and_says_so(setup, capsys, mo
     'interrupted: results for 1 of the 3 sequences to track are written (kept); '
     'run the same command to continue'
   ) in err
-  assert sorted(p.name for p in out.iterdir()) == ['SYN_Val_000001']
+  assert sorted(p.name for p in out.iterdir()) == ['SYN_Val_000001', 'provenance.json']
   monkeypatch.setattr(results.ResultWriter, 'write', write)
   assert _run(setup, out, plots=False) == 0
   assert '2 to track, 1 already done' in capsys.readouterr().out

@@ -5,16 +5,27 @@ its native layout (``ostrack_jax.tracking.datasets``), tracks the sequences not 
 the device core (``runner.track_pipelined``; ``batch_size`` > 1 tracks that many in lockstep),
 writes the official result files (``results``), and the report (``report``).
 
-* Resumable: a sequence is finished when its result files are complete (one line of finite
+* Provenance: the results folder records what produced it (``provenance.json``: the weights'
+  content hash, the config's model and tracker sections, the dataset, split and data dir, the
+  batching; see ``provenance``), written before the first result file. A run of another
+  producer never reuses what is there: it stops with one line naming the difference
+  (``InputError``) before tracking or writing anything, unless ``overwrite``, which first
+  removes the old results (also when ``sequences`` is a subset); so does a folder with result
+  files and no record (an older version, another tool). ``report/summary.json`` and the printed
+  summary name the producer (checkpoint and weights hash, config, batching, precision).
+* Resumable (same producer): a sequence is finished when its result files are complete (one line of finite
   numbers per frame, in the box file and the time file; files are written atomically); one cut
   short or corrupted is named and tracked again, and never reaches the metrics.
 * A bad sequence (missing or corrupt frame, malformed ground truth, bad initial box) is reported
-  and skipped, unless ``fail_fast``; ``EvalResult.failures`` names each.
+  and skipped, unless ``fail_fast``; ``EvalResult.failures`` names each. Every sequence is
+  counted once: scored (the table), tracked but not scored (a test split's or a 1-frame
+  sequence: no ground truth after the first frame; listed with that reason) or failed.
 * Speed: tracker FPS (the loop's wall time without the waits for decoded frames: the
   original's number) and end-to-end FPS (including image decoding), never mixed.
 
-Bad input (a missing checkpoint, an unknown dataset, a missing root) raises
-``ostrack_jax.errors.InputError`` before any tracking.
+Bad input (a missing checkpoint, an unknown dataset, a missing root, a dataset without
+sequences, a results folder of another producer) raises ``ostrack_jax.errors.InputError``
+before any tracking.
 """
 
 import concurrent.futures
@@ -28,8 +39,9 @@ from typing import Dict, List, Optional, Sequence
 import ml_collections
 
 from ostrack_jax import configs
+from ostrack_jax.datasets import registry
 from ostrack_jax.errors import InputError
-from ostrack_jax.tracking import datasets, report, results
+from ostrack_jax.tracking import datasets, provenance, report, results
 
 OUTPUT_ROOT = 'workdirs'
 
@@ -120,7 +132,9 @@ def evaluate(
       'map' (bit-identical to batch 1).
     decode_threads: threads decoding frames ahead (default 8 on an accelerator, 0 on CPU).
     compilation_cache: a folder for JAX's persistent compilation cache.
-    overwrite: track finished sequences again.
+    overwrite: results of another producer (or unrecorded ones) in ``output`` are removed
+      and the folder starts afresh; with the same producer, the selected sequences are
+      tracked again. Without it such a folder is refused (``InputError``).
     fail_fast: raise at the first bad sequence (``datasets.DatasetError`` while reading,
       ``runner.SequenceFailure`` while tracking) instead of skipping it.
     plots / progress: the PNG plots; progress bars.
@@ -133,16 +147,38 @@ def evaluate(
   if dataset not in datasets.DATASETS:
     raise InputError(f'unknown dataset {dataset!r}; datasets: {", ".join(datasets.DATASETS)}')
   check_checkpoint(checkpoint)
+  if sequences is not None and not list(sequences):
+    raise InputError('--sequences selects no sequence (None selects all)')
   root = resolve_data_dir(dataset, data_dir, config)
   load_errors: List = []
   seqs = datasets.load_dataset(
     dataset, root, sequences, split, errors=None if fail_fast else load_errors
   )
+  entry = registry.get(dataset, 'eval')
+  split = split or entry.options('eval').get('split')
+  if not seqs and not load_errors:
+    raise InputError(
+      f'{"--data-dir" if data_dir else "data dir"} {root}: no sequences of --dataset {dataset} '
+      f'in it (the {entry.layout.name} layout{f", split {split}" if split else ""})'
+    )
   failures: Dict[str, str] = dict(load_errors)
   for _, msg in load_errors:
     print(f'skipping {msg}', file=sys.stderr)
   layout = results.layout_for_dataset(dataset)
   out_dir = pathlib.Path(output) if output else default_output(config, dataset)
+  variables, weights = _load_model(config, checkpoint)
+  record = provenance.record(
+    provenance.producer(
+      config, weights, dataset=dataset, split=split, data_dir=root, batch_size=batch_size,
+      batch_mode=batch_mode,
+    ),
+    checkpoint=checkpoint,
+    config_name=config.name,
+  )  # fmt: skip
+  if provenance.prepare(out_dir, record, overwrite) == 'replaced':
+    print(
+      f'--overwrite: removed the earlier results in {out_dir} (another producer, or unrecorded)'
+    )
   writer = results.ResultWriter(out_dir, layout)
   todo = _unfinished(seqs, writer, overwrite)
   print(
@@ -160,7 +196,7 @@ def evaluate(
       progress=progress,
     )
     try:
-      runs = _track(config, checkpoint, todo, writer, failures, **options)
+      runs = _track(config, variables, checkpoint, todo, writer, failures, **options)
     except KeyboardInterrupt:
       tracked = sum(1 for s in todo if writer.is_done(s.name, len(s)))
       print(
@@ -172,8 +208,14 @@ def evaluate(
   header = {
     'config': config.name,
     'checkpoint': str(checkpoint),
+    'weights_sha256': weights,
     'dataset': dataset,
+    'split': split,
     'data_dir': str(root),
+    'batching': record['producer']['batching'],
+    'batch_mode': batch_mode,
+    'batch_size': batch_size,
+    'precision': config.model.dtype,
   }
   payload = report.write_report(
     out_dir,
@@ -211,14 +253,26 @@ def _unfinished(seqs, writer, overwrite: bool) -> List:
   return todo
 
 
-def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode,
+def _load_model(config, checkpoint: str):
+  """(the model's variables as host arrays, their ``weights_sha256``); ``InputError`` for a
+  file that is not a model file, or one of another preset."""
+  from ostrack_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+
+  try:
+    variables = checkpoint_io.load_checkpoint(checkpoint, config)
+  except (ValueError, OSError) as e:  # not a model file, or one for another preset
+    raise InputError(str(e)) from e
+  return variables, checkpoint_io.weights_sha256(variables)
+
+
+def _track(config, variables, checkpoint, todo, writer, failures, *, batch_size, batch_mode,
            decode_threads, compilation_cache, fail_fast, progress) -> List:  # fmt: skip
-  """Tracks ``todo`` pipelined on the device; writes each finished sequence's files and adds
-  the failed ones to ``failures``. Returns the runs (``runner.SequenceRun``)."""
+  """Tracks ``todo`` pipelined on the device with the model's ``variables``; writes each
+  finished sequence's files and adds the failed ones to ``failures``. Returns the runs
+  (``runner.SequenceRun``)."""
   import jax  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import runner  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking.tracker import TrackingCore  # pylint: disable=g-import-not-at-top
 
@@ -226,10 +280,6 @@ def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode
   if compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-  try:
-    variables = load_checkpoint(checkpoint, config)
-  except (ValueError, OSError) as e:  # not a model file, or one for another preset
-    raise InputError(str(e)) from e
   core = TrackingCore(
     config, variables, batch_size, batch_mode if batch_size > 1 else None, full_outputs=False
   )

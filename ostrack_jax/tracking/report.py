@@ -6,6 +6,10 @@ resumed run reads like one of an uninterrupted run; only complete files count
 (``ResultWriter.check``). GOT-10k AO / SR0.5 / SR0.75 as the official toolkit (pooled IoUs,
 first frame out, cover > 0 only); AUC / OP50 / OP75 / P@20 / NP@0.2 as pytracking's analysis
 (``ostrack_jax.tracking.metrics``). NumPy (and matplotlib for the plots) only.
+
+The counts add up: every sequence of the run is in exactly one of the table (scored), the
+sequences tracked without metrics (no ground truth after the first frame: a test split, scored
+by its server, or a 1-frame sequence; each with its reason) and the failures (with theirs).
 """
 
 import io
@@ -153,6 +157,30 @@ def format_speed(speed) -> str:
   )
 
 
+def unscored_reason(seq) -> str:
+  """Why a finished sequence without full ground truth has no metrics (``has_full_gt``
+  False)."""
+  if len(seq) == 1:
+    return 'one frame: nothing to score after the initial box'
+  return 'ground truth of the first frame only (a test split: scored by its server)'
+
+
+def format_producer(header: Dict[str, object]) -> str:
+  """One line: checkpoint and weights hash, config, batching and precision of the results."""
+  from ostrack_jax.tracking import provenance  # pylint: disable=g-import-not-at-top
+
+  return (
+    f'producer: {header["checkpoint"]} (weights sha256 {str(header["weights_sha256"])[:12]}), '
+    f'config {header["config"]}, batching {provenance.describe_batching(header["batching"])}, '
+    f'precision {header["precision"]}'
+  )
+
+
+def _names(names: Sequence[str], most: int = 10) -> str:
+  shown = ', '.join(names[:most])
+  return shown + (f' ... and {len(names) - most} more' if len(names) > most else '')
+
+
 def write_report(
   out_dir: pathlib.Path,
   *,
@@ -168,10 +196,13 @@ def write_report(
 ) -> Dict[str, object]:
   """Scores the finished sequences and writes ``out_dir/report/``.
 
-  ``failures`` (sequence -> message) is completed in place with the sequences whose results
-  are unusable or cannot be scored. Returns the payload of ``summary.json`` (``header``, the
-  metrics, the speed, the failures, the per-sequence rows) with the printed text under
-  ``'text'`` (not saved in the JSON).
+  ``failures`` (sequence -> message; also the sequences that could not be read, which are
+  not in ``sequences``) is completed in place with the sequences whose results are missing,
+  unusable or cannot be scored. ``header`` names the producer (``checkpoint``,
+  ``weights_sha256``, ``config``, ``batching``, ``precision``; printed first) and goes into the
+  JSON as it is. Returns the payload of ``summary.json`` (``header``, the counts, the metrics,
+  the speed, the failures, the sequences without metrics, the per-sequence rows) with the
+  printed text under ``'text'`` (not saved in the JSON).
   """
   report_dir = out_dir / 'report'
   report_dir.mkdir(parents=True, exist_ok=True)
@@ -182,12 +213,29 @@ def write_report(
     problem = writer.check(s.name, len(s))
     if problem is None:
       finished.append(s.name)
-    elif writer.has_files(s.name) and s.name not in failures:
+    elif s.name in failures:
+      continue
+    elif writer.has_files(s.name):
       failures[s.name] = f'sequence {s.name!r}: unusable results: {problem}'
-  result = compute_metrics(sequences, writer, layout, dataset)
+    else:  # never the case after a full run; counted all the same
+      failures[s.name] = f'sequence {s.name!r}: no results'
+  # A failure of this run wins over older complete files (--overwrite of the same producer).
+  result = compute_metrics(
+    [s for s in sequences if s.name not in failures], writer, layout, dataset
+  )
   summary = result['summary']
   failures.update(result['problems'])
-  text = []
+  not_scored = {
+    s.name: unscored_reason(s)
+    for s in sequences
+    if s.name in finished and s.name not in failures and not s.has_full_gt
+  }
+  total = len(sequences) + len(set(failures) - {s.name for s in sequences})
+  counts = (
+    f'{dataset}: {total} sequence{"s" * (total != 1)}: {len(result["rows"])} scored, '
+    f'{len(not_scored)} tracked without metrics, {len(failures)} failed'
+  )
+  text = [format_producer(header), counts]
   if result['rows']:
     columns = (['AO'] if layout == 'got10k' else []) + list(OPE_COLUMNS) + ['frames']
     text.append(metrics.format_table(result['rows'], columns, title='sequence'))
@@ -203,6 +251,9 @@ def write_report(
       )
     )
   text.append(format_speed(speed))
+  for reason in dict.fromkeys(not_scored.values()):
+    names = [n for n, r in not_scored.items() if r == reason]
+    text.append(f'{len(names)} sequence(s) tracked without metrics ({reason}): {_names(names)}')
   if failures:
     text.append(
       f'{len(failures)} sequence(s) failed:\n' + '\n'.join(f'  {m}' for m in failures.values())
@@ -211,11 +262,15 @@ def write_report(
   atomic_write_text(report_dir / 'summary.txt', report + '\n')
   payload = dict(header)
   payload.update(
+    sequences_total=total,
     sequences_finished=len(finished),
-    sequences_total=len(sequences),
+    sequences_scored=len(result['rows']),
+    sequences_without_metrics=len(not_scored),
+    sequences_failed=len(failures),
     metrics=summary,
     speed=speed,
     failures=failures,
+    without_metrics=not_scored,
     per_sequence={n: r for n, r in result['rows']},
   )
   atomic_write_text(report_dir / 'summary.json', json.dumps(payload, indent=1) + '\n')
