@@ -11,6 +11,8 @@ import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -254,7 +256,13 @@ def test_eval_test_split_writes_submission_zip(setup, capsys):
     'SYN_Test_000001/SYN_Test_000001_001.txt',
     'SYN_Test_000001/SYN_Test_000001_time.txt',
   ]
-  assert 'submission archive' in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert 'submission archive' in printed
+  assert 'got10k_test: 1 sequence: 0 scored, 1 tracked without metrics, 0 failed' in printed
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  assert saved['without_metrics'] == {
+    'SYN_Test_000001': 'ground truth of the first frame only (a test split: scored by its server)'
+  }
 
 
 def test_eval_missing_checkpoint_message(setup):
@@ -396,3 +404,210 @@ def test_eval_bad_inputs_name_the_problem(setup):
     _evaluate(setup, setup['tmp'] / 'out_junk', checkpoint=junk)
   assert 'junk.pth: not a checkpoint torch can read safely' in str(e.value)
   assert 'weights_only' not in str(e.value)
+
+
+# ------------------------------------------------------------------------ provenance, counts
+
+
+def _files(out):
+  """{relative path: bytes} of every file under ``out`` (what a refused run must not touch)."""
+  return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob('*') if p.is_file()}
+
+
+def _other_checkpoint(setup):
+  """The tiny model with other weights (seed 1): another producer."""
+  from ostrack_jax.checkpoint_io import save_variables
+  from ostrack_jax.models.ostrack import init_variables
+
+  path = setup['tmp'] / 'other.msgpack'
+  if not path.exists():
+    config = get_config('tiny_256_ce')
+    save_variables(str(path), init_variables(config, seed=1), config)
+  return path
+
+
+def _sha(path):
+  from ostrack_jax import checkpoint_io
+
+  config = get_config('tiny_256_ce')
+  return checkpoint_io.weights_sha256(checkpoint_io.load_checkpoint(str(path), config))
+
+
+def test_weights_hash_names_the_weights_not_the_file(tmp_path):
+  """The same weights from a PyTorch checkpoint and from our converted file hash alike; other
+  weights (one value changed) do not."""
+  from ostrack_jax import checkpoint_io
+
+  config = get_config('tiny_256_ce')
+  pth = ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'
+  variables = checkpoint_io.load_checkpoint(str(pth), config)
+  checkpoint_io.save_variables(str(tmp_path / 'm.msgpack'), variables, config)
+  digest = _sha(pth)
+  assert _sha(tmp_path / 'm.msgpack') == digest and len(digest) == 64
+  variables['params']['box_head']['conv5_ctr']['bias'][0] += 1e-6
+  assert checkpoint_io.weights_sha256(variables) != digest
+
+
+@pytest.mark.slow
+def test_results_of_another_producer_are_refused_and_overwrite_replaces_them(setup, capsys):
+  """--output: another checkpoint, tracker setting, precision or vmap batching is refused in one
+  line naming the difference and the ways out, nothing touched; the same producer resumes
+  (map batching is exact); --overwrite with a subset removes every result of the old producer
+  (not the user's other files), and the new producer then resumes."""
+  out = setup['tmp'] / 'out_producer'
+  if (setup['tmp'] / 'out_single' / 'provenance.json').exists():
+    shutil.copytree(setup['tmp'] / 'out_single', out)
+  else:
+    assert _run(setup, out, plots=False) == 0
+  before = _files(out)
+  ours, other = _sha(setup['ckpt']), _other_checkpoint(setup)
+  theirs = _sha(other)
+  refused = [
+    (dict(checkpoint=other), f'weights sha256 {ours[:12]} there, {theirs[:12]} now'),
+    (dict(overrides=['tracker.search_factor=5.0']), 'tracker.search_factor: 4.0 there, 5.0 now'),
+    (dict(overrides=['model.dtype=bfloat16']), 'model.dtype: "float32" there, "bfloat16" now'),
+    (dict(batch_size=2), 'batching: "exact" there, "vmap x2" now'),
+  ]
+  for kw, words in refused:
+    with pytest.raises(InputError) as e:
+      _evaluate(setup, out, plots=False, **kw)
+    message = str(e.value)
+    assert message.startswith(f'{out} holds results of another producer ('), message
+    assert words in message and '\n' not in message, message
+    assert 'pass --overwrite to replace them, or another --output to keep them' in message
+    assert _files(out) == before, kw
+  # The same producer: nothing to track; the summary names it.
+  capsys.readouterr()
+  assert _run(setup, out, batch_size=2, batch_mode='map', plots=False) == 0
+  printed = capsys.readouterr().out
+  assert '0 to track, 3 already done' in printed
+  assert (
+    f'producer: {setup["ckpt"]} (weights sha256 {ours[:12]}), config tiny_256_ce, '
+    'batching exact (batch 1 or map), precision float32'
+  ) in printed
+  assert 'got10k_val: 3 sequences: 3 scored, 0 tracked without metrics, 0 failed' in printed
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  assert (saved['weights_sha256'], saved['batching'], saved['precision']) == (
+    ours,
+    'exact',
+    'float32',
+  )
+  assert (saved['batch_mode'], saved['batch_size']) == ('map', 2)
+  # --overwrite with one sequence: the old producer's results all go, the user's file stays.
+  (out / 'notes.md').write_text('mine\n')
+  result = _evaluate(
+    setup, out, checkpoint=other, sequences=['SYN_Val_000002'], overwrite=True, plots=False
+  )
+  assert result.ok and result.payload['weights_sha256'] == theirs
+  assert 'removed the earlier results' in capsys.readouterr().out
+  assert sorted(p.name for p in out.iterdir()) == [
+    'SYN_Val_000002',
+    'notes.md',
+    'provenance.json',
+    'report',
+  ]
+  record = json.loads((out / 'provenance.json').read_text())
+  assert record['producer']['weights_sha256'] == theirs and record['checkpoint'] == str(other)
+  assert list(result.payload['per_sequence']) == ['SYN_Val_000002']
+  kept = (out / 'SYN_Val_000002' / 'SYN_Val_000002_001.txt').read_text()
+  assert _run(setup, out, checkpoint=other, plots=False) == 0
+  assert '2 to track, 1 already done' in capsys.readouterr().out
+  assert (out / 'SYN_Val_000002' / 'SYN_Val_000002_001.txt').read_text() == kept
+
+
+def test_unrecorded_results_are_refused(setup):
+  """Result files without a provenance record (an older version, another tool), or with an
+  unreadable one, are refused like another producer's; nothing is touched."""
+  from ostrack_jax.tracking import results
+
+  out = setup['tmp'] / 'out_legacy'
+  results.ResultWriter(out, 'got10k').write('SYN_Val_000001', np.ones((7, 4)), [0.01] * 7)
+  before = _files(out)
+  with pytest.raises(InputError) as e:
+    _evaluate(setup, out, plots=False)
+  assert str(e.value) == (
+    f'{out} holds result files but no provenance record (provenance.json: written by an older '
+    'version or another tool), so they may come from another model; pass --overwrite to '
+    'replace them, or another --output to keep them'
+  )
+  (out / 'provenance.json').write_text('{"format": "something else"}')
+  before = _files(out)
+  with pytest.raises(InputError, match='provenance.json is not an ostrack_jax.eval_provenance'):
+    _evaluate(setup, out, plots=False)
+  assert _files(out) == before
+
+
+@pytest.mark.slow
+def test_eval_py_refuses_another_checkpoint_in_the_default_folder(setup, tmp_path, monkeypatch):
+  """The loop 'train longer, evaluate again' into workdirs/<config>/eval/<dataset>: eval.py
+  exits 2 with one line before writing anything; with --overwrite it tracks again and the
+  summary names the new weights."""
+  monkeypatch.chdir(tmp_path)
+  config = get_config('tiny_256_ce')
+  evaluate.evaluate(
+    config, str(setup['ckpt']), data_dir=str(setup['data']), progress=False, plots=False
+  )
+  out = tmp_path / 'workdirs' / 'tiny_256_ce' / 'eval' / 'got10k_val'
+  before = _files(out)
+  other = _other_checkpoint(setup)
+  argv = [sys.executable, str(ROOT / 'eval.py'), '--checkpoint', str(other), '--data-dir']
+  argv += [str(setup['data']), '--no-progress', '--no-plots']
+  proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.count('\n') == 1 and proc.stderr.startswith(
+    'eval.py: workdirs/tiny_256_ce/eval/got10k_val holds results of another producer '
+    f'(weights sha256 {_sha(setup["ckpt"])[:12]} there, {_sha(other)[:12]} now'
+  ), proc.stderr
+  assert _files(out) == before
+  proc = subprocess.run(
+    argv + ['--overwrite'], cwd=tmp_path, capture_output=True, text=True, timeout=300
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert '3 to track, 0 already done' in proc.stdout
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  assert saved['weights_sha256'] == _sha(other) and saved['checkpoint'] == str(other)
+  assert f'weights sha256 {_sha(other)[:12]}' in proc.stdout
+
+
+def test_eval_py_empty_dataset_is_an_error_before_the_model(tmp_path):
+  """A folder dataset without sequences: exit 2 naming the data dir and layout, before the
+  checkpoint (here not a model at all) is read."""
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'junk.msgpack').write_bytes(b'not a model')
+  argv = [sys.executable, str(ROOT / 'eval.py'), '--checkpoint', 'junk.msgpack']
+  argv += ['--dataset', 'folder', '--data-dir', 'empty']
+  proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and proc.stderr == (
+    'eval.py: --data-dir empty: no sequences of --dataset folder in it (the folder layout)\n'
+  ), proc.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['empty', 'junk.msgpack']
+
+
+@pytest.mark.slow
+def test_every_sequence_is_counted_once(setup, capsys):
+  """A folder dataset of a scored sequence, a 1-frame one (tracked, nothing to score) and one
+  with a bad annotation: 3 sequences = 1 scored + 1 without metrics (with its reason) + 1
+  failed, printed and saved."""
+  data = setup['tmp'] / 'counts'
+  if not data.exists():
+    src = setup['data'] / 'val' / 'SYN_Val_000001'
+    gt = (src / 'groundtruth.txt').read_text().splitlines()
+    for name, frames, lines in (('full', 3, gt[:3]), ('single', 1, gt[:1]), ('bad', 3, ['1,2'])):
+      (data / name).mkdir(parents=True)
+      for i in range(1, frames + 1):
+        shutil.copy(src / f'{i:08d}.jpg', data / name)
+      (data / name / 'groundtruth.txt').write_text('\n'.join(lines) + '\n')
+  out = setup['tmp'] / 'out_counts'
+  result = _evaluate(setup, out, dataset='folder', data=data, plots=False)
+  printed = capsys.readouterr().out
+  assert 'folder: 3 sequences: 1 scored, 1 tracked without metrics, 1 failed' in printed
+  assert (
+    '1 sequence(s) tracked without metrics (one frame: nothing to score after the initial box): '
+    'single'
+  ) in printed
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  assert list(saved['per_sequence']) == ['full'] and list(saved['failures']) == ['bad']
+  assert saved['without_metrics'] == {'single': 'one frame: nothing to score after the initial box'}
+  assert (saved['sequences_total'], saved['sequences_scored']) == (3, 1)
+  assert (saved['sequences_without_metrics'], saved['sequences_failed']) == (1, 1)
+  assert not result.ok
