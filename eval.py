@@ -8,8 +8,12 @@ With no arguments it evaluates the default training run (`python train.py`, whic
 workdirs/tiny_256_ce/model.msgpack) on the validation split of the synthetic dataset. Outputs
 under --output (default workdirs/<config name>/eval/<dataset>): the raw results in the official
 layout, submission.zip for GOT-10k test and TrackingNet, and report/ (summary.json, summary.txt,
-per_sequence.txt, plots). The run is resumable; bad sequences are reported and skipped (exit
-status 1) unless --fail-fast. The work is ostrack_jax.tracking.evaluate.evaluate.
+per_sequence.txt, plots). The folder records its producer (provenance.json: the weights'
+hash, the model and tracker config, dataset, split, data dir, batching): a run of another
+producer is refused (exit status 2, one line naming the difference) unless --overwrite, which
+removes the old results first. The run is resumable (same producer); bad sequences are reported
+and skipped (exit status 1) unless --fail-fast. The work is
+ostrack_jax.tracking.evaluate.evaluate.
 """
 
 import os
@@ -49,7 +53,12 @@ def parse_flags(argv=None):
     type=cli.nonnegative_int,
     help='threads decoding frames ahead (default 8 on an accelerator, 0 on CPU)',
   )
-  p.add_argument('--overwrite', action='store_true', help='track finished sequences again')
+  p.add_argument(
+    '--overwrite',
+    action='store_true',
+    help='replace the results of another producer (or unrecorded ones) in the output folder; '
+    'with the same producer, track the selected sequences again',
+  )
   p.add_argument('--fail-fast', action='store_true', help='stop at the first bad sequence')
   p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
   p.add_argument('--no-progress', action='store_true', help='no progress bars')
