@@ -155,3 +155,35 @@ def test_results_zip_and_model_file_are_0644_with_umask_022(tmp_path, umask):
     assert _mode(path) == 0o644, path
   assert _mode(box_path.parent) == 0o755
   assert zipfile.ZipFile(zip_path).namelist() == ['a/a_001.txt', 'a/a_time.txt']
+
+
+def test_overwrite_removes_only_result_files(tmp_path):
+  """What eval.py --overwrite removes from a results folder of another producer: the result
+  files of every layout, submission.zip and the report's files; never the user's other files
+  (a notes.txt, a requirements.txt, a folder of their own, their file in report/)."""
+  from ostrack_jax.tracking import provenance
+
+  out = tmp_path / 'out'
+  results.ResultWriter(out, 'lasot').write('pair', BOXES, TIMES)
+  results.ResultWriter(out, 'got10k').write('seq', BOXES, TIMES)
+  (out / 'lone.txt').write_text(results.format_boxes(BOXES))  # TrackingNet's layout, no times
+  (out / 'submission.zip').write_bytes(b'PK')
+  (out / 'report').mkdir()
+  (out / 'report' / 'summary.json').write_text('{}')
+  mine = ['notes.txt', 'requirements.txt', 'data/data_001.md', 'mine/x.txt', 'report/mine.txt']
+  for name in mine:
+    (out / name).parent.mkdir(exist_ok=True)
+    (out / name).write_text('jax>=0.4\n')
+  found = {p.relative_to(out).as_posix() for p in provenance.result_files(out)}
+  assert found == {
+    'pair.txt',
+    'pair_time.txt',
+    'seq/seq_001.txt',
+    'seq/seq_time.txt',
+    'lone.txt',
+    'submission.zip',
+    'report/summary.json',
+  }
+  provenance.remove_results(out)
+  left = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+  assert left == set(mine) and not (out / 'seq').exists()

@@ -34,6 +34,7 @@ import ml_collections
 
 from ostrack_jax.errors import InputError
 from ostrack_jax.fileio import atomic_write_text
+from ostrack_jax.tracking import results
 
 FILE = 'provenance.json'
 FORMAT = 'ostrack_jax.eval_provenance'
@@ -121,14 +122,16 @@ def _show(value) -> str:
 
 
 def result_files(out_dir: pathlib.Path, report: bool = True) -> List[pathlib.Path]:
-  """The files of the known result layouts in ``out_dir``: ``<seq>.txt`` / ``<seq>_time.txt``
-  (lasot, otb, folder, trackingnet), ``<seq>/<seq>_001.txt`` / ``<seq>/<seq>_time.txt``
-  (got10k), ``submission.zip`` and (with ``report``) the files eval.py writes in ``report/``."""
+  """The files of the known result layouts in ``out_dir``: ``<seq>/<seq>_001.txt`` /
+  ``<seq>/<seq>_time.txt`` (got10k), ``<seq>.txt`` / ``<seq>_time.txt`` (lasot, otb, folder,
+  trackingnet: a pair, or one file of result lines, so that a ``notes.txt`` or
+  ``requirements.txt`` is never taken for one), ``submission.zip`` and (with ``report``) the
+  files eval.py writes in ``report/``."""
   if not out_dir.is_dir():
     return []
   found = []
   for entry in sorted(out_dir.iterdir()):
-    if entry.is_file() and (entry.suffix == '.txt' or entry.name == 'submission.zip'):
+    if entry.is_file() and (entry.name == 'submission.zip' or _is_flat_result(entry)):
       found.append(entry)
     elif entry.is_dir() and entry.name != 'report':
       found += [
@@ -139,6 +142,24 @@ def result_files(out_dir: pathlib.Path, report: bool = True) -> List[pathlib.Pat
   if report:
     found += [out_dir / 'report' / n for n in REPORT_FILES if (out_dir / 'report' / n).is_file()]
   return found
+
+
+def _is_flat_result(path: pathlib.Path) -> bool:
+  """Whether ``path`` is a ``<seq>.txt`` / ``<seq>_time.txt`` result file: its partner exists,
+  or it holds result lines (4 numbers, or 1 for a time file)."""
+  if path.suffix != '.txt':
+    return False
+  is_time = path.stem.endswith('_time')
+  partner = path.with_name(
+    path.name[: -len('_time.txt')] + '.txt' if is_time else f'{path.stem}_time.txt'
+  )
+  if partner.is_file():
+    return True
+  try:
+    results.read_numbers(path, 1 if is_time else 4)
+  except results.ResultFileError:
+    return False
+  return True
 
 
 def read(out_dir: pathlib.Path) -> Optional[Dict]:
