@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ostrack_jax.fileio import atomic_write_bytes, atomic_write_text
-from ostrack_jax.tracking import metrics
+from ostrack_jax.tracking import metrics, provenance
 
 GOT10K_COLUMNS = ('AO', 'SR0.5', 'SR0.75')
 OPE_COLUMNS = ('AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2')
@@ -167,8 +167,6 @@ def unscored_reason(seq) -> str:
 
 def format_producer(header: Dict[str, object]) -> str:
   """One line: checkpoint and weights hash, config, batching and precision of the results."""
-  from ostrack_jax.tracking import provenance  # pylint: disable=g-import-not-at-top
-
   return (
     f'producer: {header["checkpoint"]} (weights sha256 {str(header["weights_sha256"])[:12]}), '
     f'config {header["config"]}, batching {provenance.describe_batching(header["batching"])}, '
