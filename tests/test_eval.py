@@ -582,7 +582,7 @@ def test_eval_py_empty_dataset_is_an_error_before_the_model(tmp_path):
 def test_every_sequence_is_counted_once(setup, capsys):
   """A folder dataset of a scored sequence, a 1-frame one (tracked, nothing to score) and one
   with a bad annotation: 3 sequences = 1 scored + 1 without metrics (with its reason) + 1
-  failed, printed and saved."""
+  failed, printed and saved; the summary names the vmap batching."""
   data = setup['tmp'] / 'counts'
   if not data.exists():
     src = setup['data'] / 'val' / 'SYN_Val_000001'
@@ -593,8 +593,11 @@ def test_every_sequence_is_counted_once(setup, capsys):
         shutil.copy(src / f'{i:08d}.jpg', data / name)
       (data / name / 'groundtruth.txt').write_text('\n'.join(lines) + '\n')
   out = setup['tmp'] / 'out_counts'
-  result = _evaluate(setup, out, dataset='folder', data=data, plots=False)
+  result = _evaluate(setup, out, dataset='folder', data=data, plots=False, batch_size=2)
   printed = capsys.readouterr().out
+  assert 'batching vmap, batch size 2 (boxes differ slightly from batch 1), precision float32' in (
+    printed
+  )
   assert 'folder: 3 sequences: 1 scored, 1 tracked without metrics, 1 failed' in printed
   assert (
     '1 sequence(s) tracked without metrics (one frame: nothing to score after the initial box): '
@@ -605,4 +608,5 @@ def test_every_sequence_is_counted_once(setup, capsys):
   assert saved['without_metrics'] == {'single': 'one frame: nothing to score after the initial box'}
   assert (saved['sequences_total'], saved['sequences_scored']) == (3, 1)
   assert (saved['sequences_without_metrics'], saved['sequences_failed']) == (1, 1)
+  assert (saved['batching'], saved['batch_mode'], saved['batch_size']) == ('vmap x2', 'vmap', 2)
   assert not result.ok

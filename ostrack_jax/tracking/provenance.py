@@ -59,7 +59,8 @@ def describe_batching(value: str) -> str:
   """Words for a :func:`batching` value (the printed summary)."""
   if value == 'exact':
     return 'exact (batch 1 or map)'
-  return f'{value.replace("x", "batch size ", 1)} (boxes differ slightly from batch 1)'
+  mode, size = value.split(' x')
+  return f'{mode}, batch size {size} (boxes differ slightly from batch 1)'
 
 
 def producer(

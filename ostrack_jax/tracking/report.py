@@ -233,11 +233,12 @@ def write_report(
     f'{dataset}: {total} sequence{"s" * (total != 1)}: {len(result["rows"])} scored, '
     f'{len(not_scored)} tracked without metrics, {len(failures)} failed'
   )
-  text = [format_producer(header), counts]
+  text = []
   if result['rows']:
     columns = (['AO'] if layout == 'got10k' else []) + list(OPE_COLUMNS) + ['frames']
     text.append(metrics.format_table(result['rows'], columns, title='sequence'))
     atomic_write_text(report_dir / 'per_sequence.txt', text[-1] + '\n')
+  text.append(format_producer(header) + '\n' + counts)  # beside the metrics table
   speed = speed_summary(runs, writer, sequences)
   if summary:
     columns = (list(GOT10K_COLUMNS) if layout == 'got10k' else []) + list(OPE_COLUMNS)
