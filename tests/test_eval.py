@@ -532,7 +532,11 @@ def test_unrecorded_results_are_refused(setup):
   )
   (out / 'provenance.json').write_text('{"format": "something else"}')
   before = _files(out)
-  with pytest.raises(InputError, match='provenance.json is not an ostrack_jax.eval_provenance'):
+  with pytest.raises(
+    InputError,
+    match='result files and an unusable provenance record .*'
+    'provenance.json is not an ostrack_jax.eval_provenance record',
+  ):
     _evaluate(setup, out, plots=False)
   assert _files(out) == before
 

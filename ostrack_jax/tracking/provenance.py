@@ -190,12 +190,22 @@ def prepare(out_dir: os.PathLike, new: Dict, overwrite: bool) -> str:
   and ``overwrite`` is not set.
   """
   out_dir = pathlib.Path(out_dir)
+  path = out_dir / FILE
+  if path.exists() and not path.is_file():
+    raise InputError(
+      f'{path} is not a file (the path of the provenance record eval.py keeps beside the '
+      'results): move it away, or give another --output'
+    )
   results_there = result_files(out_dir, report=False)
   try:
     old = read(out_dir)
-    problem = None
   except ValueError as e:
-    old, problem = None, str(e)
+    old, problem = None, f'{out_dir} holds result files and an unusable provenance record ({e})'
+  else:
+    problem = (
+      f'{out_dir} holds result files but no provenance record ({FILE}: written by an older '
+      'version or another tool), so they may come from another model'
+    )
   if old is not None:
     diffs = differences(old['producer'], new['producer'])
     if not diffs:
@@ -204,18 +214,11 @@ def prepare(out_dir: os.PathLike, new: Dict, overwrite: bool) -> str:
       f'{out_dir} holds results of another producer ({"; ".join(diffs)}; checkpoint there '
       f'{old.get("checkpoint")}, now {new["checkpoint"]})'
     )
-  elif problem is None:
-    problem = (
-      f'{out_dir} holds result files but no provenance record ({FILE}: written by an older '
-      'version or another tool), so they may come from another model'
-    )
   if results_there and not overwrite:
     raise InputError(f'{problem}; {WAYS_OUT}')
-  action = 'replaced' if results_there else 'new'
-  if results_there:
-    remove_results(out_dir)
-  atomic_write_text(out_dir / FILE, json.dumps(new, indent=1) + '\n')
-  return action
+  remove_results(out_dir)  # also a report left by another producer without results
+  atomic_write_text(path, json.dumps(new, indent=1) + '\n')
+  return 'replaced' if results_there else 'new'
 
 
 def remove_results(out_dir: pathlib.Path) -> None:
