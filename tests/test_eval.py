@@ -530,6 +530,7 @@ def test_unrecorded_results_are_refused(setup):
     'version or another tool), so they may come from another model; pass --overwrite to '
     'replace them, or another --output to keep them'
   )
+  assert _files(out) == before
   (out / 'provenance.json').write_text('{"format": "something else"}')
   before = _files(out)
   with pytest.raises(
