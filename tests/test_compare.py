@@ -192,6 +192,13 @@ def test_attribute_tables_equal_single_runs_on_the_subsets(data):
   labels, titles = compare.read_attributes(att)
   assert titles['IV'] == 'Illumination Variation' and list(titles)[-1] == 'ARC'
   assert [a for a, v in labels['SYN_Val_000002'].items() if v] == ['POC']
+  folder_seqs = datasets.load_dataset('folder', data['folder'])  # a layout without pooled IoUs
+  ours = _ours(tmp / 'folder_a', 'folder', folder_seqs, seed=1)
+  c = compare.compare_trackers('folder', data['folder'], {'A': ours}, attributes=att)
+  assert list(c.attributes) == ['IV', 'POC', 'DEF']
+  assert c.attributes['POC']['title'] == 'Partial Occlusion'
+  subset = [s for s in folder_seqs if s.name == 'SYN_Val_000002']
+  assert c.attributes['POC']['rows'] == [('A', _single_run(ours, subset, 'folder', 'folder'))]
   (att / 'x.txt').write_text('0,1,0,0,0,0,0,0,0,0,0\n')  # 11 flags (OTB): order unknown
   with pytest.raises(InputError, match=r'x.txt: 11 flags; .* give a table file'):
     compare.read_attributes(att)

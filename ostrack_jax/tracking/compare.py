@@ -438,12 +438,13 @@ def compare_trackers(
       r = scored[name]
       c = r['curves']
       curves = metrics.Curves(c.success[idx], c.precision[idx], c.norm_precision[idx])
-      summary = report.summarize(curves, [r['frame_ious'][i] for i in idx], layout)
+      frame_ious = [r['frame_ious'][i] for i in idx] if r['frame_ious'] else []
+      summary = report.summarize(curves, frame_ious, layout)
       rows.append((name, summary))
     comparison.attributes[attribute] = {
       'title': title,
       'sequences': [common[i].name for i in idx],
-      'rows': sorted(rows, key=lambda t: tuple(-t[1][k] for k in sort_keys)),
+      'rows': sorted(rows, key=lambda t: _rank_key(t[1], sort_keys)),
     }
   comparison.text = format_comparison(comparison)
   if out_dir is not None:
@@ -475,9 +476,14 @@ def _require_all(left_out: Dict[str, Dict[str, str]]) -> None:
       raise InputError(f'--require-all: tracker {name!r}: sequence {seq!r}: {reason}{more}')
 
 
+def _rank_key(summary: Mapping[str, float], sort_keys: Sequence[str]) -> Tuple[float, ...]:
+  """Best first by ``sort_keys``; a NaN (nothing to pool, e.g. every frame invisible) last."""
+  return tuple(-v if np.isfinite(v) else np.inf for v in (summary[k] for k in sort_keys))
+
+
 def _sorted_names(scored, sort_keys) -> List[str]:
   """Tracker names, best first by ``sort_keys`` (then in the order given)."""
-  return sorted(scored, key=lambda n: tuple(-scored[n]['summary'][k] for k in sort_keys))
+  return sorted(scored, key=lambda n: _rank_key(scored[n]['summary'], sort_keys))
 
 
 def format_comparison(c: Comparison, shown: int = _SHOWN) -> str:

@@ -101,6 +101,11 @@ def _figure(figsize):
   return fig, fig.subplots()
 
 
+def _plain(label: str) -> str:
+  """A tracker name as legend text: '$' escaped (matplotlib would read it as mathtext)."""
+  return str(label).replace('$', r'\$')
+
+
 def _line_style(i: int) -> Dict[str, str]:
   """The colour and dash of the i-th tracker: 10 colours, then the same dashed, dash-dotted."""
   return {'color': f'C{i % 10}', 'linestyle': ('-', '--', '-.', ':')[(i // 10) % 4]}
@@ -141,7 +146,7 @@ def save_overlaid_plots(
       lines.append((-score, i, label, y))
     fig, ax = _figure((5, 4) if len(entries) < 4 else (6, 5))
     for neg_score, i, label, y in sorted(lines, key=lambda t: t[:2]):
-      legend = f'{label} [{metric} {-neg_score * 100:.1f}]'
+      legend = f'{_plain(label)} [{metric} {-neg_score * 100:.1f}]'
       ax.plot(x, y, linewidth=2, label=legend, **_line_style(i))
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title + title_suffix, xlim=(x[0], x[-1]))
     ax.set(ylim=(0, 1))
@@ -165,7 +170,7 @@ def save_got10k_success_plot(
     lines.append((-ao, i, label, metrics.got10k_success_curve(frame_ious)))
   fig, ax = _figure((6, 4))
   for neg_ao, i, label, y in sorted(lines, key=lambda t: t[:2]):
-    ax.plot(metrics.GOT10K_SUCCESS_THRESHOLDS, y, label=f'{label}: [{-neg_ao:.3f}]',
+    ax.plot(metrics.GOT10K_SUCCESS_THRESHOLDS, y, label=f'{_plain(label)}: [{-neg_ao:.3f}]',
             **_line_style(i))  # fmt: skip
   ax.set(xlabel='Overlap threshold', ylabel='Success rate', xlim=(0, 1), ylim=(0, 1))
   ax.set(title=title)
