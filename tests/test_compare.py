@@ -293,9 +293,12 @@ def test_ours_at_two_checkpoints_through_evaluate_equal_eval_numbers(data, tmp_p
   other = _other(tmp_path / 'other', 'got10k', seqs)
   folders = {name: out for name, (out, _) in runs.items()}
   report_dir = tmp_path / 'report'
+  attributes = tmp_path / 'attributes.txt'
+  attributes.write_text(f'sequence\tFM\n{NAMES[0]}\t1\n{NAMES[1]}\t1\n{NAMES[2]}\t0\n')
   c = compare.compare_trackers(
-    'got10k_val', data['got10k'], dict(folders, Other=other), output=report_dir
-  )
+    'got10k_val', data['got10k'], dict(folders, Other=other), output=report_dir,
+    attributes=attributes,
+  )  # fmt: skip
   capsys.readouterr()
   rows = dict(c.rows)
   assert c.sequences == list(NAMES)
@@ -303,5 +306,7 @@ def test_ours_at_two_checkpoints_through_evaluate_equal_eval_numbers(data, tmp_p
     assert result.ok and rows[name] == result.metrics, name
   assert rows['tiny-seed0'] != rows['tiny-seed1']
   assert rows['Other'] == pytest.approx(_other_reference(other, seqs, 'got10k'), abs=1e-12)
-  for plot in ('success', 'precision', 'norm_precision', 'got10k_success'):
-    assert (report_dir / f'{plot}_plot.png').read_bytes()[:4] == b'\x89PNG', plot
+  assert c.attributes['FM']['sequences'] == list(NAMES[:2])
+  for folder in (report_dir, report_dir / 'attributes' / 'FM'):
+    for plot in ('success', 'precision', 'norm_precision', 'got10k_success'):
+      assert (folder / f'{plot}_plot.png').read_bytes()[:4] == b'\x89PNG', (folder, plot)

@@ -73,9 +73,20 @@ _SHOWN = 20  # left-out sequences printed per tracker (all of them are in table.
 class ResultFolder(results.ResultWriter):
   """One tracker's results folder, read only: eval.py's checks (``ResultWriter.check``), except
   that a sequence without a time file is judged on its box file alone (published raw results
-  of other trackers often have none)."""
+  of other trackers often have none). Each sequence is checked once (the folder is not written
+  while a comparison reads it; the check parses the whole file, the slow part of scoring)."""
+
+  def __init__(self, out_dir: os.PathLike, layout: str):
+    super().__init__(out_dir, layout)
+    self._checked: Dict[Tuple[str, int], Optional[str]] = {}
 
   def check(self, name: str, num_frames: int) -> Optional[str]:
+    key = (name, num_frames)
+    if key not in self._checked:
+      self._checked[key] = self._check(name, num_frames)
+    return self._checked[key]
+
+  def _check(self, name: str, num_frames: int) -> Optional[str]:
     box_path, time_path = self.paths(name)
     if time_path.exists():
       return super().check(name, num_frames)
