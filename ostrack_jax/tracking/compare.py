@@ -367,19 +367,7 @@ def compare_trackers(
   seqs = datasets.load_dataset(dataset, data_dir, sequences, split, errors=load_errors)
   layout = results.layout_for_dataset(dataset)
   left_out: Dict[str, Dict[str, str]] = {DATASET_KEY: {}}
-  for name, message in load_errors:
-    left_out[DATASET_KEY][name] = f'unreadable: {message}'
-  scorable = []
-  for seq in seqs:
-    if not seq.has_full_gt:
-      left_out[DATASET_KEY][seq.name] = 'no ground truth to score (first box only)'
-      continue
-    try:
-      seq.check_ground_truth()
-    except datasets.DatasetError as e:
-      left_out[DATASET_KEY][seq.name] = f'no metrics: {e}'
-      continue
-    scorable.append(seq)
+  scorable = _scorable(seqs, load_errors, left_out[DATASET_KEY])
   if not scorable:
     raise InputError(
       f'{dataset} in {data_dir}: no sequence with full ground truth to score'
@@ -393,6 +381,59 @@ def compare_trackers(
   labels, titles = _attribute_labels(attributes, scorable)
 
   views = {name: ResultFolder(folder, layout) for name, folder in folders.items()}
+  common, scored = _score(views, scorable, left_out, layout, dataset, require_all)
+  sort_keys = SORT_KEYS['got10k' if layout == 'got10k' else 'other']
+  order = _sorted_names(scored, sort_keys)
+  comparison = Comparison(
+    dataset=dataset,
+    columns=(report.GOT10K_COLUMNS if layout == 'got10k' else ()) + report.OPE_COLUMNS,
+    sort_keys=sort_keys,
+    rows=[(n, scored[n]['summary']) for n in order],
+    folders={n: str(folders[n]) for n in order},
+    sequences=[s.name for s in common],
+    left_out={k: v for k, v in left_out.items() if v},
+    attributes={},
+  )
+  subsets = {}
+  for attribute, title in titles.items():
+    idx = [i for i, s in enumerate(common) if labels[s.name][attribute]]
+    if idx:  # an attribute no scored sequence has: no table
+      subsets[attribute] = idx
+      rows = [(n, _subset_summary(scored[n], idx, layout)) for n in order]
+      comparison.attributes[attribute] = {
+        'title': title,
+        'sequences': [common[i].name for i in idx],
+        'rows': sorted(rows, key=lambda t: _rank_key(t[1], sort_keys)),
+      }
+  comparison.text = format_comparison(comparison)
+  if out_dir is not None:
+    comparison.output = out_dir
+    comparison.files = _write(comparison, out_dir, scored, order, subsets, layout, plots)
+  return comparison
+
+
+def _scorable(seqs, load_errors, left_out: Dict[str, str]) -> List:
+  """The sequences with full ground truth that the metrics accept; the others go to
+  ``left_out`` (sequence -> reason)."""
+  for name, message in load_errors:
+    left_out[name] = f'unreadable: {message}'
+  scorable = []
+  for seq in seqs:
+    if not seq.has_full_gt:
+      left_out[seq.name] = 'no ground truth to score (first box only)'
+      continue
+    try:
+      seq.check_ground_truth()
+    except datasets.DatasetError as e:
+      left_out[seq.name] = f'no metrics: {e}'
+      continue
+    scorable.append(seq)
+  return scorable
+
+
+def _score(views, scorable, left_out, layout: str, dataset: str, require_all: bool):
+  """(the sequences every tracker is scored on, tracker -> ``report.compute_metrics`` over
+  them); the sequences left out are added to ``left_out[tracker]`` with the reason."""
   for name, view in views.items():
     left_out[name] = {}
     for seq in scorable:
@@ -403,7 +444,6 @@ def compare_trackers(
   if require_all:
     _require_all(left_out)
   common = [s for s in scorable if not any(s.name in left_out[n] for n in views)]
-  scored = {}
   while True:  # a sequence one tracker's results cannot be scored on is left out for all
     scored = {
       name: report.compute_metrics(common, view, layout, dataset) for name, view in views.items()
@@ -415,7 +455,8 @@ def compare_trackers(
       left_out[name][seq_name] = message.replace(f'sequence {seq_name!r}: ', '', 1)
     if require_all:
       _require_all(left_out)
-    common = [s for s in common if not any(s.name == q for _, q in problems)]
+    dropped = {seq_name for _, seq_name in problems}
+    common = [s for s in common if s.name not in dropped]
   if not common:
     counts = ', '.join(f'{n}: {len(scorable) - len(left_out[n])}' for n in views)
     raise InputError(
@@ -423,45 +464,18 @@ def compare_trackers(
       f'usable results of the {len(scorable)}: {counts})'
     )
   assert all(len(r['rows']) == len(common) for r in scored.values())
-  columns = tuple(
-    c for c in (report.GOT10K_COLUMNS if layout == 'got10k' else ()) + report.OPE_COLUMNS
-  )
-  sort_keys = SORT_KEYS['got10k' if layout == 'got10k' else 'other']
-  order = _sorted_names(scored, sort_keys)
-  comparison = Comparison(
-    dataset=dataset,
-    columns=columns,
-    sort_keys=sort_keys,
-    rows=[(n, scored[n]['summary']) for n in order],
-    folders={n: str(folders[n]) for n in order},
-    sequences=[s.name for s in common],
-    left_out={k: v for k, v in left_out.items() if v},
-    attributes={},
-  )
-  subsets = {}
-  for attribute, title in titles.items():
-    idx = [i for i, s in enumerate(common) if labels[s.name][attribute]]
-    if not idx:
-      continue
-    subsets[attribute] = idx
-    rows = []
-    for name in order:
-      r = scored[name]
-      c = r['curves']
-      curves = metrics.Curves(c.success[idx], c.precision[idx], c.norm_precision[idx])
-      frame_ious = [r['frame_ious'][i] for i in idx] if r['frame_ious'] else []
-      summary = report.summarize(curves, frame_ious, layout)
-      rows.append((name, summary))
-    comparison.attributes[attribute] = {
-      'title': title,
-      'sequences': [common[i].name for i in idx],
-      'rows': sorted(rows, key=lambda t: _rank_key(t[1], sort_keys)),
-    }
-  comparison.text = format_comparison(comparison)
-  if out_dir is not None:
-    comparison.output = out_dir
-    comparison.files = _write(comparison, out_dir, scored, order, subsets, layout, plots)
-  return comparison
+  return common, scored
+
+
+def _subset_curves(curves: metrics.Curves, idx: Sequence[int]) -> metrics.Curves:
+  return metrics.Curves(curves.success[idx], curves.precision[idx], curves.norm_precision[idx])
+
+
+def _subset_summary(scored, idx: Sequence[int], layout: str) -> Dict[str, float]:
+  """The summary over the rows ``idx`` of one tracker's ``compute_metrics`` result: what
+  ``compute_metrics`` gives on those sequences alone (the same curves and pooled IoUs)."""
+  frame_ious = [scored['frame_ious'][i] for i in idx] if scored['frame_ious'] else []
+  return report.summarize(_subset_curves(scored['curves'], idx), frame_ious, layout)
 
 
 def _attribute_labels(attributes, scorable):
@@ -503,7 +517,8 @@ def format_comparison(c: Comparison, shown: int = _SHOWN) -> str:
   parts = [metrics.format_table(c.rows, c.columns, title=f'{c.dataset} ({len(c.sequences)} seq)')]
   parts[-1] += f'\nsorted by {", ".join(c.sort_keys)}; every tracker on the same sequences'
   if c.left_out:
-    lines = [f'left out (not scored for any tracker, {sum(map(len, c.left_out.values()))} in all):']
+    count = len(set().union(*c.left_out.values()))
+    lines = [f'left out (not scored for any tracker, {count} sequence(s) in all):']
     for name, seqs in c.left_out.items():
       who = 'dataset' if name == DATASET_KEY else f'tracker {name!r}'
       lines.append(f'  {who}: {len(seqs)} sequence(s)')
@@ -532,15 +547,7 @@ def _write(c: Comparison, out_dir, scored, order, subsets, layout, plots) -> Lis
     plot_sets.append((out_dir / 'attributes' / attribute, idx, title))
   for folder, idx, suffix in plot_sets:
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name in order:
-      curves = scored[name]['curves']
-      entries.append(
-        (
-          name,
-          metrics.Curves(curves.success[idx], curves.precision[idx], curves.norm_precision[idx]),
-        )
-      )
+    entries = [(name, _subset_curves(scored[name]['curves'], idx)) for name in order]
     files += report.save_overlaid_plots(entries, folder, suffix)
     if layout == 'got10k':
       got = [(n, [scored[n]['frame_ious'][i] for i in idx]) for n in order]
