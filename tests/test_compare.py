@@ -159,6 +159,16 @@ def test_got10k_dataset_leaves_out_missing_and_damaged_sequences(data):
   assert aos == sorted(aos, reverse=True)
   saved = json.loads((out / 'table.json').read_text())
   assert saved['left_out'] == c.left_out and saved['sorted_by'] == ['AO', 'SR0.5', 'SR0.75']
+  assert c.notes == []
+  # A toolkit folder with a second run of a non-deterministic tracker: said, not silently mixed.
+  shutil.copy(other / NAMES[0] / f'{NAMES[0]}_001.txt', other / NAMES[0] / f'{NAMES[0]}_002.txt')
+  again = compare.compare_trackers('got10k_val', root, folders)
+  assert again.rows == c.rows
+  assert again.notes == [
+    f"tracker 'Other': 1 sequence(s) have more runs ({NAMES[0]}_002.txt ...): only the first "
+    '(_001) is scored; the GOT-10k toolkit pools all runs'
+  ]
+  assert f'note: {again.notes[0]}' in again.text
   # --require-all: the same gap is a named error, before anything is written.
   with pytest.raises(InputError, match=r"--require-all: tracker 'ours-B': sequence 'SYN_Val_0000"):
     compare.compare_trackers('got10k_val', root, folders, output=tmp / 'strict', require_all=True)

@@ -107,6 +107,7 @@ class Comparison:
   sequences: the scored sequences (the same for every tracker).
   left_out: tracker (or ``DATASET_KEY``) -> {sequence: reason}: what was not scored, and why.
   attributes: attribute -> ``{'title', 'sequences', 'rows'}`` (rows as ``rows``).
+  notes: what the numbers do not include (GOT-10k repetitions after the first run).
   text: the printed report; files: what was written under ``output`` (None: nothing).
   """
 
@@ -118,6 +119,7 @@ class Comparison:
   sequences: List[str]
   left_out: Dict[str, Dict[str, str]]
   attributes: Dict[str, Dict[str, object]]
+  notes: List[str] = dataclasses.field(default_factory=list)
   text: str = ''
   output: Optional[pathlib.Path] = None
   files: List[pathlib.Path] = dataclasses.field(default_factory=list)
@@ -134,6 +136,7 @@ class Comparison:
         for i, (n, m) in enumerate(self.rows)
       ],
       'left_out': self.left_out,
+      'notes': self.notes,
       'attributes': {
         a: {
           'title': v['title'],
@@ -393,6 +396,7 @@ def compare_trackers(
     sequences=[s.name for s in common],
     left_out={k: v for k, v in left_out.items() if v},
     attributes={},
+    notes=_repetition_notes(views, common) if layout == 'got10k' else [],
   )
   subsets = {}
   for attribute, title in titles.items():
@@ -467,6 +471,21 @@ def _score(views, scorable, left_out, layout: str, dataset: str, require_all: bo
   return common, scored
 
 
+def _repetition_notes(views, common) -> List[str]:
+  """A note per tracker whose GOT-10k folder holds further runs (``<seq>_002.txt``: the
+  toolkit's repetitions of a non-deterministic tracker, which its report pools): only the
+  first run, ``_001``, is scored here."""
+  notes = []
+  for name, view in views.items():
+    more = [s.name for s in common if (view.out_dir / s.name / f'{s.name}_002.txt').is_file()]
+    if more:
+      notes.append(
+        f'tracker {name!r}: {len(more)} sequence(s) have more runs ({more[0]}_002.txt ...): '
+        'only the first (_001) is scored; the GOT-10k toolkit pools all runs'
+      )
+  return notes
+
+
 def _subset_curves(curves: metrics.Curves, idx: Sequence[int]) -> metrics.Curves:
   return metrics.Curves(curves.success[idx], curves.precision[idx], curves.norm_precision[idx])
 
@@ -516,6 +535,8 @@ def format_comparison(c: Comparison, shown: int = _SHOWN) -> str:
   attribute. ``shown`` caps the left-out sequences listed per tracker (None: all)."""
   parts = [metrics.format_table(c.rows, c.columns, title=f'{c.dataset} ({len(c.sequences)} seq)')]
   parts[-1] += f'\nsorted by {", ".join(c.sort_keys)}; every tracker on the same sequences'
+  if c.notes:
+    parts.append('\n'.join(f'note: {n}' for n in c.notes))
   if c.left_out:
     count = len(set().union(*c.left_out.values()))
     lines = [f'left out (not scored for any tracker, {count} sequence(s) in all):']
