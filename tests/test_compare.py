@@ -123,6 +123,10 @@ def test_folder_dataset_rows_equal_single_runs_and_plots(data):
     (n, pytest.approx(m, abs=1e-12)) for n, m in c.rows
   ]
   assert saved['sequences'] == list(NAMES) and saved['sorted_by'] == ['AUC', 'P@20', 'NP@0.2']
+  writer = results.ResultWriter(a, 'folder')
+  assert saved['per_sequence']['ours-A'] == dict(
+    report.compute_metrics(seqs, writer, 'folder', 'folder')['rows']
+  )
   assert (out / 'table.txt').read_text().startswith(c.text.splitlines()[0])
   assert sorted(p.name for p in out.iterdir()) == ['table.json', 'table.txt']  # plots=False
 

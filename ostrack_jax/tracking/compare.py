@@ -108,6 +108,7 @@ class Comparison:
   left_out: tracker (or ``DATASET_KEY``) -> {sequence: reason}: what was not scored, and why.
   attributes: attribute -> ``{'title', 'sequences', 'rows'}`` (rows as ``rows``).
   notes: what the numbers do not include (GOT-10k repetitions after the first run).
+  per_sequence: tracker -> sequence -> its row (eval.py's per-sequence table).
   text: the printed report; files: what was written under ``output`` (None: nothing).
   """
 
@@ -120,6 +121,7 @@ class Comparison:
   left_out: Dict[str, Dict[str, str]]
   attributes: Dict[str, Dict[str, object]]
   notes: List[str] = dataclasses.field(default_factory=list)
+  per_sequence: Dict[str, Dict[str, Dict[str, float]]] = dataclasses.field(default_factory=dict)
   text: str = ''
   output: Optional[pathlib.Path] = None
   files: List[pathlib.Path] = dataclasses.field(default_factory=list)
@@ -137,6 +139,7 @@ class Comparison:
       ],
       'left_out': self.left_out,
       'notes': self.notes,
+      'per_sequence': self.per_sequence,
       'attributes': {
         a: {
           'title': v['title'],
@@ -397,6 +400,7 @@ def compare_trackers(
     left_out={k: v for k, v in left_out.items() if v},
     attributes={},
     notes=_repetition_notes(views, common) if layout == 'got10k' else [],
+    per_sequence={n: dict(scored[n]['rows']) for n in order},
   )
   subsets = {}
   for attribute, title in titles.items():
