@@ -7,6 +7,8 @@ no files until a name is used):
   ``load_config(spec)``: a preset by name or a config file.
 * ``train_and_evaluate(config, workdir, resume=False)``: what ``train.py`` runs.
 * ``evaluate(config, checkpoint, dataset, data_dir, ...)``: what ``eval.py`` runs.
+* ``compare_trackers(dataset, data_dir, results_folders, ...)``: what ``python -m
+  ostrack_jax.compare`` runs: several trackers' result folders in one table and one set of plots.
 * ``build_model(config)``: the Flax (Linen) ``OSTrack`` module.
 * ``init_variables(config, seed=0)``: freshly initialised variables.
 * ``load_torch_checkpoint(path, config)``: Flax variables from a released OSTrack checkpoint
@@ -36,6 +38,7 @@ _LAZY = {
   'load_config': 'ostrack_jax.configs',
   'train_and_evaluate': 'ostrack_jax.training.trainer',
   'evaluate': 'ostrack_jax.tracking.evaluate',
+  'compare_trackers': 'ostrack_jax.tracking.compare',
   'build_model': 'ostrack_jax.models.ostrack',
   'init_variables': 'ostrack_jax.models.ostrack',
   'make_forward': 'ostrack_jax.models.ostrack',

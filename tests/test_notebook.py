@@ -8,6 +8,7 @@ speed and export lines (the numbers themselves are random-weight numbers).
 
 import os
 import pathlib
+import re
 
 import nbclient  # the dev extra provides nbclient, nbformat and ipykernel
 import nbformat
@@ -47,7 +48,7 @@ def test_notebook_runs(tmp_path, monkeypatch):
     'OSTRACK_CONFIG': 'tiny_256_ce',
     'OSTRACK_JAX_SYNTHETIC': str(tmp_path / 'synthetic'),
     'OSTRACK_TRAIN_IF_MISSING': '0',
-    'OSTRACK_MAX_FRAMES': '10',
+    'OSTRACK_MAX_FRAMES': '24',  # the whole example sequence: the comparison needs every frame
     'OSTRACK_EXPORT_DIR': str(tmp_path / 'exported'),
     'JAX_PLATFORMS': 'cpu',
     'XLA_FLAGS': '',
@@ -65,8 +66,14 @@ def test_notebook_runs(tmp_path, monkeypatch):
   outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs]
   text = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
   images = [o for o in outputs if 'image/png' in o.get('data', {})]
-  assert len(images) >= 4, f'expected the box, score-map and CE figures, got {len(images)}'
+  assert len(images) >= 5, f'expected the box, score-map, CE and success figures, got {len(images)}'
   assert 'frames/s' in text and 'mean IoU' in text
   assert 'max box difference to the live tracker 0.00e+00 px' in text, text[-1500:]
   assert 'max box difference to track() 0.00e+00 px' in text, text[-1500:]  # track_async
   assert 'same artifact: boxes' in text  # the exported tracker on frames of another size
+  # compare_trackers: the live and the exported tracker score alike, beside a baseline.
+  table = text[text.index('folder (1 seq)') :].splitlines()
+  cells = [re.split(r'\s{2,}', line.strip()) for line in table[2:5]]  # names hold spaces
+  rows = {c[0]: c[1:] for c in cells}
+  assert set(rows) == {'ours', 'ours (exported)', 'first box held'}, table[:6]
+  assert rows['ours'] == rows['ours (exported)'], table[:6]

@@ -114,6 +114,21 @@ def got10k_summary(frame_ious: Iterable[np.ndarray]) -> Dict[str, float]:
   }
 
 
+GOT10K_SUCCESS_THRESHOLDS = np.linspace(0, 1, 101)  # the toolkit's success curve
+
+
+def got10k_success_curve(frame_ious: Iterable[np.ndarray]) -> np.ndarray:
+  """(101,) GOT-10k success curve: the fraction of the pooled IoUs > t for t in
+  :data:`GOT10K_SUCCESS_THRESHOLDS` (strict, as the toolkit's ``_evaluate``); its mean
+  approximates AO."""
+  pooled = np.concatenate(
+    [np.asarray(x, dtype=np.float64).reshape(-1) for x in frame_ious] or [np.zeros(0)]
+  )
+  if pooled.size == 0:
+    return np.full(len(GOT10K_SUCCESS_THRESHOLDS), np.nan)
+  return np.mean(pooled[:, None] > GOT10K_SUCCESS_THRESHOLDS[None, :], axis=0)
+
+
 # ------------------------------------------------------------------ one-pass (pytracking)
 
 

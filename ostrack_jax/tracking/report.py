@@ -30,8 +30,10 @@ def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, o
   """Metrics of every finished sequence with full ground truth, read back from the files.
 
   Returns ``{'summary': {metric: value in %}, 'rows': [(name, row)], 'curves':
-  metrics.OpeCurves or None, 'problems': {name: message}}``; a sequence whose results or
-  ground truth cannot be scored (NaN, malformed) is in ``problems``, never in the metrics.
+  metrics.Curves or None, 'frame_ious': [(M_i,) GOT-10k IoUs per row] (GOT-10k layout, else
+  []), 'problems': {name: message}}``; ``curves`` and ``frame_ious`` have one entry per row,
+  in its order. A sequence whose results or ground truth cannot be scored (NaN, malformed) is
+  in ``problems``, never in the metrics.
   """
   got_ious, errors, rows, problems = [], [], [], {}
   for seq in sequences:
@@ -43,13 +45,27 @@ def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, o
       problems[seq.name] = f'sequence {seq.name!r}: no metrics: {e}'
       continue
     rows.append((seq.name, row))
-  summary: Dict[str, float] = {}
-  if layout == 'got10k' and got_ious:
-    summary.update({k: v * 100 for k, v in metrics.got10k_summary(got_ious).items()})
   curves = metrics.ope_curves(errors) if errors else None
-  if curves is not None:
+  summary = summarize(curves, got_ious, layout)
+  return {
+    'summary': summary,
+    'rows': rows,
+    'curves': curves,
+    'frame_ious': got_ious,
+    'problems': problems,
+  }
+
+
+def summarize(curves, frame_ious: Sequence, layout: str) -> Dict[str, float]:
+  """The summary (in %) of the scored sequences: AO / SR0.5 / SR0.75 over the pooled GOT-10k
+  IoUs (``frame_ious``, GOT-10k layout only), AUC / OP50 / OP75 / P@20 / NP@0.2 over the
+  per-sequence ``curves`` (``metrics.Curves`` or None); empty when nothing was scored."""
+  summary: Dict[str, float] = {}
+  if layout == 'got10k' and len(frame_ious):
+    summary.update({k: v * 100 for k, v in metrics.got10k_summary(frame_ious).items()})
+  if curves is not None and len(curves.success):
     summary.update(metrics.ope_summary(curves))
-  return {'summary': summary, 'rows': rows, 'curves': curves, 'problems': problems}
+  return summary
 
 
 def sequence_metrics(seq, writer, layout, dataset, got_ious, errors) -> Dict[str, float]:
@@ -77,39 +93,95 @@ def sequence_metrics(seq, writer, layout, dataset, got_ious, errors) -> Dict[str
 
 def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Path]:
   """Success, precision and normalized precision plots (mean over sequences) as PNG files."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  return save_overlaid_plots([(label, curves)], report_dir)
 
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  success = curves.success.mean(0)
-  precision = curves.precision.mean(0)
-  norm_precision = curves.norm_precision.mean(0)
+def _figure(figsize):
+  """A matplotlib figure and its axes, drawn by Agg into PNG bytes: no pyplot, so nothing
+  global changes (a notebook keeps its backend)."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  fig = Figure(figsize=figsize)
+  return fig, fig.subplots()
+
+
+def _plain(label: str) -> str:
+  """A tracker name as legend text: '$' escaped (matplotlib would read it as mathtext)."""
+  return str(label).replace('$', r'\$')
+
+
+def _line_style(i: int) -> Dict[str, str]:
+  """The colour and dash of the i-th tracker: 10 colours, then the same dashed, dash-dotted."""
+  return {'color': f'C{i % 10}', 'linestyle': ('-', '--', '-.', ':')[(i // 10) % 4]}
+
+
+def _save_figure(fig, path: pathlib.Path, **options) -> pathlib.Path:
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100, **options)
+  atomic_write_bytes(path, buf.getvalue())
+  return path
+
+
+def save_overlaid_plots(
+  entries: Sequence, report_dir: pathlib.Path, title_suffix: str = ''
+) -> List[pathlib.Path]:
+  """The success, precision and normalized precision plots with one curve per entry.
+
+  ``entries``: ``(label, metrics.Curves)`` pairs; entry i keeps colour i in every plot. Each
+  legend lists the curves by that plot's number, best first, as the toolkits draw them:
+  AUC (success), P@20 (precision), NP@0.2 (normalized precision). Written atomically to
+  ``report_dir/{success,precision,norm_precision}_plot.png``; returns the paths.
+  """
   specs = [
-    ('success_plot.png', metrics.SUCCESS_THRESHOLDS, success, 'Overlap threshold',
-     'Success rate', f'{label} [AUC {success.mean() * 100:.1f}]', 'Success plot'),
-    ('precision_plot.png', metrics.PRECISION_THRESHOLDS, precision,
-     'Location error threshold (px)', 'Precision',
-     f'{label} [P@20 {precision[metrics.PRECISION_AT] * 100:.1f}]', 'Precision plot'),
-    ('norm_precision_plot.png', metrics.NORM_PRECISION_THRESHOLDS, norm_precision,
-     'Normalized location error threshold', 'Normalized precision',
-     f'{label} [NP@0.2 {norm_precision[metrics.NORM_PRECISION_AT] * 100:.1f}]',
-     'Normalized precision plot'),
+    ('success_plot.png', metrics.SUCCESS_THRESHOLDS, 'success', None, 'AUC', 'Overlap threshold',
+     'Success rate', 'Success plot', 'lower left'),
+    ('precision_plot.png', metrics.PRECISION_THRESHOLDS, 'precision', metrics.PRECISION_AT,
+     'P@20', 'Location error threshold (px)', 'Precision', 'Precision plot', 'lower right'),
+    ('norm_precision_plot.png', metrics.NORM_PRECISION_THRESHOLDS, 'norm_precision',
+     metrics.NORM_PRECISION_AT, 'NP@0.2', 'Normalized location error threshold',
+     'Normalized precision', 'Normalized precision plot', 'lower right'),
   ]  # fmt: skip
   out = []
-  for name, x, y, xlabel, ylabel, legend, title in specs:
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(x, y, linewidth=2, label=legend)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(x[0], x[-1]), ylim=(0, 1))
+  for name, x, field, at, metric, xlabel, ylabel, title, where in specs:
+    lines = []
+    for i, (label, curves) in enumerate(entries):
+      y = getattr(curves, field).mean(0)
+      score = y.mean() if at is None else y[at]
+      lines.append((-score, i, label, y))
+    fig, ax = _figure((5, 4) if len(entries) < 4 else (6, 5))
+    for neg_score, i, label, y in sorted(lines, key=lambda t: t[:2]):
+      legend = f'{_plain(label)} [{metric} {-neg_score * 100:.1f}]'
+      ax.plot(x, y, linewidth=2, label=legend, **_line_style(i))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title + title_suffix, xlim=(x[0], x[-1]))
+    ax.set(ylim=(0, 1))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc='lower left' if 'Success' in title else 'lower right')
+    ax.legend(loc=where, fontsize='medium' if len(entries) < 6 else 'small')
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(report_dir / name, buf.getvalue())
-    out.append(report_dir / name)
+    out.append(_save_figure(fig, report_dir / name))
   return out
+
+
+def save_got10k_success_plot(
+  entries: Sequence, path: pathlib.Path, title: str = 'Success plots on GOT-10k'
+) -> pathlib.Path:
+  """The GOT-10k toolkit's success plot: one curve per entry ``(label, frame IoUs per
+  sequence)``, the fraction of the pooled IoUs > t over 101 thresholds, the legend
+  ``label: [AO]`` (AO as a fraction, 3 decimals) sorted by AO, outside on the right; entry i
+  keeps colour i. Written atomically to ``path``."""
+  lines = []
+  for i, (label, frame_ious) in enumerate(entries):
+    ao = metrics.got10k_summary(frame_ious)['AO']
+    lines.append((-ao, i, label, metrics.got10k_success_curve(frame_ious)))
+  fig, ax = _figure((6, 4))
+  for neg_ao, i, label, y in sorted(lines, key=lambda t: t[:2]):
+    ax.plot(metrics.GOT10K_SUCCESS_THRESHOLDS, y, label=f'{_plain(label)}: [{-neg_ao:.3f}]',
+            **_line_style(i))  # fmt: skip
+  ax.set(xlabel='Overlap threshold', ylabel='Success rate', xlim=(0, 1), ylim=(0, 1))
+  ax.set(title=title)
+  ax.grid(True)
+  legend = ax.legend(loc='center left', bbox_to_anchor=(1, 0.5), fontsize='small')
+  fig.tight_layout()
+  return _save_figure(fig, path, bbox_extra_artists=(legend,), bbox_inches='tight')
 
 
 def speed_summary(runs, writer, sequences) -> Dict[str, Optional[float]]:
