@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from ostrack_jax import crop as crop_lib
+from ostrack_jax.boxes import box_text
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
   CLIP_MARGIN,
@@ -549,10 +550,12 @@ class Tracker(LastOutputs):
     self._check_initialized()
     b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
-      raise ValueError(f'state must be 4 finite numbers x,y,w,h with w, h > 0; got {box_xywh}')
+      raise ValueError(
+        f'state must be 4 finite numbers x,y,w,h with w, h > 0; got {box_text(box_xywh)}'
+      )
     h, w = self._image_hw
     if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
-      raise ValueError(f'state {tuple(b)} lies outside the {w}x{h} image')
+      raise ValueError(f'state {box_text(b)} lies outside the {w}x{h} image')
     self.core.set_box(0, b)
 
   def _check_initialized(self):
