@@ -21,7 +21,7 @@ import pytest
 from ostrack_jax import cli
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import sources
-from ostrack_jax.datasets import core
+from ostrack_jax.datasets import core, folder, registry
 from ostrack_jax.tracking import datasets, results
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -105,6 +105,13 @@ def test_training_index_skips_a_listed_path_with_its_reason(tmp_path):
   assert len(source.report.skipped) == 1
   assert 'skipped 1 sequence(s): not a plain sequence name' in source.report.summary()
   assert '(e.g. ../outside)' in source.report.summary()
+
+
+def test_a_dataset_name_is_a_plain_name_too():
+  """Packs go to ``<output>/<dataset>``: a registered dataset name follows the same rule."""
+  with pytest.raises(ValueError, match=r"dataset name '\.\./packs': not a plain sequence name"):
+    registry.register('../packs', folder.LAYOUT, root_key='folder', train={})
+  assert '../packs' not in registry.names('train')
 
 
 @pytest.mark.parametrize('layout', results.LAYOUTS)
