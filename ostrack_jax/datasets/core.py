@@ -333,7 +333,7 @@ def check_sequence_name(name: str) -> None:
     sequence=str(name),
     path=getattr(name, 'source', None) or None,
     line=getattr(name, 'line', None),
-    reason='not a plain sequence name (a path)',
+    reason='not a plain sequence name',
   )
 
 
