@@ -25,6 +25,23 @@ def _xp(x):
   return np
 
 
+def box_text(box) -> str:
+  """A box (any numbers) for a message, as plain numbers: ``(80.0, 60.0, 40.0, 30.0)``.
+
+  NumPy and JAX scalars and arrays print as Python floats (not ``np.float64(80.0)``); what is
+  not numbers (None, a string) prints as its repr.
+  """
+  if box is None or isinstance(box, (str, bytes)):
+    return repr(box)
+  try:
+    values = np.asarray(box, dtype=np.float64)
+  except (TypeError, ValueError):
+    return repr(box)
+  if values.ndim == 0:
+    return repr(float(values))
+  return '(' + ', '.join(repr(v) for v in values.reshape(-1).tolist()) + ')'
+
+
 def _split(box):
   return box[..., 0], box[..., 1], box[..., 2], box[..., 3]
 

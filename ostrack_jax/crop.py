@@ -17,6 +17,8 @@ from typing import NamedTuple, Optional, Sequence
 import cv2
 import numpy as np
 
+from ostrack_jax.boxes import box_text
+
 
 class Crop(NamedTuple):
   """A resized crop.
@@ -38,10 +40,10 @@ def crop_size(box_xywh: Sequence[float], factor: float) -> int:
   """Side in image pixels of the square crop around ``box_xywh`` for context ``factor``."""
   w, h = float(box_xywh[2]), float(box_xywh[3])
   if not (w > 0 and h > 0):
-    raise ValueError(f'box {tuple(box_xywh)} has zero or negative size')
+    raise ValueError(f'box {box_text(box_xywh)} has zero or negative size')
   side = math.ceil(math.sqrt(w * h) * factor)
   if side < 1:
-    raise ValueError(f'box {tuple(box_xywh)} gives an empty crop (factor {factor})')
+    raise ValueError(f'box {box_text(box_xywh)} gives an empty crop (factor {float(factor)})')
   return side
 
 

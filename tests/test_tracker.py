@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from ostrack_jax import crop as crop_lib
 from ostrack_jax.configs import get_config
 from ostrack_jax.tracking import tracker as tracker_lib
 
@@ -204,6 +205,41 @@ def test_grayscale_and_rgba_frames(tracker):
   b_rgb = tracker.track(s.frame(1))
   tracker.initialize(s.frame(0), s['gt'][0])
   np.testing.assert_array_equal(tracker.track(rgba), b_rgb)
+
+
+def test_messages_show_plain_numbers(tracker):
+  """Boxes in messages are plain numbers, ``(900.0, 10.0, 20.0, 20.0)``, never NumPy reprs such
+  as ``(np.float64(900.0), ...)`` (a dataset's ground truth is a NumPy array)."""
+  gt = np.array([900.0, 10.0, 20.0, 20.0])
+  flat = gt * [1, 1, 0, 1]
+  cases = [
+    (
+      lambda: tracker_lib.check_init_box(gt, (480, 854), "sequence 'x' frame 0"),
+      "sequence 'x' frame 0: initial box (900.0, 10.0, 20.0, 20.0) lies outside the 854x480 image",
+    ),
+    (
+      lambda: tracker_lib.check_init_box(flat, (480, 854)),
+      'initial box (900.0, 10.0, 0.0, 20.0) has zero or negative width/height',
+    ),
+    (
+      lambda: tracker_lib.check_init_box((np.float32(1), np.float64(2), np.int64(3)), (9, 9)),
+      'initial box must be 4 finite numbers x,y,w,h; got (1.0, 2.0, 3.0)',
+    ),
+    (
+      lambda: crop_lib.crop_size(flat, 2.0),
+      'box (900.0, 10.0, 0.0, 20.0) has zero or negative size',
+    ),
+    (
+      lambda: setattr(tracker, 'state', gt * 10),
+      'state (9000.0, 100.0, 200.0, 200.0) lies outside the 854x480 image',
+    ),
+  ]
+  s = _Seq('soapbox')
+  tracker.initialize(s.frame(0), s['gt'][0])
+  for call, message in cases:
+    with pytest.raises(ValueError) as e:
+      call()
+    assert str(e.value) == message
 
 
 def test_track_before_initialize_and_target_leaving_frame(tracker):

@@ -6,6 +6,7 @@ import warnings
 
 import chex
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -160,6 +161,28 @@ def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):
     core.step(np.zeros((3, 64, 64, 3), np.uint8), np.ones((3, 2)), np.ones(3, bool))
   with pytest.raises(AssertionError, match='type'):  # float frames
     core.step(np.zeros((2, 64, 64, 3), np.float32), np.ones((2, 2)), np.ones(2, bool))
+
+
+def test_batch_tracker_refuses_bad_slots_before_changing_anything(tracker, soapbox):
+  """A slot out of range (ValueError naming it and the valid ones; it was an IndexError after
+  slot 1's state had been overwritten) and a frame for a slot that holds no sequence (it
+  returned all-zero boxes) are refused before any device state, flag or size changes."""
+  frames, gt = soapbox
+  batch = tracker_lib.BatchTracker(tracker, 2, 'map')
+  before = jax.device_get(batch.core.state)
+  for slot in (5, 2, -1, 1.0):
+    with pytest.raises(ValueError, match=rf'slot {slot} does not exist: the slots are 0 to 1'):
+      batch.initialize(slot, frames[0], gt[0])
+  with pytest.raises(ValueError, match='slot 2 does not exist'):
+    batch.release(2)
+  with pytest.raises(ValueError, match=r'slot 1 holds no sequence .* initialize\(1, frame, box\)'):
+    batch.track([None, frames[1]])
+  with pytest.raises(ValueError, match='slot 0 holds no sequence'):
+    batch.track_async([frames[1], None])
+  with pytest.raises(ValueError, match='slot 0: initial box .* lies outside the 854x480 image'):
+    batch.initialize(0, frames[0], (900.0, 10.0, 20.0, 20.0))
+  chex.assert_trees_all_equal(jax.device_get(batch.core.state), before)
+  assert not batch.active.any() and (batch.image_hw == 1).all()
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from ostrack_jax import crop as crop_lib
+from ostrack_jax.boxes import box_text
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -275,7 +276,7 @@ def process_crop(
     box = flip_box_xywh(box, image_size(frame)[0])
   jittered = jitter_box(box, params.center_jitter, params.scale_jitter, rng)
   if not np.all(np.isfinite(jittered)) or not (jittered[2] > 0 and jittered[3] > 0):
-    raise BadSample(f'{frame.name}: degenerate jittered box {jittered}')
+    raise BadSample(f'{frame.name}: degenerate jittered box {box_text(jittered)}')
   if math.ceil(math.sqrt(jittered[2] * jittered[3]) * params.factor) < 1:
     raise BadSample(f'{frame.name}: crop smaller than one pixel')
   image, resize_factor, crop_box, size_wh = crop_frame(

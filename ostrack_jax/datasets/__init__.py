@@ -11,7 +11,9 @@ Modules:
 * ``core``: :class:`Video` (the record: name, frames, xywh ground truth, per-frame flags,
   image size), :class:`DatasetError` (names dataset, sequence, file and line), the number
   parser, :func:`natural_key`, the image extensions, the cheap integrity check of a frame
-  file (:func:`check_image_file`) and :func:`read_frame`, and the :class:`Layout` base class.
+  file (:func:`check_image_file`) and :func:`read_frame`, the one rule for sequence names
+  (:func:`check_sequence_name`: a name never leads out of a folder), and the :class:`Layout`
+  base class.
 * one module per layout: ``got10k``, ``lasot``, ``trackingnet``, ``otb``, ``coco``,
   ``folder``, ``synthetic`` (the built-in dataset's generator; GOT-10k layout).
 * ``registry``: dataset name -> layout, root field and options per use.

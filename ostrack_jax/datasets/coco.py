@@ -53,6 +53,11 @@ class Coco(core.Layout):
       items = ((n, by_id.get(n)) for n in names)
     folder = str(root / split)
     for name, ann in items:
+      try:
+        core.check_sequence_name(name)
+      except core.DatasetError as e:
+        yield e
+        continue
       if ann is None:
         yield core.DatasetError('no such annotation id', sequence=name, reason='unknown id')
         continue

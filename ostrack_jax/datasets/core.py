@@ -280,9 +280,61 @@ def read_labels(path: Union[str, os.PathLike], count: int) -> np.ndarray:
   return values.astype(np.int64)
 
 
-def read_name_list(path: Union[str, os.PathLike]) -> List[str]:
-  """Non-blank, stripped lines of a list file (list.txt, split files)."""
-  return [t.strip() for t in _read_text(pathlib.Path(path), 'list file').splitlines() if t.strip()]
+def read_name_list(path: Union[str, os.PathLike]) -> List['ListedName']:
+  """Non-blank, stripped lines of a list file (list.txt, split files), each a
+  :class:`ListedName` that remembers the file and its line (checked when the sequence is read)."""
+  text = _read_text(pathlib.Path(path), 'list file')
+  return [ListedName(t.strip(), path, i) for i, t in enumerate(text.splitlines(), 1) if t.strip()]
+
+
+# ------------------------------------------------------------------------------ sequence names
+class ListedName(str):
+  """A sequence name (a ``str``) that remembers where it was given, for messages.
+
+  ``source``: the list file it was read from, or the argument that gave it (e.g.
+  ``--sequences``); ``line``: its 1-based line in that file, or None.
+  """
+
+  def __new__(cls, name: str, source: Union[str, os.PathLike] = '', line: Optional[int] = None):
+    self = super().__new__(cls, name)
+    self.source = str(source)
+    self.line = line
+    return self
+
+
+def check_sequence_name(name: str) -> None:
+  """Raises :class:`DatasetError` unless ``name`` is a plain sequence name: one file or folder
+  name (no ``/`` or ``\\``, not ``.`` or ``..``, not empty, no NUL).
+
+  The one rule for every name that becomes part of a path (result files
+  ``<output>/<name>.txt``, sequence folders ``<root>/<name>``): a name from a list file, a
+  folder, an annotation or ``--sequences``. The error names the sequence and, for a
+  :class:`ListedName`, the file and line (or argument) it came from.
+  """
+  if not isinstance(name, str):
+    problem = f'it is a {type(name).__name__}, not a string'
+  elif not name:
+    problem = 'it is empty'
+  elif '\x00' in name:
+    problem = 'it contains a NUL character'
+  elif name in ('.', '..'):
+    problem = f"it is {name!r}, {'the parent folder' if name == '..' else 'the folder itself'}"
+  elif os.path.isabs(name) or name.startswith(('/', '\\')):
+    problem = 'it is an absolute path'
+  elif '/' in name or '\\' in name:
+    problem = 'it contains a path separator'
+  elif os.path.splitdrive(name)[0]:
+    problem = 'it names a drive'
+  else:
+    return
+  raise DatasetError(
+    f'not a plain sequence name: {problem} (a name is one file or folder name, so that its '
+    'results stay inside the output folder)',
+    sequence=str(name),
+    path=getattr(name, 'source', None) or None,
+    line=getattr(name, 'line', None),
+    reason='not a plain sequence name',
+  )
 
 
 # ------------------------------------------------------------------------------ frame files
@@ -505,18 +557,31 @@ class Layout:
   def read_sequence(self, root: pathlib.Path, name: str, **options) -> Video:
     raise NotImplementedError
 
+  def check_name(self, name: str) -> None:
+    """Raises :class:`DatasetError` for a name this layout must not join to its root:
+    :func:`check_sequence_name`, unless a layout's own names have more parts."""
+    check_sequence_name(name)
+
   def read(
     self, root: pathlib.Path, names: Optional[Seq[str]] = None, **options
   ) -> Iterator[Union[Video, DatasetError]]:
     """One item per sequence (``names``, default all), in order: the :class:`Video`, or the
-    :class:`DatasetError` saying why that sequence cannot be used (yielded, not raised)."""
+    :class:`DatasetError` saying why that sequence cannot be used (yielded, not raised).
+
+    Every name is checked before it is read (:meth:`check_name`), and every video's name
+    (what results are written under) with :func:`check_sequence_name`.
+    """
     if names is None:
       names = self.sequence_names(root, **options)
     for name in names:
       try:
-        yield self.read_sequence(root, name, **options)
+        self.check_name(name)
+        video = self.read_sequence(root, name, **options)
+        check_sequence_name(video.name)
       except DatasetError as e:
-        yield e.context(sequence=name.rsplit('/', 1)[-1])
+        yield e.context(sequence=str(name).rsplit('/', 1)[-1])
+        continue
+      yield video
 
   def frame_root(self, root: pathlib.Path, **options) -> pathlib.Path:
     del options

@@ -98,6 +98,10 @@ class Folder(core.Layout):
       key=core.natural_key,
     )
 
+  def check_name(self, name: str) -> None:
+    if name != '.':  # '.': the root itself is the sequence (named after the root folder)
+      core.check_sequence_name(name)
+
   def read_sequence(self, root: pathlib.Path, name: str) -> core.Video:
     if name == '.' or (name == root.resolve().name and self.single(root)):
       return read_sequence_folder(root, root.resolve().name)

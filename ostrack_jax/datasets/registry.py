@@ -72,6 +72,10 @@ def register(name: str, layout: core.Layout, *, root_key: str, replace: bool = F
   """Registers dataset ``name`` (see :class:`Entry` for the fields); returns the entry."""
   if name in _ENTRIES and not replace:
     raise ValueError(f'dataset {name!r} is already registered (pass replace=True)')
+  try:  # a plain name: packs go to <output>/<name>, evaluation results to .../eval/<name>
+    core.check_sequence_name(name)
+  except core.DatasetError as e:
+    raise ValueError(f'dataset name {name!r}: {e.message}') from None
   entry = Entry(name, layout, root_key, **fields)
   _ENTRIES[name] = entry
   return entry

@@ -11,9 +11,12 @@ to some of them.
 
 import logging
 import pathlib
+import re
 from typing import List, Tuple
 
 from ostrack_jax.datasets import core
+
+_TRAIN_CHUNK = re.compile(r'TRAIN_\d+')
 
 
 def _chunks(root: pathlib.Path, split: str, chunks=None) -> List[pathlib.Path]:
@@ -41,6 +44,11 @@ class TrackingNet(core.Layout):
       chunk, seq = name.split('/', 1)
       return root / chunk, seq
     return _chunks(root, split)[0] if split != 'TRAIN' else root, name
+
+  def check_name(self, name: str) -> None:
+    """A plain name; in the 'TRAIN' split's internal ``TRAIN_<k>/<seq>`` names, ``<seq>``."""
+    chunk, _, seq = str(name).partition('/')
+    core.check_sequence_name(seq if _TRAIN_CHUNK.fullmatch(chunk) and seq else name)
 
   def sequence_names(self, root: pathlib.Path, split: str = 'TEST', chunks=None) -> List[str]:
     names = []

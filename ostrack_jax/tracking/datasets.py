@@ -71,14 +71,18 @@ def load_dataset(
   split: Optional[str] = None,
   errors: Optional[list] = None,
   root_field: str = '--data-dir',
+  sequences_field: str = '--sequences',
 ) -> List[Video]:
   """Sequences of benchmark ``name`` (one of :data:`DATASETS`) under ``root``.
 
   ``split`` overrides the entry's split (GOT-10k: val/test/train; TrackingNet: TEST, TRAIN_0,
   ...). With ``errors`` (a list) given, sequences whose files are bad are skipped and recorded
   there as ``(name, message)``; without it the first bad sequence raises
-  :class:`DatasetError`. An unknown name raises :class:`UnknownDatasetError` listing the
-  valid ones, a missing root :class:`MissingRootError` naming ``root_field``.
+  :class:`DatasetError`. A name that is a path (``..``, absolute, with a separator: see
+  :func:`ostrack_jax.datasets.core.check_sequence_name`) is such a bad sequence, named with
+  the list file and line it came from, or ``sequences_field`` for ``sequences``. An unknown
+  dataset name raises :class:`UnknownDatasetError` listing the valid ones, a missing root
+  :class:`MissingRootError` naming ``root_field``.
   """
   entry = registry.get(name, 'eval')
   path = registry.resolve_root(entry, root, root_field)
@@ -86,7 +90,7 @@ def load_dataset(
   if split:
     options['split'] = split
   try:
-    names = list(sequences) if sequences else None
+    names = [core.ListedName(n, sequences_field) for n in sequences] if sequences else None
     out = []
     for item in entry.layout.read(path, names, **options):
       try:

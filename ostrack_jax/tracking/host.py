@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from ostrack_jax.boxes import box_text
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MARGIN = 10  # the original's clip_box keeps boxes this many pixels inside the frame
@@ -71,14 +73,17 @@ def check_box(
   image. A box partly outside the image is accepted (the crop pads with zeros, as the original).
   """
   prefix = f'{where}: ' if where else ''
-  b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
+  try:
+    b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
+  except (TypeError, ValueError):
+    b = np.full(0, np.nan)
   if b.shape != (4,) or not np.isfinite(b).all():
-    raise ValueError(f'{prefix}{what} must be 4 finite numbers x,y,w,h; got {box_xywh}')
+    raise ValueError(f'{prefix}{what} must be 4 finite numbers x,y,w,h; got {box_text(box_xywh)}')
   if b[2] <= 0 or b[3] <= 0:
-    raise ValueError(f'{prefix}{what} {tuple(b)} has zero or negative width/height')
+    raise ValueError(f'{prefix}{what} {box_text(b)} has zero or negative width/height')
   h, w = image_hw
   if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
-    raise ValueError(f'{prefix}{what} {tuple(b)} lies outside the {w}x{h} image')
+    raise ValueError(f'{prefix}{what} {box_text(b)} lies outside the {w}x{h} image')
   return b
 
 

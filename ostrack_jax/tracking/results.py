@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ostrack_jax.datasets.core import check_sequence_name
 from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401  # pylint: disable=unused-import
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
@@ -122,7 +123,10 @@ class ResultWriter:
     self.layout = layout
 
   def paths(self, name: str) -> Tuple[pathlib.Path, pathlib.Path]:
-    """(box file, time file) of sequence ``name``."""
+    """(box file, time file) of sequence ``name``, inside ``out_dir``: a name that is a path
+    (``..``, absolute, with a separator) raises ``DatasetError`` (the dataset layer refuses
+    such names when it reads them; this is the last line of defence)."""
+    check_sequence_name(name)
     if self.layout == 'got10k':
       d = self.out_dir / name
       return d / f'{name}_001.txt', d / f'{name}_time.txt'

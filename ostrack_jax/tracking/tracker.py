@@ -32,6 +32,7 @@ baselines.
 """
 
 import math
+import operator
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
@@ -42,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from ostrack_jax import crop as crop_lib
+from ostrack_jax.boxes import box_text
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
   CLIP_MARGIN,
@@ -548,10 +550,12 @@ class Tracker(LastOutputs):
     self._check_initialized()
     b = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
-      raise ValueError(f'state must be 4 finite numbers x,y,w,h with w, h > 0; got {box_xywh}')
+      raise ValueError(
+        f'state must be 4 finite numbers x,y,w,h with w, h > 0; got {box_text(box_xywh)}'
+      )
     h, w = self._image_hw
     if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
-      raise ValueError(f'state {tuple(b)} lies outside the {w}x{h} image')
+      raise ValueError(f'state {box_text(b)} lies outside the {w}x{h} image')
     self.core.set_box(0, b)
 
   def _check_initialized(self):
@@ -640,6 +644,12 @@ class BatchTracker:
   sequences of unequal length are handled by starting the next sequence in a slot as soon as
   the previous one ends. ``batch_mode``: 'vmap' (one batched forward; equal to one-at-a-time
   up to float rounding) or 'map' (bit-identical to one-at-a-time).
+
+  Slots are numbered 0 to B - 1. A slot is active from ``initialize(slot, ...)`` until
+  ``release(slot)``; ``track`` takes one frame per active slot, or None (the slot skips this
+  step and keeps its state), and None for every inactive slot: a frame for a slot that holds
+  no sequence (never initialized, or released) is refused. Every refused call (a ValueError
+  naming the slot: a slot out of range, a bad frame or box) changes nothing.
   """
 
   def __init__(self, tracker: Tracker, batch_size: int, batch_mode: str = 'vmap'):
@@ -667,25 +677,53 @@ class BatchTracker:
     """(B, 4) float64 states, xywh image pixels (waits for the device)."""
     return self.core.boxes()
 
+  def _check_slot(self, slot) -> int:
+    """``slot`` as an int in [0, B), or a ValueError naming it and the valid slots."""
+    try:
+      index = None if isinstance(slot, bool) else operator.index(slot)
+    except TypeError:
+      index = None
+    if index is None or not 0 <= index < self.batch_size:
+      shown = index if index is not None else repr(slot)
+      raise ValueError(
+        f'slot {shown} does not exist: the slots are 0 to {self.batch_size - 1} '
+        f'(batch_size {self.batch_size})'
+      )
+    return index
+
   def initialize(self, slot: int, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
-    """Starts the sequence of ``slot`` from ``box_xywh`` (xywh image pixels) in ``frame``."""
+    """Starts the sequence of ``slot`` from ``box_xywh`` (xywh image pixels) in ``frame``.
+
+    The slot, frame and box are checked before anything changes (ValueError naming them).
+    """
+    slot = self._check_slot(slot)
     frame = check_frame(frame, f'slot {slot}')
-    box = check_init_box(box_xywh, frame.shape[:2])
+    box = check_init_box(box_xywh, frame.shape[:2], f'slot {slot}')
     self.core.initialize_slot(slot, frame, box)
     self.active[slot] = True
     self.image_hw[slot] = frame.shape[:2]
 
   def release(self, slot: int) -> None:
-    """Marks ``slot`` idle (its sequence ended)."""
-    self.active[slot] = False
+    """Marks ``slot`` idle (its sequence ended): it takes None until initialized again."""
+    self.active[self._check_slot(slot)] = False
 
   def track_async(self, frames: Sequence[Optional[np.ndarray]]) -> jax.Array:
-    """Dispatches one frame per active slot (None for idle ones); returns (B, 4) device boxes."""
+    """Dispatches one frame per active slot (None for idle ones); returns (B, 4) device boxes.
+
+    A frame for a slot that holds no sequence raises a ValueError naming the slot, before
+    anything is dispatched.
+    """
     if len(frames) != self.batch_size:
       raise ValueError(
         f'expected {self.batch_size} frames (None for idle slots), got {len(frames)}'
       )
-    live = np.array([self.active[i] and f is not None for i, f in enumerate(frames)])
+    for i, f in enumerate(frames):
+      if f is not None and not self.active[i]:
+        raise ValueError(
+          f'slot {i} holds no sequence (never initialized, or released): give None for it, '
+          f'or start one with initialize({i}, frame, box)'
+        )
+    live = np.array([f is not None for f in frames])
     checked = [check_frame(f, f'slot {i}') if live[i] else None for i, f in enumerate(frames)]
     for i, f in enumerate(checked):
       if f is not None:
