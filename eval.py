@@ -15,7 +15,8 @@ status 1) unless --fail-fast. The work is ostrack_jax.tracking.evaluate.evaluate
 import os
 import sys
 
-from ostrack_jax import cli
+from ostrack_jax import cli, fileio
+from ostrack_jax.errors import OutputError
 
 DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
 
@@ -74,6 +75,11 @@ def main(argv=None) -> int:
   except runner.SequenceFailure as e:  # --fail-fast
     print(f'eval.py: {e}', file=sys.stderr)
     return 1
+  except OSError as e:  # a full disk, a lost permission (the output was checked at the start)
+    raise OutputError(
+      f'{fileio.describe_os_error(e)}; the results of the sequences finished before are kept '
+      '(each written whole): run the same command to continue'
+    ) from e
   return 0 if result.ok else 1
 
 

@@ -590,6 +590,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  fileio.check_writable(args.output, f'--output {args.output}', is_file=args.format == 'onnx')
   from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
 
   config = args.config

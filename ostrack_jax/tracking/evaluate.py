@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 import ml_collections
 
-from ostrack_jax import configs
+from ostrack_jax import configs, fileio
 from ostrack_jax.errors import InputError
 from ostrack_jax.tracking import datasets, report, results
 
@@ -133,6 +133,10 @@ def evaluate(
   if dataset not in datasets.DATASETS:
     raise InputError(f'unknown dataset {dataset!r}; datasets: {", ".join(datasets.DATASETS)}')
   check_checkpoint(checkpoint)
+  fileio.check_writable(
+    output or default_output(config, dataset),
+    f'--output {output}' if output else 'the results folder',
+  )
   root = resolve_data_dir(dataset, data_dir, config)
   load_errors: List = []
   seqs = datasets.load_dataset(
