@@ -11,8 +11,10 @@ iterator; every ``train.checkpoint_every_steps`` and at the end, the last
 the end, ``model.msgpack`` (load it with ``ostrack_jax.load_checkpoint``, ``eval.py`` or
 ``Tracker.from_checkpoint``). A workdir with checkpoints is only continued with
 ``resume=True``, and only with the same config and device count (the batches then continue
-exactly). Bad input raises ``ostrack_jax.errors.InputError``; a loss that stays non-finite
-raises ``loop.NonFiniteError``.
+exactly). Bad input raises ``ostrack_jax.errors.InputError`` before the first step (what the
+run had created in the workdir is removed again); a write that fails mid-run (a full disk, a lost
+permission) raises ``ostrack_jax.errors.OutputError`` naming the file, the OS error and the
+checkpoint kept; a loss that stays non-finite raises ``loop.NonFiniteError``.
 """
 
 import dataclasses
