@@ -124,6 +124,8 @@ def check_writable(
   folder = path.parent if is_file else path
   existing = folder
   while not existing.exists() and existing != existing.parent:
+    if existing.is_symlink():  # a link to nowhere: mkdir would fail on it
+      raise InputError(f'{name}: {existing} is a link to {os.readlink(existing)}, which is missing')
     existing = existing.parent
   if not existing.is_dir():
     where = '' if existing == path else f'{existing} '

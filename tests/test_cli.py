@@ -151,7 +151,8 @@ def test_commands_answer_bad_input_in_one_line(argv, message, tmp_path):
 
 # Outputs a command cannot write, and user errors found before any work: one line, status 2,
 # and nothing created. {tmp} is the test's folder, holding 'file' (a file), 'raises.py' (a
-# config whose get_config() raises) and 'packs/folder/pack.json' (a pack). /sys takes no new
+# config whose get_config() raises), 'packs/folder/pack.json' (a pack) and 'link' (a link to
+# nothing). /sys takes no new
 # file from any user, root included (CI runs the tests as root, for whom chmod'ed folders stay
 # writable).
 BEFORE_WORK = [
@@ -206,11 +207,17 @@ BEFORE_WORK = [
     '--output {tmp}/file/exp: {tmp}/file is a file, not a folder',
   ),
   (
-    ['-m', 'ostrack_jax.export', '--format', 'onnx', '--checkpoint', '{tmp}/file'],
+    [
+      *['-m', 'ostrack_jax.export', '--format', 'onnx'],
+      *['--checkpoint', '{tmp}/file', '--output', '/sys/x.onnx'],
+    ],
     '--output /sys/x.onnx: cannot write in /sys',
   ),
   (
-    ['-m', 'ostrack_jax.demo', '--video', '{tmp}', '--box', '1,1,5,5', '--checkpoint'],
+    [
+      *['-m', 'ostrack_jax.demo', '--video', '{tmp}', '--box', '1,1,5,5'],
+      *['--checkpoint', '{tmp}/file', '--output', '{tmp}/none/x.mp4'],
+    ],
     '--output {tmp}/none/x.mp4: no such folder {tmp}/none',
   ),
   (
@@ -221,6 +228,11 @@ BEFORE_WORK = [
     ['-m', 'ostrack_jax.data.pack', 'folder', '--root', '{tmp}', '--output', '/sys/packs'],
     '--output /sys/packs: cannot write in /sys',
   ),
+  (
+    ['-m', 'ostrack_jax.export', '--checkpoint', '{tmp}/file', '--output', '{tmp}/packs'],
+    '--output {tmp}/packs: the folder exists and is not an exported tracker',
+  ),
+  (['eval.py', '--checkpoint', '{tmp}/file', '--output', '{tmp}/link'], '{tmp}/link is a link'),
   (['-m', 'ostrack_jax.data.preview', '--output', '/sys/x.png'], 'cannot write in /sys'),
   (
     ['-m', 'ostrack_jax.data.synthetic', '--width', '5', '--height', '5', '--output', '{tmp}/s'],
@@ -228,9 +240,6 @@ BEFORE_WORK = [
   ),
   (['-m', 'ostrack_jax.data.synthetic', '--output', '/sys/syn'], 'cannot write in /sys'),
 ]
-# The flags the rows above leave out to stay on one line.
-BEFORE_WORK[10][0].extend(['--output', '/sys/x.onnx'])
-BEFORE_WORK[11][0].extend(['{tmp}/file', '--output', '{tmp}/none/x.mp4'])
 
 
 @pytest.mark.parametrize(
@@ -240,11 +249,13 @@ def test_commands_check_outputs_and_input_before_any_work(argv, message, tmp_pat
   """Before: a NotADirectoryError traceback for an --output that is a file, a read-only
   folder found after the model was loaded and compiled (eval.py), a FileExistsError traceback
   after indexing the whole dataset (pack), tracebacks for a raising config and for bad
-  synthetic sizes, the workdir created for an invalid geometry, max_steps=-5 accepted."""
+  synthetic sizes, the workdir created for an invalid geometry, max_steps=-5 accepted, a
+  folder that is not an export found after loading the model."""
   (tmp_path / 'file').write_text('x')
   (tmp_path / 'raises.py').write_text('def get_config():\n  fields = {}\n  return fields["lr"]\n')
   (tmp_path / 'packs' / 'folder').mkdir(parents=True)
   (tmp_path / 'packs' / 'folder' / 'pack.json').write_text('{}')
+  (tmp_path / 'link').symlink_to(tmp_path / 'gone')
   before = sorted(tmp_path.rglob('*'))
   out = subprocess.run(
     [sys.executable, *(a.replace('{tmp}', str(tmp_path)) for a in argv)],
