@@ -316,3 +316,24 @@ def test_in_process_user_errors_leave_the_workdir_as_it_was(synthetic_root, tmp_
   with pytest.raises(InputError, match='config.train.pretrained'):
     trainer.train_and_evaluate(bad, str(mine), progress=False)
   assert sorted(p.name for p in mine.iterdir()) == ['notes.txt']
+
+
+def test_a_failed_checkpoint_write_is_named_by_its_os_error():
+  """orbax reports a checkpoint write that fails (a full disk) as TensorStore's ValueError,
+  possibly wrapped; the trainer's one line needs the OS error and the file inside it."""
+  from ostrack_jax.training import checkpoint as ckpt_lib
+
+  path = '/w/checkpoints/4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/_sharding'
+  store = ValueError(
+    f'OUT_OF_RANGE: Error writing local file "{path}": Failed writing: "{path}.__lock": '
+    "Failed to write 62183 bytes to file 20: No space left on device [os_error_code='28']"
+  )
+  try:
+    try:
+      raise store
+    except ValueError:
+      raise RuntimeError('a writer thread failed')  # noqa: B904  (chained implicitly)
+  except RuntimeError as e:
+    found = ckpt_lib._os_error_in(e, '/w/checkpoints')
+  assert (found.errno, found.filename) == (28, path)
+  assert ckpt_lib._os_error_in(ValueError('a bug'), '/w/checkpoints') is None
