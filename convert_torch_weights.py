@@ -16,7 +16,7 @@ Add ``--check`` to run one forward pass on random inputs after converting.
 
 import sys
 
-from ostrack_jax import cli
+from ostrack_jax import cli, fileio
 
 
 def main(argv=None) -> int:
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
   parser.add_argument('--check', action='store_true', help='run a forward pass after converting')
   args = parser.parse(argv)
   config = args.config
+  fileio.check_writable(args.output, f'--output {args.output}', is_file=True)
 
   from ostrack_jax.checkpoint_io import save_variables  # pylint: disable=g-import-not-at-top
   from ostrack_jax.convert import CheckpointError, load_torch_checkpoint  # pylint: disable=g-import-not-at-top

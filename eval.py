@@ -19,7 +19,8 @@ ostrack_jax.tracking.evaluate.evaluate.
 import os
 import sys
 
-from ostrack_jax import cli
+from ostrack_jax import cli, fileio
+from ostrack_jax.errors import OutputError
 
 DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
 
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
     raise cli.InputError(
       f'--checkpoint {args.checkpoint}: no such file (run `python train.py` first)'
     )
-  from ostrack_jax.tracking import evaluate, runner  # pylint: disable=g-import-not-at-top
+  # evaluate checks its input and output before importing JAX (runner imports it).
+  from ostrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
 
   names = 'sequences split output batch_size batch_mode decode_threads compilation_cache'
   options = {k: getattr(args, k) for k in names.split() + ['overwrite', 'fail_fast']}
@@ -80,8 +82,16 @@ def main(argv=None) -> int:
       args.config, args.checkpoint, args.dataset, args.data_dir, plots=not args.no_plots,
       progress=not args.no_progress, **options,
     )  # fmt: skip
-  except runner.SequenceFailure as e:  # --fail-fast
-    print(f'eval.py: {e}', file=sys.stderr)
+  except OSError as e:  # a full disk, a lost permission (the output was checked at the start)
+    raise OutputError(
+      f'{fileio.describe_os_error(e)}; the results of the sequences finished before are kept '
+      '(each written whole): run the same command to continue'
+    ) from e
+  except Exception as e:  # pylint: disable=broad-except
+    runner = sys.modules.get('ostrack_jax.tracking.runner')  # imported once tracking starts
+    if runner is None or not isinstance(e, runner.SequenceFailure):
+      raise
+    print(f'eval.py: {e}', file=sys.stderr)  # --fail-fast
     return 1
   return 0 if result.ok else 1
 

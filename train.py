@@ -16,7 +16,7 @@ directory's layout is described there.
 import os
 import sys
 
-from ostrack_jax import cli
+from ostrack_jax import cli, fileio
 
 
 def parse_flags(argv=None):
@@ -48,13 +48,14 @@ def parse_flags(argv=None):
 
 def main(argv=None) -> int:
   args = parse_flags(argv)
+  workdir = args.workdir or os.path.join('workdirs', args.config.name)
+  fileio.check_writable(workdir, f'--workdir {workdir}')
   if args.multihost:
     import jax  # pylint: disable=g-import-not-at-top
 
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   from ostrack_jax.training import loop, trainer  # pylint: disable=g-import-not-at-top
 
-  workdir = args.workdir or os.path.join('workdirs', args.config.name)
   try:
     trainer.train_and_evaluate(
       args.config, workdir, resume=args.resume, progress=not args.no_progress

@@ -12,7 +12,10 @@ data.pack, data.preview, data.synthetic}`` build their flags on :class:`Parser` 
 * an unknown flag or config key is answered with the closest valid ones; values are checked
   before any work (flag types here, config fields by ``configs.check_config``);
 * bad input ends with one line on stderr, ``<command>: <what is wrong>``, and exit status 2,
-  never a traceback; a folder the user named is never created silently.
+  never a traceback; a folder the user named is never created silently; each command checks
+  that it can write its output (``fileio.check_writable``) before any work;
+* a write that fails mid-run (a full disk, a lost permission) ends with one line naming the
+  path, the OS error, what was kept and the command that continues, exit status 74.
 
 ml_collections' ``config_flags`` was the first candidate: it needs absl's global flag registry
 (one per process: awkward for the tests and the notebook, which call several commands in one
@@ -27,7 +30,8 @@ import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ostrack_jax.errors import InputError
+from ostrack_jax import fileio
+from ostrack_jax.errors import InputError, OutputError
 
 __all__ = [
   'InputError',
@@ -229,17 +233,33 @@ class Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------------ running
 
 
+EXIT_OUTPUT_ERROR = 74  # EX_IOERR (sysexits.h): an output could not be written mid-run
+
+
 def run(main: Callable[[Optional[Sequence[str]]], Optional[int]], prog: str, argv=None) -> int:
   """Runs ``main(argv)`` and turns the user's mistakes into ``<prog>: <message>``, status 2.
 
-  Returns the exit status: ``main``'s return value (None = 0), 2 for an ``InputError``, 130
-  for Ctrl-C. Other exceptions are bugs and keep their traceback.
+  Returns the exit status: ``main``'s return value (None = 0), 2 for an ``InputError``, 74
+  (``EX_IOERR``) for an ``OutputError`` (a write that failed mid-run, with what was kept and
+  how to continue) or any other ``OSError`` (a fault of the machine: one line naming the path
+  and the error; every output is written whole, so nothing half-written is left), 130 for
+  Ctrl-C. Other exceptions are bugs and keep their traceback.
   """
   try:
     return int(main(argv) or 0)
   except InputError as e:
     print(f'{prog}: {e}', file=sys.stderr)
     return 2
+  except OutputError as e:
+    print(f'{prog}: {e}', file=sys.stderr)
+    return EXIT_OUTPUT_ERROR
+  except OSError as e:
+    print(
+      f'{prog}: {fileio.describe_os_error(e)}; the output was not written: run the command '
+      'again once this is fixed',
+      file=sys.stderr,
+    )
+    return EXIT_OUTPUT_ERROR
   except KeyboardInterrupt:
     print(f'{prog}: interrupted', file=sys.stderr)
     return 130

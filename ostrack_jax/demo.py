@@ -315,6 +315,7 @@ def main(argv=None) -> int:
   args = p.parse(argv)
   if not os.path.exists(args.video):
     p.fail(f'--video {args.video}: no such file or folder')
+  fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
   config = args.config
 
   from ostrack_jax.tracking.results import format_boxes  # pylint: disable=g-import-not-at-top

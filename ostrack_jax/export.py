@@ -162,15 +162,7 @@ def export_tracker(
   bad = [d for d in dtypes if d not in DTYPES]
   if bad or not dtypes:
     raise ValueError(f'--dtypes: expected a non-empty subset of {DTYPES}, got {list(dtypes)}')
-  if (
-    os.path.isdir(out_dir)
-    and os.listdir(out_dir)
-    and not os.path.isfile(os.path.join(out_dir, MANIFEST_FILE))
-  ):
-    raise FileExistsError(
-      f'--output {out_dir}: the folder exists and is not an exported tracker; '
-      'give a new or empty folder (an exported tracker is replaced)'
-    )
+  check_output_folder(out_dir)
   variables = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
   flat = {
     k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
@@ -588,8 +580,27 @@ def parse_args(argv=None):
   return p.parse(argv)
 
 
+def check_output_folder(out_dir: str) -> None:
+  """FileExistsError unless ``out_dir`` is new, empty or an exported tracker (then replaced)."""
+  if (
+    os.path.isdir(out_dir)
+    and os.listdir(out_dir)
+    and not os.path.isfile(os.path.join(out_dir, MANIFEST_FILE))
+  ):
+    raise FileExistsError(
+      f'--output {out_dir}: the folder exists and is not an exported tracker; '
+      'give a new or empty folder (an exported tracker is replaced)'
+    )
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
+  fileio.check_writable(args.output, f'--output {args.output}', is_file=args.format == 'onnx')
+  if args.format != 'onnx':  # before loading the model
+    try:
+      check_output_folder(args.output)
+    except FileExistsError as e:
+      raise cli.InputError(str(e)) from None
   from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
 
   config = args.config

@@ -147,3 +147,125 @@ def test_commands_answer_bad_input_in_one_line(argv, message, tmp_path):
   assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
   assert 'Traceback' not in out.stderr and out.stderr.count('\n') == 1, out.stderr
   assert message in out.stderr, out.stderr
+
+
+# Outputs a command cannot write, and user errors found before any work: one line, status 2,
+# and nothing created. {tmp} is the test's folder, holding 'file' (a file), 'raises.py' (a
+# config whose get_config() raises), 'packs/folder/pack.json' (a pack) and 'link' (a link to
+# nothing). /sys takes no new
+# file from any user, root included (CI runs the tests as root, for whom chmod'ed folders stay
+# writable).
+BEFORE_WORK = [
+  (['train.py', '--workdir', '{tmp}/file/run'], '--workdir {tmp}/file/run: {tmp}/file is a file'),
+  (['train.py', '--workdir', '/sys/ostrack_run'], '--workdir /sys/ostrack_run: cannot write in'),
+  (
+    ['train.py', '--workdir', '{tmp}/run', '--config', '{tmp}/raises.py'],
+    "--config {tmp}/raises.py: get_config() raised KeyError: 'lr' (raises.py line 3)",
+  ),
+  (
+    ['train.py', '--workdir', '{tmp}/run', '--config.model.search_size=100'],
+    'config.model.search_size=100: must be a positive multiple of config.model.patch_size=16',
+  ),
+  (
+    ['train.py', '--workdir', '{tmp}/run', '--config.train.max_steps=-5'],
+    'config.train.max_steps=-5: must be an integer >= 0',
+  ),
+  (
+    ['eval.py', '--checkpoint', '{tmp}/file', '--output', '{tmp}/file'],
+    '--output {tmp}/file: is a file, not a folder',
+  ),
+  (
+    ['eval.py', '--checkpoint', '{tmp}/file', '--output', '/sys/ostrack_eval'],
+    '--output /sys/ostrack_eval: cannot write in /sys',
+  ),
+  (
+    [
+      'convert_torch_weights.py',
+      '--config',
+      'tiny_256_ce',
+      '--checkpoint',
+      '{tmp}/file',
+      '--output',
+      '{tmp}',
+    ],
+    '--output {tmp}: is a folder, not a file',
+  ),
+  (
+    [
+      'convert_torch_weights.py',
+      '--config',
+      'tiny_256_ce',
+      '--checkpoint',
+      '{tmp}/file',
+      '--output',
+      '/sys/x.msgpack',
+    ],
+    '--output /sys/x.msgpack: cannot write in /sys',
+  ),
+  (
+    ['-m', 'ostrack_jax.export', '--checkpoint', '{tmp}/file', '--output', '{tmp}/file/exp'],
+    '--output {tmp}/file/exp: {tmp}/file is a file, not a folder',
+  ),
+  (
+    [
+      *['-m', 'ostrack_jax.export', '--format', 'onnx'],
+      *['--checkpoint', '{tmp}/file', '--output', '/sys/x.onnx'],
+    ],
+    '--output /sys/x.onnx: cannot write in /sys',
+  ),
+  (
+    [
+      *['-m', 'ostrack_jax.demo', '--video', '{tmp}', '--box', '1,1,5,5'],
+      *['--checkpoint', '{tmp}/file', '--output', '{tmp}/none/x.mp4'],
+    ],
+    '--output {tmp}/none/x.mp4: no such folder {tmp}/none',
+  ),
+  (
+    ['-m', 'ostrack_jax.data.pack', 'folder', '--root', '{tmp}', '--output', '{tmp}/packs'],
+    'folder already holds a pack; pass --overwrite',
+  ),
+  (
+    ['-m', 'ostrack_jax.data.pack', 'folder', '--root', '{tmp}', '--output', '/sys/packs'],
+    '--output /sys/packs: cannot write in /sys',
+  ),
+  (
+    ['-m', 'ostrack_jax.export', '--checkpoint', '{tmp}/file', '--output', '{tmp}/packs'],
+    '--output {tmp}/packs: the folder exists and is not an exported tracker',
+  ),
+  (['eval.py', '--checkpoint', '{tmp}/file', '--output', '{tmp}/link'], '{tmp}/link is a link'),
+  (['-m', 'ostrack_jax.data.preview', '--output', '/sys/x.png'], 'cannot write in /sys'),
+  (
+    ['-m', 'ostrack_jax.data.synthetic', '--width', '5', '--height', '5', '--output', '{tmp}/s'],
+    '--width 5: frames must be at least 32 pixels',
+  ),
+  (['-m', 'ostrack_jax.data.synthetic', '--output', '/sys/syn'], 'cannot write in /sys'),
+]
+
+
+@pytest.mark.parametrize(
+  'argv,message', BEFORE_WORK, ids=[' '.join(a).replace('{tmp}', 'TMP') for a, _ in BEFORE_WORK]
+)
+def test_commands_check_outputs_and_input_before_any_work(argv, message, tmp_path):
+  """Before: a NotADirectoryError traceback for an --output that is a file, a read-only
+  folder found after the model was loaded and compiled (eval.py), a FileExistsError traceback
+  after indexing the whole dataset (pack), tracebacks for a raising config and for bad
+  synthetic sizes, the workdir created for an invalid geometry, max_steps=-5 accepted, a
+  folder that is not an export found after loading the model."""
+  (tmp_path / 'file').write_text('x')
+  (tmp_path / 'raises.py').write_text('def get_config():\n  fields = {}\n  return fields["lr"]\n')
+  (tmp_path / 'packs' / 'folder').mkdir(parents=True)
+  (tmp_path / 'packs' / 'folder' / 'pack.json').write_text('{}')
+  (tmp_path / 'link').symlink_to(tmp_path / 'gone')
+  before = sorted(tmp_path.rglob('*'))
+  out = subprocess.run(
+    [sys.executable, *(a.replace('{tmp}', str(tmp_path)) for a in argv)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=60,
+    check=False,
+  )
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  assert 'Traceback' not in out.stderr and out.stderr.count('\n') == 1, out.stderr
+  assert message.replace('{tmp}', str(tmp_path)) in out.stderr, out.stderr
+  assert sorted(tmp_path.rglob('*')) == before  # nothing created, not even an empty folder

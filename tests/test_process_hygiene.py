@@ -263,3 +263,66 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   last = int(lines[0].split('the last checkpoint is step ')[1].split(':')[0])
   assert last >= 2 and last % 2 == 0, lines[0]
   _check_none_left(descendants, 'the interrupted parent')
+
+
+def _maps(pid, name):
+  """True once the process maps a file whose path contains ``name`` (a loaded library)."""
+  try:
+    with open(f'/proc/{pid}/maps') as f:
+      return name in f.read()
+  except OSError:
+    return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_workers_start_is_one_message(tmp_path):
+  """Ctrl-C while grain's workers are still starting (spawned interpreters importing their
+  modules for a second or more): train.py stops with its one message and no worker prints a
+  traceback. The workers ignore SIGINT from birth; before, only once their start-up imports
+  were done, and each printed a KeyboardInterrupt traceback when interrupted before that.
+  Stopped before the first step: nothing is compiled."""
+  from ostrack_jax.data import synthetic
+
+  root = synthetic.make_synthetic_dataset(
+    tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(64, 48), seed=0
+  )
+  proc = subprocess.Popen(
+    [
+      sys.executable,
+      '-c',
+      # SIGINT handled, as in a terminal's foreground job (see the test above).
+      'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
+      'os.execv(sys.executable, [sys.executable] + sys.argv[1:])',
+      'train.py',
+      '--workdir',
+      str(tmp_path / 'run'),
+      *TRAIN,
+      f'--config.data.roots.synthetic={root}',
+    ],
+    cwd=REPO,
+    env=dict(_env(), OSTRACK_JAX_INDEX_CACHE=str(tmp_path / 'index')),
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,  # its own process group, as a terminal's foreground job
+  )
+  try:
+    me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while True:  # both workers past the interpreter's start, importing (NumPy loaded)
+      workers = [p for p in me.children(recursive=True) if _is_worker(p)]
+      if len(workers) >= 2 and all(_maps(p.pid, 'numpy') for p in workers):
+        break
+      assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+      time.sleep(0.01)
+    descendants = me.children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+  except BaseException:
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise
+  assert proc.returncode == 130, out
+  assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+  assert out.count('train.py: interrupted') == 1, out
+  _check_none_left(descendants, 'the interrupted parent')

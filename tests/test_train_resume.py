@@ -294,3 +294,46 @@ def test_bad_config_values_stop_before_any_work(tmp_path, override, message):
   assert message.replace('{tmp}', str(tmp_path)) in err
   assert err.count('\n') == 1 and 'Traceback' not in err
   assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_in_process_user_errors_leave_the_workdir_as_it_was(synthetic_root, tmp_path):
+  """A run refused for bad input found after the workdir was made (a pretrained file that is
+  not a checkpoint) removes what it created: before, config.json and an empty checkpoints/
+  stayed. --resume of a workdir that holds no run is refused (before: a new run at step 1)."""
+  from ostrack_jax.errors import InputError
+  from ostrack_jax.training import trainer
+
+  with pytest.raises(InputError, match=r'--resume: .*/typo holds no run to continue'):
+    trainer.train_and_evaluate(_config(synthetic_root), str(tmp_path / 'typo'), resume=True)
+  (tmp_path / 'bad.msgpack').write_text('not a model')
+  bad = _config(synthetic_root, f'train.pretrained={tmp_path}/bad.msgpack')
+  with pytest.raises(InputError, match='config.train.pretrained: .*not an ostrack_jax model'):
+    trainer.train_and_evaluate(bad, str(tmp_path / 'new'), progress=False)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['bad.msgpack']
+  mine = tmp_path / 'mine'
+  mine.mkdir()
+  (mine / 'notes.txt').write_text('the user\'s')
+  with pytest.raises(InputError, match='config.train.pretrained'):
+    trainer.train_and_evaluate(bad, str(mine), progress=False)
+  assert sorted(p.name for p in mine.iterdir()) == ['notes.txt']
+
+
+def test_a_failed_checkpoint_write_is_named_by_its_os_error():
+  """orbax reports a checkpoint write that fails (a full disk) as TensorStore's ValueError,
+  possibly wrapped; the trainer's one line needs the OS error and the file inside it."""
+  from ostrack_jax.training import checkpoint as ckpt_lib
+
+  path = '/w/checkpoints/4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/_sharding'
+  store = ValueError(
+    f'OUT_OF_RANGE: Error writing local file "{path}": Failed writing: "{path}.__lock": '
+    "Failed to write 62183 bytes to file 20: No space left on device [os_error_code='28']"
+  )
+  try:
+    try:
+      raise store
+    except ValueError:
+      raise RuntimeError('a writer thread failed')  # noqa: B904  (chained implicitly)
+  except RuntimeError as e:
+    found = ckpt_lib._os_error_in(e, '/w/checkpoints')
+  assert (found.errno, found.filename) == (28, path)
+  assert ckpt_lib._os_error_in(ValueError('a bug'), '/w/checkpoints') is None

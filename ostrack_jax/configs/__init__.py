@@ -64,12 +64,27 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module_spec.loader.exec_module(module)
   except SyntaxError as e:
     raise InputError(f'--config {spec} line {e.lineno}: {e.msg}') from e
+  except Exception as e:  # the user's code: an import, a name, anything it raises
+    raise InputError(f'--config {spec}: loading the file raised {_exception_line(e)}') from e
   if not callable(getattr(module, 'get_config', None)):
     raise InputError(f'--config {spec}: the file defines no get_config()')
-  config = module.get_config()
+  try:
+    config = module.get_config()
+  except Exception as e:
+    raise InputError(f'--config {spec}: get_config() raised {_exception_line(e)}') from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise InputError(f'--config {spec}: get_config() returned a {type(config).__name__}')
   return config
+
+
+def _exception_line(error: Exception) -> str:
+  """``'KeyError: 'x' (my_config.py line 7)'``: the exception and where in the user's file."""
+  import traceback  # pylint: disable=g-import-not-at-top
+
+  frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename != __file__]
+  where = f' ({os.path.basename(frames[-1].filename)} line {frames[-1].lineno})' if frames else ''
+  text = str(error).replace('\n', ' ')
+  return f'{type(error).__name__}' + (f': {text}' if text else '') + where
 
 
 def config_keys(config: ml_collections.ConfigDict, prefix: str = ''):
@@ -139,18 +154,32 @@ def _is_number(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_config(config: ml_collections.ConfigDict, training: bool = False) -> None:
   """Raises ``InputError`` naming the first field whose value no run can use.
 
-  Always: ``model.ce_keep_ratio``, one ratio in (0, 1] per block of ``model.ce_loc``;
-  ``tracker.*_factor`` > 0. With ``training``: ``train.batch_size`` >= 1, ``train.epochs`` >= 1,
-  ``train.lr`` finite and > 0, ``train.score_prior`` in (0, 1) or 0, ``data.num_workers`` >= 0,
+  Always: ``model.template_size`` and ``model.search_size`` positive multiples of
+  ``model.patch_size``; ``model.ce_keep_ratio``, one ratio in (0, 1] per block of
+  ``model.ce_loc``; ``tracker.*_factor`` > 0. With ``training``: ``train.batch_size`` >= 1,
+  ``train.epochs`` >= 1, ``train.max_steps`` >= 0, ``train.lr`` finite and > 0, ``train.score_prior`` in (0, 1) or 0, ``data.num_workers`` >= 0,
   ``train.pretrained`` a file when set, every training/validation dataset registered and its
   root set and present (``ostrack_jax.datasets``), and a named ``data.roots.synthetic`` (when
   a synthetic source is used) must hold a dataset: only the default root is generated, a root
   the user named is never created.
   """
   m = config.model
+  if not _is_int(m.patch_size) or m.patch_size < 1:
+    raise InputError(f'config.model.patch_size={m.patch_size!r}: must be an integer >= 1')
+  for field in ('template_size', 'search_size'):
+    size = m[field]
+    if not _is_int(size) or size < m.patch_size or size % m.patch_size:
+      raise InputError(
+        f'config.model.{field}={size!r}: must be a positive multiple of '
+        f'config.model.patch_size={m.patch_size} (the image is cut into patches)'
+      )
   ratios, locs = tuple(m.ce_keep_ratio), tuple(m.ce_loc)
   if len(ratios) != len(locs):
     raise InputError(
@@ -175,6 +204,10 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
     )
   if not _is_number(t.epochs) or t.epochs < 1:
     raise InputError(f'config.train.epochs={t.epochs!r}: must be >= 1')
+  if not _is_int(t.max_steps) or t.max_steps < 0:
+    raise InputError(
+      f'config.train.max_steps={t.max_steps!r}: must be an integer >= 0 (0 = all epochs)'
+    )
   if not _is_number(t.lr) or not math.isfinite(t.lr) or t.lr <= 0:
     raise InputError(f'config.train.lr={t.lr!r}: must be a finite number > 0')
   if not (t.score_prior == 0 or 0 < t.score_prior < 1):

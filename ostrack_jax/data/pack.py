@@ -77,8 +77,7 @@ def pack_source(
   The pack is assembled in ``out_dir.tmp`` and renamed into place when complete.
   """
   out = pathlib.Path(out_dir).expanduser()
-  if (out / 'pack.json').exists() and not overwrite:
-    raise FileExistsError(f'{out} already holds a pack; pass --overwrite to replace it')
+  _check_no_pack(out, overwrite)
   tmp = out.with_name(out.name + '.tmp')
   if tmp.exists():
     shutil.rmtree(tmp)
@@ -157,10 +156,16 @@ def pack_source(
   return out
 
 
+def _check_no_pack(out: pathlib.Path, overwrite: bool) -> None:
+  """FileExistsError if ``out`` holds a pack and ``overwrite`` is not set."""
+  if (out / 'pack.json').exists() and not overwrite:
+    raise FileExistsError(f'{out} already holds a pack; pass --overwrite to replace it')
+
+
 def main(argv: Optional[List[str]] = None) -> None:
   """The pack command; bad input raises ``DatasetError`` (an ``InputError``: one line, status 2
   from the command line)."""
-  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli, fileio  # pylint: disable=g-import-not-at-top
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.pack',
@@ -183,13 +188,19 @@ def main(argv: Optional[List[str]] = None) -> None:
   entry = registry.get(args.dataset, 'train')  # an unknown name lists the valid ones
   if args.split_file and not entry.split_file:
     parser.error(f'--split-file does not apply to {args.dataset}')
+  out = pathlib.Path(args.output) / args.dataset
+  fileio.check_writable(out, f'--output {args.output}')
+  try:  # before indexing the dataset, which may take long
+    _check_no_pack(out, args.overwrite)
+  except FileExistsError as e:
+    raise cli.InputError(f'--output {args.output}: {e}') from None
   source = sources.open_source(
     args.dataset, args.root, split_file=args.split_file or None, root_field='--root'
   )
   print(source.report.summary())
   out = pack_source(
     source,
-    pathlib.Path(args.output) / args.dataset,
+    out,
     shard_bytes=args.shard_mb << 20,
     overwrite=args.overwrite,
   )

@@ -68,9 +68,15 @@ class _ExitWithParent:
   (``set_state``) while the worker is to live on. multiprocessing's resource tracker exits, and
   unlinks the shared memory left behind, once the workers are gone.
 
-  Workers also ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and each
-  worker printed a KeyboardInterrupt traceback while the main process was stopping them
-  anyway (it handles the interrupt and closes the iterator).
+  Workers also ignore SIGINT, from birth: Ctrl-C in a terminal reaches the whole process group,
+  and each worker printed a KeyboardInterrupt traceback while the main process was stopping
+  them anyway (it handles the interrupt and closes the iterator). A worker is a new
+  interpreter (spawn) that imports for seconds before ``worker_init_fn`` runs, so ignoring
+  SIGINT there left that window open; but a process inherits its signal mask through fork and
+  exec. grain pickles this object in the thread that starts the worker, just before starting
+  it, so pickling blocks SIGINT in that thread (a grain thread, which has no use for SIGINT:
+  Python runs signal handlers in the main thread only); the worker starts with SIGINT blocked,
+  and ``__call__`` turns that into ignored (which drops one that arrived meanwhile).
   """
 
   POLL_S = 0.25
@@ -79,14 +85,17 @@ class _ExitWithParent:
     self.parent_pid = os.getpid()
 
   def __getstate__(self):
-    # grain pickles this in the process that spawns the worker, just before spawning it.
+    # grain pickles this in the thread that spawns the worker, just before spawning it.
+    if threading.current_thread() is not threading.main_thread():
+      signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     return {'parent_pid': os.getpid()}
 
   def __call__(self, worker_index: int, worker_count: int) -> None:
     del worker_index, worker_count
     if os.getppid() != self.parent_pid:
       os._exit(1)  # pylint: disable=protected-access
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # discards a pending one
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=self._watch, name='exit-with-parent', daemon=True).start()
 
   def _watch(self) -> None:

@@ -64,7 +64,7 @@ def preview_grid(
 
 def main(argv: Optional[List[str]] = None) -> None:
   """The preview command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
-  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli, fileio  # pylint: disable=g-import-not-at-top
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.preview',
@@ -80,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> None:
   parser.add_argument('--val', action='store_true', help='validation processing')
   args = parser.parse(_old_set_flags(list(sys.argv[1:] if argv is None else argv)))
   config = args.config
+  fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
   sampler = sampler_lib.make_sampler(config, train=not args.val)
   for s in sampler.sources:
     print(s.report.summary())

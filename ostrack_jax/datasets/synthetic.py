@@ -50,6 +50,7 @@ DEFAULT_NUM_TRAIN = 60
 DEFAULT_NUM_VAL = 20
 DEFAULT_NUM_FRAMES = 50
 DEFAULT_FRAME_SIZE = (320, 240)  # (W, H)
+MIN_FRAME_SIZE = 32  # pixels, each side
 FORMAT_VERSION = 1
 _MARKER = 'synthetic.json'
 
@@ -248,8 +249,11 @@ def make_synthetic_dataset(
   w, h = (int(v) for v in frame_size)
   if num_train < 0 or num_val < 0 or num_train + num_val < 1:
     raise ValueError(f'need at least one sequence, got num_train={num_train}, num_val={num_val}')
-  if num_frames < 1 or w < 32 or h < 32:
-    raise ValueError(f'bad num_frames={num_frames} or frame_size={frame_size} (min 32x32)')
+  if num_frames < 1 or min(w, h) < MIN_FRAME_SIZE:
+    raise ValueError(
+      f'bad num_frames={num_frames} or frame_size={frame_size} '
+      f'(min {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE})'
+    )
   params = dict(
     version=FORMAT_VERSION,
     num_train=num_train,

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence
 
 import ml_collections
 
-from ostrack_jax import configs
+from ostrack_jax import configs, fileio
 from ostrack_jax.datasets import registry
 from ostrack_jax.errors import InputError
 from ostrack_jax.tracking import datasets, provenance, report, results
@@ -149,6 +149,10 @@ def evaluate(
   check_checkpoint(checkpoint)
   if sequences is not None and not list(sequences):
     raise InputError('--sequences selects no sequence (None selects all)')
+  fileio.check_writable(
+    output or default_output(config, dataset),
+    f'--output {output}' if output else 'the results folder',
+  )
   root = resolve_data_dir(dataset, data_dir, config)
   load_errors: List = []
   seqs = datasets.load_dataset(

@@ -14,6 +14,8 @@ and raises :class:`ResumeConfigError` naming every differing field, except the f
 
 import json
 import os
+import re
+import shutil
 from typing import Any, Dict, Iterable, Optional
 
 import jax
@@ -100,6 +102,33 @@ def _write_arrays_from_one_replica_per_process() -> None:
     )
 
 
+# TensorStore (orbax's array writer) reports a failed write as a ValueError whose text holds
+# the file and the OS error code: 'Error writing local file "<path>": ... [os_error_code='28']'.
+_TENSORSTORE_FILE = re.compile(r'local file "([^"]+)"')
+_TENSORSTORE_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
+
+
+def _is_writer_thread_failure(record) -> bool:
+  return '_SignalingThread.run() raised an exception' in record.getMessage()
+
+
+def _os_error_in(error: BaseException, directory: str) -> Optional[OSError]:
+  """The OS error behind a failed orbax save (an ``OSError`` in the exception's chain, or the
+  one TensorStore's message names), or None when it was something else."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError):
+      return error
+    code = _TENSORSTORE_OS_ERROR.search(str(error))
+    if code:
+      path = _TENSORSTORE_FILE.search(str(error))
+      code = int(code.group(1))
+      return OSError(code, os.strerror(code), path.group(1) if path else directory)
+    error = error.__cause__ or error.__context__
+  return None
+
+
 class CheckpointManager:
   """Saves and restores (train state, data iterator, meta) under ``<workdir>/checkpoints``."""
 
@@ -121,14 +150,32 @@ class CheckpointManager:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: Dict[str, Any]) -> None:
-    """Writes checkpoint ``step`` (synchronously, atomically) and prunes to the last K."""
+    """Writes checkpoint ``step`` (synchronously, atomically) and prunes to the last K.
+
+    A write that fails (a full disk, a lost permission) raises the ``OSError`` behind it
+    (naming the file where known) and leaves no partial step folder.
+    """
     import grain  # pylint: disable=g-import-not-at-top
 
     args = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-    self._manager.save(int(step), args=ocp.args.Composite(**args), force=True)
-    self._manager.wait_until_finished()
+    try:
+      # orbax also logs each failing writer thread's exception with its traceback; the
+      # error is raised here (and named in one line by the commands), so those records go.
+      with logfilter.dropping(['absl'], _is_writer_thread_failure):
+        self._manager.save(int(step), args=ocp.args.Composite(**args), force=True)
+        self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      # The unfinished step folder is never a checkpoint (orbax renames it when complete);
+      # it is removed so that nothing half-written stays behind.
+      for name in os.listdir(self.directory):
+        if name.startswith(f'{int(step)}.orbax-checkpoint-tmp'):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+      os_error = _os_error_in(e, self.directory)
+      if os_error is None:
+        raise
+      raise os_error from e
 
   def read_meta(self, step: Optional[int] = None) -> Dict[str, Any]:
     step = self.latest_step() if step is None else step

@@ -87,9 +87,14 @@ class MetricWriter:
         for k, v in values.items()
       }
     )
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
-      f.flush()
+    try:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+        f.flush()
+    except OSError as e:  # a full disk: name the file (a cut line is dropped on --resume)
+      if e.filename is not None or e.errno is None:
+        raise
+      raise OSError(e.errno, e.strerror, self.path) from e
     if self._tb is not None:
       for k, v in record.items():
         if k != 'step' and isinstance(v, float) and math.isfinite(v):

@@ -11,12 +11,15 @@ iterator; every ``train.checkpoint_every_steps`` and at the end, the last
 the end, ``model.msgpack`` (load it with ``ostrack_jax.load_checkpoint``, ``eval.py`` or
 ``Tracker.from_checkpoint``). A workdir with checkpoints is only continued with
 ``resume=True``, and only with the same config and device count (the batches then continue
-exactly). Bad input raises ``ostrack_jax.errors.InputError``; a loss that stays non-finite
-raises ``loop.NonFiniteError``.
+exactly). Bad input raises ``ostrack_jax.errors.InputError`` before the first step (what the
+run had created in the workdir is removed again); a write that fails mid-run (a full disk, a lost
+permission) raises ``ostrack_jax.errors.OutputError`` naming the file, the OS error and the
+checkpoint kept; a loss that stays non-finite raises ``loop.NonFiniteError``.
 """
 
 import dataclasses
 import os
+import shutil
 from typing import Callable, Optional
 
 import jax
@@ -26,7 +29,7 @@ import tqdm
 
 from ostrack_jax import checkpoint_io, configs, fileio
 from ostrack_jax.data import pipeline
-from ostrack_jax.errors import InputError
+from ostrack_jax.errors import InputError, OutputError
 from ostrack_jax.models import ostrack
 from ostrack_jax.training import checkpoint as ckpt_lib
 from ostrack_jax.training import loop, optim
@@ -71,39 +74,63 @@ def train_and_evaluate(
 
   Args:
     config: a full config (``ostrack_jax.configs``); checked first.
-    workdir: the run directory (created).
-    resume: continue from the latest checkpoint in ``workdir`` (required when it has one).
+    workdir: the run directory (created). A run stopped by bad input before its first step
+      removes what it created there; a write that fails mid-run (a full disk, a lost
+      permission) raises ``OutputError`` saying which checkpoint is kept.
+    resume: continue from the latest checkpoint in ``workdir`` (required when it has one; a
+      workdir without one is refused).
     progress: a progress bar; else one log line per logged step.
     log: where the run's messages go (process 0 only).
   """
   configs.check_config(config, training=True)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise InputError(f'--workdir {workdir}: is a file, not a folder')
+  if resume and not _holds_checkpoints(workdir):
+    raise _no_run_to_resume(workdir)
   run = _run_sizes(config, workdir)
   log = log if run.is_main else (lambda m: None)
-  ckpt = ckpt_lib.CheckpointManager(_prepare_workdir(workdir), keep=config.train.keep_checkpoints)
-  latest = ckpt.latest_step()
-  if latest is not None and not resume:
-    raise InputError(
-      f'{workdir} already holds checkpoints (latest step {latest}). Continue it with '
-      '--resume, or choose a new --workdir.'
-    )
-  if resume and latest is not None:
-    ckpt_lib.check_resume_config(
-      ckpt.read_meta(latest), config, jax.device_count(), jax.process_count(), ckpt.directory
-    )
-  if run.is_main:
-    fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config.to_json(indent=2))
-  variables = initial_variables(config, log)
-  tx = optim.make_optimizer(config, run.steps_per_epoch)
-  _ensure_synthetic(config, log)
-  train_iter = pipeline.make_train_iterator(
-    config,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    batch_size=run.local_batch,
-  )
+  # Until training starts, a user error removes what this run created in the workdir.
+  created = [p for p in _run_files(workdir) if not os.path.exists(p)]
+  train_iter = ckpt = None
   try:
+    os.makedirs(workdir, exist_ok=True)
+    ckpt = ckpt_lib.CheckpointManager(workdir, keep=config.train.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is not None and not resume:
+      raise InputError(
+        f'{workdir} already holds checkpoints (latest step {latest}). Continue it with '
+        '--resume, or choose a new --workdir.'
+      )
+    if resume and latest is None:  # step folders, none of them complete
+      raise _no_run_to_resume(workdir)
+    if resume:
+      ckpt_lib.check_resume_config(
+        ckpt.read_meta(latest), config, jax.device_count(), jax.process_count(), ckpt.directory
+      )
+    variables = initial_variables(config, log)
+    tx = optim.make_optimizer(config, run.steps_per_epoch)
+    _ensure_synthetic(config, log)
+    train_iter = pipeline.make_train_iterator(
+      config,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      batch_size=run.local_batch,
+    )
     state = _initial_state(variables, tx, config, run, ckpt, train_iter, latest if resume else None)
-    if resume and latest is not None:
+    if run.is_main:
+      fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config.to_json(indent=2))
+  except BaseException as e:
+    if train_iter is not None:
+      train_iter.close()
+    if ckpt is not None:
+      ckpt.close()
+    if run.is_main:
+      _remove_created(created)
+    if isinstance(e, OSError):
+      raise _output_error(e, workdir, None, 'nothing was trained') from e
+    raise
+  try:
+    if resume:
       log(f'resumed from {ckpt.directory}/{latest} (step {int(state.step)})')
     log(
       f'{config.name}: {jax.device_count()} device(s), global batch {run.global_batch}, '
@@ -114,6 +141,8 @@ def train_and_evaluate(
     state, step = _train_loop(
       config, run, state, tx, ckpt, train_iter, last_checkpoint, progress, log
     )
+  except OSError as e:  # a full disk, a lost permission: in a checkpoint, the metrics, the logs
+    raise _output_error(e, workdir, ckpt.latest_step(), 'training stopped') from e
   finally:
     train_iter.close()
     ckpt.close()
@@ -122,11 +151,58 @@ def train_and_evaluate(
     return TrainResult(step, run.total_steps, None)
   path = None
   if run.is_main:
-    path = checkpoint_io.save_variables(
-      os.path.join(workdir, 'model.msgpack'), jax.device_get(state.variables()), config
-    )
+    try:
+      path = checkpoint_io.save_variables(
+        os.path.join(workdir, 'model.msgpack'), jax.device_get(state.variables()), config
+      )
+    except OSError as e:
+      raise _output_error(e, workdir, step, 'the model file was not written') from e
     log(f'model written to {path}')
   return TrainResult(step, run.total_steps, path)
+
+
+def _run_files(workdir: str):
+  """What a run creates in ``workdir`` before its first step (removed again on a user error)."""
+  return [
+    workdir,
+    os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
+    os.path.join(workdir, 'config.json'),
+  ]
+
+
+def _remove_created(created) -> None:
+  """Removes the paths of ``_run_files`` that this run created (folders only while empty of
+  anything but what the run wrote there)."""
+  for path in reversed(created):
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+      os.unlink(path)
+
+
+def _holds_checkpoints(workdir: str) -> bool:
+  """Whether ``workdir`` holds a checkpoint step (orbax names step folders by the step)."""
+  folder = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
+def _no_run_to_resume(workdir: str) -> InputError:
+  return InputError(
+    f'--resume: {workdir} holds no run to continue (no checkpoint in '
+    f'{os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)}); check --workdir, or start a new run '
+    'without --resume'
+  )
+
+
+def _output_error(error: OSError, workdir: str, checkpoint_step, what: str) -> OutputError:
+  """The one line of a write that failed: the path and OS error, what was kept, how to go on."""
+  if checkpoint_step is None:
+    kept = 'no checkpoint was written: run the same command again'
+  else:
+    kept = (
+      f'the checkpoints up to step {checkpoint_step} in {workdir} are kept: continue with --resume'
+    )
+  return OutputError(f'{fileio.describe_os_error(error)}; {what}; {kept}')
 
 
 def _run_sizes(config: ml_collections.ConfigDict, workdir: str) -> _Run:
@@ -147,13 +223,6 @@ def _run_sizes(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     is_main=jax.process_index() == 0,
     workdir=workdir,
   )
-
-
-def _prepare_workdir(workdir: str) -> str:
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise InputError(f'--workdir {workdir}: is a file, not a folder')
-  os.makedirs(workdir, exist_ok=True)
-  return workdir
 
 
 def initial_variables(config: ml_collections.ConfigDict, log=print):
