@@ -55,10 +55,11 @@ with ``consts = {'table': (768,) f32, 'window': (F, F) f32}``
 By default both are lowered for 'cpu' and 'cuda', so an artifact exported on a laptop runs on
 a GPU machine and vice versa.
 
-``--format onnx`` (:func:`export_onnx`) writes instead the per-frame ``track`` step (batch 1,
-float32, weights inside, frame height and width symbolic) as one ONNX file via jax2onnx, which
-:func:`ostrack_jax.onnx_tracker.load_onnx` runs with onnxruntime, NumPy and OpenCV (the
-template crop is cut on the host); see :mod:`ostrack_jax.onnx_tracker` for its signature.
+``--format onnx`` (:func:`export_onnx`) writes instead the network alone (batch 1, float32,
+weights inside, static shapes: template and search crops in, the maps, the box and the
+eliminated tokens out) as one ONNX file via jax2onnx, the unit TensorRT and every onnxruntime
+execution provider take; :func:`ostrack_jax.onnx_tracker.load_onnx` cuts the crops, applies the
+window and decodes on the host (NumPy, OpenCV). See :mod:`ostrack_jax.onnx_tracker`.
 """
 
 import collections.abc
@@ -258,8 +259,11 @@ def export_tracker(
 
 # ------------------------------------------------------------------------- ONNX
 
-ONNX_DEFAULT_OPSET = 18
-ONNX_MIN_OPSET = 18  # the int32 arithmetic shift of the device crop needs BitwiseOr (opset 18)
+ONNX_DEFAULT_OPSET = 20
+# LayerNormalization is one op from opset 17 and GELU from opset 20 (below, their formulas);
+# TensorRT 10's parser reads opsets 9 to 20.
+ONNX_MIN_OPSET = 17
+ONNX_MAX_OPSET = 20
 
 
 def _is_converter_noise(record: logging.LogRecord) -> bool:
@@ -285,19 +289,22 @@ _CONVERTER_LOGGERS = ('jax2onnx.plugins.plugin_system', 'onnx_ir.serde')
 def export_onnx(
   config, variables: Dict[str, Any], path: str, opset: int = ONNX_DEFAULT_OPSET
 ) -> str:
-  """Writes the tracker's per-frame step for ``config`` as one ONNX file (atomically).
+  """Writes the network of ``config`` as one ONNX file with static shapes (atomically).
 
-  The unit is the whole device step of the live tracker (``make_tracking_fns``, batch 1, full
-  outputs, float32): search crop from the frame (any size: its height and width are symbolic),
-  network with candidate elimination, Hann window, decode, map back and clip. The weights are
-  constants inside the file. Inputs, outputs and the runtime side:
-  :mod:`ostrack_jax.onnx_tracker` (``load_onnx``). Converter: jax2onnx.
+  The unit is the network alone (batch 1, float32, weights inside), what TensorRT and every
+  onnxruntime execution provider take: ``template`` (1, T, T, 3) and ``search`` (1, S, S, 3)
+  float32 ImageNet-normalized NHWC crops in; the model's ``score_map`` (1, F, F, 1),
+  ``size_map`` and ``offset_map`` (1, F, F, 2), ``pred_boxes`` (1, 4) (cxcywh normalized, at the
+  unwindowed peak) and ``removed_indexes_<i>`` (1, n_i) int32 per candidate-elimination layer
+  out. The crops, the Hann window, the decode at the windowed peak, the map back and the clip
+  run on the host (:mod:`ostrack_jax.onnx_tracker`, NumPy and OpenCV, pixel-exact with the
+  original's crop). LayerNormalization and Gelu are single ops. Converter: jax2onnx.
 
   Args:
     config: the preset; exported in float32 whatever ``config.model.dtype`` says.
     variables: {'params', 'batch_stats'} float32 Flax variables of that preset.
     path: the .onnx file to write (replaced if it exists).
-    opset: ONNX opset (>= 18).
+    opset: ONNX opset (17 to 20; 20, the default, has Gelu as one op).
   Returns:
     ``path``.
   """
@@ -313,12 +320,12 @@ def export_onnx(
       f'--format onnx needs jax2onnx and onnx ({e}): pip install "ostrack_jax[onnx]"'
     ) from None
   from ostrack_jax import onnx_tracker  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import build_model  # pylint: disable=g-import-not-at-top
 
-  if int(opset) < ONNX_MIN_OPSET:
+  if not ONNX_MIN_OPSET <= int(opset) <= ONNX_MAX_OPSET:
     raise ValueError(
-      f'--opset {opset}: the exported step needs opset >= {ONNX_MIN_OPSET} '
-      '(BitwiseOr in the crop\'s integer arithmetic)'
+      f'--opset {opset}: the exported network needs an opset from {ONNX_MIN_OPSET} '
+      f'(LayerNormalization) to {ONNX_MAX_OPSET} (the newest TensorRT parses)'
     )
   if os.path.isdir(path):
     raise FileExistsError(f'--output {path}: a folder; --format onnx writes one .onnx file')
@@ -329,29 +336,20 @@ def export_onnx(
   variables = jax.tree_util.tree_map(
     lambda x: jnp.asarray(np.asarray(x, np.float32)), jax.device_get(variables)
   )
-  consts = jax.tree_util.tree_map(jnp.asarray, tracker_lib.constants(config))
-  fns = tracker_lib.make_tracking_fns(config, None, full_outputs=True)
+  model = build_model(config)
   m = config.model
-  t = int(m.template_size)
+  t, s = int(m.template_size), int(m.search_size)
+  f = s // int(m.patch_size)
   n_removed = []
 
-  def step(template, box, frame, image_hw):
-    _, out = fns.track(
-      variables,
-      consts,
-      tracker_lib.TrackState(template, box),
-      frame,
-      image_hw,
-      jnp.ones((1,), jnp.bool_),
-    )
+  def network(template, search):
+    out = model.apply(variables, template, search, keep_ratio=None, train=False)
     n_removed.append(len(out['removed_indexes']))
     return tuple(out[k] for k in onnx_tracker.OUTPUT_NAMES) + tuple(out['removed_indexes'])
 
   inputs = [
     jax.ShapeDtypeStruct((1, t, t, 3), jnp.float32),
-    jax.ShapeDtypeStruct((1, 4), jnp.float32),
-    jax.ShapeDtypeStruct(jax.export.symbolic_shape('1, h, w, 3'), jnp.uint8),
-    jax.ShapeDtypeStruct((1, 2), jnp.int32),
+    jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32),
   ]
   n_ce = sum(1 for r in m.ce_keep_ratio if float(r) < 1)
   output_names = list(onnx_tracker.OUTPUT_NAMES) + [f'removed_indexes_{i}' for i in range(n_ce)]
@@ -359,13 +357,14 @@ def export_onnx(
     jax.default_matmul_precision('highest'),
     logfilter.dropping(_CONVERTER_LOGGERS, _is_converter_noise),
   ):
-    model = jax2onnx.to_onnx(
-      step,
+    model_proto = jax2onnx.to_onnx(
+      network,
       inputs,
       model_name=f'ostrack_jax_{config.name}',
       opset=int(opset),
       input_names=list(onnx_tracker.INPUT_NAMES),
       output_names=output_names,
+      normalization_mode='prefer_native',
     )
   if n_removed and n_removed[-1] != n_ce:
     raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
@@ -375,14 +374,16 @@ def export_onnx(
     'preset': config.name,
     'config': json.loads(config.to_json()),
     'opset': int(opset),
-    'inputs': {
-      'template': [1, t, t, 3, 'float32'],
-      'box': [1, 4, 'float32'],
-      'frame': [1, 'h', 'w', 3, 'uint8'],
-      'image_hw': [1, 2, 'int32'],
+    'precision': 'float32',
+    'inputs': {'template': [1, t, t, 3, 'float32'], 'search': [1, s, s, 3, 'float32']},
+    'outputs': {
+      'score_map': [1, f, f, 1, 'float32'],
+      'size_map': [1, f, f, 2, 'float32'],
+      'offset_map': [1, f, f, 2, 'float32'],
+      'pred_boxes': [1, 4, 'float32'],
     },
     'num_removed_outputs': n_ce,
-    'operators': sorted({node.op_type for node in model.graph.node}),
+    'operators': sorted({node.op_type for node in model_proto.graph.node}),
     'converter': f'jax2onnx {importlib.metadata.version("jax2onnx")}',
     'jax_version': jax.__version__,
   }
@@ -392,16 +393,16 @@ def export_onnx(
     onnx_tracker.META_PRESET: config.name,
     onnx_tracker.META_MANIFEST: json.dumps(manifest),
   }
-  del model.metadata_props[:]
+  del model_proto.metadata_props[:]
   for key, value in meta.items():
-    model.metadata_props.add(key=key, value=value)
-  model.producer_name = 'ostrack_jax'
+    model_proto.metadata_props.add(key=key, value=value)
+  model_proto.producer_name = 'ostrack_jax'
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=parent, prefix='.tmp-export-', suffix='.onnx')
   os.close(fd)
   try:
-    onnx.save_model(model, tmp)
+    onnx.save_model(model_proto, tmp)
     os.chmod(tmp, fileio.file_mode())
     os.replace(tmp, path)
   except BaseException:
@@ -543,7 +544,7 @@ def parse_args(argv=None):
     'Serialise the tracker\'s device functions (template init and per-frame '
     'track, StableHLO via jax.export, any frame size) with its weights into a '
     'folder that ostrack_jax.export.load_exported runs without building the Flax '
-    'model; or, with --format onnx, the per-frame step as an ONNX file for '
+    'model; or, with --format onnx, the network as an ONNX file with static shapes for '
     'onnxruntime / TensorRT (ostrack_jax.load_onnx).',
     config='ostrack_256_ce',
     aliases={'--out': '--output'},
@@ -565,14 +566,16 @@ def parse_args(argv=None):
     default='stablehlo',
     choices=('stablehlo', 'onnx'),
     help='stablehlo (default): the jax.export folder that load_exported runs (needs '
-    'JAX); onnx: one self-contained float32 ONNX file of the per-frame step '
-    '(frame in, box out) that ostrack_jax.load_onnx runs with onnxruntime only',
+    'JAX); onnx: one self-contained float32 ONNX file of the network (template and search '
+    'crops in, maps and box out; static shapes) that ostrack_jax.load_onnx runs with '
+    'onnxruntime, cutting the crops and decoding on the host',
   )
   p.add_argument(
     '--opset',
     type=cli.positive_int,
     default=ONNX_DEFAULT_OPSET,
-    help=f'ONNX opset for --format onnx (>= {ONNX_MIN_OPSET}; default: %(default)s)',
+    help=f'ONNX opset for --format onnx ({ONNX_MIN_OPSET} to {ONNX_MAX_OPSET}; default: '
+    '%(default)s)',
   )
   p.add_argument(
     '--dtypes',
@@ -609,7 +612,7 @@ def main(argv=None) -> int:
     raise cli.InputError(str(e)) from e
   if args.format == 'onnx':
     print(
-      f'exported {config.name} (ONNX opset {args.opset}, float32, any frame size) to '
+      f'exported {config.name} (ONNX opset {args.opset}, float32, network with static shapes) to '
       f'{args.output}: {os.path.getsize(args.output) / 1e6:.2f} MB'
     )
     return 0
