@@ -62,6 +62,7 @@ execution provider take; :func:`ostrack_jax.onnx_tracker.load_onnx` cuts the cro
 window and decodes on the host (NumPy, OpenCV). See :mod:`ostrack_jax.onnx_tracker`.
 """
 
+import collections
 import collections.abc
 import json
 import logging
@@ -286,6 +287,67 @@ def _is_converter_noise(record: logging.LogRecord) -> bool:
 _CONVERTER_LOGGERS = ('jax2onnx.plugins.plugin_system', 'onnx_ir.serde')
 
 
+def fold_bias_into_gemm(graph) -> int:
+  """Moves each bias ``Add`` after a ``Gemm -> Reshape`` into the Gemm's ``C`` input (in place).
+
+  jax2onnx writes a dense layer ``x @ kernel + bias`` on (B, N, C_in) tokens as ``Gemm`` on the
+  flattened rows with a zero ``C``, a ``Reshape`` back and a separate broadcast ``Add`` of the
+  bias (one more kernel and one more pass over the activations per layer, which onnxruntime
+  does not fuse). When the Add's other operand is an initializer of shape (1, ..., 1, N) and
+  each intermediate has one consumer, the bias becomes the Gemm's ``C`` (``beta`` 1) and the
+  Add goes: the same values (a bias broadcast over rows before or after the Reshape, which keeps
+  the last axis). Returns the number of Adds removed.
+  """
+  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+
+  inits = {i.name: i for i in graph.initializer}
+  producer = {o: n for n in graph.node for o in n.output}
+  uses = collections.Counter(i for n in graph.node for i in n.input)
+  uses.update(o.name for o in graph.output)
+  removed, gone = [], set()
+  for add in graph.node:
+    if add.op_type != 'Add' or len(add.input) != 2:
+      continue
+    for x, b in (add.input, add.input[::-1]):
+      reshape, bias = producer.get(x), inits.get(b)
+      if reshape is None or bias is None or reshape.op_type != 'Reshape':
+        continue
+      gemm = producer.get(reshape.input[0])
+      if gemm is None or gemm.op_type != 'Gemm' or uses[x] != 1 or uses[gemm.output[0]] != 1:
+        continue
+      bias_value = numpy_helper.to_array(bias)
+      if bias_value.ndim < 1 or any(d != 1 for d in bias_value.shape[:-1]):
+        continue
+      attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+      c = inits.get(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else None
+      old_c = 0.0 if c is None else numpy_helper.to_array(c) * attrs.get('beta', 1.0)
+      if len(gemm.input) > 2 and gemm.input[2] and c is None:
+        continue  # a computed C: leave it
+      new_c = (bias_value.reshape(-1) + old_c).astype(bias_value.dtype)
+      if new_c.ndim != 1:
+        continue
+      name = f'{gemm.output[0]}_bias'
+      graph.initializer.append(numpy_helper.from_array(new_c, name))
+      del gemm.input[2:]
+      gemm.input.append(name)
+      kept = [a for a in gemm.attribute if a.name != 'beta']
+      del gemm.attribute[:]
+      gemm.attribute.extend(kept + [helper.make_attribute('beta', 1.0)])
+      gone.add(reshape.output[0])
+      reshape.output[0] = add.output[0]
+      removed.append(add)
+      break
+  for add in removed:
+    graph.node.remove(add)
+  for info in [v for v in graph.value_info if v.name in gone]:
+    graph.value_info.remove(info)
+  used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+  unused = [i for i in graph.initializer if i.name not in used]
+  for i in unused:
+    graph.initializer.remove(i)
+  return len(removed)
+
+
 def export_onnx(
   config, variables: Dict[str, Any], path: str, opset: int = ONNX_DEFAULT_OPSET
 ) -> str:
@@ -368,6 +430,7 @@ def export_onnx(
     )
   if n_removed and n_removed[-1] != n_ce:
     raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
+  fold_bias_into_gemm(model_proto.graph)
   manifest = {
     'format': onnx_tracker.FORMAT,
     'format_version': onnx_tracker.FORMAT_VERSION,

@@ -178,6 +178,12 @@ def test_metadata_and_graph(onnx_file):
   # One op per LayerNorm (2 per block + the final norm) and per GELU (one per block).
   assert ops['LayerNormalization'] == 2 * 12 + 1 and ops['Gelu'] == 12, ops
   assert not {'Erf', 'ReduceMean', 'NonZero', 'ScatterND'} & set(ops), ops
+  # Every dense layer's and convolution's bias is inside its Gemm (no separate Add kernel).
+  gemms = [n for n in model.graph.node if n.op_type == 'Gemm']
+  betas = [
+    onnx.helper.get_attribute_value(a) for n in gemms for a in n.attribute if a.name == 'beta'
+  ]
+  assert len(gemms) == 4 * 12 + 2 + 15 and betas == [1.0] * len(gemms), betas
   assert [i.name for i in model.graph.input] == list(onnx_tracker.INPUT_NAMES)
   assert [o.name for o in model.graph.output] == list(onnx_tracker.OUTPUT_NAMES) + [
     'removed_indexes_0',
