@@ -163,6 +163,7 @@ def main(argv=None) -> int:
     print(rows[-1], flush=True)
   # The host side of load_onnx's step (crop, normalisation, window, decode), for scale.
   tracker = onnx_tracker.load_onnx(ours)
+  print(f'load_onnx runs on {tracker.provider}', flush=True)
   frame = rng.integers(0, 256, size=(480, 854, 3), dtype=np.uint8)
   tracker.initialize(frame, (400, 200, 60, 40))
   host = []
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
       *rows,
       '',
       f'load_onnx\'s host work per frame (crop of an 854x480 frame, normalisation, window, decode, '
-      f'map back): {1e3 * statistics.median(host):.1f} ms wall.',
+      f'map back; load_onnx on {tracker.provider}): {1e3 * statistics.median(host):.1f} ms wall.',
       '',
       f'Op table: ours {sum(ops["ours"].values())} nodes of {len(ops["ours"])} types, the '
       f'original\'s {sum(ops["original"].values())} of {len(ops["original"])}.',
