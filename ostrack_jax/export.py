@@ -348,8 +348,67 @@ def fold_bias_into_gemm(graph) -> int:
   return len(removed)
 
 
+ONNX_PRECISIONS = ('fp32', 'fp16')
+
+
+def convert_to_float16(model) -> None:
+  """Makes every float32 tensor inside ``model``'s graph float16 (in place); the graph's inputs
+  and outputs stay float32 (a Cast after each input and before each output).
+
+  Initializers, ``Constant`` / ``ConstantOfShape`` values and ``Cast``-to-float targets become
+  float16; value_info is dropped and inferred again. LayerNormalization keeps computing its
+  statistics in float32 (its default ``stash_type``).
+  """
+  import onnx  # pylint: disable=g-import-not-at-top
+  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+
+  f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+  graph = model.graph
+
+  def half(tensor):
+    if tensor.data_type == f32:
+      tensor.CopyFrom(
+        numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name)
+      )
+
+  for init in graph.initializer:
+    half(init)
+  for node in graph.node:
+    for attr in node.attribute:
+      if attr.type == onnx.AttributeProto.TENSOR:
+        half(attr.t)
+      if node.op_type in ('Cast', 'CastLike') and attr.name == 'to' and attr.i == f32:
+        attr.i = f16
+  casts = []
+  for value in graph.input:
+    if value.type.tensor_type.elem_type == f32:
+      inner = f'{value.name}_fp16'
+      for node in graph.node:
+        node.input[:] = [inner if i == value.name else i for i in node.input]
+      casts.append(helper.make_node('Cast', [value.name], [inner], to=f16, name=f'cast_{inner}'))
+  for value in graph.output:
+    if value.type.tensor_type.elem_type == f32:
+      inner = f'{value.name}_fp16'
+      for node in graph.node:
+        node.output[:] = [inner if o == value.name else o for o in node.output]
+        node.input[:] = [inner if i == value.name else i for i in node.input]
+      casts.append(
+        helper.make_node('Cast', [inner], [value.name], to=f32, name=f'cast_{value.name}')
+      )
+  nodes = casts[: sum(1 for c in casts if c.output[0].endswith('_fp16'))]
+  nodes += list(graph.node) + casts[len(nodes) :]
+  del graph.node[:]
+  graph.node.extend(nodes)
+  del graph.value_info[:]
+  model.CopyFrom(onnx.shape_inference.infer_shapes(model, strict_mode=True))
+
+
 def export_onnx(
-  config, variables: Dict[str, Any], path: str, opset: int = ONNX_DEFAULT_OPSET
+  config,
+  variables: Dict[str, Any],
+  path: str,
+  opset: int = ONNX_DEFAULT_OPSET,
+  precision: str = 'fp32',
 ) -> str:
   """Writes the network of ``config`` as one ONNX file with static shapes (atomically).
 
@@ -367,6 +426,8 @@ def export_onnx(
     variables: {'params', 'batch_stats'} float32 Flax variables of that preset.
     path: the .onnx file to write (replaced if it exists).
     opset: ONNX opset (17 to 20; 20, the default, has Gelu as one op).
+    precision: 'fp32', or 'fp16': every tensor inside the graph float16 (weights included: half
+      the file), inputs and outputs still float32 (:func:`convert_to_float16`).
   Returns:
     ``path``.
   """
@@ -389,6 +450,8 @@ def export_onnx(
       f'--opset {opset}: the exported network needs an opset from {ONNX_MIN_OPSET} '
       f'(LayerNormalization) to {ONNX_MAX_OPSET} (the newest TensorRT parses)'
     )
+  if precision not in ONNX_PRECISIONS:
+    raise ValueError(f'--precision {precision}: expected one of {", ".join(ONNX_PRECISIONS)}')
   if os.path.isdir(path):
     raise FileExistsError(f'--output {path}: a folder; --format onnx writes one .onnx file')
   config = config.copy_and_resolve_references()
@@ -431,13 +494,15 @@ def export_onnx(
   if n_removed and n_removed[-1] != n_ce:
     raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
   fold_bias_into_gemm(model_proto.graph)
+  if precision == 'fp16':
+    convert_to_float16(model_proto)
   manifest = {
     'format': onnx_tracker.FORMAT,
     'format_version': onnx_tracker.FORMAT_VERSION,
     'preset': config.name,
     'config': json.loads(config.to_json()),
     'opset': int(opset),
-    'precision': 'float32',
+    'precision': precision,
     'inputs': {'template': [1, t, t, 3, 'float32'], 'search': [1, s, s, 3, 'float32']},
     'outputs': {
       'score_map': [1, f, f, 1, 'float32'],
@@ -641,6 +706,13 @@ def parse_args(argv=None):
     '%(default)s)',
   )
   p.add_argument(
+    '--precision',
+    default='fp32',
+    choices=ONNX_PRECISIONS,
+    help='--format onnx: fp32 (default), or fp16 (every tensor inside the graph float16, '
+    'inputs and outputs float32)',
+  )
+  p.add_argument(
     '--dtypes',
     default=','.join(DTYPES),
     help='comma-separated compute dtypes to export (default: %(default)s)',
@@ -668,15 +740,16 @@ def main(argv=None) -> int:
   try:
     variables = load_checkpoint(args.checkpoint, config)
     if args.format == 'onnx':
-      export_onnx(config, variables, args.output, opset=args.opset)
+      export_onnx(config, variables, args.output, opset=args.opset, precision=args.precision)
     else:
       export_tracker(config, variables, args.output, dtypes=dtypes, platforms=platforms)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     raise cli.InputError(str(e)) from e
   if args.format == 'onnx':
+    precision = {'fp32': 'float32', 'fp16': 'float16 inside'}[args.precision]
     print(
-      f'exported {config.name} (ONNX opset {args.opset}, float32, network with static shapes) to '
-      f'{args.output}: {os.path.getsize(args.output) / 1e6:.2f} MB'
+      f'exported {config.name} (ONNX opset {args.opset}, {precision}, network with static '
+      f'shapes) to {args.output}: {os.path.getsize(args.output) / 1e6:.2f} MB'
     )
     return 0
   manifest = read_manifest(args.output)

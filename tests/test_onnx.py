@@ -319,6 +319,29 @@ def test_providers_are_named_and_checked(onnx_file):
 
 
 @pytest.mark.slow
+def test_float16_variant(onnx_file, tmp_path):
+  """--precision fp16: every tensor inside float16, inputs and outputs float32, still what
+  TensorRT parses and what load_onnx runs. (Its deviation from float32 is measured in the
+  README, not asserted: on the random-weight test model the CE scores are near ties that
+  float16 reorders.)"""
+  model = onnx.load(str(onnx_file))
+  export_lib.convert_to_float16(model)
+  assert not tensorrt_problems(model)
+  inits = {onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer}
+  assert 'FLOAT16' in inits and 'FLOAT' not in inits, inits
+  edge = [v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output[:4]]]
+  assert edge == [onnx.TensorProto.FLOAT] * 6
+  path = tmp_path / 'fp16.onnx'
+  onnx.save_model(model, str(path))
+  frames, data = _frames_and_gt()
+  tracker = onnx_tracker.load_onnx(str(path))
+  tracker.initialize(frames[0], data['gt'][0])
+  for frame in frames[1:3]:
+    assert np.isfinite(tracker.track(frame)).all()
+  assert tracker.last_score_map.dtype == np.float32
+
+
+@pytest.mark.slow
 def test_onnx_step_matches_jax_step(onnx_file, variables, live):
   """Maps within 1e-4, boxes within 1e-3 px of the JAX step, on the first soapbox frames."""
   frames, data = _frames_and_gt()
@@ -476,6 +499,9 @@ def test_cli_errors(tmp_path, capsys):
   )
   assert rc == 2 and not out.exists()
   assert 'opset from 17 (LayerNormalization) to 20' in capsys.readouterr().err
+  argv = ['--checkpoint', str(CHECKPOINT), '--output', str(out), '--format', 'onnx']
+  assert _status([*argv, '--precision', 'int8']) == 2 and not out.exists()
+  assert "--precision: invalid choice: 'int8'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------- ViT-B
