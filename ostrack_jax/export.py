@@ -348,6 +348,112 @@ def fold_bias_into_gemm(graph) -> int:
   return len(removed)
 
 
+# The head's 3x3 convolutions with at most this many input channels are exported as Conv, the
+# wider ones (the first of each branch, 768 -> 256 on ViT-B) as im2col + Gemm: in onnxruntime on
+# a 2-core CPU the 768-channel one ran ~67 ms per frame (3 branches) as Gemm against ~81 ms as
+# Conv, while the narrower ones ran faster as Conv with 11 fewer nodes each (benchmarks/
+# RESULTS.md, onnx_speed).
+ONNX_CONV_MAX_IN_CHANNELS = 256
+
+
+def im2col_to_conv(graph, max_in_channels: int = ONNX_CONV_MAX_IN_CHANNELS) -> int:
+  """Rewrites the head's 3x3 convolutions that jax2onnx wrote as im2col (``Pad``, nine
+  ``Slice``, ``Concat``, ``Reshape``, ``Gemm``, ``Reshape``: ostrack_jax.models.layers.Conv) into
+  one NCHW ``Conv`` between two ``Transpose`` (in place), for input widths up to
+  ``max_in_channels``. Same values (the HWIO kernel transposed to OIHW, the Gemm's bias as the
+  Conv's). Returns the number of convolutions rewritten."""
+  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+
+  inits = {i.name: i for i in graph.initializer}
+  producer = {o: n for n in graph.node for o in n.output}
+  consumers = collections.defaultdict(list)
+  for n in graph.node:
+    for i in n.input:
+      consumers[i].append(n)
+
+  def const(name):
+    if name in inits:
+      return numpy_helper.to_array(inits[name])
+    node = producer.get(name)
+    if node is not None and node.op_type == 'Reshape' and node.input[0] in inits:
+      return numpy_helper.to_array(inits[node.input[0]])
+    return None
+
+  def only(name, op_type):
+    users = consumers.get(name, [])
+    return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+  replace, drop = {}, set()
+  for concat in graph.node:
+    if concat.op_type != 'Concat' or len(concat.input) != 9:
+      continue
+    slices = [producer.get(i) for i in concat.input]
+    if any(sl is None or sl.op_type != 'Slice' for sl in slices):
+      continue
+    pad = producer.get(slices[0].input[0])
+    if pad is None or pad.op_type != 'Pad' or any(sl.input[0] != pad.output[0] for sl in slices):
+      continue
+    pads = const(pad.input[1])
+    if pads is None or pads.tolist() != [0, 1, 1, 0, 0, 1, 1, 0]:
+      continue
+    starts = [const(sl.input[1]) for sl in slices]
+    if any(st is None or st.tolist()[:3] != [0, k // 3, k % 3] for k, st in enumerate(starts)):
+      continue
+    flat = only(concat.output[0], 'Reshape')
+    gemm = flat and only(flat.output[0], 'Gemm')
+    back = gemm and only(gemm.output[0], 'Reshape')
+    if back is None or gemm.input[0] != flat.output[0]:
+      continue
+    attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+    if attrs.get('transA', 0) or attrs.get('transB', 0) or attrs.get('alpha', 1.0) != 1.0:
+      continue
+    kernel = const(gemm.input[1])
+    if kernel is None or kernel.ndim != 4 or kernel.shape[:2] != (3, 3):
+      continue
+    cin, cout = kernel.shape[2], kernel.shape[3]
+    if cin > max_in_channels:
+      continue
+    bias = const(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else None
+    bias = np.zeros(cout, kernel.dtype) if bias is None else bias * attrs.get('beta', 1.0)
+    if bias.shape != (cout,):
+      continue
+    x, y, name = pad.input[0], back.output[0], gemm.output[0]
+    graph.initializer.append(numpy_helper.from_array(kernel.transpose(3, 2, 0, 1), f'{name}_w'))
+    graph.initializer.append(numpy_helper.from_array(bias.astype(kernel.dtype), f'{name}_b'))
+    replace[id(back)] = [
+      helper.make_node('Transpose', [x], [f'{name}_nchw_in'], perm=[0, 3, 1, 2]),
+      helper.make_node(
+        'Conv',
+        [f'{name}_nchw_in', f'{name}_w', f'{name}_b'],
+        [f'{name}_nchw_out'],
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        name=f'{name}_conv',
+      ),
+      helper.make_node('Transpose', [f'{name}_nchw_out'], [y], perm=[0, 2, 3, 1]),
+    ]
+    drop.update(id(n) for n in (pad, *slices, concat, flat, gemm, back))
+  nodes = []
+  for n in graph.node:
+    nodes.extend(replace.get(id(n), [] if id(n) in drop else [n]))
+  # Drop what only the rewritten convolutions used (the kernels' Reshapes, their constants).
+  while True:
+    used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    dead = [n for n in nodes if not any(o in used for o in n.output)]
+    if not dead:
+      break
+    nodes = [n for n in nodes if n not in dead]
+  del graph.node[:]
+  graph.node.extend(nodes)
+  used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+  for init in [i for i in graph.initializer if i.name not in used]:
+    graph.initializer.remove(init)
+  produced = {o for n in nodes for o in n.output}
+  for info in [v for v in graph.value_info if v.name not in produced]:
+    graph.value_info.remove(info)
+  return len(replace)
+
+
 ONNX_PRECISIONS = ('fp32', 'fp16')
 
 
@@ -494,6 +600,7 @@ def export_onnx(
   if n_removed and n_removed[-1] != n_ce:
     raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
   fold_bias_into_gemm(model_proto.graph)
+  im2col_to_conv(model_proto.graph)
   if precision == 'fp16':
     convert_to_float16(model_proto)
   manifest = {

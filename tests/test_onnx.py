@@ -178,12 +178,15 @@ def test_metadata_and_graph(onnx_file):
   # One op per LayerNorm (2 per block + the final norm) and per GELU (one per block).
   assert ops['LayerNormalization'] == 2 * 12 + 1 and ops['Gelu'] == 12, ops
   assert not {'Erf', 'ReduceMean', 'NonZero', 'ScatterND'} & set(ops), ops
-  # Every dense layer's and convolution's bias is inside its Gemm (no separate Add kernel).
+  # Every dense layer's bias is inside its Gemm (no separate Add kernel); the head's 3x3
+  # convolutions (64 input channels or fewer here) are Conv with their bias, the 1x1 ones Gemm.
   gemms = [n for n in model.graph.node if n.op_type == 'Gemm']
   betas = [
     onnx.helper.get_attribute_value(a) for n in gemms for a in n.attribute if a.name == 'beta'
   ]
-  assert len(gemms) == 4 * 12 + 2 + 15 and betas == [1.0] * len(gemms), betas
+  assert len(gemms) == 4 * 12 + 2 + 3 and betas == [1.0] * len(gemms), betas
+  convs = [n for n in model.graph.node if n.op_type == 'Conv']
+  assert len(convs) == 12 and all(len(n.input) == 3 for n in convs)
   assert [i.name for i in model.graph.input] == list(onnx_tracker.INPUT_NAMES)
   assert [o.name for o in model.graph.output] == list(onnx_tracker.OUTPUT_NAMES) + [
     'removed_indexes_0',
