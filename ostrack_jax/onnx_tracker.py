@@ -1,8 +1,9 @@
 """The ONNX tracker: runs the exported network with onnxruntime, the rest of a step on the host.
 
 ``python -m ostrack_jax.export --format onnx`` (:func:`ostrack_jax.export.export_onnx`) writes
-the network alone as one self-contained ONNX file (weights inside, float32, static shapes), the
-unit TensorRT and every onnxruntime execution provider take:
+the network alone as one self-contained ONNX file (weights inside, float32 -- or float16 inside
+with ``--precision fp16``, its inputs and outputs still float32 -- static shapes), the unit
+TensorRT and every onnxruntime execution provider take:
 
 * inputs ``template`` (1, T, T, 3) and ``search`` (1, S, S, 3), float32 ImageNet-normalized
   NHWC crops;
@@ -13,9 +14,9 @@ unit TensorRT and every onnxruntime execution provider take:
 Per frame, :class:`OnnxTracker` cuts the search crop around the state on the host
 (:func:`ostrack_jax.crop.sample_target`, NumPy + OpenCV, pixel-exact with the original),
 normalises it with the float32 lookup table, runs the network, multiplies the score map by the
-Hann window, decodes the box at the windowed peak, maps it back to the image and clips it, in
-float32 as the live tracker's device step (:func:`~ostrack_jax.tracking.tracker.
-make_tracking_fns`). The template is cut once, the same way.
+Hann window and decodes the box at the windowed peak (float32, as the live tracker's device
+step), then maps it back to the image and clips it in float64, as the original
+(:func:`ostrack_jax.tracking.host.boxes_to_image`). The template is cut once, the same way.
 
 This module imports NumPy, OpenCV and onnxruntime only (no JAX, no Flax): :func:`load_onnx`
 works on machines where JAX does not run. The file carries its manifest in the ONNX metadata
