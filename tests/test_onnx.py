@@ -226,13 +226,15 @@ FIB = FI + ('BOOL',)
 TRT_OPS = {
   **dict.fromkeys(('Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'Neg', 'Abs', 'Sign'), FI),
   **dict.fromkeys(('Equal', 'Greater', 'Less', 'ArgMax', 'ArgMin', 'Relu', 'Range', 'Pad'), FI),
-  **dict.fromkeys(('ReduceSum', 'ReduceMean', 'ReduceMax', 'TopK', 'CumSum', 'Tile'), FI),
+  **dict.fromkeys(('ReduceSum', 'ReduceMean', 'ReduceMax', 'TopK', 'Tile'), FI),
   **dict.fromkeys(('Concat', 'Expand', 'Reshape', 'Slice', 'Squeeze', 'Unsqueeze'), FIB),
   **dict.fromkeys(('Transpose', 'Gather', 'GatherElements', 'GatherND', 'Where'), FIB),
+  # ConstantOfShape's row reads 'INF64', taken as INT64.
   **dict.fromkeys(('Shape', 'Identity', 'Flatten', 'Split', 'ConstantOfShape', 'Constant'), FIB),
   **dict.fromkeys(('Cast', 'CastLike'), FI + ('UINT8', 'BOOL')),
   **dict.fromkeys(('And', 'Or', 'Not', 'Xor'), ('BOOL',)),
   **dict.fromkeys(('MatMul', 'Gemm', 'Conv', 'Softmax', 'Sigmoid', 'Sqrt', 'Erf', 'Exp'), F),
+  'CumSum': F,
   **dict.fromkeys(('Clip', 'BatchNormalization', 'LayerNormalization', 'Floor', 'Ceil'), F),
   'Gelu': F + ('INT8', 'INT32', 'INT64'),
   'Einsum': F,
