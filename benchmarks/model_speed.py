@@ -117,13 +117,14 @@ def time_original(args, preset: str, batch: int, repeats: int):
 
 
 def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
-  """The tracker's per-frame step (crop + network + decode + map back, batch 1, float32) in
-  onnxruntime (the file of ``python -m ostrack_jax.export --format onnx``) and in JAX (the same
-  step, jitted), both waited for on every call. Returns medians in ms and the providers used."""
+  """The tracker's per-frame step (crop + network + decode + map back, batch 1, float32) with
+  ``load_onnx`` (the network file of ``python -m ostrack_jax.export --format onnx`` in
+  onnxruntime, crop and decode on the host) and in JAX (the same step, jitted), both waited for
+  on every call. Returns medians in ms and the provider that ran the network."""
   import tempfile  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
-  from ostrack_jax import export  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import export, onnx_tracker  # pylint: disable=g-import-not-at-top
   from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
   from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
   from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
@@ -140,18 +141,14 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
     if p in ort.get_available_providers()
   ]
   with tempfile.TemporaryDirectory() as tmp:
-    path = export.export_onnx(config, variables, os.path.join(tmp, 'step.onnx'))
-    session = ort.InferenceSession(path, providers=providers)
-  t = config.model.template_size
-  feeds = {
-    'template': np.zeros((1, t, t, 3), np.float32),
-    'box': box[None],
-    'frame': frame[None],
-    'image_hw': np.array([[h, w]], np.int32),
-  }
+    path = export.export_onnx(config, variables, os.path.join(tmp, 'network.onnx'))
+    tracker = onnx_tracker.load_onnx(path, providers=providers)
+  print(f'load_onnx runs on {tracker.provider}', flush=True)
+  tracker.initialize(frame, box)
 
   def run_onnx():
-    session.run(None, feeds)
+    tracker.state = box
+    tracker.track(frame)
 
   core = tracker_lib.TrackingCore(config, variables, 1, None, full_outputs=True)
   core.initialize_slot(0, frame, box)
@@ -171,7 +168,7 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
       fn()
       times.append((time.perf_counter() - start) * 1e3)
     out[name] = statistics.median(times)
-  out['providers'] = session.get_providers()[0]
+  out['providers'] = tracker.provider
   return out
 
 

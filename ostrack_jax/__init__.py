@@ -23,9 +23,10 @@ no files until a name is used):
   on the same device core.
 * ``load_exported(directory, dtype='float32')``: a Tracker running the exported (StableHLO)
   ``init`` / ``track`` written by ``python -m ostrack_jax.export``; needs no Flax.
-* ``load_onnx(path, preset=None)``: a tracker with the same API (initialize / track / state)
-  running the ONNX step written by ``python -m ostrack_jax.export --format onnx`` with
-  onnxruntime, NumPy and OpenCV only (no JAX).
+* ``load_onnx(path, preset=None, providers=None)``: a tracker with the same API (initialize /
+  track / state) running the ONNX network written by ``python -m ostrack_jax.export --format
+  onnx`` on onnxruntime's execution providers, crops and decode on the host with NumPy and
+  OpenCV (no JAX).
 """
 
 import importlib

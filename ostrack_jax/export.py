@@ -55,12 +55,14 @@ with ``consts = {'table': (768,) f32, 'window': (F, F) f32}``
 By default both are lowered for 'cpu' and 'cuda', so an artifact exported on a laptop runs on
 a GPU machine and vice versa.
 
-``--format onnx`` (:func:`export_onnx`) writes instead the per-frame ``track`` step (batch 1,
-float32, weights inside, frame height and width symbolic) as one ONNX file via jax2onnx, which
-:func:`ostrack_jax.onnx_tracker.load_onnx` runs with onnxruntime, NumPy and OpenCV (the
-template crop is cut on the host); see :mod:`ostrack_jax.onnx_tracker` for its signature.
+``--format onnx`` (:func:`export_onnx`) writes instead the network alone (batch 1, float32,
+weights inside, static shapes: template and search crops in, the maps, the box and the
+eliminated tokens out) as one ONNX file via jax2onnx, the unit TensorRT and every onnxruntime
+execution provider take; :func:`ostrack_jax.onnx_tracker.load_onnx` cuts the crops, applies the
+window and decodes on the host (NumPy, OpenCV). See :mod:`ostrack_jax.onnx_tracker`.
 """
 
+import collections
 import collections.abc
 import json
 import logging
@@ -250,8 +252,11 @@ def export_tracker(
 
 # ------------------------------------------------------------------------- ONNX
 
-ONNX_DEFAULT_OPSET = 18
-ONNX_MIN_OPSET = 18  # the int32 arithmetic shift of the device crop needs BitwiseOr (opset 18)
+ONNX_DEFAULT_OPSET = 20
+# LayerNormalization is one op from opset 17 and GELU from opset 20 (below, their formulas);
+# TensorRT 10's parser reads opsets 9 to 20.
+ONNX_MIN_OPSET = 17
+ONNX_MAX_OPSET = 20
 
 
 def _is_converter_noise(record: logging.LogRecord) -> bool:
@@ -274,22 +279,253 @@ def _is_converter_noise(record: logging.LogRecord) -> bool:
 _CONVERTER_LOGGERS = ('jax2onnx.plugins.plugin_system', 'onnx_ir.serde')
 
 
-def export_onnx(
-  config, variables: Dict[str, Any], path: str, opset: int = ONNX_DEFAULT_OPSET
-) -> str:
-  """Writes the tracker's per-frame step for ``config`` as one ONNX file (atomically).
+def fold_bias_into_gemm(graph) -> int:
+  """Moves each bias ``Add`` after a ``Gemm -> Reshape`` into the Gemm's ``C`` input (in place).
 
-  The unit is the whole device step of the live tracker (``make_tracking_fns``, batch 1, full
-  outputs, float32): search crop from the frame (any size: its height and width are symbolic),
-  network with candidate elimination, Hann window, decode, map back and clip. The weights are
-  constants inside the file. Inputs, outputs and the runtime side:
-  :mod:`ostrack_jax.onnx_tracker` (``load_onnx``). Converter: jax2onnx.
+  jax2onnx writes a dense layer ``x @ kernel + bias`` on (B, N, C_in) tokens as ``Gemm`` on the
+  flattened rows with a zero ``C``, a ``Reshape`` back and a separate broadcast ``Add`` of the
+  bias (one more kernel and one more pass over the activations per layer, which onnxruntime
+  does not fuse). When the Add's other operand is an initializer of shape (1, ..., 1, N) and
+  each intermediate has one consumer, the bias becomes the Gemm's ``C`` (``beta`` 1) and the
+  Add goes: the same values (a bias broadcast over rows before or after the Reshape, which keeps
+  the last axis). Returns the number of Adds removed.
+  """
+  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+
+  inits = {i.name: i for i in graph.initializer}
+  producer = {o: n for n in graph.node for o in n.output}
+  uses = collections.Counter(i for n in graph.node for i in n.input)
+  uses.update(o.name for o in graph.output)
+  removed, gone = [], set()
+  for add in graph.node:
+    if add.op_type != 'Add' or len(add.input) != 2:
+      continue
+    for x, b in (add.input, add.input[::-1]):
+      reshape, bias = producer.get(x), inits.get(b)
+      if reshape is None or bias is None or reshape.op_type != 'Reshape':
+        continue
+      gemm = producer.get(reshape.input[0])
+      if gemm is None or gemm.op_type != 'Gemm' or uses[x] != 1 or uses[gemm.output[0]] != 1:
+        continue
+      bias_value = numpy_helper.to_array(bias)
+      if bias_value.ndim < 1 or any(d != 1 for d in bias_value.shape[:-1]):
+        continue
+      attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+      c = inits.get(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else None
+      old_c = 0.0 if c is None else numpy_helper.to_array(c) * attrs.get('beta', 1.0)
+      if len(gemm.input) > 2 and gemm.input[2] and c is None:
+        continue  # a computed C: leave it
+      new_c = (bias_value.reshape(-1) + old_c).astype(bias_value.dtype)
+      if new_c.ndim != 1:
+        continue
+      name = f'{gemm.output[0]}_bias'
+      graph.initializer.append(numpy_helper.from_array(new_c, name))
+      del gemm.input[2:]
+      gemm.input.append(name)
+      kept = [a for a in gemm.attribute if a.name != 'beta']
+      del gemm.attribute[:]
+      gemm.attribute.extend(kept + [helper.make_attribute('beta', 1.0)])
+      gone.add(reshape.output[0])
+      reshape.output[0] = add.output[0]
+      removed.append(add)
+      break
+  for add in removed:
+    graph.node.remove(add)
+  for info in [v for v in graph.value_info if v.name in gone]:
+    graph.value_info.remove(info)
+  used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+  unused = [i for i in graph.initializer if i.name not in used]
+  for i in unused:
+    graph.initializer.remove(i)
+  return len(removed)
+
+
+# The head's 3x3 convolutions with at most this many input channels are exported as Conv, the
+# wider ones (the first of each branch, 768 -> 256 on ViT-B) as im2col + Gemm: in onnxruntime on
+# a 2-core CPU the 768-channel one ran ~67 ms per frame (3 branches) as Gemm against ~81 ms as
+# Conv, while the narrower ones ran faster as Conv with 11 fewer nodes each (benchmarks/
+# RESULTS.md, onnx_speed).
+ONNX_CONV_MAX_IN_CHANNELS = 256
+
+
+def im2col_to_conv(graph, max_in_channels: int = ONNX_CONV_MAX_IN_CHANNELS) -> int:
+  """Rewrites the head's 3x3 convolutions that jax2onnx wrote as im2col (``Pad``, nine
+  ``Slice``, ``Concat``, ``Reshape``, ``Gemm``, ``Reshape``: ostrack_jax.models.layers.Conv) into
+  one NCHW ``Conv`` between two ``Transpose`` (in place), for input widths up to
+  ``max_in_channels``. Same values (the HWIO kernel transposed to OIHW, the Gemm's bias as the
+  Conv's). Returns the number of convolutions rewritten."""
+  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+
+  inits = {i.name: i for i in graph.initializer}
+  producer = {o: n for n in graph.node for o in n.output}
+  consumers = collections.defaultdict(list)
+  for n in graph.node:
+    for i in n.input:
+      consumers[i].append(n)
+
+  def const(name):
+    if name in inits:
+      return numpy_helper.to_array(inits[name])
+    node = producer.get(name)
+    if node is not None and node.op_type == 'Reshape' and node.input[0] in inits:
+      return numpy_helper.to_array(inits[node.input[0]])
+    return None
+
+  def only(name, op_type):
+    users = consumers.get(name, [])
+    return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+  replace, drop = {}, set()
+  for concat in graph.node:
+    if concat.op_type != 'Concat' or len(concat.input) != 9:
+      continue
+    slices = [producer.get(i) for i in concat.input]
+    if any(sl is None or sl.op_type != 'Slice' for sl in slices):
+      continue
+    pad = producer.get(slices[0].input[0])
+    if pad is None or pad.op_type != 'Pad' or any(sl.input[0] != pad.output[0] for sl in slices):
+      continue
+    pads = const(pad.input[1])
+    if pads is None or pads.tolist() != [0, 1, 1, 0, 0, 1, 1, 0]:
+      continue
+    starts = [const(sl.input[1]) for sl in slices]
+    if any(st is None or st.tolist()[:3] != [0, k // 3, k % 3] for k, st in enumerate(starts)):
+      continue
+    flat = only(concat.output[0], 'Reshape')
+    gemm = flat and only(flat.output[0], 'Gemm')
+    back = gemm and only(gemm.output[0], 'Reshape')
+    if back is None or gemm.input[0] != flat.output[0]:
+      continue
+    attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+    if attrs.get('transA', 0) or attrs.get('transB', 0) or attrs.get('alpha', 1.0) != 1.0:
+      continue
+    kernel = const(gemm.input[1])
+    if kernel is None or kernel.ndim != 4 or kernel.shape[:2] != (3, 3):
+      continue
+    cin, cout = kernel.shape[2], kernel.shape[3]
+    if cin > max_in_channels:
+      continue
+    bias = const(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else None
+    bias = np.zeros(cout, kernel.dtype) if bias is None else bias * attrs.get('beta', 1.0)
+    if bias.shape != (cout,):
+      continue
+    x, y, name = pad.input[0], back.output[0], gemm.output[0]
+    graph.initializer.append(numpy_helper.from_array(kernel.transpose(3, 2, 0, 1), f'{name}_w'))
+    graph.initializer.append(numpy_helper.from_array(bias.astype(kernel.dtype), f'{name}_b'))
+    replace[id(back)] = [
+      helper.make_node('Transpose', [x], [f'{name}_nchw_in'], perm=[0, 3, 1, 2]),
+      helper.make_node(
+        'Conv',
+        [f'{name}_nchw_in', f'{name}_w', f'{name}_b'],
+        [f'{name}_nchw_out'],
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        name=f'{name}_conv',
+      ),
+      helper.make_node('Transpose', [f'{name}_nchw_out'], [y], perm=[0, 2, 3, 1]),
+    ]
+    drop.update(id(n) for n in (pad, *slices, concat, flat, gemm, back))
+  nodes = []
+  for n in graph.node:
+    nodes.extend(replace.get(id(n), [] if id(n) in drop else [n]))
+  # Drop what only the rewritten convolutions used (the kernels' Reshapes, their constants).
+  while True:
+    used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    dead = [n for n in nodes if not any(o in used for o in n.output)]
+    if not dead:
+      break
+    nodes = [n for n in nodes if n not in dead]
+  del graph.node[:]
+  graph.node.extend(nodes)
+  used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+  for init in [i for i in graph.initializer if i.name not in used]:
+    graph.initializer.remove(init)
+  produced = {o for n in nodes for o in n.output}
+  for info in [v for v in graph.value_info if v.name not in produced]:
+    graph.value_info.remove(info)
+  return len(replace)
+
+
+ONNX_PRECISIONS = ('fp32', 'fp16')
+
+
+def convert_to_float16(model) -> None:
+  """Makes every float32 tensor inside ``model``'s graph float16 (in place); the graph's inputs
+  and outputs stay float32 (a Cast after each input and before each output).
+
+  Initializers, ``Constant`` / ``ConstantOfShape`` values and ``Cast``-to-float targets become
+  float16; value_info is dropped and inferred again. LayerNormalization keeps computing its
+  statistics in float32 (its default ``stash_type``).
+  """
+  import onnx  # pylint: disable=g-import-not-at-top
+  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+
+  f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+  graph = model.graph
+
+  def half(tensor):
+    if tensor.data_type == f32:
+      tensor.CopyFrom(
+        numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name)
+      )
+
+  for init in graph.initializer:
+    half(init)
+  for node in graph.node:
+    for attr in node.attribute:
+      if attr.type == onnx.AttributeProto.TENSOR:
+        half(attr.t)
+      if node.op_type in ('Cast', 'CastLike') and attr.name == 'to' and attr.i == f32:
+        attr.i = f16
+  casts = []
+  for value in graph.input:
+    if value.type.tensor_type.elem_type == f32:
+      inner = f'{value.name}_fp16'
+      for node in graph.node:
+        node.input[:] = [inner if i == value.name else i for i in node.input]
+      casts.append(helper.make_node('Cast', [value.name], [inner], to=f16, name=f'cast_{inner}'))
+  for value in graph.output:
+    if value.type.tensor_type.elem_type == f32:
+      inner = f'{value.name}_fp16'
+      for node in graph.node:
+        node.output[:] = [inner if o == value.name else o for o in node.output]
+        node.input[:] = [inner if i == value.name else i for i in node.input]
+      casts.append(
+        helper.make_node('Cast', [inner], [value.name], to=f32, name=f'cast_{value.name}')
+      )
+  nodes = casts[: sum(1 for c in casts if c.output[0].endswith('_fp16'))]
+  nodes += list(graph.node) + casts[len(nodes) :]
+  del graph.node[:]
+  graph.node.extend(nodes)
+  del graph.value_info[:]
+  model.CopyFrom(onnx.shape_inference.infer_shapes(model, strict_mode=True))
+
+
+def export_onnx(
+  config,
+  variables: Dict[str, Any],
+  path: str,
+  opset: int = ONNX_DEFAULT_OPSET,
+  precision: str = 'fp32',
+) -> str:
+  """Writes the network of ``config`` as one ONNX file with static shapes (atomically).
+
+  The unit is the network alone (batch 1, float32, weights inside), what TensorRT and every
+  onnxruntime execution provider take: ``template`` (1, T, T, 3) and ``search`` (1, S, S, 3)
+  float32 ImageNet-normalized NHWC crops in; the model's ``score_map`` (1, F, F, 1),
+  ``size_map`` and ``offset_map`` (1, F, F, 2), ``pred_boxes`` (1, 4) (cxcywh normalized, at the
+  unwindowed peak) and ``removed_indexes_<i>`` (1, n_i) int32 per candidate-elimination layer
+  out. The crops, the Hann window, the decode at the windowed peak, the map back and the clip
+  run on the host (:mod:`ostrack_jax.onnx_tracker`, NumPy and OpenCV, pixel-exact with the
+  original's crop). LayerNormalization and Gelu are single ops. Converter: jax2onnx.
 
   Args:
     config: the preset; exported in float32 whatever ``config.model.dtype`` says.
     variables: {'params', 'batch_stats'} float32 Flax variables of that preset.
     path: the .onnx file to write (replaced if it exists).
-    opset: ONNX opset (>= 18).
+    opset: ONNX opset (17 to 20; 20, the default, has Gelu as one op).
+    precision: 'fp32', or 'fp16': every tensor inside the graph float16 (weights included: half
+      the file), inputs and outputs still float32 (:func:`convert_to_float16`).
   Returns:
     ``path``.
   """
@@ -305,13 +541,15 @@ def export_onnx(
       f'--format onnx needs jax2onnx and onnx ({e}): pip install "ostrack_jax[onnx]"'
     ) from None
   from ostrack_jax import onnx_tracker  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import build_model  # pylint: disable=g-import-not-at-top
 
-  if int(opset) < ONNX_MIN_OPSET:
+  if not ONNX_MIN_OPSET <= int(opset) <= ONNX_MAX_OPSET:
     raise ValueError(
-      f'--opset {opset}: the exported step needs opset >= {ONNX_MIN_OPSET} '
-      '(BitwiseOr in the crop\'s integer arithmetic)'
+      f'--opset {opset}: the exported network needs an opset from {ONNX_MIN_OPSET} '
+      f'(LayerNormalization) to {ONNX_MAX_OPSET} (the newest TensorRT parses)'
     )
+  if precision not in ONNX_PRECISIONS:
+    raise ValueError(f'--precision {precision}: expected one of {", ".join(ONNX_PRECISIONS)}')
   if os.path.isdir(path):
     raise FileExistsError(f'--output {path}: a folder; --format onnx writes one .onnx file')
   config = config.copy_and_resolve_references()
@@ -321,29 +559,20 @@ def export_onnx(
   variables = jax.tree_util.tree_map(
     lambda x: jnp.asarray(np.asarray(x, np.float32)), jax.device_get(variables)
   )
-  consts = jax.tree_util.tree_map(jnp.asarray, tracker_lib.constants(config))
-  fns = tracker_lib.make_tracking_fns(config, None, full_outputs=True)
+  model = build_model(config)
   m = config.model
-  t = int(m.template_size)
+  t, s = int(m.template_size), int(m.search_size)
+  f = s // int(m.patch_size)
   n_removed = []
 
-  def step(template, box, frame, image_hw):
-    _, out = fns.track(
-      variables,
-      consts,
-      tracker_lib.TrackState(template, box),
-      frame,
-      image_hw,
-      jnp.ones((1,), jnp.bool_),
-    )
+  def network(template, search):
+    out = model.apply(variables, template, search, keep_ratio=None, train=False)
     n_removed.append(len(out['removed_indexes']))
     return tuple(out[k] for k in onnx_tracker.OUTPUT_NAMES) + tuple(out['removed_indexes'])
 
   inputs = [
     jax.ShapeDtypeStruct((1, t, t, 3), jnp.float32),
-    jax.ShapeDtypeStruct((1, 4), jnp.float32),
-    jax.ShapeDtypeStruct(jax.export.symbolic_shape('1, h, w, 3'), jnp.uint8),
-    jax.ShapeDtypeStruct((1, 2), jnp.int32),
+    jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32),
   ]
   n_ce = sum(1 for r in m.ce_keep_ratio if float(r) < 1)
   output_names = list(onnx_tracker.OUTPUT_NAMES) + [f'removed_indexes_{i}' for i in range(n_ce)]
@@ -351,30 +580,37 @@ def export_onnx(
     jax.default_matmul_precision('highest'),
     logfilter.dropping(_CONVERTER_LOGGERS, _is_converter_noise),
   ):
-    model = jax2onnx.to_onnx(
-      step,
+    model_proto = jax2onnx.to_onnx(
+      network,
       inputs,
       model_name=f'ostrack_jax_{config.name}',
       opset=int(opset),
       input_names=list(onnx_tracker.INPUT_NAMES),
       output_names=output_names,
+      normalization_mode='prefer_native',
     )
   if n_removed and n_removed[-1] != n_ce:
     raise AssertionError(f'{n_removed[-1]} CE outputs, expected {n_ce}')
+  fold_bias_into_gemm(model_proto.graph)
+  im2col_to_conv(model_proto.graph)
+  if precision == 'fp16':
+    convert_to_float16(model_proto)
   manifest = {
     'format': onnx_tracker.FORMAT,
     'format_version': onnx_tracker.FORMAT_VERSION,
     'preset': config.name,
     'config': json.loads(config.to_json()),
     'opset': int(opset),
-    'inputs': {
-      'template': [1, t, t, 3, 'float32'],
-      'box': [1, 4, 'float32'],
-      'frame': [1, 'h', 'w', 3, 'uint8'],
-      'image_hw': [1, 2, 'int32'],
+    'precision': precision,
+    'inputs': {'template': [1, t, t, 3, 'float32'], 'search': [1, s, s, 3, 'float32']},
+    'outputs': {
+      'score_map': [1, f, f, 1, 'float32'],
+      'size_map': [1, f, f, 2, 'float32'],
+      'offset_map': [1, f, f, 2, 'float32'],
+      'pred_boxes': [1, 4, 'float32'],
     },
     'num_removed_outputs': n_ce,
-    'operators': sorted({node.op_type for node in model.graph.node}),
+    'operators': sorted({node.op_type for node in model_proto.graph.node}),
     'converter': f'jax2onnx {importlib.metadata.version("jax2onnx")}',
     'jax_version': jax.__version__,
   }
@@ -384,16 +620,16 @@ def export_onnx(
     onnx_tracker.META_PRESET: config.name,
     onnx_tracker.META_MANIFEST: json.dumps(manifest),
   }
-  del model.metadata_props[:]
+  del model_proto.metadata_props[:]
   for key, value in meta.items():
-    model.metadata_props.add(key=key, value=value)
-  model.producer_name = 'ostrack_jax'
+    model_proto.metadata_props.add(key=key, value=value)
+  model_proto.producer_name = 'ostrack_jax'
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=parent, prefix='.tmp-export-', suffix='.onnx')
   os.close(fd)
   try:
-    onnx.save_model(model, tmp)
+    onnx.save_model(model_proto, tmp)
     os.chmod(tmp, fileio.file_mode())
     os.replace(tmp, path)
   except BaseException:
@@ -535,7 +771,7 @@ def parse_args(argv=None):
     'Serialise the tracker\'s device functions (template init and per-frame '
     'track, StableHLO via jax.export, any frame size) with its weights into a '
     'folder that ostrack_jax.export.load_exported runs without building the Flax '
-    'model; or, with --format onnx, the per-frame step as an ONNX file for '
+    'model; or, with --format onnx, the network as an ONNX file with static shapes for '
     'onnxruntime / TensorRT (ostrack_jax.load_onnx).',
     config='ostrack_256_ce',
     aliases={'--out': '--output'},
@@ -557,14 +793,23 @@ def parse_args(argv=None):
     default='stablehlo',
     choices=('stablehlo', 'onnx'),
     help='stablehlo (default): the jax.export folder that load_exported runs (needs '
-    'JAX); onnx: one self-contained float32 ONNX file of the per-frame step '
-    '(frame in, box out) that ostrack_jax.load_onnx runs with onnxruntime only',
+    'JAX); onnx: one self-contained float32 ONNX file of the network (template and search '
+    'crops in, maps and box out; static shapes) that ostrack_jax.load_onnx runs with '
+    'onnxruntime, cutting the crops and decoding on the host',
   )
   p.add_argument(
     '--opset',
     type=cli.positive_int,
     default=ONNX_DEFAULT_OPSET,
-    help=f'ONNX opset for --format onnx (>= {ONNX_MIN_OPSET}; default: %(default)s)',
+    help=f'ONNX opset for --format onnx ({ONNX_MIN_OPSET} to {ONNX_MAX_OPSET}; default: '
+    '%(default)s)',
+  )
+  p.add_argument(
+    '--precision',
+    default='fp32',
+    choices=ONNX_PRECISIONS,
+    help='--format onnx: fp32 (default), or fp16 (every tensor inside the graph float16, '
+    'inputs and outputs float32)',
   )
   p.add_argument(
     '--dtypes',
@@ -613,15 +858,16 @@ def main(argv=None) -> int:
   try:
     variables = load_checkpoint(args.checkpoint, config)
     if args.format == 'onnx':
-      export_onnx(config, variables, args.output, opset=args.opset)
+      export_onnx(config, variables, args.output, opset=args.opset, precision=args.precision)
     else:
       export_tracker(config, variables, args.output, dtypes=dtypes, platforms=platforms)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     raise cli.InputError(str(e)) from e
   if args.format == 'onnx':
+    precision = {'fp32': 'float32', 'fp16': 'float16 inside'}[args.precision]
     print(
-      f'exported {config.name} (ONNX opset {args.opset}, float32, any frame size) to '
-      f'{args.output}: {os.path.getsize(args.output) / 1e6:.2f} MB'
+      f'exported {config.name} (ONNX opset {args.opset}, {precision}, network with static '
+      f'shapes) to {args.output}: {os.path.getsize(args.output) / 1e6:.2f} MB'
     )
     return 0
   manifest = read_manifest(args.output)

@@ -1,23 +1,22 @@
-"""The ONNX tracker: runs an ONNX export of the tracker's per-frame step with onnxruntime alone.
+"""The ONNX tracker: runs the exported network with onnxruntime, the rest of a step on the host.
 
 ``python -m ostrack_jax.export --format onnx`` (:func:`ostrack_jax.export.export_onnx`) writes
-the tracker's per-frame device step -- the same function the live :class:`~ostrack_jax.Tracker`
-jits -- as one self-contained ONNX file (weights inside, float32). Its unit is the whole frame:
+the network alone as one self-contained ONNX file (weights inside, float32 -- or float16 inside
+with ``--precision fp16``, its inputs and outputs still float32 -- static shapes), the unit
+TensorRT and every onnxruntime execution provider take:
 
-* inputs ``template`` (1, T, T, 3) float32 ImageNet-normalized, ``box`` (1, 4) float32 xywh
-  image pixels (the state), ``frame`` (1, h, w, 3) uint8 RGB with *symbolic* h and w (any
-  frame size, no padding), ``image_hw`` (1, 2) int32 (the frame's height and width);
-* inside: the search crop around the state with the original's arithmetic (integer OpenCV
-  INTER_LINEAR reproduction, pixel-exact), the normalisation, the ViT with candidate
-  elimination (TopK and gathers), the center head, the Hann window, the decode at the peak, the
-  map back to the image and the clip;
-* outputs ``boxes`` (1, 4) float32 xywh (the new state), ``pred_boxes`` (1, 4) cxcywh
-  normalized to the crop, ``score_map`` and ``response`` (1, F, F) (raw and Hann-windowed),
-  ``search_crop`` (1, S, S, 3) uint8, ``crop_box_xyxy`` (1, 4) int32, ``resize_factor`` (1,)
+* inputs ``template`` (1, T, T, 3) and ``search`` (1, S, S, 3), float32 ImageNet-normalized
+  NHWC crops;
+* outputs the model's ``score_map`` (1, F, F, 1), ``size_map`` and ``offset_map``
+  (1, F, F, 2), ``pred_boxes`` (1, 4) (cxcywh normalized to the crop, at the unwindowed peak)
   and ``removed_indexes_<i>`` (1, n_i) int32, one per candidate-elimination layer.
 
-The template is cut once on the host (:func:`ostrack_jax.crop.sample_target`, NumPy + OpenCV,
-pixel-exact with the original) and normalised with the float32 lookup table.
+Per frame, :class:`OnnxTracker` cuts the search crop around the state on the host
+(:func:`ostrack_jax.crop.sample_target`, NumPy + OpenCV, pixel-exact with the original),
+normalises it with the float32 lookup table, runs the network, multiplies the score map by the
+Hann window and decodes the box at the windowed peak (float32, as the live tracker's device
+step), then maps it back to the image and clips it in float64, as the original
+(:func:`ostrack_jax.tracking.host.boxes_to_image`). The template is cut once, the same way.
 
 This module imports NumPy, OpenCV and onnxruntime only (no JAX, no Flax): :func:`load_onnx`
 works on machines where JAX does not run. The file carries its manifest in the ONNX metadata
@@ -45,17 +44,11 @@ def normalization_table() -> np.ndarray:
 
 
 FORMAT = 'ostrack_jax.onnx_tracker'
-FORMAT_VERSION = 1
-INPUT_NAMES = ('template', 'box', 'frame', 'image_hw')
-OUTPUT_NAMES = (
-  'boxes',
-  'pred_boxes',
-  'score_map',
-  'response',
-  'search_crop',
-  'crop_box_xyxy',
-  'resize_factor',
-)  # then removed_indexes_0 .. removed_indexes_{n-1}
+FORMAT_VERSION = 2  # 1: the whole step (crop, network, decode) in one graph
+INPUT_NAMES = ('template', 'search')
+OUTPUT_NAMES = ('score_map', 'size_map', 'offset_map', 'pred_boxes')
+# then removed_indexes_0 .. removed_indexes_{n-1}
+DEFAULT_PROVIDERS = ('CPUExecutionProvider',)
 META_FORMAT = 'ostrack_jax.format'
 META_VERSION = 'ostrack_jax.format_version'
 META_PRESET = 'ostrack_jax.preset'
@@ -91,20 +84,43 @@ def read_metadata(path: str, session=None) -> Dict[str, Any]:
   return json.loads(meta[META_MANIFEST])
 
 
+def decode_box(response: np.ndarray, size_map: np.ndarray, offset_map: np.ndarray) -> np.ndarray:
+  """Box at the peak of the windowed score map, float32 as the model's ``decode_box``.
+
+  Args:
+    response: (F, F) windowed score map; size_map, offset_map: (F, F, 2).
+  Returns:
+    (4,) float32 cxcywh normalized to the search crop (the first maximum wins, row-major; cell
+    k maps to k / F, as the original).
+  """
+  f = response.shape[0]
+  idx = int(np.argmax(response.reshape(-1)))
+  iy, ix = divmod(idx, f)
+  size = size_map.reshape(-1, 2)[idx]
+  offset = offset_map.reshape(-1, 2)[idx]
+  cx = (np.float32(ix) + offset[0]) / np.float32(f)
+  cy = (np.float32(iy) + offset[1]) / np.float32(f)
+  return np.array([cx, cy, size[0], size[1]], np.float32)
+
+
 class OnnxTracker(host.LastOutputs):
-  """Single-target tracker on an ONNX export of the per-frame step (onnxruntime + NumPy + OpenCV).
+  """Single-target tracker on the exported network (onnxruntime + NumPy + OpenCV).
 
   The same API as :class:`ostrack_jax.Tracker`: ``initialize(frame, box_xywh)``,
   ``track(frame) -> box`` (RGB uint8 frames of any size, xywh image pixels, float64),
   ``state`` (get / set), ``last_score_map`` / ``last_response`` (F, F),
   ``last_removed_indexes``, ``last_search_crop``, ``last_crop_box_xyxy``,
   ``last_resize_factor``, ``last_template_crop``, ``last_timing``. ``session`` is the
-  onnxruntime session, ``manifest`` the file's manifest, ``config`` its preset as a dict.
+  onnxruntime session, ``providers`` the execution providers it runs on in priority order
+  (``provider`` the first: the one that runs every node it supports), ``manifest`` the file's
+  manifest, ``config`` its preset as a dict.
   """
 
   def __init__(self, path: str, session, manifest: Dict[str, Any]):
     self.path = path
     self.session = session
+    self.providers = list(session.get_providers())
+    self.provider = self.providers[0]
     self.manifest = manifest
     self.config = manifest['config']
     self.preset = manifest['preset']
@@ -116,6 +132,7 @@ class OnnxTracker(host.LastOutputs):
     self.search_factor = float(t['search_factor'])
     self.output_names = [o.name for o in session.get_outputs()]
     self._table = normalization_table()
+    self._window = host.hann_window(self.feat_size)
     self._template = None
     self._box = None
     self._image_hw = None
@@ -144,6 +161,62 @@ class OnnxTracker(host.LastOutputs):
     b = host.check_box(box_xywh, self._image_hw, 'state')
     self._box = b.astype(np.float32)[None]
 
+  # ---------------------------------------------------------------- one step
+
+  def _normalize(self, crop: np.ndarray) -> np.ndarray:
+    """(N, N, 3) uint8 crop -> (1, N, N, 3) float32 ImageNet-normalized (the exact table)."""
+    return self._table[crop.astype(np.intp), np.arange(3)][None]
+
+  def step(self, template: np.ndarray, box: np.ndarray, frame: np.ndarray) -> Dict[str, Any]:
+    """One tracking step from explicit inputs (what ``track`` runs; only ``last_timing`` is
+    set: seconds of ``preprocess`` (crop, normalisation), ``model`` (the session) and
+    ``postprocess`` (window, decode, map back)).
+
+    Args:
+      template: (1, T, T, 3) float32 normalized template.
+      box: (1, 4) float32 xywh image pixels, the state the search crop is cut around.
+      frame: (H, W, 3) uint8 RGB frame.
+    Returns:
+      dict of arrays with a leading axis of 1, the live tracker's full outputs: ``boxes``
+      (1, 4) float32 xywh (the new state), ``pred_boxes`` (1, 4) cxcywh normalized at the
+      windowed peak, ``score_map`` and ``response`` (1, F, F), ``search_crop`` (1, S, S, 3)
+      uint8, ``crop_box_xyxy`` (1, 4) int32, ``resize_factor`` (1,), ``removed_indexes_<i>``
+      (1, n_i) int32; also the network's ``size_map`` / ``offset_map`` (1, F, F, 2).
+    """
+    t0 = time.perf_counter()
+    crop = crop_lib.sample_target(
+      frame, box[0].astype(np.float64), self.search_factor, self.search_size, with_mask=False
+    )
+    feed = {'template': template, 'search': self._normalize(crop.image)}
+    t1 = time.perf_counter()
+    outs = dict(zip(self.output_names, self.session.run(None, feed)))
+    t2 = time.perf_counter()
+    score = outs['score_map'][0, :, :, 0]
+    response = self._window * score
+    pred = decode_box(response, outs['size_map'][0], outs['offset_map'][0])
+    h, w = frame.shape[:2]
+    new_box = host.boxes_to_image(
+      pred[None], box.astype(np.float64), [crop.resize_factor], [[h, w]], self.search_size
+    ).astype(np.float32)
+    last = {k: v for k, v in outs.items() if k.startswith('removed_indexes_')}
+    last.update(
+      boxes=new_box,
+      pred_boxes=pred[None],
+      score_map=score[None],
+      response=response[None],
+      size_map=outs['size_map'],
+      offset_map=outs['offset_map'],
+      search_crop=crop.image[None],
+      crop_box_xyxy=np.array([crop.crop_box_xyxy], np.int32),
+      resize_factor=np.array([crop.resize_factor], np.float32),
+    )
+    self.last_timing = {
+      'preprocess': t1 - t0,
+      'model': t2 - t1,
+      'postprocess': time.perf_counter() - t2,
+    }
+    return last
+
   # ---------------------------------------------------------------- API
 
   def initialize(self, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
@@ -154,8 +227,8 @@ class OnnxTracker(host.LastOutputs):
       frame, box, self.template_factor, self.template_size, with_mask=False
     ).image
     self.last_template_crop = crop
-    self._template = self._table[crop.astype(np.intp), np.arange(3)][None]
-    # The state is float32, as the device step's (the exported one and the live tracker's).
+    self._template = self._normalize(crop)
+    # The state is float32, as the live tracker's.
     self._box = box.astype(np.float32)[None]
     self._image_hw = frame.shape[:2]
     self._size_warned = False
@@ -166,35 +239,20 @@ class OnnxTracker(host.LastOutputs):
   def track(self, frame: np.ndarray) -> np.ndarray:
     """Tracks one RGB uint8 frame; returns the new box (xywh image pixels, float64 (4,))."""
     self._check_initialized()
-    t0 = time.perf_counter()
     frame = check_frame(frame, f'frame {self.frame_id + 1}')
     h, w = frame.shape[:2]
     self._size_warned = host.note_frame_size(
       self._image_hw, (h, w), self.frame_id + 1, self._size_warned
     )
     self._image_hw = (h, w)
-    feed = {
-      'template': self._template,
-      'box': self._box,
-      'frame': frame[None],
-      'image_hw': np.array([[h, w]], np.int32),
-    }
-    t1 = time.perf_counter()
-    outs = self.session.run(None, feed)
-    t2 = time.perf_counter()
-    self._last = dict(zip(self.output_names, outs))
-    box = self._last['boxes'].astype(np.float32)
+    self._last = self.step(self._template, self._box, frame)
+    box = self._last['boxes']
     self.frame_id += 1
     if not np.isfinite(box).all():
       raise FloatingPointError(
         f'frame {self.frame_id}: the network returned a non-finite box (bad checkpoint?)'
       )
     self._box = box
-    self.last_timing = {
-      'preprocess': t1 - t0,
-      'model': t2 - t1,
-      'postprocess': time.perf_counter() - t2,
-    }
     return box[0].astype(np.float64)
 
   # ---------------------------------------------------------------- visualisation
@@ -205,8 +263,12 @@ class OnnxTracker(host.LastOutputs):
 
   @property
   def last_outputs(self) -> Optional[Dict[str, np.ndarray]]:
-    """The last step's outputs by ONNX output name, each with a leading axis of 1."""
+    """The last step's outputs (see :meth:`step`), each with a leading axis of 1."""
     return self._last
+
+
+def _provider_name(provider) -> str:
+  return provider if isinstance(provider, str) else provider[0]
 
 
 def load_onnx(
@@ -219,8 +281,11 @@ def load_onnx(
     path: the .onnx file.
     preset: if given, the preset name the caller expects (e.g. 'ostrack_256_ce'); a file
       exported for another preset is refused with a ValueError naming both.
-    providers: onnxruntime execution providers (default: CPU only), e.g.
-      ``['CUDAExecutionProvider', 'CPUExecutionProvider']``.
+    providers: onnxruntime execution providers in priority order, names or (name, options)
+      pairs (default: ``['CPUExecutionProvider']``), e.g. ``['TensorrtExecutionProvider',
+      'CUDAExecutionProvider', 'CPUExecutionProvider']``. A provider this onnxruntime build
+      does not have is refused (ValueError naming it and the available ones), never silently
+      replaced; the tracker's ``provider`` says which one runs.
   """
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
 
@@ -228,12 +293,18 @@ def load_onnx(
     raise FileNotFoundError(
       f'{path}: no such file; make one with python -m ostrack_jax.export --format onnx'
     )
+  providers = list(providers or DEFAULT_PROVIDERS)
+  available = ort.get_available_providers()
+  missing = [_provider_name(p) for p in providers if _provider_name(p) not in available]
+  if missing:
+    raise ValueError(
+      f'providers: {", ".join(missing)} not available in this onnxruntime '
+      f'({ort.__version__}; available: {", ".join(available)})'
+    )
   try:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no shape-merge notes on every load
-    session = ort.InferenceSession(
-      path, sess_options=options, providers=list(providers or ['CPUExecutionProvider'])
-    )
+    session = ort.InferenceSession(path, sess_options=options, providers=providers)
   except Exception as e:  # onnxruntime raises its own exception types
     raise ValueError(
       f'{path}: onnxruntime cannot load it as an ONNX model: {str(e).splitlines()[0][:300]}'

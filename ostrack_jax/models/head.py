@@ -148,7 +148,10 @@ def decode_box(score_map, size_map, offset_map):
   """
   b, f = score_map.shape[0], score_map.shape[1]
   idx = jnp.argmax(score_map.reshape(b, f * f), axis=1)
-  iy, ix = idx // f, idx % f
+  # Truncating division (idx >= 0): Python's floor semantics add sign corrections that export
+  # to ONNX as an Equal on booleans, which TensorRT's parser does not take.
+  iy = jax.lax.div(idx, jnp.asarray(f, idx.dtype))
+  ix = idx - iy * f
   rows = jnp.arange(b)
   size = size_map.reshape(b, f * f, 2)[rows, idx]
   offset = offset_map.reshape(b, f * f, 2)[rows, idx]

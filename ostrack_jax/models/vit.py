@@ -241,6 +241,33 @@ def eliminate_candidates(tokens, score, global_index, num_template: int, num_kee
   return tokens, kept_index, removed_index, margin
 
 
+def recover_tokens(kept_tokens, kept_index, removed: Sequence[jax.Array]):
+  """The kept search tokens at their original positions, zeros where tokens were eliminated.
+
+  A gather through the inverse permutation, not a scatter: ``[kept_index; removed...]`` is a
+  permutation of the search positions, and its inverse (a TopK of the negated permutation, an
+  argsort without ties) says, for each position, where its token is in that order; positions
+  whose token was removed read an appended zero row. The same values as
+  ``zeros.at[batch, kept_index].set(kept_tokens)``, but with static shapes only (the scatter
+  becomes NonZero + ScatterND in ONNX, which TensorRT's parser rejects).
+
+  Args:
+    kept_tokens: (B, n_kept, C) search tokens in the order of ``kept_index``.
+    kept_index: (B, n_kept) int32 original search index of each kept token.
+    removed: the (B, n_i) int32 indices removed by each CE layer (together with ``kept_index``
+      they cover 0 .. N - 1 once each).
+  Returns:
+    (B, N, C) search tokens, N = n_kept + sum n_i.
+  """
+  b, n_kept, c = kept_tokens.shape
+  perm = jnp.concatenate([kept_index, *removed], axis=1)
+  n = perm.shape[1]
+  _, inverse = jax.lax.top_k(-perm, n)  # inverse[p] = place of position p in perm
+  source = jnp.minimum(inverse, n_kept).astype(jnp.int32)  # removed -> the zero row
+  padded = jnp.concatenate([kept_tokens, jnp.zeros((b, 1, c), kept_tokens.dtype)], axis=1)
+  return jnp.take_along_axis(padded, source[:, :, None], axis=1)
+
+
 class Block(nn.Module):
   """Pre-norm ViT block; with ``num_keep`` set, candidate elimination before the MLP.
 
@@ -401,7 +428,6 @@ class OneStreamViT(nn.Module):
     tokens = layer_norm('norm', self.act_dtype)(tokens)
 
     z, s = tokens[:, :num_template], tokens[:, num_template:]
-    if s.shape[1] < num_search:  # scatter kept tokens back; eliminated positions stay zero
-      batch_index = jnp.arange(b)[:, None]
-      s = jnp.zeros((b, num_search, s.shape[2]), s.dtype).at[batch_index, global_index].set(s)
+    if s.shape[1] < num_search:  # kept tokens back at their positions; eliminated ones zero
+      s = recover_tokens(s, global_index, removed)
     return jnp.concatenate([z, s], axis=1), global_index, removed

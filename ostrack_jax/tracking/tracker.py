@@ -26,12 +26,12 @@ Conventions reproduced from the original (documented quirks):
 * Frames are RGB. Grayscale frames are replicated to three channels and RGBA frames lose their
   alpha channel (what OpenCV's ``imread`` does to such files in the original's runner).
 
-:func:`map_box_back`, :func:`clip_box` and :func:`boxes_to_image` are the float64 host
-reference of the device arithmetic (:func:`boxes_to_image_device`), kept for tests and
+:func:`map_box_back`, :func:`clip_box` and :func:`boxes_to_image` (in
+:mod:`ostrack_jax.tracking.host`, re-exported here) are the float64 host reference of the
+device arithmetic (:func:`boxes_to_image_device`), used by the ONNX tracker, tests and
 baselines.
 """
 
-import math
 import operator
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
@@ -51,8 +51,12 @@ from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker
   IMAGENET_STD,
   MIN_FRAME_SIDE,
   LastOutputs,
+  boxes_to_image,
   check_frame,
   check_init_box,
+  clip_box,
+  hann_window,
+  map_box_back,
   normalization_table,
 )
 
@@ -60,90 +64,10 @@ from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker
 # ------------------------------------------------------------------------- constants
 
 
-def hann_window(n: int) -> np.ndarray:
-  """(n, n) float32 centered Hann window, bit-exact with ``torch.hann_window(n + 2,
-  periodic=False)[1:-1]`` outer product: ``0.5 - 0.5 cos(2 pi k / (n + 1))``, k = 1..n."""
-  step = np.float32(2.0 * math.pi / (n + 1))
-  k = np.arange(1, n + 1, dtype=np.float32)
-  h = (np.float32(0.5) - np.float32(0.5) * np.cos(step * k)).astype(np.float32)
-  return np.outer(h, h).astype(np.float32)
-
-
 def normalize_uint8(images, table):
   """uint8 (..., 3) images -> float32 ImageNet-normalized, via :func:`normalization_table`."""
   idx = images.astype(jnp.int32) * 3 + jnp.arange(3, dtype=jnp.int32)
   return table[idx]
-
-
-# ------------------------------------------------------------------------- host geometry
-
-
-def map_box_back(
-  pred_cxcywh_px: np.ndarray, prev_xywh: np.ndarray, crop_side: np.ndarray
-) -> np.ndarray:
-  """Crop-relative predictions -> image xywh (the original's ``map_box_back``), float64.
-
-  Args:
-    pred_cxcywh_px: (..., 4) box in crop pixels of the *original crop* (normalized box times
-      crop side), cxcywh.
-    prev_xywh: (..., 4) state the crop was cut around.
-    crop_side: (...,) ``search_size / resize_factor``.
-  """
-  pred = np.asarray(pred_cxcywh_px, np.float64)
-  prev = np.asarray(prev_xywh, np.float64)
-  cx_prev = prev[..., 0] + 0.5 * prev[..., 2]
-  cy_prev = prev[..., 1] + 0.5 * prev[..., 3]
-  half = 0.5 * np.asarray(crop_side, np.float64)
-  cx = pred[..., 0] + (cx_prev - half)
-  cy = pred[..., 1] + (cy_prev - half)
-  w, h = pred[..., 2], pred[..., 3]
-  return np.stack([cx - 0.5 * w, cy - 0.5 * h, w, h], axis=-1)
-
-
-def clip_box(box_xywh: np.ndarray, height, width, margin: float = CLIP_MARGIN) -> np.ndarray:
-  """The original's ``clip_box``: corners of the UNCLAMPED box, then clamp; float64.
-
-  ``x2 = x1 + w`` is computed before ``x1`` is clamped to ``[0, W - margin]``; ``x2`` goes to
-  ``[margin, W]``; ``w = max(margin, x2 - x1)``; likewise for y with H.
-  """
-  b = np.asarray(box_xywh, np.float64)
-  height = np.asarray(height, np.float64)
-  width = np.asarray(width, np.float64)
-  x1, y1 = b[..., 0], b[..., 1]
-  x2, y2 = x1 + b[..., 2], y1 + b[..., 3]
-  x1 = np.minimum(np.maximum(0.0, x1), width - margin)
-  x2 = np.minimum(np.maximum(margin, x2), width)
-  y1 = np.minimum(np.maximum(0.0, y1), height - margin)
-  y2 = np.minimum(np.maximum(margin, y2), height)
-  return np.stack([x1, y1, np.maximum(margin, x2 - x1), np.maximum(margin, y2 - y1)], axis=-1)
-
-
-def boxes_to_image(
-  pred_cxcywh_norm: np.ndarray,
-  prev_xywh: np.ndarray,
-  resize_factor: np.ndarray,
-  image_hw: np.ndarray,
-  search_size: int,
-) -> np.ndarray:
-  """Network output -> new states, for a batch: scale (float32, as the original's tensor
-  arithmetic), map back and clip (float64, as its Python floats).
-
-  Args:
-    pred_cxcywh_norm: (B, 4) float32 cxcywh normalized to the search crop.
-    prev_xywh: (B, 4) states the crops were cut around.
-    resize_factor: (B,) ``search_size / crop_sz``.
-    image_hw: (B, 2) image height and width.
-  Returns:
-    (B, 4) float64 xywh image pixels.
-  """
-  rf = np.asarray(resize_factor, np.float64).reshape(-1)
-  pred = np.asarray(pred_cxcywh_norm, np.float32).reshape(-1, 4)
-  # torch: (box * search_size) / resize_factor, float32 tensor with Python-scalar operands.
-  pred_px = (pred * np.float32(search_size)) / rf.astype(np.float32)[:, None]
-  crop_side = search_size / rf
-  box = map_box_back(pred_px.astype(np.float64), prev_xywh, crop_side)
-  hw = np.asarray(image_hw, np.float64).reshape(-1, 2)
-  return clip_box(box, hw[:, 0], hw[:, 1])
 
 
 # ------------------------------------------------------------------------- frame buckets
