@@ -111,6 +111,8 @@ def main(argv=None) -> int:
   p.add_argument('--markdown', action='store_true', help='a Markdown table (for RESULTS.md)')
   args = p.parse_args(argv)
   runs = [Run(f) for f in [args.reference] + args.others]
+  if not runs[0].summary['per_sequence']:
+    raise SystemExit(f'{args.reference}: no scored sequences to compare')
   datasets = {r.summary['dataset'] for r in runs}
   if len(datasets) > 1:
     raise SystemExit(f'the folders hold results of different datasets: {sorted(datasets)}')
