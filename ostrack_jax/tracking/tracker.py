@@ -33,7 +33,7 @@ baselines.
 
 import math
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import chex
 import jax
@@ -345,13 +345,26 @@ class TrackingCore:
   a result. The variables are flattened once: the compiled step is called with their leaves,
   not re-flattened from the nested dict on every frame.
 
+  Several devices (``devices``, D > 1): the B slots are spread over a 1-D mesh ``('slots',)``,
+  B / D consecutive slots per device (slot ``s`` on ``devices[s // (B / D)]``). The states,
+  the frame batch, the heights and widths and the active mask are sharded on their slot axis
+  (``NamedSharding(mesh, P('slots'))``), the weights and constants replicated, and the step is
+  ONE program (``jax.shard_map``): every device runs the one-device step on its own slots, with
+  no communication between devices; each frame is uploaded to the device of its slot only.
+  A slot's template is cut on its own device. B must be a multiple of D (refused otherwise).
+  A core with one slot per device runs the one-slot step on each (bit-identical to
+  :class:`Tracker`); more slots per device run ``batch_mode`` over them ('map':
+  bit-identical to one device; 'vmap': equal up to float rounding).
+
   Args:
     config: the preset.
     variables: Flax variables (float32; kernels are cast to the compute dtype once).
-    batch_size: number of slots B.
+    batch_size: number of slots B (all devices together).
     batch_mode: None (B = 1), 'vmap' or 'map' (see :func:`make_tracking_fns`).
     full_outputs: also return score maps, crops and eliminated tokens (visualisation).
     fns: prebuilt :class:`TrackingFns` (e.g. an exported program); default: built from config.
+    devices: the devices to track on (``jax.Device`` objects, each used once; all must belong
+      to this process); None: JAX's default device, as a plain one-device core.
   """
 
   def __init__(
@@ -363,14 +376,17 @@ class TrackingCore:
     full_outputs: bool = True,
     fns: Optional[TrackingFns] = None,
     cast: bool = True,
+    devices: Optional[Sequence[Any]] = None,
   ):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     if batch_mode is None and batch_size != 1:
       batch_mode = 'vmap'
+    self.devices = check_devices(devices, batch_size)
     self.config = config
     self.batch_size = batch_size
     self.batch_mode = batch_mode
+    self.slots_per_device = batch_size // (len(self.devices) if self.devices else 1)
     m = config.model
     self.template_size = int(m.template_size)
     self.search_size = int(m.search_size)
@@ -379,11 +395,25 @@ class TrackingCore:
       from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
 
       variables = cast_kernels(variables, compute_dtype(config))
-    self.variables = jax.device_put(variables)
+    # Where things live: None = JAX's default device (uncommitted, as a plain one-device core),
+    # a device, or the mesh's shardings (replicated weights, slot-sharded states and inputs).
+    self.mesh = None
+    replicated = slotted = None if self.devices is None else self.devices[0]
+    if self.devices is not None and len(self.devices) > 1:
+      from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+
+      self.mesh = jax.sharding.Mesh(np.array(self.devices), ('slots',))
+      replicated = NamedSharding(self.mesh, PartitionSpec())
+      slotted = NamedSharding(self.mesh, PartitionSpec('slots'))
+    self._slotted = slotted
+    self.variables = jax.device_put(variables, replicated)
     leaves, treedef = jax.tree_util.tree_flatten(self.variables)
     self._leaves = tuple(leaves)
-    self.consts = jax.device_put(constants(config))
-    fns = fns or make_tracking_fns(config, batch_mode, full_outputs)
+    self.consts = jax.device_put(constants(config), replicated)
+    # One slot per device: the one-slot step (no vmap / map over a single slot).
+    fns = fns or make_tracking_fns(
+      config, None if self.slots_per_device == 1 else batch_mode, full_outputs
+    )
     self.fns = fns
 
     def track(leaves, consts, state, frames, hw, active):
@@ -391,13 +421,42 @@ class TrackingCore:
         jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames, hw, active
       )
 
-    self._track = jax.jit(track, donate_argnums=(2,))
-    self._init = jax.jit(fns.init, donate_argnums=(1,))
+    if self.mesh is None:
+      self._track = jax.jit(track, donate_argnums=(2,))
+      self._init = jax.jit(fns.init, donate_argnums=(1,))
+    else:
+      from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
+      slots = P('slots')
+      per_device = jax.shard_map(
+        track, mesh=self.mesh, in_specs=(P(), P(), slots, slots, slots, slots), out_specs=slots
+      )
+      self._track = jax.jit(
+        per_device,
+        donate_argnums=(2,),
+        in_shardings=(replicated, replicated, slotted, slotted, slotted, slotted),
+        out_shardings=slotted,
+      )
+      # A template is cut on its slot's device, on that device's part of the state (the state
+      # is reassembled from the parts: nothing moves between devices).
+      self._init = jax.jit(fns.init)
+      self._device_consts = [
+        jax.tree_util.tree_map(lambda x, d=d: _part(x, d), self.consts) for d in self.devices
+      ]
     t = self.template_size
     self.state = TrackState(
-      jnp.zeros((batch_size, t, t, 3), jnp.float32), jnp.zeros((batch_size, 4), jnp.float32)
+      jax.device_put(np.zeros((batch_size, t, t, 3), np.float32), slotted),
+      jax.device_put(np.zeros((batch_size, 4), np.float32), slotted),
     )
     self.last_template_crop = None
+
+  def upload(self, frames_padded: np.ndarray) -> jax.Array:
+    """A (B, Hb, Wb, 3) uint8 host batch on the core's device(s), each frame on its slot's."""
+    return jax.device_put(frames_padded, self._slotted)
+
+  def slot_device(self, slot: int) -> int:
+    """Index in ``devices`` of the device that tracks ``slot`` (0 without ``devices``)."""
+    return slot // self.slots_per_device
 
   # ---------------------------------------------------------------- steps
 
@@ -411,14 +470,20 @@ class TrackingCore:
     h, w = frame.shape[:2]
     if padded is None:
       padded = pad_to(frame, bucket_shape(h, w))
-    self.state, self.last_template_crop = self._init(
-      self.consts,
-      self.state,
-      padded,
-      np.array([h, w], np.int32),
-      np.asarray(box_xywh, np.float32),
-      np.int32(slot),
+    hw = np.array([h, w], np.int32)
+    box = np.asarray(box_xywh, np.float32)
+    if self.mesh is None:
+      self.state, self.last_template_crop = self._init(
+        self.consts, self.state, padded, hw, box, np.int32(slot)
+      )
+      return
+    d, local = divmod(slot, self.slots_per_device)
+    device = self.devices[d]
+    part = TrackState(*(_part(x, device) for x in self.state))
+    part, self.last_template_crop = self._init(
+      self._device_consts[d], part, padded, hw, box, np.int32(local)
     )
+    self.state = TrackState(*(_with_part(x, device, p) for x, p in zip(self.state, part)))
 
   def step(self, frames_padded, hw: np.ndarray, active: np.ndarray) -> Dict[str, Any]:
     """Dispatches one step; returns the outputs as device arrays (nothing waits).
@@ -445,7 +510,7 @@ class TrackingCore:
     """Overwrites one slot's state (the template is kept)."""
     boxes = np.asarray(self.state.boxes).copy()
     boxes[slot] = np.asarray(box_xywh, np.float32)
-    self.state = TrackState(self.state.templates, jnp.asarray(boxes))
+    self.state = TrackState(self.state.templates, jax.device_put(boxes, self._slotted))
 
   def compilations(self) -> int:
     """Programs compiled so far (per bucket shape, init and track)."""
@@ -458,17 +523,54 @@ class TrackingCore:
     b = self.batch_size
     frame = np.zeros((h, w, 3), np.uint8)
     saved = self.state
-    self.state = TrackState(jnp.array(saved.templates), jnp.array(saved.boxes))
+    self.state = TrackState(saved.templates.copy(), saved.boxes.copy())
     # The argument kinds of the pipelined runner (one slot: frames uploaded by the decode
     # threads; more: a host batch), so that its calls hit the same cache entries.
     batch = np.zeros((b, hb, wb, 3), np.uint8)
-    padded = jax.device_put(batch[0]) if b == 1 else None
-    self.initialize_slot(0, frame, np.array([w / 4, h / 4, w / 4, h / 4]), padded)
+    padded = jax.device_put(batch[0], self._slotted) if b == 1 else None
+    for slot in range(0, b, self.slots_per_device):  # the template program of every device
+      self.initialize_slot(slot, frame, np.array([w / 4, h / 4, w / 4, h / 4]), padded)
     out = self.step(
-      jax.device_put(batch) if b == 1 else batch, np.tile([h, w], (b, 1)), np.ones(b, bool)
+      self.upload(batch) if b == 1 else batch, np.tile([h, w], (b, 1)), np.ones(b, bool)
     )
     jax.block_until_ready(out['boxes'])
     self.state = saved
+
+
+def check_devices(devices: Optional[Sequence[Any]], batch_size: int) -> Optional[List[Any]]:
+  """``devices`` as a list (None stays None); raises ValueError for an empty list, a device
+  named twice, one of another process, or a ``batch_size`` that is not a multiple of their
+  count."""
+  if devices is None:
+    return None
+  devices = list(devices)
+  if not devices:
+    raise ValueError('devices is empty')
+  if len(set(devices)) != len(devices):
+    raise ValueError(f'devices names a device twice: {devices}')
+  foreign = [d for d in devices if d.process_index != jax.process_index()]
+  if foreign:
+    raise ValueError(f'devices {foreign} belong to another process')
+  if batch_size % len(devices):
+    raise ValueError(
+      f'batch_size {batch_size} does not divide over {len(devices)} devices '
+      f'(give a multiple of {len(devices)}, or fewer devices)'
+    )
+  return devices
+
+
+def _part(x: jax.Array, device) -> jax.Array:
+  """The part of ``x`` that ``device`` holds, as a one-device array (no copy)."""
+  for shard in x.addressable_shards:
+    if shard.device == device:
+      return shard.data
+  raise ValueError(f'{device} holds no part of the array')
+
+
+def _with_part(x: jax.Array, device, part: jax.Array) -> jax.Array:
+  """``x`` with ``device``'s part replaced by ``part`` (the other parts are reused)."""
+  parts = [part if s.device == device else s.data for s in x.addressable_shards]
+  return jax.make_array_from_single_device_arrays(x.shape, x.sharding, parts)
 
 
 # ------------------------------------------------------------------------- the tracker
@@ -640,9 +742,19 @@ class BatchTracker:
   sequences of unequal length are handled by starting the next sequence in a slot as soon as
   the previous one ends. ``batch_mode``: 'vmap' (one batched forward; equal to one-at-a-time
   up to float rounding) or 'map' (bit-identical to one-at-a-time).
+
+  ``devices``: spread the slots over these devices (e.g. ``jax.local_devices()``), B / D
+  consecutive slots per device, one program over a mesh (see :class:`TrackingCore`); B must
+  be a multiple of their count (a ValueError says so). Default: the tracker's one device.
   """
 
-  def __init__(self, tracker: Tracker, batch_size: int, batch_mode: str = 'vmap'):
+  def __init__(
+    self,
+    tracker: Tracker,
+    batch_size: int,
+    batch_mode: str = 'vmap',
+    devices: Optional[Sequence[Any]] = None,
+  ):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     if batch_mode not in BATCH_MODES:
@@ -652,7 +764,13 @@ class BatchTracker:
     self.batch_mode = batch_mode
     self.batch_size = batch_size
     self.core = TrackingCore(
-      tracker.config, tracker.variables, batch_size, batch_mode, full_outputs=False, cast=False
+      tracker.config,
+      tracker.variables,
+      batch_size,
+      batch_mode,
+      full_outputs=False,
+      cast=False,
+      devices=devices,
     )
     self.active = np.zeros(batch_size, bool)
     self.image_hw = np.ones((batch_size, 2), np.int64)
