@@ -32,7 +32,17 @@ def parse_flags(argv=None):
   )
   p.add_argument('--sequences', nargs='+', help='only these sequences')
   p.add_argument('--output', help='results folder (default: workdirs/<config name>/eval/<dataset>)')
-  p.add_argument('--batch-size', type=cli.positive_int, default=1, help='sequences in lockstep')
+  p.add_argument(
+    '--batch-size',
+    type=cli.positive_int,
+    help='sequences in lockstep, all devices together (default: one per device; rounded up to '
+    'a multiple of the device count)',
+  )
+  p.add_argument(
+    '--devices',
+    type=cli.positive_int,
+    help="track on this process's first N devices (default: all of them)",
+  )
   p.add_argument(
     '--batch-mode',
     default='vmap',
@@ -53,6 +63,7 @@ def parse_flags(argv=None):
   p.add_argument('--fail-fast', action='store_true', help='stop at the first bad sequence')
   p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
   p.add_argument('--no-progress', action='store_true', help='no progress bars')
+  p.add_multihost_arguments()
   return p.parse(argv)
 
 
@@ -62,9 +73,10 @@ def main(argv=None) -> int:
     raise cli.InputError(
       f'--checkpoint {args.checkpoint}: no such file (run `python train.py` first)'
     )
+  cli.initialize_multihost(args)
   from ostrack_jax.tracking import evaluate, runner  # pylint: disable=g-import-not-at-top
 
-  names = 'sequences split output batch_size batch_mode decode_threads compilation_cache'
+  names = 'sequences split output batch_size batch_mode devices decode_threads compilation_cache'
   options = {k: getattr(args, k) for k in names.split() + ['overwrite', 'fail_fast']}
   try:
     result = evaluate.evaluate(

@@ -12,6 +12,9 @@ writes the official result files (``results``), and the report (``report``).
   and skipped, unless ``fail_fast``; ``EvalResult.failures`` names each.
 * Speed: tracker FPS (the loop's wall time without the waits for decoded frames: the
   original's number) and end-to-end FPS (including image decoding), never mixed.
+* Every local device by default (``devices``: how many), several processes with
+  jax.distributed (``eval.py --multihost``): ``distributed`` says who tracks what; process 0
+  alone reads the folder's state and writes the report.
 
 Bad input (a missing checkpoint, an unknown dataset, a missing root) raises
 ``ostrack_jax.errors.InputError`` before any tracking.
@@ -29,7 +32,7 @@ import ml_collections
 
 from ostrack_jax import configs
 from ostrack_jax.errors import InputError
-from ostrack_jax.tracking import datasets, report, results
+from ostrack_jax.tracking import datasets, distributed, report, results
 
 OUTPUT_ROOT = 'workdirs'
 
@@ -98,8 +101,9 @@ def evaluate(
   sequences: Optional[Sequence[str]] = None,
   split: Optional[str] = None,
   output: Optional[str] = None,
-  batch_size: int = 1,
+  batch_size: Optional[int] = None,
   batch_mode: str = 'vmap',
+  devices: Optional[int] = None,
   decode_threads: Optional[int] = None,
   compilation_cache: Optional[str] = None,
   overwrite: bool = False,
@@ -116,9 +120,12 @@ def evaluate(
     data_dir: the benchmark root in its native layout (None: the synthetic dataset).
     sequences / split: only these sequences / another split folder.
     output: the results folder (default ``workdirs/<config name>/eval/<dataset>``).
-    batch_size / batch_mode: sequences tracked in lockstep, 'vmap' (one batched forward) or
-      'map' (bit-identical to batch 1).
-    decode_threads: threads decoding frames ahead (default 8 on an accelerator, 0 on CPU).
+    batch_size / batch_mode: sequences tracked in lockstep on all devices together (None:
+      one per device; rounded up to a multiple of the device count), 'vmap' (one batched
+      forward per device) or 'map' (bit-identical to batch 1 on one device).
+    devices: how many of this process's devices track (None: all; the first ``devices``).
+    decode_threads: threads decoding frames ahead (default 8 per device on an accelerator, at
+      most one per CPU core; 0 on CPU).
     compilation_cache: a folder for JAX's persistent compilation cache.
     overwrite: track finished sequences again.
     fail_fast: raise at the first bad sequence (``datasets.DatasetError`` while reading,
@@ -126,8 +133,10 @@ def evaluate(
     plots / progress: the PNG plots; progress bars.
   """
   configs.check_config(config)
-  if batch_size < 1:
+  if batch_size is not None and batch_size < 1:
     raise InputError(f'--batch-size must be >= 1, got {batch_size}')
+  if devices is not None and devices < 1:
+    raise InputError(f'--devices must be >= 1, got {devices}')
   if batch_mode not in ('vmap', 'map'):
     raise InputError(f"--batch-mode must be 'vmap' or 'map', got {batch_mode!r}")
   if dataset not in datasets.DATASETS:
@@ -139,20 +148,30 @@ def evaluate(
     dataset, root, sequences, split, errors=None if fail_fast else load_errors
   )
   failures: Dict[str, str] = dict(load_errors)
-  for _, msg in load_errors:
+  procs = distributed.Processes.current()
+  for _, msg in load_errors if procs.is_main else ():
     print(f'skipping {msg}', file=sys.stderr)
   layout = results.layout_for_dataset(dataset)
   out_dir = pathlib.Path(output) if output else default_output(config, dataset)
   writer = results.ResultWriter(out_dir, layout)
-  todo = _unfinished(seqs, writer, overwrite)
-  print(
-    f'{dataset}: {len(seqs)} sequences in {root}, {len(todo)} to track, '
-    f'{len(seqs) - len(todo)} already done; results in {out_dir}'
-  )
-  runs = []
-  if todo:
+  todo = procs.agree(seqs, _unfinished(seqs, writer, overwrite) if procs.is_main else [])
+  if procs.is_main:
+    print(
+      f'{dataset}: {len(seqs)} sequences in {root}, {len(todo)} to track, '
+      f'{len(seqs) - len(todo)} already done; results in {out_dir}'
+    )
+  # A run-level record (who produces this folder) is written here, by process 0 only: the
+  # barrier makes it exist before any process writes a result file.
+  procs.barrier('results folder ready')
+  mine = procs.mine(todo)
+  runs, per_device = [], []
+  if todo:  # every process counts its devices, tracking or not
+    local = distributed.local_devices(devices)
+    per_device = [0] * len(local)
+  if mine:
     options = dict(
       batch_size=batch_size,
+      devices=local,
       batch_mode=batch_mode,
       decode_threads=decode_threads,
       compilation_cache=compilation_cache,
@@ -160,15 +179,21 @@ def evaluate(
       progress=progress,
     )
     try:
-      runs = _track(config, checkpoint, todo, writer, failures, **options)
+      runs, per_device = _track(config, checkpoint, mine, writer, failures, procs, **options)
     except KeyboardInterrupt:
-      tracked = sum(1 for s in todo if writer.is_done(s.name, len(s)))
+      tracked = sum(1 for s in mine if writer.is_done(s.name, len(s)))
       print(
-        f'interrupted: results for {tracked} of the {len(todo)} sequences to track are written '
+        f'interrupted: results for {tracked} of the {len(mine)} sequences to track are written '
         '(kept); run the same command to continue',
         file=sys.stderr,
       )
       raise
+  part = {'failures': failures, 'frames_per_device': per_device}
+  part['speed'] = report.speed_summary(runs, writer, []) if runs else None
+  shared = distributed.combine(procs.share('tracked', part))
+  failures = shared['failures']
+  if not procs.is_main:  # process 0 writes the report
+    return EvalResult({}, failures, {}, out_dir)
   header = {
     'config': config.name,
     'checkpoint': str(checkpoint),
@@ -186,6 +211,8 @@ def evaluate(
     failures=failures,
     header=header,
     plots=plots,
+    placement=shared['placement'],
+    speed=shared['speed'],
   )
   print('\n' + payload.pop('text'))
   finished = payload.pop('finished')
@@ -211,10 +238,11 @@ def _unfinished(seqs, writer, overwrite: bool) -> List:
   return todo
 
 
-def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode,
-           decode_threads, compilation_cache, fail_fast, progress) -> List:  # fmt: skip
-  """Tracks ``todo`` pipelined on the device; writes each finished sequence's files and adds
-  the failed ones to ``failures``. Returns the runs (``runner.SequenceRun``)."""
+def _track(config, checkpoint, todo, writer, failures, procs, *, batch_size, devices,
+           batch_mode, decode_threads, compilation_cache, fail_fast, progress):  # fmt: skip
+  """Tracks ``todo`` pipelined on ``devices``; writes each finished sequence's files and adds
+  the failed ones to ``failures``. Returns the runs (``runner.SequenceRun``) and the frames
+  tracked per device."""
   import jax  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -230,14 +258,26 @@ def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode
     variables = load_checkpoint(checkpoint, config)
   except (ValueError, OSError) as e:  # not a model file, or one for another preset
     raise InputError(str(e)) from e
+  slots = distributed.slots_for(batch_size, len(devices))
   core = TrackingCore(
-    config, variables, batch_size, batch_mode if batch_size > 1 else None, full_outputs=False
+    config,
+    variables,
+    slots,
+    batch_mode if slots > 1 else None,
+    full_outputs=False,
+    devices=devices if len(devices) > 1 else None,  # one: JAX's default device, as always
   )
   try:  # compile for the first frame's size, so that the timings exclude it
     core.warmup(datasets.read_frame(todo[0].frames[0]).shape[:2])
   except datasets.DatasetError:
     pass  # reported with its sequence when tracked
-  print(f'loaded {checkpoint} ({config.name}) and compiled in {time.perf_counter() - t_load:.1f} s')
+  where = f'process {procs.index} of {procs.count}: ' if procs.count > 1 else ''
+  rounded = f' (--batch-size {batch_size} rounded up)' if batch_size not in (None, slots) else ''
+  print(
+    f'{where}loaded {checkpoint} ({config.name}) and compiled in '
+    f'{time.perf_counter() - t_load:.1f} s; {len(todo)} sequence(s), {slots} slot(s){rounded} '
+    f'on {len(devices)} device(s)'
+  )
   bar = tqdm(total=sum(len(s) for s in todo), unit='frame', disable=not progress, desc='frames')
   seq_bar = tqdm(total=len(todo), unit='seq', disable=not progress, desc='sequences')
   runs = []
@@ -255,7 +295,8 @@ def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode
       raise err
 
   if decode_threads is None:
-    decode_threads = 0 if jax.default_backend() == 'cpu' else 8
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    decode_threads = 0 if jax.default_backend() == 'cpu' else min(8 * len(devices), cores or 8)
   executor = concurrent.futures.ThreadPoolExecutor(decode_threads) if decode_threads > 0 else None
   t_track = time.perf_counter()
   try:
@@ -266,7 +307,7 @@ def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode
       failed,
       on_frames=bar.update,
       executor=executor,
-      ahead=max(2, 2 * decode_threads // batch_size) if executor else 0,
+      ahead=max(2, 2 * decode_threads // slots) if executor else 0,
       on_warning=lambda m: tqdm.write(f'warning: {m}', file=sys.stderr),
     )
   finally:
@@ -276,7 +317,10 @@ def _track(config, checkpoint, todo, writer, failures, *, batch_size, batch_mode
     seq_bar.close()
   wall = time.perf_counter() - t_track
   print(
-    f'tracked {sum(len(r.boxes) for r in runs)} frames in {wall:.1f} s; '
+    f'{where}tracked {sum(len(r.boxes) for r in runs)} frames in {wall:.1f} s; '
     f'{core.compilations()} program(s) compiled'
   )
-  return runs
+  per_device = [0] * len(devices)
+  for run in runs:
+    per_device[core.slot_device(run.slot)] += len(run.boxes)
+  return runs, per_device

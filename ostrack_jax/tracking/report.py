@@ -153,6 +153,14 @@ def format_speed(speed) -> str:
   )
 
 
+def format_placement(placement) -> str:
+  """One line: where this run tracked (devices, processes, frames per device)."""
+  return (
+    f'tracked on {placement["devices"]} device(s) in {placement["processes"]} process(es); '
+    f'frames per device: {", ".join(map(str, placement["frames_per_device"])) or "-"}'
+  )
+
+
 def write_report(
   out_dir: pathlib.Path,
   *,
@@ -165,8 +173,14 @@ def write_report(
   failures: Dict[str, str],
   header: Dict[str, object],
   plots: bool = True,
+  placement: Optional[Dict[str, object]] = None,
+  speed: Optional[Dict[str, object]] = None,
 ) -> Dict[str, object]:
   """Scores the finished sequences and writes ``out_dir/report/``.
+
+  ``placement``: where this run tracked (``devices``, ``processes``, ``frames_per_device``;
+  saved and printed in one line); ``speed``: the speed figures when they do not come from
+  ``runs`` alone (several processes), else :func:`speed_summary` of ``runs``.
 
   ``failures`` (sequence -> message) is completed in place with the sequences whose results
   are unusable or cannot be scored. Returns the payload of ``summary.json`` (``header``, the
@@ -192,7 +206,7 @@ def write_report(
     columns = (['AO'] if layout == 'got10k' else []) + list(OPE_COLUMNS) + ['frames']
     text.append(metrics.format_table(result['rows'], columns, title='sequence'))
     atomic_write_text(report_dir / 'per_sequence.txt', text[-1] + '\n')
-  speed = speed_summary(runs, writer, sequences)
+  speed = speed or speed_summary(runs, writer, sequences)
   if summary:
     columns = (list(GOT10K_COLUMNS) if layout == 'got10k' else []) + list(OPE_COLUMNS)
     text.append(
@@ -203,6 +217,8 @@ def write_report(
       )
     )
   text.append(format_speed(speed))
+  if placement is not None:
+    text[-1] += '\n' + format_placement(placement)
   if failures:
     text.append(
       f'{len(failures)} sequence(s) failed:\n' + '\n'.join(f'  {m}' for m in failures.values())
@@ -215,6 +231,7 @@ def write_report(
     sequences_total=len(sequences),
     metrics=summary,
     speed=speed,
+    **(placement or {}),
     failures=failures,
     per_sequence={n: r for n, r in result['rows']},
   )

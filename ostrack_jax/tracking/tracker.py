@@ -437,12 +437,18 @@ class TrackingCore:
         in_shardings=(replicated, replicated, slotted, slotted, slotted, slotted),
         out_shardings=slotted,
       )
-      # A template is cut on its slot's device, on that device's part of the state (the state
-      # is reassembled from the parts: nothing moves between devices).
-      self._init = jax.jit(fns.init)
-      self._device_consts = [
-        jax.tree_util.tree_map(lambda x, d=d: _part(x, d), self.consts) for d in self.devices
-      ]
+      self._init = jax.jit(
+        jax.shard_map(
+          _init_on_slot_device(fns.init, self.slots_per_device),
+          mesh=self.mesh,
+          in_specs=(P(), slots, slots, P(), P(), P()),
+          out_specs=slots,
+        ),
+        donate_argnums=(1,),
+        in_shardings=(replicated, slotted, slotted, replicated, replicated, replicated),
+        out_shardings=slotted,
+      )
+      self._idle_frames: Dict[tuple, List[jax.Array]] = {}
     t = self.template_size
     self.state = TrackState(
       jax.device_put(np.zeros((batch_size, t, t, 3), np.float32), slotted),
@@ -477,13 +483,20 @@ class TrackingCore:
         self.consts, self.state, padded, hw, box, np.int32(slot)
       )
       return
-    d, local = divmod(slot, self.slots_per_device)
-    device = self.devices[d]
-    part = TrackState(*(_part(x, device) for x in self.state))
-    part, self.last_template_crop = self._init(
-      self._device_consts[d], part, padded, hw, box, np.int32(local)
+    # The frame goes to its slot's device only; the others get an idle frame of the bucket's
+    # shape (made once, on the device), the one program's input on the devices not cutting.
+    d = self.slot_device(slot)
+    shape = tuple(padded.shape[:2])
+    if shape not in self._idle_frames:
+      idle = np.zeros((1, *shape, 3), np.uint8)
+      self._idle_frames[shape] = [jax.device_put(idle, device) for device in self.devices]
+    parts = list(self._idle_frames[shape])
+    parts[d] = jax.device_put(padded[None], self.devices[d])
+    frames = jax.make_array_from_single_device_arrays(
+      (len(self.devices), *shape, 3), self._slotted, parts
     )
-    self.state = TrackState(*(_with_part(x, device, p) for x, p in zip(self.state, part)))
+    self.state, crops = self._init(self.consts, self.state, frames, hw, box, np.int32(slot))
+    self.last_template_crop = crops[d]
 
   def step(self, frames_padded, hw: np.ndarray, active: np.ndarray) -> Dict[str, Any]:
     """Dispatches one step; returns the outputs as device arrays (nothing waits).
@@ -528,8 +541,7 @@ class TrackingCore:
     # threads; more: a host batch), so that its calls hit the same cache entries.
     batch = np.zeros((b, hb, wb, 3), np.uint8)
     padded = jax.device_put(batch[0], self._slotted) if b == 1 else None
-    for slot in range(0, b, self.slots_per_device):  # the template program of every device
-      self.initialize_slot(slot, frame, np.array([w / 4, h / 4, w / 4, h / 4]), padded)
+    self.initialize_slot(0, frame, np.array([w / 4, h / 4, w / 4, h / 4]), padded)
     out = self.step(
       self.upload(batch) if b == 1 else batch, np.tile([h, w], (b, 1)), np.ones(b, bool)
     )
@@ -559,18 +571,23 @@ def check_devices(devices: Optional[Sequence[Any]], batch_size: int) -> Optional
   return devices
 
 
-def _part(x: jax.Array, device) -> jax.Array:
-  """The part of ``x`` that ``device`` holds, as a one-device array (no copy)."""
-  for shard in x.addressable_shards:
-    if shard.device == device:
-      return shard.data
-  raise ValueError(f'{device} holds no part of the array')
+def _init_on_slot_device(init: Callable, slots_per_device: int) -> Callable:
+  """``init`` as every device runs it under ``shard_map`` (one program over the mesh): the
+  device holding the global ``slot`` cuts the template from its frame into its part of the
+  state; the others run the same cut on their idle frame and keep their state.
 
+  (consts, state (B / D slots), frames (1, Hb, Wb, 3), hw (2,), box (4,), slot) ->
+  (state, crop (1, T, T, 3)).
+  """
 
-def _with_part(x: jax.Array, device, part: jax.Array) -> jax.Array:
-  """``x`` with ``device``'s part replaced by ``part`` (the other parts are reused)."""
-  parts = [part if s.device == device else s.data for s in x.addressable_shards]
-  return jax.make_array_from_single_device_arrays(x.shape, x.sharding, parts)
+  def run(consts, state, frames, hw, box, slot):
+    local = slot - jax.lax.axis_index('slots') * slots_per_device
+    here = (local >= 0) & (local < slots_per_device)
+    new, crop = init(consts, state, frames[0], hw, box, jnp.clip(local, 0, slots_per_device - 1))
+    kept = jax.tree_util.tree_map(lambda n, o: jnp.where(here, n, o), new, state)
+    return kept, crop[None]
+
+  return run
 
 
 # ------------------------------------------------------------------------- the tracker
