@@ -405,7 +405,7 @@ class TrackingCore:
       self.mesh = jax.sharding.Mesh(np.array(self.devices), ('slots',))
       replicated = NamedSharding(self.mesh, PartitionSpec())
       slotted = NamedSharding(self.mesh, PartitionSpec('slots'))
-    self._slotted = slotted
+    self._slotted, self._replicated = slotted, replicated
     self.variables = jax.device_put(variables, replicated)
     leaves, treedef = jax.tree_util.tree_flatten(self.variables)
     self._leaves = tuple(leaves)
@@ -495,7 +495,8 @@ class TrackingCore:
     frames = jax.make_array_from_single_device_arrays(
       (len(self.devices), *shape, 3), self._slotted, parts
     )
-    self.state, crops = self._init(self.consts, self.state, frames, hw, box, np.int32(slot))
+    where = jax.device_put((hw, box, np.int32(slot)), self._replicated)
+    self.state, crops = self._init(self.consts, self.state, frames, *where)
     self.last_template_crop = crops[d]
 
   def step(self, frames_padded, hw: np.ndarray, active: np.ndarray) -> Dict[str, Any]:
@@ -505,14 +506,10 @@ class TrackingCore:
       frames_padded: (B, Hb, Wb, 3) uint8 (NumPy or device), each frame at the top left.
       hw: (B, 2) int32 real heights and widths; active: (B,) bool (others keep their state).
     """
-    self.state, out = self._track(
-      self._leaves,
-      self.consts,
-      self.state,
-      frames_padded,
-      np.asarray(hw, np.int32),
-      np.asarray(active, bool),
-    )
+    inputs = (frames_padded, np.asarray(hw, np.int32), np.asarray(active, bool))
+    if self.mesh is not None:  # each slot's rows to its device (jit takes no sharded NumPy
+      inputs = jax.device_put(inputs, self._slotted)  # input under jax.distributed)
+    self.state, out = self._track(self._leaves, self.consts, self.state, *inputs)
     return out
 
   def boxes(self) -> np.ndarray:
