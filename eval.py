@@ -9,7 +9,9 @@ workdirs/tiny_256_ce/model.msgpack) on the validation split of the synthetic dat
 under --output (default workdirs/<config name>/eval/<dataset>): the raw results in the official
 layout, submission.zip for GOT-10k test and TrackingNet, and report/ (summary.json, summary.txt,
 per_sequence.txt, plots). The run is resumable; bad sequences are reported and skipped (exit
-status 1) unless --fail-fast. The work is ostrack_jax.tracking.evaluate.evaluate.
+status 1) unless --fail-fast. It tracks on every local device (--devices N: the first N) and,
+with --multihost (as train.py), on several machines writing into one shared --output folder.
+The work is ostrack_jax.tracking.evaluate.evaluate.
 """
 
 import os
