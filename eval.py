@@ -59,7 +59,8 @@ def parse_flags(argv=None):
   p.add_argument(
     '--decode-threads',
     type=cli.nonnegative_int,
-    help='threads decoding frames ahead (default 8 on an accelerator, 0 on CPU)',
+    help='threads decoding frames ahead (default 8 per accelerator, at most one per CPU core '
+    'beyond 8; 0 on CPU)',
   )
   p.add_argument('--overwrite', action='store_true', help='track finished sequences again')
   p.add_argument('--fail-fast', action='store_true', help='stop at the first bad sequence')

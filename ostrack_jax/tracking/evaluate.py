@@ -124,8 +124,8 @@ def evaluate(
       one per device; rounded up to a multiple of the device count), 'vmap' (one batched
       forward per device) or 'map' (bit-identical to batch 1 on one device).
     devices: how many of this process's devices track (None: all; the first ``devices``).
-    decode_threads: threads decoding frames ahead (default 8 per device on an accelerator, at
-      most one per CPU core; 0 on CPU).
+    decode_threads: threads decoding frames ahead (default on an accelerator: 8 per device,
+      at most one per CPU core beyond 8; 0 on CPU).
     compilation_cache: a folder for JAX's persistent compilation cache.
     overwrite: track finished sequences again.
     fail_fast: raise at the first bad sequence (``datasets.DatasetError`` while reading,
@@ -296,7 +296,8 @@ def _track(config, checkpoint, todo, writer, failures, procs, *, batch_size, dev
 
   if decode_threads is None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    decode_threads = 0 if jax.default_backend() == 'cpu' else min(8 * len(devices), cores or 8)
+    per_devices = max(8, min(8 * len(devices), cores or 8))  # 8 for one device, as always
+    decode_threads = 0 if jax.default_backend() == 'cpu' else per_devices
   executor = concurrent.futures.ThreadPoolExecutor(decode_threads) if decode_threads > 0 else None
   t_track = time.perf_counter()
   try:
