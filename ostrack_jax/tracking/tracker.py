@@ -454,7 +454,13 @@ class TrackingCore:
       jax.device_put(np.zeros((batch_size, t, t, 3), np.float32), slotted),
       jax.device_put(np.zeros((batch_size, 4), np.float32), slotted),
     )
-    self.last_template_crop = None
+    self._template_crops = (None, None)  # the last init's crop(s), and the row to read
+
+  @property
+  def last_template_crop(self) -> Optional[jax.Array]:
+    """(T, T, 3) uint8 template crop of the last :meth:`initialize_slot`, on its device."""
+    crops, row = self._template_crops
+    return crops if row is None else crops[row]
 
   def upload(self, frames_padded: np.ndarray) -> jax.Array:
     """A (B, Hb, Wb, 3) uint8 host batch on the core's device(s), each frame on its slot's."""
@@ -479,9 +485,8 @@ class TrackingCore:
     hw = np.array([h, w], np.int32)
     box = np.asarray(box_xywh, np.float32)
     if self.mesh is None:
-      self.state, self.last_template_crop = self._init(
-        self.consts, self.state, padded, hw, box, np.int32(slot)
-      )
+      self.state, crop = self._init(self.consts, self.state, padded, hw, box, np.int32(slot))
+      self._template_crops = (crop, None)
       return
     # The frame goes to its slot's device only; the others get an idle frame of the bucket's
     # shape (made once, on the device), the one program's input on the devices not cutting.
@@ -497,7 +502,7 @@ class TrackingCore:
     )
     where = jax.device_put((hw, box, np.int32(slot)), self._replicated)
     self.state, crops = self._init(self.consts, self.state, frames, *where)
-    self.last_template_crop = crops[d]
+    self._template_crops = (crops, d)  # (D, T, T, 3): row d is the crop (read when asked)
 
   def step(self, frames_padded, hw: np.ndarray, active: np.ndarray) -> Dict[str, Any]:
     """Dispatches one step; returns the outputs as device arrays (nothing waits).
