@@ -155,6 +155,8 @@ def format_speed(speed) -> str:
 
 def format_placement(placement) -> str:
   """One line: where this run tracked (devices, processes, frames per device)."""
+  if not placement['devices']:
+    return f'nothing tracked in this run ({placement["processes"]} process(es))'
   return (
     f'tracked on {placement["devices"]} device(s) in {placement["processes"]} process(es); '
     f'frames per device: {", ".join(map(str, placement["frames_per_device"])) or "-"}'
