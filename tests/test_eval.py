@@ -536,3 +536,29 @@ def test_sequences_split_over_processes_by_frame_count():
   assert [distributed.slots_for(b, 4) for b in (None, 1, 4, 5, 8)] == [4, 4, 4, 8, 8]
   with pytest.raises(InputError, match='--devices 9: this process has 8 device'):
     distributed.local_devices(9)
+
+
+def test_processes_take_process_0s_list_and_refuse_different_datasets(monkeypatch):
+  """Every process tracks from process 0's list (it alone reads the results folder); a process
+  that reads another dataset (names or frame counts) stops all of them with one message."""
+  from ostrack_jax.tracking import distributed
+
+  class Seq:  # what the split and the check read of a sequence: its name and frame count
+    def __init__(self, name, frames):
+      self.name, self.frames = name, frames
+
+    def __len__(self):
+      return self.frames
+
+  seqs = [Seq('a', 5), Seq('b', 3)]
+  other = [Seq('a', 5), Seq('b', 4)]  # a frame missing on process 1's disk, say
+  views = [
+    {'dataset': distributed.fingerprint(seqs), 'sequences': 2, 'todo': ['b']},
+    {'dataset': distributed.fingerprint(seqs), 'sequences': 2},
+  ]
+  process1 = distributed.Processes(index=1, count=2)
+  monkeypatch.setattr(process1, 'share', lambda name, value: views)
+  assert process1.agree(seqs, []) == [seqs[1]]
+  views[1]['dataset'] = distributed.fingerprint(other)
+  with pytest.raises(InputError, match=r'process\(es\) 1 see a different dataset than process 0'):
+    process1.agree(other, [])
