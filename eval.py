@@ -12,8 +12,9 @@ per_sequence.txt, plots). The folder records its producer (provenance.json: the 
 hash, the model and tracker config, dataset, split, data dir, batching): a run of another
 producer is refused (exit status 2, one line naming the difference) unless --overwrite, which
 removes the old results first. The run is resumable (same producer); bad sequences are reported
-and skipped (exit status 1) unless --fail-fast. The work is
-ostrack_jax.tracking.evaluate.evaluate.
+and skipped (exit status 1) unless --fail-fast. It tracks on every local device (--devices N:
+the first N) and, with --multihost (as train.py), on several machines writing into one shared
+--output folder. The work is ostrack_jax.tracking.evaluate.evaluate.
 """
 
 import os
@@ -37,7 +38,17 @@ def parse_flags(argv=None):
   )
   p.add_argument('--sequences', nargs='+', help='only these sequences')
   p.add_argument('--output', help='results folder (default: workdirs/<config name>/eval/<dataset>)')
-  p.add_argument('--batch-size', type=cli.positive_int, default=1, help='sequences in lockstep')
+  p.add_argument(
+    '--batch-size',
+    type=cli.positive_int,
+    help='sequences in lockstep, all devices together (default: one per device; rounded up to '
+    'a multiple of the device count)',
+  )
+  p.add_argument(
+    '--devices',
+    type=cli.positive_int,
+    help="track on this process's first N devices (default: all of them)",
+  )
   p.add_argument(
     '--batch-mode',
     default='vmap',
@@ -52,7 +63,8 @@ def parse_flags(argv=None):
   p.add_argument(
     '--decode-threads',
     type=cli.nonnegative_int,
-    help='threads decoding frames ahead (default 8 on an accelerator, 0 on CPU)',
+    help='threads decoding frames ahead (default 8 per accelerator, at most one per CPU core '
+    'beyond 8; 0 on CPU)',
   )
   p.add_argument(
     '--overwrite',
@@ -63,6 +75,7 @@ def parse_flags(argv=None):
   p.add_argument('--fail-fast', action='store_true', help='stop at the first bad sequence')
   p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
   p.add_argument('--no-progress', action='store_true', help='no progress bars')
+  p.add_multihost_arguments()
   return p.parse(argv)
 
 
@@ -72,10 +85,11 @@ def main(argv=None) -> int:
     raise cli.InputError(
       f'--checkpoint {args.checkpoint}: no such file (run `python train.py` first)'
     )
+  cli.initialize_multihost(args)
   # evaluate checks its input and output before importing JAX (runner imports it).
   from ostrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
 
-  names = 'sequences split output batch_size batch_mode decode_threads compilation_cache'
+  names = 'sequences split output batch_size batch_mode devices decode_threads compilation_cache'
   options = {k: getattr(args, k) for k in names.split() + ['overwrite', 'fail_fast']}
   try:
     result = evaluate.evaluate(

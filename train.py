@@ -26,34 +26,15 @@ def parse_flags(argv=None):
     '--resume', action='store_true', help='continue the latest checkpoint in --workdir'
   )
   p.add_argument('--no-progress', action='store_true', help='log lines instead of a progress bar')
-  g = p.add_argument_group('several processes (one per host)')
-  g.add_argument(
-    '--multihost',
-    action='store_true',
-    help='call jax.distributed.initialize() first; on SLURM, Open MPI, Kubernetes or Cloud TPU '
-    'the coordinator and process ids are detected, elsewhere give the three flags below',
-  )
-  g.add_argument('--coordinator', metavar='HOST:PORT', help='address of process 0')
-  g.add_argument('--num-processes', type=cli.positive_int, help='how many processes')
-  g.add_argument('--process-id', type=cli.nonnegative_int, help='this process: 0 .. N-1')
-  args = p.parse(argv)
-  manual = {'--coordinator': args.coordinator, '--num-processes': args.num_processes}
-  manual['--process-id'] = args.process_id
-  if not args.multihost and any(v is not None for v in manual.values()):
-    p.error(f'{", ".join(k for k, v in manual.items() if v is not None)} only go with --multihost')
-  if None not in (args.process_id, args.num_processes) and args.process_id >= args.num_processes:
-    p.error(f'--process-id {args.process_id} not in [0, --num-processes {args.num_processes})')
-  return args
+  p.add_multihost_arguments()
+  return p.parse(argv)
 
 
 def main(argv=None) -> int:
   args = parse_flags(argv)
   workdir = args.workdir or os.path.join('workdirs', args.config.name)
   fileio.check_writable(workdir, f'--workdir {workdir}')
-  if args.multihost:
-    import jax  # pylint: disable=g-import-not-at-top
-
-    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  cli.initialize_multihost(args)
   from ostrack_jax.training import loop, trainer  # pylint: disable=g-import-not-at-top
 
   try:

@@ -2,8 +2,10 @@
 """Tracker speed on the device-resident core: one sequence and lockstep batches.
 
 For each preset (random weights: speed does not depend on them; candidate elimination keeps
-fixed token counts) and each batch size B (1 = one sequence; B > 1 = B sequences in lockstep,
-'vmap' mode), frames/s of:
+fixed token counts), each device count D (``--devices``: the first D local devices, the B slots
+spread over them as eval.py does, B / D per device; 1 = the plain one-device core) and each
+batch size B (1 = one sequence; B > 1 = B sequences in lockstep, 'vmap' mode; B must be a
+multiple of D, other pairs are skipped), frames/s of:
 
 * model-only (B = 1 only): the bare jitted forward on device-resident crops;
 * device-only: the tracking step (crop on the device, network, window, decode, map back, clip)
@@ -23,7 +25,8 @@ the pre-flattened leaves the core uses, and (``--compile-mix``) the number of pr
 for a mix of common benchmark resolutions.
 
   python benchmarks/track_speed.py --sequence DIR [--presets ostrack_256_ce] [--batches 1 8]
-      [--frames 40] [--steps 12] [--decode-threads 8] [--one-core] [--compile-mix] [--write]
+      [--devices 1 8] [--frames 40] [--steps 12] [--decode-threads 8] [--one-core]
+      [--compile-mix] [--write]
 
 ``DIR`` is a GOT-10k-style folder (JPEG frames + groundtruth.txt), e.g. one of the DAVIS
 sequences (854x480); frames are reused cyclically when more are needed. ``--write`` replaces
@@ -49,6 +52,9 @@ def parse_args(argv=None):
     type=int,
     default=[1, 8, 32, 128],
     help='1 = one sequence; B > 1 = B sequences in lockstep',
+  )
+  p.add_argument(
+    '--devices', nargs='+', type=int, default=[1], help='device counts (B / D slots per device)'
   )
   p.add_argument('--frames', type=int, default=200, help='frames timed at B = 1')
   p.add_argument('--steps', type=int, default=20, help='lockstep steps timed at B > 1')
@@ -140,7 +146,7 @@ def device_only_fps(core, frame, n_steps):
   h, w = frame.shape[:2]
   b = core.batch_size
   padded = tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))
-  batch = jax.device_put(np.repeat(padded[None], b, 0))
+  batch = core.upload(np.repeat(padded[None], b, 0))
   hw = np.tile([h, w], (b, 1)).astype(np.int32)
   active = np.ones(b, bool)
   for i in range(b):
@@ -274,6 +280,8 @@ def fps(v):
 
 
 def main():
+  if max(ARGS.devices) > jax.local_device_count():
+    sys.exit(f'--devices {max(ARGS.devices)}: this machine has {jax.local_device_count()}')
   seq = datasets.load_folder_sequence(ARGS.sequence)
   frames = [datasets.read_frame(seq.frames[i], seq.name, i) for i in range(len(seq))]
   h, w = frames[0].shape[:2]
@@ -287,11 +295,11 @@ def main():
     concurrent.futures.ThreadPoolExecutor(ARGS.decode_threads) if ARGS.decode_threads > 0 else None
   )
   header = (
-    f'| {"preset":<15} | {"B":>4} | {"model-only":>10} | {"device-only":>11} | '
+    f'| {"preset":<15} | {"devices":>7} | {"B":>4} | {"model-only":>10} | {"device-only":>11} | '
     f'{"tracker":>9} | {"end-to-end":>10} | {"host-crop":>9} | {"programs":>8} |'
   )
   lines = [
-    'Frames/s (B > 1: all B sequences together), random weights',
+    'Frames/s (B > 1: all B sequences together, on all D devices), random weights',
     header,
     '|' + '|'.join('-' * len(c) for c in header.split('|')[1:-1]) + '|',
   ]
@@ -303,9 +311,10 @@ def main():
       if ARGS.dtype:
         config.model.dtype = ARGS.dtype
       variables = init_variables(config)
-      for b in ARGS.batches:
+      for d, b in [(d, b) for d in ARGS.devices for b in ARGS.batches if b % d == 0]:
+        devices = jax.local_devices()[:d] if d > 1 else None
         core = tracker_lib.TrackingCore(
-          config, variables, b, None if b == 1 else 'vmap', full_outputs=False
+          config, variables, b, None if b == 1 else 'vmap', full_outputs=False, devices=devices
         )
         core.warmup((h, w))
         if b == 1:
@@ -333,7 +342,7 @@ def main():
         trk = runner_fps(core, seqs, executor, ahead, from_memory)
         e2e = runner_fps(core, seqs, executor, ahead)
         row = (
-          f'| {name:<15} | {b:>4} | {fps(model_fps):>10} | {fps(dev):>11} | {fps(trk)} | '
+          f'| {name:<15} | {d:>7} | {b:>4} | {fps(model_fps):>10} | {fps(dev):>11} | {fps(trk)} | '
           f'{fps(e2e):>10} | {fps(host)} | {core.compilations():>8} |'
         )
         lines.append(row)

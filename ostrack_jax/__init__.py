@@ -19,8 +19,8 @@ no files until a name is used):
 * ``make_forward(config, variables)``: a jitted ``fn(template, search, keep_ratio=None)``.
 * ``Tracker``: ``Tracker.from_checkpoint(path, config)``, ``initialize``, ``track``,
   ``track_async`` (one sequence; crop, network and box arithmetic in one jitted device step).
-* ``BatchTracker``: ``BatchTracker(tracker, batch_size, batch_mode)``: B sequences in lockstep
-  on the same device core.
+* ``BatchTracker``: ``BatchTracker(tracker, batch_size, batch_mode, devices=None)``: B sequences
+  in lockstep on the same device core, optionally spread over several devices.
 * ``load_exported(directory, dtype='float32')``: a Tracker running the exported (StableHLO)
   ``init`` / ``track`` written by ``python -m ostrack_jax.export``; needs no Flax.
 * ``load_onnx(path, preset=None, providers=None)``: a tracker with the same API (initialize /

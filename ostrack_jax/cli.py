@@ -42,6 +42,7 @@ __all__ = [
   'positive_float',
   'existing_file',
   'existing_dir',
+  'initialize_multihost',
 ]
 
 
@@ -144,6 +145,7 @@ class Parser(argparse.ArgumentParser):
     )
     self._config_default = config
     self._training = training
+    self._multihost = False
     self._aliases = dict(aliases or {})
     if config is not None:
       self.add_argument(
@@ -153,6 +155,31 @@ class Parser(argparse.ArgumentParser):
         help='preset name or config file (configs/<name>.py, or your own file with a '
         'get_config())' + ('' if config is REQUIRED else ' (default: %(default)s)'),
       )
+
+  def add_multihost_arguments(self) -> None:
+    """``--multihost`` and ``--coordinator`` / ``--num-processes`` / ``--process-id``: one
+    process per machine with jax.distributed (train.py, eval.py); see
+    :func:`initialize_multihost`. ``parse`` checks that they go together."""
+    self._multihost = True
+    g = self.add_argument_group('several processes (one per host)')
+    g.add_argument(
+      '--multihost',
+      action='store_true',
+      help='call jax.distributed.initialize() first; on SLURM, Open MPI, Kubernetes or Cloud '
+      'TPU the coordinator and process ids are detected, elsewhere give the three flags below',
+    )
+    g.add_argument('--coordinator', metavar='HOST:PORT', help='address of process 0')
+    g.add_argument('--num-processes', type=positive_int, help='how many processes')
+    g.add_argument('--process-id', type=nonnegative_int, help='this process: 0 .. N-1')
+
+  def _check_multihost(self, args: argparse.Namespace) -> None:
+    manual = {'--coordinator': args.coordinator, '--num-processes': args.num_processes}
+    manual['--process-id'] = args.process_id
+    if not args.multihost and any(v is not None for v in manual.values()):
+      given = ', '.join(k for k, v in manual.items() if v is not None)
+      self.error(f'{given} only go with --multihost')
+    if None not in (args.process_id, args.num_processes) and args.process_id >= args.num_processes:
+      self.error(f'--process-id {args.process_id} not in [0, --num-processes {args.num_processes})')
 
   # argparse's own errors (unknown flag, bad value, missing argument): one line, exit 2.
   def error(self, message: str):
@@ -217,6 +244,8 @@ class Parser(argparse.ArgumentParser):
       else:
         self._unknown(item)
       i += 1
+    if self._multihost:
+      self._check_multihost(args)
     if self._config_default is not None:
       from ostrack_jax import configs  # pylint: disable=g-import-not-at-top
 
@@ -231,6 +260,25 @@ class Parser(argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------------------------ running
+
+
+def initialize_multihost(args: argparse.Namespace) -> None:
+  """``jax.distributed.initialize`` when ``--multihost`` was given (before any other JAX use).
+
+  A cluster manager that is not found and no ``--coordinator`` (or the three flags given
+  partly) is an :class:`InputError` naming the flags to give.
+  """
+  if not args.multihost:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+
+  try:
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  except ValueError as e:  # nothing detected and not given: which flag is missing
+    raise InputError(
+      f'--multihost: {e} (no SLURM, Open MPI, Kubernetes or Cloud TPU environment found; '
+      'give --coordinator HOST:PORT --num-processes N --process-id I)'
+    ) from e
 
 
 EXIT_OUTPUT_ERROR = 74  # EX_IOERR (sysexits.h): an output could not be written mid-run

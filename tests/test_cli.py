@@ -98,6 +98,12 @@ CASES = [
   (['eval.py', '--checkpoint', 'nope.msgpack'], '--checkpoint nope.msgpack: no such file'),
   (['eval.py', '--checkpoint', '/'], '--checkpoint / is a directory'),
   (['eval.py', '--decode-threads', '-1'], 'argument --decode-threads: must be an integer >= 0'),
+  (['eval.py', '--devices', '0'], 'argument --devices: must be an integer >= 1'),
+  (['eval.py', '--coordinator', 'localhost:1'], '--coordinator only go with --multihost'),
+  (
+    ['eval.py', '--multihost', '--checkpoint', 'README.md'],  # no cluster found, no coordinator
+    '--multihost: coordinator_address should be defined',
+  ),
   (
     [
       'convert_torch_weights.py',

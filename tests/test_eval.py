@@ -50,7 +50,8 @@ def setup(tmp_path_factory):
 
 
 def _evaluate(setup, out, *, dataset='got10k_val', data=None, checkpoint=None, overrides=(), **kw):
-  """``evaluate`` of the tiny model on ``data`` (default: the synthetic set) into ``out``."""
+  """``evaluate`` of the tiny model on ``data`` (default: the synthetic set) into ``out``, on
+  one device unless ``devices`` says otherwise (the test process has 8 host devices)."""
   config = apply_overrides(get_config('tiny_256_ce'), overrides)
   return evaluate.evaluate(
     config,
@@ -59,7 +60,7 @@ def _evaluate(setup, out, *, dataset='got10k_val', data=None, checkpoint=None, o
     str(data or setup['data']),
     output=str(out),
     progress=False,
-    **kw,
+    **{'devices': 1, **kw},
   )
 
 
@@ -615,3 +616,168 @@ def test_every_sequence_is_counted_once(setup, capsys):
   assert (saved['sequences_without_metrics'], saved['sequences_failed']) == (1, 1)
   assert (saved['batching'], saved['batch_mode'], saved['batch_size']) == ('vmap x2', 'vmap', 2)
   assert not result.ok
+
+
+def _reference(setup):
+  """The one-device, one-process box files of the synthetic set (test_eval's first run)."""
+  out = setup['tmp'] / 'out_single'
+  if not (out / 'SYN_Val_000001').exists():
+    assert _run(setup, out, plots=False) == 0
+  return {n: (out / n / f'{n}_001.txt').read_text() for n in SEQUENCES}
+
+
+SEQUENCES = ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')  # 7, 4 and 7 frames
+
+
+@pytest.mark.slow
+def test_eval_on_several_devices_gives_the_one_device_boxes(setup, capsys):
+  """Slots spread over 2 of the test process's host devices: --batch-size 3 rounds up to 4 slots
+  (2 per device); 'map' gives the one-device boxes bit for bit, 'vmap' within float rounding;
+  each sequence is tracked once (the frames per device add up to the dataset's 18)."""
+  reference = _reference(setup)
+  capsys.readouterr()
+  out = setup['tmp'] / 'out_devices_map'
+  assert _run(setup, out, devices=2, batch_size=3, batch_mode='map', plots=False) == 0
+  printed = capsys.readouterr().out
+  assert '4 slot(s) (--batch-size 3 rounded up) on 2 device(s)' in printed
+  for n, text in reference.items():
+    assert (out / n / f'{n}_001.txt').read_text() == text, n
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  # Slots 0, 1 (device 0) take the first two sequences, slot 2 (device 1) the third.
+  assert (saved['devices'], saved['processes'], saved['frames_per_device']) == (2, 1, [11, 7])
+  assert 'tracked on 2 device(s) in 1 process(es); frames per device: 11, 7' in printed
+  out_vmap = setup['tmp'] / 'out_devices_vmap'
+  assert _run(setup, out_vmap, devices=2, batch_size=4, plots=False) == 0
+  for n in reference:
+    a = np.loadtxt(setup['tmp'] / 'out_single' / n / f'{n}_001.txt', delimiter=',')
+    b = np.loadtxt(out_vmap / n / f'{n}_001.txt', delimiter=',')
+    np.testing.assert_allclose(a, b, atol=1e-2, rtol=0)  # as one device's vmap (above)
+
+
+def _eval_process(setup, out, port, index, *, die_on_write=False):
+  """eval.py as process ``index`` of 2 (jax.distributed on localhost, one host device each);
+  ``die_on_write``: SIGKILLed at its first result file (a process lost mid-run)."""
+  import subprocess
+  import sys
+
+  args = [
+    str(ROOT / 'eval.py'),
+    '--checkpoint', str(setup['ckpt']), '--data-dir', str(setup['data']), '--output', str(out),
+    '--no-progress', '--no-plots', '--multihost', '--coordinator', f'localhost:{port}',
+    '--num-processes', '2', '--process-id', str(index),
+  ]  # fmt: skip
+  if die_on_write:
+    code = (
+      'import os, runpy, signal, sys; from ostrack_jax.tracking import results; '
+      'results.ResultWriter.write = lambda *a: os.kill(os.getpid(), signal.SIGKILL); '
+      'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")'
+    )
+    args = ['-c', code, *args]
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
+  return subprocess.Popen(
+    [sys.executable, *args],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+
+
+def _free_port():
+  import socket
+
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_eval_on_two_processes_tracks_each_sequence_once_and_resumes(setup):
+  """eval.py --multihost as two jax.distributed processes on localhost. Process 1 is killed
+  as it writes its first result (process 0 is then stopped too, as a cluster stops a job), and
+  the same command, rerun, tracks only the missing sequence; the boxes are the one-process
+  ones, and process 0 alone writes the one report, which counts both processes."""
+  import time
+
+  reference = _reference(setup)
+  out = setup['tmp'] / 'out_two_processes'
+  # Longest first onto the least loaded: process 0 gets 000001 (7) and 000002 (4), process 1
+  # gets 000003 (7).
+  port = _free_port()
+  first = [
+    _eval_process(setup, out, port, 0),
+    _eval_process(setup, out, port, 1, die_on_write=True),
+  ]
+  try:
+    lost = first[1].communicate(timeout=300)[0]
+    assert first[1].returncode == -9, lost[-3000:]
+    deadline = time.monotonic() + 120  # process 0 finishes its share, then waits for process 1
+    while time.monotonic() < deadline and not all(
+      (out / n / f'{n}_001.txt').exists() for n in SEQUENCES[:2]
+    ):
+      time.sleep(0.2)
+  finally:
+    first[0].kill()
+    first[0].communicate()
+  assert sorted(p.name for p in out.iterdir()) == list(SEQUENCES[:2])
+  done = {n: (out / n / f'{n}_001.txt').stat().st_mtime_ns for n in SEQUENCES[:2]}
+
+  port = _free_port()
+  second = [_eval_process(setup, out, port, i) for i in range(2)]
+  logs = [p.communicate(timeout=300)[0] for p in second]
+  for i, (p, log) in enumerate(zip(second, logs)):
+    assert p.returncode == 0, f'process {i}:\n{log[-3000:]}'
+  assert '3 sequences in' in logs[0] and '1 to track, 2 already done' in logs[0]
+  assert 'process 0 of 2: loaded' in logs[0] and '1 sequence(s), 1 slot(s)' in logs[0]
+  assert 'loaded' not in logs[1] and 'to track' not in logs[1]  # nothing left for process 1
+  assert 'AO' in logs[0] and 'AO' not in logs[1]  # the one report, by process 0
+  for n, text in reference.items():
+    assert (out / n / f'{n}_001.txt').read_text() == text, n
+  assert {n: (out / n / f'{n}_001.txt').stat().st_mtime_ns for n in SEQUENCES[:2]} == done
+  saved = json.loads((out / 'report' / 'summary.json').read_text())
+  assert (saved['devices'], saved['processes'], saved['frames_per_device']) == (2, 2, [7, 0])
+  assert saved['sequences_finished'] == 3 and not saved['failures']
+  assert 'tracked on 2 device(s) in 2 process(es); frames per device: 7, 0' in logs[0]
+
+
+def test_sequences_split_over_processes_by_frame_count():
+  """Longest first onto the least loaded process (ties: the lower index), each share in the
+  input order; every sequence in exactly one share."""
+  from ostrack_jax.tracking import distributed
+
+  seqs = [f'{"x" * n}' for n in (10, 3, 7, 7, 2, 5)]  # len() = frame count
+  shares = distributed.split_by_frames(seqs, 2)
+  assert [[len(s) for s in share] for share in shares] == [[10, 2, 5], [3, 7, 7]]
+  assert distributed.split_by_frames(seqs, 1) == [seqs]
+  assert [len(s) for s in distributed.split_by_frames(seqs[:1], 3)] == [1, 0, 0]
+  assert [distributed.slots_for(b, 4) for b in (None, 1, 4, 5, 8)] == [4, 4, 4, 8, 8]
+  with pytest.raises(InputError, match='--devices 9: this process has 8 device'):
+    distributed.local_devices(9)
+
+
+def test_processes_take_process_0s_list_and_refuse_different_datasets(monkeypatch):
+  """Every process tracks from process 0's list (it alone reads the results folder); a process
+  that reads another dataset (names or frame counts) stops all of them with one message."""
+  from ostrack_jax.tracking import distributed
+
+  class Seq:  # what the split and the check read of a sequence: its name and frame count
+    def __init__(self, name, frames):
+      self.name, self.frames = name, frames
+
+    def __len__(self):
+      return self.frames
+
+  seqs = [Seq('a', 5), Seq('b', 3)]
+  other = [Seq('a', 5), Seq('b', 4)]  # a frame missing on process 1's disk, say
+  views = [
+    {'dataset': distributed.fingerprint(seqs), 'sequences': 2, 'todo': ['b']},
+    {'dataset': distributed.fingerprint(seqs), 'sequences': 2},
+  ]
+  process1 = distributed.Processes(index=1, count=2)
+  monkeypatch.setattr(process1, 'share', lambda name, value: views)
+  assert process1.agree(seqs, []) == [seqs[1]]
+  views[1]['dataset'] = distributed.fingerprint(other)
+  with pytest.raises(InputError, match=r'process\(es\) 1 see a different dataset than process 0'):
+    process1.agree(other, [])

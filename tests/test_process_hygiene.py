@@ -173,7 +173,8 @@ def test_sigkill_of_eval_leaves_no_process(tmp_path):
   ckpt = tmp_path / 'model.msgpack'
   save_variables(str(ckpt), init_variables(config, seed=0), config)
   # Two sequences in lockstep with decoding threads: eval.py's pools are threads, which die with
-  # the process; this checks that nothing else (a process pool, a helper) is started.
+  # the process; this checks that nothing else (a process pool, a helper) is started. One of
+  # the test process's 8 host devices, as before eval.py spread its slots over all of them.
   proc = _start(
     [
       'eval.py',
@@ -188,6 +189,8 @@ def test_sigkill_of_eval_leaves_no_process(tmp_path):
       str(tmp_path / 'out'),
       '--batch-size',
       '2',
+      '--devices',
+      '1',
       '--decode-threads',
       '2',
       '--no-progress',

@@ -197,3 +197,35 @@ def test_vmap_and_map_lockstep_agree(tracker, soapbox):
     batch.initialize(1, frames[0], gt[0] + [5.0, 3.0, -8.0, 4.0])
     outs[mode] = {f'frame{i}': batch.track([frames[i], frames[i]]) for i in range(1, 6)}
   chex.assert_trees_all_close(outs['vmap'], outs['map'], atol=1e-3, rtol=0)
+
+
+@pytest.mark.slow
+def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox):
+  """Two slots over two of the test process's host devices, one per device: each device runs
+  the one-slot step (one program over the mesh), so the boxes are Tracker's bit for bit, and
+  the states stay sharded on the slot axis."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import PartitionSpec  # pylint: disable=g-import-not-at-top
+
+  frames, gt = soapbox
+  boxes = [gt[0], gt[0] + [5.0, 3.0, -8.0, 4.0]]
+  batch = tracker_lib.BatchTracker(tracker, 2, 'vmap', devices=jax.devices()[:2])
+  for slot, box in enumerate(boxes):
+    batch.initialize(slot, frames[0], box)
+  got = np.stack([batch.track([frames[i], frames[i]]) for i in range(1, 4)], axis=1)
+  state = batch.core.state.boxes
+  assert state.sharding.spec == PartitionSpec('slots')
+  assert {s.device for s in state.addressable_shards} == set(jax.devices()[:2])
+  assert batch.core.compilations() == 2  # one step and one template program for both devices
+  for slot, box in enumerate(boxes):
+    tracker.initialize(frames[0], box)
+    np.testing.assert_array_equal(got[slot], [tracker.track(frames[i]) for i in range(1, 4)])
+
+
+def test_slots_must_divide_over_the_devices(tracker):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(ValueError, match=r'batch_size 3 does not divide over 2 devices'):
+    tracker_lib.BatchTracker(tracker, 3, 'map', devices=jax.devices()[:2])
+  with pytest.raises(ValueError, match='names a device twice'):
+    tracker_lib.BatchTracker(tracker, 2, 'map', devices=jax.devices()[:1] * 2)

@@ -6,6 +6,7 @@
 * ``datasets``: readers for GOT-10k, LaSOT, TrackingNet, OTB-style and generic folders.
 * ``metrics``: GOT-10k AO / SR and pytracking-style AUC / precision / normalized precision.
 * ``results``: result files in the official layouts, written atomically, and submission zips.
+* ``distributed``: an evaluation's devices and processes (jax.distributed): who tracks what.
 
 Nothing is imported here, so ``import ostrack_jax.tracking.datasets`` stays free of JAX.
 """

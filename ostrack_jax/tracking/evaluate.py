@@ -22,6 +22,9 @@ writes the official result files (``results``), and the report (``report``).
   sequence: no ground truth after the first frame; listed with that reason) or failed.
 * Speed: tracker FPS (the loop's wall time without the waits for decoded frames: the
   original's number) and end-to-end FPS (including image decoding), never mixed.
+* Every local device by default (``devices``: how many), several processes with
+  jax.distributed (``eval.py --multihost``): ``distributed`` says who tracks what; process 0
+  alone reads the folder's state and writes the report.
 
 Bad input (a missing checkpoint, an unknown dataset, a missing root, a dataset without
 sequences, a results folder of another producer) raises ``ostrack_jax.errors.InputError``
@@ -41,7 +44,7 @@ import ml_collections
 from ostrack_jax import configs, fileio
 from ostrack_jax.datasets import registry
 from ostrack_jax.errors import InputError
-from ostrack_jax.tracking import datasets, provenance, report, results
+from ostrack_jax.tracking import datasets, distributed, provenance, report, results
 
 OUTPUT_ROOT = 'workdirs'
 
@@ -110,8 +113,9 @@ def evaluate(
   sequences: Optional[Sequence[str]] = None,
   split: Optional[str] = None,
   output: Optional[str] = None,
-  batch_size: int = 1,
+  batch_size: Optional[int] = None,
   batch_mode: str = 'vmap',
+  devices: Optional[int] = None,
   decode_threads: Optional[int] = None,
   compilation_cache: Optional[str] = None,
   overwrite: bool = False,
@@ -128,9 +132,12 @@ def evaluate(
     data_dir: the benchmark root in its native layout (None: the synthetic dataset).
     sequences / split: only these sequences / another split folder.
     output: the results folder (default ``workdirs/<config name>/eval/<dataset>``).
-    batch_size / batch_mode: sequences tracked in lockstep, 'vmap' (one batched forward) or
-      'map' (bit-identical to batch 1).
-    decode_threads: threads decoding frames ahead (default 8 on an accelerator, 0 on CPU).
+    batch_size / batch_mode: sequences tracked in lockstep on all devices together (None:
+      one per device; rounded up to a multiple of the device count), 'vmap' (one batched
+      forward per device) or 'map' (bit-identical to batch 1 on one device).
+    devices: how many of this process's devices track (None: all; the first ``devices``).
+    decode_threads: threads decoding frames ahead (default on an accelerator: 8 per device,
+      at most one per CPU core beyond 8; 0 on CPU).
     compilation_cache: a folder for JAX's persistent compilation cache.
     overwrite: results of another producer (or unrecorded ones) in ``output`` are removed
       and the folder starts afresh; with the same producer, the selected sequences are
@@ -140,8 +147,10 @@ def evaluate(
     plots / progress: the PNG plots; progress bars.
   """
   configs.check_config(config)
-  if batch_size < 1:
+  if batch_size is not None and batch_size < 1:
     raise InputError(f'--batch-size must be >= 1, got {batch_size}')
+  if devices is not None and devices < 1:
+    raise InputError(f'--devices must be >= 1, got {devices}')
   if batch_mode not in ('vmap', 'map'):
     raise InputError(f"--batch-mode must be 'vmap' or 'map', got {batch_mode!r}")
   if dataset not in datasets.DATASETS:
@@ -166,33 +175,48 @@ def evaluate(
       f'in it (the {entry.layout.name} layout{f", split {split}" if split else ""})'
     )
   failures: Dict[str, str] = dict(load_errors)
-  for _, msg in load_errors:
+  procs = distributed.Processes.current()
+  for _, msg in load_errors if procs.is_main else ():
     print(f'skipping {msg}', file=sys.stderr)
   layout = results.layout_for_dataset(dataset)
   out_dir = pathlib.Path(output) if output else default_output(config, dataset)
   variables, weights = _load_model(config, checkpoint)
+  local = distributed.local_devices(devices)
+  slots = distributed.slots_for(batch_size, len(local))
   record = provenance.record(
     provenance.producer(
-      config, weights, dataset=dataset, split=split, data_dir=root, batch_size=batch_size,
-      batch_mode=batch_mode,
+      config, weights, dataset=dataset, split=split, data_dir=root,
+      batch_size=slots // len(local), batch_mode=batch_mode,
     ),
     checkpoint=checkpoint,
     config_name=config.name,
   )  # fmt: skip
-  if provenance.prepare(out_dir, record, overwrite) == 'replaced':
-    print(
-      f'--overwrite: removed the earlier results in {out_dir} (another producer, or unrecorded)'
-    )
   writer = results.ResultWriter(out_dir, layout)
-  todo = _unfinished(seqs, writer, overwrite)
-  print(
-    f'{dataset}: {len(seqs)} sequences in {root}, {len(todo)} to track, '
-    f'{len(seqs) - len(todo)} already done; results in {out_dir}'
-  )
+  refusal, todo = None, []
+  if procs.is_main:  # process 0 alone reads and prepares the folder; the others wait for it
+    try:
+      if provenance.prepare(out_dir, record, overwrite) == 'replaced':
+        print(
+          f'--overwrite: removed the earlier results in {out_dir} (another producer, or unrecorded)'
+        )
+      todo = _unfinished(seqs, writer, overwrite)
+    except InputError as e:
+      refusal = str(e)
+  todo = procs.agree(seqs, todo, refusal)
+  if procs.is_main:
+    print(
+      f'{dataset}: {len(seqs)} sequences in {root}, {len(todo)} to track, '
+      f'{len(seqs) - len(todo)} already done; results in {out_dir}'
+    )
+  # The record exists (process 0 wrote it above) before any process writes a result file.
+  procs.barrier('results folder ready')
+  mine = procs.mine(todo)
   runs = []
-  if todo:
+  per_device = [0] * len(local) if todo else []  # every process counts its devices
+  if mine:
     options = dict(
       batch_size=batch_size,
+      devices=local,
       batch_mode=batch_mode,
       decode_threads=decode_threads,
       compilation_cache=compilation_cache,
@@ -200,15 +224,23 @@ def evaluate(
       progress=progress,
     )
     try:
-      runs = _track(config, variables, checkpoint, todo, writer, failures, **options)
+      runs, per_device = _track(
+        config, variables, checkpoint, mine, writer, failures, procs, **options
+      )
     except KeyboardInterrupt:
-      tracked = sum(1 for s in todo if writer.is_done(s.name, len(s)))
+      tracked = sum(1 for s in mine if writer.is_done(s.name, len(s)))
       print(
-        f'interrupted: results for {tracked} of the {len(todo)} sequences to track are written '
+        f'interrupted: results for {tracked} of the {len(mine)} sequences to track are written '
         '(kept); run the same command to continue',
         file=sys.stderr,
       )
       raise
+  part = {'failures': failures, 'frames_per_device': per_device}
+  part['speed'] = report.speed_summary(runs, writer, []) if runs else None
+  shared = distributed.combine(procs.share('tracked', part))
+  failures = shared['failures']
+  if not procs.is_main:  # process 0 writes the report
+    return EvalResult({}, failures, {}, out_dir)
   header = {
     'config': config.name,
     'checkpoint': str(checkpoint),
@@ -232,6 +264,8 @@ def evaluate(
     failures=failures,
     header=header,
     plots=plots,
+    placement=shared['placement'],
+    speed=shared['speed'],
   )
   print('\n' + payload.pop('text'))
   finished = payload.pop('finished')
@@ -269,11 +303,11 @@ def _load_model(config, checkpoint: str):
   return variables, checkpoint_io.weights_sha256(variables)
 
 
-def _track(config, variables, checkpoint, todo, writer, failures, *, batch_size, batch_mode,
-           decode_threads, compilation_cache, fail_fast, progress) -> List:  # fmt: skip
-  """Tracks ``todo`` pipelined on the device with the model's ``variables``; writes each
+def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batch_size, devices,
+           batch_mode, decode_threads, compilation_cache, fail_fast, progress):  # fmt: skip
+  """Tracks ``todo`` pipelined on ``devices`` with the model's ``variables``; writes each
   finished sequence's files and adds the failed ones to ``failures``. Returns the runs
-  (``runner.SequenceRun``)."""
+  (``runner.SequenceRun``) and the frames tracked per device."""
   import jax  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -284,14 +318,26 @@ def _track(config, variables, checkpoint, todo, writer, failures, *, batch_size,
   if compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  slots = distributed.slots_for(batch_size, len(devices))
   core = TrackingCore(
-    config, variables, batch_size, batch_mode if batch_size > 1 else None, full_outputs=False
+    config,
+    variables,
+    slots,
+    batch_mode if slots > 1 else None,
+    full_outputs=False,
+    devices=devices if len(devices) > 1 else None,  # one: JAX's default device, as always
   )
   try:  # compile for the first frame's size, so that the timings exclude it
     core.warmup(datasets.read_frame(todo[0].frames[0]).shape[:2])
   except datasets.DatasetError:
     pass  # reported with its sequence when tracked
-  print(f'loaded {checkpoint} ({config.name}) and compiled in {time.perf_counter() - t_load:.1f} s')
+  where = f'process {procs.index} of {procs.count}: ' if procs.count > 1 else ''
+  rounded = f' (--batch-size {batch_size} rounded up)' if batch_size not in (None, slots) else ''
+  print(
+    f'{where}loaded {checkpoint} ({config.name}) and compiled in '
+    f'{time.perf_counter() - t_load:.1f} s; {len(todo)} sequence(s), {slots} slot(s){rounded} '
+    f'on {len(devices)} device(s)'
+  )
   bar = tqdm(total=sum(len(s) for s in todo), unit='frame', disable=not progress, desc='frames')
   seq_bar = tqdm(total=len(todo), unit='seq', disable=not progress, desc='sequences')
   runs = []
@@ -309,7 +355,9 @@ def _track(config, variables, checkpoint, todo, writer, failures, *, batch_size,
       raise err
 
   if decode_threads is None:
-    decode_threads = 0 if jax.default_backend() == 'cpu' else 8
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    per_devices = max(8, min(8 * len(devices), cores or 8))  # 8 for one device, as always
+    decode_threads = 0 if jax.default_backend() == 'cpu' else per_devices
   executor = concurrent.futures.ThreadPoolExecutor(decode_threads) if decode_threads > 0 else None
   t_track = time.perf_counter()
   try:
@@ -320,7 +368,7 @@ def _track(config, variables, checkpoint, todo, writer, failures, *, batch_size,
       failed,
       on_frames=bar.update,
       executor=executor,
-      ahead=max(2, 2 * decode_threads // batch_size) if executor else 0,
+      ahead=max(2, 2 * decode_threads // slots) if executor else 0,
       on_warning=lambda m: tqdm.write(f'warning: {m}', file=sys.stderr),
     )
   finally:
@@ -330,7 +378,10 @@ def _track(config, variables, checkpoint, todo, writer, failures, *, batch_size,
     seq_bar.close()
   wall = time.perf_counter() - t_track
   print(
-    f'tracked {sum(len(r.boxes) for r in runs)} frames in {wall:.1f} s; '
+    f'{where}tracked {sum(len(r.boxes) for r in runs)} frames in {wall:.1f} s; '
     f'{core.compilations()} program(s) compiled'
   )
-  return runs
+  per_device = [0] * len(devices)
+  for run in runs:
+    per_device[core.slot_device(run.slot)] += len(run.boxes)
+  return runs, per_device

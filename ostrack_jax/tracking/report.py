@@ -251,6 +251,16 @@ def _names(names: Sequence[str], most: int = 10) -> str:
   return shown + (f' ... and {len(names) - most} more' if len(names) > most else '')
 
 
+def format_placement(placement) -> str:
+  """One line: where this run tracked (devices, processes, frames per device)."""
+  if not placement['devices']:
+    return f'nothing tracked in this run ({placement["processes"]} process(es))'
+  return (
+    f'tracked on {placement["devices"]} device(s) in {placement["processes"]} process(es); '
+    f'frames per device: {", ".join(map(str, placement["frames_per_device"])) or "-"}'
+  )
+
+
 def write_report(
   out_dir: pathlib.Path,
   *,
@@ -263,6 +273,8 @@ def write_report(
   failures: Dict[str, str],
   header: Dict[str, object],
   plots: bool = True,
+  placement: Optional[Dict[str, object]] = None,
+  speed: Optional[Dict[str, object]] = None,
 ) -> Dict[str, object]:
   """Scores the finished sequences and writes ``out_dir/report/``.
 
@@ -273,6 +285,10 @@ def write_report(
   JSON as it is. Returns the payload of ``summary.json`` (``header``, the counts, the metrics,
   the speed, the failures, the sequences without metrics, the per-sequence rows) with the
   printed text under ``'text'`` (not saved in the JSON).
+
+  ``placement``: where this run tracked (``devices``, ``processes``, ``frames_per_device``;
+  saved and printed in one line); ``speed``: the speed figures when they do not come from
+  ``runs`` alone (several processes), else :func:`speed_summary` of ``runs``.
   """
   report_dir = out_dir / 'report'
   report_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +327,7 @@ def write_report(
     text.append(metrics.format_table(result['rows'], columns, title='sequence'))
     atomic_write_text(report_dir / 'per_sequence.txt', text[-1] + '\n')
   text.append(format_producer(header) + '\n' + counts)  # beside the metrics table
-  speed = speed_summary(runs, writer, sequences)
+  speed = speed or speed_summary(runs, writer, sequences)
   if summary:
     columns = (list(GOT10K_COLUMNS) if layout == 'got10k' else []) + list(OPE_COLUMNS)
     text.append(
@@ -322,6 +338,8 @@ def write_report(
       )
     )
   text.append(format_speed(speed))
+  if placement is not None:
+    text[-1] += '\n' + format_placement(placement)
   for reason in dict.fromkeys(not_scored.values()):
     names = [n for n, r in not_scored.items() if r == reason]
     text.append(f'{len(names)} sequence(s) tracked without metrics ({reason}): {_names(names)}')
@@ -340,6 +358,7 @@ def write_report(
     sequences_failed=len(failures),
     metrics=summary,
     speed=speed,
+    **(placement or {}),
     failures=failures,
     without_metrics=not_scored,
     per_sequence={n: r for n, r in result['rows']},

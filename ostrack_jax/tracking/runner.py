@@ -49,13 +49,16 @@ class SequenceFailure(RuntimeError):
 
 @dataclasses.dataclass
 class SequenceRun:
-  """Output of one tracked sequence. boxes: (N, 4) xywh image pixels (row 0 = init box)."""
+  """Output of one tracked sequence. boxes: (N, 4) xywh image pixels (row 0 = init box);
+  ``slot``: the core's slot that tracked it (all its frames; ``core.slot_device(slot)`` is its
+  device)."""
 
   name: str
   boxes: np.ndarray
   times: np.ndarray
   model_times: np.ndarray
   decode_times: np.ndarray
+  slot: int = 0
 
 
 def _read(seq: datasets.Sequence, index: int) -> np.ndarray:
@@ -77,15 +80,13 @@ class Frame:
     return self.image.shape[:2]
 
 
-def _load(read, seq: datasets.Sequence, index: int, upload: bool) -> Frame:
+def _load(read, seq: datasets.Sequence, index: int, upload: Optional[Callable]) -> Frame:
   image = read(seq, index)
-  if not upload:
+  if upload is None:
     return Frame(image)
-  import jax  # pylint: disable=g-import-not-at-top
-
   shape = tracker_lib.bucket_shape(*image.shape[:2])
   padded = tracker_lib.pad_to(image, shape, np.empty(shape + (3,), np.uint8))
-  return Frame(image, jax.device_put(padded[None]))
+  return Frame(image, upload(padded[None]))
 
 
 class FrameReader:
@@ -97,7 +98,7 @@ class FrameReader:
     executor: Optional[concurrent.futures.Executor] = None,
     ahead: int = 0,
     read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None,
-    upload: bool = False,
+    upload: Optional[Callable[[np.ndarray], object]] = None,
   ):
     self.seq = seq
     self.upload = upload
@@ -143,6 +144,7 @@ class _Run:
 
   seq: datasets.Sequence
   reader: FrameReader
+  slot: int
   hw0: Tuple[int, int]
   next_index: int
   boxes: np.ndarray
@@ -199,7 +201,9 @@ def track_pipelined(
   def maybe_finish(run: _Run) -> None:
     if not run.failed and run.fetched == len(run.seq):
       on_done(
-        SequenceRun(run.seq.name, run.boxes, run.times, np.zeros(len(run.seq)), run.decode_times)
+        SequenceRun(
+          run.seq.name, run.boxes, run.times, np.zeros(len(run.seq)), run.decode_times, run.slot
+        )
       )
 
   def fetch_oldest() -> None:
@@ -228,9 +232,9 @@ def track_pipelined(
     """Fills ``slot`` with the next sequence that initializes (frame 0 + box) without error."""
     while queue:
       seq = queue.popleft()
-      reader = FrameReader(seq, executor, ahead, read, upload=b == 1)
+      reader = FrameReader(seq, executor, ahead, read, upload=core.upload if b == 1 else None)
       n = len(seq)
-      run = _Run(seq, reader, (0, 0), 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n))
+      run = _Run(seq, reader, slot, (0, 0), 1, np.zeros((n, 4)), np.zeros(n), np.zeros(n))
       try:
         frame, wait = reader.get(0)
         t0 = time.perf_counter()

@@ -34,7 +34,7 @@ baselines.
 
 import operator
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import chex
 import jax
@@ -271,13 +271,26 @@ class TrackingCore:
   a result. The variables are flattened once: the compiled step is called with their leaves,
   not re-flattened from the nested dict on every frame.
 
+  Several devices (``devices``, D > 1): the B slots are spread over a 1-D mesh ``('slots',)``,
+  B / D consecutive slots per device (slot ``s`` on ``devices[s // (B / D)]``). The states,
+  the frame batch, the heights and widths and the active mask are sharded on their slot axis
+  (``NamedSharding(mesh, P('slots'))``), the weights and constants replicated, and the step is
+  ONE program (``jax.shard_map``): every device runs the one-device step on its own slots, with
+  no communication between devices; each frame is uploaded to the device of its slot only.
+  A slot's template is cut on its own device. B must be a multiple of D (refused otherwise).
+  A core with one slot per device runs the one-slot step on each (bit-identical to
+  :class:`Tracker`); more slots per device run ``batch_mode`` over them ('map':
+  bit-identical to one device; 'vmap': equal up to float rounding).
+
   Args:
     config: the preset.
     variables: Flax variables (float32; kernels are cast to the compute dtype once).
-    batch_size: number of slots B.
+    batch_size: number of slots B (all devices together).
     batch_mode: None (B = 1), 'vmap' or 'map' (see :func:`make_tracking_fns`).
     full_outputs: also return score maps, crops and eliminated tokens (visualisation).
     fns: prebuilt :class:`TrackingFns` (e.g. an exported program); default: built from config.
+    devices: the devices to track on (``jax.Device`` objects, each used once; all must belong
+      to this process); None: JAX's default device, as a plain one-device core.
   """
 
   def __init__(
@@ -289,14 +302,17 @@ class TrackingCore:
     full_outputs: bool = True,
     fns: Optional[TrackingFns] = None,
     cast: bool = True,
+    devices: Optional[Sequence[Any]] = None,
   ):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     if batch_mode is None and batch_size != 1:
       batch_mode = 'vmap'
+    self.devices = check_devices(devices, batch_size)
     self.config = config
     self.batch_size = batch_size
     self.batch_mode = batch_mode
+    self.slots_per_device = batch_size // (len(self.devices) if self.devices else 1)
     m = config.model
     self.template_size = int(m.template_size)
     self.search_size = int(m.search_size)
@@ -305,11 +321,25 @@ class TrackingCore:
       from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
 
       variables = cast_kernels(variables, compute_dtype(config))
-    self.variables = jax.device_put(variables)
+    # Where things live: None = JAX's default device (uncommitted, as a plain one-device core),
+    # a device, or the mesh's shardings (replicated weights, slot-sharded states and inputs).
+    self.mesh = None
+    replicated = slotted = None if self.devices is None else self.devices[0]
+    if self.devices is not None and len(self.devices) > 1:
+      from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+
+      self.mesh = jax.sharding.Mesh(np.array(self.devices), ('slots',))
+      replicated = NamedSharding(self.mesh, PartitionSpec())
+      slotted = NamedSharding(self.mesh, PartitionSpec('slots'))
+    self._slotted, self._replicated = slotted, replicated
+    self.variables = jax.device_put(variables, replicated)
     leaves, treedef = jax.tree_util.tree_flatten(self.variables)
     self._leaves = tuple(leaves)
-    self.consts = jax.device_put(constants(config))
-    fns = fns or make_tracking_fns(config, batch_mode, full_outputs)
+    self.consts = jax.device_put(constants(config), replicated)
+    # One slot per device: the one-slot step (no vmap / map over a single slot).
+    fns = fns or make_tracking_fns(
+      config, None if self.slots_per_device == 1 else batch_mode, full_outputs
+    )
     self.fns = fns
 
     def track(leaves, consts, state, frames, hw, active):
@@ -317,13 +347,54 @@ class TrackingCore:
         jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames, hw, active
       )
 
-    self._track = jax.jit(track, donate_argnums=(2,))
-    self._init = jax.jit(fns.init, donate_argnums=(1,))
+    if self.mesh is None:
+      self._track = jax.jit(track, donate_argnums=(2,))
+      self._init = jax.jit(fns.init, donate_argnums=(1,))
+    else:
+      from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
+      slots = P('slots')
+      per_device = jax.shard_map(
+        track, mesh=self.mesh, in_specs=(P(), P(), slots, slots, slots, slots), out_specs=slots
+      )
+      self._track = jax.jit(
+        per_device,
+        donate_argnums=(2,),
+        in_shardings=(replicated, replicated, slotted, slotted, slotted, slotted),
+        out_shardings=slotted,
+      )
+      self._init = jax.jit(
+        jax.shard_map(
+          _init_on_slot_device(fns.init, self.slots_per_device),
+          mesh=self.mesh,
+          in_specs=(P(), slots, slots, P(), P(), P()),
+          out_specs=slots,
+        ),
+        donate_argnums=(1,),
+        in_shardings=(replicated, slotted, slotted, replicated, replicated, replicated),
+        out_shardings=slotted,
+      )
+      self._idle_frames: Dict[tuple, List[jax.Array]] = {}
     t = self.template_size
     self.state = TrackState(
-      jnp.zeros((batch_size, t, t, 3), jnp.float32), jnp.zeros((batch_size, 4), jnp.float32)
+      jax.device_put(np.zeros((batch_size, t, t, 3), np.float32), slotted),
+      jax.device_put(np.zeros((batch_size, 4), np.float32), slotted),
     )
-    self.last_template_crop = None
+    self._template_crops = (None, None)  # the last init's crop(s), and the row to read
+
+  @property
+  def last_template_crop(self) -> Optional[jax.Array]:
+    """(T, T, 3) uint8 template crop of the last :meth:`initialize_slot`, on its device."""
+    crops, row = self._template_crops
+    return crops if row is None else crops[row]
+
+  def upload(self, frames_padded: np.ndarray) -> jax.Array:
+    """A (B, Hb, Wb, 3) uint8 host batch on the core's device(s), each frame on its slot's."""
+    return jax.device_put(frames_padded, self._slotted)
+
+  def slot_device(self, slot: int) -> int:
+    """Index in ``devices`` of the device that tracks ``slot`` (0 without ``devices``)."""
+    return slot // self.slots_per_device
 
   # ---------------------------------------------------------------- steps
 
@@ -337,14 +408,27 @@ class TrackingCore:
     h, w = frame.shape[:2]
     if padded is None:
       padded = pad_to(frame, bucket_shape(h, w))
-    self.state, self.last_template_crop = self._init(
-      self.consts,
-      self.state,
-      padded,
-      np.array([h, w], np.int32),
-      np.asarray(box_xywh, np.float32),
-      np.int32(slot),
+    hw = np.array([h, w], np.int32)
+    box = np.asarray(box_xywh, np.float32)
+    if self.mesh is None:
+      self.state, crop = self._init(self.consts, self.state, padded, hw, box, np.int32(slot))
+      self._template_crops = (crop, None)
+      return
+    # The frame goes to its slot's device only; the others get an idle frame of the bucket's
+    # shape (made once, on the device), the one program's input on the devices not cutting.
+    d = self.slot_device(slot)
+    shape = tuple(padded.shape[:2])
+    if shape not in self._idle_frames:
+      idle = np.zeros((1, *shape, 3), np.uint8)
+      self._idle_frames[shape] = [jax.device_put(idle, device) for device in self.devices]
+    parts = list(self._idle_frames[shape])
+    parts[d] = jax.device_put(padded[None], self.devices[d])
+    frames = jax.make_array_from_single_device_arrays(
+      (len(self.devices), *shape, 3), self._slotted, parts
     )
+    where = jax.device_put((hw, box, np.int32(slot)), self._replicated)
+    self.state, crops = self._init(self.consts, self.state, frames, *where)
+    self._template_crops = (crops, d)  # (D, T, T, 3): row d is the crop (read when asked)
 
   def step(self, frames_padded, hw: np.ndarray, active: np.ndarray) -> Dict[str, Any]:
     """Dispatches one step; returns the outputs as device arrays (nothing waits).
@@ -353,14 +437,10 @@ class TrackingCore:
       frames_padded: (B, Hb, Wb, 3) uint8 (NumPy or device), each frame at the top left.
       hw: (B, 2) int32 real heights and widths; active: (B,) bool (others keep their state).
     """
-    self.state, out = self._track(
-      self._leaves,
-      self.consts,
-      self.state,
-      frames_padded,
-      np.asarray(hw, np.int32),
-      np.asarray(active, bool),
-    )
+    inputs = (frames_padded, np.asarray(hw, np.int32), np.asarray(active, bool))
+    if self.mesh is not None:  # each slot's rows to its device (jit takes no sharded NumPy
+      inputs = jax.device_put(inputs, self._slotted)  # input under jax.distributed)
+    self.state, out = self._track(self._leaves, self.consts, self.state, *inputs)
     return out
 
   def boxes(self) -> np.ndarray:
@@ -371,7 +451,7 @@ class TrackingCore:
     """Overwrites one slot's state (the template is kept)."""
     boxes = np.asarray(self.state.boxes).copy()
     boxes[slot] = np.asarray(box_xywh, np.float32)
-    self.state = TrackState(self.state.templates, jnp.asarray(boxes))
+    self.state = TrackState(self.state.templates, jax.device_put(boxes, self._slotted))
 
   def compilations(self) -> int:
     """Programs compiled so far (per bucket shape, init and track)."""
@@ -384,17 +464,58 @@ class TrackingCore:
     b = self.batch_size
     frame = np.zeros((h, w, 3), np.uint8)
     saved = self.state
-    self.state = TrackState(jnp.array(saved.templates), jnp.array(saved.boxes))
+    self.state = TrackState(saved.templates.copy(), saved.boxes.copy())
     # The argument kinds of the pipelined runner (one slot: frames uploaded by the decode
     # threads; more: a host batch), so that its calls hit the same cache entries.
     batch = np.zeros((b, hb, wb, 3), np.uint8)
-    padded = jax.device_put(batch[0]) if b == 1 else None
+    padded = jax.device_put(batch[0], self._slotted) if b == 1 else None
     self.initialize_slot(0, frame, np.array([w / 4, h / 4, w / 4, h / 4]), padded)
     out = self.step(
-      jax.device_put(batch) if b == 1 else batch, np.tile([h, w], (b, 1)), np.ones(b, bool)
+      self.upload(batch) if b == 1 else batch, np.tile([h, w], (b, 1)), np.ones(b, bool)
     )
     jax.block_until_ready(out['boxes'])
     self.state = saved
+
+
+def check_devices(devices: Optional[Sequence[Any]], batch_size: int) -> Optional[List[Any]]:
+  """``devices`` as a list (None stays None); raises ValueError for an empty list, a device
+  named twice, one of another process, or a ``batch_size`` that is not a multiple of their
+  count."""
+  if devices is None:
+    return None
+  devices = list(devices)
+  if not devices:
+    raise ValueError('devices is empty')
+  if len(set(devices)) != len(devices):
+    raise ValueError(f'devices names a device twice: {devices}')
+  foreign = [d for d in devices if d.process_index != jax.process_index()]
+  if foreign:
+    raise ValueError(f'devices {foreign} belong to another process')
+  if batch_size % len(devices):
+    raise ValueError(
+      f'batch_size {batch_size} does not divide over {len(devices)} devices '
+      f'(give a multiple of {len(devices)}, or fewer devices)'
+    )
+  return devices
+
+
+def _init_on_slot_device(init: Callable, slots_per_device: int) -> Callable:
+  """``init`` as every device runs it under ``shard_map`` (one program over the mesh): the
+  device holding the global ``slot`` cuts the template from its frame into its part of the
+  state; the others run the same cut on their idle frame and keep their state.
+
+  (consts, state (B / D slots), frames (1, Hb, Wb, 3), hw (2,), box (4,), slot) ->
+  (state, crop (1, T, T, 3)).
+  """
+
+  def run(consts, state, frames, hw, box, slot):
+    local = slot - jax.lax.axis_index('slots') * slots_per_device
+    here = (local >= 0) & (local < slots_per_device)
+    new, crop = init(consts, state, frames[0], hw, box, jnp.clip(local, 0, slots_per_device - 1))
+    kept = jax.tree_util.tree_map(lambda n, o: jnp.where(here, n, o), new, state)
+    return kept, crop[None]
+
+  return run
 
 
 # ------------------------------------------------------------------------- the tracker
@@ -574,9 +695,19 @@ class BatchTracker:
   step and keeps its state), and None for every inactive slot: a frame for a slot that holds
   no sequence (never initialized, or released) is refused. Every refused call (a ValueError
   naming the slot: a slot out of range, a bad frame or box) changes nothing.
+
+  ``devices``: spread the slots over these devices (e.g. ``jax.local_devices()``), B / D
+  consecutive slots per device, one program over a mesh (see :class:`TrackingCore`); B must
+  be a multiple of their count (a ValueError says so). Default: the tracker's one device.
   """
 
-  def __init__(self, tracker: Tracker, batch_size: int, batch_mode: str = 'vmap'):
+  def __init__(
+    self,
+    tracker: Tracker,
+    batch_size: int,
+    batch_mode: str = 'vmap',
+    devices: Optional[Sequence[Any]] = None,
+  ):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     if batch_mode not in BATCH_MODES:
@@ -586,7 +717,13 @@ class BatchTracker:
     self.batch_mode = batch_mode
     self.batch_size = batch_size
     self.core = TrackingCore(
-      tracker.config, tracker.variables, batch_size, batch_mode, full_outputs=False, cast=False
+      tracker.config,
+      tracker.variables,
+      batch_size,
+      batch_mode,
+      full_outputs=False,
+      cast=False,
+      devices=devices,
     )
     self.active = np.zeros(batch_size, bool)
     self.image_hw = np.ones((batch_size, 2), np.int64)
