@@ -51,9 +51,11 @@ def parse_flags(argv=None):
   )
   p.add_argument(
     '--batch-mode',
-    default='vmap',
-    choices=('vmap', 'map'),
-    help="lockstep: 'vmap' one batched forward (fastest), 'map' bit-identical to batch 1",
+    default='map',
+    choices=('map', 'vmap'),
+    help="lockstep: 'map' (default) bit-identical to batch 1, so metrics do not depend on "
+    "--batch-size; 'vmap' one batched forward per device (faster on an accelerator, boxes "
+    'equal to batch 1 up to float rounding: benchmarks/RESULTS.md)',
   )
   p.add_argument(
     '--compilation-cache',

@@ -196,14 +196,13 @@ def test_eval_resumes_and_lockstep_matches(setup, capsys):
   ]
   # Lockstep, batch 2 over unequal lengths (7, 4, 7): 'map' is bit-identical.
   out_map = setup['tmp'] / 'out_map'
-  assert (
-    _run(setup, out_map, batch_size=2, batch_mode='map', plots=False, decode_threads=2) == 0
-  )  # also frames decoded ahead on threads
+  assert _run(setup, out_map, batch_size=2, plots=False, decode_threads=2) == 0  # map: default;
+  # also frames decoded ahead on threads
   for n, text in reference.items():
     assert (out_map / n / f'{n}_001.txt').read_text() == text, n
   # 'vmap' (one batched forward) agrees up to float rounding.
   out_vmap = setup['tmp'] / 'out_vmap'
-  assert _run(setup, out_vmap, batch_size=2, plots=False) == 0
+  assert _run(setup, out_vmap, batch_size=2, batch_mode='vmap', plots=False) == 0
   for n in reference:
     a = np.loadtxt(out / n / f'{n}_001.txt', delimiter=',')
     b = np.loadtxt(out_vmap / n / f'{n}_001.txt', delimiter=',')
@@ -407,6 +406,18 @@ def test_eval_bad_inputs_name_the_problem(setup):
   assert 'weights_only' not in str(e.value)
 
 
+def test_lockstep_defaults_to_map_so_metrics_do_not_depend_on_the_batch_size():
+  """eval.py and evaluate() default to --batch-mode map (bit-identical to batch 1): the
+  measured choice of benchmarks/RESULTS.md; vmap is the option."""
+  import inspect
+  import runpy
+
+  parse_flags = runpy.run_path(str(ROOT / 'eval.py'))['parse_flags']
+  assert parse_flags([]).batch_mode == 'map'
+  assert parse_flags(['--batch-mode', 'vmap']).batch_mode == 'vmap'
+  assert inspect.signature(evaluate.evaluate).parameters['batch_mode'].default == 'map'
+
+
 # ------------------------------------------------------------------------ provenance, counts
 
 
@@ -467,7 +478,7 @@ def test_results_of_another_producer_are_refused_and_overwrite_replaces_them(set
     (dict(checkpoint=other), f'weights sha256 {ours[:12]} there, {theirs[:12]} now'),
     (dict(overrides=['tracker.search_factor=5.0']), 'tracker.search_factor: 4.0 there, 5.0 now'),
     (dict(overrides=['model.dtype=bfloat16']), 'model.dtype: "float32" there, "bfloat16" now'),
-    (dict(batch_size=2), 'batching: "exact" there, "vmap x2" now'),
+    (dict(batch_size=2, batch_mode='vmap'), 'batching: "exact" there, "vmap x2" now'),
   ]
   for kw, words in refused:
     with pytest.raises(InputError) as e:
@@ -599,7 +610,9 @@ def test_every_sequence_is_counted_once(setup, capsys):
         shutil.copy(src / f'{i:08d}.jpg', data / name)
       (data / name / 'groundtruth.txt').write_text('\n'.join(lines) + '\n')
   out = setup['tmp'] / 'out_counts'
-  result = _evaluate(setup, out, dataset='folder', data=data, plots=False, batch_size=2)
+  result = _evaluate(
+    setup, out, dataset='folder', data=data, plots=False, batch_size=2, batch_mode='vmap'
+  )
   printed = capsys.readouterr().out
   assert 'batching vmap, batch size 2 (boxes differ slightly from batch 1), precision float32' in (
     printed
@@ -647,7 +660,7 @@ def test_eval_on_several_devices_gives_the_one_device_boxes(setup, capsys):
   assert (saved['devices'], saved['processes'], saved['frames_per_device']) == (2, 1, [11, 7])
   assert 'tracked on 2 device(s) in 1 process(es); frames per device: 11, 7' in printed
   out_vmap = setup['tmp'] / 'out_devices_vmap'
-  assert _run(setup, out_vmap, devices=2, batch_size=4, plots=False) == 0
+  assert _run(setup, out_vmap, devices=2, batch_size=4, batch_mode='vmap', plots=False) == 0
   for n in reference:
     a = np.loadtxt(setup['tmp'] / 'out_single' / n / f'{n}_001.txt', delimiter=',')
     b = np.loadtxt(out_vmap / n / f'{n}_001.txt', delimiter=',')

@@ -114,7 +114,7 @@ def evaluate(
   split: Optional[str] = None,
   output: Optional[str] = None,
   batch_size: Optional[int] = None,
-  batch_mode: str = 'vmap',
+  batch_mode: str = 'map',
   devices: Optional[int] = None,
   decode_threads: Optional[int] = None,
   compilation_cache: Optional[str] = None,
@@ -133,8 +133,9 @@ def evaluate(
     sequences / split: only these sequences / another split folder.
     output: the results folder (default ``workdirs/<config name>/eval/<dataset>``).
     batch_size / batch_mode: sequences tracked in lockstep on all devices together (None:
-      one per device; rounded up to a multiple of the device count), 'vmap' (one batched
-      forward per device) or 'map' (bit-identical to batch 1 on one device).
+      one per device; rounded up to a multiple of the device count), 'map' (the default:
+      bit-identical to batch 1 on one device) or 'vmap' (one batched forward per device,
+      equal to batch 1 up to float rounding).
     devices: how many of this process's devices track (None: all; the first ``devices``).
     decode_threads: threads decoding frames ahead (default on an accelerator: 8 per device,
       at most one per CPU core beyond 8; 0 on CPU).
