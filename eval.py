@@ -21,7 +21,7 @@ import os
 import sys
 
 from ostrack_jax import cli, fileio
-from ostrack_jax.errors import OutputError
+from ostrack_jax.errors import OutputError, SequenceFailure
 
 DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
 
@@ -103,11 +103,8 @@ def main(argv=None) -> int:
       f'{fileio.describe_os_error(e)}; the results of the sequences finished before are kept '
       '(each written whole): run the same command to continue'
     ) from e
-  except Exception as e:  # pylint: disable=broad-except
-    runner = sys.modules.get('ostrack_jax.tracking.runner')  # imported once tracking starts
-    if runner is None or not isinstance(e, runner.SequenceFailure):
-      raise
-    print(f'eval.py: {e}', file=sys.stderr)  # --fail-fast
+  except SequenceFailure as e:  # --fail-fast
+    print(f'eval.py: {e}', file=sys.stderr)
     return 1
   return 0 if result.ok else 1
 

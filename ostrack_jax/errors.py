@@ -4,6 +4,8 @@
 flag or config field and what is wrong with it. The commands (``ostrack_jax.cli.run``) print it
 as ``<command>: <message>`` and exit with status 2, without a traceback; library callers catch
 it like any ``ValueError``. ``OutputError`` is a write that failed mid-run (exit status 74).
+``SequenceFailure`` is one sequence that could not be tracked (eval.py reports and skips it, or
+stops with it under ``--fail-fast``, exit status 1).
 Anything else that escapes is a bug and keeps its traceback.
 """
 
@@ -19,3 +21,11 @@ class OutputError(Exception):
   The commands print it as ``<command>: <message>`` and exit with status 74 (``EX_IOERR``),
   without a traceback. The ``OSError`` is its ``__cause__``.
   """
+
+
+class SequenceFailure(RuntimeError):
+  """A sequence that could not be tracked; the message names the sequence, frame and problem."""
+
+  def __init__(self, name: str, message: str):
+    super().__init__(message)
+    self.name = name

@@ -14,6 +14,7 @@ import pytest
 
 from ostrack_jax import crop as crop_lib
 from ostrack_jax.configs import get_config
+from ostrack_jax.errors import SequenceFailure
 from ostrack_jax.tracking import tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
@@ -302,5 +303,5 @@ def test_runner_rejects_bad_initial_box_naming_sequence_and_frame(tracker, tmp_p
     paths.append(str(tmp_path / f'{i + 1:08d}.png'))
     (tmp_path / f'{i + 1:08d}.png').write_bytes(s[f'png_{i}'].tobytes())
   seq = datasets.Sequence('bad_init', paths, np.array([box], np.float64))
-  with pytest.raises(runner.SequenceFailure, match=f"sequence 'bad_init' frame 0: .*{problem}"):
+  with pytest.raises(SequenceFailure, match=f"sequence 'bad_init' frame 0: .*{problem}"):
     runner.track_sequence(tracker, seq)

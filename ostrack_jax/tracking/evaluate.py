@@ -144,7 +144,7 @@ def evaluate(
       and the folder starts afresh; with the same producer, the selected sequences are
       tracked again. Without it such a folder is refused (``InputError``).
     fail_fast: raise at the first bad sequence (``datasets.DatasetError`` while reading,
-      ``runner.SequenceFailure`` while tracking) instead of skipping it.
+      ``errors.SequenceFailure`` while tracking) instead of skipping it.
     plots / progress: the PNG plots; progress bars.
   """
   configs.check_config(config)

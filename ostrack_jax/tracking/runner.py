@@ -35,16 +35,9 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
+from ostrack_jax.errors import SequenceFailure
 from ostrack_jax.tracking import datasets
 from ostrack_jax.tracking import tracker as tracker_lib
-
-
-class SequenceFailure(RuntimeError):
-  """A sequence that could not be tracked; the message names the sequence, frame and problem."""
-
-  def __init__(self, name: str, message: str):
-    super().__init__(message)
-    self.name = name
 
 
 @dataclasses.dataclass
