@@ -734,7 +734,7 @@ def test_eval_on_two_processes_tracks_each_sequence_once_and_resumes(setup):
   finally:
     first[0].kill()
     first[0].communicate()
-  assert sorted(p.name for p in out.iterdir()) == list(SEQUENCES[:2])
+  assert sorted(p.name for p in out.iterdir()) == [*SEQUENCES[:2], 'provenance.json']
   done = {n: (out / n / f'{n}_001.txt').stat().st_mtime_ns for n in SEQUENCES[:2]}
 
   port = _free_port()
@@ -785,7 +785,7 @@ def test_processes_take_process_0s_list_and_refuse_different_datasets(monkeypatc
   seqs = [Seq('a', 5), Seq('b', 3)]
   other = [Seq('a', 5), Seq('b', 4)]  # a frame missing on process 1's disk, say
   views = [
-    {'dataset': distributed.fingerprint(seqs), 'sequences': 2, 'todo': ['b']},
+    {'dataset': distributed.fingerprint(seqs), 'sequences': 2, 'todo': ['b'], 'refusal': None},
     {'dataset': distributed.fingerprint(seqs), 'sequences': 2},
   ]
   process1 = distributed.Processes(index=1, count=2)
@@ -794,3 +794,10 @@ def test_processes_take_process_0s_list_and_refuse_different_datasets(monkeypatc
   views[1]['dataset'] = distributed.fingerprint(other)
   with pytest.raises(InputError, match=r'process\(es\) 1 see a different dataset than process 0'):
     process1.agree(other, [])
+  # Process 0 refuses the results folder (another producer): every process stops with its line.
+  views[1]['dataset'] = distributed.fingerprint(seqs)
+  views[0]['refusal'] = 'out holds results of another producer (...)'
+  with pytest.raises(InputError, match=r'^out holds results of another producer \(\.\.\.\)$'):
+    process1.agree(seqs, [])
+  with pytest.raises(InputError, match='another producer'):
+    distributed.Processes().agree(seqs, seqs, 'out holds results of another producer')

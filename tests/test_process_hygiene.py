@@ -208,6 +208,31 @@ def test_sigkill_of_eval_leaves_no_process(tmp_path):
   _kill_and_check(proc, descendants, seen)
 
 
+def _start_foreground_train(args, env):
+  """``train.py args`` as a terminal's foreground job: in its own process group (which Ctrl-C
+  signals as a whole), with SIGINT handled. A job started in the background of a
+  non-interactive shell (`cmd &`, as CI may run) inherits SIGINT ignored, and Python keeps an
+  inherited SIG_IGN; exec keeps SIG_DFL, which Python turns into KeyboardInterrupt. Output:
+  stdout and stderr together, as text."""
+  return subprocess.Popen(
+    [
+      sys.executable,
+      '-c',
+      'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
+      'os.execv(sys.executable, [sys.executable] + sys.argv[1:])',
+      'train.py',
+      *args,
+    ],
+    cwd=REPO,
+    env=env,
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,
+  )
+
+
 @pytest.mark.slow
 def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   """Ctrl-C in a terminal sends SIGINT to the whole process group, grain's worker included:
@@ -221,16 +246,8 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
   )
   env = dict(_env(), XLA_FLAGS=f'--xla_force_host_platform_device_count={train_util.TRAIN_DEVICES}')
-  proc = subprocess.Popen(
+  proc = _start_foreground_train(
     [
-      sys.executable,
-      '-c',
-      # As a terminal's foreground job: SIGINT handled. A job started in the background of a
-      # non-interactive shell (`cmd &`, as CI may run) inherits SIGINT ignored, and Python keeps
-      # an inherited SIG_IGN; exec keeps SIG_DFL, which Python turns into KeyboardInterrupt.
-      'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
-      'os.execv(sys.executable, [sys.executable] + sys.argv[1:])',
-      'train.py',
       '--workdir',
       str(tmp_path / 'run'),
       *MODEL,
@@ -240,13 +257,7 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
       '--no-progress',
       f'--config.data.roots.synthetic={root}',
     ],
-    cwd=REPO,
-    env=env,
-    stdin=subprocess.DEVNULL,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-    start_new_session=True,  # its own process group, as a terminal's foreground job
+    env,
   )
   seen = []
   try:
@@ -289,26 +300,9 @@ def test_ctrl_c_while_workers_start_is_one_message(tmp_path):
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(64, 48), seed=0
   )
-  proc = subprocess.Popen(
-    [
-      sys.executable,
-      '-c',
-      # SIGINT handled, as in a terminal's foreground job (see the test above).
-      'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); '
-      'os.execv(sys.executable, [sys.executable] + sys.argv[1:])',
-      'train.py',
-      '--workdir',
-      str(tmp_path / 'run'),
-      *TRAIN,
-      f'--config.data.roots.synthetic={root}',
-    ],
-    cwd=REPO,
-    env=dict(_env(), OSTRACK_JAX_INDEX_CACHE=str(tmp_path / 'index')),
-    stdin=subprocess.DEVNULL,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-    start_new_session=True,  # its own process group, as a terminal's foreground job
+  proc = _start_foreground_train(
+    ['--workdir', str(tmp_path / 'run'), *TRAIN, f'--config.data.roots.synthetic={root}'],
+    dict(_env(), OSTRACK_JAX_INDEX_CACHE=str(tmp_path / 'index')),
   )
   try:
     me = psutil.Process(proc.pid)

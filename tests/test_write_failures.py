@@ -117,11 +117,15 @@ def test_full_disk_while_evaluating_is_one_line_and_the_same_command_continues(t
     '--no-progress',
     '--no-plots',
   ]
-  r = _run(command, 2, limit=100)  # a box file of 5 frames is longer
+  # The first sequence written whole (and the folder's provenance record, longer than the
+  # limit below); then the disk fills while the second is written: a box file of 5 frames is
+  # longer than 100 bytes.
+  assert _run([*command, '--sequences', 'SYN_Val_000001'], 2).returncode == 0
+  r = _run(command, 2, limit=100)
   assert r.returncode == 74, r.stdout[-2000:] + r.stderr[-3000:]
   assert r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
   line = r.stderr.strip()
-  assert line.startswith(f'eval.py: {out}/SYN_Val_'), line
+  assert line.startswith(f'eval.py: {out}/SYN_Val_000002/'), line
   assert '_001.txt: File too large (EFBIG); the results of the sequences finished ' in line
   assert line.endswith('run the same command to continue'), line
   assert not [p for p in out.rglob('*') if p.name.startswith('.')]  # no temporary file left
