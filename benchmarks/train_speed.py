@@ -64,6 +64,9 @@ VARIANTS = {
   'bf16act': {'bf16_activations': True},
   'fused_xla': {'attention_impl': 'xla'},
   'fused_cudnn': {'attention_impl': 'cudnn'},
+  # cuDNN's kernel refused CE's odd token counts (153): padded with masked keys to a multiple.
+  'fused_cudnn_pad8': {'attention_impl': 'cudnn', 'attention_pad_to': 8},
+  'fused_cudnn_pad64': {'attention_impl': 'cudnn', 'attention_pad_to': 64},
   'autodiff': {'matmul_backward': 'autodiff'},
   'remat': {'remat': 'block'},
   'remat_dots': {'remat': 'block_save_dots'},

@@ -9,6 +9,8 @@ Float32, where the maths is the same (matmul precision 'highest'; measured value
   0.7 / 0.85 / 1.0 within the equivalence test's tolerances (maps 1e-5 [1.2e-6], offsets 1e-5
   [4.4e-6], boxes 1e-5, features 2e-5), the kept indices after every block and the removed ones
   identical, the CE margins within 5e-9 of the original's [4.7e-10].
+* ``attention_pad_to`` (the fused kernel's token count padded with masked keys): checked
+  against the original's fixture in test_model_equivalence; refused with 'explicit'.
 * ``attention_impl='cudnn'`` with float32 operands (cuDNN has no float32 kernel) runs the XLA
   implementation: outputs identical to 'xla'.
 * ``remat`` 'block' / 'block_save_dots': the same loss and gradients within 1e-6 relative
@@ -259,3 +261,9 @@ def test_bad_values_are_refused():
   ):
     with pytest.raises(ValueError, match=f'config.model.{field}'):
       build_model(_config(**{field: value}))
+  for fields, message in (
+    ({'attention_impl': 'xla', 'attention_pad_to': -8}, 'attention_pad_to=-8: expected 0'),
+    ({'attention_pad_to': 64}, "needs config.model.attention_impl 'xla' or 'cudnn'"),
+  ):
+    with pytest.raises(ValueError, match=message):
+      build_model(_config(**fields))

@@ -15,6 +15,11 @@ keep ratios, torch 2.13 CPU fixture, jax 0.10 CPU):
   removed score) are >= 1.3e-7 while our scores differ from the original's by ~1e-9, so equal
   sets are expected; the test checks that margin condition too, so a failure says whether the
   logic or float noise is to blame.
+
+The same checks run a second time with the fused attention padded to a multiple of 64 tokens
+with masked keys (``model.attention_impl='xla'``, ``attention_pad_to=64``: 153 -> 192,
+190 -> 192, 244 -> 256), under the same tolerances and with identical kept and removed indices;
+keep 1.0 (320 tokens, no padding) is left to test_fast_paths' unpadded fused check.
 """
 
 import jax
@@ -26,6 +31,12 @@ from ostrack_jax.convert import load_torch_checkpoint
 from ostrack_jax.models.ostrack import build_model, make_forward
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
+# config.model fields of each checked variant: the plain path, and the fused attention padded.
+VARIANTS = {'plain': {}, 'padded64': {'attention_impl': 'xla', 'attention_pad_to': 64}}
+CASES = [('plain', name) for name in sorted(KEEP_RATIOS)] + [
+  ('padded64', '0.7'),
+  ('padded64', '0.85'),
+]
 
 
 @pytest.fixture(scope='module')
@@ -50,25 +61,28 @@ def _run(config, variables, ref, keep_ratio):
 
 @pytest.fixture(scope='module')
 def forward(tiny, fixtures_dir):
-  """name -> (fixture, (outputs, intermediates)): each keep ratio's forward pass computed once
-  for the module and shared by the two tests that check it."""
+  """(variant, name) -> (fixture, (outputs, intermediates)): each variant's forward pass at each
+  keep ratio computed once for the module and shared by the two tests that check it."""
   config, variables = tiny
   done = {}
 
-  def get(name):
-    if name not in done:
+  def get(variant, name):
+    if (variant, name) not in done:
       ref = np.load(fixtures_dir / 'tiny256' / f'forward_keep{name}.npz')
-      done[name] = ref, _run(config, variables, ref, KEEP_RATIOS[name])
-    return done[name]
+      c = config.copy_and_resolve_references()
+      for field, value in VARIANTS[variant].items():
+        c.model[field] = value
+      done[variant, name] = ref, _run(c, variables, ref, KEEP_RATIOS[name])
+    return done[variant, name]
 
   return get
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
-def test_blocks_and_indices_match_original(tiny, forward, name):
+@pytest.mark.parametrize('variant,name', CASES)
+def test_blocks_and_indices_match_original(tiny, forward, variant, name):
   config, _ = tiny
-  ref, (_, inter) = forward(name)
+  ref, (_, inter) = forward(variant, name)
   # The fixture's template mask is CTR_POINT: token 27 only, as our preset.
   assert np.array_equal(np.flatnonzero(ref['ce_template_mask'][0]), [27])
   for i in range(config.model.depth):
@@ -90,9 +104,9 @@ def test_blocks_and_indices_match_original(tiny, forward, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
-def test_maps_boxes_and_removed_indexes_match_original(forward, name):
-  ref, (out, _) = forward(name)
+@pytest.mark.parametrize('variant,name', CASES)
+def test_maps_boxes_and_removed_indexes_match_original(forward, variant, name):
+  ref, (out, _) = forward(variant, name)
   np.testing.assert_allclose(
     np.asarray(out['score_map']), _nchw_to_nhwc(ref['score_map']), atol=1e-5, rtol=0
   )

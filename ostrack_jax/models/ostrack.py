@@ -40,6 +40,7 @@ class OSTrack(nn.Module):
   # The GPU fast path (config.model.bf16_activations, attention_impl, matmul_backward, remat).
   act_dtype: Any = jnp.float32
   attention_impl: str = 'explicit'
+  attention_pad_to: int = 0
   custom_backward: bool = True
   remat: str = 'none'
 
@@ -79,6 +80,7 @@ class OSTrack(nn.Module):
       dtype=self.dtype,
       act_dtype=self.act_dtype,
       attention_impl=self.attention_impl,
+      attention_pad_to=self.attention_pad_to,
       custom_backward=self.custom_backward,
       remat=self.remat,
       name='backbone',
@@ -143,6 +145,8 @@ def fast_path_options(m: ml_collections.ConfigDict) -> Dict[str, Any]:
     in bfloat16 too (norm statistics, softmax, the head's sigmoids and the losses in float32,
     the residual stream float32); no effect with float32 matmuls.
   * ``attention_impl``: 'explicit', 'xla' or 'cudnn' (:class:`vit.Attention`).
+  * ``attention_pad_to``: 0 (off), or the multiple the fused kernel's token count is padded to
+    with masked keys (:func:`vit.padded_attention`); needs 'xla' or 'cudnn'.
   * ``matmul_backward``: 'custom' (the hand-written bfloat16 backward of models/matmul.py) or
     'autodiff' (JAX's own); no effect in float32.
   * ``remat``: 'none', 'block' or 'block_save_dots' (:func:`vit.remat_block`).
@@ -159,9 +163,20 @@ def fast_path_options(m: ml_collections.ConfigDict) -> Dict[str, Any]:
   ):
     if value not in allowed:
       raise ValueError(f'config.model.{field}={value!r}: expected one of {allowed}')
+  pad_to = get('attention_pad_to', 0)
+  if not isinstance(pad_to, int) or isinstance(pad_to, bool) or pad_to < 0:
+    raise ValueError(
+      f'config.model.attention_pad_to={pad_to!r}: expected 0 (off) or a positive integer'
+    )
+  if pad_to and attention == 'explicit':
+    raise ValueError(
+      f'config.model.attention_pad_to={pad_to} pads the fused kernel only: it needs'
+      " config.model.attention_impl 'xla' or 'cudnn', not 'explicit'"
+    )
   return {
     'act_dtype': jnp.bfloat16 if bf16 and get('bf16_activations', False) else jnp.float32,
     'attention_impl': attention,
+    'attention_pad_to': pad_to,
     'custom_backward': backward == 'custom',
     'remat': remat,
   }

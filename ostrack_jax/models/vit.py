@@ -129,6 +129,35 @@ def ce_score(probs, num_template: int, rows: Optional[np.ndarray]):
   return attn[..., num_template:].mean(axis=2).mean(axis=1)
 
 
+def padded_attention(q, k, v, scale: float, impl: str, pad_to: int):
+  """``jax.nn.dot_product_attention`` on a token count rounded up to a multiple of ``pad_to``.
+
+  Args:
+    q, k, v: (B, N, heads, head_dim).
+    scale: the logits' factor.
+    impl: 'xla' or 'cudnn'.
+    pad_to: 0 (no padding) or the multiple the kernel sees (N itself when it is one already).
+
+  Returns:
+    (B, N, heads, head_dim): the attention of the N queries over the N keys only; the padded
+    keys are masked (``key_value_seq_lengths`` = N), the padded queries' rows dropped.
+  """
+  b, n = q.shape[:2]
+  extra = -n % pad_to if pad_to else 0
+  if not extra:
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=impl)
+  q, k, v = (jnp.pad(t, ((0, 0), (0, extra), (0, 0), (0, 0))) for t in (q, k, v))
+  out = jax.nn.dot_product_attention(
+    q,
+    k,
+    v,
+    scale=scale,
+    key_value_seq_lengths=jnp.full((b,), n, jnp.int32),
+    implementation=impl,
+  )
+  return out[:, :n]
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with a fused qkv projection; also the CE scores when asked.
 
@@ -138,6 +167,12 @@ class Attention(nn.Module):
   'cudnn' runs the XLA implementation). The fused paths never form the probabilities, so the
   CE scores come from a separate product of the scoring template rows against all keys
   (float32 softmax over the full row, no gradient: the kept set is an index choice).
+
+  ``pad_to`` (fused paths only; 0 = off): the fused kernel sees the token count rounded up to
+  a multiple of ``pad_to`` (153 = 64 + 89 after three CE blocks -> 192 with 64): zero tokens
+  appended to q, k and v, the padded keys masked out through ``key_value_seq_lengths`` (their
+  logits -inf before the softmax), the padded queries' outputs dropped. The kept tokens'
+  outputs are the unpadded ones up to float rounding; the CE scores never see the padding.
   """
 
   num_heads: int
@@ -145,6 +180,7 @@ class Attention(nn.Module):
   act_dtype: jnp.dtype = jnp.float32
   impl: str = 'explicit'
   custom_backward: bool = True
+  pad_to: int = 0
 
   def _dense(self, features, name):
     return dense(features, self.dtype, name, self.act_dtype, self.custom_backward)
@@ -184,8 +220,7 @@ class Attention(nn.Module):
     qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)  # (B, N, 3, heads, head_dim)
     q, k, v = (qkv[:, :, i].astype(self.dtype) for i in range(3))  # (B, N, heads, head_dim)
     impl = 'xla' if self.impl == 'cudnn' and jnp.dtype(self.dtype) == jnp.float32 else self.impl
-    out = jax.nn.dot_product_attention(q, k, v, scale=head_dim**-0.5, implementation=impl)
-    out = out.reshape(b, n, c)
+    out = padded_attention(q, k, v, head_dim**-0.5, impl, self.pad_to).reshape(b, n, c)
     score = None
     if need_score:
       # The scoring rows only: (B, heads, R, head_dim) against every key, the same product and
@@ -281,6 +316,7 @@ class Block(nn.Module):
   dtype: jnp.dtype = jnp.float32
   act_dtype: jnp.dtype = jnp.float32
   attention_impl: str = 'explicit'
+  attention_pad_to: int = 0
   custom_backward: bool = True
 
   @nn.compact
@@ -304,6 +340,7 @@ class Block(nn.Module):
       act_dtype=self.act_dtype,
       impl=self.attention_impl,
       custom_backward=self.custom_backward,
+      pad_to=self.attention_pad_to,
       name='attn',
     )(layer_norm('norm1', self.act_dtype)(tokens), num_template, rows, eliminate)
     tokens = tokens + drop_path(attn_out, deterministic=not train)
@@ -363,6 +400,7 @@ class OneStreamViT(nn.Module):
   # The GPU fast path (config.model fields of the same names; the defaults are the plain path).
   act_dtype: jnp.dtype = jnp.float32
   attention_impl: str = 'explicit'
+  attention_pad_to: int = 0
   custom_backward: bool = True
   remat: str = 'none'
 
@@ -418,6 +456,7 @@ class OneStreamViT(nn.Module):
         dtype=self.dtype,
         act_dtype=self.act_dtype,
         attention_impl=self.attention_impl,
+        attention_pad_to=self.attention_pad_to,
         custom_backward=self.custom_backward,
         name=f'blocks_{i}',
       )(tokens, global_index, num_template, counts[i], rows, train)
