@@ -19,6 +19,9 @@ ours / original is printed (see benchmarks/README.md for the reference venv).
 ``--variants``: fast-path settings of ``config.model`` (see VARIANTS; join names with '+'),
 each timed in its own process (so that each row's peak memory is its own), batches ascending.
 ``--forward`` also times the inference forward at each batch (its own MFU).
+``--profile DIR`` traces 3 more steps of each training row with ``jax.profiler`` (after its
+timing, so the times are unaffected) into ``DIR/<variant>_<dtype>_keep<k>_b<batch>/`` with the
+compiled step's HLO; ``benchmarks/profile_summary.py`` turns each into time by kind.
 ``--loss-steps N`` instead trains N steps per variant from the same initialisation on the same
 random batches and prints each variant's loss against float32's (the numerics of the fast paths).
 
@@ -64,9 +67,10 @@ VARIANTS = {
   'bf16act': {'bf16_activations': True},
   'fused_xla': {'attention_impl': 'xla'},
   'fused_cudnn': {'attention_impl': 'cudnn'},
-  # cuDNN's kernel refused CE's odd token counts (153): padded with masked keys to a multiple.
-  'fused_cudnn_pad8': {'attention_impl': 'cudnn', 'attention_pad_to': 8},
-  'fused_cudnn_pad64': {'attention_impl': 'cudnn', 'attention_pad_to': 64},
+  # With fused_xla / fused_cudnn only (cuDNN refused CE's 153 tokens): the token count padded
+  # with masked keys to a multiple of 8 / 64, e.g. 'fused_cudnn+pad64'.
+  'pad8': {'attention_pad_to': 8},
+  'pad64': {'attention_pad_to': 64},
   'autodiff': {'matmul_backward': 'autodiff'},
   'remat': {'remat': 'block'},
   'remat_dots': {'remat': 'block_save_dots'},
@@ -164,10 +168,22 @@ def _setup(config, batch: int, variables=None):
   return model, mesh, state, train_step, batch * jax.device_count()
 
 
-def time_ours(config, keep: float, batch: int, repeats: int, warmup: int = 2, variables=None):
+def time_ours(
+  config,
+  keep: float,
+  batch: int,
+  repeats: int,
+  warmup: int = 2,
+  variables=None,
+  profile_dir=None,
+  profile_steps: int = 3,
+):
   """One training-step row: compiled ahead of time (so that XLA's cost and memory analyses of
   the very program timed come for free), then timed as train.py runs it. ``variables``: the
-  initial weights (default: seed-0 ``init_variables``)."""
+  initial weights (default: seed-0 ``init_variables``). ``profile_dir``: after the timing,
+  ``profile_steps`` more steps under ``jax.profiler.trace`` into that folder, with the compiled
+  step's HLO text beside the trace as ``step.hlo.txt`` (benchmarks/profile_summary.py reads
+  both)."""
   import jax  # pylint: disable=g-import-not-at-top
   from ostrack_jax.models import flops  # pylint: disable=g-import-not-at-top
   from ostrack_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -192,6 +208,13 @@ def time_ours(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
     jax.block_until_ready(state)
     times.append((time.perf_counter() - start) * 1000)
   assert bool(jax.device_get(metrics['finite']))
+  if profile_dir:
+    pathlib.Path(profile_dir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(profile_dir) / 'step.hlo.txt').write_text(compiled.as_text())
+    with jax.profiler.trace(str(profile_dir)):
+      for _ in range(profile_steps):
+        state, metrics = compiled(state, step_lib.shard_batch(host_batch, mesh))
+      jax.block_until_ready(state)
   xla = _xla_flops(compiled)
   return {
     'median_ms': statistics.median(times),
@@ -338,7 +361,12 @@ def run_one(spec: dict) -> list:
           {'batch': batch, 'losses': loss_run(config, spec['keep'], batch, spec['loss_steps'])}
         )
         continue
-      res = time_ours(config, spec['keep'], batch, spec['repeats'])
+      profile_dir = None
+      if spec.get('profile'):
+        dtype = 'bfloat16' if spec['mixed'] else 'float32'
+        name = f'{spec["variant"]}_{dtype}_keep{spec["keep"]}_b{batch}'
+        profile_dir = pathlib.Path(spec['profile']) / name
+      res = time_ours(config, spec['keep'], batch, spec['repeats'], profile_dir=profile_dir)
       res['batch'] = batch
       rows.append(res)
       if spec.get('forward'):
@@ -410,6 +438,12 @@ def main(argv=None) -> int:
   parser.add_argument('--original-batch', type=int, default=None, help='default: --batch')
   parser.add_argument('--jsonl', default=None, help='also append every row to this file')
   parser.add_argument(
+    '--profile',
+    default=None,
+    help='after each training row, 3 more steps under jax.profiler.trace into'
+    ' PROFILE/<variant>_<dtype>_keep<k>_b<batch>/ with the step HLO (benchmarks/profile_summary.py)',
+  )
+  parser.add_argument(
     '--budget-s', type=float, default=None, help='skip what would start after this many seconds'
   )
   parser.add_argument('--write', action='store_true', help='update benchmarks/RESULTS.md')
@@ -447,6 +481,7 @@ def main(argv=None) -> int:
         'repeats': args.repeats,
         'forward': args.forward,
         'deadline': deadline,
+        'profile': str(pathlib.Path(args.profile).resolve()) if args.profile else None,
       }
       per_batch = {}
       for _ in range(args.rounds):
