@@ -18,7 +18,8 @@ keep ratios, torch 2.13 CPU fixture, jax 0.10 CPU):
 
 The same checks run a second time with the fused attention padded to a multiple of 64 tokens
 with masked keys (``model.attention_impl='xla'``, ``attention_pad_to=64``: 153 -> 192,
-190 -> 192, 244 -> 256), under the same tolerances and with identical kept and removed indices;
+190 -> 192, 244 -> 256), under the same tolerances and with identical kept and removed indices
+(measured: blocks 1.9e-6, maps 1.1e-6, offsets 2.8e-6, features 3.3e-6, CE margins 9.3e-10);
 keep 1.0 (320 tokens, no padding) is left to test_fast_paths' unpadded fused check.
 """
 
