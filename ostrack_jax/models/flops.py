@@ -11,8 +11,9 @@ Convention (as in the PaLM / Megatron MFU accounting):
 * Token counts per block follow candidate elimination exactly as the model does
   (:func:`ostrack_jax.models.vit.keep_counts`): a CE block's attention sees the tokens before
   elimination, its MLP the kept ones. Only the FLOPs the original model does count: the extra
-  template-row product of the fused-attention path (``model.attention_impl``) and the
-  recomputation of ``model.remat`` are implementation costs, not model FLOPs (they would count
+  template-row product of the fused-attention path (``model.attention_impl``), the masked
+  padding tokens of ``model.attention_pad_to`` and the recomputation of ``model.remat`` are
+  implementation costs, not model FLOPs (they would count
   in a *hardware* FLOPs utilisation).
 * Training step = forward + backward, the backward doing two products of the forward's size per
   product (input and weight gradients), except the patch embedding, whose input (the images)
