@@ -190,7 +190,9 @@ def device_ops(events: Iterable[dict]) -> List[Op]:
   """The XLA op events that do device work, with the enclosing ones (conditionals) removed.
 
   On a machine with ``/device:`` processes (GPU, TPU) only those count; one of their threads
-  named 'XLA Ops' is used alone when present (it repeats the streams' kernels per op).
+  named 'XLA Ops' is used alone when present (it repeats the streams' kernels per op). A trace
+  whose device events carry no ``hlo_op`` gives the kernels on the device's 'Stream' threads
+  (named by kernel, without a module: classified by name).
   """
   events = list(events)
   process = {
@@ -215,7 +217,14 @@ def device_ops(events: Iterable[dict]) -> List[Op]:
     if e.get('ph') == 'X' and 'hlo_op' in e.get('args', {}) and 'dur' in e
   ]
   devices = {pid for pid, name in process.items() if name.startswith('/device:')}
-  if devices & {op.thread[0] for op in ops}:
+  if devices and not devices & {op.thread[0] for op in ops}:
+    streams = {t for t, name in thread.items() if t[0] in devices and name.startswith('Stream')}
+    ops = [
+      Op(e['name'], '', (e['pid'], e.get('tid')), e['ts'], e['dur'])
+      for e in events
+      if e.get('ph') == 'X' and 'dur' in e and (e['pid'], e.get('tid')) in streams
+    ]
+  elif devices & {op.thread[0] for op in ops}:
     ops = [op for op in ops if op.thread[0] in devices]
     xla_ops = {t for t, name in thread.items() if t[0] in devices and name == 'XLA Ops'}
     if xla_ops:
@@ -341,6 +350,9 @@ def main(argv=None) -> int:
       print(f'{path}: no such HLO file', file=sys.stderr)
       return 2
   summary = summarize(args.trace, [p.read_text() for p in hlo])
+  if not summary['top']:
+    print(f'{summary["trace"]}: no device op events in this trace', file=sys.stderr)
+    return 1
   print(f'trace: {summary["trace"]}; HLO: {", ".join(str(p) for p in hlo) or "none (names only)"}')
   print(format_table(summary, args.top))
   return 0

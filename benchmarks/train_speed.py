@@ -208,13 +208,18 @@ def time_ours(
     jax.block_until_ready(state)
     times.append((time.perf_counter() - start) * 1000)
   assert bool(jax.device_get(metrics['finite']))
+  profile_error = None
   if profile_dir:
-    pathlib.Path(profile_dir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(profile_dir) / 'step.hlo.txt').write_text(compiled.as_text())
-    with jax.profiler.trace(str(profile_dir)):
-      for _ in range(profile_steps):
-        state, metrics = compiled(state, step_lib.shard_batch(host_batch, mesh))
-      jax.block_until_ready(state)
+    try:  # a profiler that cannot start (no CUPTI) costs the trace, not the timed row
+      pathlib.Path(profile_dir).mkdir(parents=True, exist_ok=True)
+      (pathlib.Path(profile_dir) / 'step.hlo.txt').write_text(compiled.as_text())
+      with jax.profiler.trace(str(profile_dir)):
+        for _ in range(profile_steps):
+          state, metrics = compiled(state, step_lib.shard_batch(host_batch, mesh))
+        jax.block_until_ready(state)
+    except Exception as e:  # pylint: disable=broad-except
+      profile_error = f'{type(e).__name__}: {str(e)[:300]}'
+      print(f'profile: {profile_error}', file=sys.stderr, flush=True)
   xla = _xla_flops(compiled)
   return {
     'median_ms': statistics.median(times),
@@ -226,6 +231,7 @@ def time_ours(
     'model_flops': global_batch * flops.count_macs(config, keep).train_flops,
     'xla_flops': xla,
     'global_batch': global_batch,
+    **({'profile_error': profile_error} if profile_error else {}),
   }
 
 
@@ -534,6 +540,8 @@ def make_row(preset, variant, keep, dtype, batch, results, peak, orig, kind):
     xla_gflop=(res['xla_flops'] / res['global_batch'] / 1e9) if res['xla_flops'] else None,
   )
   row['samples_per_s'] = 1000 * row['batch'] / row['step_ms']
+  if 'profile_error' in res:
+    row['profile_error'] = res['profile_error']
   devices = max(1, res['global_batch'] // batch)
   if peak:
     row['mfu'] = res['model_flops'] / (row['step_ms'] / 1000) / (peak * 1e12 * devices)

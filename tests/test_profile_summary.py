@@ -139,3 +139,8 @@ def test_gpu_trace_counts_each_kernel_once(tmp_path):
   assert summary['total_ms'] == pytest.approx(0.103)
   assert summary['span_ms'] == pytest.approx(0.130)
   assert summary['idle_ms'] == pytest.approx(0.027)  # 40-50, 90-100, 105-110, 118-120
+  # Kernels without hlo_op arguments: the stream's events by their names.
+  bare = [dict(e, args={}) if e.get('ph') == 'X' else e for e in events]
+  bare = [e for e in bare if not (e.get('ph') == 'X' and e['tid'] == 2)]  # no XLA Ops line
+  summary = profile_summary.summarize(_write_trace(tmp_path / 'bare.trace.json.gz', bare))
+  assert {k: round(v['ms'] * 1000) for k, v in summary['kinds'].items()} == ms
