@@ -37,7 +37,8 @@ class OSTrack(nn.Module):
   head_channels: int = 256
   drop_path_rate: float = 0.1
   dtype: Any = jnp.float32
-  # The GPU fast path (config.model.bf16_activations, attention_impl, matmul_backward, remat).
+  # The GPU fast path (config.model.bf16_activations, attention_impl, attention_pad_to,
+  # matmul_backward, remat).
   act_dtype: Any = jnp.float32
   attention_impl: str = 'explicit'
   attention_pad_to: int = 0

@@ -170,8 +170,9 @@ class Attention(nn.Module):
 
   ``pad_to`` (fused paths only; 0 = off): the fused kernel sees the token count rounded up to
   a multiple of ``pad_to`` (153 = 64 + 89 after three CE blocks -> 192 with 64): zero tokens
-  appended to q, k and v, the padded keys masked out through ``key_value_seq_lengths`` (their
-  logits -inf before the softmax), the padded queries' outputs dropped. The kept tokens'
+  appended to q, k and v, the padded keys masked out through ``key_value_seq_lengths`` (XLA:
+  a large negative logit, whose exponential is 0; cuDNN: its padding mask), the padded
+  queries' outputs dropped. The kept tokens'
   outputs are the unpadded ones up to float rounding; the CE scores never see the padding.
   """
 
