@@ -33,8 +33,8 @@ def main(argv=None) -> int:
   config = args.config
   fileio.check_writable(args.output, f'--output {args.output}', is_file=True)
 
-  from ostrack_jax.checkpoint_io import save_variables  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.convert import CheckpointError, load_torch_checkpoint  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.checkpoint_io import save_variables
+  from ostrack_jax.convert import CheckpointError, load_torch_checkpoint
 
   try:
     variables, report = load_torch_checkpoint(
@@ -46,8 +46,8 @@ def main(argv=None) -> int:
   save_variables(args.output, variables, config)
   print(f'wrote {args.output} (preset {config.name})')
   if args.check:
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    from ostrack_jax.models.ostrack import input_shapes, make_forward  # pylint: disable=g-import-not-at-top
+    import numpy as np
+    from ostrack_jax.models.ostrack import input_shapes, make_forward
 
     t_shape, s_shape = input_shapes(config)
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ import numpy as np
 def _xp(x):
   """The array namespace of ``x`` (numpy or jax.numpy)."""
   if type(x).__module__.startswith(('jax', 'jaxlib')):
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp
 
     return jnp
   return np

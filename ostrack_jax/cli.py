@@ -214,7 +214,7 @@ class Parser(argparse.ArgumentParser):
     self.error(f'unrecognized argument {item}{hint}')
 
   def _close_config_keys(self, name: str) -> List[str]:
-    from ostrack_jax import configs  # pylint: disable=g-import-not-at-top
+    from ostrack_jax import configs
 
     try:
       default = 'ostrack_256_ce' if self._config_default is REQUIRED else self._config_default
@@ -247,7 +247,7 @@ class Parser(argparse.ArgumentParser):
     if self._multihost:
       self._check_multihost(args)
     if self._config_default is not None:
-      from ostrack_jax import configs  # pylint: disable=g-import-not-at-top
+      from ostrack_jax import configs
 
       args.config_spec, args.overrides = args.config, overrides
       try:
@@ -270,7 +270,7 @@ def initialize_multihost(args: argparse.Namespace) -> None:
   """
   if not args.multihost:
     return
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   try:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)

@@ -87,7 +87,7 @@ def read_torch_file(path: str) -> Dict[str, Any]:
   pickles objects other than tensors, containers and the original trainer's settings.
   """
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
   except ImportError as e:
     raise ImportError(
       'reading PyTorch checkpoints needs torch: pip install "ostrack_jax[dev]" '
@@ -101,7 +101,7 @@ def read_torch_file(path: str) -> Dict[str, Any]:
     with torch.serialization.safe_globals(_stand_ins()), warnings.catch_warnings():
       warnings.simplefilter('ignore', UserWarning)  # "Detected pickle protocol 4" and the like
       obj = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     foreign = []
     try:
       foreign = [
@@ -109,7 +109,7 @@ def read_torch_file(path: str) -> Dict[str, Any]:
         for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
         if g not in _STAND_IN_GLOBALS
       ]
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       pass
     if foreign:
       raise CheckpointError(
@@ -381,7 +381,7 @@ def convert_ostrack_state_dict(
   sd: Mapping[str, np.ndarray], config: ml_collections.ConfigDict, path: str = '<checkpoint>'
 ) -> Tuple[Variables, ConversionReport]:
   """Released OSTrack state dict (242 keys) -> Flax variables; strict on keys and shapes."""
-  from ostrack_jax.models.ostrack import abstract_variables  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import abstract_variables
 
   expected = {
     (col,) + p: v
@@ -528,8 +528,8 @@ def load_torch_checkpoint(
   if kind == 'ostrack':
     variables, report = convert_ostrack_state_dict(sd, config, path)
   else:
-    from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
-    import jax  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.models.ostrack import init_variables
+    import jax
 
     fresh = jax.tree_util.tree_map(np.asarray, init_variables(config, seed))
     variables, report = convert_vit_state_dict(sd, config, fresh, path)

@@ -13,7 +13,7 @@ from ostrack_jax.data import sources
 from ostrack_jax.data import transforms as T
 from ostrack_jax.errors import InputError
 
-from test_data_sources import make_coco, make_got10k  # pylint: disable=g-bad-import-order
+from test_data_sources import make_coco, make_got10k
 
 
 def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):

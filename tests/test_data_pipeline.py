@@ -92,8 +92,8 @@ def test_val_iterator_differs_and_is_deterministic(config):
 @pytest.mark.slow
 @pytest.mark.parametrize('workers', [0, 2])
 def test_orbax_save_restore_mid_epoch(config, tmp_path, workers):
-  import grain  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import grain
+  import orbax.checkpoint as ocp
 
   it = pipeline.make_train_iterator(config, batch_size=2, num_workers=workers, num_epochs=1)
   _take(it, 3)

@@ -7,7 +7,7 @@ from ostrack_jax.data import sampler as sampler_lib
 from ostrack_jax.data import sources
 from ostrack_jax.data import transforms as T
 
-from test_data_sources import make_coco, make_got10k  # pylint: disable=g-bad-import-order
+from test_data_sources import make_coco, make_got10k
 
 TP = T.AugmentParams(32, 2.0, 0.0, 0.0)
 SP = T.AugmentParams(64, 4.0, 3.0, 0.25)

@@ -266,7 +266,7 @@ def test_index_cache_roundtrip_and_invalidation(tmp_path):
     assert sa.frame_names == sb.frame_names and sa.image_size == sb.image_size
   assert b.report.summary() == a.report.summary()
   # The cached table is memory-mapped and pickles as its folder name (grain workers map it).
-  import pickle  # pylint: disable=g-import-not-at-top
+  import pickle
 
   blob = pickle.dumps(b)
   assert len(blob) < 4000
@@ -283,7 +283,7 @@ def test_index_cache_roundtrip_and_invalidation(tmp_path):
 
 
 def test_vot_subsets_need_split_file():
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import get_config
 
   cfg = get_config('ostrack_256_ce')
   cfg.data.roots.got10k = '.'
@@ -292,7 +292,7 @@ def test_vot_subsets_need_split_file():
 
 
 def test_sequence_table_is_compact_and_pickles(tmp_path):
-  import pickle  # pylint: disable=g-import-not-at-top
+  import pickle
 
   seqs = [
     sources.Sequence(

@@ -263,7 +263,7 @@ def test_a_registered_layout_trains_packs_and_evaluates(toy, tmp_path, monkeypat
 
 
 def test_layer_imports_no_jax():
-  import subprocess  # pylint: disable=g-import-not-at-top
+  import subprocess
 
   code = (
     'import sys; import ostrack_jax.datasets.registry, ostrack_jax.data.sources, '

@@ -139,7 +139,7 @@ def test_rounded_quotient_is_the_correctly_rounded_float32():
     [np.arange(-300, 300), np.random.default_rng(0).integers(-(2**23), 2**23, 20000)]
   ).astype(np.int32)
   for denom in (256, 384, 512, 768, 96, 6):
-    got = np.asarray(jax.jit(device_crop._rounded_quotient, static_argnums=1)(num, denom))  # pylint: disable=protected-access
+    got = np.asarray(jax.jit(device_crop._rounded_quotient, static_argnums=1)(num, denom))
     np.testing.assert_array_equal(
       got, (num.astype(np.float64) / denom).astype(np.float32), err_msg=f'denominator {denom}'
     )

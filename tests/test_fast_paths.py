@@ -158,7 +158,7 @@ def test_bfloat16_paths_deviation_from_float32(keep1_outputs, fields):
 
 @pytest.mark.slow
 def test_bf16_activations_keep_batchnorm_input_float32():
-  from ostrack_jax.models.head import ConvBNReLU  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.head import ConvBNReLU
 
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 16)).astype(np.float32))
   outs = []

@@ -135,7 +135,7 @@ def test_conv_refuses_what_it_does_not_implement():
 
 
 def test_dense_matches_flax_dense():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
 
   rng = np.random.default_rng(4)
   x = _rand(rng, 2, 3, 5)

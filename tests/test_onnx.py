@@ -27,9 +27,9 @@ onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 pytest.importorskip('jax2onnx')
 
-from ostrack_jax import export as export_lib  # pylint: disable=g-import-not-at-top
-from ostrack_jax import onnx_tracker  # pylint: disable=g-import-not-at-top
-from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+from ostrack_jax import export as export_lib
+from ostrack_jax import onnx_tracker
+from ostrack_jax.configs import get_config
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 CHECKPOINT = FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
@@ -92,7 +92,7 @@ def test_export_says_one_line_and_no_converter_noise(export_run):
 def test_converter_filter_drops_only_missing_library_plugins():
   import logging
 
-  is_noise = export_lib._is_converter_noise  # pylint: disable=protected-access
+  is_noise = export_lib._is_converter_noise
 
   def record(message, error=None):
     exc_info = (type(error), error, None) if error else None

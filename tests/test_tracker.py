@@ -287,7 +287,7 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
         got[slot].append(states[slot])
   for slot in range(2):
     np.testing.assert_array_equal(np.array(got[slot]), singles[slot])
-  assert batch.core._track._cache_size() == 1  # pylint: disable=protected-access
+  assert batch.core._track._cache_size() == 1
 
 
 @pytest.mark.parametrize(

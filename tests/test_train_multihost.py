@@ -43,7 +43,7 @@ TIMEOUT_S = 600
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.data import synthetic
 
   root = tmp_path_factory.mktemp('synthetic')
   synthetic.make_synthetic_dataset(
@@ -125,8 +125,8 @@ def _losses(workdir):
 
 
 def _params(workdir):
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+  import jax
+  from ostrack_jax import checkpoint_io
 
   payload = checkpoint_io.read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
   return jax.tree_util.tree_leaves_with_path(payload['variables']['params'])

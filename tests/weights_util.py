@@ -213,7 +213,7 @@ def vitb_weights(
 
 def write_pth(arrays: Mapping[str, np.ndarray], path: str, container: str = 'net') -> None:
   """Writes `{container: OrderedDict(key -> tensor)}` with torch.save (needs torch)."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   state = collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays.items())
   torch.save({container: state}, path)

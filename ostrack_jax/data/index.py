@@ -423,7 +423,7 @@ def load_index(path: Optional[pathlib.Path]) -> Optional[Tuple[SequenceTable, In
     if meta.get('version') not in _READABLE_VERSIONS:
       return None
     table = SequenceTable.load(path)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     logging.warning('ignoring unreadable index cache %s: %s', path, e)
     return None
   return table, IndexReport.from_json(meta['report'])

@@ -64,7 +64,7 @@ def preview_grid(
 
 def main(argv: Optional[List[str]] = None) -> None:
   """The preview command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
-  from ostrack_jax import cli, fileio  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli, fileio
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.preview',
@@ -109,6 +109,6 @@ def _old_set_flags(argv: List[str]) -> List[str]:
 
 
 if __name__ == '__main__':
-  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli
 
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.preview'))

@@ -68,7 +68,7 @@ def image_size(frame: Frame) -> Tuple[int, int]:
   try:
     with Image.open(io.BytesIO(frame.data)) as im:
       return im.size
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise BadSample(f'{frame.name}: not a readable image ({e})') from e
 
 

@@ -141,7 +141,7 @@ def jaxpr_matmul_flops(jaxpr) -> int:
   ``jax.make_jaxpr(forward)(...)``; ``cond`` branches count their most expensive branch,
   ``scan`` bodies times their length.
   """
-  import jax.extend.core as jex  # pylint: disable=g-import-not-at-top
+  import jax.extend.core as jex
 
   inner = getattr(jaxpr, 'jaxpr', jaxpr)
   total = 0

@@ -189,9 +189,9 @@ def make_tracking_fns(
   'vmap' runs the slots as one batched forward (the throughput mode; equal to one at a time up
   to float rounding); 'map' runs them one by one with ``jax.lax.map`` (bit-identical to B = 1).
   """
-  from ostrack_jax.models.head import decode_box  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import build_model  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking import device_crop  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.head import decode_box
+  from ostrack_jax.models.ostrack import build_model
+  from ostrack_jax.tracking import device_crop
 
   if batch_mode is not None and batch_mode not in BATCH_MODES:
     raise ValueError(f'batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}')
@@ -318,7 +318,7 @@ class TrackingCore:
     self.search_size = int(m.search_size)
     self.feat_size = self.search_size // int(m.patch_size)
     if cast:  # bfloat16 kernels cast once, not on every frame
-      from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
+      from ostrack_jax.models.ostrack import cast_kernels, compute_dtype
 
       variables = cast_kernels(variables, compute_dtype(config))
     # Where things live: None = JAX's default device (uncommitted, as a plain one-device core),
@@ -326,7 +326,7 @@ class TrackingCore:
     self.mesh = None
     replicated = slotted = None if self.devices is None else self.devices[0]
     if self.devices is not None and len(self.devices) > 1:
-      from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+      from jax.sharding import NamedSharding, PartitionSpec
 
       self.mesh = jax.sharding.Mesh(np.array(self.devices), ('slots',))
       replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -351,7 +351,7 @@ class TrackingCore:
       self._track = jax.jit(track, donate_argnums=(2,))
       self._init = jax.jit(fns.init, donate_argnums=(1,))
     else:
-      from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+      from jax.sharding import PartitionSpec as P
 
       slots = P('slots')
       per_device = jax.shard_map(
@@ -455,7 +455,7 @@ class TrackingCore:
 
   def compilations(self) -> int:
     """Programs compiled so far (per bucket shape, init and track)."""
-    return self._track._cache_size() + self._init._cache_size()  # pylint: disable=protected-access
+    return self._track._cache_size() + self._init._cache_size()
 
   def warmup(self, frame_hw: Sequence[int] = (480, 854)) -> None:
     """Compiles the step and the initialisation for frames of ``frame_hw`` (height, width)."""
@@ -574,7 +574,7 @@ class Tracker(LastOutputs):
   @classmethod
   def from_checkpoint(cls, path: str, config: ml_collections.ConfigDict) -> 'Tracker':
     """A tracker from our checkpoint (.msgpack) or a PyTorch one (converted on the fly)."""
-    from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.checkpoint_io import load_checkpoint
 
     return cls(config, load_checkpoint(str(path), config))
 

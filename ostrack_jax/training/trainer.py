@@ -257,7 +257,7 @@ def _ensure_synthetic(config: ml_collections.ConfigDict, log) -> None:
   """Generates the default synthetic dataset on first use (a named root must exist)."""
   if 'synthetic' not in tuple(config.data.train_datasets) + tuple(config.data.val_datasets):
     return
-  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.data import synthetic
 
   root = config.data.roots.synthetic or str(synthetic.default_root())
   if not os.path.exists(os.path.join(root, 'synthetic.json')):
