@@ -47,6 +47,7 @@ def main(argv=None) -> int:
   print(f'wrote {args.output} (preset {config.name})')
   if args.check:
     import numpy as np
+
     from ostrack_jax.models.ostrack import input_shapes, make_forward
 
     t_shape, s_shape = input_shapes(config)

@@ -31,10 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import cv2
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.data import pack
-from ostrack_jax.data import pipeline
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import sources
+from ostrack_jax.data import pack, pipeline, sampler as sampler_lib, sources
 
 
 def layout_got10k(sequences_dir: pathlib.Path, out: pathlib.Path) -> pathlib.Path:

@@ -45,6 +45,7 @@ def hardware() -> str:
 
 def time_ours(preset: str, dtype: str, batch: int, repeats: int, warmup: int = 2, keep_ratio=None):
   import jax
+
   from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward
 
@@ -76,6 +77,7 @@ def time_ours(preset: str, dtype: str, batch: int, repeats: int, warmup: int = 2
 def bf16_map_error(preset: str) -> float:
   """Max |score/size map difference| between bfloat16 and float32 on the same random inputs."""
   import jax
+
   from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward
 
@@ -122,8 +124,10 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
   onnxruntime, crop and decode on the host) and in JAX (the same step, jitted), both waited for
   on every call. Returns medians in ms and the provider that ran the network."""
   import tempfile
+
   import jax
   import onnxruntime as ort
+
   from ostrack_jax import export, onnx_tracker
   from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables

@@ -41,6 +41,7 @@ BEGIN, END = '<!-- onnx_speed:begin -->', '<!-- onnx_speed:end -->'
 def export_original(ostrack_repo: str, preset: str, out: str, exporter: str) -> None:
   """Runs in the reference venv: the original network through ``torch.onnx.export``."""
   import torch
+
   from benchmarks import torch_original as orig
 
   model, _ = orig.build_original(ostrack_repo, preset)
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
     return 0
 
   import onnxruntime as ort
+
   from ostrack_jax import export, onnx_tracker
   from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
   rows = []
   for threads in [int(x) for x in args.threads.split(',')]:
     sessions = {'ours': session(ours, threads), 'original': session(theirs, threads)}
-    runs = {k: (lambda k=k: sessions[k].run(None, feeds[k])) for k in sessions}
+    runs = {k: (lambda s=s, f=feeds[k]: s.run(None, f)) for k, s in sessions.items()}
     times = time_interleaved(runs, args.repeats)
     med = {k: [1e3 * statistics.median(v) for v in times[k]] for k in times}
     rows.append(

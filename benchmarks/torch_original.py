@@ -701,6 +701,7 @@ def time_track_original(
   `warmup_frames` tracked frames are not counted.
   """
   import tempfile
+
   import torch
 
   _torch_device(device)
@@ -1138,6 +1139,7 @@ def mae_reference(
   align_corners=False).
   """
   import tempfile
+
   import torch
 
   weights_util = _load_weights_util()
@@ -1613,9 +1615,9 @@ def format_table(result: dict[str, Any]) -> str:
     cols += [('fps', result.get('fps')), ('init_ms', result.get('init_ms'))]
   cells = [(k, f'{v:.2f}' if isinstance(v, float) else str(v)) for k, v in cols if v is not None]
   widths = [max(len(k), len(v)) for k, v in cells]
-  head = ' | '.join(k.ljust(w) for (k, _), w in zip(cells, widths))
+  head = ' | '.join(k.ljust(w) for (k, _), w in zip(cells, widths, strict=True))
   rule = '-|-'.join('-' * w for w in widths)
-  row = ' | '.join(v.ljust(w) for (_, v), w in zip(cells, widths))
+  row = ' | '.join(v.ljust(w) for (_, v), w in zip(cells, widths, strict=True))
   return '\n'.join((f'torch {result.get("torch_version")}, original OSTrack', head, rule, row))
 
 

@@ -98,8 +98,7 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.crop import sample_target
 from ostrack_jax.models.head import decode_box
 from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables
-from ostrack_jax.tracking import datasets, runner
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
 
 COMMON_RESOLUTIONS = [
   (480, 854),
@@ -286,7 +285,7 @@ def main():
   frames = [datasets.read_frame(seq.frames[i], seq.name, i) for i in range(len(seq))]
   h, w = frames[0].shape[:2]
   print(f'sequence {seq.name} ({len(seq)} frames, {w}x{h}); {hardware()}', flush=True)
-  cache = {p: f for p, f in zip(seq.frames, frames)}
+  cache = {p: f for p, f in zip(seq.frames, frames, strict=True)}
 
   def from_memory(s, i):
     return cache[s.frames[i]]

@@ -146,6 +146,7 @@ def random_batch(config, global_batch: int, seed: int = 0, random_boxes: bool = 
 
 def _setup(config, batch: int, variables=None):
   import jax
+
   from ostrack_jax.models.ostrack import build_model, init_variables
   from ostrack_jax.training import optim, state as state_lib, step as step_lib
 
@@ -166,6 +167,7 @@ def time_ours(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
   the very program timed come for free), then timed as train.py runs it. ``variables``: the
   initial weights (default: seed-0 ``init_variables``)."""
   import jax
+
   from ostrack_jax.models import flops
   from ostrack_jax.training import step as step_lib
 
@@ -224,6 +226,7 @@ def _time_calls(call, warmup: int, repeats: int):
 def time_forward(config, keep: float, batch: int, repeats: int, warmup: int = 2, variables=None):
   """The inference forward (kernels cast to the compute dtype, eval mode) at ``batch``."""
   import jax
+
   from ostrack_jax.models import flops
   from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward
   from ostrack_jax.training import state as state_lib
@@ -250,6 +253,7 @@ def time_grad(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
   mode, drop path, batch statistics), without clipping, the optimiser and the finite-step
   guard; the full step's time minus this one is theirs."""
   import jax
+
   from ostrack_jax.models import flops
   from ostrack_jax.models.ostrack import build_model, init_variables
   from ostrack_jax.training import state as state_lib, step as step_lib
@@ -284,6 +288,7 @@ def loss_run(config, keep: float, batch: int, steps: int, seed: int = 0, variabl
   """Trains ``steps`` steps from seed-0 weights on seeded random batches (random boxes, 8
   distinct batches cycled); returns the loss of every step."""
   import jax
+
   from ostrack_jax.training import step as step_lib
 
   _, mesh, state, train_step, global_batch = _setup(config, batch, variables)
@@ -366,6 +371,7 @@ def _run_isolated(spec: dict) -> list:
 def device_info(dtype: str, override=None):
   """(device kind, peak TFLOP/s per device or None, the peak's name)."""
   import jax
+
   from ostrack_jax.models import flops
 
   kind = jax.devices()[0].device_kind
@@ -424,6 +430,7 @@ def main(argv=None) -> int:
     return loss_main(args, batches, deadline)
 
   import jax
+
   from benchmarks.model_speed import hardware
 
   with_original = bool(args.ostrack_repo and args.torch_python)

@@ -181,7 +181,7 @@ def bicubic_matrix(in_size: int, out_size: int, a: float = -0.75) -> np.ndarray:
     x0 = math.floor(src)
     t = f32(src - f32(x0))
     weights = (far(t + f32(1)), near(t), near(f32(1) - t), far(f32(2) - t))
-    for tap, weight in zip(range(x0 - 1, x0 + 3), weights):
+    for tap, weight in zip(range(x0 - 1, x0 + 3), weights, strict=True):
       mat[i, min(max(tap, 0), in_size - 1)] += weight
   return mat
 
@@ -528,8 +528,9 @@ def load_torch_checkpoint(
   if kind == 'ostrack':
     variables, report = convert_ostrack_state_dict(sd, config, path)
   else:
-    from ostrack_jax.models.ostrack import init_variables
     import jax
+
+    from ostrack_jax.models.ostrack import init_variables
 
     fresh = jax.tree_util.tree_map(np.asarray, init_variables(config, seed))
     variables, report = convert_vit_state_dict(sd, config, fresh, path)

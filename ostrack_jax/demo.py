@@ -41,7 +41,6 @@ import numpy as np
 from ostrack_jax import cli, fileio
 from ostrack_jax.tracking.datasets import IMAGE_EXTENSIONS, read_frame
 
-
 PIPELINE_DEPTH = 4  # frames dispatched to the device before the oldest one is drawn
 
 
@@ -318,10 +317,11 @@ def main(argv=None) -> int:
   fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
   config = args.config
 
-  from ostrack_jax.tracking.results import format_boxes
-  from ostrack_jax.tracking.tracker import Tracker
   import jax
   from tqdm import tqdm
+
+  from ostrack_jax.tracking.results import format_boxes
+  from ostrack_jax.tracking.tracker import Tracker
 
   # The step outputs each overlay needs (kept on the device until the frame is drawn).
   needed = (

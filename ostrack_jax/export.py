@@ -158,6 +158,7 @@ def export_tracker(
     ``out_dir``.
   """
   import jax
+
   from ostrack_jax.models.ostrack import cast_kernels, compute_dtype
   from ostrack_jax.tracking import tracker as tracker_lib
 
@@ -530,6 +531,7 @@ def export_onnx(
     ``path``.
   """
   import importlib.metadata
+
   import jax
   import jax.numpy as jnp
 
@@ -714,6 +716,7 @@ def load_exported(
   """
   import jax
   import ml_collections
+
   from ostrack_jax.tracking import tracker as tracker_lib
 
   manifest = read_manifest(directory)
@@ -736,7 +739,7 @@ def load_exported(
   leaves, treedef = jax.tree_util.tree_flatten(variables)
   avals = exported_track.in_avals[: len(leaves)]
   variables = jax.tree_util.tree_unflatten(
-    treedef, [np.asarray(x).astype(a.dtype) for x, a in zip(leaves, avals)]
+    treedef, [np.asarray(x).astype(a.dtype) for x, a in zip(leaves, avals, strict=True)]
   )
 
   def init(consts, state, frame, hw, box, slot):

@@ -189,7 +189,7 @@ class OnnxTracker(host.LastOutputs):
     )
     feed = {'template': template, 'search': self._normalize(crop.image)}
     t1 = time.perf_counter()
-    outs = dict(zip(self.output_names, self.session.run(None, feed)))
+    outs = dict(zip(self.output_names, self.session.run(None, feed), strict=True))
     t2 = time.perf_counter()
     score = outs['score_map'][0, :, :, 0]
     response = self._window * score

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.data import pipeline
-from ostrack_jax.data import synthetic
+from ostrack_jax.data import pipeline, synthetic
 
 
 @pytest.fixture(scope='module')
@@ -37,7 +36,7 @@ def _take(it, n):
 
 def _assert_same(a, b):
   assert len(a) == len(b)
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     assert x.keys() == y.keys()
     for k in x:
       np.testing.assert_array_equal(x[k], y[k], err_msg=k)

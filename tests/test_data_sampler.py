@@ -3,10 +3,7 @@
 import numpy as np
 import pytest
 
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import sources
-from ostrack_jax.data import transforms as T
-
+from ostrack_jax.data import sampler as sampler_lib, sources, transforms as T
 from test_data_sources import make_coco, make_got10k
 
 TP = T.AugmentParams(32, 2.0, 0.0, 0.0)

@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.data import pack
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import sources
-from ostrack_jax.data import transforms as T
+from ostrack_jax.data import pack, sampler as sampler_lib, sources, transforms as T
 from ostrack_jax.datasets import core, registry
 from ostrack_jax.errors import InputError
-from ostrack_jax.tracking import datasets as eval_datasets
-from ostrack_jax.tracking import results
+from ostrack_jax.tracking import datasets as eval_datasets, results
 
 W, H = 64, 48
 

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax import crop as crop_lib
-from ostrack_jax.tracking import device_crop
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import device_crop, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 

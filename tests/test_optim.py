@@ -93,7 +93,7 @@ def test_optimizer_steps_match_torch_adamw_with_clip_and_steplr():
     },
   }
   grads = [
-    jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32) * s, init)
+    jax.tree_util.tree_map(lambda x, s=s: rng.normal(size=x.shape).astype(np.float32) * s, init)
     for s in (1.0, 0.01, 3.0, 0.02, 1.0, 0.5, 0.001, 2.0)
   ]
 

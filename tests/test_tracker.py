@@ -269,7 +269,7 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   inits = [s['gt'][0], s['gt'][0] + np.array([4.0, -3.0, -10.0, 6.0])]
   lengths = [5, 3]
   singles = []
-  for init, n in zip(inits, lengths):
+  for init, n in zip(inits, lengths, strict=True):
     tracker.initialize(frames[0], init)
     singles.append(np.array([tracker.track(frames[i]) for i in range(1, n)]))
   batch = tracker_lib.BatchTracker(tracker, 3, 'map')

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.tracking import datasets, runner
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 

@@ -110,7 +110,7 @@ def _run_two_processes(workdir, root, *extra):
     for p in procs:
       if p.poll() is None:
         p.kill()
-  for i, (p, out) in enumerate(zip(procs, outputs)):
+  for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
     assert p.returncode == 0, f'process {i} failed:\n{out[-4000:]}'
   return outputs
 
@@ -126,6 +126,7 @@ def _losses(workdir):
 
 def _params(workdir):
   import jax
+
   from ostrack_jax import checkpoint_io
 
   payload = checkpoint_io.read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
@@ -167,7 +168,7 @@ def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_pa
   # per mille within 1e-5.
   lr = 4e-4
   total = loose = 0
-  for (path, a), (_, b) in zip(_params(single), _params(multi)):
+  for (path, a), (_, b) in zip(_params(single), _params(multi), strict=True):
     diff = np.abs(np.asarray(a) - np.asarray(b))
     assert diff.max() <= TOTAL_STEPS * lr + 1e-6, path
     total += diff.size

@@ -23,8 +23,7 @@ import numpy as np
 
 from ostrack_jax import crop as crop_lib
 from ostrack_jax.configs import get_config
-from ostrack_jax.tracking import device_crop
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import device_crop, tracker as tracker_lib
 
 FIXTURES = REPO / 'tests' / 'fixtures'
 

@@ -205,6 +205,7 @@ def read_data_speed(path):
 def render(out, preset, original_path=None, data_speed_path=None):
   """Writes OUT/train_matrix.md from OUT/train_matrix.jsonl (and the optional files)."""
   import jax
+
   from benchmarks.model_speed import hardware
   from ostrack_jax.configs import get_config
 

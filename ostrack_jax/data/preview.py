@@ -15,8 +15,7 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import transforms
+from ostrack_jax.data import sampler as sampler_lib, transforms
 
 
 def denormalize(image: np.ndarray) -> np.ndarray:

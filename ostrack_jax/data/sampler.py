@@ -26,8 +26,7 @@ from typing import List, NamedTuple, Optional, Sequence as Seq, Tuple
 import cv2
 import numpy as np
 
-from ostrack_jax.data import sources as sources_lib
-from ostrack_jax.data import transforms
+from ostrack_jax.data import sources as sources_lib, transforms
 
 MAX_ATTEMPTS = 100
 

@@ -158,7 +158,7 @@ def _verify(candidates: List[_Candidate], shared_files: bool) -> None:
       c.problems = _check_frames(c, memo)
     return
   with concurrent.futures.ThreadPoolExecutor(_VERIFY_THREADS) as pool:
-    for c, problems in zip(rest, pool.map(_check_frames, rest, chunksize=16)):
+    for c, problems in zip(rest, pool.map(_check_frames, rest, chunksize=16), strict=True):
       c.problems = problems
 
 

@@ -229,7 +229,7 @@ def read_numbers(path: Union[str, os.PathLike], columns: Optional[int] = None) -
   except ValueError:
     pass
   numbered = [(i, t) for i, t in enumerate(text.splitlines(), 1) if t.strip()]
-  for (lineno, line), parts in zip(numbered, rows):
+  for (lineno, line), parts in zip(numbered, rows, strict=True):
     try:
       [float(p) for p in parts]
     except ValueError as e:

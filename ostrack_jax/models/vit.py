@@ -60,7 +60,7 @@ def keep_counts(
     raise ValueError(
       f'ce_loc {tuple(ce_loc)} and ce_keep_ratio {tuple(ce_keep_ratio)} differ in length'
     )
-  ratios = dict(zip(ce_loc, ce_keep_ratio))
+  ratios = dict(zip(ce_loc, ce_keep_ratio, strict=True))
   counts, n = [], num_search
   for i in range(depth):
     layer_ratio = ratios.get(i, 1.0)

@@ -58,7 +58,7 @@ def split_by_frames(sequences: Sequence[Any], count: int) -> List[List[Any]]:
     load, p = heapq.heappop(loads)
     owner[i] = p
     heapq.heappush(loads, (load + len(sequences[i]), p))
-  return [[s for s, o in zip(sequences, owner) if o == p] for p in range(count)]
+  return [[s for s, o in zip(sequences, owner, strict=True) if o == p] for p in range(count)]
 
 
 def local_devices(count: Optional[int]) -> List[Any]:
@@ -142,7 +142,9 @@ class Processes:
     padded = np.zeros(width, np.uint8)
     padded[: data.size] = data
     rows = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[: int(n)])) for row, n in zip(rows, sizes.reshape(-1))]
+    return [
+      json.loads(bytes(row[: int(n)])) for row, n in zip(rows, sizes.reshape(-1), strict=True)
+    ]
 
   def agree(
     self, sequences: Sequence[Any], todo: Sequence[Any], refusal: Optional[str] = None

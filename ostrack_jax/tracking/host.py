@@ -10,8 +10,8 @@ Coordinates: boxes are ``xywh`` in image pixels; ``image_hw`` is ``(height, widt
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
 import warnings
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 

@@ -36,8 +36,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from ostrack_jax.errors import SequenceFailure
-from ostrack_jax.tracking import datasets
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import datasets, tracker as tracker_lib
 
 
 @dataclasses.dataclass

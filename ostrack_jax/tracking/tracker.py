@@ -60,7 +60,6 @@ from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker
   normalization_table,
 )
 
-
 # ------------------------------------------------------------------------- constants
 
 

@@ -31,10 +31,13 @@ from ostrack_jax import checkpoint_io, configs, fileio
 from ostrack_jax.data import pipeline
 from ostrack_jax.errors import InputError, OutputError
 from ostrack_jax.models import ostrack
-from ostrack_jax.training import checkpoint as ckpt_lib
-from ostrack_jax.training import loop, optim
-from ostrack_jax.training import state as state_lib
-from ostrack_jax.training import step as step_lib
+from ostrack_jax.training import (
+  checkpoint as ckpt_lib,
+  loop,
+  optim,
+  state as state_lib,
+  step as step_lib,
+)
 
 
 @dataclasses.dataclass
