@@ -42,7 +42,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ostrack_jax import crop as crop_lib
 from ostrack_jax.boxes import box_text
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
@@ -607,13 +606,6 @@ class Tracker(LastOutputs):
       raise RuntimeError('the tracker is not initialized: call initialize(frame, box) first')
 
   # ---------------------------------------------------------------- API
-
-  def prepare_template(self, frame: np.ndarray, box_xywh: Sequence[float]) -> np.ndarray:
-    """(T, T, 3) uint8 template crop of ``frame`` around ``box_xywh`` (host, for display)."""
-    c = crop_lib.sample_target(
-      frame, box_xywh, self.template_factor, self.template_size, with_mask=False
-    )
-    return c.image
 
   def initialize(self, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
     """Cuts the template around ``box_xywh`` (xywh image pixels) in the RGB ``frame``."""
