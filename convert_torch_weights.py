@@ -20,9 +20,7 @@ from ostrack_jax import cli, fileio
 
 
 def main(argv=None) -> int:
-  parser = cli.Parser(
-    'convert_torch_weights.py', __doc__, config=cli.REQUIRED, aliases={'--out': '--output'}
-  )
+  parser = cli.Parser('convert_torch_weights.py', __doc__, config=cli.REQUIRED)
   parser.add_argument(
     '--checkpoint', required=True, type=cli.existing_file, help='PyTorch .pth/.pth.tar file'
   )

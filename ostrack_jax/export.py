@@ -777,7 +777,6 @@ def parse_args(argv=None):
     'model; or, with --format onnx, the network as an ONNX file with static shapes for '
     'onnxruntime / TensorRT (ostrack_jax.load_onnx).',
     config='ostrack_256_ce',
-    aliases={'--out': '--output'},
   )
   p.add_argument(
     '--checkpoint',

@@ -170,7 +170,6 @@ def main(argv: Optional[List[str]] = None) -> None:
   parser = cli.Parser(
     'python -m ostrack_jax.data.pack',
     'Pack a tracking dataset into ArrayRecord shards.',
-    aliases={'--out': '--output', '--split_file': '--split-file', '--shard_mb': '--shard-mb'},
   )
   parser.add_argument(
     'dataset', help=f'training dataset name ({", ".join(registry.names("train"))})'

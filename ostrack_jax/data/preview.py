@@ -69,7 +69,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     'python -m ostrack_jax.data.preview',
     'PNG grid of sampled training pairs.',
     config='tiny_256_ce',
-    aliases={'--out': '--output', '--preset': '--config'},
   )
   parser.add_argument('--output', required=True, help='output PNG path')
   parser.add_argument('--num', type=cli.positive_int, default=16, help='pairs to draw')
@@ -77,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     '--start', type=cli.nonnegative_int, default=0, help='first global sample index'
   )
   parser.add_argument('--val', action='store_true', help='validation processing')
-  args = parser.parse(_old_set_flags(list(sys.argv[1:] if argv is None else argv)))
+  args = parser.parse(argv)
   config = args.config
   fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
   sampler = sampler_lib.make_sampler(config, train=not args.val)
@@ -87,24 +86,6 @@ def main(argv: Optional[List[str]] = None) -> None:
   if not cv2.imwrite(args.output, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
     raise cli.InputError(f'--output {args.output}: could not write a PNG there')
   print(f'wrote {args.output} ({args.num} pairs)')
-
-
-def _old_set_flags(argv: List[str]) -> List[str]:
-  """``--set KEY=VALUE`` (the old spelling) -> ``--config.KEY=VALUE``, with a note."""
-  out, i = [], 0
-  while i < len(argv):
-    if argv[i] == '--set' and i + 1 < len(argv):
-      print(
-        'python -m ostrack_jax.data.preview: --set is deprecated and will be removed in the '
-        f'next release; use --config.{argv[i + 1]}',
-        file=sys.stderr,
-      )
-      out.append(f'--config.{argv[i + 1]}')
-      i += 2
-    else:
-      out.append(argv[i])
-      i += 1
-  return out
 
 
 if __name__ == '__main__':
