@@ -792,7 +792,8 @@ def _load_weights_util():
 
 
 def _ce_scores(attn, mask, lens_t: int):
-  """Search-token scores of a CE block (spec 2.4) from its attention (B,H,L,L) and template mask."""
+  """Search-token scores of a CE block (mean over template rows, then heads) from its attention
+  (B,H,L,L) and template mask."""
   a = attn[:, :, :lens_t, lens_t:]
   if mask is not None:
     a = a[:, :, np.asarray(mask[0]).astype(bool), :]
@@ -968,7 +969,8 @@ def tiny256_manifest(ostrack_repo: str | os.PathLike) -> dict[str, Any]:
 
 
 def _ce_scores_float32(attn, mask, lens_t: int):
-  """A CE block's search-token scores in float32, reduced in the original's order (spec 2.4)."""
+  """A CE block's search-token scores in float32, reduced in the original's order (template
+  rows, then heads)."""
   bs, hn = attn.shape[:2]
   a = attn[:, :, :lens_t, lens_t:]
   if mask is not None:

@@ -3,9 +3,10 @@
 Two kinds of file are understood:
 
 * a released (or trainer-written) OSTrack checkpoint ``{'net': state_dict, ...}`` with the 242
-  keys of spec section 10: every tensor is mapped to a Flax variable, every key is accounted for
-  (``backbone.cls_token``, ``backbone.pos_embed`` and ``num_batches_tracked`` are unused by the
-  forward pass and reported), and every shape is checked against the preset;
+  keys of its state dict (backbone, then box head): every tensor is mapped to a Flax variable,
+  every key is accounted for (``backbone.cls_token``, ``backbone.pos_embed`` and
+  ``num_batches_tracked`` are unused by the forward pass and reported), and every shape is
+  checked against the preset;
 * a timm / MAE ViT checkpoint (``{'model': state_dict}`` or a bare state dict) with a 14x14
   ``pos_embed``: the backbone is filled, the grid is resized to the template and search grids
   with PyTorch-exact bicubic interpolation, and the head is freshly initialised.

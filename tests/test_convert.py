@@ -58,7 +58,7 @@ def test_pos_embed_resize_matches_original(fixtures_dir, name, grids):
 
 
 def _released_keys(embed=768, depth=12, lz=64, lx=256, head=256):
-  """The 242-key layout of a released OSTrack checkpoint (spec section 10), in order."""
+  """The 242-key layout of a released OSTrack checkpoint (backbone, then box head), in order."""
   c = embed
   keys = [
     ('backbone.cls_token', (1, 1, c)),

@@ -1,4 +1,5 @@
-"""The causal pair sampler (spec section 6): frame constraints, ratios, COCO, determinism."""
+"""The causal pair sampler (the original's TrackingSampler): frame constraints, ratios, COCO,
+determinism."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Crop, box and augmentation arithmetic of the training pairs (spec section 7)."""
+"""Crop, box and augmentation arithmetic of the training pairs (the original's STARKProcessing)."""
 
 import math
 

@@ -1,6 +1,6 @@
-"""Optimiser and schedules: the keep-rate warm-up at the spec's listed epochs, the learning rate per
-group per epoch, and whole optimiser steps against torch.optim.AdamW + clip_grad_norm_ + StepLR
-(the original's exact recipe, run here with torch as the reference)."""
+"""Optimiser and schedules: the keep-rate warm-up at epochs whose values are worked out by hand,
+the learning rate per group per epoch, and whole optimiser steps against torch.optim.AdamW +
+clip_grad_norm_ + StepLR (the original's exact recipe, run here with torch as the reference)."""
 
 import jax
 import jax.numpy as jnp

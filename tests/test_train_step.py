@@ -126,7 +126,7 @@ def test_batch_not_divisible_by_devices_is_refused():
 def test_keep_rates_with_equal_token_counts_share_a_program():
   config = get_config('tiny_256_ce')
   cache = {}
-  # 256 search tokens: ceil(0.99988 * 256) = 256 (CE effectively off, spec 2.7) like 1.0.
+  # 256 search tokens: ceil(0.99988 * 256) = 256 (CE effectively off, as in the original) like 1.0.
   assert step_lib.canonical_keep_ratio(config, 1.0, cache) == 1.0
   assert step_lib.canonical_keep_ratio(config, 0.99988, cache) == 1.0
   assert step_lib.canonical_keep_ratio(config, 0.7, cache) == 0.7

@@ -32,7 +32,7 @@ INDEX_VERSION = 4
 # 'unsampleable': packs written then still load. (A cache key includes the version, so the
 # cache never mixes them.)
 _READABLE_VERSIONS = (3, INDEX_VERSION)
-MIN_SEQUENCE_LENGTH = 20  # spec 6: video sequences need >= 20 frames ...
+MIN_SEQUENCE_LENGTH = 20  # the original's sampler: video sequences need >= 20 frames ...
 MIN_VISIBLE_FRAMES = 5  # ... and more than 2 * (1 + 1) = 4 visible frames
 UNSAMPLEABLE = (
   f'fewer than {MIN_SEQUENCE_LENGTH} frames or {MIN_VISIBLE_FRAMES} visible frames '

@@ -1,4 +1,5 @@
-"""The causal template/search pair sampler (spec section 6), as a pure function of a seed.
+"""The causal template/search pair sampler (the original's TrackingSampler), as a pure function
+of a seed.
 
 NumPy only (grain workers import this without JAX).
 
@@ -41,7 +42,8 @@ class FramePair(NamedTuple):
 def sample_causal_frames(
   visible: np.ndarray, max_interval: int, rng: np.random.Generator
 ) -> Tuple[int, int]:
-  """(template, search) frame indices per spec 6.3: both visible, search strictly later.
+  """(template, search) frame indices as the original's causal mode draws them: both visible,
+  search strictly later.
 
   ``visible`` (N,) bool must have at least one visible frame after some visible frame in
   [0, N - 1); otherwise this raises ValueError (the sources only offer such sequences).

@@ -1,4 +1,5 @@
-"""Training-pair processing (spec section 7): joint augment, box jitter, crop, per-crop augment.
+"""Training-pair processing (the original's STARKProcessing): joint augment, box jitter, crop,
+per-crop augment.
 
 NumPy and OpenCV only (grain workers import this without JAX).
 
@@ -103,7 +104,8 @@ def flip_box_xywh(box_xywh: np.ndarray, image_width: int) -> np.ndarray:
 def jitter_box(
   box_xywh: np.ndarray, center_jitter: float, scale_jitter: float, rng: np.random.Generator
 ) -> np.ndarray:
-  """Spec 7.2: size * exp(N(0,1) * scale_jitter) per side, centre + U(-.5,.5) * max_offset.
+  """The original's box jitter: size * exp(N(0,1) * scale_jitter) per side, centre +
+  U(-.5,.5) * max_offset.
 
   ``max_offset = sqrt(w_j * h_j) * center_jitter``. The RNG is consumed even for zero factors
   (the template), as in the original. Returns the jittered xywh box in pixels.
@@ -253,7 +255,8 @@ def process_crop(
   train: bool,
   reduced_decode: bool = True,
 ):
-  """The per-crop chain of spec 7.2-7.6 for one of template / search.
+  """The per-crop chain for one of template / search: jitter, crop, box into the crop,
+  brightness and flip, validity checks.
 
   Args:
     frame: the encoded full frame.
@@ -261,7 +264,7 @@ def process_crop(
     params: output size, context factor and jitter factors.
     rng: consumed in the original's order: jitter (randn, rand), then in training brightness
       and per-crop flip.
-    gray, flip: the joint decisions shared by template and search (spec 7.1).
+    gray, flip: the joint decisions shared by template and search (made on the full frames).
     train: brightness jitter U(0.8, 1.2) and per-crop horizontal flip (p 0.5); validation
       only normalizes.
     reduced_decode: allow decoding JPEGs at 1/2, 1/4, 1/8 scale when the crop allows it.
@@ -295,7 +298,8 @@ def process_crop(
   pad = crop_pad_mask(crop_box, size_wh, params.output_size)
   if pad.all():
     raise BadSample(f'{frame.name}: crop lies entirely outside the image')
-  stride = 16  # spec 7.6: nearest resize to S // 16 samples rows/cols 0, 16, 32, ...
+  # The original's validity check: nearest resize to S // 16 samples rows/cols 0, 16, 32, ...
+  stride = 16
   if pad[::stride, ::stride][: params.output_size // 16, : params.output_size // 16].all():
     raise BadSample(f'{frame.name}: crop is padding at every feature-grid point')
   return image, anno.astype(np.float32)
@@ -314,7 +318,8 @@ def process_pair(
   train: bool = True,
   reduced_decode: bool = True,
 ) -> dict:
-  """Spec 7: joint grayscale/flip, then the template chain, then the search chain.
+  """One training pair as the original's STARKProcessing makes it: joint grayscale/flip, then
+  the template chain, then the search chain.
 
   Boxes are xywh pixels of the respective frames. Returns a dict of numpy arrays:
   ``template`` (St, St, 3) and ``search`` (Ss, Ss, 3) float32 normalized RGB (NHWC without

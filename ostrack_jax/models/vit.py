@@ -1,4 +1,4 @@
-"""The one-stream ViT backbone with candidate elimination (OSTrack spec sections 1-2).
+"""The one-stream ViT backbone with candidate elimination (OSTrack's vit_ce).
 
 Tokens are laid out as ``[template (Lz); search (Lx)]``, both in row-major patch order.
 Blocks are pre-norm ViT blocks with timm semantics (LayerNorm eps 1e-6, fused qkv with bias,

@@ -1,4 +1,5 @@
-"""The OSTrack inference tracker (spec section 8): one device-resident core for B >= 1 slots.
+"""The OSTrack inference tracker (as the original tracks at test time): one device-resident core
+for B >= 1 slots.
 
 Per frame, inside ONE jitted step (:func:`make_tracking_fns`), on the device: the search crop
 around the previous state with the original's arithmetic (``device_crop``: crop side, rounding,
