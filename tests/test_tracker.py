@@ -76,8 +76,8 @@ def test_normalization_table_is_float32_imagenet():
   for v in (0, 1, 128, 255):
     for c in range(3):
       expected = (
-        np.float32(v) / np.float32(255) - np.float32(tracker_lib.IMAGENET_MEAN[c])
-      ) / np.float32(tracker_lib.IMAGENET_STD[c])
+        np.float32(v) / np.float32(255) - np.float32(crop_lib.IMAGENET_MEAN[c])
+      ) / np.float32(crop_lib.IMAGENET_STD[c])
       assert table[v, c] == expected
   img = np.array([[[0, 128, 255]]], np.uint8)
   out = np.asarray(jax.jit(tracker_lib.normalize_uint8)(img, tracker_lib.normalization_table()))

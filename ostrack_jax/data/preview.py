@@ -15,13 +15,14 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from ostrack_jax.data import sampler as sampler_lib, transforms
+from ostrack_jax import crop as crop_lib
+from ostrack_jax.data import sampler as sampler_lib
 
 
 def denormalize(image: np.ndarray) -> np.ndarray:
   """(S, S, 3) normalized float -> uint8 RGB."""
   return np.clip(
-    (image * transforms.IMAGENET_STD + transforms.IMAGENET_MEAN) * 255.0 + 0.5, 0, 255
+    (image * crop_lib.IMAGENET_STD + crop_lib.IMAGENET_MEAN) * 255.0 + 0.5, 0, 255
   ).astype(np.uint8)
 
 

@@ -32,8 +32,6 @@ from PIL import Image
 from ostrack_jax import crop as crop_lib
 from ostrack_jax.boxes import box_text
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _REDUCED_FLAGS = {
   2: cv2.IMREAD_REDUCED_COLOR_2,
   4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -226,7 +224,7 @@ def to_gray3(image: np.ndarray) -> np.ndarray:
 
 def normalize(image01: np.ndarray) -> np.ndarray:
   """(x - ImageNet mean) / std on an HWC float image in [0, 1]; float32."""
-  return ((image01 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+  return ((image01 - crop_lib.IMAGENET_MEAN) / crop_lib.IMAGENET_STD).astype(np.float32)
 
 
 def to_normalized_float(image: np.ndarray, brightness: float = 1.0) -> np.ndarray:

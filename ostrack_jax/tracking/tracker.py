@@ -47,8 +47,6 @@ from ostrack_jax.boxes import box_text
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
   CLIP_MARGIN,
-  IMAGENET_MEAN,
-  IMAGENET_STD,
   MIN_FRAME_SIDE,
   LastOutputs,
   boxes_to_image,
