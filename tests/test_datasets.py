@@ -267,3 +267,37 @@ def test_layer_imports_no_jax():
     "assert 'jax' not in sys.modules, 'jax imported'"
   )
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_synthetic_first_use_rule_in_one_place(tmp_path, monkeypatch, capsys):
+  """ensure_synthetic_dataset is the one home of the rule training, evaluation and the registry
+  follow: the default root is generated when missing, announced through ``log``; a complete
+  one is reused silently; a named root without a dataset is an error, never generated."""
+  from ostrack_jax.datasets import synthetic
+  from ostrack_jax.tracking import evaluate
+
+  made = []
+
+  def fake_make(root, **kwargs):  # the generator itself is tested elsewhere; here only the rule
+    made.append(root)
+    root.mkdir(parents=True)
+    (root / 'synthetic.json').write_text('{}')
+    return root
+
+  monkeypatch.setattr(synthetic, 'make_synthetic_dataset', fake_make)
+  monkeypatch.setenv('OSTRACK_JAX_SYNTHETIC', str(tmp_path / 'default'))
+  logs = []
+  assert synthetic.ensure_synthetic_dataset(log=logs.append) == tmp_path / 'default'
+  assert logs == [f'generating the synthetic dataset at {tmp_path / "default"} ...']
+  assert synthetic.ensure_synthetic_dataset(str(tmp_path / 'default'), log=logs.append)
+  assert synthetic.ensure_synthetic_dataset(log=logs.append) and len(logs) == 1 and len(made) == 1
+  with pytest.raises(FileNotFoundError, match='no such folder'):
+    synthetic.ensure_synthetic_dataset(str(tmp_path / 'named'), log=logs.append)
+  assert len(logs) == 1 and not (tmp_path / 'named').exists()
+
+  # Evaluation goes through it: its message is the rule's, printed once.
+  monkeypatch.setenv('OSTRACK_JAX_SYNTHETIC', str(tmp_path / 'other'))
+  capsys.readouterr()
+  root = evaluate.resolve_data_dir('got10k_val', None, get_config('tiny_256_ce'))
+  assert root == tmp_path / 'other' and made[-1] == root
+  assert capsys.readouterr().out == f'generating the synthetic dataset at {root} ...\n'

@@ -82,15 +82,13 @@ def resolve_data_dir(dataset: str, data_dir: Optional[str], config) -> pathlib.P
     raise InputError(f'--data-dir is required for --dataset {dataset}')
   from ostrack_jax.data import synthetic
 
+  named = config.data.roots.synthetic
   try:
-    if config.data.roots.synthetic:  # a named root must hold a dataset: never generated
-      return synthetic.check_named_root(config.data.roots.synthetic)
+    return synthetic.ensure_synthetic_dataset(named or None, log=print)
   except FileNotFoundError as e:
-    raise InputError(str(e)) from e
-  root = synthetic.default_root()
-  if not (root / 'synthetic.json').exists():
-    print(f'generating the synthetic dataset at {root} ...')
-  return synthetic.ensure_synthetic_dataset()
+    if not named:
+      raise
+    raise InputError(str(e)) from e  # a named root without a dataset: never generated
 
 
 def check_checkpoint(path: str) -> None:

@@ -262,10 +262,7 @@ def _ensure_synthetic(config: ml_collections.ConfigDict, log) -> None:
     return
   from ostrack_jax.data import synthetic
 
-  root = config.data.roots.synthetic or str(synthetic.default_root())
-  if not os.path.exists(os.path.join(root, 'synthetic.json')):
-    log(f'generating the synthetic dataset at {root} ...')
-  synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None)
+  synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None, log=log)
 
 
 def _initial_state(variables, tx, config, run: _Run, ckpt, train_iter, resume_step):
