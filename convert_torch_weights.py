@@ -20,9 +20,7 @@ from ostrack_jax import cli, fileio
 
 
 def main(argv=None) -> int:
-  parser = cli.Parser(
-    'convert_torch_weights.py', __doc__, config=cli.REQUIRED, aliases={'--out': '--output'}
-  )
+  parser = cli.Parser('convert_torch_weights.py', __doc__, config=cli.REQUIRED)
   parser.add_argument(
     '--checkpoint', required=True, type=cli.existing_file, help='PyTorch .pth/.pth.tar file'
   )
@@ -33,8 +31,8 @@ def main(argv=None) -> int:
   config = args.config
   fileio.check_writable(args.output, f'--output {args.output}', is_file=True)
 
-  from ostrack_jax.checkpoint_io import save_variables  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.convert import CheckpointError, load_torch_checkpoint  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.checkpoint_io import save_variables
+  from ostrack_jax.convert import CheckpointError, load_torch_checkpoint
 
   try:
     variables, report = load_torch_checkpoint(
@@ -46,8 +44,9 @@ def main(argv=None) -> int:
   save_variables(args.output, variables, config)
   print(f'wrote {args.output} (preset {config.name})')
   if args.check:
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    from ostrack_jax.models.ostrack import input_shapes, make_forward  # pylint: disable=g-import-not-at-top
+    import numpy as np
+
+    from ostrack_jax.models.ostrack import input_shapes, make_forward
 
     t_shape, s_shape = input_shapes(config)
     rng = np.random.default_rng(0)

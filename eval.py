@@ -27,7 +27,7 @@ DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
 
 
 def parse_flags(argv=None):
-  from ostrack_jax.tracking.datasets import DATASETS  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking.datasets import DATASETS
 
   p = cli.Parser('eval.py', __doc__, config='tiny_256_ce')
   p.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT, help='.msgpack or PyTorch .pth')
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     )
   cli.initialize_multihost(args)
   # evaluate checks its input and output before importing JAX (runner imports it).
-  from ostrack_jax.tracking import evaluate  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import evaluate
 
   names = 'sequences split output batch_size batch_mode devices decode_threads compilation_cache'
   options = {k: getattr(args, k) for k in names.split() + ['overwrite', 'fail_fast']}

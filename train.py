@@ -35,7 +35,7 @@ def main(argv=None) -> int:
   workdir = args.workdir or os.path.join('workdirs', args.config.name)
   fileio.check_writable(workdir, f'--workdir {workdir}')
   cli.initialize_multihost(args)
-  from ostrack_jax.training import loop, trainer  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.training import loop, trainer
 
   try:
     trainer.train_and_evaluate(

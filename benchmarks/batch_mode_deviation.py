@@ -98,8 +98,8 @@ def format_table(table: List[Dict[str, str]], markdown: bool) -> str:
     lines += ['| ' + ' | '.join(r[c] for c in columns) + ' |' for r in table]
     return '\n'.join(lines)
   widths = [max(len(c), *(len(r[c]) for r in table)) for c in columns]
-  lines = ['  '.join(c.rjust(w) for c, w in zip(columns, widths))]
-  lines += ['  '.join(r[c].rjust(w) for c, w in zip(columns, widths)) for r in table]
+  lines = ['  '.join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+  lines += ['  '.join(r[c].rjust(w) for c, w in zip(columns, widths, strict=True)) for r in table]
   return '\n'.join(lines)
 
 

@@ -28,13 +28,10 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
+import cv2
 
-from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ostrack_jax.data import pack  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ostrack_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ostrack_jax.data import sampler as sampler_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ostrack_jax.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ostrack_jax.configs import get_config
+from ostrack_jax.data import pack, pipeline, sampler as sampler_lib, sources
 
 
 def layout_got10k(sequences_dir: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
@@ -80,7 +77,7 @@ def measure(config, *, batch_size: int, num_workers: int, batches: int, repeats:
 
 def decode_rate(source, repeats: int, count: int = 100) -> float:
   """Reference: pairs/s if a pair cost only two full-size cv2.imdecode calls (1 core)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
 
   blobs = [
     np.frombuffer(source.frame(s, f).data, np.uint8)
@@ -100,7 +97,7 @@ def decode_rate(source, repeats: int, count: int = 100) -> float:
 def write_index_layout(root: pathlib.Path, num_sequences: int, num_frames: int) -> pathlib.Path:
   """A GOT-10k tree of ``num_sequences`` x ``num_frames`` small JPEGs (one 48x32 image's bytes)
   with groundtruth.txt, absence.label, cover.label and meta_info.ini: what the index reads."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
 
   img = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
   data = cv2.imencode('.jpg', img)[1].tobytes()

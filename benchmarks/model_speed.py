@@ -27,13 +27,13 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import results_md  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import results_md
 
 BEGIN, END = '<!-- model_speed:begin -->', '<!-- model_speed:end -->'
 
 
 def hardware() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   devices = jax.devices()
   kinds = sorted({d.device_kind for d in devices})
@@ -44,9 +44,10 @@ def hardware() -> str:
 
 
 def time_ours(preset: str, dtype: str, batch: int, repeats: int, warmup: int = 2, keep_ratio=None):
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward
 
   config = get_config(preset)
   config.model.dtype = dtype
@@ -75,9 +76,10 @@ def time_ours(preset: str, dtype: str, batch: int, repeats: int, warmup: int = 2
 
 def bf16_map_error(preset: str) -> float:
   """Max |score/size map difference| between bfloat16 and float32 on the same random inputs."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward
 
   config = get_config(preset)
   variables = init_variables(config, seed=0)
@@ -97,7 +99,7 @@ def bf16_map_error(preset: str) -> float:
 
 
 def time_original(args, preset: str, batch: int, repeats: int):
-  from benchmarks import torch_original  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_original
 
   return torch_original.run_cli(
     python=args.torch_python,
@@ -121,13 +123,15 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
   ``load_onnx`` (the network file of ``python -m ostrack_jax.export --format onnx`` in
   onnxruntime, crop and decode on the host) and in JAX (the same step, jitted), both waited for
   on every call. Returns medians in ms and the provider that ran the network."""
-  import tempfile  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
-  from ostrack_jax import export, onnx_tracker  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
+  import tempfile
+
+  import jax
+  import onnxruntime as ort
+
+  from ostrack_jax import export, onnx_tracker
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.models.ostrack import init_variables
+  from ostrack_jax.tracking import tracker as tracker_lib
 
   config = get_config(preset)
   config.model.dtype = 'float32'

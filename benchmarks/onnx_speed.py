@@ -33,15 +33,16 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import results_md  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import results_md
 
 BEGIN, END = '<!-- onnx_speed:begin -->', '<!-- onnx_speed:end -->'
 
 
 def export_original(ostrack_repo: str, preset: str, out: str, exporter: str) -> None:
   """Runs in the reference venv: the original network through ``torch.onnx.export``."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from benchmarks import torch_original as orig  # pylint: disable=g-import-not-at-top
+  import torch
+
+  from benchmarks import torch_original as orig
 
   model, _ = orig.build_original(ostrack_repo, preset)
   cfg = model.cfg
@@ -71,7 +72,7 @@ def export_original(ostrack_repo: str, preset: str, out: str, exporter: str) -> 
 
 
 def op_table(path: str) -> collections.Counter:
-  import onnx  # pylint: disable=g-import-not-at-top
+  import onnx
 
   return collections.Counter(
     n.op_type for n in onnx.load(path, load_external_data=False).graph.node
@@ -79,7 +80,7 @@ def op_table(path: str) -> collections.Counter:
 
 
 def session(path: str, threads: int):
-  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  import onnxruntime as ort
 
   options = ort.SessionOptions()
   options.log_severity_level = 3
@@ -120,10 +121,11 @@ def main(argv=None) -> int:
     export_original(args.ostrack_repo, args.preset, args.export_original, args.exporter)
     return 0
 
-  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
-  from ostrack_jax import export, onnx_tracker  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
+  import onnxruntime as ort
+
+  from ostrack_jax import export, onnx_tracker
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.models.ostrack import init_variables
 
   work = args.workdir or tempfile.mkdtemp(prefix='onnx_speed-')
   os.makedirs(work, exist_ok=True)
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
   rows = []
   for threads in [int(x) for x in args.threads.split(',')]:
     sessions = {'ours': session(ours, threads), 'original': session(theirs, threads)}
-    runs = {k: (lambda k=k: sessions[k].run(None, feeds[k])) for k in sessions}
+    runs = {k: (lambda s=s, f=feeds[k]: s.run(None, f)) for k, s in sessions.items()}
     times = time_interleaved(runs, args.repeats)
     med = {k: [1e3 * statistics.median(v) for v in times[k]] for k in times}
     rows.append(

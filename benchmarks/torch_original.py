@@ -107,7 +107,7 @@ def _placeholder_module(
   module.__dict__.update(attrs or {})
   module.__path__ = []  # a package, so that submodules can be registered under it
 
-  def __getattr__(attr):  # pylint: disable=invalid-name
+  def __getattr__(attr):
     if attr.startswith('__') or attr in missing:
       raise AttributeError(attr)
     placeholder = type(
@@ -130,13 +130,13 @@ def _placeholder_module(
 def _install_torchvision_standin() -> bool:
   """Registers a minimal `torchvision` if the real one cannot be imported. Returns True if so."""
   try:
-    import torchvision  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    import torchvision  # noqa: F401
 
     return False
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     for key in [k for k in sys.modules if k == 'torchvision' or k.startswith('torchvision.')]:
       del sys.modules[key]
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   def box_area(boxes):
     """Area of (N, 4) x1y1x2y2 boxes (torchvision.ops.boxes.box_area semantics)."""
@@ -174,7 +174,7 @@ def _install_optional_standins(names: Sequence[str]) -> list[str]:
   for name in names:
     try:
       importlib.import_module(name)
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       parts = name.split('.')
       for i in range(1, len(parts) + 1):
         sub = '.'.join(parts[:i])
@@ -191,7 +191,7 @@ def _install_torch_six_standin() -> None:
   try:
     importlib.import_module('torch._six')
   except ImportError:
-    import collections.abc  # pylint: disable=g-import-not-at-top
+    import collections.abc
 
     six = types.ModuleType('torch._six')
     six.string_classes = (str, bytes)
@@ -222,7 +222,7 @@ def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
   standin = _install_torchvision_standin()
   _install_torch_six_standin()
   try:
-    import timm  # pylint: disable=g-import-not-at-top
+    import timm
   except ImportError as e:
     raise ImportError(
       f'the original OSTrack needs timm==0.5.4 (pip install timm==0.5.4 --no-deps): {e}'
@@ -252,7 +252,7 @@ def load_original_config(orig: types.SimpleNamespace, preset_name: str):
 
 
 def _set_threads(threads: int | None) -> int:
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   threads = threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
@@ -264,7 +264,7 @@ DEVICES = ('cpu', 'cuda')
 
 def _torch_device(device: str):
   """torch.device for 'cpu' / 'cuda'; a clear error when CUDA is asked for but absent."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   if device not in DEVICES:
     raise ValueError(f'device {device!r}: choose one of {DEVICES}')
@@ -279,7 +279,7 @@ def _torch_device(device: str):
 def _sync_fn(device: str) -> Callable[[], None] | None:
   """torch.cuda.synchronize on CUDA (each timed region waits for the GPU), None on the CPU."""
   if device == 'cuda':
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
 
     return torch.cuda.synchronize
   return None
@@ -293,14 +293,14 @@ def _cpu_name() -> str:
           return line.split(':', 1)[1].strip()
   except OSError:
     pass
-  import platform  # pylint: disable=g-import-not-at-top
+  import platform
 
   return platform.processor() or platform.machine()
 
 
 def _device_info(device: str) -> dict[str, Any]:
   """What the timings ran on: device, device_name and, on CUDA, versions and precision flags."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   if device != 'cuda':
     return dict(device='cpu', device_name=_cpu_name())
@@ -317,7 +317,7 @@ def _device_info(device: str) -> dict[str, Any]:
 
 def _load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
   """Reads a released-layout checkpoint safely (weights_only=True; never full unpickling)."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   ckpt = torch.load(str(path), map_location='cpu', weights_only=True)
   if not isinstance(ckpt, dict) or 'net' not in ckpt:
@@ -344,9 +344,7 @@ def tiny_original_width(orig: types.SimpleNamespace):
   saved = orig.ostrack.vit_base_patch16_224_ce
 
   def tiny_vit(pretrained=False, **kwargs):
-    return vit_ce._create_vision_transformer(  # pylint: disable=protected-access
-      pretrained=pretrained, **TINY_VIT, **kwargs
-    )
+    return vit_ce._create_vision_transformer(pretrained=pretrained, **TINY_VIT, **kwargs)
 
   orig.ostrack.vit_base_patch16_224_ce = tiny_vit
   try:
@@ -357,7 +355,7 @@ def tiny_original_width(orig: types.SimpleNamespace):
 
 def template_mask(orig, cfg, batch: int, device: str = 'cpu'):
   """The original's CE template mask (CTR_POINT etc.) for `batch` samples on `device`, or None."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   if not cfg.MODEL.BACKBONE.CE_LOC:
     return None
@@ -395,7 +393,7 @@ def build_original(
     original's CE template mask for the preset, and returns the original's output dict with
     tensors converted to numpy (lists kept as lists).
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   torch_device = _torch_device(device)
   orig = import_original(ostrack_repo)
@@ -440,7 +438,7 @@ def build_original(
 
 
 def _to_numpy(tree):
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   if isinstance(tree, torch.Tensor):
     return tree.detach().cpu().numpy()
@@ -507,7 +505,7 @@ def time_original(
   Returns {'median_ms', 'min_ms', 'max_ms', 'repeats', 'times_ms', 'threads', 'batch',
   'device', 'device_name', ...}.
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   threads = _set_threads(threads)
   model, _ = build_original(ostrack_repo, preset_name, seed=seed, device=device)
@@ -557,7 +555,7 @@ def make_train_step_original(
   Returns:
     (step, info): step() runs one iteration and returns the actor's loss status dict.
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   orig = import_original(ostrack_repo)
   _install_optional_standins(_OPTIONAL_IMPORTS)
@@ -643,7 +641,7 @@ def time_train_step_original(
 
   On 'cuda' each timed step is bracketed by torch.cuda.synchronize().
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   threads = _set_threads(threads)
   step, info = make_train_step_original(ostrack_repo, preset_name, batch, seed, epoch, device)
@@ -671,7 +669,7 @@ def time_train_step_original(
 @contextlib.contextmanager
 def _cuda_calls_stay_on_cpu():
   """The original tracker calls .cuda() on tensors and the network: make those no-ops."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   saved = torch.Tensor.cuda, torch.nn.Module.cuda
   torch.Tensor.cuda = lambda self, *a, **k: self
@@ -702,8 +700,9 @@ def time_track_original(
   model's own seeded random init to a temporary file (the tracker insists on one). The first
   `warmup_frames` tracked frames are not counted.
   """
-  import tempfile  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
+  import tempfile
+
+  import torch
 
   _torch_device(device)
   sync = _sync_fn(device) or (lambda: None)
@@ -765,7 +764,7 @@ def read_frames(
   frames_dir: str | os.PathLike, limit: int | None = None
 ) -> tuple[list[np.ndarray], np.ndarray]:
   """RGB frames (sorted *.jpg / *.png) and groundtruth.txt (xywh) of a GOT-10k-style folder."""
-  import cv2  # pylint: disable=g-import-not-at-top
+  import cv2
 
   folder = pathlib.Path(frames_dir)
   paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
@@ -793,7 +792,8 @@ def _load_weights_util():
 
 
 def _ce_scores(attn, mask, lens_t: int):
-  """Search-token scores of a CE block (spec 2.4) from its attention (B,H,L,L) and template mask."""
+  """Search-token scores of a CE block (mean over template rows, then heads) from its attention
+  (B,H,L,L) and template mask."""
   a = attn[:, :, :lens_t, lens_t:]
   if mask is not None:
     a = a[:, :, np.asarray(mask[0]).astype(bool), :]
@@ -816,7 +816,7 @@ def vitb_reference(
   between the last kept and the first removed score, re-derived in float64 from the block's
   attention by forward hooks; the original is not modified).
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   weights_util = _load_weights_util()
   search_size = 384 if '384' in preset_name else 256
@@ -969,7 +969,8 @@ def tiny256_manifest(ostrack_repo: str | os.PathLike) -> dict[str, Any]:
 
 
 def _ce_scores_float32(attn, mask, lens_t: int):
-  """A CE block's search-token scores in float32, reduced in the original's order (spec 2.4)."""
+  """A CE block's search-token scores in float32, reduced in the original's order (template
+  rows, then heads)."""
   bs, hn = attn.shape[:2]
   a = attn[:, :, :lens_t, lens_t:]
   if mask is not None:
@@ -981,7 +982,7 @@ def _ce_scores_float32(attn, mask, lens_t: int):
 
 def _run_with_block_hooks(model, template, search, mask, keep_rate, return_last_attn=True):
   """The original's forward (no_grad) with every block's input indices and outputs captured."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   captured = {}
 
@@ -1012,7 +1013,7 @@ def _run_with_block_hooks(model, template, search, mask, keep_rate, return_last_
 
 def _ce_margins_float32(captured, mask, lens_t: int):
   """{block: (B,) float32 gap between the last kept and the first removed CE score}."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   margins = {}
   for i, (_, (_, _, global_index_s, removed_index_s, attn)) in sorted(captured.items()):
@@ -1040,7 +1041,7 @@ def tiny256_forward_reference(
   the CE margins are re-derived in float32 from each CE block's attention, reduced in the
   original's order.
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   model, _ = build_original(ostrack_repo, 'ostrack_256_ce', checkpoint=weights, tiny=True)
   cfg = model.cfg
@@ -1139,8 +1140,9 @@ def mae_reference(
   resizes the 14x14 grid of `pos_embed` to the template and search grids (bicubic,
   align_corners=False).
   """
-  import tempfile  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
+  import tempfile
+
+  import torch
 
   weights_util = _load_weights_util()
   mae = mae_weights(seed)
@@ -1198,7 +1200,7 @@ def loss_reference(
   Returns:
     (arrays for tiny256_loss.npz, the actor's status dict for loss_summary.json).
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   orig = import_original(ostrack_repo)
   _install_optional_standins(_OPTIONAL_IMPORTS)
@@ -1484,7 +1486,7 @@ def _array_difference(new: np.ndarray, old: np.ndarray, key: str) -> Any:
     and new.ndim == 1
     and key.endswith(('_crop', '_crop_f1', '_crop_f2', '_crop_f3'))
   ):
-    import cv2  # pylint: disable=g-import-not-at-top
+    import cv2
 
     if new.tobytes() == old.tobytes():
       return None
@@ -1539,7 +1541,7 @@ def compare_fixture_files(new: str | os.PathLike, old: str | os.PathLike) -> dic
 
     walk(a, b, '')
   elif new.name.endswith(('.pth', '.pth.tar')):
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
 
     a = torch.load(str(new), map_location='cpu', weights_only=True)
     b = torch.load(str(old), map_location='cpu', weights_only=True)
@@ -1615,9 +1617,9 @@ def format_table(result: dict[str, Any]) -> str:
     cols += [('fps', result.get('fps')), ('init_ms', result.get('init_ms'))]
   cells = [(k, f'{v:.2f}' if isinstance(v, float) else str(v)) for k, v in cols if v is not None]
   widths = [max(len(k), len(v)) for k, v in cells]
-  head = ' | '.join(k.ljust(w) for (k, _), w in zip(cells, widths))
+  head = ' | '.join(k.ljust(w) for (k, _), w in zip(cells, widths, strict=True))
   rule = '-|-'.join('-' * w for w in widths)
-  row = ' | '.join(v.ljust(w) for (_, v), w in zip(cells, widths))
+  row = ' | '.join(v.ljust(w) for (_, v), w in zip(cells, widths, strict=True))
   return '\n'.join((f'torch {result.get("torch_version")}, original OSTrack', head, rule, row))
 
 

@@ -85,21 +85,20 @@ if ARGS.one_core:
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 if ARGS.one_core:
   cv2.setNumThreads(1)
 
-from benchmarks import results_md  # pylint: disable=wrong-import-position
-from ostrack_jax.configs import get_config  # pylint: disable=wrong-import-position
-from ostrack_jax.crop import sample_target  # pylint: disable=wrong-import-position
-from ostrack_jax.models.head import decode_box  # pylint: disable=wrong-import-position
-from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables  # pylint: disable=wrong-import-position
-from ostrack_jax.tracking import datasets, runner  # pylint: disable=wrong-import-position
-from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=wrong-import-position
+from benchmarks import results_md
+from ostrack_jax.configs import get_config
+from ostrack_jax.crop import sample_target
+from ostrack_jax.models.head import decode_box
+from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables
+from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
 
 COMMON_RESOLUTIONS = [
   (480, 854),
@@ -220,7 +219,7 @@ def dispatch_table(core, frame):
   by_dict = jax.jit(fns.track)
   state = core.state
   jax.block_until_ready(by_dict(core.variables, core.consts, state, padded, hw, active))
-  leaves = core._leaves  # pylint: disable=protected-access
+  leaves = core._leaves
   treedef = jax.tree_util.tree_structure(core.variables)
   by_leaves = jax.jit(lambda lv, *a: fns.track(jax.tree_util.tree_unflatten(treedef, lv), *a))
   jax.block_until_ready(by_leaves(leaves, core.consts, state, padded, hw, active))
@@ -261,8 +260,8 @@ def compile_mix():
   res = ', '.join(f'{w}x{h}' for h, w in COMMON_RESOLUTIONS)
   return (
     f'Resolutions {res}: {len(COMMON_RESOLUTIONS)} sizes -> '
-    f'{core._track._cache_size()} step programs, '  # pylint: disable=protected-access
-    f'{core._init._cache_size()} template programs; buckets (HxW) '  # pylint: disable=protected-access
+    f'{core._track._cache_size()} step programs, '
+    f'{core._init._cache_size()} template programs; buckets (HxW) '
     + ', '.join(f'{h}x{w}' for h, w in buckets)
   )
 
@@ -286,7 +285,7 @@ def main():
   frames = [datasets.read_frame(seq.frames[i], seq.name, i) for i in range(len(seq))]
   h, w = frames[0].shape[:2]
   print(f'sequence {seq.name} ({len(seq)} frames, {w}x{h}); {hardware()}', flush=True)
-  cache = {p: f for p, f in zip(seq.frames, frames)}
+  cache = {p: f for p, f in zip(seq.frames, frames, strict=True)}
 
   def from_memory(s, i):
     return cache[s.frames[i]]

@@ -57,7 +57,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import results_md  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import results_md
 
 BEGIN, END = '<!-- train_speed:begin -->', '<!-- train_speed:end -->'
 
@@ -87,7 +87,7 @@ def variant_fields(name: str) -> dict:
 
 
 def peak_memory_mb() -> float:
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   dev = jax.devices()[0]
   stats = dev.memory_stats() if hasattr(dev, 'memory_stats') else None
@@ -106,7 +106,7 @@ def _xla_memory_mb(compiled):
       - m.alias_size_in_bytes
     )
     return total / 2**20
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None
 
 
@@ -115,12 +115,12 @@ def _xla_flops(compiled):
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get('flops', 0.0)) if cost else None
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None
 
 
 def make_config(preset: str, mixed: bool, variant: str = 'plain'):
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import get_config
 
   config = get_config(preset)
   config.train.mixed_precision = mixed
@@ -130,7 +130,7 @@ def make_config(preset: str, mixed: bool, variant: str = 'plain'):
 
 
 def random_batch(config, global_batch: int, seed: int = 0, random_boxes: bool = False):
-  from ostrack_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.training import step as step_lib
 
   m = config.model
   rng = np.random.default_rng(seed)
@@ -152,9 +152,10 @@ def random_batch(config, global_batch: int, seed: int = 0, random_boxes: bool = 
 
 
 def _setup(config, batch: int, variables=None):
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import build_model, init_variables  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.training import optim, state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.models.ostrack import build_model, init_variables
+  from ostrack_jax.training import optim, state as state_lib, step as step_lib
 
   model = build_model(state_lib.training_config(config))
   tx = optim.make_optimizer(config, steps_per_epoch=468)
@@ -184,16 +185,17 @@ def time_ours(
   ``profile_steps`` more steps under ``jax.profiler.trace`` into that folder, with the compiled
   step's HLO text beside the trace as ``step.hlo.txt`` (benchmarks/profile_summary.py reads
   both)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models import flops  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.models import flops
+  from ostrack_jax.training import step as step_lib
 
   _, mesh, state, train_step, global_batch = _setup(config, batch, variables)
   host_batch = random_batch(config, global_batch)
   sharded = step_lib.shard_batch(host_batch, mesh)
   ratio = step_lib.canonical_keep_ratio(config, keep, {})
   start = time.perf_counter()
-  compiled = train_step._jitted.lower(state, sharded, ratio).compile()  # pylint: disable=protected-access
+  compiled = train_step._jitted.lower(state, sharded, ratio).compile()
   state, metrics = compiled(state, sharded)
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - start
@@ -217,7 +219,7 @@ def time_ours(
         for _ in range(profile_steps):
           state, metrics = compiled(state, step_lib.shard_batch(host_batch, mesh))
         jax.block_until_ready(state)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # any failure: the row keeps its timing
       profile_error = f'{type(e).__name__}: {str(e)[:300]}'
       print(f'profile: {profile_error}', file=sys.stderr, flush=True)
   xla = _xla_flops(compiled)
@@ -238,7 +240,7 @@ def time_ours(
 def _time_calls(call, warmup: int, repeats: int):
   """(median ms of ``repeats`` waited calls, seconds of the first call: compile + one run) of a
   call without state to thread, after ``warmup`` more calls."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   start = time.perf_counter()
   jax.block_until_ready(call())
@@ -255,10 +257,11 @@ def _time_calls(call, warmup: int, repeats: int):
 
 def time_forward(config, keep: float, batch: int, repeats: int, warmup: int = 2, variables=None):
   """The inference forward (kernels cast to the compute dtype, eval mode) at ``batch``."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models import flops  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.models import flops
+  from ostrack_jax.models.ostrack import init_variables, input_shapes, make_forward
+  from ostrack_jax.training import state as state_lib
 
   config = state_lib.training_config(config)  # bfloat16 model dtype under mixed precision
   fn = make_forward(config, init_variables(config, seed=0) if variables is None else variables)
@@ -281,10 +284,11 @@ def time_grad(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
   """Forward + backward only: the loss and its gradients as the train step computes them (train
   mode, drop path, batch statistics), without clipping, the optimiser and the finite-step
   guard; the full step's time minus this one is theirs."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models import flops  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import build_model, init_variables  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.training import state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.models import flops
+  from ostrack_jax.models.ostrack import build_model, init_variables
+  from ostrack_jax.training import state as state_lib, step as step_lib
 
   model = build_model(state_lib.training_config(config))
   variables = jax.device_put(init_variables(config, seed=0) if variables is None else variables)
@@ -315,8 +319,9 @@ def time_grad(config, keep: float, batch: int, repeats: int, warmup: int = 2, va
 def loss_run(config, keep: float, batch: int, steps: int, seed: int = 0, variables=None):
   """Trains ``steps`` steps from seed-0 weights on seeded random batches (random boxes, 8
   distinct batches cycled); returns the loss of every step."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.training import step as step_lib
 
   _, mesh, state, train_step, global_batch = _setup(config, batch, variables)
   batches = [
@@ -331,7 +336,7 @@ def loss_run(config, keep: float, batch: int, steps: int, seed: int = 0, variabl
 
 
 def time_original(args, batch: int, keep: float, repeats: int):
-  from benchmarks import torch_original  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_original
 
   epoch = '300' if keep < 1 else '20'  # the original's schedule: 0.7 at 300, 1.0 at 20
   return torch_original.run_cli(
@@ -379,7 +384,7 @@ def run_one(spec: dict) -> list:
         gc.collect()
         fwd = time_forward(config, spec['keep'], batch, spec['repeats'])
         rows[-1]['forward'] = fwd
-    except Exception as e:  # pylint: disable=broad-except  (out of memory, an unsupported kernel)
+    except Exception as e:  # out of memory, an unsupported kernel
       rows.append({'batch': batch, 'error': f'{type(e).__name__}: {str(e)[:300]}'})
       print(rows[-1]['error'], file=sys.stderr, flush=True)
     gc.collect()
@@ -402,8 +407,9 @@ def _run_isolated(spec: dict) -> list:
 
 def device_info(dtype: str, override=None):
   """(device kind, peak TFLOP/s per device or None, the peak's name)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models import flops  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.models import flops
 
   kind = jax.devices()[0].device_kind
   if override:
@@ -455,8 +461,8 @@ def main(argv=None) -> int:
   parser.add_argument('--write', action='store_true', help='update benchmarks/RESULTS.md')
   parser.add_argument('--_one', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  if args._one:  # pylint: disable=protected-access
-    print(json.dumps(run_one(json.loads(args._one))))  # pylint: disable=protected-access
+  if args._one:
+    print(json.dumps(run_one(json.loads(args._one))))
     return 0
   for v in args.variants:
     variant_fields(v)
@@ -466,8 +472,9 @@ def main(argv=None) -> int:
   if args.loss_steps:
     return loss_main(args, batches, deadline)
 
-  import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks.model_speed import hardware  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from benchmarks.model_speed import hardware
 
   with_original = bool(args.ostrack_repo and args.torch_python)
   rows = []
@@ -573,7 +580,7 @@ def projection(rows, config_samples: int) -> str:
 
 def render(rows, hardware_text: str, peaks=None, original_batch=None) -> str:
   """The markdown table of the rows printed by main()."""
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import get_config
 
   peak_text = '; '.join(
     f'{dtype}: {p:.0f} TFLOP/s ({name})' for dtype, (p, name) in (peaks or {}).items() if p

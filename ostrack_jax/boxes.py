@@ -19,7 +19,7 @@ import numpy as np
 def _xp(x):
   """The array namespace of ``x`` (numpy or jax.numpy)."""
   if type(x).__module__.startswith(('jax', 'jaxlib')):
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp
 
     return jnp
   return np
@@ -51,24 +51,9 @@ def xywh_to_xyxy(box):
   return _xp(box).stack([x, y, x + w, y + h], axis=-1)
 
 
-def xyxy_to_xywh(box):
-  x1, y1, x2, y2 = _split(box)
-  return _xp(box).stack([x1, y1, x2 - x1, y2 - y1], axis=-1)
-
-
 def cxcywh_to_xyxy(box):
   cx, cy, w, h = _split(box)
   return _xp(box).stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
-
-
-def cxcywh_to_xywh(box):
-  cx, cy, w, h = _split(box)
-  return _xp(box).stack([cx - 0.5 * w, cy - 0.5 * h, w, h], axis=-1)
-
-
-def xywh_to_cxcywh(box):
-  x, y, w, h = _split(box)
-  return _xp(box).stack([x + 0.5 * w, y + 0.5 * h, w, h], axis=-1)
 
 
 def box_area_xyxy(box):

@@ -46,7 +46,7 @@ def read_variables_file(path: str) -> Dict[str, Any]:
     data = f.read()
   try:
     payload = flax.serialization.msgpack_restore(data)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise ValueError(f'{path}: not an ostrack_jax model file ({type(e).__name__}: {e})') from e
   if not isinstance(payload, dict) or payload.get('format') != FORMAT:
     raise ValueError(f'{path}: not an ostrack_jax model file (no {FORMAT!r} header)')
@@ -56,7 +56,7 @@ def read_variables_file(path: str) -> Dict[str, Any]:
 
 def load_variables(path: str, config: ml_collections.ConfigDict) -> Dict[str, Any]:
   """Loads our model file for ``config``; raises ValueError naming any mismatch."""
-  from ostrack_jax.models.ostrack import abstract_variables  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import abstract_variables
 
   payload = read_variables_file(path)
   stored = payload['model_config']
@@ -126,7 +126,7 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict) -> Dict[str, A
       f'model file or a PyTorch .pth file){hint}'
     )
   if is_torch_file(path):
-    from ostrack_jax.convert import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.convert import load_torch_checkpoint
 
     return load_torch_checkpoint(path, config)
   return load_variables(path, config)

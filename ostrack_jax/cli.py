@@ -4,8 +4,8 @@ train.py, eval.py, convert_torch_weights.py and ``python -m ostrack_jax.{export,
 data.pack, data.preview, data.synthetic}`` build their flags on :class:`Parser` and run their
 ``main`` through :func:`run`, so they all behave alike:
 
-* flags are spelled ``--kebab-case``; the older spellings (``--split_file``, ``--out``,
-  ``--preset``, ...) still work for one release, with a note naming the new one;
+* flags are spelled ``--kebab-case`` (the 0.1.0 spellings ``--split_file``, ``--out``, ...
+  are unknown flags, answered with the new spelling as the closest match);
 * a config is chosen with ``--config`` (a preset name or a Python file with ``get_config()``,
   see ``ostrack_jax.configs``) and changed with ``--config.<section>.<field>=<value>`` (or
   ``--config.<section>.<field> <value>``);
@@ -28,7 +28,7 @@ import difflib
 import math
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from ostrack_jax import fileio
 from ostrack_jax.errors import InputError, OutputError
@@ -118,7 +118,6 @@ class Parser(argparse.ArgumentParser):
       ``args.config`` (a locked ``ml_collections.ConfigDict``); ``args.config_spec`` keeps
       the text given.
     training: check the config's training fields too (``configs.check_config``).
-    aliases: old flag spelling -> new one, accepted with a note on stderr.
   """
 
   def __init__(
@@ -128,7 +127,6 @@ class Parser(argparse.ArgumentParser):
     *,
     config: Optional[str] = None,
     training: bool = False,
-    aliases: Optional[Dict[str, str]] = None,
     epilog: Optional[str] = None,
   ):
     if config is not None:
@@ -146,7 +144,6 @@ class Parser(argparse.ArgumentParser):
     self._config_default = config
     self._training = training
     self._multihost = False
-    self._aliases = dict(aliases or {})
     if config is not None:
       self.add_argument(
         '--config',
@@ -189,32 +186,17 @@ class Parser(argparse.ArgumentParser):
     """Bad input found after parsing: ``<prog>: <message>`` on stderr, exit status 2."""
     self.exit(2, f'{self.prog}: {message}\n')
 
-  def _rewrite_aliases(self, argv: List[str]) -> List[str]:
-    out = []
-    for item in argv:
-      flag, eq, value = item.partition('=')
-      if flag in self._aliases:
-        new = self._aliases[flag]
-        print(
-          f'{self.prog}: {flag} is deprecated and will be removed in the next release; use {new}',
-          file=sys.stderr,
-        )
-        item = new + eq + value
-      out.append(item)
-    return out
-
   def _unknown(self, item: str):
     flag = item.split('=', 1)[0]
     known = [s for s in self._option_string_actions if s.startswith('--') and s != '--help']
-    close = difflib.get_close_matches(flag, known + list(self._aliases), n=3)
-    close = [self._aliases.get(c, c) for c in close]
+    close = difflib.get_close_matches(flag, known, n=3)
     if self._config_default is not None:  # '--lr' -> '--config.train.lr'
       close += self._close_config_keys(flag.lstrip('-'))
     hint = f'; did you mean {", ".join(dict.fromkeys(close))}?' if close else ''
     self.error(f'unrecognized argument {item}{hint}')
 
   def _close_config_keys(self, name: str) -> List[str]:
-    from ostrack_jax import configs  # pylint: disable=g-import-not-at-top
+    from ostrack_jax import configs
 
     try:
       default = 'ostrack_256_ce' if self._config_default is REQUIRED else self._config_default
@@ -226,9 +208,22 @@ class Parser(argparse.ArgumentParser):
       leaves.setdefault(key.rsplit('.', 1)[-1], key)
     return [f'--config.{leaves[c]}=...' for c in difflib.get_close_matches(name, leaves, n=2)]
 
+  def _check_flags_known(self, argv: List[str]) -> None:
+    """An unknown ``--flag`` is answered (with the closest valid ones) before argparse's own
+    checks, so that a misspelled required flag is not reported as a missing one."""
+    for item in argv:
+      if item == '--':
+        return
+      flag = item.split('=', 1)[0]
+      if not flag.startswith('--') or flag in self._option_string_actions:
+        continue
+      if not (self._config_default is not None and flag.startswith('--config.')):
+        self._unknown(item)
+
   def parse(self, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses ``argv`` (default ``sys.argv[1:]``); exits with status 2 on bad input."""
-    argv = self._rewrite_aliases(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    self._check_flags_known(argv)
     args, rest = self.parse_known_args(argv)
     overrides, i = [], 0
     while i < len(rest):
@@ -247,7 +242,7 @@ class Parser(argparse.ArgumentParser):
     if self._multihost:
       self._check_multihost(args)
     if self._config_default is not None:
-      from ostrack_jax import configs  # pylint: disable=g-import-not-at-top
+      from ostrack_jax import configs
 
       args.config_spec, args.overrides = args.config, overrides
       try:
@@ -270,7 +265,7 @@ def initialize_multihost(args: argparse.Namespace) -> None:
   """
   if not args.multihost:
     return
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   try:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)

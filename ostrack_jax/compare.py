@@ -18,7 +18,7 @@ from ostrack_jax import cli
 
 
 def parse_flags(argv=None):
-  from ostrack_jax.tracking.datasets import DATASETS  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking.datasets import DATASETS
 
   p = cli.Parser('python -m ostrack_jax.compare', __doc__)
   p.add_argument('--dataset', required=True, choices=DATASETS, help='the benchmark')
@@ -52,7 +52,7 @@ def parse_flags(argv=None):
 
 def main(argv=None) -> int:
   args = parse_flags(argv)
-  from ostrack_jax.tracking import compare  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import compare
 
   comparison = compare.compare_trackers(
     args.dataset,

@@ -3,9 +3,10 @@
 Two kinds of file are understood:
 
 * a released (or trainer-written) OSTrack checkpoint ``{'net': state_dict, ...}`` with the 242
-  keys of spec section 10: every tensor is mapped to a Flax variable, every key is accounted for
-  (``backbone.cls_token``, ``backbone.pos_embed`` and ``num_batches_tracked`` are unused by the
-  forward pass and reported), and every shape is checked against the preset;
+  keys of its state dict (backbone, then box head): every tensor is mapped to a Flax variable,
+  every key is accounted for (``backbone.cls_token``, ``backbone.pos_embed`` and
+  ``num_batches_tracked`` are unused by the forward pass and reported), and every shape is
+  checked against the preset;
 * a timm / MAE ViT checkpoint (``{'model': state_dict}`` or a bare state dict) with a 14x14
   ``pos_embed``: the backbone is filled, the grid is resized to the template and search grids
   with PyTorch-exact bicubic interpolation, and the head is freshly initialised.
@@ -87,7 +88,7 @@ def read_torch_file(path: str) -> Dict[str, Any]:
   pickles objects other than tensors, containers and the original trainer's settings.
   """
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
   except ImportError as e:
     raise ImportError(
       'reading PyTorch checkpoints needs torch: pip install "ostrack_jax[dev]" '
@@ -101,7 +102,7 @@ def read_torch_file(path: str) -> Dict[str, Any]:
     with torch.serialization.safe_globals(_stand_ins()), warnings.catch_warnings():
       warnings.simplefilter('ignore', UserWarning)  # "Detected pickle protocol 4" and the like
       obj = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     foreign = []
     try:
       foreign = [
@@ -109,7 +110,7 @@ def read_torch_file(path: str) -> Dict[str, Any]:
         for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
         if g not in _STAND_IN_GLOBALS
       ]
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       pass
     if foreign:
       raise CheckpointError(
@@ -181,7 +182,7 @@ def bicubic_matrix(in_size: int, out_size: int, a: float = -0.75) -> np.ndarray:
     x0 = math.floor(src)
     t = f32(src - f32(x0))
     weights = (far(t + f32(1)), near(t), near(f32(1) - t), far(f32(2) - t))
-    for tap, weight in zip(range(x0 - 1, x0 + 3), weights):
+    for tap, weight in zip(range(x0 - 1, x0 + 3), weights, strict=True):
       mat[i, min(max(tap, 0), in_size - 1)] += weight
   return mat
 
@@ -381,7 +382,7 @@ def convert_ostrack_state_dict(
   sd: Mapping[str, np.ndarray], config: ml_collections.ConfigDict, path: str = '<checkpoint>'
 ) -> Tuple[Variables, ConversionReport]:
   """Released OSTrack state dict (242 keys) -> Flax variables; strict on keys and shapes."""
-  from ostrack_jax.models.ostrack import abstract_variables  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.ostrack import abstract_variables
 
   expected = {
     (col,) + p: v
@@ -528,8 +529,9 @@ def load_torch_checkpoint(
   if kind == 'ostrack':
     variables, report = convert_ostrack_state_dict(sd, config, path)
   else:
-    from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
+
+    from ostrack_jax.models.ostrack import init_variables
 
     fresh = jax.tree_util.tree_map(np.asarray, init_variables(config, seed))
     variables, report = convert_vit_state_dict(sd, config, fresh, path)

@@ -9,6 +9,10 @@ right and bottom padding is computed as ``x2 - W + 1``, so whenever a crop reach
 (bottom) image border the last real image column (row) is replaced by zeros. The square is then
 resized to ``output_size`` with OpenCV's INTER_LINEAR (uint8 fixed point), bit-exact with the
 original.
+
+The network takes a crop's pixels as ``(v / 255 - IMAGENET_MEAN) / IMAGENET_STD`` per RGB
+channel, in float32, as the original; the two constants are defined here, once, for the
+training data, the tracker and the training step.
 """
 
 import math
@@ -18,6 +22,10 @@ import cv2
 import numpy as np
 
 from ostrack_jax.boxes import box_text
+
+# ImageNet statistics, RGB, float32 (the original's normalization of every crop).
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 class Crop(NamedTuple):

@@ -41,7 +41,6 @@ import numpy as np
 from ostrack_jax import cli, fileio
 from ostrack_jax.tracking.datasets import IMAGE_EXTENSIONS, read_frame
 
-
 PIPELINE_DEPTH = 4  # frames dispatched to the device before the oldest one is drawn
 
 
@@ -208,7 +207,7 @@ class FrameReader:
         if not self._put(('frame', frame)):
           return
       self._put(('end', None))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       self._put(('error', e))
     finally:
       frames.close()
@@ -272,7 +271,7 @@ class _Writer:
   def close(self) -> None:
     """Finishes the video and puts it at ``path`` (mode as a new file: fileio.file_mode)."""
     if self.gif:
-      import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
+      import imageio.v2 as imageio
 
       imageio.mimsave(self._partial, self._frames, duration=1.0 / self.fps, loop=0)
     elif self._video is not None:
@@ -318,10 +317,11 @@ def main(argv=None) -> int:
   fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
   config = args.config
 
-  from ostrack_jax.tracking.results import format_boxes  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking.tracker import Tracker  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  import jax
+  from tqdm import tqdm
+
+  from ostrack_jax.tracking.results import format_boxes
+  from ostrack_jax.tracking.tracker import Tracker
 
   # The step outputs each overlay needs (kept on the device until the frame is drawn).
   needed = (

@@ -125,7 +125,7 @@ def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
 
 def _state_fns(fns):
   """``fns`` with the state as a plain (templates, boxes) tuple (what is serialised)."""
-  from ostrack_jax.tracking.tracker import TrackState  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking.tracker import TrackState
 
   def init(consts, templates, boxes, frame, hw, box, slot):
     state, crop = fns.init(consts, TrackState(templates, boxes), frame, hw, box, slot)
@@ -157,9 +157,10 @@ def export_tracker(
   Returns:
     ``out_dir``.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax.models.ostrack import cast_kernels, compute_dtype
+  from ostrack_jax.tracking import tracker as tracker_lib
 
   bad = [d for d in dtypes if d not in DTYPES]
   if bad or not dtypes:
@@ -290,7 +291,7 @@ def fold_bias_into_gemm(graph) -> int:
   Add goes: the same values (a bias broadcast over rows before or after the Reshape, which keeps
   the last axis). Returns the number of Adds removed.
   """
-  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+  from onnx import helper, numpy_helper
 
   inits = {i.name: i for i in graph.initializer}
   producer = {o: n for n in graph.node for o in n.output}
@@ -354,7 +355,7 @@ def im2col_to_conv(graph, max_in_channels: int = ONNX_CONV_MAX_IN_CHANNELS) -> i
   one NCHW ``Conv`` between two ``Transpose`` (in place), for input widths up to
   ``max_in_channels``. Same values (the HWIO kernel transposed to OIHW, the Gemm's bias as the
   Conv's). Returns the number of convolutions rewritten."""
-  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+  from onnx import helper, numpy_helper
 
   inits = {i.name: i for i in graph.initializer}
   producer = {o: n for n in graph.node for o in n.output}
@@ -457,8 +458,8 @@ def convert_to_float16(model) -> None:
   float16; value_info is dropped and inferred again. LayerNormalization keeps computing its
   statistics in float32 (its default ``stash_type``).
   """
-  import onnx  # pylint: disable=g-import-not-at-top
-  from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+  import onnx
+  from onnx import helper, numpy_helper
 
   f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
   graph = model.graph
@@ -529,19 +530,20 @@ def export_onnx(
   Returns:
     ``path``.
   """
-  import importlib.metadata  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import importlib.metadata
+
+  import jax
+  import jax.numpy as jnp
 
   try:
-    import jax2onnx  # pylint: disable=g-import-not-at-top
-    import onnx  # pylint: disable=g-import-not-at-top
+    import jax2onnx
+    import onnx
   except ImportError as e:
     raise ValueError(
       f'--format onnx needs jax2onnx and onnx ({e}): pip install "ostrack_jax[onnx]"'
     ) from None
-  from ostrack_jax import onnx_tracker  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import build_model  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import onnx_tracker
+  from ostrack_jax.models.ostrack import build_model
 
   if not ONNX_MIN_OPSET <= int(opset) <= ONNX_MAX_OPSET:
     raise ValueError(
@@ -689,7 +691,7 @@ def load_weights(path: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _deserialize(directory: str, name: str):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   with open(os.path.join(directory, name), 'rb') as fh:
     return jax.export.deserialize(bytearray(fh.read()))
@@ -712,9 +714,10 @@ def load_exported(
     ``last_timing``. Its ``exported`` attribute is the deserialised ``jax.export.Exported`` of
     ``track`` (``exported_init`` that of ``init``), ``manifest`` the folder's manifest.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=g-import-not-at-top
+  import jax
+  import ml_collections
+
+  from ostrack_jax.tracking import tracker as tracker_lib
 
   manifest = read_manifest(directory)
   if dtype not in manifest['variants']:
@@ -736,7 +739,7 @@ def load_exported(
   leaves, treedef = jax.tree_util.tree_flatten(variables)
   avals = exported_track.in_avals[: len(leaves)]
   variables = jax.tree_util.tree_unflatten(
-    treedef, [np.asarray(x).astype(a.dtype) for x, a in zip(leaves, avals)]
+    treedef, [np.asarray(x).astype(a.dtype) for x, a in zip(leaves, avals, strict=True)]
   )
 
   def init(consts, state, frame, hw, box, slot):
@@ -774,7 +777,6 @@ def parse_args(argv=None):
     'model; or, with --format onnx, the network as an ONNX file with static shapes for '
     'onnxruntime / TensorRT (ostrack_jax.load_onnx).',
     config='ostrack_256_ce',
-    aliases={'--out': '--output'},
   )
   p.add_argument(
     '--checkpoint',
@@ -846,7 +848,7 @@ def main(argv=None) -> int:
       check_output_folder(args.output)
     except FileExistsError as e:
       raise cli.InputError(str(e)) from None
-  from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.checkpoint_io import load_checkpoint
 
   config = args.config
   dtypes = [d.strip() for d in args.dtypes.split(',') if d.strip()]

@@ -62,7 +62,7 @@ def read_metadata(path: str, session=None) -> Dict[str, Any]:
       f'{path}: no such file; make one with python -m ostrack_jax.export --format onnx'
     )
   if session is None:
-    import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only, as load_onnx
@@ -189,7 +189,7 @@ class OnnxTracker(host.LastOutputs):
     )
     feed = {'template': template, 'search': self._normalize(crop.image)}
     t1 = time.perf_counter()
-    outs = dict(zip(self.output_names, self.session.run(None, feed)))
+    outs = dict(zip(self.output_names, self.session.run(None, feed), strict=True))
     t2 = time.perf_counter()
     score = outs['score_map'][0, :, :, 0]
     response = self._window * score
@@ -287,7 +287,7 @@ def load_onnx(
       does not have is refused (ValueError naming it and the available ones), never silently
       replaced; the tracker's ``provider`` says which one runs.
   """
-  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  import onnxruntime as ort
 
   if not os.path.isfile(path):
     raise FileNotFoundError(

@@ -40,7 +40,7 @@ if (
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
   _CACHE_OWNER = True
 
-import pytest  # pylint: disable=g-import-not-at-top
+import pytest
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 

@@ -5,6 +5,7 @@ stderr naming the flag, field or file, and no traceback. These fail before JAX i
 (about 0.2 s each).
 """
 
+import importlib
 import pathlib
 import subprocess
 import sys
@@ -52,10 +53,35 @@ def test_bad_input_is_one_line_and_status_2(argv, message, capsys):
   assert message in err, err
 
 
-def test_old_spellings_work_with_a_note(capsys):
-  args = _parser(aliases={'--batch_size': '--batch-size'}).parse(['--batch_size=4'])
-  assert args.batch_size == 4
-  assert 'prog: --batch_size is deprecated' in capsys.readouterr().err
+def test_old_spelling_is_unknown_and_answered_with_the_new_one(capsys):
+  with pytest.raises(SystemExit) as e:
+    _parser().parse(['--batch_size=4'])
+  assert e.value.code == 2
+  assert (
+    'unrecognized argument --batch_size=4; did you mean --batch-size' in capsys.readouterr().err
+  )
+
+
+@pytest.mark.parametrize(
+  'module, argv, new',
+  [
+    ('ostrack_jax.data.pack', ['--split_file', 'x'], '--split-file'),
+    ('ostrack_jax.data.pack', ['--shard_mb', '8'], '--shard-mb'),
+    ('ostrack_jax.data.synthetic', ['--out', 'x'], '--output'),
+    ('ostrack_jax.data.synthetic', ['--num_train', '3'], '--num-train'),
+    ('ostrack_jax.data.preview', ['--out', 'x.png'], '--output'),
+    ('ostrack_jax.export', ['--out', 'x'], '--output'),
+  ],
+)
+def test_commands_answer_the_0_1_0_spellings_with_the_new_one(module, argv, new, capsys):
+  """The spellings 0.1.0 still accepted are gone; each is an unknown flag, exit status 2,
+  with the new spelling as the closest match (in-process: the parser fails before any work)."""
+  main = importlib.import_module(module).main
+  with pytest.raises(SystemExit) as e:
+    main(argv)
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.count('\n') == 1, err
+  assert f'unrecognized argument {argv[0]}; did you mean {new}' in err, err
 
 
 def test_run_turns_input_errors_into_status_2(capsys):

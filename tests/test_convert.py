@@ -49,7 +49,7 @@ def test_bicubic_kernel_is_keys_a_minus_075():
 def test_pos_embed_resize_matches_original(fixtures_dir, name, grids):
   ref = np.load(fixtures_dir / 'mae' / f'{name}_pos_embed_resize.npz')
   grid = ref['mae_pos_embed'][0, 1:].reshape(14, 14, -1)
-  for key, size in zip(('backbone.pos_embed_z', 'backbone.pos_embed_x'), grids):
+  for key, size in zip(('backbone.pos_embed_z', 'backbone.pos_embed_x'), grids, strict=True):
     ours = resize_pos_embed_grid(grid, size).reshape(1, size * size, -1)
     np.testing.assert_allclose(ours, ref[key], atol=3e-6, rtol=0)
 
@@ -58,7 +58,7 @@ def test_pos_embed_resize_matches_original(fixtures_dir, name, grids):
 
 
 def _released_keys(embed=768, depth=12, lz=64, lx=256, head=256):
-  """The 242-key layout of a released OSTrack checkpoint (spec section 10), in order."""
+  """The 242-key layout of a released OSTrack checkpoint (backbone, then box head), in order."""
   c = embed
   keys = [
     ('backbone.cls_token', (1, 1, c)),
@@ -323,7 +323,9 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
   path = str(tmp_path / 'model.msgpack')
   checkpoint_io.save_variables(path, variables, config)
   restored = checkpoint_io.load_checkpoint(path, config)
-  for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(restored)):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(restored), strict=True
+  ):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(
     ValueError, match=r"saved for preset 'tiny_256_ce'.*embed_dim: file 64 vs preset 768"

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.data import pack
-from ostrack_jax.data import pipeline
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import sources
-from ostrack_jax.data import transforms as T
+from ostrack_jax.data import pack, pipeline, sampler as sampler_lib, sources, transforms as T
 from ostrack_jax.errors import InputError
-
-from test_data_sources import make_coco, make_got10k  # pylint: disable=g-bad-import-order
+from test_data_sources import make_coco, make_got10k
 
 
 def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):
@@ -78,7 +73,7 @@ def test_packed_config_through_pipeline_with_workers(tmp_path):
   got = list(it)
   it.close()
   assert len(ref) == len(got) == 2
-  for x, y in zip(ref, got):
+  for x, y in zip(ref, got, strict=True):
     for key in x:
       np.testing.assert_array_equal(x[key], y[key])
   assert set(np.concatenate([b['dataset_index'] for b in ref]).tolist()) <= {0, 1}

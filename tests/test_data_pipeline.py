@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.data import pipeline
-from ostrack_jax.data import synthetic
+from ostrack_jax.data import pipeline, synthetic
 
 
 @pytest.fixture(scope='module')
@@ -37,7 +36,7 @@ def _take(it, n):
 
 def _assert_same(a, b):
   assert len(a) == len(b)
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     assert x.keys() == y.keys()
     for k in x:
       np.testing.assert_array_equal(x[k], y[k], err_msg=k)
@@ -92,8 +91,8 @@ def test_val_iterator_differs_and_is_deterministic(config):
 @pytest.mark.slow
 @pytest.mark.parametrize('workers', [0, 2])
 def test_orbax_save_restore_mid_epoch(config, tmp_path, workers):
-  import grain  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import grain
+  import orbax.checkpoint as ocp
 
   it = pipeline.make_train_iterator(config, batch_size=2, num_workers=workers, num_epochs=1)
   _take(it, 3)

@@ -3,9 +3,7 @@
 import cv2
 import numpy as np
 
-from ostrack_jax.data import preview
-from ostrack_jax.data import synthetic
-from ostrack_jax.data import transforms as T
+from ostrack_jax.data import preview, synthetic, transforms as T
 
 
 def test_denormalize_inverts_normalization():

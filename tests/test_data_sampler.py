@@ -1,13 +1,11 @@
-"""The causal pair sampler (spec section 6): frame constraints, ratios, COCO, determinism."""
+"""The causal pair sampler (the original's TrackingSampler): frame constraints, ratios, COCO,
+determinism."""
 
 import numpy as np
 import pytest
 
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import sources
-from ostrack_jax.data import transforms as T
-
-from test_data_sources import make_coco, make_got10k  # pylint: disable=g-bad-import-order
+from ostrack_jax.data import sampler as sampler_lib, sources, transforms as T
+from test_data_sources import make_coco, make_got10k
 
 TP = T.AugmentParams(32, 2.0, 0.0, 0.0)
 SP = T.AugmentParams(64, 4.0, 3.0, 0.25)

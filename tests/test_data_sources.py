@@ -7,10 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import sources
-from ostrack_jax.data import synthetic
-from ostrack_jax.data import transforms as T
+from ostrack_jax.data import sampler as sampler_lib, sources, synthetic, transforms as T
 
 W, H = 64, 48
 
@@ -260,13 +257,13 @@ def test_index_cache_roundtrip_and_invalidation(tmp_path):
   a = sources.got10k(root, 'train', cache_dir=cache)
   assert len([p for p in cache.iterdir() if (p / 'meta.json').exists()]) == 1
   b = sources.got10k(root, 'train', cache_dir=cache)  # from the cache
-  for sa, sb in zip(a.sequences, b.sequences):
+  for sa, sb in zip(a.sequences, b.sequences, strict=True):
     np.testing.assert_array_equal(sa.boxes, sb.boxes)
     np.testing.assert_array_equal(sa.visible, sb.visible)
     assert sa.frame_names == sb.frame_names and sa.image_size == sb.image_size
   assert b.report.summary() == a.report.summary()
   # The cached table is memory-mapped and pickles as its folder name (grain workers map it).
-  import pickle  # pylint: disable=g-import-not-at-top
+  import pickle
 
   blob = pickle.dumps(b)
   assert len(blob) < 4000
@@ -283,7 +280,7 @@ def test_index_cache_roundtrip_and_invalidation(tmp_path):
 
 
 def test_vot_subsets_need_split_file():
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import get_config
 
   cfg = get_config('ostrack_256_ce')
   cfg.data.roots.got10k = '.'
@@ -292,7 +289,7 @@ def test_vot_subsets_need_split_file():
 
 
 def test_sequence_table_is_compact_and_pickles(tmp_path):
-  import pickle  # pylint: disable=g-import-not-at-top
+  import pickle
 
   seqs = [
     sources.Sequence(

@@ -1,4 +1,4 @@
-"""Crop, box and augmentation arithmetic of the training pairs (spec section 7)."""
+"""Crop, box and augmentation arithmetic of the training pairs (the original's STARKProcessing)."""
 
 import math
 
@@ -205,8 +205,8 @@ def test_brightness_and_normalization():
   img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
   for b in (0.8, 1.0, 1.2):
     expected = (
-      np.clip(img.astype(np.float32) * np.float32(b / 255), 0, 1) - T.IMAGENET_MEAN
-    ) / T.IMAGENET_STD
+      np.clip(img.astype(np.float32) * np.float32(b / 255), 0, 1) - crop_lib.IMAGENET_MEAN
+    ) / crop_lib.IMAGENET_STD
     np.testing.assert_allclose(T.to_normalized_float(img, b), expected, atol=1e-6)
 
 

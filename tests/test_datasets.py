@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.data import pack
-from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import sources
-from ostrack_jax.data import transforms as T
+from ostrack_jax.data import pack, sampler as sampler_lib, sources, transforms as T
 from ostrack_jax.datasets import core, registry
 from ostrack_jax.errors import InputError
-from ostrack_jax.tracking import datasets as eval_datasets
-from ostrack_jax.tracking import results
+from ostrack_jax.tracking import datasets as eval_datasets, results
 
 W, H = 64, 48
 
@@ -263,7 +259,7 @@ def test_a_registered_layout_trains_packs_and_evaluates(toy, tmp_path, monkeypat
 
 
 def test_layer_imports_no_jax():
-  import subprocess  # pylint: disable=g-import-not-at-top
+  import subprocess
 
   code = (
     'import sys; import ostrack_jax.datasets.registry, ostrack_jax.data.sources, '
@@ -271,3 +267,37 @@ def test_layer_imports_no_jax():
     "assert 'jax' not in sys.modules, 'jax imported'"
   )
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_synthetic_first_use_rule_in_one_place(tmp_path, monkeypatch, capsys):
+  """ensure_synthetic_dataset is the one home of the rule training, evaluation and the registry
+  follow: the default root is generated when missing, announced through ``log``; a complete
+  one is reused silently; a named root without a dataset is an error, never generated."""
+  from ostrack_jax.datasets import synthetic
+  from ostrack_jax.tracking import evaluate
+
+  made = []
+
+  def fake_make(root, **kwargs):  # the generator itself is tested elsewhere; here only the rule
+    made.append(root)
+    root.mkdir(parents=True)
+    (root / 'synthetic.json').write_text('{}')
+    return root
+
+  monkeypatch.setattr(synthetic, 'make_synthetic_dataset', fake_make)
+  monkeypatch.setenv('OSTRACK_JAX_SYNTHETIC', str(tmp_path / 'default'))
+  logs = []
+  assert synthetic.ensure_synthetic_dataset(log=logs.append) == tmp_path / 'default'
+  assert logs == [f'generating the synthetic dataset at {tmp_path / "default"} ...']
+  assert synthetic.ensure_synthetic_dataset(str(tmp_path / 'default'), log=logs.append)
+  assert synthetic.ensure_synthetic_dataset(log=logs.append) and len(logs) == 1 and len(made) == 1
+  with pytest.raises(FileNotFoundError, match='no such folder'):
+    synthetic.ensure_synthetic_dataset(str(tmp_path / 'named'), log=logs.append)
+  assert len(logs) == 1 and not (tmp_path / 'named').exists()
+
+  # Evaluation goes through it: its message is the rule's, printed once.
+  monkeypatch.setenv('OSTRACK_JAX_SYNTHETIC', str(tmp_path / 'other'))
+  capsys.readouterr()
+  root = evaluate.resolve_data_dir('got10k_val', None, get_config('tiny_256_ce'))
+  assert root == tmp_path / 'other' and made[-1] == root
+  assert capsys.readouterr().out == f'generating the synthetic dataset at {root} ...\n'

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax import crop as crop_lib
-from ostrack_jax.tracking import device_crop
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import device_crop, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
@@ -139,7 +138,7 @@ def test_rounded_quotient_is_the_correctly_rounded_float32():
     [np.arange(-300, 300), np.random.default_rng(0).integers(-(2**23), 2**23, 20000)]
   ).astype(np.int32)
   for denom in (256, 384, 512, 768, 96, 6):
-    got = np.asarray(jax.jit(device_crop._rounded_quotient, static_argnums=1)(num, denom))  # pylint: disable=protected-access
+    got = np.asarray(jax.jit(device_crop._rounded_quotient, static_argnums=1)(num, denom))
     np.testing.assert_array_equal(
       got, (num.astype(np.float64) / denom).astype(np.float32), err_msg=f'denominator {denom}'
     )

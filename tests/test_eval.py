@@ -740,7 +740,7 @@ def test_eval_on_two_processes_tracks_each_sequence_once_and_resumes(setup):
   port = _free_port()
   second = [_eval_process(setup, out, port, i) for i in range(2)]
   logs = [p.communicate(timeout=300)[0] for p in second]
-  for i, (p, log) in enumerate(zip(second, logs)):
+  for i, (p, log) in enumerate(zip(second, logs, strict=True)):
     assert p.returncode == 0, f'process {i}:\n{log[-3000:]}'
   assert '3 sequences in' in logs[0] and '1 to track, 2 already done' in logs[0]
   assert 'process 0 of 2: loaded' in logs[0] and '1 sequence(s), 1 slot(s)' in logs[0]

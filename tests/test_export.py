@@ -103,9 +103,9 @@ def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
   exported = _track(exported_tracker, frames, data['gt'], n, teacher_forced)
   np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
   np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
-  for got, want in zip(exported[2], live[2]):
+  for got, want in zip(exported[2], live[2], strict=True):
     assert len(got) == len(want) == 3
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
       np.testing.assert_array_equal(g, w)
   if teacher_forced:  # and both agree with the original PyTorch tracker
     err = np.abs(exported[0] - data['tf_boxes'][1 : n + 1]).max()

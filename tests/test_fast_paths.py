@@ -39,12 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax.configs import get_config
 from ostrack_jax.convert import load_torch_checkpoint
 from ostrack_jax.models import flops
 from ostrack_jax.models.ostrack import build_model, init_variables
 from ostrack_jax.training import step as step_lib
-import train_util
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
 
@@ -100,7 +100,7 @@ def test_fused_attention_float32_matches_original(tiny_variables, fixtures_dir, 
         rtol=0,
       )
   removed_ref = [ref[f'removed_indexes_s_{j}'] for j in range(len(out['removed_indexes']))]
-  for ours, theirs in zip(out['removed_indexes'], removed_ref):
+  for ours, theirs in zip(out['removed_indexes'], removed_ref, strict=True):
     np.testing.assert_array_equal(np.asarray(ours), theirs.astype(np.int64))
 
 
@@ -160,7 +160,7 @@ def test_bfloat16_paths_deviation_from_float32(keep1_outputs, fields):
 
 @pytest.mark.slow
 def test_bf16_activations_keep_batchnorm_input_float32():
-  from ostrack_jax.models.head import ConvBNReLU  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.head import ConvBNReLU
 
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 16)).astype(np.float32))
   outs = []

@@ -37,7 +37,7 @@ def test_float32_products_and_gradients_match_jnp(batch, nt):
     weights = _rand(rng, *batch, 5, 6)
     g_ours = jax.grad(lambda a, b: jnp.sum(ours(a, b) * weights), argnums=(0, 1))(a, b)
     g_ref = jax.grad(lambda a, b: jnp.sum(ref(a, b) * weights), argnums=(0, 1))(a, b)
-  for x, y in zip(g_ours, g_ref):
+  for x, y in zip(g_ours, g_ref, strict=True):
     assert x.dtype == jnp.float32
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 
@@ -66,7 +66,7 @@ def test_bfloat16_products_round_operands_and_cotangent_and_accumulate_in_float3
   # And close to the float32 gradients (bfloat16 has an 8-bit mantissa).
   with jax.default_matmul_precision('highest'):
     _, vjp32 = jax.vjp(fn, a, b)
-    for x, y in zip((da, db), vjp32(weights)):
+    for x, y in zip((da, db), vjp32(weights), strict=True):
       np.testing.assert_allclose(x, y, rtol=0, atol=0.05 * float(np.abs(y).max()))
 
 
@@ -121,7 +121,9 @@ def test_conv_matches_xla_convolution_and_its_gradients(kernel_size, stride, pad
       lambda p, x: jnp.sum(_xla_conv(x, p['kernel'], p['bias'], stride, padding) * weights),
       argnums=(0, 1),
     )(params, x)
-  for x_ours, x_ref in zip(jax.tree_util.tree_leaves(g_ours), jax.tree_util.tree_leaves(g_ref)):
+  for x_ours, x_ref in zip(
+    jax.tree_util.tree_leaves(g_ours), jax.tree_util.tree_leaves(g_ref), strict=True
+  ):
     np.testing.assert_allclose(x_ours, x_ref, rtol=1e-5, atol=1e-4)
 
 
@@ -135,7 +137,7 @@ def test_conv_refuses_what_it_does_not_implement():
 
 
 def test_dense_matches_flax_dense():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
 
   rng = np.random.default_rng(4)
   x = _rand(rng, 2, 3, 5)

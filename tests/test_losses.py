@@ -1,6 +1,6 @@
 """Losses and the Gaussian target against the original's values (tests/fixtures/losses, computed by
-the original OSTrack actor on the tiny fixture model's outputs at keep ratio 0.7) and the spec's
-worked examples (section 4.3)."""
+the original OSTrack actor on the tiny fixture model's outputs at keep ratio 0.7) and worked
+examples of the Gaussian radius and heatmap computed by hand."""
 
 import json
 import math

@@ -5,7 +5,6 @@ import pytest
 
 from ostrack_jax.tracking import metrics
 
-
 # ------------------------------------------------------------------------------- GOT-10k
 
 

@@ -130,7 +130,7 @@ def test_maps_boxes_and_removed_indexes_match_original(forward, variant, name):
     assert out['removed_indexes'] == []  # no elimination at all
   else:
     assert len(out['removed_indexes']) == len(removed_ref) == 3
-  for ours, theirs in zip(out['removed_indexes'], removed_ref):
+  for ours, theirs in zip(out['removed_indexes'], removed_ref, strict=True):
     np.testing.assert_array_equal(np.asarray(ours), theirs.astype(np.int64))
   # Kept and removed indices partition the search grid.
   all_idx = np.concatenate(
@@ -213,5 +213,5 @@ def test_init_variables_follow_the_original_init():
   again = init_variables(config, seed=3)
   assert all(
     np.array_equal(a, b)
-    for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(again))
+    for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(again), strict=True)
   )

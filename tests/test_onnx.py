@@ -27,9 +27,8 @@ onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 pytest.importorskip('jax2onnx')
 
-from ostrack_jax import export as export_lib  # pylint: disable=g-import-not-at-top
-from ostrack_jax import onnx_tracker  # pylint: disable=g-import-not-at-top
-from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+from ostrack_jax import export as export_lib, onnx_tracker
+from ostrack_jax.configs import get_config
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 CHECKPOINT = FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
@@ -92,7 +91,7 @@ def test_export_says_one_line_and_no_converter_noise(export_run):
 def test_converter_filter_drops_only_missing_library_plugins():
   import logging
 
-  is_noise = export_lib._is_converter_noise  # pylint: disable=protected-access
+  is_noise = export_lib._is_converter_noise
 
   def record(message, error=None):
     exc_info = (type(error), error, None) if error else None
@@ -122,6 +121,7 @@ def live(variables):
 def _step_pair(config, variables, tracker, frame, box, template):
   """(ONNX tracker's step, JAX step) outputs from the same template, state and frame."""
   import jax.numpy as jnp
+
   from ostrack_jax.tracking import tracker as tracker_lib
 
   fns = tracker_lib.make_tracking_fns(config, None, full_outputs=True)
@@ -154,7 +154,7 @@ def _check_step(got, want, config):
   np.testing.assert_allclose(got['boxes'], want['boxes'], atol=STEP_BOX_TOL_PX, rtol=0)
   removed = [got[f'removed_indexes_{i}'] for i in range(len(want['removed_indexes']))]
   assert len(removed) == len(want['removed_indexes']) > 0
-  for g, w in zip(removed, want['removed_indexes']):
+  for g, w in zip(removed, want['removed_indexes'], strict=True):
     assert g.shape == w.shape and g.dtype == np.int32
     np.testing.assert_array_equal(np.sort(g, axis=1), np.sort(np.asarray(w), axis=1))
 
@@ -308,9 +308,9 @@ def test_loads_and_agrees_at_every_optimisation_level(onnx_file):
     results[opt] = session.run(None, feed)
   want = results[level.ORT_DISABLE_ALL]
   for got in results.values():
-    for g, w in zip(got[:4], want[:4]):
+    for g, w in zip(got[:4], want[:4], strict=True):
       np.testing.assert_allclose(g, w, atol=MAP_TOL, rtol=0)
-    for g, w in zip(got[4:], want[4:]):
+    for g, w in zip(got[4:], want[4:], strict=True):
       np.testing.assert_array_equal(np.sort(g, axis=1), np.sort(w, axis=1))
 
 

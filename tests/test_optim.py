@@ -1,6 +1,6 @@
-"""Optimiser and schedules: the keep-rate warm-up at the spec's listed epochs, the learning rate per
-group per epoch, and whole optimiser steps against torch.optim.AdamW + clip_grad_norm_ + StepLR
-(the original's exact recipe, run here with torch as the reference)."""
+"""Optimiser and schedules: the keep-rate warm-up at epochs whose values are worked out by hand,
+the learning rate per group per epoch, and whole optimiser steps against torch.optim.AdamW +
+clip_grad_norm_ + StepLR (the original's exact recipe, run here with torch as the reference)."""
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +93,7 @@ def test_optimizer_steps_match_torch_adamw_with_clip_and_steplr():
     },
   }
   grads = [
-    jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32) * s, init)
+    jax.tree_util.tree_map(lambda x, s=s: rng.normal(size=x.shape).astype(np.float32) * s, init)
     for s in (1.0, 0.01, 3.0, 0.02, 1.0, 0.5, 0.001, 2.0)
   ]
 

@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ostrack_jax.tracking import datasets
-from ostrack_jax.tracking import results
+from ostrack_jax.tracking import datasets, results
 
 
 def _write_frames(

@@ -184,6 +184,6 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
   frames = [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(3)]
   for snippet in snippets:
     namespace = dict(first_frame=frames[0], frames=frames[1:], x=50.0, y=40.0, w=30.0, h=20.0)
-    exec(compile(snippet, 'README.md', 'exec'), namespace)  # pylint: disable=exec-used
+    exec(compile(snippet, 'README.md', 'exec'), namespace)
     boxes = namespace['boxes']
     assert len(boxes) == 2 and all(np.isfinite(b).all() and len(b) == 4 for b in boxes)

@@ -132,8 +132,8 @@ def _eval_argv(tmp_path, data, out, *extra):
   cached) on the folder dataset ``data`` into ``out``."""
   ckpt = tmp_path / 'model.msgpack'
   if not ckpt.exists():
-    from ostrack_jax.checkpoint_io import save_variables  # pylint: disable=g-import-not-at-top
-    from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.checkpoint_io import save_variables
+    from ostrack_jax.models.ostrack import init_variables
 
     config = get_config('tiny_256_ce')
     save_variables(str(ckpt), init_variables(config, seed=0), config)

@@ -76,8 +76,8 @@ def test_normalization_table_is_float32_imagenet():
   for v in (0, 1, 128, 255):
     for c in range(3):
       expected = (
-        np.float32(v) / np.float32(255) - np.float32(tracker_lib.IMAGENET_MEAN[c])
-      ) / np.float32(tracker_lib.IMAGENET_STD[c])
+        np.float32(v) / np.float32(255) - np.float32(crop_lib.IMAGENET_MEAN[c])
+      ) / np.float32(crop_lib.IMAGENET_STD[c])
       assert table[v, c] == expected
   img = np.array([[[0, 128, 255]]], np.uint8)
   out = np.asarray(jax.jit(tracker_lib.normalize_uint8)(img, tracker_lib.normalization_table()))
@@ -269,7 +269,7 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   inits = [s['gt'][0], s['gt'][0] + np.array([4.0, -3.0, -10.0, 6.0])]
   lengths = [5, 3]
   singles = []
-  for init, n in zip(inits, lengths):
+  for init, n in zip(inits, lengths, strict=True):
     tracker.initialize(frames[0], init)
     singles.append(np.array([tracker.track(frames[i]) for i in range(1, n)]))
   batch = tracker_lib.BatchTracker(tracker, 3, 'map')
@@ -287,7 +287,7 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
         got[slot].append(states[slot])
   for slot in range(2):
     np.testing.assert_array_equal(np.array(got[slot]), singles[slot])
-  assert batch.core._track._cache_size() == 1  # pylint: disable=protected-access
+  assert batch.core._track._cache_size() == 1
 
 
 @pytest.mark.parametrize(

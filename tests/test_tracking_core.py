@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.tracking import datasets, runner
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
@@ -86,7 +85,7 @@ def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
     core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
     padded = tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None]
     core.step(padded, np.array([[h, w]]), np.ones(1, bool))
-  assert core._track._cache_size() == len(buckets)  # pylint: disable=protected-access
+  assert core._track._cache_size() == len(buckets)
   assert core.compilations() == 2 * len(buckets)  # the template crop: one per bucket too
 
 
@@ -204,8 +203,8 @@ def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox):
   """Two slots over two of the test process's host devices, one per device: each device runs
   the one-slot step (one program over the mesh), so the boxes are Tracker's bit for bit, and
   the states stay sharded on the slot axis."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import PartitionSpec  # pylint: disable=g-import-not-at-top
+  import jax
+  from jax.sharding import PartitionSpec
 
   frames, gt = soapbox
   boxes = [gt[0], gt[0] + [5.0, 3.0, -8.0, 4.0]]
@@ -223,7 +222,7 @@ def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox):
 
 
 def test_slots_must_divide_over_the_devices(tracker):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   with pytest.raises(ValueError, match=r'batch_size 3 does not divide over 2 devices'):
     tracker_lib.BatchTracker(tracker, 3, 'map', devices=jax.devices()[:2])

@@ -36,8 +36,8 @@ def test_variants_combine_and_unknown_ones_are_refused():
     'bf16_activations': True,
     'attention_impl': 'cudnn',
   }
-  assert train_matrix._join('plain', 'bf16act', 'remat') == 'bf16act+remat'  # pylint: disable=protected-access
-  assert train_matrix._join('plain') == 'plain'  # pylint: disable=protected-access
+  assert train_matrix._join('plain', 'bf16act', 'remat') == 'bf16act+remat'
+  assert train_matrix._join('plain') == 'plain'
   with pytest.raises(SystemExit, match='unknown variant'):
     train_speed.variant_fields('bf16act+turbo')
 

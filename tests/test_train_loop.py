@@ -131,10 +131,10 @@ def test_checkpoint_writes_orbax_array_metadata_and_restores(tmp_path, caplog):
   orbax's default array-metadata store: a save writes state/array_metadatas, and restores.
   Registering it logs nothing (orbax warns on every handler override; train.py showed
   'WARNING:absl:Type handler registry type ... overriding jax.Array' at every start)."""
-  import logging  # pylint: disable=g-import-not-at-top
+  import logging
 
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
 
   with caplog.at_level(logging.WARNING):
     manager = checkpoint.CheckpointManager(str(tmp_path), keep=1)

@@ -43,7 +43,7 @@ TIMEOUT_S = 600
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.data import synthetic
 
   root = tmp_path_factory.mktemp('synthetic')
   synthetic.make_synthetic_dataset(
@@ -110,7 +110,7 @@ def _run_two_processes(workdir, root, *extra):
     for p in procs:
       if p.poll() is None:
         p.kill()
-  for i, (p, out) in enumerate(zip(procs, outputs)):
+  for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
     assert p.returncode == 0, f'process {i} failed:\n{out[-4000:]}'
   return outputs
 
@@ -125,8 +125,9 @@ def _losses(workdir):
 
 
 def _params(workdir):
-  import jax  # pylint: disable=g-import-not-at-top
-  from ostrack_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ostrack_jax import checkpoint_io
 
   payload = checkpoint_io.read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
   return jax.tree_util.tree_leaves_with_path(payload['variables']['params'])
@@ -167,7 +168,7 @@ def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_pa
   # per mille within 1e-5.
   lr = 4e-4
   total = loose = 0
-  for (path, a), (_, b) in zip(_params(single), _params(multi)):
+  for (path, a), (_, b) in zip(_params(single), _params(multi), strict=True):
     diff = np.abs(np.asarray(a) - np.asarray(b))
     assert diff.max() <= TOTAL_STEPS * lr + 1e-6, path
     total += diff.size

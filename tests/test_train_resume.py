@@ -83,8 +83,9 @@ def _losses(workdir):
 
 
 def _params(workdir):
-  from ostrack_jax.checkpoint_io import read_variables_file
   import jax
+
+  from ostrack_jax.checkpoint_io import read_variables_file
 
   payload = read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
   return {

@@ -8,10 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+import train_util
 from ostrack_jax.configs import get_config
 from ostrack_jax.models.ostrack import build_model, init_variables
 from ostrack_jax.training import optim, state as state_lib, step as step_lib
-import train_util
 
 GLOBAL_BATCH = 8
 
@@ -62,6 +62,7 @@ def test_sharded_step_equals_unsharded(single_device_result):
   for (path, a), b in zip(
     jax.tree_util.tree_leaves_with_path(ref_state.batch_stats),
     jax.tree_util.tree_leaves(state.batch_stats),
+    strict=True,
   ):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
   # Parameters. Adam's first step is lr * g / (|g| + eps): about +-lr whatever |g| is, so an entry
@@ -71,7 +72,9 @@ def test_sharded_step_equals_unsharded(single_device_result):
   lr = get_config('tiny_256_ce').train.lr
   total = loose = 0
   for (path, a), b in zip(
-    jax.tree_util.tree_leaves_with_path(ref_state.params), jax.tree_util.tree_leaves(state.params)
+    jax.tree_util.tree_leaves_with_path(ref_state.params),
+    jax.tree_util.tree_leaves(state.params),
+    strict=True,
   ):
     diff = np.abs(np.asarray(a) - np.asarray(b))
     assert diff.max() <= 2 * lr + 1e-7, jax.tree_util.keystr(path)
@@ -82,7 +85,9 @@ def test_sharded_step_equals_unsharded(single_device_result):
   init = init_variables(small_config(), seed=0)['params']
   moved = max(
     float(np.abs(np.asarray(x) - y).max())
-    for x, y in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.params))
+    for x, y in zip(
+      jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.params), strict=True
+    )
   )
   assert moved > 1e-4
 
@@ -94,7 +99,9 @@ def test_non_finite_step_is_skipped_and_counted(single_device_result):
   state, metrics = run_one_step(1, batch)
   assert not bool(metrics['finite']) and int(state.bad_steps) == 1 and int(state.step) == 1
   init = init_variables(small_config(), seed=0)
-  for x, y in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.variables())):
+  for x, y in zip(
+    jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state.variables()), strict=True
+  ):
     np.testing.assert_array_equal(np.asarray(x), y)
   # Adam (moments, bias-correction count) as if the step never happened, as GradScaler skips
   # optimizer.step(); the learning-rate schedules advance with the global step.
@@ -119,7 +126,7 @@ def test_batch_not_divisible_by_devices_is_refused():
 def test_keep_rates_with_equal_token_counts_share_a_program():
   config = get_config('tiny_256_ce')
   cache = {}
-  # 256 search tokens: ceil(0.99988 * 256) = 256 (CE effectively off, spec 2.7) like 1.0.
+  # 256 search tokens: ceil(0.99988 * 256) = 256 (CE effectively off, as in the original) like 1.0.
   assert step_lib.canonical_keep_ratio(config, 1.0, cache) == 1.0
   assert step_lib.canonical_keep_ratio(config, 0.99988, cache) == 1.0
   assert step_lib.canonical_keep_ratio(config, 0.7, cache) == 0.7

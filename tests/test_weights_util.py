@@ -66,7 +66,7 @@ def test_vitb_manifest_layout(search_size, lz, lx):
   assert shapes['box_head.conv5_size.weight'] == (2, 32, 1, 1)
   buffers = ('num_batches_tracked', 'running_mean', 'running_var')
   n_params = sum(int(np.prod(s)) for k, s in shapes.items() if not k.endswith(buffers))
-  # Spec section 10: 92,518,533 parameters (BatchNorm buffers excluded) for OSTrack-256.
+  # A released OSTrack-256 checkpoint holds 92,518,533 parameters (BatchNorm buffers excluded).
   assert n_params - 768 * (lz + lx) == 92_518_533 - 768 * (64 + 256)
 
 

@@ -39,7 +39,7 @@ TRAIN_DEVICES = 8  # as the pytest process (tests/conftest.py)
 def small_config(*overrides: str):
   """SMALL_MODEL as a config object (tiny_256_ce with SMALL_MODEL's overrides), then
   ``overrides`` ('a.b=value', as after --config.), for the tests that train in-process."""
-  from ostrack_jax.configs import apply_overrides, get_config  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.configs import apply_overrides, get_config
 
   small = [a[len('--config.') :] for a in SMALL_MODEL if a.startswith('--config.')]
   return apply_overrides(get_config('tiny_256_ce'), small + list(overrides))
@@ -48,9 +48,9 @@ def small_config(*overrides: str):
 def random_batch(batch: int, seed: int = 0):
   """A random training batch for SMALL_MODEL's sizes (64 px template, 128 px search, NHWC
   float32), with search boxes as normalised cxcywh and the score heatmap of the 8x8 grid."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
 
-  from ostrack_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.training import step as step_lib
 
   rng = np.random.default_rng(seed)
   b = {

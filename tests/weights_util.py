@@ -17,7 +17,7 @@ Fill procedure:
 Rules (`assign_rule`) depend on the key name and shape only; see its docstring.
 
 `ostrack_entries` writes the 242-entry state-dict layout of an OSTrack ViT model with the center
-head (spec section 10), in checkpoint order, for any width; `vitb_manifest(256 | 384)` is the
+head, in checkpoint order, for any width; `vitb_manifest(256 | 384)` is the
 ViT-B/16 OSTrack-256 / OSTrack-384 layout. Filling ViT-B (92.5 M values) takes a few seconds.
 """
 
@@ -142,10 +142,11 @@ def ostrack_entries(
 ) -> list[dict[str, Any]]:
   """State-dict entries (key, shape, dtype) of OSTrack with the center head, checkpoint order.
 
-  Spec section 10: backbone (cls_token, the unused 197-token pos_embed, pos_embed_z/x, patch
-  embedding, `depth` pre-norm blocks, final norm; 4 + 2 + 12 * depth + 2 entries), then the
-  head: branches ctr, offset, size, each 4 x (conv3x3 + BatchNorm) with channels
-  head_channels -> /2 -> /4 -> /8, and a 1x1 conv to 1 (ctr) or 2 (offset, size) channels.
+  The released checkpoints' layout: backbone (cls_token, the unused 197-token pos_embed,
+  pos_embed_z/x, patch embedding, `depth` pre-norm blocks, final norm; 4 + 2 + 12 * depth + 2
+  entries), then the head: branches ctr, offset, size, each 4 x (conv3x3 + BatchNorm) with
+  channels head_channels -> /2 -> /4 -> /8, and a 1x1 conv to 1 (ctr) or 2 (offset, size)
+  channels.
   """
   mlp_dim = 4 * embed_dim if mlp_dim is None else mlp_dim
   lz = (template_size // patch_size) ** 2
@@ -213,7 +214,7 @@ def vitb_weights(
 
 def write_pth(arrays: Mapping[str, np.ndarray], path: str, container: str = 'net') -> None:
   """Writes `{container: OrderedDict(key -> tensor)}` with torch.save (needs torch)."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   state = collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays.items())
   torch.save({container: state}, path)

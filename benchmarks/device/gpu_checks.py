@@ -17,14 +17,13 @@ import tempfile
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import cv2
+import jax
+import numpy as np
 
-from ostrack_jax import crop as crop_lib  # pylint: disable=wrong-import-position
-from ostrack_jax.configs import get_config  # pylint: disable=wrong-import-position
-from ostrack_jax.tracking import device_crop  # pylint: disable=wrong-import-position
-from ostrack_jax.tracking import tracker as tracker_lib  # pylint: disable=wrong-import-position
+from ostrack_jax import crop as crop_lib
+from ostrack_jax.configs import get_config
+from ostrack_jax.tracking import device_crop, tracker as tracker_lib
 
 FIXTURES = REPO / 'tests' / 'fixtures'
 
@@ -66,7 +65,7 @@ def check_crops(n_boxes=500):
 
 
 def check_tracker():
-  from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.checkpoint_io import load_checkpoint
 
   config = get_config('tiny_256_ce')
   variables = load_checkpoint(str(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'), config)
@@ -97,8 +96,8 @@ def check_tracker():
 
 
 def check_export():
-  from ostrack_jax import export as export_lib  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import export as export_lib
+  from ostrack_jax.models.ostrack import init_variables
 
   config = get_config('tiny_256_ce')
   variables = init_variables(config)
@@ -132,7 +131,7 @@ def main():
   for name, fn in (('crops', check_crops), ('tracker', check_tracker), ('export', check_export)):
     try:
       results[name] = fn()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       print(f'{name}: FAILED with {type(e).__name__}: {e}')
       results[name] = False
     sys.stdout.flush()

@@ -42,7 +42,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import train_speed  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import train_speed
 
 SWITCHES = ('bf16act', 'fused_cudnn', 'autodiff')
 WIN = 0.98  # a switch is kept when the step takes < 98% of plain's time
@@ -70,7 +70,7 @@ class Matrix:
 
   def variables(self):
     if self._variables is None:
-      from ostrack_jax.models.ostrack import init_variables  # pylint: disable=g-import-not-at-top
+      from ostrack_jax.models.ostrack import init_variables
 
       self._variables = init_variables(train_speed.make_config(self.preset, True), seed=0)
     return self._variables
@@ -118,7 +118,7 @@ class Matrix:
         raise ValueError(kind)
       rec.update(res)
       rec.pop('times_ms', None)
-    except Exception as e:  # pylint: disable=broad-except  (out of memory, no such kernel)
+    except Exception as e:  # out of memory, no such kernel
       rec['error'] = f'{type(e).__name__}: {str(e)[:400]}'
     rec['wall_s'] = time.time() - start
     rec['peak_mb'] = train_speed.peak_memory_mb()
@@ -204,9 +204,10 @@ def read_data_speed(path):
 
 def render(out, preset, original_path=None, data_speed_path=None):
   """Writes OUT/train_matrix.md from OUT/train_matrix.jsonl (and the optional files)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks.model_speed import hardware  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.configs import get_config  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from benchmarks.model_speed import hardware
+  from ostrack_jax.configs import get_config
 
   out = pathlib.Path(out)
   recs = []
@@ -271,7 +272,7 @@ def render(out, preset, original_path=None, data_speed_path=None):
         f'{orig["median_ms"] / r["median_ms"]:.2f}x the original\'s samples/s'
       )
   if best:
-    from ostrack_jax.models.ostrack import abstract_variables  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.models.ostrack import abstract_variables
 
     c = get_config(preset)
     params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_variables(c)['params']))

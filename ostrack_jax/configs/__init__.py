@@ -79,7 +79,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 def _exception_line(error: Exception) -> str:
   """``'KeyError: 'x' (my_config.py line 7)'``: the exception and where in the user's file."""
-  import traceback  # pylint: disable=g-import-not-at-top
+  import traceback
 
   frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename != __file__]
   where = f' ({os.path.basename(frames[-1].filename)} line {frames[-1].lineno})' if frames else ''
@@ -228,7 +228,7 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
   # Dataset names and roots (the reading itself comes later): an unknown name lists the
   # valid ones, a missing root names its config.data.roots field; a named synthetic root
   # must hold a dataset (only the default one is generated).
-  from ostrack_jax.datasets import registry  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.datasets import registry
 
   try:
     registry.check_data_config(config.data)
@@ -236,7 +236,7 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
     raise InputError(str(e)) from e
   used = tuple(config.data.train_datasets) + tuple(config.data.val_datasets)
   if config.data.roots.synthetic and {'synthetic', 'synthetic_val'} & set(used):
-    from ostrack_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.datasets import synthetic
 
     try:
       synthetic.check_named_root(config.data.roots.synthetic)

@@ -8,7 +8,8 @@ Modules (import them directly; this package imports nothing heavy):
 * ``synthetic``: the synthetic dataset's generator (``ostrack_jax.datasets.synthetic``; the
   default of train.py / eval.py).
 * ``sampler``: the causal template/search pair sampler (a pure function of a sample index).
-* ``transforms``: spec-7 processing (joint grayscale/flip, jitter, crop, brightness, flip).
+* ``transforms``: the original's STARKProcessing (joint grayscale/flip, jitter, crop, brightness,
+  flip).
 * ``pipeline``: grain pipeline, ``make_train_iterator(config, process_index=..., ...)``.
 * ``pack`` / ``packed``: writing ArrayRecord packs (``python -m ostrack_jax.data.pack``) /
   reading them.

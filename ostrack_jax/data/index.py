@@ -32,7 +32,7 @@ INDEX_VERSION = 4
 # 'unsampleable': packs written then still load. (A cache key includes the version, so the
 # cache never mixes them.)
 _READABLE_VERSIONS = (3, INDEX_VERSION)
-MIN_SEQUENCE_LENGTH = 20  # spec 6: video sequences need >= 20 frames ...
+MIN_SEQUENCE_LENGTH = 20  # the original's sampler: video sequences need >= 20 frames ...
 MIN_VISIBLE_FRAMES = 5  # ... and more than 2 * (1 + 1) = 4 visible frames
 UNSAMPLEABLE = (
   f'fewer than {MIN_SEQUENCE_LENGTH} frames or {MIN_VISIBLE_FRAMES} visible frames '
@@ -423,7 +423,7 @@ def load_index(path: Optional[pathlib.Path]) -> Optional[Tuple[SequenceTable, In
     if meta.get('version') not in _READABLE_VERSIONS:
       return None
     table = SequenceTable.load(path)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     logging.warning('ignoring unreadable index cache %s: %s', path, e)
     return None
   return table, IndexReport.from_json(meta['report'])

@@ -44,7 +44,7 @@ from ostrack_jax.datasets import registry
 
 
 def _writer(path: pathlib.Path):
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module
 
   return array_record_module.ArrayRecordWriter(str(path), 'group_size:1')
 
@@ -165,12 +165,11 @@ def _check_no_pack(out: pathlib.Path, overwrite: bool) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
   """The pack command; bad input raises ``DatasetError`` (an ``InputError``: one line, status 2
   from the command line)."""
-  from ostrack_jax import cli, fileio  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli, fileio
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.pack',
     'Pack a tracking dataset into ArrayRecord shards.',
-    aliases={'--out': '--output', '--split_file': '--split-file', '--shard_mb': '--shard-mb'},
   )
   parser.add_argument(
     'dataset', help=f'training dataset name ({", ".join(registry.names("train"))})'
@@ -217,6 +216,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli
 
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.pack'))

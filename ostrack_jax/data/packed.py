@@ -55,7 +55,7 @@ class PackedSource(index.Source):
 
   def _records(self):
     if self._reader is None:
-      import grain  # pylint: disable=g-import-not-at-top
+      import grain
 
       self._reader = grain.sources.ArrayRecordDataSource(self.shard_paths)
     return self._reader

@@ -50,7 +50,7 @@ class ResumeMismatchError(ValueError):
 
 def _allow_multiprocess_flags() -> None:
   """grain 0.2.18 reads absl flags in mp_prefetch; mark them parsed when no app did."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
 
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
@@ -93,7 +93,7 @@ class _ExitWithParent:
   def __call__(self, worker_index: int, worker_count: int) -> None:
     del worker_index, worker_count
     if os.getppid() != self.parent_pid:
-      os._exit(1)  # pylint: disable=protected-access
+      os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # discards a pending one
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=self._watch, name='exit-with-parent', daemon=True).start()
@@ -101,7 +101,7 @@ class _ExitWithParent:
   def _watch(self) -> None:
     while os.getppid() == self.parent_pid:
       time.sleep(self.POLL_S)
-    os._exit(1)  # pylint: disable=protected-access
+    os._exit(1)
 
 
 class DataIterator(grain.DatasetIterator):

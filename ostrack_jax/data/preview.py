@@ -15,14 +15,14 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
+from ostrack_jax import crop as crop_lib
 from ostrack_jax.data import sampler as sampler_lib
-from ostrack_jax.data import transforms
 
 
 def denormalize(image: np.ndarray) -> np.ndarray:
   """(S, S, 3) normalized float -> uint8 RGB."""
   return np.clip(
-    (image * transforms.IMAGENET_STD + transforms.IMAGENET_MEAN) * 255.0 + 0.5, 0, 255
+    (image * crop_lib.IMAGENET_STD + crop_lib.IMAGENET_MEAN) * 255.0 + 0.5, 0, 255
   ).astype(np.uint8)
 
 
@@ -64,13 +64,12 @@ def preview_grid(
 
 def main(argv: Optional[List[str]] = None) -> None:
   """The preview command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
-  from ostrack_jax import cli, fileio  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli, fileio
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.preview',
     'PNG grid of sampled training pairs.',
     config='tiny_256_ce',
-    aliases={'--out': '--output', '--preset': '--config'},
   )
   parser.add_argument('--output', required=True, help='output PNG path')
   parser.add_argument('--num', type=cli.positive_int, default=16, help='pairs to draw')
@@ -78,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     '--start', type=cli.nonnegative_int, default=0, help='first global sample index'
   )
   parser.add_argument('--val', action='store_true', help='validation processing')
-  args = parser.parse(_old_set_flags(list(sys.argv[1:] if argv is None else argv)))
+  args = parser.parse(argv)
   config = args.config
   fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
   sampler = sampler_lib.make_sampler(config, train=not args.val)
@@ -90,25 +89,7 @@ def main(argv: Optional[List[str]] = None) -> None:
   print(f'wrote {args.output} ({args.num} pairs)')
 
 
-def _old_set_flags(argv: List[str]) -> List[str]:
-  """``--set KEY=VALUE`` (the old spelling) -> ``--config.KEY=VALUE``, with a note."""
-  out, i = [], 0
-  while i < len(argv):
-    if argv[i] == '--set' and i + 1 < len(argv):
-      print(
-        'python -m ostrack_jax.data.preview: --set is deprecated and will be removed in the '
-        f'next release; use --config.{argv[i + 1]}',
-        file=sys.stderr,
-      )
-      out.append(f'--config.{argv[i + 1]}')
-      i += 2
-    else:
-      out.append(argv[i])
-      i += 1
-  return out
-
-
 if __name__ == '__main__':
-  from ostrack_jax import cli  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import cli
 
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.preview'))

@@ -1,4 +1,5 @@
-"""The causal template/search pair sampler (spec section 6), as a pure function of a seed.
+"""The causal template/search pair sampler (the original's TrackingSampler), as a pure function
+of a seed.
 
 NumPy only (grain workers import this without JAX).
 
@@ -26,8 +27,7 @@ from typing import List, NamedTuple, Optional, Sequence as Seq, Tuple
 import cv2
 import numpy as np
 
-from ostrack_jax.data import sources as sources_lib
-from ostrack_jax.data import transforms
+from ostrack_jax.data import sources as sources_lib, transforms
 
 MAX_ATTEMPTS = 100
 
@@ -42,7 +42,8 @@ class FramePair(NamedTuple):
 def sample_causal_frames(
   visible: np.ndarray, max_interval: int, rng: np.random.Generator
 ) -> Tuple[int, int]:
-  """(template, search) frame indices per spec 6.3: both visible, search strictly later.
+  """(template, search) frame indices as the original's causal mode draws them: both visible,
+  search strictly later.
 
   ``visible`` (N,) bool must have at least one visible frame after some visible frame in
   [0, N - 1); otherwise this raises ValueError (the sources only offer such sequences).

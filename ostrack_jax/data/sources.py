@@ -6,11 +6,11 @@ The layouts (GOT-10k, LaSOT, TrackingNet, COCO, generic folder, synthetic) are r
 :mod:`ostrack_jax.datasets` and named in :mod:`ostrack_jax.datasets.registry`; this module
 keeps what is training's own:
 
-* the *visibility rule* (spec 6): a frame may be sampled when the dataset's labels say the
-  target is visible (GOT-10k: not absent; LaSOT: not fully occluded, not out of view; folder:
-  not in ``absence.label``), GOT-10k's cover label is > 0, the box is finite with w > 0 and
-  h > 0, and its image file exists and is intact (the end of every such file is checked when
-  the index is built: a truncated JPEG or PNG is never sampled);
+* the *visibility rule* (the original's sampler): a frame may be sampled when the dataset's
+  labels say the target is visible (GOT-10k: not absent; LaSOT: not fully occluded, not out of
+  view; folder: not in ``absence.label``), GOT-10k's cover label is > 0, the box is finite with
+  w > 0 and h > 0, and its image file exists and is intact (the end of every such file is
+  checked when the index is built: a truncated JPEG or PNG is never sampled);
 * the table (:class:`~ostrack_jax.data.index.SequenceTable`), its report
   (:class:`~ostrack_jax.data.index.IndexReport`: what was skipped and why, with counts) and
   its cache (memory-mapped ``.npy`` files shared by the grain workers);
@@ -158,7 +158,7 @@ def _verify(candidates: List[_Candidate], shared_files: bool) -> None:
       c.problems = _check_frames(c, memo)
     return
   with concurrent.futures.ThreadPoolExecutor(_VERIFY_THREADS) as pool:
-    for c, problems in zip(rest, pool.map(_check_frames, rest, chunksize=16)):
+    for c, problems in zip(rest, pool.map(_check_frames, rest, chunksize=16), strict=True):
       c.problems = problems
 
 

@@ -24,12 +24,6 @@ def main(argv=None) -> None:
   parser = cli.Parser(
     'python -m ostrack_jax.data.synthetic',
     'Writes the synthetic tracking dataset (GOT-10k layout).',
-    aliases={
-      '--out': '--output',
-      '--num_train': '--num-train',
-      '--num_val': '--num-val',
-      '--num_frames': '--num-frames',
-    },
   )
   parser.add_argument(
     '--output',

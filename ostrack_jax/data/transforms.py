@@ -1,4 +1,5 @@
-"""Training-pair processing (spec section 7): joint augment, box jitter, crop, per-crop augment.
+"""Training-pair processing (the original's STARKProcessing): joint augment, box jitter, crop,
+per-crop augment.
 
 NumPy and OpenCV only (grain workers import this without JAX).
 
@@ -31,8 +32,6 @@ from PIL import Image
 from ostrack_jax import crop as crop_lib
 from ostrack_jax.boxes import box_text
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _REDUCED_FLAGS = {
   2: cv2.IMREAD_REDUCED_COLOR_2,
   4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -68,7 +67,7 @@ def image_size(frame: Frame) -> Tuple[int, int]:
   try:
     with Image.open(io.BytesIO(frame.data)) as im:
       return im.size
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise BadSample(f'{frame.name}: not a readable image ({e})') from e
 
 
@@ -103,7 +102,8 @@ def flip_box_xywh(box_xywh: np.ndarray, image_width: int) -> np.ndarray:
 def jitter_box(
   box_xywh: np.ndarray, center_jitter: float, scale_jitter: float, rng: np.random.Generator
 ) -> np.ndarray:
-  """Spec 7.2: size * exp(N(0,1) * scale_jitter) per side, centre + U(-.5,.5) * max_offset.
+  """The original's box jitter: size * exp(N(0,1) * scale_jitter) per side, centre +
+  U(-.5,.5) * max_offset.
 
   ``max_offset = sqrt(w_j * h_j) * center_jitter``. The RNG is consumed even for zero factors
   (the template), as in the original. Returns the jittered xywh box in pixels.
@@ -224,7 +224,7 @@ def to_gray3(image: np.ndarray) -> np.ndarray:
 
 def normalize(image01: np.ndarray) -> np.ndarray:
   """(x - ImageNet mean) / std on an HWC float image in [0, 1]; float32."""
-  return ((image01 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+  return ((image01 - crop_lib.IMAGENET_MEAN) / crop_lib.IMAGENET_STD).astype(np.float32)
 
 
 def to_normalized_float(image: np.ndarray, brightness: float = 1.0) -> np.ndarray:
@@ -253,7 +253,8 @@ def process_crop(
   train: bool,
   reduced_decode: bool = True,
 ):
-  """The per-crop chain of spec 7.2-7.6 for one of template / search.
+  """The per-crop chain for one of template / search: jitter, crop, box into the crop,
+  brightness and flip, validity checks.
 
   Args:
     frame: the encoded full frame.
@@ -261,7 +262,7 @@ def process_crop(
     params: output size, context factor and jitter factors.
     rng: consumed in the original's order: jitter (randn, rand), then in training brightness
       and per-crop flip.
-    gray, flip: the joint decisions shared by template and search (spec 7.1).
+    gray, flip: the joint decisions shared by template and search (made on the full frames).
     train: brightness jitter U(0.8, 1.2) and per-crop horizontal flip (p 0.5); validation
       only normalizes.
     reduced_decode: allow decoding JPEGs at 1/2, 1/4, 1/8 scale when the crop allows it.
@@ -295,7 +296,8 @@ def process_crop(
   pad = crop_pad_mask(crop_box, size_wh, params.output_size)
   if pad.all():
     raise BadSample(f'{frame.name}: crop lies entirely outside the image')
-  stride = 16  # spec 7.6: nearest resize to S // 16 samples rows/cols 0, 16, 32, ...
+  # The original's validity check: nearest resize to S // 16 samples rows/cols 0, 16, 32, ...
+  stride = 16
   if pad[::stride, ::stride][: params.output_size // 16, : params.output_size // 16].all():
     raise BadSample(f'{frame.name}: crop is padding at every feature-grid point')
   return image, anno.astype(np.float32)
@@ -314,7 +316,8 @@ def process_pair(
   train: bool = True,
   reduced_decode: bool = True,
 ) -> dict:
-  """Spec 7: joint grayscale/flip, then the template chain, then the search chain.
+  """One training pair as the original's STARKProcessing makes it: joint grayscale/flip, then
+  the template chain, then the search chain.
 
   Boxes are xywh pixels of the respective frames. Returns a dict of numpy arrays:
   ``template`` (St, St, 3) and ``search`` (Ss, Ss, 3) float32 normalized RGB (NHWC without

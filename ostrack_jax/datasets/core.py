@@ -229,7 +229,7 @@ def read_numbers(path: Union[str, os.PathLike], columns: Optional[int] = None) -
   except ValueError:
     pass
   numbered = [(i, t) for i, t in enumerate(text.splitlines(), 1) if t.strip()]
-  for (lineno, line), parts in zip(numbered, rows):
+  for (lineno, line), parts in zip(numbered, rows, strict=True):
     try:
       [float(p) for p in parts]
     except ValueError as e:
@@ -493,7 +493,7 @@ def read_frame(path: str, sequence: str = '', index: Optional[int] = None) -> np
   IMREAD_COLOR does both). Missing, undecodable and truncated files (:func:`image_problem`)
   raise :class:`FrameError` naming the sequence, the frame index and the path.
   """
-  import cv2  # pylint: disable=g-import-not-at-top
+  import cv2
 
   where = f'sequence {sequence!r} frame {index}' if sequence else f'frame {index}'
   try:

@@ -32,7 +32,9 @@ def read_resolution(meta: pathlib.Path) -> Optional[Tuple[int, int]]:
   try:
     text = meta.read_text(encoding='utf-8', errors='replace')
   except OSError as e:
-    raise core.DatasetError(f'cannot read: {e}', path=meta, reason='unreadable meta_info.ini')
+    raise core.DatasetError(
+      f'cannot read: {e}', path=meta, reason='unreadable meta_info.ini'
+    ) from e
   m = _RESOLUTION.search(text)
   return (int(m.group(1)), int(m.group(2))) if m else None
 

@@ -23,7 +23,7 @@ import collections.abc
 import dataclasses
 import difflib
 import pathlib
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from ostrack_jax.datasets import coco, core, folder, got10k, lasot, otb, synthetic, trackingnet
 
@@ -135,11 +135,6 @@ def get(name: str, purpose: str) -> Entry:
 
 def entries() -> Iterator[Entry]:
   return iter(list(_ENTRIES.values()))
-
-
-def root_keys() -> List[str]:
-  """Every ``config.data.roots`` field some registered dataset reads."""
-  return list(dict.fromkeys(e.root_key for e in _ENTRIES.values()))
 
 
 def check_data_config(data_config) -> None:

@@ -41,7 +41,7 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -315,18 +315,25 @@ def check_named_root(root: str, field: str = 'config.data.roots.synthetic') -> p
   )
 
 
-def ensure_synthetic_dataset(root: Optional[str] = None, **kwargs) -> pathlib.Path:
+def ensure_synthetic_dataset(
+  root: Optional[str] = None, log: Optional[Callable[[str], None]] = None, **kwargs
+) -> pathlib.Path:
   """The synthetic dataset at ``root`` (default :func:`default_root`, generated if missing).
 
-  ``kwargs`` go to :func:`make_synthetic_dataset`, which then (re)generates it. Without
-  kwargs, a complete synthetic dataset already at ``root`` is used whatever arguments made it
-  (for example a smaller one written by ``python -m ostrack_jax.data.synthetic --output DIR
-  --num-train 10``); a missing one is generated with the defaults at the default root, while
-  a named ``root`` without one raises FileNotFoundError (:func:`check_named_root`).
+  The rule of first use, the one place that applies it (training, evaluation and the dataset
+  registry call this): without kwargs, a complete synthetic dataset already at ``root`` is
+  used whatever arguments made it (for example a smaller one written by ``python -m
+  ostrack_jax.data.synthetic --output DIR --num-train 10``); a missing one is generated with
+  the defaults at the default root, while a named ``root`` without one raises
+  FileNotFoundError (:func:`check_named_root`). ``kwargs`` go to
+  :func:`make_synthetic_dataset`, which then (re)generates it. ``log``, if given, is told
+  ``generating the synthetic dataset at <root> ...`` before a generation starts.
   """
   if root and not kwargs:
     return check_named_root(root)
   root = pathlib.Path(root).expanduser() if root else default_root()
   if not kwargs and (root / _MARKER).exists():
     return root
+  if log is not None:
+    log(f'generating the synthetic dataset at {root} ...')
   return make_synthetic_dataset(root, **kwargs)

@@ -100,7 +100,7 @@ def count_macs(config: ml_collections.ConfigDict, keep_ratio: Optional[float] = 
   f = m.search_size // p
   ch = m.head_channels
   widths = (c, ch, ch // 2, ch // 4, ch // 8)
-  per_branch = sum(9 * a * b for a, b in zip(widths[:-1], widths[1:]))
+  per_branch = sum(9 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
   head = f * f * sum(per_branch + widths[-1] * out for out in (1, 2, 2))  # ctr, offset, size
   return MacCount(patch_embed, qkv, scores, values, proj, mlp_macs, head)
 
@@ -142,7 +142,7 @@ def jaxpr_matmul_flops(jaxpr) -> int:
   ``jax.make_jaxpr(forward)(...)``; ``cond`` branches count their most expensive branch,
   ``scan`` bodies times their length.
   """
-  import jax.extend.core as jex  # pylint: disable=g-import-not-at-top
+  import jax.extend.core as jex
 
   inner = getattr(jaxpr, 'jaxpr', jaxpr)
   total = 0

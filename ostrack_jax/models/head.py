@@ -1,4 +1,4 @@
-"""The center head (OSTrack spec section 3) and its box decode.
+"""The center head (OSTrack's CenterPredictor) and its box decode.
 
 Initialisation follows the original: Xavier-uniform conv kernels, PyTorch-default conv biases,
 BatchNorm scale 1 and shift 0.

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ostrack_jax.crop import IMAGENET_MEAN, IMAGENET_STD
 from ostrack_jax.models.head import CenterHead, decode_box
 from ostrack_jax.models.vit import ATTENTION_IMPLS, REMAT_MODES, OneStreamViT
 
@@ -250,6 +251,11 @@ def abstract_variables(config: ml_collections.ConfigDict) -> Variables:
   )
 
 
+def _numbers(values: np.ndarray) -> str:
+  """Float32 constants as short decimals in parentheses, for a message."""
+  return '(' + ', '.join(f'{v:g}' for v in values.tolist()) + ')'
+
+
 def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
   """Raises ValueError naming the argument when an input has the wrong shape, layout or dtype."""
   m = config.model
@@ -270,7 +276,7 @@ def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
       raise ValueError(
         f'{name} must be a float array normalized with the ImageNet mean/std, got dtype '
         f'{dtype}: convert uint8 images as (x / 255 - mean) / std with the ImageNet mean '
-        '(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)'
+        f'{_numbers(IMAGENET_MEAN)} and std {_numbers(IMAGENET_STD)}'
       )
   if template.shape[0] != search.shape[0]:
     raise ValueError(

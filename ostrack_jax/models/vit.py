@@ -1,4 +1,4 @@
-"""The one-stream ViT backbone with candidate elimination (OSTrack spec sections 1-2).
+"""The one-stream ViT backbone with candidate elimination (OSTrack's vit_ce).
 
 Tokens are laid out as ``[template (Lz); search (Lx)]``, both in row-major patch order.
 Blocks are pre-norm ViT blocks with timm semantics (LayerNorm eps 1e-6, fused qkv with bias,
@@ -60,7 +60,7 @@ def keep_counts(
     raise ValueError(
       f'ce_loc {tuple(ce_loc)} and ce_keep_ratio {tuple(ce_keep_ratio)} differ in length'
     )
-  ratios = dict(zip(ce_loc, ce_keep_ratio))
+  ratios = dict(zip(ce_loc, ce_keep_ratio, strict=True))
   counts, n = [], num_search
   for i in range(depth):
     layer_ratio = ratios.get(i, 1.0)

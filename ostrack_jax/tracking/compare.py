@@ -287,7 +287,7 @@ def read_attributes(path: os.PathLike) -> Tuple[Dict[str, Dict[str, bool]], Dict
     flags = _flags(parts[1:], len(names), f'--attributes {path} line {lineno}')
     if parts[0] in labels:
       raise InputError(f'--attributes {path} line {lineno}: sequence {parts[0]!r} listed twice')
-    labels[parts[0]] = dict(zip(names, flags))
+    labels[parts[0]] = dict(zip(names, flags, strict=True))
   return labels, {n: n for n in names}
 
 
@@ -305,7 +305,7 @@ def _read_attribute_folder(folder: pathlib.Path):
         f"toolkit's annos/att ({len(names)} flags: {' '.join(names)}); for other attributes "
         'give a table file with a header naming them'
       )
-    labels[f.stem] = dict(zip(names, _flags(parts, len(names), f'--attributes {f}')))
+    labels[f.stem] = dict(zip(names, _flags(parts, len(names), f'--attributes {f}'), strict=True))
   return labels, dict(LASOT_ATTRIBUTES)
 
 
@@ -553,7 +553,7 @@ def format_comparison(c: Comparison, shown: int = _SHOWN) -> str:
       if shown is not None and len(items) > shown:
         lines.append(f'    ... and {len(items) - shown} more (table.txt, table.json)')
     parts.append('\n'.join(lines))
-  for attribute, a in c.attributes.items():
+  for a in c.attributes.values():
     title = f'{a["title"]} ({len(a["sequences"])} seq)'
     parts.append(metrics.format_table(a['rows'], c.columns, title=title))
   return '\n\n'.join(parts)

@@ -58,13 +58,13 @@ def split_by_frames(sequences: Sequence[Any], count: int) -> List[List[Any]]:
     load, p = heapq.heappop(loads)
     owner[i] = p
     heapq.heappush(loads, (load + len(sequences[i]), p))
-  return [[s for s, o in zip(sequences, owner) if o == p] for p in range(count)]
+  return [[s for s, o in zip(sequences, owner, strict=True) if o == p] for p in range(count)]
 
 
 def local_devices(count: Optional[int]) -> List[Any]:
   """The first ``count`` of this process's devices (None: all of them); InputError when it has
   fewer."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   devices = jax.local_devices()
   if count is None:
@@ -108,7 +108,7 @@ class Processes:
     JAX is not imported here when nothing imported it yet."""
     if 'jax' not in sys.modules:
       return cls()
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
 
     if not jax.distributed.is_initialized():
       return cls()
@@ -123,7 +123,7 @@ class Processes:
     """Waits until every process has reached the barrier ``name`` (no-op for one process)."""
     if self.count == 1:
       return
-    from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+    from orbax.checkpoint import multihost
 
     self._barriers += 1
     sync = multihost.get_barrier_sync_fn()
@@ -133,7 +133,7 @@ class Processes:
     """Every process's ``value`` (JSON-serialisable), in process order, on every process."""
     if self.count == 1:
       return [value]
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils
 
     self.barrier(name)
     data = np.frombuffer(json.dumps(value).encode(), np.uint8)
@@ -142,7 +142,9 @@ class Processes:
     padded = np.zeros(width, np.uint8)
     padded[: data.size] = data
     rows = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[: int(n)])) for row, n in zip(rows, sizes.reshape(-1))]
+    return [
+      json.loads(bytes(row[: int(n)])) for row, n in zip(rows, sizes.reshape(-1), strict=True)
+    ]
 
   def agree(
     self, sequences: Sequence[Any], todo: Sequence[Any], refusal: Optional[str] = None

@@ -80,17 +80,15 @@ def resolve_data_dir(dataset: str, data_dir: Optional[str], config) -> pathlib.P
     return path
   if not dataset.startswith('got10k'):
     raise InputError(f'--data-dir is required for --dataset {dataset}')
-  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.data import synthetic
 
+  named = config.data.roots.synthetic
   try:
-    if config.data.roots.synthetic:  # a named root must hold a dataset: never generated
-      return synthetic.check_named_root(config.data.roots.synthetic)
+    return synthetic.ensure_synthetic_dataset(named or None, log=print)
   except FileNotFoundError as e:
-    raise InputError(str(e)) from e
-  root = synthetic.default_root()
-  if not (root / 'synthetic.json').exists():
-    print(f'generating the synthetic dataset at {root} ...')
-  return synthetic.ensure_synthetic_dataset()
+    if not named:
+      raise
+    raise InputError(str(e)) from e  # a named root without a dataset: never generated
 
 
 def check_checkpoint(path: str) -> None:
@@ -295,7 +293,7 @@ def _unfinished(seqs, writer, overwrite: bool) -> List:
 def _load_model(config, checkpoint: str):
   """(the model's variables as host arrays, their ``weights_sha256``); ``InputError`` for a
   file that is not a model file, or one of another preset."""
-  from ostrack_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+  from ostrack_jax import checkpoint_io
 
   try:
     variables = checkpoint_io.load_checkpoint(checkpoint, config)
@@ -309,11 +307,11 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batc
   """Tracks ``todo`` pipelined on ``devices`` with the model's ``variables``; writes each
   finished sequence's files and adds the failed ones to ``failures``. Returns the runs
   (``runner.SequenceRun``) and the frames tracked per device."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  import jax
+  from tqdm import tqdm
 
-  from ostrack_jax.tracking import runner  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking.tracker import TrackingCore  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking import runner
+  from ostrack_jax.tracking.tracker import TrackingCore
 
   t_load = time.perf_counter()
   if compilation_cache:

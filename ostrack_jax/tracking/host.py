@@ -1,4 +1,4 @@
-"""Host-side pieces shared by every tracker front end (NumPy only: no JAX, no onnxruntime).
+"""Host-side pieces shared by every tracker front end (NumPy and OpenCV: no JAX, no onnxruntime).
 
 The JAX tracker (:mod:`ostrack_jax.tracking.tracker`) and the ONNX tracker
 (:mod:`ostrack_jax.onnx_tracker`, which must run without JAX) check their inputs and present
@@ -10,15 +10,14 @@ Coordinates: boxes are ``xywh`` in image pixels; ``image_hw`` is ``(height, widt
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
 import warnings
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ostrack_jax.boxes import box_text
+from ostrack_jax.crop import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MARGIN = 10  # the original's clip_box keeps boxes this many pixels inside the frame
 MIN_FRAME_SIDE = CLIP_MARGIN + 1
 
@@ -30,9 +29,7 @@ def normalization_table() -> np.ndarray:
   a gather reproduces it bit for bit (an XLA division does not).
   """
   v = np.arange(256, dtype=np.float32)[:, None]
-  mean = np.asarray(IMAGENET_MEAN, np.float32)
-  std = np.asarray(IMAGENET_STD, np.float32)
-  return (((v / np.float32(255.0)) - mean) / std).astype(np.float32).reshape(-1)
+  return (((v / np.float32(255.0)) - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32).reshape(-1)
 
 
 def hann_window(n: int) -> np.ndarray:

@@ -265,15 +265,6 @@ def ope_summary(curves: Curves) -> Dict[str, float]:
   }
 
 
-def sequence_row(errors: SequenceErrors, got_ious: Optional[np.ndarray] = None) -> Dict[str, float]:
-  """One row of the per-sequence table (percentages)."""
-  c = ope_curves([errors])
-  row = ope_summary(c)
-  if got_ious is not None:
-    row['AO'] = float(np.mean(got_ious) * 100) if len(got_ious) else float('nan')
-  return row
-
-
 def format_table(
   rows: List[Tuple[str, Dict[str, float]]], columns: Sequence[str], title: str = ''
 ) -> str:

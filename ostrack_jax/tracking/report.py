@@ -99,7 +99,7 @@ def save_plots(curves, report_dir: pathlib.Path, label: str) -> List[pathlib.Pat
 def _figure(figsize):
   """A matplotlib figure and its axes, drawn by Agg into PNG bytes: no pyplot, so nothing
   global changes (a notebook keeps its backend)."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure
 
   fig = Figure(figsize=figsize)
   return fig, fig.subplots()

@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ostrack_jax.datasets.core import check_sequence_name
-from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401  # pylint: disable=unused-import
+from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
 _SEP = re.compile(r'[,\s;]+')
@@ -39,7 +39,7 @@ _SEP = re.compile(r'[,\s;]+')
 
 def layout_for_dataset(dataset: str) -> str:
   """The result layout of an eval.py dataset name (its registry entry's ``result_layout``)."""
-  from ostrack_jax.datasets import registry  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.datasets import registry
 
   if dataset in registry.names('eval'):
     return registry.get(dataset, 'eval').result_layout
@@ -108,7 +108,7 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
 
 def read_result_boxes(path: os.PathLike) -> np.ndarray:
   """(N, 4) float64 boxes from a result file (comma, tab or space separated)."""
-  from ostrack_jax.tracking.datasets import read_boxes  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.tracking.datasets import read_boxes
 
   return read_boxes(path)
 

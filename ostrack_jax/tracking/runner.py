@@ -17,8 +17,9 @@ Timing, per frame (seconds; what eval.py reports and writes to ``<seq>_time.txt`
   time spent waiting for decoded frames, shared equally among the frames the step advanced.
   In the pipelined steady state this is the per-frame cost of the slowest stage.
 * ``decode_times``: time the loop waited for frames the pool had not decoded yet.
-* ``model_times``: zero (the device time of one frame is not observable without waiting for
-  it; ``benchmarks/track_speed.py`` measures device-only throughput).
+
+The device time of one frame is not observable without waiting for it, so none is recorded;
+``benchmarks/track_speed.py`` measures device-only throughput.
 
 Failures (a missing or corrupt frame, a bad initial box, a non-finite box from the network)
 are reported through ``on_failure`` with the sequence and frame named; the other sequences go
@@ -36,8 +37,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from ostrack_jax.errors import SequenceFailure
-from ostrack_jax.tracking import datasets
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import datasets, tracker as tracker_lib
 
 
 @dataclasses.dataclass
@@ -49,7 +49,6 @@ class SequenceRun:
   name: str
   boxes: np.ndarray
   times: np.ndarray
-  model_times: np.ndarray
   decode_times: np.ndarray
   slot: int = 0
 
@@ -193,11 +192,7 @@ def track_pipelined(
 
   def maybe_finish(run: _Run) -> None:
     if not run.failed and run.fetched == len(run.seq):
-      on_done(
-        SequenceRun(
-          run.seq.name, run.boxes, run.times, np.zeros(len(run.seq)), run.decode_times, run.slot
-        )
-      )
+      on_done(SequenceRun(run.seq.name, run.boxes, run.times, run.decode_times, run.slot))
 
   def fetch_oldest() -> None:
     boxes_dev, assigned, step_time, _ = pending.popleft()

@@ -1,4 +1,5 @@
-"""The OSTrack inference tracker (spec section 8): one device-resident core for B >= 1 slots.
+"""The OSTrack inference tracker (as the original tracks at test time): one device-resident core
+for B >= 1 slots.
 
 Per frame, inside ONE jitted step (:func:`make_tracking_fns`), on the device: the search crop
 around the previous state with the original's arithmetic (``device_crop``: crop side, rounding,
@@ -42,13 +43,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ostrack_jax import crop as crop_lib
 from ostrack_jax.boxes import box_text
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
   CLIP_MARGIN,
-  IMAGENET_MEAN,
-  IMAGENET_STD,
   MIN_FRAME_SIDE,
   LastOutputs,
   boxes_to_image,
@@ -59,7 +57,6 @@ from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker
   map_box_back,
   normalization_table,
 )
-
 
 # ------------------------------------------------------------------------- constants
 
@@ -189,9 +186,9 @@ def make_tracking_fns(
   'vmap' runs the slots as one batched forward (the throughput mode; equal to one at a time up
   to float rounding); 'map' runs them one by one with ``jax.lax.map`` (bit-identical to B = 1).
   """
-  from ostrack_jax.models.head import decode_box  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.models.ostrack import build_model  # pylint: disable=g-import-not-at-top
-  from ostrack_jax.tracking import device_crop  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.models.head import decode_box
+  from ostrack_jax.models.ostrack import build_model
+  from ostrack_jax.tracking import device_crop
 
   if batch_mode is not None and batch_mode not in BATCH_MODES:
     raise ValueError(f'batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}')
@@ -318,7 +315,7 @@ class TrackingCore:
     self.search_size = int(m.search_size)
     self.feat_size = self.search_size // int(m.patch_size)
     if cast:  # bfloat16 kernels cast once, not on every frame
-      from ostrack_jax.models.ostrack import cast_kernels, compute_dtype  # pylint: disable=g-import-not-at-top
+      from ostrack_jax.models.ostrack import cast_kernels, compute_dtype
 
       variables = cast_kernels(variables, compute_dtype(config))
     # Where things live: None = JAX's default device (uncommitted, as a plain one-device core),
@@ -326,7 +323,7 @@ class TrackingCore:
     self.mesh = None
     replicated = slotted = None if self.devices is None else self.devices[0]
     if self.devices is not None and len(self.devices) > 1:
-      from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+      from jax.sharding import NamedSharding, PartitionSpec
 
       self.mesh = jax.sharding.Mesh(np.array(self.devices), ('slots',))
       replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -351,7 +348,7 @@ class TrackingCore:
       self._track = jax.jit(track, donate_argnums=(2,))
       self._init = jax.jit(fns.init, donate_argnums=(1,))
     else:
-      from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+      from jax.sharding import PartitionSpec as P
 
       slots = P('slots')
       per_device = jax.shard_map(
@@ -455,7 +452,7 @@ class TrackingCore:
 
   def compilations(self) -> int:
     """Programs compiled so far (per bucket shape, init and track)."""
-    return self._track._cache_size() + self._init._cache_size()  # pylint: disable=protected-access
+    return self._track._cache_size() + self._init._cache_size()
 
   def warmup(self, frame_hw: Sequence[int] = (480, 854)) -> None:
     """Compiles the step and the initialisation for frames of ``frame_hw`` (height, width)."""
@@ -574,7 +571,7 @@ class Tracker(LastOutputs):
   @classmethod
   def from_checkpoint(cls, path: str, config: ml_collections.ConfigDict) -> 'Tracker':
     """A tracker from our checkpoint (.msgpack) or a PyTorch one (converted on the fly)."""
-    from ostrack_jax.checkpoint_io import load_checkpoint  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.checkpoint_io import load_checkpoint
 
     return cls(config, load_checkpoint(str(path), config))
 
@@ -608,13 +605,6 @@ class Tracker(LastOutputs):
       raise RuntimeError('the tracker is not initialized: call initialize(frame, box) first')
 
   # ---------------------------------------------------------------- API
-
-  def prepare_template(self, frame: np.ndarray, box_xywh: Sequence[float]) -> np.ndarray:
-    """(T, T, 3) uint8 template crop of ``frame`` around ``box_xywh`` (host, for display)."""
-    c = crop_lib.sample_target(
-      frame, box_xywh, self.template_factor, self.template_size, with_mask=False
-    )
-    return c.image
 
   def initialize(self, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
     """Cuts the template around ``box_xywh`` (xywh image pixels) in the RGB ``frame``."""

@@ -155,7 +155,7 @@ class CheckpointManager:
     A write that fails (a full disk, a lost permission) raises the ``OSError`` behind it
     (naming the file where known) and leaves no partial step folder.
     """
-    import grain  # pylint: disable=g-import-not-at-top
+    import grain
 
     args = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
     if data_iterator is not None:
@@ -166,7 +166,7 @@ class CheckpointManager:
       with logfilter.dropping(['absl'], _is_writer_thread_failure):
         self._manager.save(int(step), args=ocp.args.Composite(**args), force=True)
         self._manager.wait_until_finished()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       # The unfinished step folder is never a checkpoint (orbax renames it when complete);
       # it is removed so that nothing half-written stays behind.
       for name in os.listdir(self.directory):
@@ -183,7 +183,7 @@ class CheckpointManager:
 
   def restore(self, abstract_state: Any, data_iterator: Any, step: Optional[int] = None):
     """Restores the state (onto the shardings of ``abstract_state``) and the iterator in place."""
-    import grain  # pylint: disable=g-import-not-at-top
+    import grain
 
     step = self.latest_step() if step is None else step
     args = {'state': ocp.args.StandardRestore(abstract_state)}

@@ -27,12 +27,12 @@ def _summary_writer_class():
   (or tensorboardX) is left as it is.
   """
   if 'torch' in sys.modules or 'tensorboardX' in sys.modules:
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    from tensorboardX import SummaryWriter
 
     return SummaryWriter
   sys.modules['torch'] = None  # type: ignore[assignment]
   try:
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    from tensorboardX import SummaryWriter
   finally:
     del sys.modules['torch']
   return SummaryWriter
@@ -143,9 +143,9 @@ class StepLogger:
 
   def flush(self) -> None:
     """Fetches and logs the window's steps (the monitor raises on a run of non-finite steps)."""
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
 
-    from ostrack_jax.training import optim  # pylint: disable=g-import-not-at-top
+    from ostrack_jax.training import optim
 
     if not self.pending:
       return

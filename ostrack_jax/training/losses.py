@@ -1,5 +1,5 @@
-"""OSTrack's training losses (spec section 4): focal loss on a CenterNet Gaussian target, GIoU and
-L1 on the box decoded at the predicted peak.
+"""OSTrack's training losses (its training actor): focal loss on a CenterNet Gaussian target,
+GIoU and L1 on the box decoded at the predicted peak.
 
 Conventions:
 

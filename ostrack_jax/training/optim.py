@@ -1,4 +1,4 @@
-"""Optimiser and schedules as the original trains (spec sections 2.7 and 5).
+"""Optimiser and schedules as the original trains (CE keep-rate warm-up, AdamW groups, StepLR).
 
 * AdamW with PyTorch's defaults (betas 0.9/0.999, eps 1e-8, decoupled weight decay lr * wd on
   **all** parameters: biases, norms and position embeddings included).
@@ -29,7 +29,7 @@ HEAD = 'head'
 
 
 def keep_rate(epoch: int, start_epoch: int, total_epochs: int, base: float) -> float:
-  """The CE keep rate for the 1-based ``epoch`` (spec 2.7, ``adjust_keep_rate``).
+  """The CE keep rate for the 1-based ``epoch`` (the original's ``adjust_keep_rate``).
 
   1.0 before ``start_epoch``; ``base`` from ``total_epochs`` on; in between a cosine from 1.0
   (at ``start_epoch``) down to ``base``. ``total_epochs`` = CE start + CE warm epochs.

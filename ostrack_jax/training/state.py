@@ -10,7 +10,7 @@
 * ``bad_steps``: int32 scalar, steps skipped because the loss or the gradients were not finite.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import flax.struct
 import jax
@@ -87,13 +87,3 @@ def create_train_state(
     )
 
   return jax.jit(build)(variables['params'], variables.get('batch_stats', {}))
-
-
-def abstract_train_state(state_fn, sharding: Optional[Any] = None):
-  """Shapes/dtypes (and the given sharding) of the state ``state_fn()`` would build."""
-  shapes = jax.eval_shape(state_fn)
-  if sharding is None:
-    return shapes
-  return jax.tree_util.tree_map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
-  )

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from ostrack_jax.crop import IMAGENET_MEAN, IMAGENET_STD
 from ostrack_jax.models.vit import keep_counts
 from ostrack_jax.training import losses
 from ostrack_jax.training.state import TrainState
@@ -36,8 +37,6 @@ from ostrack_jax.training.state import TrainState
 Batch = Dict[str, Any]
 Metrics = Dict[str, jax.Array]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 BATCH_KEYS = ('template', 'search', 'search_anno', 'heatmap')
 
 

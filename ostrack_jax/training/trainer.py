@@ -31,10 +31,13 @@ from ostrack_jax import checkpoint_io, configs, fileio
 from ostrack_jax.data import pipeline
 from ostrack_jax.errors import InputError, OutputError
 from ostrack_jax.models import ostrack
-from ostrack_jax.training import checkpoint as ckpt_lib
-from ostrack_jax.training import loop, optim
-from ostrack_jax.training import state as state_lib
-from ostrack_jax.training import step as step_lib
+from ostrack_jax.training import (
+  checkpoint as ckpt_lib,
+  loop,
+  optim,
+  state as state_lib,
+  step as step_lib,
+)
 
 
 @dataclasses.dataclass
@@ -257,12 +260,9 @@ def _ensure_synthetic(config: ml_collections.ConfigDict, log) -> None:
   """Generates the default synthetic dataset on first use (a named root must exist)."""
   if 'synthetic' not in tuple(config.data.train_datasets) + tuple(config.data.val_datasets):
     return
-  from ostrack_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from ostrack_jax.data import synthetic
 
-  root = config.data.roots.synthetic or str(synthetic.default_root())
-  if not os.path.exists(os.path.join(root, 'synthetic.json')):
-    log(f'generating the synthetic dataset at {root} ...')
-  synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None)
+  synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None, log=log)
 
 
 def _initial_state(variables, tx, config, run: _Run, ckpt, train_iter, resume_step):
