@@ -179,9 +179,9 @@ def evaluate(
     print(f'skipping {msg}', file=sys.stderr)
   layout = results.layout_for_dataset(dataset)
   out_dir = pathlib.Path(output) if output else default_output(config, dataset)
-  variables, weights = _load_model(config, checkpoint)
-  local = distributed.local_devices(devices)
+  local = distributed.local_devices(devices)  # a bad --devices is refused before the model
   slots = distributed.slots_for(batch_size, len(local))
+  variables, weights = _load_model(config, checkpoint)
   record = provenance.record(
     provenance.producer(
       config, weights, dataset=dataset, split=split, data_dir=root,
@@ -201,20 +201,19 @@ def evaluate(
       todo = _unfinished(seqs, writer, overwrite)
     except InputError as e:
       refusal = str(e)
-  todo = procs.agree(seqs, todo, refusal)
+  todo = procs.agree(seqs, todo, refusal)  # a barrier: process 0's record exists after it
   if procs.is_main:
     print(
       f'{dataset}: {len(seqs)} sequences in {root}, {len(todo)} to track, '
       f'{len(seqs) - len(todo)} already done; results in {out_dir}'
     )
-  # The record exists (process 0 wrote it above) before any process writes a result file.
-  procs.barrier('results folder ready')
   mine = procs.mine(todo)
   runs = []
   per_device = [0] * len(local) if todo else []  # every process counts its devices
   if mine:
     options = dict(
       batch_size=batch_size,
+      slots=slots,
       devices=local,
       batch_mode=batch_mode,
       decode_threads=decode_threads,
@@ -302,9 +301,10 @@ def _load_model(config, checkpoint: str):
   return variables, checkpoint_io.weights_sha256(variables)
 
 
-def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batch_size, devices,
-           batch_mode, decode_threads, compilation_cache, fail_fast, progress):  # fmt: skip
-  """Tracks ``todo`` pipelined on ``devices`` with the model's ``variables``; writes each
+def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batch_size, slots,
+           devices, batch_mode, decode_threads, compilation_cache, fail_fast, progress):  # fmt: skip
+  """Tracks ``todo`` pipelined on ``devices`` in ``slots`` lockstep slots (``batch_size``
+  rounded up, :func:`distributed.slots_for`) with the model's ``variables``; writes each
   finished sequence's files and adds the failed ones to ``failures``. Returns the runs
   (``runner.SequenceRun``) and the frames tracked per device."""
   import jax
@@ -317,7 +317,6 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batc
   if compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(compilation_cache))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-  slots = distributed.slots_for(batch_size, len(devices))
   core = TrackingCore(
     config,
     variables,
