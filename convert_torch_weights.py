@@ -16,7 +16,7 @@ Add ``--check`` to run one forward pass on random inputs after converting.
 
 import sys
 
-from ostrack_jax import cli, fileio
+from ostrack_jax.common import cli, fileio
 
 
 def main(argv=None) -> int:
@@ -31,8 +31,8 @@ def main(argv=None) -> int:
   config = args.config
   fileio.check_writable(args.output, f'--output {args.output}', is_file=True)
 
-  from ostrack_jax.checkpoint_io import save_variables
-  from ostrack_jax.convert import CheckpointError, load_torch_checkpoint
+  from ostrack_jax.weights.convert import CheckpointError, load_torch_checkpoint
+  from ostrack_jax.weights.model_file import save_variables
 
   try:
     variables, report = load_torch_checkpoint(

@@ -20,8 +20,8 @@ the first N) and, with --multihost (as train.py), on several machines writing in
 import os
 import sys
 
-from ostrack_jax import cli, fileio
-from ostrack_jax.errors import OutputError, SequenceFailure
+from ostrack_jax.common import cli, fileio
+from ostrack_jax.common.errors import OutputError, SequenceFailure
 
 DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
 

@@ -128,8 +128,9 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
   import jax
   import onnxruntime as ort
 
-  from ostrack_jax import export, onnx_tracker
+  from ostrack_jax import export
   from ostrack_jax.configs import get_config
+  from ostrack_jax.deploy import onnx_tracker
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.tracking import tracker as tracker_lib
 

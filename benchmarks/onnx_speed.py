@@ -123,8 +123,9 @@ def main(argv=None) -> int:
 
   import onnxruntime as ort
 
-  from ostrack_jax import export, onnx_tracker
+  from ostrack_jax import export
   from ostrack_jax.configs import get_config
+  from ostrack_jax.deploy import onnx_tracker
   from ostrack_jax.models.ostrack import init_variables
 
   work = args.workdir or tempfile.mkdtemp(prefix='onnx_speed-')

@@ -1410,7 +1410,9 @@ def tracker_reference_run(
 def _load_tracker_fixture_maker():
   sys.path.insert(0, str(_REPO_ROOT / 'tests' / 'fixtures' / 'tracker'))
   if str(_REPO_ROOT) not in sys.path:
-    sys.path.append(str(_REPO_ROOT))  # make_tracker_fixture imports ostrack_jax.crop (no JAX)
+    sys.path.append(
+      str(_REPO_ROOT)
+    )  # make_tracker_fixture imports ostrack_jax.geometry.crop (no JAX)
   try:
     return importlib.import_module('make_tracker_fixture')
   finally:

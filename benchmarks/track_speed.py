@@ -16,7 +16,7 @@ multiple of D, other pairs are skipped), frames/s of:
 * end-to-end: the same runner reading the JPEG files (decoding on ``--decode-threads``
   threads included), as eval.py runs;
 * host-crop path (B = 1 only): the previous design, kept here as the baseline: crop and
-  resize on the host with OpenCV (``ostrack_jax.crop.sample_target``), a jitted step on the
+  resize on the host with OpenCV (``ostrack_jax.geometry.crop.sample_target``), a jitted step on the
   crop, wait for the box, map back and clip on the host;
 * programs: compilations of the core during the run.
 
@@ -95,7 +95,7 @@ if ARGS.one_core:
 
 from benchmarks import results_md
 from ostrack_jax.configs import get_config
-from ostrack_jax.crop import sample_target
+from ostrack_jax.geometry.crop import sample_target
 from ostrack_jax.models.head import decode_box
 from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables
 from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib

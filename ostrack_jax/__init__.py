@@ -43,14 +43,14 @@ _LAZY = {
   'build_model': 'ostrack_jax.models.ostrack',
   'init_variables': 'ostrack_jax.models.ostrack',
   'make_forward': 'ostrack_jax.models.ostrack',
-  'load_torch_checkpoint': 'ostrack_jax.convert',
-  'save_variables': 'ostrack_jax.checkpoint_io',
-  'load_variables': 'ostrack_jax.checkpoint_io',
-  'load_checkpoint': 'ostrack_jax.checkpoint_io',
+  'load_torch_checkpoint': 'ostrack_jax.weights.convert',
+  'save_variables': 'ostrack_jax.weights.model_file',
+  'load_variables': 'ostrack_jax.weights.model_file',
+  'load_checkpoint': 'ostrack_jax.weights.model_file',
   'Tracker': 'ostrack_jax.tracking.tracker',
   'BatchTracker': 'ostrack_jax.tracking.tracker',
   'load_exported': 'ostrack_jax.export',
-  'load_onnx': 'ostrack_jax.onnx_tracker',
+  'load_onnx': 'ostrack_jax.deploy.onnx_tracker',
 }
 
 __all__ = sorted(_LAZY)

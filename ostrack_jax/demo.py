@@ -38,7 +38,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import cv2
 import numpy as np
 
-from ostrack_jax import cli, fileio
+from ostrack_jax.common import cli, fileio
 from ostrack_jax.tracking.datasets import IMAGE_EXTENSIONS, read_frame
 
 PIPELINE_DEPTH = 4  # frames dispatched to the device before the oldest one is drawn

@@ -58,8 +58,8 @@ a GPU machine and vice versa.
 ``--format onnx`` (:func:`export_onnx`) writes instead the network alone (batch 1, float32,
 weights inside, static shapes: template and search crops in, the maps, the box and the
 eliminated tokens out) as one ONNX file via jax2onnx, the unit TensorRT and every onnxruntime
-execution provider take; :func:`ostrack_jax.onnx_tracker.load_onnx` cuts the crops, applies the
-window and decodes on the host (NumPy, OpenCV). See :mod:`ostrack_jax.onnx_tracker`.
+execution provider take; :func:`ostrack_jax.deploy.onnx_tracker.load_onnx` cuts the crops, applies the
+window and decodes on the host (NumPy, OpenCV). See :mod:`ostrack_jax.deploy.onnx_tracker`.
 """
 
 import collections
@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from ostrack_jax import cli, fileio, logfilter
+from ostrack_jax.common import cli, fileio, logfilter
 
 if TYPE_CHECKING:  # the tracker module imports JAX and Flax: only for the annotations
   from ostrack_jax.tracking import tracker as tracker_lib
@@ -517,7 +517,7 @@ def export_onnx(
   ``size_map`` and ``offset_map`` (1, F, F, 2), ``pred_boxes`` (1, 4) (cxcywh normalized, at the
   unwindowed peak) and ``removed_indexes_<i>`` (1, n_i) int32 per candidate-elimination layer
   out. The crops, the Hann window, the decode at the windowed peak, the map back and the clip
-  run on the host (:mod:`ostrack_jax.onnx_tracker`, NumPy and OpenCV, pixel-exact with the
+  run on the host (:mod:`ostrack_jax.deploy.onnx_tracker`, NumPy and OpenCV, pixel-exact with the
   original's crop). LayerNormalization and Gelu are single ops. Converter: jax2onnx.
 
   Args:
@@ -542,7 +542,7 @@ def export_onnx(
     raise ValueError(
       f'--format onnx needs jax2onnx and onnx ({e}): pip install "ostrack_jax[onnx]"'
     ) from None
-  from ostrack_jax import onnx_tracker
+  from ostrack_jax.deploy import onnx_tracker
   from ostrack_jax.models.ostrack import build_model
 
   if not ONNX_MIN_OPSET <= int(opset) <= ONNX_MAX_OPSET:
@@ -848,7 +848,7 @@ def main(argv=None) -> int:
       check_output_folder(args.output)
     except FileExistsError as e:
       raise cli.InputError(str(e)) from None
-  from ostrack_jax.checkpoint_io import load_checkpoint
+  from ostrack_jax.weights.model_file import load_checkpoint
 
   config = args.config
   dtypes = [d.strip() for d in args.dtypes.split(',') if d.strip()]

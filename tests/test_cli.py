@@ -1,4 +1,4 @@
-"""The one command-line layer (ostrack_jax.cli) and every command's answer to bad input.
+"""The one command-line layer (ostrack_jax.common.cli) and every command's answer to bad input.
 
 Each command is run for real on input that is wrong: it must exit with status 2 and one line on
 stderr naming the flag, field or file, and no traceback. These fail before JAX is imported
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ostrack_jax import cli
+from ostrack_jax.common import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

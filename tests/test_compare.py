@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from ostrack_jax.errors import InputError
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.tracking import compare, datasets, metrics, report, results
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -285,10 +285,10 @@ def test_command_names_every_bad_folder_in_one_line(data, tmp_path):
 def test_ours_at_two_checkpoints_through_evaluate_equal_eval_numbers(data, tmp_path, capsys):
   """eval.py's own runs (``evaluate``) of the tiny model at two sets of weights, and another
   tracker: each of our rows is exactly what eval.py printed for that folder alone."""
-  from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.tracking import evaluate
+  from ostrack_jax.weights.model_file import save_variables
 
   config = get_config('tiny_256_ce')
   runs = {}

@@ -4,8 +4,8 @@ import pathlib
 
 import pytest
 
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import PRESETS, apply_overrides, get_config, load_config
-from ostrack_jax.errors import InputError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REQUIRED = (

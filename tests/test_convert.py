@@ -13,15 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ostrack_jax import checkpoint_io
 from ostrack_jax.configs import get_config
-from ostrack_jax.convert import (
+from ostrack_jax.models.ostrack import count_params, make_forward
+from ostrack_jax.weights import model_file
+from ostrack_jax.weights.convert import (
   CheckpointError,
   bicubic_matrix,
   load_torch_checkpoint,
   resize_pos_embed_grid,
 )
-from ostrack_jax.models.ostrack import count_params, make_forward
 
 
 def _torch_bicubic(grid_hwc: np.ndarray, size: int) -> np.ndarray:
@@ -265,15 +265,15 @@ def test_random_file_or_folder_is_named_and_never_gets_weights_only_advice(tmp_p
   for name, data in cases.items():
     (tmp_path / name).write_bytes(data)
     with pytest.raises(CheckpointError) as e:
-      checkpoint_io.load_checkpoint(str(tmp_path / name), config)
+      model_file.load_checkpoint(str(tmp_path / name), config)
     msg = str(e.value)
     assert msg.startswith(f'{tmp_path / name}: not a checkpoint torch can read safely'), msg
     assert 'weights_only' not in msg and '\n' not in msg, msg
   with pytest.raises(IsADirectoryError, match='is a directory, not a checkpoint file'):
-    checkpoint_io.load_checkpoint(str(tmp_path), config)
+    model_file.load_checkpoint(str(tmp_path), config)
   (tmp_path / 'model.msgpack').write_bytes(b'')
   with pytest.raises(IsADirectoryError, match=r'did you mean .*model\.msgpack\?'):
-    checkpoint_io.load_checkpoint(str(tmp_path), config)
+    model_file.load_checkpoint(str(tmp_path), config)
   with pytest.raises(CheckpointError, match='is a directory'):
     load_torch_checkpoint(str(tmp_path), config)
 
@@ -321,8 +321,8 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
   config = get_config('tiny_256_ce')
   variables = load_torch_checkpoint(str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), config)
   path = str(tmp_path / 'model.msgpack')
-  checkpoint_io.save_variables(path, variables, config)
-  restored = checkpoint_io.load_checkpoint(path, config)
+  model_file.save_variables(path, variables, config)
+  restored = model_file.load_checkpoint(path, config)
   for a, b in zip(
     jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(restored), strict=True
   ):
@@ -330,10 +330,10 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
   with pytest.raises(
     ValueError, match=r"saved for preset 'tiny_256_ce'.*embed_dim: file 64 vs preset 768"
   ):
-    checkpoint_io.load_variables(path, get_config('ostrack_256_ce'))
+    model_file.load_variables(path, get_config('ostrack_256_ce'))
   (tmp_path / 'junk.msgpack').write_bytes(b'\x00\x01junk')
   with pytest.raises(ValueError, match='not an ostrack_jax model file'):
-    checkpoint_io.load_variables(str(tmp_path / 'junk.msgpack'), config)
+    model_file.load_variables(str(tmp_path / 'junk.msgpack'), config)
 
 
 @pytest.mark.slow

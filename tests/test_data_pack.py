@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, pipeline, sampler as sampler_lib, sources, transforms as T
-from ostrack_jax.errors import InputError
 from test_data_sources import make_coco, make_got10k
 
 

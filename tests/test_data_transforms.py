@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ostrack_jax import crop as crop_lib
 from ostrack_jax.data import transforms as T
+from ostrack_jax.geometry import crop as crop_lib
 
 
 def _jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, sampler as sampler_lib, sources, transforms as T
 from ostrack_jax.datasets import core, registry
-from ostrack_jax.errors import InputError
 from ostrack_jax.tracking import datasets as eval_datasets, results
 
 W, H = 64, 48

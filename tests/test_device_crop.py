@@ -1,6 +1,6 @@
-"""The device crop (ostrack_jax.tracking.device_crop) against OpenCV, pixel for pixel.
+"""The device crop (ostrack_jax.geometry.device_crop) against OpenCV, pixel for pixel.
 
-Reference: ``ostrack_jax.crop.sample_target`` (the original's crop arithmetic in float64,
+Reference: ``ostrack_jax.geometry.crop.sample_target`` (the original's crop arithmetic in float64,
 ``cv2.resize`` INTER_LINEAR on uint8; itself checked against the original's crops in
 test_tracker.py). Tolerance: none (uint8 equality) for the resize; the float32 crop placement
 is compared with the float64 one separately. Tested with opencv-python-headless 5.0 (the range
@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from ostrack_jax import crop as crop_lib
-from ostrack_jax.tracking import device_crop, tracker as tracker_lib
+from ostrack_jax.geometry import crop as crop_lib, device_crop
+from ostrack_jax.tracking import tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 

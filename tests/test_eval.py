@@ -18,8 +18,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import apply_overrides, get_config
-from ostrack_jax.errors import InputError
 from ostrack_jax.tracking import evaluate, metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -27,10 +27,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-  from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config
   from ostrack_jax.data import synthetic
   from ostrack_jax.models.ostrack import init_variables
+  from ostrack_jax.weights.model_file import save_variables
 
   tmp = tmp_path_factory.mktemp('eval')
   config = get_config('tiny_256_ce')
@@ -428,8 +428,8 @@ def _files(out):
 
 def _other_checkpoint(setup):
   """The tiny model with other weights (seed 1): another producer."""
-  from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.models.ostrack import init_variables
+  from ostrack_jax.weights.model_file import save_variables
 
   path = setup['tmp'] / 'other.msgpack'
   if not path.exists():
@@ -439,25 +439,25 @@ def _other_checkpoint(setup):
 
 
 def _sha(path):
-  from ostrack_jax import checkpoint_io
+  from ostrack_jax.weights import model_file
 
   config = get_config('tiny_256_ce')
-  return checkpoint_io.weights_sha256(checkpoint_io.load_checkpoint(str(path), config))
+  return model_file.weights_sha256(model_file.load_checkpoint(str(path), config))
 
 
 def test_weights_hash_names_the_weights_not_the_file(tmp_path):
   """The same weights from a PyTorch checkpoint and from our converted file hash alike; other
   weights (one value changed) do not."""
-  from ostrack_jax import checkpoint_io
+  from ostrack_jax.weights import model_file
 
   config = get_config('tiny_256_ce')
   pth = ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'
-  variables = checkpoint_io.load_checkpoint(str(pth), config)
-  checkpoint_io.save_variables(str(tmp_path / 'm.msgpack'), variables, config)
+  variables = model_file.load_checkpoint(str(pth), config)
+  model_file.save_variables(str(tmp_path / 'm.msgpack'), variables, config)
   digest = _sha(pth)
   assert _sha(tmp_path / 'm.msgpack') == digest and len(digest) == 64
   variables['params']['box_head']['conv5_ctr']['bias'][0] += 1e-6
-  assert checkpoint_io.weights_sha256(variables) != digest
+  assert model_file.weights_sha256(variables) != digest
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def _frames_and_gt(name='soapbox'):
 
 @pytest.fixture(scope='module')
 def variables():
-  from ostrack_jax.checkpoint_io import load_checkpoint
+  from ostrack_jax.weights.model_file import load_checkpoint
 
   return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
 
@@ -218,7 +218,7 @@ def test_command_line(tmp_path):
 
 
 def test_command_line_bad_input(tmp_path, capsys):
-  from ostrack_jax import cli
+  from ostrack_jax.common import cli
 
   with pytest.raises(SystemExit) as e:  # checked while parsing the flags
     export_lib.main(['--checkpoint', str(tmp_path / 'missing.msgpack'), '--output', 'o'])

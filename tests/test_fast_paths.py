@@ -41,10 +41,10 @@ import pytest
 
 import train_util
 from ostrack_jax.configs import get_config
-from ostrack_jax.convert import load_torch_checkpoint
 from ostrack_jax.models import flops
 from ostrack_jax.models.ostrack import build_model, init_variables
 from ostrack_jax.training import step as step_lib
+from ostrack_jax.weights.convert import load_torch_checkpoint
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
 

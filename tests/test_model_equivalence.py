@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.convert import load_torch_checkpoint
 from ostrack_jax.models.ostrack import build_model, make_forward
+from ostrack_jax.weights.convert import load_torch_checkpoint
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
 # config.model fields of each checked variant: the plain path, and the fused attention padded.

@@ -27,8 +27,9 @@ onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 pytest.importorskip('jax2onnx')
 
-from ostrack_jax import export as export_lib, onnx_tracker
+from ostrack_jax import export as export_lib
 from ostrack_jax.configs import get_config
+from ostrack_jax.deploy import onnx_tracker
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 CHECKPOINT = FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
@@ -47,7 +48,7 @@ def _frames_and_gt(name='soapbox'):
 
 @pytest.fixture(scope='module')
 def variables():
-  from ostrack_jax.checkpoint_io import load_checkpoint
+  from ostrack_jax.weights.model_file import load_checkpoint
 
   return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
 
@@ -166,7 +167,7 @@ def _check_step(got, want, config):
 def test_metadata_and_graph(onnx_file):
   model = onnx.load(str(onnx_file))
   meta = {p.key: p.value for p in model.metadata_props}
-  assert meta['ostrack_jax.format'] == 'ostrack_jax.onnx_tracker'
+  assert meta['ostrack_jax.format'] == 'ostrack_jax.deploy.onnx_tracker'
   assert meta['ostrack_jax.format_version'] == '2'
   assert meta['ostrack_jax.preset'] == 'tiny_256_ce'
   manifest = json.loads(meta['ostrack_jax.manifest'])
@@ -478,7 +479,7 @@ def test_wrong_frame_dtype_and_shape(onnx_file):
 
 def _status(argv):
   """The exit status of the command (as ``python -m``) on ``argv``."""
-  from ostrack_jax import cli
+  from ostrack_jax.common import cli
 
   try:
     return cli.run(export_lib.main, 'export', argv)
@@ -521,7 +522,7 @@ def test_vitb_onnx_step_matches_jax(tmp_path):
   export + onnxruntime session costs 20-30 s of the suite.
   """
   preset = 'ostrack_256_ce'
-  from ostrack_jax.crop import sample_target
+  from ostrack_jax.geometry.crop import sample_target
   from ostrack_jax.models.ostrack import init_variables
 
   config = get_config(preset)

@@ -160,9 +160,9 @@ def test_sigkill_of_train_leaves_no_worker(tmp_path):
 @pytest.mark.slow
 def test_sigkill_of_eval_leaves_no_process(tmp_path):
   from ostrack_jax import configs
-  from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.data import synthetic
   from ostrack_jax.models.ostrack import init_variables
+  from ostrack_jax.weights.model_file import save_variables
 
   # Long sequences, so that eval.py is still tracking when it is killed.
   root = synthetic.make_synthetic_dataset(

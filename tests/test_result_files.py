@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from ostrack_jax import fileio
+from ostrack_jax.common import fileio
 from ostrack_jax.tracking import results
 
 N = 5
@@ -141,8 +141,8 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mask, file_mode):
 
 
 def test_results_zip_and_model_file_are_0644_with_umask_022(tmp_path, umask):
-  from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config
+  from ostrack_jax.weights.model_file import save_variables
 
   umask(0o022)
   writer = results.ResultWriter(tmp_path / 'got', 'got10k')

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ostrack_jax import cli
+from ostrack_jax.common import cli
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import sources
 from ostrack_jax.datasets import core, folder, registry
@@ -132,8 +132,8 @@ def _eval_argv(tmp_path, data, out, *extra):
   cached) on the folder dataset ``data`` into ``out``."""
   ckpt = tmp_path / 'model.msgpack'
   if not ckpt.exists():
-    from ostrack_jax.checkpoint_io import save_variables
     from ostrack_jax.models.ostrack import init_variables
+    from ostrack_jax.weights.model_file import save_variables
 
     config = get_config('tiny_256_ce')
     save_variables(str(ckpt), init_variables(config, seed=0), config)

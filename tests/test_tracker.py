@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from ostrack_jax import crop as crop_lib
+from ostrack_jax.common.errors import SequenceFailure
 from ostrack_jax.configs import get_config
-from ostrack_jax.errors import SequenceFailure
+from ostrack_jax.geometry import crop as crop_lib
 from ostrack_jax.tracking import tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'

@@ -16,9 +16,9 @@ from ostrack_jax import demo
 
 @pytest.fixture(scope='module')
 def clip(tmp_path_factory):
-  from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables
+  from ostrack_jax.weights.model_file import save_variables
 
   tmp = tmp_path_factory.mktemp('demo')
   config = get_config('tiny_256_ce')
@@ -109,7 +109,7 @@ def test_demo_mp4_from_video_file(clip):
 
 def _status(argv):
   """The exit status of the command (as ``python -m``) on ``argv``."""
-  from ostrack_jax import cli
+  from ostrack_jax.common import cli
 
   try:
     return cli.run(demo.main, 'demo', argv)

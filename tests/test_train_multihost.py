@@ -127,9 +127,9 @@ def _losses(workdir):
 def _params(workdir):
   import jax
 
-  from ostrack_jax import checkpoint_io
+  from ostrack_jax.weights import model_file
 
-  payload = checkpoint_io.read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
+  payload = model_file.read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
   return jax.tree_util.tree_leaves_with_path(payload['variables']['params'])
 
 

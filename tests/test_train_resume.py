@@ -85,7 +85,7 @@ def _losses(workdir):
 def _params(workdir):
   import jax
 
-  from ostrack_jax.checkpoint_io import read_variables_file
+  from ostrack_jax.weights.model_file import read_variables_file
 
   payload = read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
   return {
@@ -195,9 +195,9 @@ def _config(root, *extra):
 
 @pytest.mark.slow
 def test_in_process_stop_resume_and_model(synthetic_root, tmp_path):
-  from ostrack_jax import checkpoint_io
-  from ostrack_jax.errors import InputError
+  from ostrack_jax.common.errors import InputError
   from ostrack_jax.training import trainer
+  from ostrack_jax.weights import model_file
 
   workdir = str(tmp_path / 'run')
   first = trainer.train_and_evaluate(
@@ -211,12 +211,12 @@ def test_in_process_stop_resume_and_model(synthetic_root, tmp_path):
   records = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').open()]
   assert [r['step'] for r in records if 'Loss/total' in r] == [1, 2]
   assert {r['keep_rate'] for r in records if 'Loss/total' in r} == {1.0}
-  variables = checkpoint_io.load_checkpoint(done.model_path, _config(synthetic_root))
+  variables = model_file.load_checkpoint(done.model_path, _config(synthetic_root))
   assert 'params' in variables
 
 
 def test_in_process_bad_input_before_any_work(synthetic_root, tmp_path):
-  from ostrack_jax.errors import InputError
+  from ostrack_jax.common.errors import InputError
   from ostrack_jax.training import trainer
 
   with pytest.raises(InputError, match='config.train.lr=0.0'):
@@ -301,7 +301,7 @@ def test_in_process_user_errors_leave_the_workdir_as_it_was(synthetic_root, tmp_
   """A run refused for bad input found after the workdir was made (a pretrained file that is
   not a checkpoint) removes what it created: before, config.json and an empty checkpoints/
   stayed. --resume of a workdir that holds no run is refused (before: a new run at step 1)."""
-  from ostrack_jax.errors import InputError
+  from ostrack_jax.common.errors import InputError
   from ostrack_jax.training import trainer
 
   with pytest.raises(InputError, match=r'--resume: .*/typo holds no run to continue'):

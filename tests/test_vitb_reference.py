@@ -23,8 +23,8 @@ import pytest
 
 import weights_util
 from ostrack_jax.configs import get_config
-from ostrack_jax.convert import convert_ostrack_state_dict
 from ostrack_jax.models.ostrack import build_model
+from ostrack_jax.weights.convert import convert_ostrack_state_dict
 
 # fixture name -> (preset, keep-ratio override)
 CASES = {

@@ -89,9 +89,9 @@ def test_full_disk_while_training_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_full_disk_while_evaluating_is_one_line_and_the_same_command_continues(tmp_path):
   from ostrack_jax import configs
-  from ostrack_jax.checkpoint_io import save_variables
   from ostrack_jax.data import synthetic
   from ostrack_jax.models.ostrack import init_variables
+  from ostrack_jax.weights.model_file import save_variables
 
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=0, num_val=2, num_frames=5, frame_size=(96, 72), seed=0

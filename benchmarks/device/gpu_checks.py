@@ -21,9 +21,9 @@ import cv2
 import jax
 import numpy as np
 
-from ostrack_jax import crop as crop_lib
 from ostrack_jax.configs import get_config
-from ostrack_jax.tracking import device_crop, tracker as tracker_lib
+from ostrack_jax.geometry import crop as crop_lib, device_crop
+from ostrack_jax.tracking import tracker as tracker_lib
 
 FIXTURES = REPO / 'tests' / 'fixtures'
 
@@ -65,7 +65,7 @@ def check_crops(n_boxes=500):
 
 
 def check_tracker():
-  from ostrack_jax.checkpoint_io import load_checkpoint
+  from ostrack_jax.weights.model_file import load_checkpoint
 
   config = get_config('tiny_256_ce')
   variables = load_checkpoint(str(FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'), config)

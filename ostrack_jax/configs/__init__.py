@@ -13,7 +13,7 @@ copy.
   overrides; an unknown key is answered with the closest known ones.
 * ``check_config(config, training=False)``: rejects values no run can use, before any work.
 
-Every error here is an ``ostrack_jax.errors.InputError`` naming the file, preset or field.
+Every error here is an ``ostrack_jax.common.errors.InputError`` naming the file, preset or field.
 """
 
 import ast
@@ -26,7 +26,7 @@ from typing import Iterable
 
 import ml_collections
 
-from ostrack_jax.errors import InputError
+from ostrack_jax.common.errors import InputError
 
 PRESETS = (
   'ostrack_256_ce',

@@ -165,7 +165,7 @@ def _check_no_pack(out: pathlib.Path, overwrite: bool) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
   """The pack command; bad input raises ``DatasetError`` (an ``InputError``: one line, status 2
   from the command line)."""
-  from ostrack_jax import cli, fileio
+  from ostrack_jax.common import cli, fileio
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.pack',
@@ -216,6 +216,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  from ostrack_jax import cli
+  from ostrack_jax.common import cli
 
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.pack'))

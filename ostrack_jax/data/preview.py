@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from ostrack_jax import crop as crop_lib
 from ostrack_jax.data import sampler as sampler_lib
+from ostrack_jax.geometry import crop as crop_lib
 
 
 def denormalize(image: np.ndarray) -> np.ndarray:
@@ -63,8 +63,8 @@ def preview_grid(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-  """The preview command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
-  from ostrack_jax import cli, fileio
+  """The preview command; bad input is one line and status 2 (``ostrack_jax.common.cli``)."""
+  from ostrack_jax.common import cli, fileio
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.preview',
@@ -90,6 +90,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  from ostrack_jax import cli
+  from ostrack_jax.common import cli
 
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.preview'))

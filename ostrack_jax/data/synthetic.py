@@ -4,7 +4,7 @@ dataset layouts."""
 
 import sys
 
-from ostrack_jax import cli, fileio
+from ostrack_jax.common import cli, fileio
 from ostrack_jax.datasets.synthetic import (  # noqa: F401  (re-exported)
   DEFAULT_FRAME_SIZE,
   DEFAULT_NUM_FRAMES,
@@ -20,7 +20,7 @@ from ostrack_jax.datasets.synthetic import (  # noqa: F401  (re-exported)
 
 
 def main(argv=None) -> None:
-  """The generator's command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
+  """The generator's command; bad input is one line and status 2 (``ostrack_jax.common.cli``)."""
   parser = cli.Parser(
     'python -m ostrack_jax.data.synthetic',
     'Writes the synthetic tracking dataset (GOT-10k layout).',

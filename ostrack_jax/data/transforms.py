@@ -5,7 +5,7 @@ NumPy and OpenCV only (grain workers import this without JAX).
 
 Conventions: boxes in image pixels are xywh (x1, y1, w, h) with the original's pixel-index
 convention; boxes in crops are normalized xywh (fractions of the crop side, (S - 1) / 2 centre
-convention of :func:`ostrack_jax.crop.box_to_crop_normalized`, not clamped). Images are RGB,
+convention of :func:`ostrack_jax.geometry.crop.box_to_crop_normalized`, not clamped). Images are RGB,
 HWC. Every random decision comes from the ``np.random.Generator`` passed in, so a sample is a
 pure function of its seed.
 
@@ -18,7 +18,7 @@ Deviations from the original, all deliberate and small:
   resampled from it with the *full-resolution* geometry (same crop side, origin, resize factor
   and labels, so the boxes are bit-identical; the pixels differ by the smoother downsampling;
   ``tests/test_data_transforms.py`` bounds the difference). The full-resolution path uses
-  :func:`ostrack_jax.crop.sample_target`, pixel-exact with the original.
+  :func:`ostrack_jax.geometry.crop.sample_target`, pixel-exact with the original.
 """
 
 import io
@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ostrack_jax import crop as crop_lib
-from ostrack_jax.boxes import box_text
+from ostrack_jax.geometry import crop as crop_lib
+from ostrack_jax.geometry.boxes import box_text
 
 _REDUCED_FLAGS = {
   2: cv2.IMREAD_REDUCED_COLOR_2,
@@ -119,7 +119,7 @@ def _axis_pad(start: int, side: int, length: int, output_size: int) -> np.ndarra
   """(S,) bool: output rows/cols whose INTER_LINEAR footprint touches padding on one axis.
 
   The crop's real-image part along this axis is [max(start, 0), min(start + side, length - 1))
-  (the original's +1 quirk), as in :func:`ostrack_jax.crop.sample_target`.
+  (the original's +1 quirk), as in :func:`ostrack_jax.geometry.crop.sample_target`.
   """
   lo = max(start, 0) - start
   hi = max(min(start + side, length - 1) - start, lo)
@@ -156,7 +156,7 @@ def crop_frame(
 
   Returns (crop (S, S, 3) uint8, resize_factor, crop_box_xyxy, image size (W, H)). The crop
   geometry (side, rounded origin, resize factor) is always the full-resolution one of
-  :func:`ostrack_jax.crop.sample_target`.
+  :func:`ostrack_jax.geometry.crop.sample_target`.
   """
   side = crop_lib.crop_size(box_xywh, factor)  # raises ValueError for empty boxes
   x, y, w, h = (float(v) for v in box_xywh)

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence as Seq, Tuple, U
 
 import numpy as np
 
-from ostrack_jax.errors import InputError
+from ostrack_jax.common.errors import InputError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 _EXTENSION_SET = frozenset(IMAGE_EXTENSIONS)
@@ -28,7 +28,7 @@ _DIGITS = re.compile(r'(\d+)')
 class DatasetError(InputError):
   """A dataset, sequence or file that cannot be used; ``str()`` names where.
 
-  An :class:`ostrack_jax.errors.InputError` (a ValueError): the commands print it as one line
+  An :class:`ostrack_jax.common.errors.InputError` (a ValueError): the commands print it as one line
   and exit with status 2.
 
   Fields (all optional): ``dataset`` (registry name), ``sequence``, ``path`` (the file or

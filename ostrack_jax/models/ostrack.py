@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ostrack_jax.crop import IMAGENET_MEAN, IMAGENET_STD
+from ostrack_jax.geometry.crop import IMAGENET_MEAN, IMAGENET_STD
 from ostrack_jax.models.head import CenterHead, decode_box
 from ostrack_jax.models.vit import ATTENTION_IMPLS, REMAT_MODES, OneStreamViT
 

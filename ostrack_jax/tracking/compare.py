@@ -28,7 +28,7 @@ that exists must be complete, as eval.py requires.
 
 Bad input (an unknown dataset, a results folder that is missing, not a folder, empty or in
 another layout, an output that cannot be written, a malformed attribute file) raises
-:class:`ostrack_jax.errors.InputError` naming it, before any scoring; every bad folder is named
+:class:`ostrack_jax.common.errors.InputError` naming it, before any scoring; every bad folder is named
 in the one message.
 """
 
@@ -41,8 +41,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ostrack_jax.errors import InputError
-from ostrack_jax.fileio import atomic_write_text
+from ostrack_jax.common.errors import InputError
+from ostrack_jax.common.fileio import atomic_write_text
 from ostrack_jax.tracking import datasets, metrics, report, results
 
 DATASET_KEY = '(dataset)'  # left_out key of the sequences no tracker can be scored on

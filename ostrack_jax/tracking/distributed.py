@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ostrack_jax.errors import InputError
+from ostrack_jax.common.errors import InputError
 
 # How long a process waits for the others at a barrier: tracking shares are balanced, but a
 # share of long sequences on a slower machine may take hours. A dead process is noticed by

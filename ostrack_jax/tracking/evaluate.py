@@ -27,7 +27,7 @@ writes the official result files (``results``), and the report (``report``).
   alone reads the folder's state and writes the report.
 
 Bad input (a missing checkpoint, an unknown dataset, a missing root, a dataset without
-sequences, a results folder of another producer) raises ``ostrack_jax.errors.InputError``
+sequences, a results folder of another producer) raises ``ostrack_jax.common.errors.InputError``
 before any tracking.
 """
 
@@ -41,9 +41,10 @@ from typing import Dict, List, Optional, Sequence
 
 import ml_collections
 
-from ostrack_jax import configs, fileio
+from ostrack_jax import configs
+from ostrack_jax.common import fileio
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.datasets import registry
-from ostrack_jax.errors import InputError
 from ostrack_jax.tracking import datasets, distributed, provenance, report, results
 
 OUTPUT_ROOT = 'workdirs'
@@ -292,13 +293,13 @@ def _unfinished(seqs, writer, overwrite: bool) -> List:
 def _load_model(config, checkpoint: str):
   """(the model's variables as host arrays, their ``weights_sha256``); ``InputError`` for a
   file that is not a model file, or one of another preset."""
-  from ostrack_jax import checkpoint_io
+  from ostrack_jax.weights import model_file
 
   try:
-    variables = checkpoint_io.load_checkpoint(checkpoint, config)
+    variables = model_file.load_checkpoint(checkpoint, config)
   except (ValueError, OSError) as e:  # not a model file, or one for another preset
     raise InputError(str(e)) from e
-  return variables, checkpoint_io.weights_sha256(variables)
+  return variables, model_file.weights_sha256(variables)
 
 
 def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batch_size, slots,

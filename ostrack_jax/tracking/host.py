@@ -1,7 +1,7 @@
 """Host-side pieces shared by every tracker front end (NumPy and OpenCV: no JAX, no onnxruntime).
 
 The JAX tracker (:mod:`ostrack_jax.tracking.tracker`) and the ONNX tracker
-(:mod:`ostrack_jax.onnx_tracker`, which must run without JAX) check their inputs and present
+(:mod:`ostrack_jax.deploy.onnx_tracker`, which must run without JAX) check their inputs and present
 their last step's outputs the same way; this module is that one copy. It also holds the Hann
 window and the float64 map back and clip of the original (:func:`boxes_to_image`), which the
 ONNX tracker runs and the device step reproduces in float32.
@@ -15,8 +15,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ostrack_jax.boxes import box_text
-from ostrack_jax.crop import IMAGENET_MEAN, IMAGENET_STD
+from ostrack_jax.geometry.boxes import box_text
+from ostrack_jax.geometry.crop import IMAGENET_MEAN, IMAGENET_STD
 
 CLIP_MARGIN = 10  # the original's clip_box keeps boxes this many pixels inside the frame
 MIN_FRAME_SIDE = CLIP_MARGIN + 1

@@ -5,7 +5,7 @@ adds to results of its own producer.
 ``producer`` holds everything that changes the boxes:
 
 * ``weights_sha256``: the content hash of the loaded weights
-  (``checkpoint_io.weights_sha256``: the same for a ``.msgpack`` and the ``.pth`` it came from);
+  (``model_file.weights_sha256``: the same for a ``.msgpack`` and the ``.pth`` it came from);
 * ``config.model`` and ``config.tracker``: the config's model section (architecture, candidate
   elimination, ``dtype``: the precision) and tracker section (crop factors);
 * ``dataset``, ``split`` and ``data_dir`` (resolved): which frames and first boxes;
@@ -32,8 +32,8 @@ from typing import Dict, List, Optional
 
 import ml_collections
 
-from ostrack_jax.errors import InputError
-from ostrack_jax.fileio import atomic_write_text
+from ostrack_jax.common.errors import InputError
+from ostrack_jax.common.fileio import atomic_write_text
 from ostrack_jax.tracking import results
 
 FILE = 'provenance.json'

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ostrack_jax.fileio import atomic_write_bytes, atomic_write_text
+from ostrack_jax.common.fileio import atomic_write_bytes, atomic_write_text
 from ostrack_jax.tracking import metrics, provenance
 
 GOT10K_COLUMNS = ('AO', 'SR0.5', 'SR0.75')

@@ -30,8 +30,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ostrack_jax.common.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
 from ostrack_jax.datasets.core import check_sequence_name
-from ostrack_jax.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
 _SEP = re.compile(r'[,\s;]+')

@@ -36,7 +36,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
-from ostrack_jax.errors import SequenceFailure
+from ostrack_jax.common.errors import SequenceFailure
 from ostrack_jax.tracking import datasets, tracker as tracker_lib
 
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ostrack_jax.boxes import box_text
+from ostrack_jax.geometry.boxes import box_text
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import (  # noqa: F401  (re-exported: the tracker's API)
   CLIP_MARGIN,
@@ -180,15 +180,15 @@ def make_tracking_fns(
   """The tracker's per-frame work as pure functions over explicit pytrees.
 
   Per slot and frame, on the device: the search crop around the state (the original's
-  arithmetic, :mod:`ostrack_jax.tracking.device_crop`), ImageNet normalisation (exact lookup
+  arithmetic, :mod:`ostrack_jax.geometry.device_crop`), ImageNet normalisation (exact lookup
   table), the network, the Hann window, the decode at the windowed peak, the map back to the
   image and the clip. ``batch_mode``: None runs the B = 1 network on slot 0 (B must be 1);
   'vmap' runs the slots as one batched forward (the throughput mode; equal to one at a time up
   to float rounding); 'map' runs them one by one with ``jax.lax.map`` (bit-identical to B = 1).
   """
+  from ostrack_jax.geometry import device_crop
   from ostrack_jax.models.head import decode_box
   from ostrack_jax.models.ostrack import build_model
-  from ostrack_jax.tracking import device_crop
 
   if batch_mode is not None and batch_mode not in BATCH_MODES:
     raise ValueError(f'batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}')
@@ -571,7 +571,7 @@ class Tracker(LastOutputs):
   @classmethod
   def from_checkpoint(cls, path: str, config: ml_collections.ConfigDict) -> 'Tracker':
     """A tracker from our checkpoint (.msgpack) or a PyTorch one (converted on the fly)."""
-    from ostrack_jax.checkpoint_io import load_checkpoint
+    from ostrack_jax.weights.model_file import load_checkpoint
 
     return cls(config, load_checkpoint(str(path), config))
 

@@ -22,8 +22,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from ostrack_jax import logfilter
-from ostrack_jax.errors import InputError
+from ostrack_jax.common import logfilter
+from ostrack_jax.common.errors import InputError
 
 CHECKPOINT_DIR = 'checkpoints'
 

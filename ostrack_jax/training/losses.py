@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ostrack_jax import boxes as box_lib
+from ostrack_jax.geometry import boxes as box_lib
 
 FOCAL_ALPHA = 2.0
 FOCAL_BETA = 4.0

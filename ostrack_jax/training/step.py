@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ostrack_jax.crop import IMAGENET_MEAN, IMAGENET_STD
+from ostrack_jax.geometry.crop import IMAGENET_MEAN, IMAGENET_STD
 from ostrack_jax.models.vit import keep_counts
 from ostrack_jax.training import losses
 from ostrack_jax.training.state import TrainState

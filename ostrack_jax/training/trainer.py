@@ -11,9 +11,9 @@ iterator; every ``train.checkpoint_every_steps`` and at the end, the last
 the end, ``model.msgpack`` (load it with ``ostrack_jax.load_checkpoint``, ``eval.py`` or
 ``Tracker.from_checkpoint``). A workdir with checkpoints is only continued with
 ``resume=True``, and only with the same config and device count (the batches then continue
-exactly). Bad input raises ``ostrack_jax.errors.InputError`` before the first step (what the
+exactly). Bad input raises ``ostrack_jax.common.errors.InputError`` before the first step (what the
 run had created in the workdir is removed again); a write that fails mid-run (a full disk, a lost
-permission) raises ``ostrack_jax.errors.OutputError`` naming the file, the OS error and the
+permission) raises ``ostrack_jax.common.errors.OutputError`` naming the file, the OS error and the
 checkpoint kept; a loss that stays non-finite raises ``loop.NonFiniteError``.
 """
 
@@ -27,9 +27,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from ostrack_jax import checkpoint_io, configs, fileio
+from ostrack_jax import configs
+from ostrack_jax.common import fileio
+from ostrack_jax.common.errors import InputError, OutputError
 from ostrack_jax.data import pipeline
-from ostrack_jax.errors import InputError, OutputError
 from ostrack_jax.models import ostrack
 from ostrack_jax.training import (
   checkpoint as ckpt_lib,
@@ -38,6 +39,7 @@ from ostrack_jax.training import (
   state as state_lib,
   step as step_lib,
 )
+from ostrack_jax.weights import model_file
 
 
 @dataclasses.dataclass
@@ -155,7 +157,7 @@ def train_and_evaluate(
   path = None
   if run.is_main:
     try:
-      path = checkpoint_io.save_variables(
+      path = model_file.save_variables(
         os.path.join(workdir, 'model.msgpack'), jax.device_get(state.variables()), config
       )
     except OSError as e:
@@ -234,7 +236,7 @@ def initial_variables(config: ml_collections.ConfigDict, log=print):
   t = config.train
   if t.pretrained:
     try:
-      variables = checkpoint_io.load_checkpoint(t.pretrained, config)
+      variables = model_file.load_checkpoint(t.pretrained, config)
     except (ValueError, OSError) as e:  # not a checkpoint, or one for another preset
       raise InputError(f'config.train.pretrained: {e}') from e
   else:

@@ -1,6 +1,6 @@
 """The original's template/search crop, on the device, pixel-exact with OpenCV.
 
-:func:`ostrack_jax.crop.sample_target` (NumPy + ``cv2.resize``) cuts a square of side
+:func:`ostrack_jax.geometry.crop.sample_target` (NumPy + ``cv2.resize``) cuts a square of side
 ``crop_sz = ceil(sqrt(w * h) * factor)`` around the box centre, pads it with zeros (the last
 image row and column count as padding once the crop reaches the border: the original's
 off-by-one), and resizes it to ``S x S`` with OpenCV's INTER_LINEAR on uint8. This module does
@@ -183,7 +183,7 @@ def _materialize(x: jax.Array) -> jax.Array:
 def sample_target(
   frame_u8: jax.Array, hw: jax.Array, box_xywh: jax.Array, factor: float, output_size: int
 ):
-  """Device twin of :func:`ostrack_jax.crop.sample_target` for one frame.
+  """Device twin of :func:`ostrack_jax.geometry.crop.sample_target` for one frame.
 
   Returns ``(crop (S, S, C) uint8, geometry)``; ``vmap`` it for a batch.
   """

@@ -30,8 +30,8 @@ import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
-from ostrack_jax import fileio
-from ostrack_jax.errors import InputError, OutputError
+from ostrack_jax.common import fileio
+from ostrack_jax.common.errors import InputError, OutputError
 
 __all__ = [
   'InputError',

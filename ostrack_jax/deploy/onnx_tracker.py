@@ -12,7 +12,7 @@ TensorRT and every onnxruntime execution provider take:
   and ``removed_indexes_<i>`` (1, n_i) int32, one per candidate-elimination layer.
 
 Per frame, :class:`OnnxTracker` cuts the search crop around the state on the host
-(:func:`ostrack_jax.crop.sample_target`, NumPy + OpenCV, pixel-exact with the original),
+(:func:`ostrack_jax.geometry.crop.sample_target`, NumPy + OpenCV, pixel-exact with the original),
 normalises it with the float32 lookup table, runs the network, multiplies the score map by the
 Hann window and decodes the box at the windowed peak (float32, as the live tracker's device
 step), then maps it back to the image and clips it in float64, as the original
@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from ostrack_jax import crop as crop_lib
+from ostrack_jax.geometry import crop as crop_lib
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import check_frame  # noqa: F401  (part of this module's API)
 
@@ -43,7 +43,7 @@ def normalization_table() -> np.ndarray:
   return host.normalization_table().reshape(256, 3)
 
 
-FORMAT = 'ostrack_jax.onnx_tracker'
+FORMAT = 'ostrack_jax.deploy.onnx_tracker'
 FORMAT_VERSION = 2  # 1: the whole step (crop, network, decode) in one graph
 INPUT_NAMES = ('template', 'search')
 OUTPUT_NAMES = ('score_map', 'size_map', 'offset_map', 'pred_boxes')

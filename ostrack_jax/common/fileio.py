@@ -20,7 +20,7 @@ import pathlib
 import tempfile
 from typing import Iterator, Optional
 
-from ostrack_jax.errors import InputError
+from ostrack_jax.common.errors import InputError
 
 _FALLBACK_UMASK: Optional[int] = None
 

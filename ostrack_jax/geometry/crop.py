@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional, Sequence
 import cv2
 import numpy as np
 
-from ostrack_jax.boxes import box_text
+from ostrack_jax.geometry.boxes import box_text
 
 # ImageNet statistics, RGB, float32 (the original's normalization of every crop).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)

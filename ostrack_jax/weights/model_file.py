@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ostrack_jax import fileio
+from ostrack_jax.common import fileio
 
 FORMAT = 'ostrack_jax.variables'
 FORMAT_VERSION = 1
@@ -126,7 +126,7 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict) -> Dict[str, A
       f'model file or a PyTorch .pth file){hint}'
     )
   if is_torch_file(path):
-    from ostrack_jax.convert import load_torch_checkpoint
+    from ostrack_jax.weights.convert import load_torch_checkpoint
 
     return load_torch_checkpoint(path, config)
   return load_variables(path, config)

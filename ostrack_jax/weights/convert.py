@@ -14,7 +14,7 @@ Two kinds of file are understood:
 Files are read with ``torch.load(..., weights_only=True)``; the training-settings object the
 original trainer pickles is admitted through a stand-in class and nothing else foreign is ever
 unpickled. torch is needed only here (``pip install .[dev]``); converted variables are saved with
-``ostrack_jax.checkpoint_io.save_variables`` and load without torch.
+``ostrack_jax.weights.model_file.save_variables`` and load without torch.
 """
 
 import dataclasses
