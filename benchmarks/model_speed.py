@@ -128,9 +128,8 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
   import jax
   import onnxruntime as ort
 
-  from ostrack_jax import export
   from ostrack_jax.configs import get_config
-  from ostrack_jax.deploy import onnx_tracker
+  from ostrack_jax.deploy import onnx_export, onnx_tracker
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.tracking import tracker as tracker_lib
 
@@ -146,7 +145,7 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
     if p in ort.get_available_providers()
   ]
   with tempfile.TemporaryDirectory() as tmp:
-    path = export.export_onnx(config, variables, os.path.join(tmp, 'network.onnx'))
+    path = onnx_export.export_onnx(config, variables, os.path.join(tmp, 'network.onnx'))
     tracker = onnx_tracker.load_onnx(path, providers=providers)
   print(f'load_onnx runs on {tracker.provider}', flush=True)
   tracker.initialize(frame, box)

@@ -123,9 +123,8 @@ def main(argv=None) -> int:
 
   import onnxruntime as ort
 
-  from ostrack_jax import export
   from ostrack_jax.configs import get_config
-  from ostrack_jax.deploy import onnx_tracker
+  from ostrack_jax.deploy import onnx_export, onnx_tracker
   from ostrack_jax.models.ostrack import init_variables
 
   work = args.workdir or tempfile.mkdtemp(prefix='onnx_speed-')
@@ -140,7 +139,7 @@ def main(argv=None) -> int:
     )  # fmt: skip
   config = get_config(args.preset)
   if not os.path.isfile(ours):
-    export.export_onnx(config, init_variables(config, seed=0), ours)
+    onnx_export.export_onnx(config, init_variables(config, seed=0), ours)
   t, s = int(config.model.template_size), int(config.model.search_size)
   rng = np.random.default_rng(0)
   template = rng.normal(size=(1, t, t, 3)).astype(np.float32)

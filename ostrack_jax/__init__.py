@@ -49,7 +49,7 @@ _LAZY = {
   'load_checkpoint': 'ostrack_jax.weights.model_file',
   'Tracker': 'ostrack_jax.tracking.tracker',
   'BatchTracker': 'ostrack_jax.tracking.tracker',
-  'load_exported': 'ostrack_jax.export',
+  'load_exported': 'ostrack_jax.deploy.stablehlo',
   'load_onnx': 'ostrack_jax.deploy.onnx_tracker',
 }
 

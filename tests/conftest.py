@@ -66,3 +66,40 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope='session')
 def fixtures_dir() -> pathlib.Path:
   return FIXTURES
+
+
+# ------------------------------------------------------------------------- the tiny model, soapbox
+# What the deploy tests (test_export.py, test_onnx.py) start from: the tiny preset's checkpoint
+# and variables, and the committed DAVIS soapbox frames with the original's boxes.
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint() -> pathlib.Path:
+  """The tiny_256_ce checkpoint (seed-0 random weights, in the original's .pth.tar format)."""
+  return FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
+
+
+@pytest.fixture(scope='session')
+def tiny_variables(tiny_checkpoint):
+  """The float32 {'params', 'batch_stats'} of :func:`tiny_checkpoint` for tiny_256_ce."""
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.weights.model_file import load_checkpoint
+
+  return load_checkpoint(str(tiny_checkpoint), get_config('tiny_256_ce'))
+
+
+@pytest.fixture(scope='session')
+def soapbox():
+  """(frames, data) of tests/fixtures/tracker/soapbox.npz: the RGB uint8 frames (H, W, 3), and
+  the file's other arrays by name ('gt' xywh pixels, the original's 'tf_boxes' / 'free_boxes',
+  'tf_frames' / 'free_frames'; see tests/fixtures/tracker/README.md)."""
+  import cv2
+  import numpy as np
+
+  with np.load(FIXTURES / 'tracker' / 'soapbox.npz') as data:
+    n = len([k for k in data.files if k.startswith('png_')])
+    frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(n)]
+    arrays = {k: data[k] for k in data.files if not k.startswith('png_')}
+  for a in [*frames, *arrays.values()]:  # shared by the session's tests: nobody writes to them
+    a.flags.writeable = False
+  return frames, arrays

@@ -19,34 +19,19 @@ import jax
 import numpy as np
 import pytest
 
-from ostrack_jax import export as export_lib
+from ostrack_jax import export as export_command
 from ostrack_jax.configs import get_config
+from ostrack_jax.deploy import stablehlo
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
-CHECKPOINT = FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BOX_TOL_PX = 1e-6
 ORIGINAL_TOL_PX = 0.01
 
 
-def _frames_and_gt(name='soapbox'):
-  data = np.load(FIXTURES / 'tracker' / f'{name}.npz')
-  n = len([k for k in data.files if k.startswith('png_')])
-  frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(n)]
-  return frames, data
-
-
 @pytest.fixture(scope='module')
-def variables():
-  from ostrack_jax.weights.model_file import load_checkpoint
-
-  return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
-
-
-@pytest.fixture(scope='module')
-def artifact(tmp_path_factory, variables):
+def artifact(tmp_path_factory, tiny_variables):
   out = tmp_path_factory.mktemp('export') / 'tiny'
-  export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(out))
+  stablehlo.export_tracker(get_config('tiny_256_ce'), tiny_variables, str(out))
   return out
 
 
@@ -87,15 +72,15 @@ def test_artifact_layout(artifact):
 
 
 @pytest.fixture(scope='module')
-def float32_pair(artifact, variables):
+def float32_pair(artifact, tiny_variables):
   """(live, exported) float32 trackers, compiled once for the module."""
-  return _live(variables, 'float32'), export_lib.load_exported(str(artifact))
+  return _live(tiny_variables, 'float32'), stablehlo.load_exported(str(artifact))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('teacher_forced', [True, False], ids=['teacher_forced', 'free'])
-def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
-  frames, data = _frames_and_gt('soapbox')
+def test_exported_float32_reproduces_live_tracker(float32_pair, soapbox, teacher_forced):
+  frames, data = soapbox
   n = 4 if teacher_forced else 12
   live_tracker, exported_tracker = float32_pair
   with jax.default_matmul_precision('highest'):
@@ -113,10 +98,10 @@ def test_exported_float32_reproduces_live_tracker(float32_pair, teacher_forced):
 
 
 @pytest.mark.slow
-def test_one_artifact_serves_another_frame_size(float32_pair):
+def test_one_artifact_serves_another_frame_size(float32_pair, soapbox):
   """The padded frame's height and width are symbolic: 640x360 frames (bucket 640x384, not the
   854x480 -> 896x512 of the other tests) run through the same files, as the live tracker."""
-  frames, data = _frames_and_gt('soapbox')
+  frames, data = soapbox
   sx, sy = 640 / frames[0].shape[1], 360 / frames[0].shape[0]
   small = [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames[:6]]
   gt = data['gt'] * np.array([sx, sy, sx, sy])
@@ -144,16 +129,16 @@ def test_version_1_artifact_is_refused(tmp_path, artifact):
   manifest['format_version'] = 1
   (old / 'manifest.json').write_text(json.dumps(manifest))
   with pytest.raises(ValueError, match='export it again') as err:
-    export_lib.load_exported(str(old))
+    stablehlo.load_exported(str(old))
   assert '\n' not in str(err.value) and 'version 1' in str(err.value)
 
 
 @pytest.mark.slow
-def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, variables):
-  frames, data = _frames_and_gt('soapbox')
-  live = _track(_live(variables, 'bfloat16'), frames, data['gt'], 4, True)
+def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, tiny_variables, soapbox):
+  frames, data = soapbox
+  live = _track(_live(tiny_variables, 'bfloat16'), frames, data['gt'], 4, True)
   exported = _track(
-    export_lib.load_exported(str(artifact), dtype='bfloat16'), frames, data['gt'], 4, True
+    stablehlo.load_exported(str(artifact), dtype='bfloat16'), frames, data['gt'], 4, True
   )
   np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
   np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
@@ -163,7 +148,7 @@ def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, variables)
 def test_loader_does_not_build_the_flax_model(artifact):
   code = (
     'import sys, numpy as np\n'
-    'from ostrack_jax.export import load_exported\n'
+    'from ostrack_jax.deploy.stablehlo import load_exported\n'
     f'tr = load_exported({str(artifact)!r})\n'
     'frame = (np.arange(240 * 320 * 3) % 251).astype(np.uint8).reshape(240, 320, 3)\n'
     'tr.initialize(frame, (100, 80, 40, 30))\n'
@@ -182,14 +167,14 @@ def test_loader_does_not_build_the_flax_model(artifact):
 
 
 @pytest.mark.slow
-def test_command_line(tmp_path):
+def test_command_line(tmp_path, tiny_checkpoint):
   out = tmp_path / 'cli'
   old_umask = os.umask(0o022)
   try:
-    rc = export_lib.main(
+    rc = export_command.main(
       [
         '--checkpoint',
-        str(CHECKPOINT),
+        str(tiny_checkpoint),
         '--config',
         str(REPO / 'configs' / 'tiny_256_ce.py'),
         '--output',
@@ -211,44 +196,44 @@ def test_command_line(tmp_path):
     'init.jax': 0o644,
     'track_float32.jax': 0o644,
   }
-  manifest = export_lib.read_manifest(str(out))
+  manifest = stablehlo.read_manifest(str(out))
   assert list(manifest['variants']) == ['float32'] and manifest['platforms'] == ['cpu']
   with pytest.raises(ValueError, match="no 'bfloat16' variant"):
-    export_lib.load_exported(str(out), dtype='bfloat16')
+    stablehlo.load_exported(str(out), dtype='bfloat16')
 
 
-def test_command_line_bad_input(tmp_path, capsys):
+def test_command_line_bad_input(tmp_path, capsys, tiny_checkpoint):
   from ostrack_jax.common import cli
 
   with pytest.raises(SystemExit) as e:  # checked while parsing the flags
-    export_lib.main(['--checkpoint', str(tmp_path / 'missing.msgpack'), '--output', 'o'])
+    export_command.main(['--checkpoint', str(tmp_path / 'missing.msgpack'), '--output', 'o'])
   assert e.value.code == 2 and 'missing.msgpack: no such file' in capsys.readouterr().err
   argv = [
     '--checkpoint',
-    str(CHECKPOINT),
+    str(tiny_checkpoint),
     '--config',
     'tiny_256_ce',
     '--output',
     str(tmp_path / 'o'),
   ]
-  assert cli.run(export_lib.main, 'export', argv + ['--dtypes', 'float64']) == 2
+  assert cli.run(export_command.main, 'export', argv + ['--dtypes', 'float64']) == 2
   err = capsys.readouterr().err
   assert err.startswith('export: ') and '--dtypes' in err and err.count('\n') == 1
 
 
 @pytest.mark.slow
-def test_bad_inputs(tmp_path, artifact, variables):
+def test_bad_inputs(tmp_path, artifact, tiny_variables):
   with pytest.raises(FileNotFoundError, match='not an exported tracker'):
-    export_lib.load_exported(str(tmp_path))
+    stablehlo.load_exported(str(tmp_path))
   with pytest.raises(ValueError, match='--dtypes'):
-    export_lib.export_tracker(
-      get_config('tiny_256_ce'), variables, str(tmp_path / 'x'), dtypes=['float16']
+    stablehlo.export_tracker(
+      get_config('tiny_256_ce'), tiny_variables, str(tmp_path / 'x'), dtypes=['float16']
     )
   # an existing folder that is not an export is never deleted
   (tmp_path / 'keep').mkdir()
   (tmp_path / 'keep' / 'notes.txt').write_text('mine')
   with pytest.raises(FileExistsError, match='not an exported tracker'):
-    export_lib.export_tracker(get_config('tiny_256_ce'), variables, str(tmp_path / 'keep'))
+    stablehlo.export_tracker(get_config('tiny_256_ce'), tiny_variables, str(tmp_path / 'keep'))
   assert (tmp_path / 'keep' / 'notes.txt').read_text() == 'mine'
   # weights of another shape
   bad = tmp_path / 'bad.npz'
@@ -258,11 +243,11 @@ def test_bad_inputs(tmp_path, artifact, variables):
   flat[key] = np.zeros((3,), np.float32)
   np.savez(bad, **flat)
   with pytest.raises(ValueError, match='wrong shapes'):
-    export_lib.load_exported(str(artifact), weights=str(bad))
+    stablehlo.load_exported(str(artifact), weights=str(bad))
   # an artifact lowered only for another platform
   gpu_only = tmp_path / 'gpu_only'
-  export_lib.export_tracker(
-    get_config('tiny_256_ce'), variables, str(gpu_only), dtypes=['float32'], platforms=['cuda']
+  stablehlo.export_tracker(
+    get_config('tiny_256_ce'), tiny_variables, str(gpu_only), dtypes=['float32'], platforms=['cuda']
   )
   with pytest.raises(ValueError, match="not for this machine's 'cpu'"):
-    export_lib.load_exported(str(gpu_only))
+    stablehlo.load_exported(str(gpu_only))

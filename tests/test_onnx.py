@@ -18,7 +18,6 @@ import pathlib
 import subprocess
 import sys
 
-import cv2
 import jax
 import numpy as np
 import pytest
@@ -27,38 +26,22 @@ onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 pytest.importorskip('jax2onnx')
 
-from ostrack_jax import export as export_lib
+from ostrack_jax import export as export_command
 from ostrack_jax.configs import get_config
-from ostrack_jax.deploy import onnx_tracker
+from ostrack_jax.deploy import onnx_export, onnx_format, onnx_tracker
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
-CHECKPOINT = FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MAP_TOL = 1e-4
 STEP_BOX_TOL_PX = 1e-3
 TRACKER_BOX_TOL_PX = 0.01
 
 
-def _frames_and_gt(name='soapbox'):
-  data = np.load(FIXTURES / 'tracker' / f'{name}.npz')
-  n = len([k for k in data.files if k.startswith('png_')])
-  frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(n)]
-  return frames, data
-
-
 @pytest.fixture(scope='module')
-def variables():
-  from ostrack_jax.weights.model_file import load_checkpoint
-
-  return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
-
-
-@pytest.fixture(scope='module')
-def export_run(tmp_path_factory):
+def export_run(tmp_path_factory, tiny_checkpoint):
   """The tiny preset exported through the command line, in a fresh interpreter (the converter
   loads its plugins once per process): (the .onnx file, the finished process)."""
   out = tmp_path_factory.mktemp('onnx') / 'tiny.onnx'
-  argv = ['--checkpoint', str(CHECKPOINT), '--config', 'tiny_256_ce', '--output', str(out)]
+  argv = ['--checkpoint', str(tiny_checkpoint), '--config', 'tiny_256_ce', '--output', str(out)]
   proc = subprocess.run(
     [sys.executable, '-m', 'ostrack_jax.export', *argv, '--format', 'onnx'],
     cwd=REPO,
@@ -92,7 +75,7 @@ def test_export_says_one_line_and_no_converter_noise(export_run):
 def test_converter_filter_drops_only_missing_library_plugins():
   import logging
 
-  is_noise = export_lib._is_converter_noise
+  is_noise = onnx_export._is_converter_noise
 
   def record(message, error=None):
     exc_info = (type(error), error, None) if error else None
@@ -113,10 +96,10 @@ def test_converter_filter_drops_only_missing_library_plugins():
 
 
 @pytest.fixture(scope='module')
-def live(variables):
+def live(tiny_variables):
   from ostrack_jax.tracking.tracker import Tracker
 
-  return Tracker(get_config('tiny_256_ce'), variables)
+  return Tracker(get_config('tiny_256_ce'), tiny_variables)
 
 
 def _step_pair(config, variables, tracker, frame, box, template):
@@ -171,7 +154,7 @@ def test_metadata_and_graph(onnx_file):
   assert meta['ostrack_jax.format_version'] == '2'
   assert meta['ostrack_jax.preset'] == 'tiny_256_ce'
   manifest = json.loads(meta['ostrack_jax.manifest'])
-  assert manifest['opset'] == export_lib.ONNX_DEFAULT_OPSET == 20
+  assert manifest['opset'] == onnx_export.DEFAULT_OPSET == 20
   assert [o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')] == [20]
   assert manifest['num_removed_outputs'] == 3
   ops = collections.Counter(node.op_type for node in model.graph.node)
@@ -188,8 +171,8 @@ def test_metadata_and_graph(onnx_file):
   assert len(gemms) == 4 * 12 + 2 + 3 and betas == [1.0] * len(gemms), betas
   convs = [n for n in model.graph.node if n.op_type == 'Conv']
   assert len(convs) == 12 and all(len(n.input) == 3 for n in convs)
-  assert [i.name for i in model.graph.input] == list(onnx_tracker.INPUT_NAMES)
-  assert [o.name for o in model.graph.output] == list(onnx_tracker.OUTPUT_NAMES) + [
+  assert [i.name for i in model.graph.input] == list(onnx_format.INPUT_NAMES)
+  assert [o.name for o in model.graph.output] == list(onnx_format.OUTPUT_NAMES) + [
     'removed_indexes_0',
     'removed_indexes_1',
     'removed_indexes_2',
@@ -325,13 +308,13 @@ def test_providers_are_named_and_checked(onnx_file):
 
 
 @pytest.mark.slow
-def test_float16_variant(onnx_file, tmp_path):
+def test_float16_variant(onnx_file, tmp_path, soapbox):
   """--precision fp16: every tensor inside float16, inputs and outputs float32, still what
   TensorRT parses and what load_onnx runs. (Its deviation from float32 is measured in the
   README, not asserted: on the random-weight test model the CE scores are near ties that
   float16 reorders.)"""
   model = onnx.load(str(onnx_file))
-  export_lib.convert_to_float16(model)
+  onnx_export.convert_to_float16(model)
   assert not tensorrt_problems(model)
   inits = {onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer}
   assert 'FLOAT16' in inits and 'FLOAT' not in inits, inits
@@ -339,7 +322,7 @@ def test_float16_variant(onnx_file, tmp_path):
   assert edge == [onnx.TensorProto.FLOAT] * 6
   path = tmp_path / 'fp16.onnx'
   onnx.save_model(model, str(path))
-  frames, data = _frames_and_gt()
+  frames, data = soapbox
   tracker = onnx_tracker.load_onnx(str(path))
   tracker.initialize(frames[0], data['gt'][0])
   for frame in frames[1:3]:
@@ -348,22 +331,22 @@ def test_float16_variant(onnx_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_step_matches_jax_step(onnx_file, variables, live):
+def test_onnx_step_matches_jax_step(onnx_file, tiny_variables, live, soapbox):
   """Maps within 1e-4, boxes within 1e-3 px of the JAX step, on the first soapbox frames."""
-  frames, data = _frames_and_gt()
+  frames, data = soapbox
   tracker = onnx_tracker.load_onnx(str(onnx_file))
   config = get_config('tiny_256_ce')
   live.initialize(frames[0], data['gt'][0])
   template = np.asarray(live.core.state.templates)
   for i in (1, 2, 3):
-    got, want = _step_pair(config, variables, tracker, frames[i], data['gt'][i - 1], template)
+    got, want = _step_pair(config, tiny_variables, tracker, frames[i], data['gt'][i - 1], template)
     _check_step(got, want, config)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('teacher_forced', [True, False], ids=['teacher_forced', 'free'])
-def test_onnx_tracker_matches_jax_tracker(onnx_file, live, teacher_forced):
-  frames, data = _frames_and_gt()
+def test_onnx_tracker_matches_jax_tracker(onnx_file, live, soapbox, teacher_forced):
+  frames, data = soapbox
   tracker = onnx_tracker.load_onnx(str(onnx_file), preset='tiny_256_ce')
   gt = data['gt']
   n = int(data['tf_frames'] if teacher_forced else data['free_frames'])
@@ -391,12 +374,12 @@ def test_onnx_tracker_matches_jax_tracker(onnx_file, live, teacher_forced):
 
 
 @pytest.mark.slow
-def test_runs_without_jax(onnx_file):
+def test_runs_without_jax(onnx_file, fixtures_dir):
   """load_onnx and tracking import neither JAX nor Flax (a board with onnxruntime only)."""
   code = f'''
 import sys, cv2, numpy as np
 from ostrack_jax import load_onnx
-data = np.load({str(FIXTURES / 'tracker' / 'soapbox.npz')!r})
+data = np.load({str(fixtures_dir / 'tracker' / 'soapbox.npz')!r})
 frames = [cv2.imdecode(data[f'png_{{i}}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(4)]
 t = load_onnx({str(onnx_file)!r})
 t.initialize(frames[0], data['gt'][0])
@@ -459,8 +442,8 @@ def test_foreign_and_missing_files_are_refused(onnx_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_wrong_frame_dtype_and_shape(onnx_file):
-  frames, data = _frames_and_gt()
+def test_wrong_frame_dtype_and_shape(onnx_file, soapbox):
+  frames, data = soapbox
   tracker = onnx_tracker.load_onnx(str(onnx_file))
   with pytest.raises(RuntimeError, match='not initialized'):
     tracker.track(frames[1])
@@ -482,17 +465,17 @@ def _status(argv):
   from ostrack_jax.common import cli
 
   try:
-    return cli.run(export_lib.main, 'export', argv)
+    return cli.run(export_command.main, 'export', argv)
   except SystemExit as e:  # refused while parsing the flags
     return e.code
 
 
-def test_cli_errors(tmp_path, capsys):
+def test_cli_errors(tmp_path, capsys, tiny_checkpoint):
   out = tmp_path / 'x.onnx'
   rc = _status(
     [
       '--checkpoint',
-      str(CHECKPOINT),
+      str(tiny_checkpoint),
       '--config',
       'tiny_256_ce',
       '--output',
@@ -505,7 +488,7 @@ def test_cli_errors(tmp_path, capsys):
   )
   assert rc == 2 and not out.exists()
   assert 'opset from 17 (LayerNormalization) to 20' in capsys.readouterr().err
-  argv = ['--checkpoint', str(CHECKPOINT), '--output', str(out), '--format', 'onnx']
+  argv = ['--checkpoint', str(tiny_checkpoint), '--output', str(out), '--format', 'onnx']
   assert _status([*argv, '--precision', 'int8']) == 2 and not out.exists()
   assert "--precision: invalid choice: 'int8'" in capsys.readouterr().err
 
@@ -514,7 +497,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_vitb_onnx_step_matches_jax(tmp_path):
+def test_vitb_onnx_step_matches_jax(tmp_path, soapbox):
   """Full-size ViT-B (seed-0 synthetic weights) on the real soapbox frames.
 
   OSTrack-256 CE only: the exported graph is the same function of the preset's sizes for 384
@@ -528,9 +511,9 @@ def test_vitb_onnx_step_matches_jax(tmp_path):
   config = get_config(preset)
   variables = init_variables(config, seed=0)
   path = tmp_path / f'{preset}.onnx'
-  export_lib.export_onnx(config, variables, str(path))
+  onnx_export.export_onnx(config, variables, str(path))
   tracker = onnx_tracker.load_onnx(str(path))
-  frames, data = _frames_and_gt()
+  frames, data = soapbox
   crop = sample_target(
     frames[0],
     data['gt'][0],

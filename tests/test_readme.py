@@ -168,7 +168,7 @@ def test_readme_command(tokens, line):
 @pytest.mark.slow
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
   from ostrack_jax.configs import get_config
-  from ostrack_jax.export import export_tracker
+  from ostrack_jax.deploy.stablehlo import export_tracker
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 

@@ -96,17 +96,17 @@ def check_tracker():
 
 
 def check_export():
-  from ostrack_jax import export as export_lib
+  from ostrack_jax.deploy import stablehlo
   from ostrack_jax.models.ostrack import init_variables
 
   config = get_config('tiny_256_ce')
   variables = init_variables(config)
   platform = {'gpu': 'cuda'}.get(jax.default_backend(), jax.default_backend())
   with tempfile.TemporaryDirectory() as tmp:
-    out = export_lib.export_tracker(
+    out = stablehlo.export_tracker(
       config, variables, tmp + '/art', dtypes=('float32',), platforms=(platform,)
     )
-    exported = export_lib.load_exported(out)
+    exported = stablehlo.load_exported(out)
     live = tracker_lib.Tracker(config, variables)
     rng = np.random.default_rng(0)
     worst = 0.0

@@ -1,15 +1,8 @@
 """The ONNX tracker: runs the exported network with onnxruntime, the rest of a step on the host.
 
-``python -m ostrack_jax.export --format onnx`` (:func:`ostrack_jax.export.export_onnx`) writes
-the network alone as one self-contained ONNX file (weights inside, float32 -- or float16 inside
-with ``--precision fp16``, its inputs and outputs still float32 -- static shapes), the unit
-TensorRT and every onnxruntime execution provider take:
-
-* inputs ``template`` (1, T, T, 3) and ``search`` (1, S, S, 3), float32 ImageNet-normalized
-  NHWC crops;
-* outputs the model's ``score_map`` (1, F, F, 1), ``size_map`` and ``offset_map``
-  (1, F, F, 2), ``pred_boxes`` (1, 4) (cxcywh normalized to the crop, at the unwindowed peak)
-  and ``removed_indexes_<i>`` (1, n_i) int32, one per candidate-elimination layer.
+``python -m ostrack_jax.export --format onnx`` (:func:`ostrack_jax.deploy.onnx_export.export_onnx`)
+writes the network alone as one self-contained ONNX file with static shapes; its inputs, outputs
+and metadata are described in :mod:`ostrack_jax.deploy.onnx_format`.
 
 Per frame, :class:`OnnxTracker` cuts the search crop around the state on the host
 (:func:`ostrack_jax.geometry.crop.sample_target`, NumPy + OpenCV, pixel-exact with the original),
@@ -19,10 +12,7 @@ step), then maps it back to the image and clips it in float64, as the original
 (:func:`ostrack_jax.tracking.host.boxes_to_image`). The template is cut once, the same way.
 
 This module imports NumPy, OpenCV and onnxruntime only (no JAX, no Flax): :func:`load_onnx`
-works on machines where JAX does not run. The file carries its manifest in the ONNX metadata
-(``metadata_props``: ``ostrack_jax.format``, ``ostrack_jax.format_version``,
-``ostrack_jax.preset``, ``ostrack_jax.manifest`` JSON with the config, the opset, the
-converter's version).
+works on machines where JAX does not run.
 """
 
 import json
@@ -32,6 +22,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from ostrack_jax.deploy import onnx_format
 from ostrack_jax.geometry import crop as crop_lib
 from ostrack_jax.tracking import host
 from ostrack_jax.tracking.host import check_frame  # noqa: F401  (part of this module's API)
@@ -43,16 +34,7 @@ def normalization_table() -> np.ndarray:
   return host.normalization_table().reshape(256, 3)
 
 
-FORMAT = 'ostrack_jax.deploy.onnx_tracker'
-FORMAT_VERSION = 2  # 1: the whole step (crop, network, decode) in one graph
-INPUT_NAMES = ('template', 'search')
-OUTPUT_NAMES = ('score_map', 'size_map', 'offset_map', 'pred_boxes')
-# then removed_indexes_0 .. removed_indexes_{n-1}
 DEFAULT_PROVIDERS = ('CPUExecutionProvider',)
-META_FORMAT = 'ostrack_jax.format'
-META_VERSION = 'ostrack_jax.format_version'
-META_PRESET = 'ostrack_jax.preset'
-META_MANIFEST = 'ostrack_jax.manifest'
 
 
 def read_metadata(path: str, session=None) -> Dict[str, Any]:
@@ -68,20 +50,20 @@ def read_metadata(path: str, session=None) -> Dict[str, Any]:
     options.log_severity_level = 3  # errors only, as load_onnx
     session = ort.InferenceSession(path, sess_options=options, providers=['CPUExecutionProvider'])
   meta = dict(session.get_modelmeta().custom_metadata_map)
-  if meta.get(META_FORMAT) != FORMAT:
+  if meta.get(onnx_format.META_FORMAT) != onnx_format.FORMAT:
     raise ValueError(
-      f'{path}: not an ostrack_jax ONNX tracker (metadata {META_FORMAT!r} is '
-      f'{meta.get(META_FORMAT)!r}); make one with python -m ostrack_jax.export '
+      f'{path}: not an ostrack_jax ONNX tracker (metadata {onnx_format.META_FORMAT!r} is '
+      f'{meta.get(onnx_format.META_FORMAT)!r}); make one with python -m ostrack_jax.export '
       '--format onnx'
     )
-  version = meta.get(META_VERSION)
-  if version != str(FORMAT_VERSION):
+  version = meta.get(onnx_format.META_VERSION)
+  if version != str(onnx_format.FORMAT_VERSION):
     raise ValueError(
       f'{path}: ONNX tracker format version {version}, this ostrack_jax reads '
-      f'version {FORMAT_VERSION}: export it again with python -m '
+      f'version {onnx_format.FORMAT_VERSION}: export it again with python -m '
       'ostrack_jax.export --format onnx'
     )
-  return json.loads(meta[META_MANIFEST])
+  return json.loads(meta[onnx_format.META_MANIFEST])
 
 
 def decode_box(response: np.ndarray, size_map: np.ndarray, offset_map: np.ndarray) -> np.ndarray:
@@ -198,7 +180,7 @@ class OnnxTracker(host.LastOutputs):
     new_box = host.boxes_to_image(
       pred[None], box.astype(np.float64), [crop.resize_factor], [[h, w]], self.search_size
     ).astype(np.float32)
-    last = {k: v for k, v in outs.items() if k.startswith('removed_indexes_')}
+    last = {k: v for k, v in outs.items() if k.startswith(onnx_format.REMOVED_PREFIX)}
     last.update(
       boxes=new_box,
       pred_boxes=pred[None],
@@ -259,7 +241,7 @@ class OnnxTracker(host.LastOutputs):
 
   def _removed(self):
     n = int(self.manifest['num_removed_outputs'])
-    return [self._last[f'removed_indexes_{i}'] for i in range(n)]
+    return [self._last[f'{onnx_format.REMOVED_PREFIX}{i}'] for i in range(n)]
 
   @property
   def last_outputs(self) -> Optional[Dict[str, np.ndarray]]:
