@@ -43,7 +43,8 @@ import numpy as np
 
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.common.fileio import atomic_write_text
-from ostrack_jax.tracking import datasets, metrics, report, results
+from ostrack_jax.datasets.core import DatasetError
+from ostrack_jax.tracking import eval_sequences, metrics, report, results
 
 DATASET_KEY = '(dataset)'  # left_out key of the sequences no tracker can be scored on
 SORT_KEYS = {'got10k': ('AO', 'SR0.5', 'SR0.75'), 'other': ('AUC', 'P@20', 'NP@0.2')}
@@ -342,7 +343,7 @@ def compare_trackers(
   """Scores several trackers' result folders on the same sequences of ``dataset``.
 
   Args:
-    dataset: one of eval.py's datasets (``ostrack_jax.tracking.datasets.DATASETS``) with full
+    dataset: one of eval.py's datasets (``registry.names('eval')``) with full
       ground truth (not a test split).
     data_dir: the benchmark root in its native layout.
     results_folders: ``{name: folder}``, or ``['NAME=FOLDER' | 'FOLDER', ...]`` as the command
@@ -360,8 +361,7 @@ def compare_trackers(
     InputError (before any scoring) for bad input, naming it; with ``require_all``, for the
     first tracker with an unusable sequence.
   """
-  if dataset not in datasets.DATASETS:
-    raise InputError(f'unknown dataset {dataset!r}; datasets: {", ".join(datasets.DATASETS)}')
+  eval_sequences.check_dataset_name(dataset)
   folders = parse_results(results_folders)
   bad = folder_problems(folders)
   out_dir = check_output(output) if output is not None else None
@@ -370,7 +370,7 @@ def compare_trackers(
   if attributes is not None and not os.path.exists(attributes):
     raise InputError(f'--attributes {attributes}: no such file or folder')
   load_errors: List = []
-  seqs = datasets.load_dataset(dataset, data_dir, sequences, split, errors=load_errors)
+  seqs = eval_sequences.load_dataset(dataset, data_dir, sequences, split, errors=load_errors)
   layout = results.layout_for_dataset(dataset)
   left_out: Dict[str, Dict[str, str]] = {DATASET_KEY: {}}
   scorable = _scorable(seqs, load_errors, left_out[DATASET_KEY])
@@ -432,7 +432,7 @@ def _scorable(seqs, load_errors, left_out: Dict[str, str]) -> List:
       continue
     try:
       seq.check_ground_truth()
-    except datasets.DatasetError as e:
+    except DatasetError as e:
       left_out[seq.name] = f'no metrics: {e}'
       continue
     scorable.append(seq)

@@ -1,7 +1,7 @@
 """Benchmark evaluation as a library call: ``evaluate(config, checkpoint, dataset, data_dir)``.
 
 What ``python eval.py`` runs, and what the tests and the notebook call. Reads the benchmark in
-its native layout (``ostrack_jax.tracking.datasets``), tracks the sequences not yet finished on
+its native layout (``ostrack_jax.tracking.eval_sequences``), tracks the sequences not yet finished on
 the device core (``runner.track_pipelined``; ``batch_size`` > 1 tracks that many in lockstep),
 writes the official result files (``results``), and the report (``report``).
 
@@ -45,7 +45,8 @@ from ostrack_jax import configs
 from ostrack_jax.common import fileio
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.datasets import registry
-from ostrack_jax.tracking import datasets, distributed, provenance, report, results
+from ostrack_jax.datasets.core import DatasetError, read_frame
+from ostrack_jax.tracking import distributed, eval_sequences, provenance, report, results
 
 OUTPUT_ROOT = 'workdirs'
 
@@ -127,7 +128,7 @@ def evaluate(
   Args:
     config: the model's config (``ostrack_jax.configs``); checked first.
     checkpoint: our ``.msgpack`` model file or a PyTorch ``.pth``/``.pth.tar``.
-    dataset: one of ``datasets.DATASETS``.
+    dataset: one of ``registry.names('eval')``.
     data_dir: the benchmark root in its native layout (None: the synthetic dataset).
     sequences / split: only these sequences / another split folder.
     output: the results folder (default ``workdirs/<config name>/eval/<dataset>``).
@@ -142,7 +143,7 @@ def evaluate(
     overwrite: results of another producer (or unrecorded ones) in ``output`` are removed
       and the folder starts afresh; with the same producer, the selected sequences are
       tracked again. Without it such a folder is refused (``InputError``).
-    fail_fast: raise at the first bad sequence (``datasets.DatasetError`` while reading,
+    fail_fast: raise at the first bad sequence (``DatasetError`` while reading,
       ``errors.SequenceFailure`` while tracking) instead of skipping it.
     plots / progress: the PNG plots; progress bars.
   """
@@ -153,8 +154,7 @@ def evaluate(
     raise InputError(f'--devices must be >= 1, got {devices}')
   if batch_mode not in ('vmap', 'map'):
     raise InputError(f"--batch-mode must be 'vmap' or 'map', got {batch_mode!r}")
-  if dataset not in datasets.DATASETS:
-    raise InputError(f'unknown dataset {dataset!r}; datasets: {", ".join(datasets.DATASETS)}')
+  eval_sequences.check_dataset_name(dataset)
   check_checkpoint(checkpoint)
   if sequences is not None and not list(sequences):
     raise InputError('--sequences selects no sequence (None selects all)')
@@ -164,7 +164,7 @@ def evaluate(
   )
   root = resolve_data_dir(dataset, data_dir, config)
   load_errors: List = []
-  seqs = datasets.load_dataset(
+  seqs = eval_sequences.load_dataset(
     dataset, root, sequences, split, errors=None if fail_fast else load_errors
   )
   entry = registry.get(dataset, 'eval')
@@ -327,8 +327,8 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batc
     devices=devices if len(devices) > 1 else None,  # one: JAX's default device, as always
   )
   try:  # compile for the first frame's size, so that the timings exclude it
-    core.warmup(datasets.read_frame(todo[0].frames[0]).shape[:2])
-  except datasets.DatasetError:
+    core.warmup(read_frame(todo[0].frames[0]).shape[:2])
+  except DatasetError:
     pass  # reported with its sequence when tracked
   where = f'process {procs.index} of {procs.count}: ' if procs.count > 1 else ''
   rounded = f' (--batch-size {batch_size} rounded up)' if batch_size not in (None, slots) else ''

@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ostrack_jax.common.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
-from ostrack_jax.datasets.core import check_sequence_name
+from ostrack_jax.datasets.core import check_sequence_name, read_boxes
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
 _SEP = re.compile(r'[,\s;]+')
@@ -108,8 +108,6 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
 
 def read_result_boxes(path: os.PathLike) -> np.ndarray:
   """(N, 4) float64 boxes from a result file (comma, tab or space separated)."""
-  from ostrack_jax.tracking.datasets import read_boxes
-
   return read_boxes(path)
 
 
