@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ostrack_jax.common import fileio
 from ostrack_jax.datasets import got10k
 from ostrack_jax.datasets.core import DatasetError, FrameError, read_frame, to_rgb
 from ostrack_jax.tracking import eval_sequences, results
@@ -251,13 +252,13 @@ def test_result_layouts_atomic_and_zip(tmp_path):
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
   p = tmp_path / 'a.txt'
-  results.atomic_write_text(p, 'old\n')
+  fileio.atomic_write_text(p, 'old\n')
 
   def boom(*args, **kwargs):
     raise OSError('disk full')
 
-  monkeypatch.setattr(results.os, 'replace', boom)
+  monkeypatch.setattr(fileio.os, 'replace', boom)
   with pytest.raises(OSError):
-    results.atomic_write_text(p, 'new\n')
+    fileio.atomic_write_text(p, 'new\n')
   assert p.read_text() == 'old\n'
   assert [q.name for q in tmp_path.iterdir()] == ['a.txt']
