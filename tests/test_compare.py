@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.common.errors import InputError
-from ostrack_jax.tracking import compare, eval_sequences, metrics, report, results
+from ostrack_jax.tracking import attribute_labels, compare, eval_sequences, metrics, report, results
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NAMES = ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')
@@ -203,7 +203,7 @@ def test_attribute_tables_equal_single_runs_on_the_subsets(data):
   att.mkdir()
   for i, name in enumerate(NAMES):
     (att / f'{name}.txt').write_text(','.join('1' if k == i else '0' for k in range(14)) + '\n')
-  labels, titles = compare.read_attributes(att)
+  labels, titles = attribute_labels.read_attributes(att)
   assert titles['IV'] == 'Illumination Variation' and list(titles)[-1] == 'ARC'
   assert [a for a, v in labels['SYN_Val_000002'].items() if v] == ['POC']
   folder_seqs = eval_sequences.load_dataset(
@@ -217,11 +217,11 @@ def test_attribute_tables_equal_single_runs_on_the_subsets(data):
   assert c.attributes['POC']['rows'] == [('A', _single_run(ours, subset, 'folder', 'folder'))]
   (att / 'x.txt').write_text('0,1,0,0,0,0,0,0,0,0,0\n')  # 11 flags (OTB): order unknown
   with pytest.raises(InputError, match=r'x.txt: 11 flags; .* give a table file'):
-    compare.read_attributes(att)
+    attribute_labels.read_attributes(att)
   bad = tmp / 'bad.csv'
   bad.write_text('sequence,../up\nSYN_Val_000001,1\n')  # names a plot folder: refused
   with pytest.raises(InputError, match=r"bad.csv line 1: attribute name '../up'"):
-    compare.read_attributes(bad)
+    attribute_labels.read_attributes(bad)
   bad.write_text('sequence,FM\nSYN_Val_000001,1\n')
   with pytest.raises(InputError, match=r"bad.csv: no labels for sequence 'SYN_Val_000002' \(2 of"):
     compare.compare_trackers('got10k_val', root, {'A': a}, attributes=bad)
