@@ -242,8 +242,8 @@ def compare_trackers(
   """Scores several trackers' result folders on the same sequences of ``dataset``.
 
   Args:
-    dataset: one of eval.py's datasets (``registry.names('eval')``) with full
-      ground truth (not a test split).
+    dataset: one of eval.py's datasets (``registry.names('eval')``) with full ground truth
+      (not a test split).
     data_dir: the benchmark root in its native layout.
     results_folders: ``{name: folder}``, or ``['NAME=FOLDER' | 'FOLDER', ...]`` as the command
       line takes them (a bare folder is named after itself); each in the dataset's official
