@@ -8,6 +8,10 @@
 * ``metrics``: GOT-10k AO / SR and pytracking-style AUC / precision / normalized precision.
 * ``results``: result files in the official layouts, written atomically, and submission zips.
 * ``distributed``: an evaluation's devices and processes (jax.distributed): who tracks what.
+* ``evaluate``: what eval.py runs; ``report``: its tables, plots and summary; ``provenance``:
+  who produced a results folder.
+* ``compare``: several trackers' result folders in one table (``attribute_labels``: the
+  per-sequence attributes it reads).
 
 Nothing is imported here, so ``import ostrack_jax.tracking.eval_sequences`` stays free of JAX.
 """
