@@ -27,11 +27,11 @@ DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
 
 
 def parse_flags(argv=None):
-  from ostrack_jax.tracking.datasets import DATASETS
+  from ostrack_jax.datasets import registry
 
   p = cli.Parser('eval.py', __doc__, config='tiny_256_ce')
   p.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT, help='.msgpack or PyTorch .pth')
-  p.add_argument('--dataset', default='got10k_val', choices=DATASETS)
+  p.add_argument('--dataset', default='got10k_val', choices=registry.Names('eval'))
   p.add_argument('--data-dir', help='benchmark root in its native layout (default: synthetic)')
   p.add_argument(
     '--split', help='another split folder (GOT-10k val/test/train; TrackingNet TEST, TRAIN_0, ...)'

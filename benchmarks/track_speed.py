@@ -95,10 +95,12 @@ if ARGS.one_core:
 
 from benchmarks import results_md
 from ostrack_jax.configs import get_config
+from ostrack_jax.datasets import folder
+from ostrack_jax.datasets.core import Video, read_frame
 from ostrack_jax.geometry.crop import sample_target
 from ostrack_jax.models.head import decode_box
 from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables
-from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
+from ostrack_jax.tracking import eval_sequences, runner, tracker as tracker_lib
 
 COMMON_RESOLUTIONS = [
   (480, 854),
@@ -128,7 +130,7 @@ def median_ms(fn, repeats, warmup=3):
 def cycled(seq, n, name):
   """A sequence of ``n`` frames reusing ``seq``'s files cyclically."""
   paths = [seq.frames[i % len(seq)] for i in range(n)]
-  return datasets.Sequence(name, paths, seq.gt_xywh[:1].copy())
+  return Video(name, paths, seq.gt_xywh[:1].copy())
 
 
 def bare_forward_ms(config, variables, repeats):
@@ -281,8 +283,8 @@ def fps(v):
 def main():
   if max(ARGS.devices) > jax.local_device_count():
     sys.exit(f'--devices {max(ARGS.devices)}: this machine has {jax.local_device_count()}')
-  seq = datasets.load_folder_sequence(ARGS.sequence)
-  frames = [datasets.read_frame(seq.frames[i], seq.name, i) for i in range(len(seq))]
+  seq = eval_sequences.check_trackable(folder.read_sequence_folder(pathlib.Path(ARGS.sequence)))
+  frames = [read_frame(seq.frames[i], seq.name, i) for i in range(len(seq))]
   h, w = frames[0].shape[:2]
   print(f'sequence {seq.name} ({len(seq)} frames, {w}x{h}); {hardware()}', flush=True)
   cache = {p: f for p, f in zip(seq.frames, frames, strict=True)}

@@ -18,10 +18,10 @@ from ostrack_jax.common import cli
 
 
 def parse_flags(argv=None):
-  from ostrack_jax.tracking.datasets import DATASETS
+  from ostrack_jax.datasets import registry
 
   p = cli.Parser('python -m ostrack_jax.compare', __doc__)
-  p.add_argument('--dataset', required=True, choices=DATASETS, help='the benchmark')
+  p.add_argument('--dataset', required=True, choices=registry.Names('eval'), help='the benchmark')
   p.add_argument('--data-dir', required=True, help='benchmark root in its native layout')
   p.add_argument(
     '--results',

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.common.errors import InputError
-from ostrack_jax.tracking import compare, datasets, metrics, report, results
+from ostrack_jax.tracking import attribute_labels, compare, eval_sequences, metrics, report, results
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NAMES = ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')
@@ -95,7 +95,7 @@ def _other_reference(folder, seqs, layout):
 
 def test_folder_dataset_rows_equal_single_runs_and_plots(data):
   tmp, root = data['tmp'] / 'folder_case', data['folder']
-  seqs = datasets.load_dataset('folder', root)
+  seqs = eval_sequences.load_dataset('folder', root)
   assert [s.name for s in seqs] == list(NAMES)
   a = _ours(tmp / 'ckpt_a', 'folder', seqs, seed=1, noise=2.0)
   b = _ours(tmp / 'ckpt_b', 'folder', seqs, seed=2, noise=6.0)
@@ -133,7 +133,7 @@ def test_folder_dataset_rows_equal_single_runs_and_plots(data):
 
 def test_got10k_dataset_leaves_out_missing_and_damaged_sequences(data):
   tmp, root = data['tmp'] / 'got10k_case', data['got10k']
-  seqs = datasets.load_dataset('got10k_val', root)
+  seqs = eval_sequences.load_dataset('got10k_val', root)
   a = _ours(tmp / 'ckpt_a', 'got10k', seqs, seed=1)
   b = _ours(tmp / 'ckpt_b', 'got10k', seqs, seed=2)
   other = _other(tmp / 'other', 'got10k', seqs)
@@ -181,7 +181,7 @@ def test_got10k_dataset_leaves_out_missing_and_damaged_sequences(data):
 
 def test_attribute_tables_equal_single_runs_on_the_subsets(data):
   tmp, root = data['tmp'] / 'attribute_case', data['got10k']
-  seqs = datasets.load_dataset('got10k_val', root)
+  seqs = eval_sequences.load_dataset('got10k_val', root)
   a = _ours(tmp / 'a', 'got10k', seqs, seed=1)
   other = _other(tmp / 'other', 'got10k', seqs)
   table = tmp / 'attributes.csv'
@@ -203,10 +203,12 @@ def test_attribute_tables_equal_single_runs_on_the_subsets(data):
   att.mkdir()
   for i, name in enumerate(NAMES):
     (att / f'{name}.txt').write_text(','.join('1' if k == i else '0' for k in range(14)) + '\n')
-  labels, titles = compare.read_attributes(att)
+  labels, titles = attribute_labels.read_attributes(att)
   assert titles['IV'] == 'Illumination Variation' and list(titles)[-1] == 'ARC'
   assert [a for a, v in labels['SYN_Val_000002'].items() if v] == ['POC']
-  folder_seqs = datasets.load_dataset('folder', data['folder'])  # a layout without pooled IoUs
+  folder_seqs = eval_sequences.load_dataset(
+    'folder', data['folder']
+  )  # a layout without pooled IoUs
   ours = _ours(tmp / 'folder_a', 'folder', folder_seqs, seed=1)
   c = compare.compare_trackers('folder', data['folder'], {'A': ours}, attributes=att)
   assert list(c.attributes) == ['IV', 'POC', 'DEF']
@@ -215,11 +217,11 @@ def test_attribute_tables_equal_single_runs_on_the_subsets(data):
   assert c.attributes['POC']['rows'] == [('A', _single_run(ours, subset, 'folder', 'folder'))]
   (att / 'x.txt').write_text('0,1,0,0,0,0,0,0,0,0,0\n')  # 11 flags (OTB): order unknown
   with pytest.raises(InputError, match=r'x.txt: 11 flags; .* give a table file'):
-    compare.read_attributes(att)
+    attribute_labels.read_attributes(att)
   bad = tmp / 'bad.csv'
   bad.write_text('sequence,../up\nSYN_Val_000001,1\n')  # names a plot folder: refused
   with pytest.raises(InputError, match=r"bad.csv line 1: attribute name '../up'"):
-    compare.read_attributes(bad)
+    attribute_labels.read_attributes(bad)
   bad.write_text('sequence,FM\nSYN_Val_000001,1\n')
   with pytest.raises(InputError, match=r"bad.csv: no labels for sequence 'SYN_Val_000002' \(2 of"):
     compare.compare_trackers('got10k_val', root, {'A': a}, attributes=bad)
@@ -235,7 +237,7 @@ def test_got10k_success_curve_is_the_toolkits():
 
 def test_bad_inputs_are_named_before_any_work(data, tmp_path):
   root = data['folder']
-  seqs = datasets.load_dataset('folder', root)
+  seqs = eval_sequences.load_dataset('folder', root)
   good = _ours(tmp_path / 'good', 'folder', seqs, seed=1)
   with pytest.raises(InputError, match=r"--results: the name 'good' is given twice"):
     compare.compare_trackers('folder', root, [str(good), f'good={tmp_path}'])
@@ -257,7 +259,7 @@ def test_bad_inputs_are_named_before_any_work(data, tmp_path):
 def test_command_names_every_bad_folder_in_one_line(data, tmp_path):
   """Missing, a file, empty, another layout (GOT-10k files for a folder dataset): one line on
   stderr naming all four, exit status 2, nothing written."""
-  seqs = datasets.load_dataset('got10k_val', data['got10k'])
+  seqs = eval_sequences.load_dataset('got10k_val', data['got10k'])
   good = _ours(tmp_path / 'good', 'folder', seqs, seed=1)
   wrong = _ours(tmp_path / 'wrong', 'got10k', seqs, seed=1)
   (tmp_path / 'file.txt').write_text('x')
@@ -303,7 +305,7 @@ def test_ours_at_two_checkpoints_through_evaluate_equal_eval_numbers(data, tmp_p
         plots=False,
       ),
     )  # fmt: skip
-  seqs = datasets.load_dataset('got10k_val', data['got10k'])
+  seqs = eval_sequences.load_dataset('got10k_val', data['got10k'])
   other = _other(tmp_path / 'other', 'got10k', seqs)
   folders = {name: out for name, (out, _) in runs.items()}
   report_dir = tmp_path / 'report'

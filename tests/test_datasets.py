@@ -12,7 +12,7 @@ from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, sampler as sampler_lib, sources, transforms as T
 from ostrack_jax.datasets import core, registry
-from ostrack_jax.tracking import datasets as eval_datasets, results
+from ostrack_jax.tracking import eval_sequences, results
 
 W, H = 64, 48
 
@@ -52,7 +52,7 @@ def test_unpadded_frame_names_in_natural_order_for_training_and_evaluation(tmp_p
   want = [f'frame{i}.jpg' for i in range(1, 21)]
   train = sources.folder(tmp_path, cache_dir=None)
   assert list(train.sequences[0].frame_names) == want
-  (seq,) = eval_datasets.load_dataset('folder', tmp_path)
+  (seq,) = eval_sequences.load_dataset('folder', tmp_path)
   assert [pathlib.Path(f).name for f in seq.frames] == want
   for i in (1, 9, 10, 19):  # frame i + 1 is image i: the boxes line up on both sides
     assert abs(_pixel(seq.frames[i]) - (i * 37) % 256) <= 3
@@ -99,7 +99,7 @@ def test_nan_box_in_the_ground_truth_is_named_with_its_line(tmp_path):
   boxes = _boxes(24)
   boxes[3] = np.nan
   _write_gt(tmp_path / 'seq' / 'groundtruth.txt', boxes)
-  (seq,) = eval_datasets.load_dataset('folder', tmp_path)  # tracked: the first box is fine
+  (seq,) = eval_sequences.load_dataset('folder', tmp_path)  # tracked: the first box is fine
   with pytest.raises(
     core.DatasetError, match=r'^ground truth contains NaN: .*seq/groundtruth.txt line 4 \(1 NaN'
   ):
@@ -148,9 +148,9 @@ def test_truncated_frame_marked_unusable_for_training_and_named_in_evaluation(tm
   with pytest.raises(T.BadSample, match='00000007.jpg: frame is a truncated JPEG'):
     unchecked.frame(0, 6)
   # Evaluation: the sequence is read, and the frame is named when it is decoded.
-  (seq,) = eval_datasets.load_dataset('got10k_train', tmp_path)
+  (seq,) = eval_sequences.load_dataset('got10k_train', tmp_path)
   with pytest.raises(core.FrameError, match=r"sequence 'a' frame 6: .*00000007.jpg is a trunc"):
-    eval_datasets.read_frame(seq.frames[6], seq.name, 6)
+    core.read_frame(seq.frames[6], seq.name, 6)
 
 
 # ------------------------------------------------------------------------------ errors
@@ -183,7 +183,7 @@ def test_unknown_names_and_missing_roots(tmp_path):
   ):
     sources.make_source('got10k_train', cfg.data)
   with pytest.raises(core.UnknownDatasetError, match=r"unknown evaluation dataset 'coco'.*otb"):
-    eval_datasets.load_dataset('coco', tmp_path)
+    eval_sequences.load_dataset('coco', tmp_path)
   with pytest.raises(FileNotFoundError, match=r'set config\.data\.roots\.lasot=DIR'):
     sources.make_source('lasot', cfg.data)
   cfg.data.roots.got10k = str(tmp_path / 'nope')
@@ -193,7 +193,7 @@ def test_unknown_names_and_missing_roots(tmp_path):
   with pytest.raises(core.MissingRootError, match=r'roots\.got10k'):  # before anything is read
     sources.check_data_config(cfg.data)
   with pytest.raises(core.MissingRootError, match=r"lasot: --data-dir='.*nope' does not exist"):
-    eval_datasets.load_dataset('lasot', tmp_path / 'nope')
+    eval_sequences.load_dataset('lasot', tmp_path / 'nope')
   cfg.data.roots.synthetic = str(tmp_path)  # a named synthetic root must hold the dataset
   with pytest.raises(core.MissingRootError, match='holds no synthetic dataset'):
     sources.make_source('synthetic', cfg.data)
@@ -249,11 +249,11 @@ def test_a_registered_layout_trains_packs_and_evaluates(toy, tmp_path, monkeypat
   packed = pack.PackedSource(tmp_path / 'packs' / 'toy')
   assert packed.frame(1, 5).data == src.frame(1, 5).data
   # Evaluation: the sequences, their result layout and the eval command's choices.
-  seqs = eval_datasets.load_dataset('toy', toy)
+  seqs = eval_sequences.load_dataset('toy', toy)
   assert [s.name for s in seqs] == ['toy0', 'toy1'] and seqs[0].has_full_gt
   assert abs(_pixel(seqs[1].frames[11]) - (11 * 37) % 256) <= 3
   assert results.layout_for_dataset('toy') == 'lasot'
-  assert 'toy' in eval_datasets.DATASETS and 'toy' in registry.names('train')
+  assert 'toy' in registry.Names('eval') and 'toy' in registry.names('train')
   with pytest.raises(ValueError, match='already registered'):
     registry.register('toy', ToyLayout(), root_key='toy')
 
@@ -263,7 +263,7 @@ def test_layer_imports_no_jax():
 
   code = (
     'import sys; import ostrack_jax.datasets.registry, ostrack_jax.data.sources, '
-    'ostrack_jax.data.pack, ostrack_jax.tracking.datasets; '
+    'ostrack_jax.data.pack, ostrack_jax.tracking.eval_sequences; '
     "assert 'jax' not in sys.modules, 'jax imported'"
   )
   subprocess.run([sys.executable, '-c', code], check=True)

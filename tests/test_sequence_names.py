@@ -22,7 +22,7 @@ from ostrack_jax.common import cli
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import sources
 from ostrack_jax.datasets import core, folder, registry
-from ostrack_jax.tracking import datasets, results
+from ostrack_jax.tracking import eval_sequences, results
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BAD_NAMES = ['..', '../x', '../../x', '/abs/x', 'a/b', 'a\\b', '.', '', 'a\x00b']
@@ -62,7 +62,7 @@ def test_got10k_and_lasot_lists_name_the_file_and_line_and_the_rest_goes_on(tmp_
   _sequence(tmp_path / 'x')  # what ../../x reaches from root/val
   (root / 'val' / 'list.txt').write_text('GOT-10k_Val_000001\n../../x\n')
   errors = []
-  seqs = datasets.load_dataset('got10k_val', root, errors=errors)
+  seqs = eval_sequences.load_dataset('got10k_val', root, errors=errors)
   assert [s.name for s in seqs] == ['GOT-10k_Val_000001']
   ((name, message),) = errors
   assert name == '../../x'
@@ -78,7 +78,7 @@ def test_got10k_and_lasot_lists_name_the_file_and_line_and_the_rest_goes_on(tmp_
       (d.parent / flag).write_text('0,0,0')
   (lasot / 'testing_set.txt').write_text(f'cat-1\n{lasot / "cat" / "cat-2"}\n')
   errors = []
-  assert [s.name for s in datasets.load_dataset('lasot', lasot, errors=errors)] == ['cat-1']
+  assert [s.name for s in eval_sequences.load_dataset('lasot', lasot, errors=errors)] == ['cat-1']
   assert f'{lasot / "testing_set.txt"} line 2: not a plain' in errors[0][1]
 
 
@@ -88,11 +88,11 @@ def test_sequences_argument_is_checked_for_every_layout(tmp_path, dataset):
   root.mkdir()
   (root / 'TEST' / 'anno').mkdir(parents=True)  # TrackingNet's annotation folder
   errors = []
-  assert datasets.load_dataset(dataset, root, ['../x', 'a/b'], errors=errors) == []
+  assert eval_sequences.load_dataset(dataset, root, ['../x', 'a/b'], errors=errors) == []
   assert [n for n, _ in errors] == ['../x', 'a/b']
   assert all(f"{dataset}: sequence '{n}': --sequences: not a plain" in m for n, m in errors)
   with pytest.raises(core.DatasetError, match=r"sequence '\.\./x': --sequences: not a plain"):
-    datasets.load_dataset(dataset, root, ['../x'])  # eval.py --fail-fast
+    eval_sequences.load_dataset(dataset, root, ['../x'])  # eval.py --fail-fast
 
 
 def test_training_index_skips_a_listed_path_with_its_reason(tmp_path):

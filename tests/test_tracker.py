@@ -295,13 +295,14 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   [((10, 10, 0, 20), 'zero or negative'), ((900, 10, 20, 20), 'outside the 854x480 image')],
 )
 def test_runner_rejects_bad_initial_box_naming_sequence_and_frame(tracker, tmp_path, box, problem):
-  from ostrack_jax.tracking import datasets, runner
+  from ostrack_jax.datasets.core import Video
+  from ostrack_jax.tracking import runner
 
   s = _Seq('soapbox')
   paths = []
   for i in range(2):
     paths.append(str(tmp_path / f'{i + 1:08d}.png'))
     (tmp_path / f'{i + 1:08d}.png').write_bytes(s[f'png_{i}'].tobytes())
-  seq = datasets.Sequence('bad_init', paths, np.array([box], np.float64))
+  seq = Video('bad_init', paths, np.array([box], np.float64))
   with pytest.raises(SequenceFailure, match=f"sequence 'bad_init' frame 0: .*{problem}"):
     runner.track_sequence(tracker, seq)

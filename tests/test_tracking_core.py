@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
+from ostrack_jax.datasets.core import FrameError, Video, read_frame
+from ostrack_jax.tracking import runner, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
@@ -38,7 +39,7 @@ def _sequence(tmp_path, name, frames, init_box, ext='png'):
     path = folder / f'{i + 1:08d}.{ext}'
     cv2.imwrite(str(path), f[..., ::-1])
     paths.append(str(path))
-  return datasets.Sequence(name, paths, np.asarray([init_box], np.float64))
+  return Video(name, paths, np.asarray([init_box], np.float64))
 
 
 @pytest.mark.slow
@@ -137,11 +138,11 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
   data = pathlib.Path(seq.frames[2]).read_bytes()
   pathlib.Path(seq.frames[2]).write_bytes(data[: len(data) // 2])
   with pytest.raises(
-    datasets.FrameError,
+    FrameError,
     match=r"sequence 'cut' frame 2: .*00000003.jpg is a "
     r'truncated JPEG',
   ):
-    datasets.read_frame(seq.frames[2], 'cut', 2)
+    read_frame(seq.frames[2], 'cut', 2)
   ok = _sequence(tmp_path, 'ok', frames[:3], gt[0], ext='jpg')
   done, failed = [], []
   runner.track_pipelined(tracker.core, [seq, ok], done.append, failed.append)
@@ -149,7 +150,7 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
   assert 'truncated JPEG' in str(failed[0]) and "'cut' frame 2" in str(failed[0])
   # A complete JPEG (with bytes after its end marker, as some encoders write) is accepted.
   pathlib.Path(seq.frames[2]).write_bytes(data + b'\x00\x00')
-  assert datasets.read_frame(seq.frames[2], 'cut', 2).shape == (480, 854, 3)
+  assert read_frame(seq.frames[2], 'cut', 2).shape == (480, 854, 3)
 
 
 def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):

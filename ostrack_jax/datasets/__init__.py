@@ -2,7 +2,7 @@
 
 Training (``ostrack_jax.data.sources``: the sequence table, its cached index, the visibility
 rule of the sampler), packing (``ostrack_jax.data.pack``), the preview and evaluation
-(``ostrack_jax.tracking.datasets``: which sequences a benchmark scores) all read datasets
+(``ostrack_jax.tracking.eval_sequences``: which sequences a benchmark scores) all read datasets
 through this package, so a layout is written once and read the same way everywhere (frame
 order, parsing, errors, integrity checks).
 

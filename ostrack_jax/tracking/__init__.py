@@ -3,10 +3,15 @@
 * ``tracker``: ``Tracker`` (OSTrack's inference procedure, one jitted step per frame) and
   ``BatchTracker`` (N sequences in lockstep).
 * ``runner``: tracks benchmark sequences (one at a time or in lockstep) with per-frame timing.
-* ``datasets``: readers for GOT-10k, LaSOT, TrackingNet, OTB-style and generic folders.
+* ``eval_sequences``: which sequences of a benchmark an evaluation tracks and scores (read
+  through ``ostrack_jax.datasets``).
 * ``metrics``: GOT-10k AO / SR and pytracking-style AUC / precision / normalized precision.
 * ``results``: result files in the official layouts, written atomically, and submission zips.
 * ``distributed``: an evaluation's devices and processes (jax.distributed): who tracks what.
+* ``evaluate``: what eval.py runs; ``report``: its tables, plots and summary; ``provenance``:
+  who produced a results folder.
+* ``compare``: several trackers' result folders in one table (``attribute_labels``: the
+  per-sequence attributes it reads).
 
-Nothing is imported here, so ``import ostrack_jax.tracking.datasets`` stays free of JAX.
+Nothing is imported here, so ``import ostrack_jax.tracking.eval_sequences`` stays free of JAX.
 """

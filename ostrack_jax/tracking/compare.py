@@ -22,7 +22,7 @@ that exists must be complete, as eval.py requires.
 * Plots (one curve per tracker, a tracker keeps its colour in every plot, each legend sorted by
   its plot's number as the toolkits draw them): success (AUC), precision (P@20), normalized
   precision (NP@0.2); for GOT-10k also the toolkit's success plot (AO in the legend).
-* Attributes: per-sequence labels given in a file (:func:`read_attributes`: a table with a
+* Attributes: per-sequence labels given in a file (:mod:`attribute_labels`: a table with a
   header, or the LaSOT toolkit's ``annos/att`` folder) add one table and one set of plots per
   attribute, over the scored sequences that have it.
 
@@ -36,37 +36,17 @@ import dataclasses
 import json
 import os
 import pathlib
-import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.common.fileio import atomic_write_text
-from ostrack_jax.tracking import datasets, metrics, report, results
+from ostrack_jax.datasets.core import DatasetError
+from ostrack_jax.tracking import attribute_labels, eval_sequences, metrics, report, results
 
 DATASET_KEY = '(dataset)'  # left_out key of the sequences no tracker can be scored on
 SORT_KEYS = {'got10k': ('AO', 'SR0.5', 'SR0.75'), 'other': ('AUC', 'P@20', 'NP@0.2')}
-# The LaSOT toolkit's attribute order and names (run_tracker_performance_evaluation.m), for the
-# one-line flag files of its annos/att/<seq>.txt.
-LASOT_ATTRIBUTES = (
-  ('IV', 'Illumination Variation'),
-  ('POC', 'Partial Occlusion'),
-  ('DEF', 'Deformation'),
-  ('MB', 'Motion Blur'),
-  ('CM', 'Camera Motion'),
-  ('ROT', 'Rotation'),
-  ('BC', 'Background Clutter'),
-  ('VC', 'Viewpoint Change'),
-  ('SV', 'Scale Variation'),
-  ('FOC', 'Full Occlusion'),
-  ('FM', 'Fast Motion'),
-  ('OV', 'Out-of-View'),
-  ('LR', 'Low Resolution'),
-  ('ARC', 'Aspect Ratio Change'),
-)
-_ATTRIBUTE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]*')
-_SEP = re.compile(r'[,\s;]+')
 _SHOWN = 20  # left-out sequences printed per tracker (all of them are in table.json)
 
 
@@ -246,86 +226,6 @@ def layout_problems(
   return bad
 
 
-# ------------------------------------------------------------------------------ attributes
-def read_attributes(path: os.PathLike) -> Tuple[Dict[str, Dict[str, bool]], Dict[str, str]]:
-  """Per-sequence attribute labels: ``({sequence: {attribute: has it}}, {attribute: title})``.
-
-  Two formats:
-
-  * a text table: the first line names the columns, ``sequence`` then the attributes; then one
-    line per sequence, its name and a number per attribute (> 0: the sequence has it), comma,
-    tab, space or semicolon separated, e.g. ``sequence,IV,FM`` / ``airplane-1,0,1``;
-  * a folder of ``<seq>.txt`` files of one line of 14 flags each: the LaSOT toolkit's
-    ``annos/att/`` (its attribute order: :data:`LASOT_ATTRIBUTES`).
-
-  Attribute names are letters, digits and ``_.+-`` (they name the plot folders). Raises
-  :class:`InputError` naming the file and line of anything else.
-  """
-  path = pathlib.Path(path)
-  if path.is_dir():
-    return _read_attribute_folder(path)
-  if not path.is_file():
-    raise InputError(f'--attributes {path}: no such file or folder')
-  lines = [(i, t.strip()) for i, t in enumerate(_read(path).splitlines(), 1) if t.strip()]
-  if len(lines) < 2:
-    raise InputError(f'--attributes {path}: expected a header line and a line per sequence')
-  header = [p for p in _SEP.split(lines[0][1]) if p]
-  names = header[1:]
-  if not names:
-    raise InputError(f'--attributes {path} line {lines[0][0]}: the header names no attribute')
-  for name in names:
-    if not _ATTRIBUTE_NAME.fullmatch(name):
-      raise InputError(
-        f'--attributes {path} line {lines[0][0]}: attribute name {name!r} (use letters, digits '
-        'and _.+-)'
-      )
-  if len(set(names)) != len(names):
-    raise InputError(f'--attributes {path} line {lines[0][0]}: an attribute is named twice')
-  labels = {}
-  for lineno, line in lines[1:]:
-    parts = [p for p in _SEP.split(line) if p]
-    flags = _flags(parts[1:], len(names), f'--attributes {path} line {lineno}')
-    if parts[0] in labels:
-      raise InputError(f'--attributes {path} line {lineno}: sequence {parts[0]!r} listed twice')
-    labels[parts[0]] = dict(zip(names, flags, strict=True))
-  return labels, {n: n for n in names}
-
-
-def _read_attribute_folder(folder: pathlib.Path):
-  files = sorted(folder.glob('*.txt'))
-  if not files:
-    raise InputError(f'--attributes {folder}: a folder without <seq>.txt attribute files')
-  names = [a for a, _ in LASOT_ATTRIBUTES]
-  labels = {}
-  for f in files:
-    parts = [p for p in _SEP.split(_read(f).strip()) if p]
-    if len(parts) != len(names):
-      raise InputError(
-        f'--attributes {f}: {len(parts)} flags; a folder of flag files is read as the LaSOT '
-        f"toolkit's annos/att ({len(names)} flags: {' '.join(names)}); for other attributes "
-        'give a table file with a header naming them'
-      )
-    labels[f.stem] = dict(zip(names, _flags(parts, len(names), f'--attributes {f}'), strict=True))
-  return labels, dict(LASOT_ATTRIBUTES)
-
-
-def _read(path: pathlib.Path) -> str:
-  try:
-    return path.read_text(encoding='utf-8')
-  except (OSError, UnicodeDecodeError) as e:
-    raise InputError(f'--attributes {path}: cannot read: {e}') from e
-
-
-def _flags(parts: Sequence[str], count: int, where: str) -> List[bool]:
-  try:
-    values = [float(p) for p in parts]
-  except ValueError:
-    values = []
-  if len(values) != count or not all(np.isfinite(values)):
-    raise InputError(f'{where}: expected {count} number(s), got {" ".join(parts)[:80]!r}')
-  return [v > 0 for v in values]
-
-
 # ------------------------------------------------------------------------------ the comparison
 def compare_trackers(
   dataset: str,
@@ -342,8 +242,8 @@ def compare_trackers(
   """Scores several trackers' result folders on the same sequences of ``dataset``.
 
   Args:
-    dataset: one of eval.py's datasets (``ostrack_jax.tracking.datasets.DATASETS``) with full
-      ground truth (not a test split).
+    dataset: one of eval.py's datasets (``registry.names('eval')``) with full ground truth
+      (not a test split).
     data_dir: the benchmark root in its native layout.
     results_folders: ``{name: folder}``, or ``['NAME=FOLDER' | 'FOLDER', ...]`` as the command
       line takes them (a bare folder is named after itself); each in the dataset's official
@@ -352,7 +252,7 @@ def compare_trackers(
       per attribute), made if needed; None writes nothing.
     sequences / split: only these sequences / another split folder (as eval.py).
     require_all: a sequence left out for any tracker is an error instead of a note.
-    attributes: per-sequence attribute labels (:func:`read_attributes`).
+    attributes: per-sequence attribute labels (:func:`attribute_labels.read_attributes`).
     plots: write the PNG plots (with ``output``).
   Returns:
     the :class:`Comparison` (``rows`` is the table, best first).
@@ -360,8 +260,7 @@ def compare_trackers(
     InputError (before any scoring) for bad input, naming it; with ``require_all``, for the
     first tracker with an unusable sequence.
   """
-  if dataset not in datasets.DATASETS:
-    raise InputError(f'unknown dataset {dataset!r}; datasets: {", ".join(datasets.DATASETS)}')
+  eval_sequences.check_dataset_name(dataset)
   folders = parse_results(results_folders)
   bad = folder_problems(folders)
   out_dir = check_output(output) if output is not None else None
@@ -369,55 +268,75 @@ def compare_trackers(
     raise InputError('--data-dir is required: the benchmark root with its ground truth')
   if attributes is not None and not os.path.exists(attributes):
     raise InputError(f'--attributes {attributes}: no such file or folder')
-  load_errors: List = []
-  seqs = datasets.load_dataset(dataset, data_dir, sequences, split, errors=load_errors)
   layout = results.layout_for_dataset(dataset)
   left_out: Dict[str, Dict[str, str]] = {DATASET_KEY: {}}
-  scorable = _scorable(seqs, load_errors, left_out[DATASET_KEY])
-  if not scorable:
-    raise InputError(
-      f'{dataset} in {data_dir}: no sequence with full ground truth to score'
-      + (' (a test split: its results are scored by the benchmark server)' if seqs else '')
-    )
-  names = [s.name for s in seqs] + [n for n, _ in load_errors]
-  good = {n: f for n, f in folders.items() if n not in bad}
-  bad.update(layout_problems(good, names, layout, dataset))
-  if bad:  # every bad folder in one line, in the order given
-    raise InputError(f'--results: {"; ".join(bad[n] for n in folders if n in bad)}')
-  labels, titles = _attribute_labels(attributes, scorable)
+  scorable, names = _read_benchmark(dataset, data_dir, sequences, split, left_out[DATASET_KEY])
+  _check_folders(folders, bad, names, layout, dataset)
+  labels, titles = _read_labels(attributes, scorable)
 
   views = {name: ResultFolder(folder, layout) for name, folder in folders.items()}
   common, scored = _score(views, scorable, left_out, layout, dataset, require_all)
   sort_keys = SORT_KEYS['got10k' if layout == 'got10k' else 'other']
   order = _sorted_names(scored, sort_keys)
+  tables, subsets = _attribute_tables(labels, titles, common, scored, order, layout, sort_keys)
   comparison = Comparison(
     dataset=dataset,
-    columns=(report.GOT10K_COLUMNS if layout == 'got10k' else ()) + report.OPE_COLUMNS,
+    columns=report.summary_columns(layout),
     sort_keys=sort_keys,
     rows=[(n, scored[n]['summary']) for n in order],
     folders={n: str(folders[n]) for n in order},
     sequences=[s.name for s in common],
     left_out={k: v for k, v in left_out.items() if v},
-    attributes={},
+    attributes=tables,
     notes=_repetition_notes(views, common) if layout == 'got10k' else [],
     per_sequence={n: dict(scored[n]['rows']) for n in order},
   )
-  subsets = {}
-  for attribute, title in titles.items():
-    idx = [i for i, s in enumerate(common) if labels[s.name][attribute]]
-    if idx:  # an attribute no scored sequence has: no table
-      subsets[attribute] = idx
-      rows = [(n, _subset_summary(scored[n], idx, layout)) for n in order]
-      comparison.attributes[attribute] = {
-        'title': title,
-        'sequences': [common[i].name for i in idx],
-        'rows': sorted(rows, key=lambda t: _rank_key(t[1], sort_keys)),
-      }
   comparison.text = format_comparison(comparison)
   if out_dir is not None:
     comparison.output = out_dir
     comparison.files = _write(comparison, out_dir, scored, order, subsets, layout, plots)
   return comparison
+
+
+def _read_benchmark(dataset, data_dir, sequences, split, left_out: Dict[str, str]):
+  """(the sequences of ``dataset`` that can be scored (:func:`_scorable`), the names of all
+  its sequences, readable or not); ``InputError`` when none can be scored."""
+  load_errors: List = []
+  seqs = eval_sequences.load_dataset(dataset, data_dir, sequences, split, errors=load_errors)
+  scorable = _scorable(seqs, load_errors, left_out)
+  if not scorable:
+    raise InputError(
+      f'{dataset} in {data_dir}: no sequence with full ground truth to score'
+      + (' (a test split: its results are scored by the benchmark server)' if seqs else '')
+    )
+  return scorable, [s.name for s in seqs] + [n for n, _ in load_errors]
+
+
+def _check_folders(folders, bad: Dict[str, str], names, layout: str, dataset: str) -> None:
+  """Raises ``InputError`` naming every bad results folder, in the order given: those of
+  ``bad`` (:func:`folder_problems`) and those without a result file of ``layout`` for any
+  of the sequences ``names`` (:func:`layout_problems`)."""
+  good = {n: f for n, f in folders.items() if n not in bad}
+  bad = {**bad, **layout_problems(good, names, layout, dataset)}
+  if bad:  # every bad folder in one line, in the order given
+    raise InputError(f'--results: {"; ".join(bad[n] for n in folders if n in bad)}')
+
+
+def _attribute_tables(labels, titles, common, scored, order, layout: str, sort_keys):
+  """(attribute -> its table for ``Comparison.attributes``, attribute -> the rows of
+  ``common`` that have it), for each attribute of ``titles`` that a scored sequence has."""
+  tables, subsets = {}, {}
+  for attribute, title in titles.items():
+    idx = [i for i, s in enumerate(common) if labels[s.name][attribute]]
+    if idx:  # an attribute no scored sequence has: no table
+      subsets[attribute] = idx
+      rows = [(n, _subset_summary(scored[n], idx, layout)) for n in order]
+      tables[attribute] = {
+        'title': title,
+        'sequences': [common[i].name for i in idx],
+        'rows': sorted(rows, key=lambda t: _rank_key(t[1], sort_keys)),
+      }
+  return tables, subsets
 
 
 def _scorable(seqs, load_errors, left_out: Dict[str, str]) -> List:
@@ -432,7 +351,7 @@ def _scorable(seqs, load_errors, left_out: Dict[str, str]) -> List:
       continue
     try:
       seq.check_ground_truth()
-    except datasets.DatasetError as e:
+    except DatasetError as e:
       left_out[seq.name] = f'no metrics: {e}'
       continue
     scorable.append(seq)
@@ -501,10 +420,10 @@ def _subset_summary(scored, idx: Sequence[int], layout: str) -> Dict[str, float]
   return report.summarize(_subset_curves(scored['curves'], idx), frame_ious, layout)
 
 
-def _attribute_labels(attributes, scorable):
+def _read_labels(attributes, scorable):
   if attributes is None:
     return {}, {}
-  labels, titles = read_attributes(attributes)
+  labels, titles = attribute_labels.read_attributes(attributes)
   missing = [s.name for s in scorable if s.name not in labels]
   if missing:
     raise InputError(

@@ -34,33 +34,18 @@ import ml_collections
 
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.common.fileio import atomic_write_text
-from ostrack_jax.tracking import results
+from ostrack_jax.tracking import report, results
 
 FILE = 'provenance.json'
 FORMAT = 'ostrack_jax.eval_provenance'
 FORMAT_VERSION = 1
-REPORT_FILES = (
-  'summary.json',
-  'summary.txt',
-  'per_sequence.txt',
-  'success_plot.png',
-  'precision_plot.png',
-  'norm_precision_plot.png',
-)
 WAYS_OUT = 'pass --overwrite to replace them, or another --output to keep them'
 
 
 def batching(batch_size: int, batch_mode: str) -> str:
-  """How the batch changes boxes: ``'exact'`` (batch 1 or 'map') or ``'vmap x<B>'``."""
+  """How the batch changes boxes: ``'exact'`` (batch 1 or 'map') or ``'vmap x<B>'`` (in words:
+  ``report.describe_batching``)."""
   return 'exact' if batch_size == 1 or batch_mode == 'map' else f'vmap x{batch_size}'
-
-
-def describe_batching(value: str) -> str:
-  """Words for a :func:`batching` value (the printed summary)."""
-  if value == 'exact':
-    return 'exact (batch 1 or map)'
-  mode, size = value.split(' x')
-  return f'{mode}, batch size {size} (boxes differ slightly from batch 1)'
 
 
 def producer(
@@ -122,26 +107,27 @@ def _show(value) -> str:
   return 'unset' if value is None else json.dumps(value)
 
 
-def result_files(out_dir: pathlib.Path, report: bool = True) -> List[pathlib.Path]:
+def result_files(out_dir: pathlib.Path, with_report: bool = True) -> List[pathlib.Path]:
   """The files of the known result layouts in ``out_dir``: ``<seq>/<seq>_001.txt`` /
   ``<seq>/<seq>_time.txt`` (got10k), ``<seq>.txt`` / ``<seq>_time.txt`` (lasot, otb, folder,
   trackingnet: a pair, or one file of result lines, so that a ``notes.txt`` or
-  ``requirements.txt`` is never taken for one), ``submission.zip`` and (with ``report``) the
+  ``requirements.txt`` is never taken for one), ``submission.zip`` and (``with_report``) the
   files eval.py writes in ``report/``."""
   if not out_dir.is_dir():
     return []
   found = []
   for entry in sorted(out_dir.iterdir()):
-    if entry.is_file() and (entry.name == 'submission.zip' or _is_flat_result(entry)):
+    if entry.is_file() and (entry.name == results.SUBMISSION_ZIP or _is_flat_result(entry)):
       found.append(entry)
-    elif entry.is_dir() and entry.name != 'report':
+    elif entry.is_dir() and entry.name != report.REPORT_DIR:
       found += [
         entry / f'{entry.name}{tail}'
         for tail in ('_001.txt', '_time.txt')
         if (entry / f'{entry.name}{tail}').is_file()
       ]
-  if report:
-    found += [out_dir / 'report' / n for n in REPORT_FILES if (out_dir / 'report' / n).is_file()]
+  if with_report:
+    report_dir = out_dir / report.REPORT_DIR
+    found += [report_dir / n for n in report.REPORT_FILES if (report_dir / n).is_file()]
   return found
 
 
@@ -196,7 +182,7 @@ def prepare(out_dir: os.PathLike, new: Dict, overwrite: bool) -> str:
       f'{path} is not a file (the path of the provenance record eval.py keeps beside the '
       'results): move it away, or give another --output'
     )
-  results_there = result_files(out_dir, report=False)
+  results_there = result_files(out_dir, with_report=False)
   try:
     old = read(out_dir)
   except ValueError as e:

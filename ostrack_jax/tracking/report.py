@@ -15,15 +15,27 @@ by its server, or a 1-frame sequence; each with its reason) and the failures (wi
 import io
 import json
 import pathlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ostrack_jax.common.fileio import atomic_write_bytes, atomic_write_text
-from ostrack_jax.tracking import metrics, provenance
+from ostrack_jax.tracking import metrics
 
 GOT10K_COLUMNS = ('AO', 'SR0.5', 'SR0.75')
 OPE_COLUMNS = ('AUC', 'OP50', 'OP75', 'P@20', 'NP@0.2')
+# The files of a report: REPORT_DIR inside the results folder holds REPORT_FILES (the plots only
+# when asked for and something was scored); provenance.py finds them there to replace them.
+REPORT_DIR = 'report'
+SUMMARY_JSON, SUMMARY_TXT, PER_SEQUENCE_TXT = 'summary.json', 'summary.txt', 'per_sequence.txt'
+PLOT_FILES = ('success_plot.png', 'precision_plot.png', 'norm_precision_plot.png')
+REPORT_FILES = (SUMMARY_JSON, SUMMARY_TXT, PER_SEQUENCE_TXT) + PLOT_FILES
+
+
+def summary_columns(layout: str) -> Tuple[str, ...]:
+  """The summary metrics of results in ``layout``, in table order: GOT-10k's AO / SR (its
+  layout only), then the one-pass metrics."""
+  return (GOT10K_COLUMNS if layout == 'got10k' else ()) + OPE_COLUMNS
 
 
 def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, object]:
@@ -130,19 +142,22 @@ def save_overlaid_plots(
   ``entries``: ``(label, metrics.Curves)`` pairs; entry i keeps colour i in every plot. Each
   legend lists the curves by that plot's number, best first, as the toolkits draw them:
   AUC (success), P@20 (precision), NP@0.2 (normalized precision). Written atomically to
-  ``report_dir/{success,precision,norm_precision}_plot.png``; returns the paths.
+  ``report_dir/{success,precision,norm_precision}_plot.png`` (:data:`PLOT_FILES`); returns the
+  paths.
   """
   specs = [
-    ('success_plot.png', metrics.SUCCESS_THRESHOLDS, 'success', None, 'AUC', 'Overlap threshold',
-     'Success rate', 'Success plot', 'lower left'),
-    ('precision_plot.png', metrics.PRECISION_THRESHOLDS, 'precision', metrics.PRECISION_AT,
-     'P@20', 'Location error threshold (px)', 'Precision', 'Precision plot', 'lower right'),
-    ('norm_precision_plot.png', metrics.NORM_PRECISION_THRESHOLDS, 'norm_precision',
-     metrics.NORM_PRECISION_AT, 'NP@0.2', 'Normalized location error threshold',
-     'Normalized precision', 'Normalized precision plot', 'lower right'),
+    (metrics.SUCCESS_THRESHOLDS, 'success', None, 'AUC', 'Overlap threshold', 'Success rate',
+     'Success plot', 'lower left'),
+    (metrics.PRECISION_THRESHOLDS, 'precision', metrics.PRECISION_AT, 'P@20',
+     'Location error threshold (px)', 'Precision', 'Precision plot', 'lower right'),
+    (metrics.NORM_PRECISION_THRESHOLDS, 'norm_precision', metrics.NORM_PRECISION_AT, 'NP@0.2',
+     'Normalized location error threshold', 'Normalized precision', 'Normalized precision plot',
+     'lower right'),
   ]  # fmt: skip
   out = []
-  for name, x, field, at, metric, xlabel, ylabel, title, where in specs:
+  for name, (x, field, at, metric, xlabel, ylabel, title, where) in zip(
+    PLOT_FILES, specs, strict=True
+  ):
     lines = []
     for i, (label, curves) in enumerate(entries):
       y = getattr(curves, field).mean(0)
@@ -237,11 +252,19 @@ def unscored_reason(seq) -> str:
   return 'ground truth of the first frame only (a test split: scored by its server)'
 
 
+def describe_batching(value: str) -> str:
+  """Words for a ``provenance.batching`` value: ``'exact'`` or ``'vmap x<B>'``."""
+  if value == 'exact':
+    return 'exact (batch 1 or map)'
+  mode, size = value.split(' x')
+  return f'{mode}, batch size {size} (boxes differ slightly from batch 1)'
+
+
 def format_producer(header: Dict[str, object]) -> str:
   """One line: checkpoint and weights hash, config, batching and precision of the results."""
   return (
     f'producer: {header["checkpoint"]} (weights sha256 {str(header["weights_sha256"])[:12]}), '
-    f'config {header["config"]}, batching {provenance.describe_batching(header["batching"])}, '
+    f'config {header["config"]}, batching {describe_batching(header["batching"])}, '
     f'precision {header["precision"]}'
   )
 
@@ -290,26 +313,13 @@ def write_report(
   saved and printed in one line); ``speed``: the speed figures when they do not come from
   ``runs`` alone (several processes), else :func:`speed_summary` of ``runs``.
   """
-  report_dir = out_dir / 'report'
+  report_dir = out_dir / REPORT_DIR
   report_dir.mkdir(parents=True, exist_ok=True)
-  # Only complete result files count; a damaged one (e.g. a sequence that failed again after
-  # its old files were found cut short) is reported, never read.
-  finished = []
-  for s in sequences:
-    problem = writer.check(s.name, len(s))
-    if problem is None:
-      finished.append(s.name)
-    elif s.name in failures:
-      continue
-    elif writer.has_files(s.name):
-      failures[s.name] = f'sequence {s.name!r}: unusable results: {problem}'
-    else:  # never the case after a full run; counted all the same
-      failures[s.name] = f'sequence {s.name!r}: no results'
+  finished = _finished(sequences, writer, failures)
   # A failure of this run wins over older complete files (--overwrite of the same producer).
   result = compute_metrics(
     [s for s in sequences if s.name not in failures], writer, layout, dataset
   )
-  summary = result['summary']
   failures.update(result['problems'])
   not_scored = {
     s.name: unscored_reason(s)
@@ -323,32 +333,18 @@ def write_report(
   )
   text = []
   if result['rows']:
-    columns = (['AO'] if layout == 'got10k' else []) + list(OPE_COLUMNS) + ['frames']
-    text.append(metrics.format_table(result['rows'], columns, title='sequence'))
-    atomic_write_text(report_dir / 'per_sequence.txt', text[-1] + '\n')
+    text.append(_per_sequence_table(result['rows'], layout))
+    atomic_write_text(report_dir / PER_SEQUENCE_TXT, text[-1] + '\n')
   text.append(format_producer(header) + '\n' + counts)  # beside the metrics table
   speed = speed or speed_summary(runs, writer, sequences)
-  if summary:
-    columns = (list(GOT10K_COLUMNS) if layout == 'got10k' else []) + list(OPE_COLUMNS)
-    text.append(
-      metrics.format_table(
-        [(label, summary)],
-        [c for c in columns if c in summary],
-        title=f'{dataset} ({len(result["rows"])} seq)',
-      )
-    )
+  if result['summary']:
+    text.append(_summary_table(label, dataset, layout, result))
   text.append(format_speed(speed))
   if placement is not None:
     text[-1] += '\n' + format_placement(placement)
-  for reason in dict.fromkeys(not_scored.values()):
-    names = [n for n, r in not_scored.items() if r == reason]
-    text.append(f'{len(names)} sequence(s) tracked without metrics ({reason}): {_names(names)}')
-  if failures:
-    text.append(
-      f'{len(failures)} sequence(s) failed:\n' + '\n'.join(f'  {m}' for m in failures.values())
-    )
+  text += _notes(not_scored, failures)
   report = '\n\n'.join(text)
-  atomic_write_text(report_dir / 'summary.txt', report + '\n')
+  atomic_write_text(report_dir / SUMMARY_TXT, report + '\n')
   payload = dict(header)
   payload.update(
     sequences_total=total,
@@ -356,14 +352,66 @@ def write_report(
     sequences_scored=len(result['rows']),
     sequences_without_metrics=len(not_scored),
     sequences_failed=len(failures),
-    metrics=summary,
+    metrics=result['summary'],
     speed=speed,
     **(placement or {}),
     failures=failures,
     without_metrics=not_scored,
     per_sequence={n: r for n, r in result['rows']},
   )
-  atomic_write_text(report_dir / 'summary.json', json.dumps(payload, indent=1) + '\n')
+  atomic_write_text(report_dir / SUMMARY_JSON, json.dumps(payload, indent=1) + '\n')
   if result['curves'] is not None and plots:
     save_plots(result['curves'], report_dir, label)
   return dict(payload, text=report, finished=finished)
+
+
+def _finished(sequences: Sequence, writer, failures: Dict[str, str]) -> List[str]:
+  """The names of the sequences whose result files are complete; the others that have no
+  failure yet get one in ``failures`` (damaged files, or none).
+
+  Only complete result files count; a damaged one (e.g. a sequence that failed again after its
+  old files were found cut short) is reported, never read.
+  """
+  finished = []
+  for s in sequences:
+    problem = writer.check(s.name, len(s))
+    if problem is None:
+      finished.append(s.name)
+    elif s.name in failures:
+      continue
+    elif writer.has_files(s.name):
+      failures[s.name] = f'sequence {s.name!r}: unusable results: {problem}'
+    else:  # never the case after a full run; counted all the same
+      failures[s.name] = f'sequence {s.name!r}: no results'
+  return finished
+
+
+def _per_sequence_table(rows, layout: str) -> str:
+  """The per-sequence table (``per_sequence.txt``): a row per scored sequence."""
+  columns = (['AO'] if layout == 'got10k' else []) + list(OPE_COLUMNS) + ['frames']
+  return metrics.format_table(rows, columns, title='sequence')
+
+
+def _summary_table(label: str, dataset: str, layout: str, result) -> str:
+  """The summary table: one row, ``label``, with the metrics of :func:`compute_metrics`'s
+  ``result``."""
+  summary = result['summary']
+  return metrics.format_table(
+    [(label, summary)],
+    [c for c in summary_columns(layout) if c in summary],
+    title=f'{dataset} ({len(result["rows"])} seq)',
+  )
+
+
+def _notes(not_scored: Dict[str, str], failures: Dict[str, str]) -> List[str]:
+  """The paragraphs after the tables: the sequences tracked without metrics (one per reason)
+  and the failures."""
+  notes = []
+  for reason in dict.fromkeys(not_scored.values()):
+    names = [n for n, r in not_scored.items() if r == reason]
+    notes.append(f'{len(names)} sequence(s) tracked without metrics ({reason}): {_names(names)}')
+  if failures:
+    notes.append(
+      f'{len(failures)} sequence(s) failed:\n' + '\n'.join(f'  {m}' for m in failures.values())
+    )
+  return notes

@@ -30,11 +30,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ostrack_jax.common.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
-from ostrack_jax.datasets.core import check_sequence_name
+from ostrack_jax.common.fileio import atomic_path, atomic_write_text
+from ostrack_jax.datasets.core import check_sequence_name, read_boxes
 
 LAYOUTS = ('got10k', 'trackingnet', 'lasot', 'otb', 'folder')
 _SEP = re.compile(r'[,\s;]+')
+SUBMISSION_ZIP = 'submission.zip'  # in the results folder: what :meth:`ResultWriter.make_zip` packs
 
 
 def layout_for_dataset(dataset: str) -> str:
@@ -57,6 +58,12 @@ def format_boxes(boxes_xywh: np.ndarray, sep: str = ',') -> str:
 
 def format_times(times_s: Sequence[float]) -> str:
   return ''.join(f'{float(t):.8f}\n' for t in times_s)
+
+
+def split_fields(line: str) -> List[str]:
+  """The fields of a line of numbers: separated by commas, tabs, spaces or semicolons, as the
+  toolkits' result files are (and the attribute tables compare.py reads beside them)."""
+  return [p for p in _SEP.split(line) if p]
 
 
 class ResultFileError(ValueError):
@@ -90,7 +97,7 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
   rows = []
   what = '4 numbers (x,y,w,h)' if columns == 4 else f'{columns} number(s)'
   for lineno, line in lines:
-    parts = [p for p in _SEP.split(line) if p]
+    parts = split_fields(line)
     try:
       row = [float(p) for p in parts]
     except ValueError:
@@ -104,13 +111,6 @@ def read_numbers(path: os.PathLike, columns: int, num_lines: Optional[int] = Non
       f'line), got {lines[-1][1][-80:]!r}'
     )
   return np.asarray(rows, dtype=np.float64).reshape(-1, columns)
-
-
-def read_result_boxes(path: os.PathLike) -> np.ndarray:
-  """(N, 4) float64 boxes from a result file (comma, tab or space separated)."""
-  from ostrack_jax.tracking.datasets import read_boxes
-
-  return read_boxes(path)
 
 
 class ResultWriter:
@@ -168,7 +168,7 @@ class ResultWriter:
   def read(self, name: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(boxes (N, 4), times (N,) or None) of a finished sequence."""
     box_path, time_path = self.paths(name)
-    boxes = read_result_boxes(box_path)
+    boxes = read_boxes(box_path)  # comma, tab, space or semicolon separated; NaN allowed
     times = None
     if time_path.is_file():
       times = read_numbers(time_path, 1)[:, 0]
@@ -181,7 +181,7 @@ class ResultWriter:
     TrackingNet: ``<seq>.txt`` at the zip root. Others: the box and time files.
     The raw files are kept. Returns the zip path (default ``out/submission.zip``).
     """
-    zip_path = pathlib.Path(zip_path) if zip_path else self.out_dir / 'submission.zip'
+    zip_path = pathlib.Path(zip_path) if zip_path else self.out_dir / SUBMISSION_ZIP
     members: List[Tuple[pathlib.Path, str]] = []
     for name in names:
       box_path, time_path = self.paths(name)

@@ -37,7 +37,8 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from ostrack_jax.common.errors import SequenceFailure
-from ostrack_jax.tracking import datasets, tracker as tracker_lib
+from ostrack_jax.datasets.core import DatasetError, Video, read_frame
+from ostrack_jax.tracking import tracker as tracker_lib
 
 
 @dataclasses.dataclass
@@ -53,8 +54,8 @@ class SequenceRun:
   slot: int = 0
 
 
-def _read(seq: datasets.Sequence, index: int) -> np.ndarray:
-  frame = datasets.read_frame(seq.frames[index], seq.name, index)
+def _read(seq: Video, index: int) -> np.ndarray:
+  frame = read_frame(seq.frames[index], seq.name, index)
   return tracker_lib.check_frame(frame, f'sequence {seq.name!r} frame {index}')
 
 
@@ -72,7 +73,7 @@ class Frame:
     return self.image.shape[:2]
 
 
-def _load(read, seq: datasets.Sequence, index: int, upload: Optional[Callable]) -> Frame:
+def _load(read, seq: Video, index: int, upload: Optional[Callable]) -> Frame:
   image = read(seq, index)
   if upload is None:
     return Frame(image)
@@ -86,10 +87,10 @@ class FrameReader:
 
   def __init__(
     self,
-    seq: datasets.Sequence,
+    seq: Video,
     executor: Optional[concurrent.futures.Executor] = None,
     ahead: int = 0,
-    read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None,
+    read: Optional[Callable[[Video, int], np.ndarray]] = None,
     upload: Optional[Callable[[np.ndarray], object]] = None,
   ):
     self.seq = seq
@@ -108,7 +109,7 @@ class FrameReader:
         self._futures[j] = self.executor.submit(_load, self.read, self.seq, j, self.upload)
 
   def get(self, index: int) -> Tuple[Frame, float]:
-    """(:class:`Frame`, seconds waited). Raises datasets.FrameError/ValueError."""
+    """(:class:`Frame`, seconds waited). Raises FrameError/ValueError."""
     t0 = time.perf_counter()
     if self.executor is None:
       frame = _load(self.read, self.seq, index, self.upload)
@@ -123,7 +124,7 @@ class FrameReader:
     self._futures.clear()
 
 
-def _fail(seq: datasets.Sequence, index: int, err: Exception) -> SequenceFailure:
+def _fail(seq: Video, index: int, err: Exception) -> SequenceFailure:
   msg = str(err)
   if seq.name not in msg:
     msg = f'sequence {seq.name!r} frame {index}: {msg}'
@@ -134,7 +135,7 @@ def _fail(seq: datasets.Sequence, index: int, err: Exception) -> SequenceFailure
 class _Run:
   """A sequence in a slot: its reader, the next frame to dispatch, and what came back."""
 
-  seq: datasets.Sequence
+  seq: Video
   reader: FrameReader
   slot: int
   hw0: Tuple[int, int]
@@ -149,7 +150,7 @@ class _Run:
 
 def track_pipelined(
   core: 'tracker_lib.TrackingCore',
-  sequences: Seq[datasets.Sequence],
+  sequences: Seq[Video],
   on_done: Callable[[SequenceRun], None],
   on_failure: Callable[[SequenceFailure], None],
   on_frames: Optional[Callable[[int], None]] = None,
@@ -157,7 +158,7 @@ def track_pipelined(
   ahead: int = 0,
   lag: int = 4,
   on_warning: Optional[Callable[[str], None]] = None,
-  read: Optional[Callable[[datasets.Sequence, int], np.ndarray]] = None,
+  read: Optional[Callable[[Video, int], np.ndarray]] = None,
 ) -> None:
   """Tracks ``sequences`` through ``core``'s B slots without waiting for boxes.
 
@@ -171,7 +172,7 @@ def track_pipelined(
     lag: steps in flight before the oldest step's boxes are copied back (>= 1).
     on_warning: called with one-line warnings (default: printed to stderr).
     read: ``read(seq, index) -> (H, W, 3) uint8 RGB`` frame source (default: decode the file,
-      :func:`ostrack_jax.tracking.datasets.read_frame`); e.g. frames held in memory.
+      :func:`ostrack_jax.datasets.core.read_frame`); e.g. frames held in memory.
   """
   b = core.batch_size
   lag = max(1, int(lag))
@@ -230,7 +231,7 @@ def track_pipelined(
         core.initialize_slot(
           slot, frame.image, box, None if frame.uploaded is None else frame.uploaded[0]
         )
-      except (datasets.DatasetError, ValueError) as e:
+      except (DatasetError, ValueError) as e:
         fail(run, 0, e)
         continue
       run.hw0 = frame.hw
@@ -263,7 +264,7 @@ def track_pipelined(
         index = run.next_index
         try:
           frame, wait = run.reader.get(index)
-        except (datasets.DatasetError, ValueError) as e:
+        except (DatasetError, ValueError) as e:
           fail(run, index, e)
           slots[i] = None
           continue
@@ -345,7 +346,7 @@ def _assemble(
 
 def track_sequence(
   tracker: 'tracker_lib.Tracker',
-  seq: datasets.Sequence,
+  seq: Video,
   on_frame: Optional[Callable[[], None]] = None,
   executor: Optional[concurrent.futures.Executor] = None,
   ahead: int = 0,
@@ -371,7 +372,7 @@ def track_sequence(
 
 def track_lockstep(
   batch: 'tracker_lib.BatchTracker',
-  sequences: Seq[datasets.Sequence],
+  sequences: Seq[Video],
   on_done: Callable[[SequenceRun], None],
   on_failure: Callable[[SequenceFailure], None],
   on_frame: Optional[Callable[[int], None]] = None,
