@@ -96,7 +96,8 @@ if ARGS.one_core:
 from benchmarks import results_md
 from ostrack_jax.configs import get_config
 from ostrack_jax.datasets import folder
-from ostrack_jax.datasets.core import Video, read_frame
+from ostrack_jax.datasets.core import Video
+from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.geometry.crop import sample_target
 from ostrack_jax.models.head import decode_box
 from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables

@@ -39,7 +39,8 @@ import cv2
 import numpy as np
 
 from ostrack_jax.common import cli, fileio
-from ostrack_jax.datasets.core import IMAGE_EXTENSIONS, read_frame
+from ostrack_jax.datasets.core import IMAGE_EXTENSIONS
+from ostrack_jax.datasets.frames import read_frame
 
 PIPELINE_DEPTH = 4  # frames dispatched to the device before the oldest one is drawn
 

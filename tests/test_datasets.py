@@ -11,7 +11,7 @@ import pytest
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, sampler as sampler_lib, sources, transforms as T
-from ostrack_jax.datasets import core, registry
+from ostrack_jax.datasets import core, frames, registry
 from ostrack_jax.tracking import eval_sequences, results
 
 W, H = 64, 48
@@ -124,11 +124,11 @@ def test_image_checks_find_truncated_files_and_allow_padding(tmp_path):
   }
   for name, (blob, problem) in cases.items():
     (tmp_path / name).write_bytes(blob)
-    for found in (core.check_image_file(tmp_path / name), core.check_image_bytes(blob)):
+    for found in (frames.check_image_file(tmp_path / name), frames.check_image_bytes(blob)):
       assert (found is None) if problem is None else (problem in found), (name, found)
-  assert core.check_image_file(tmp_path / 'nope.jpg') == 'missing'
+  assert frames.check_image_file(tmp_path / 'nope.jpg') == 'missing'
   with pytest.raises(core.FrameError, match=r"sequence 's' frame 2: .*cut.png is a truncated PNG"):
-    core.read_frame(str(tmp_path / 'cut.png'), 's', 2)
+    frames.read_frame(str(tmp_path / 'cut.png'), 's', 2)
 
 
 def test_truncated_frame_marked_unusable_for_training_and_named_in_evaluation(tmp_path):
@@ -150,7 +150,7 @@ def test_truncated_frame_marked_unusable_for_training_and_named_in_evaluation(tm
   # Evaluation: the sequence is read, and the frame is named when it is decoded.
   (seq,) = eval_sequences.load_dataset('got10k_train', tmp_path)
   with pytest.raises(core.FrameError, match=r"sequence 'a' frame 6: .*00000007.jpg is a trunc"):
-    core.read_frame(seq.frames[6], seq.name, 6)
+    frames.read_frame(seq.frames[6], seq.name, 6)
 
 
 # ------------------------------------------------------------------------------ errors

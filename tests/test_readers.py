@@ -9,7 +9,8 @@ import pytest
 
 from ostrack_jax.common import fileio
 from ostrack_jax.datasets import got10k
-from ostrack_jax.datasets.core import DatasetError, FrameError, read_frame, to_rgb
+from ostrack_jax.datasets.core import DatasetError, FrameError
+from ostrack_jax.datasets.frames import read_frame, to_rgb
 from ostrack_jax.tracking import eval_sequences, results
 
 

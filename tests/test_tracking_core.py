@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.datasets.core import FrameError, Video, read_frame
+from ostrack_jax.datasets.core import FrameError, Video
+from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.tracking import runner, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'

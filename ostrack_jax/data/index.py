@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from ostrack_jax.data import transforms
-from ostrack_jax.datasets import core
+from ostrack_jax.datasets import core, frames
 
 INDEX_VERSION = 4
 # Version 3 (before the dataset layer) wrote the same arrays and a report without
@@ -288,7 +288,7 @@ class Source:
 
   ``frame(seq_index, frame_index)`` returns the encoded frame (``transforms.Frame``) read from
   ``root / frame_dir / frame_name``; a file that is missing, truncated or corrupt
-  (:func:`ostrack_jax.datasets.core.check_image_bytes`) raises ``transforms.BadSample`` naming
+  (:func:`ostrack_jax.datasets.frames.check_image_bytes`) raises ``transforms.BadSample`` naming
   it, and the sampler draws another pair.
   """
 
@@ -346,7 +346,7 @@ class Source:
         data = f.read()
     except OSError as e:
       raise transforms.BadSample(f'{path}: cannot read frame ({e})') from e
-    problem = core.check_image_bytes(data)
+    problem = frames.check_image_bytes(data)
     if problem:
       raise transforms.BadSample(f'{path}: frame is {problem}')
     return transforms.Frame(data, path, self.sequences.image_size(seq_index))

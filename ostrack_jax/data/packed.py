@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 
 from ostrack_jax.data import index, transforms
-from ostrack_jax.datasets import core
+from ostrack_jax.datasets import core, frames
 
 PACK_VERSION = 1
 
@@ -66,7 +66,7 @@ class PackedSource(index.Source):
     name = f'{self.root}#{self.frame_key(seq_index, frame_index)}'
     if not data:
       raise transforms.BadSample(f'{name}: frame was missing when the pack was written')
-    problem = core.check_image_bytes(data)
+    problem = frames.check_image_bytes(data)
     if problem:
       raise transforms.BadSample(f'{name}: frame is {problem}')
     return transforms.Frame(data, name, self.sequences.image_size(seq_index))

@@ -42,7 +42,7 @@ from ostrack_jax.data.index import (  # noqa: F401  (re-exported: the sources AP
   TableRow,
   default_cache_dir,
 )
-from ostrack_jax.datasets import core, registry
+from ostrack_jax.datasets import core, frames, registry
 from ostrack_jax.datasets.core import read_numbers  # noqa: F401  (re-exported)
 
 Sequence = TableRow  # the name this row type had before the dataset layer
@@ -127,10 +127,10 @@ def _check_frames(candidate: _Candidate, memo: Optional[dict] = None) -> List[Tu
     path = os.path.join(folder, names[i])
     if memo is not None:
       if path not in memo:
-        memo[path] = core.check_image_file(path)
+        memo[path] = frames.check_image_file(path)
       problem = memo[path]
     else:
-      problem = core.check_image_file(path)
+      problem = frames.check_image_file(path)
     if problem:
       out.append((int(i), problem))
   return out
@@ -138,7 +138,7 @@ def _check_frames(candidate: _Candidate, memo: Optional[dict] = None) -> List[Tu
 
 def _verify(candidates: List[_Candidate], shared_files: bool) -> None:
   """Checks every sampleable frame file of the candidates (their first and last bytes; see
-  :func:`ostrack_jax.datasets.core.check_image_file`).
+  :func:`ostrack_jax.datasets.frames.check_image_file`).
 
   On one thread (about 5 us a file from a local disk, where threads only contend for the GIL),
   unless the first files show a slow disk (over :data:`_SLOW_CHECK_S` each, as on a network

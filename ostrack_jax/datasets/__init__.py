@@ -10,31 +10,15 @@ Modules:
 
 * ``core``: :class:`Video` (the record: name, frames, xywh ground truth, per-frame flags,
   image size), :class:`DatasetError` (names dataset, sequence, file and line), the number
-  parser, :func:`natural_key`, the image extensions, the cheap integrity check of a frame
-  file (:func:`check_image_file`) and :func:`read_frame`, the one rule for sequence names
-  (:func:`check_sequence_name`: a name never leads out of a folder), and the :class:`Layout`
-  base class.
+  parser, :func:`natural_key`, the image extensions and frame numbering, the one rule for
+  sequence names (:func:`check_sequence_name`: a name never leads out of a folder), and the
+  :class:`Layout` base class.
+* ``frames``: the cheap integrity check of a frame file (:func:`check_image_file`) and
+  :func:`read_frame`, the one decoder.
 * one module per layout: ``got10k``, ``lasot``, ``trackingnet``, ``otb``, ``coco``,
   ``folder``, ``synthetic`` (the built-in dataset's generator; GOT-10k layout).
 * ``registry``: dataset name -> layout, root field and options per use.
 
-Nothing here imports JAX (grain workers import it).
+Nothing here imports JAX (grain workers import it). Import the modules themselves
+(``from ostrack_jax.datasets import core``): the package hands no names on.
 """
-
-from ostrack_jax.datasets.core import (  # noqa: F401  (the layer's API)
-  IMAGE_EXTENSIONS,
-  DatasetError,
-  FrameError,
-  FramePaths,
-  Layout,
-  MissingRootError,
-  UnknownDatasetError,
-  Video,
-  check_image_bytes,
-  check_image_file,
-  natural_key,
-  read_boxes,
-  read_frame,
-  read_labels,
-  read_numbers,
-)

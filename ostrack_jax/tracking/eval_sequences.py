@@ -3,7 +3,7 @@
 The layouts (GOT-10k, LaSOT, TrackingNet, OTB-style, generic folder) are read by
 :mod:`ostrack_jax.datasets`, which also holds the record (:class:`~ostrack_jax.datasets.core.Video`:
 frame paths, xywh ground truth in image pixels, the visibility labels the metrics need),
-:func:`~ostrack_jax.datasets.core.read_frame` and the names offered for evaluation
+:func:`~ostrack_jax.datasets.frames.read_frame` and the names offered for evaluation
 (``registry.names('eval')``). What evaluation adds, here:
 
 * which split a benchmark name scores (the registry entry's ``eval`` options: ``lasot`` = the

@@ -45,7 +45,8 @@ from ostrack_jax import configs
 from ostrack_jax.common import fileio
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.datasets import registry
-from ostrack_jax.datasets.core import DatasetError, read_frame
+from ostrack_jax.datasets.core import DatasetError
+from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.tracking import distributed, eval_sequences, provenance, report, results
 
 OUTPUT_ROOT = 'workdirs'

@@ -37,7 +37,8 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from ostrack_jax.common.errors import SequenceFailure
-from ostrack_jax.datasets.core import DatasetError, Video, read_frame
+from ostrack_jax.datasets.core import DatasetError, Video
+from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.tracking import tracker as tracker_lib
 
 
@@ -172,7 +173,7 @@ def track_pipelined(
     lag: steps in flight before the oldest step's boxes are copied back (>= 1).
     on_warning: called with one-line warnings (default: printed to stderr).
     read: ``read(seq, index) -> (H, W, 3) uint8 RGB`` frame source (default: decode the file,
-      :func:`ostrack_jax.datasets.core.read_frame`); e.g. frames held in memory.
+      :func:`ostrack_jax.datasets.frames.read_frame`); e.g. frames held in memory.
   """
   b = core.batch_size
   lag = max(1, int(lag))
