@@ -98,7 +98,8 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.geometry.crop import sample_target
 from ostrack_jax.models.head import decode_box
 from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables
-from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
+from ostrack_jax.tracking import core as core_lib, datasets, device_step, runner
+from ostrack_jax.tracking.host import boxes_to_image, hann_window, normalization_table
 
 COMMON_RESOLUTIONS = [
   (480, 854),
@@ -144,7 +145,7 @@ def device_only_fps(core, frame, n_steps):
   """The core's step back to back on a device-resident batch; one wait at the end."""
   h, w = frame.shape[:2]
   b = core.batch_size
-  padded = tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))
+  padded = core_lib.pad_to(frame, core_lib.bucket_shape(h, w))
   batch = core.upload(np.repeat(padded[None], b, 0))
   hw = np.tile([h, w], (b, 1)).astype(np.int32)
   active = np.ones(b, bool)
@@ -178,15 +179,15 @@ def runner_fps(core, sequences, executor, ahead, read=None):
 def host_path_fps(config, variables, frames, init_box, n):
   """The previous tracker design: host crop, jitted step on the crop, host map-back."""
   model = build_model(config)
-  table = jnp.asarray(tracker_lib.normalization_table())
+  table = jnp.asarray(normalization_table())
   f = config.model.search_size // config.model.patch_size
-  window = jnp.asarray(tracker_lib.hann_window(f))
+  window = jnp.asarray(hann_window(f))
   s_size = config.model.search_size
   factor = config.tracker.search_factor
 
   @jax.jit
   def step(v, template, crop_u8):
-    search = tracker_lib.normalize_uint8(crop_u8, table)
+    search = device_step.normalize_uint8(crop_u8, table)
     out = model.apply(v, template, search, keep_ratio=None, train=False)
     resp = window[None] * out['score_map'][..., 0]
     return decode_box(resp[..., None], out['size_map'], out['offset_map'])
@@ -194,7 +195,7 @@ def host_path_fps(config, variables, frames, init_box, n):
   t_crop = sample_target(
     frames[0], init_box, config.tracker.template_factor, config.model.template_size, with_mask=False
   ).image
-  template = tracker_lib.normalize_uint8(jnp.asarray(t_crop[None]), table)
+  template = device_step.normalize_uint8(jnp.asarray(t_crop[None]), table)
   state = np.asarray(init_box, np.float64)
   times = []
   for i in range(n + 3):
@@ -202,7 +203,7 @@ def host_path_fps(config, variables, frames, init_box, n):
     t0 = time.perf_counter()
     c = sample_target(frame, state, factor, s_size, with_mask=False)
     pred = np.asarray(step(variables, template, c.image[None]))
-    state = tracker_lib.boxes_to_image(
+    state = boxes_to_image(
       pred, state[None], np.array([c.resize_factor]), np.array([frame.shape[:2]]), s_size
     )[0]
     times.append(time.perf_counter() - t0)
@@ -212,7 +213,7 @@ def host_path_fps(config, variables, frames, init_box, n):
 def dispatch_table(core, frame):
   """Host time of one step dispatch (no wait) with the weights as a nested dict vs leaves."""
   h, w = frame.shape[:2]
-  padded = jax.device_put(tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None])
+  padded = jax.device_put(core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None])
   hw = np.array([[h, w]], np.int32)
   active = np.ones(1, bool)
   fns = core.fns
@@ -247,16 +248,16 @@ def dispatch_table(core, frame):
 
 def compile_mix():
   config = get_config('tiny_256_ce')
-  core = tracker_lib.TrackingCore(config, init_variables(config), 1, None, full_outputs=False)
+  core = core_lib.TrackingCore(config, init_variables(config), 1, None, full_outputs=False)
   for h, w in COMMON_RESOLUTIONS:
     frame = np.zeros((h, w, 3), np.uint8)
     core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
     core.step(
-      tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None],
+      core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None],
       np.array([[h, w]]),
       np.ones(1, bool),
     )
-  buckets = sorted({tracker_lib.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
+  buckets = sorted({core_lib.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
   res = ', '.join(f'{w}x{h}' for h, w in COMMON_RESOLUTIONS)
   return (
     f'Resolutions {res}: {len(COMMON_RESOLUTIONS)} sizes -> '
@@ -312,7 +313,7 @@ def main():
       variables = init_variables(config)
       for d, b in [(d, b) for d in ARGS.devices for b in ARGS.batches if b % d == 0]:
         devices = jax.local_devices()[:d] if d > 1 else None
-        core = tracker_lib.TrackingCore(
+        core = core_lib.TrackingCore(
           config, variables, b, None if b == 1 else 'vmap', full_outputs=False, devices=devices
         )
         core.warmup((h, w))

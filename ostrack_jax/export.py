@@ -1,8 +1,8 @@
 """Exported tracker: the device-resident tracker as StableHLO (``jax.export``), no Flax needed.
 
 ``python -m ostrack_jax.export --checkpoint PATH --config CONFIG --output DIR`` serialises the two
-pure functions of the tracker's device core (:func:`ostrack_jax.tracking.tracker.make_tracking_fns`,
-batch 1, full outputs):
+pure functions of the tracker's device step
+(:func:`ostrack_jax.tracking.device_step.make_tracking_fns`, batch 1, full outputs):
 
 * ``init``: cuts the template crop around the initial box in the (padded) frame, on the device,
   and normalises it into the tracker state;
@@ -13,7 +13,7 @@ batch 1, full outputs):
 once per compute dtype (float32 with full-precision matmuls, bfloat16). The frame's padded
 height and width are *symbolic* (shape polymorphism, ``jax.export.symbolic_shape('hb, wb')``):
 one artifact serves every frame size (the tracker pads frames to a bucket shape, see
-:func:`~ostrack_jax.tracking.tracker.bucket_shape`, and compiles one program per bucket at run
+:func:`~ostrack_jax.tracking.core.bucket_shape`, and compiles one program per bucket at run
 time, as the live tracker does). :func:`load_exported` turns the folder back into a
 :class:`~ostrack_jax.tracking.tracker.Tracker` -- that very class, driven by the deserialised
 functions -- with ``initialize`` / ``track`` / ``track_async`` / ``state`` / ``last_*``,
@@ -49,7 +49,7 @@ The signatures (T = template size, S = search size, F = S // patch, ``hb``/``wb`
         'search_crop' (1, S, S, 3) uint8, 'crop_box_xyxy' (1, 4) int32, 'resize_factor' (1,)})
 
 with ``consts = {'table': (768,) f32, 'window': (F, F) f32}``
-(:func:`~ostrack_jax.tracking.tracker.constants`). The state travels as a plain
+(:func:`~ostrack_jax.tracking.device_step.constants`). The state travels as a plain
 ``(templates, boxes)`` tuple (no custom pytree node to register when deserialising).
 
 By default both are lowered for 'cpu' and 'cuda', so an artifact exported on a laptop runs on
@@ -125,7 +125,7 @@ def _unflatten(flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
 
 def _state_fns(fns):
   """``fns`` with the state as a plain (templates, boxes) tuple (what is serialised)."""
-  from ostrack_jax.tracking.tracker import TrackState
+  from ostrack_jax.tracking.device_step import TrackState
 
   def init(consts, templates, boxes, frame, hw, box, slot):
     state, crop = fns.init(consts, TrackState(templates, boxes), frame, hw, box, slot)
@@ -160,7 +160,7 @@ def export_tracker(
   import jax
 
   from ostrack_jax.models.ostrack import cast_kernels, compute_dtype
-  from ostrack_jax.tracking import tracker as tracker_lib
+  from ostrack_jax.tracking import device_step
 
   bad = [d for d in dtypes if d not in DTYPES]
   if bad or not dtypes:
@@ -176,7 +176,7 @@ def export_tracker(
   t, s = int(m.template_size), int(m.search_size)
   f = s // int(m.patch_size)
   spec = lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-  consts = jax.tree_util.tree_map(spec, tracker_lib.constants(config))
+  consts = jax.tree_util.tree_map(spec, device_step.constants(config))
   hb, wb = jax.export.symbolic_shape(FRAME_DIMS)
   templates = jax.ShapeDtypeStruct((1, t, t, 3), np.float32)
   boxes = jax.ShapeDtypeStruct((1, 4), np.float32)
@@ -187,7 +187,7 @@ def export_tracker(
     variant = config.copy_and_resolve_references()
     with variant.unlocked():
       variant.model.dtype = dtype
-    init, track = _state_fns(tracker_lib.make_tracking_fns(variant, None, full_outputs=True))
+    init, track = _state_fns(device_step.make_tracking_fns(variant, None, full_outputs=True))
     if not blobs:  # init has no network: one program serves every variant
       exported = jax.export.export(jax.jit(init), platforms=platforms)(
         consts,
@@ -717,7 +717,7 @@ def load_exported(
   import jax
   import ml_collections
 
-  from ostrack_jax.tracking import tracker as tracker_lib
+  from ostrack_jax.tracking import device_step, tracker as tracker_lib
 
   manifest = read_manifest(directory)
   if dtype not in manifest['variants']:
@@ -746,18 +746,18 @@ def load_exported(
     (templates, boxes), crop = exported_init.call(
       consts, state.templates, state.boxes, frame, hw, box, slot
     )
-    return tracker_lib.TrackState(templates, boxes), crop
+    return device_step.TrackState(templates, boxes), crop
 
   def track(variables, consts, state, frames, hw, active):
     (templates, boxes), out = exported_track.call(
       variables, consts, state.templates, state.boxes, frames, hw, active
     )
-    return tracker_lib.TrackState(templates, boxes), out
+    return device_step.TrackState(templates, boxes), out
 
   config = ml_collections.ConfigDict(manifest['config'])
   config.model.dtype = dtype
   tracker = tracker_lib.Tracker(
-    config, variables, fns=tracker_lib.TrackingFns(init, track), cast=False
+    config, variables, fns=device_step.TrackingFns(init, track), cast=False
   )
   tracker.exported = exported_track
   tracker.exported_init = exported_init

@@ -312,7 +312,7 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batc
   from tqdm import tqdm
 
   from ostrack_jax.tracking import runner
-  from ostrack_jax.tracking.tracker import TrackingCore
+  from ostrack_jax.tracking.core import TrackingCore
 
   t_load = time.perf_counter()
   if compilation_cache:

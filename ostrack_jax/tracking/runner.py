@@ -3,7 +3,7 @@
 The loop never waits for a box before dispatching the next frame. Per step the host takes the
 frames that a thread pool decoded ahead (and, for one slot, padded and uploaded), copies them
 in parallel into a reused batch buffer of the step's bucket shape (B > 1), and dispatches one
-jitted step of :class:`~ostrack_jax.tracking.tracker.TrackingCore` (one transfer per step);
+jitted step of :class:`~ostrack_jax.tracking.core.TrackingCore` (one transfer per step);
 the states stay on the device. The boxes of a step are copied back ``lag`` steps
 later, in bulk, when the device is long done with them. Which sequence a slot tracks, and which
 of its frames, is known on the host in advance (sequence lengths are known), so nothing in the
@@ -37,7 +37,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from ostrack_jax.common.errors import SequenceFailure
-from ostrack_jax.tracking import datasets, tracker as tracker_lib
+from ostrack_jax.tracking import core as core_lib, datasets, host, tracker as tracker_lib
 
 
 @dataclasses.dataclass
@@ -55,7 +55,7 @@ class SequenceRun:
 
 def _read(seq: datasets.Sequence, index: int) -> np.ndarray:
   frame = datasets.read_frame(seq.frames[index], seq.name, index)
-  return tracker_lib.check_frame(frame, f'sequence {seq.name!r} frame {index}')
+  return host.check_frame(frame, f'sequence {seq.name!r} frame {index}')
 
 
 @dataclasses.dataclass
@@ -76,8 +76,8 @@ def _load(read, seq: datasets.Sequence, index: int, upload: Optional[Callable]) 
   image = read(seq, index)
   if upload is None:
     return Frame(image)
-  shape = tracker_lib.bucket_shape(*image.shape[:2])
-  padded = tracker_lib.pad_to(image, shape, np.empty(shape + (3,), np.uint8))
+  shape = core_lib.bucket_shape(*image.shape[:2])
+  padded = core_lib.pad_to(image, shape, np.empty(shape + (3,), np.uint8))
   return Frame(image, upload(padded[None]))
 
 
@@ -148,7 +148,7 @@ class _Run:
 
 
 def track_pipelined(
-  core: 'tracker_lib.TrackingCore',
+  core: 'core_lib.TrackingCore',
   sequences: Seq[datasets.Sequence],
   on_done: Callable[[SequenceRun], None],
   on_failure: Callable[[SequenceFailure], None],
@@ -226,7 +226,7 @@ def track_pipelined(
       try:
         frame, wait = reader.get(0)
         t0 = time.perf_counter()
-        box = tracker_lib.check_init_box(seq.init_box, frame.hw, f'sequence {seq.name!r} frame 0')
+        box = host.check_init_box(seq.init_box, frame.hw, f'sequence {seq.name!r} frame 0')
         core.initialize_slot(
           slot, frame.image, box, None if frame.uploaded is None else frame.uploaded[0]
         )
@@ -331,15 +331,15 @@ def _assemble(
   if b == 1:
     (f,) = frames.values()
     return f.uploaded
-  hb = max(tracker_lib.bucket_size(f.hw[0]) for f in frames.values())
-  wb = max(tracker_lib.bucket_size(f.hw[1]) for f in frames.values())
+  hb = max(core_lib.bucket_size(f.hw[0]) for f in frames.values())
+  wb = max(core_lib.bucket_size(f.hw[1]) for f in frames.values())
   batch = buffers.get((b, hb, wb, 3))
   copies = [(f.image, batch[i]) for i, f in frames.items()]
   if copier is None:
     for image, out in copies:
-      tracker_lib.pad_to(image, (hb, wb), out)
+      core_lib.pad_to(image, (hb, wb), out)
   else:
-    list(copier.map(lambda c: tracker_lib.pad_to(c[0], (hb, wb), c[1]), copies))
+    list(copier.map(lambda c: core_lib.pad_to(c[0], (hb, wb), c[1]), copies))
   return batch
 
 
