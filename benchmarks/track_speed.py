@@ -10,7 +10,7 @@ multiple of D, other pairs are skipped), frames/s of:
 * model-only (B = 1 only): the bare jitted forward on device-resident crops;
 * device-only: the tracking step (crop on the device, network, window, decode, map back, clip)
   called back to back on device-resident frames, waiting once at the end;
-* tracker: the pipelined runner (``ostrack_jax.tracking.runner.track_pipelined``) with the
+* tracker: the pipelined runner (``ostrack_jax.tracking.runner.Pipeline``) with the
   frames already decoded in memory (padding, upload, dispatch, lagged box copies included; the
   same thread pool as end-to-end pads and uploads);
 * end-to-end: the same runner reading the JPEG files (decoding on ``--decode-threads``
@@ -163,7 +163,7 @@ def runner_fps(core, sequences, executor, ahead, read=None):
   """Frames/s of the pipelined runner over ``sequences`` (wall time of the whole run)."""
   done = []
   t0 = time.perf_counter()
-  runner.track_pipelined(
+  runner.Pipeline(
     core,
     sequences,
     done.append,
@@ -171,7 +171,7 @@ def runner_fps(core, sequences, executor, ahead, read=None):
     executor=executor,
     ahead=ahead,
     read=read,
-  )
+  ).run()
   wall = time.perf_counter() - t0
   return sum(len(r.boxes) for r in done) / wall
 

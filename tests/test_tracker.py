@@ -301,5 +301,9 @@ def test_runner_rejects_bad_initial_box_naming_sequence_and_frame(tracker, tmp_p
     paths.append(str(tmp_path / f'{i + 1:08d}.png'))
     (tmp_path / f'{i + 1:08d}.png').write_bytes(s[f'png_{i}'].tobytes())
   seq = datasets.Sequence('bad_init', paths, np.array([box], np.float64))
+
+  def fail(error):
+    raise error
+
   with pytest.raises(SequenceFailure, match=f"sequence 'bad_init' frame 0: .*{problem}"):
-    runner.track_sequence(tracker, seq)
+    runner.Pipeline(tracker.core, [seq], pytest.fail, fail).run()

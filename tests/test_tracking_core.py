@@ -41,6 +41,17 @@ def _sequence(tmp_path, name, frames, init_box, ext='png'):
   return datasets.Sequence(name, paths, np.asarray([init_box], np.float64))
 
 
+def _raise(error):
+  raise error
+
+
+def _track_alone(tracker, seq):
+  """``seq`` through the tracker's one-slot core (the pipeline's defaults): its SequenceRun."""
+  done = []
+  runner.Pipeline(tracker.core, [seq], done.append, _raise).run()
+  return done[0]
+
+
 @pytest.mark.slow
 def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, tmp_path):
   """Three sequences of 6, 3 and 5 frames through 2 slots ('map'): the short one ends and the
@@ -52,17 +63,17 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
     ('c', 5, gt[1] + [-6.0, 2.0, 8.0, -4.0]),
   ]
   seqs = [_sequence(tmp_path, name, frames[:n], box) for name, n, box in specs]
-  alone = {s.name: runner.track_sequence(tracker, s).boxes for s in seqs}
+  alone = {s.name: _track_alone(tracker, s).boxes for s in seqs}
   batch = tracker_lib.BatchTracker(tracker, 2, 'map')
   done, failed, counted = {}, [], []
-  runner.track_lockstep(
-    batch,
+  runner.Pipeline(
+    batch.core,
     seqs,
     lambda r: done.__setitem__(r.name, r),
     failed.append,
-    on_frame=counted.append,
+    on_frames=counted.append,
     lag=2,
-  )
+  ).run()
   assert not failed and sorted(done) == ['a', 'b', 'c'] and sum(counted) == 14
   for name, boxes in alone.items():
     np.testing.assert_array_equal(done[name].boxes, boxes, err_msg=name)
@@ -112,7 +123,7 @@ def test_runner_warns_once_for_a_size_change(tracker, soapbox, tmp_path):
   seq = _sequence(tmp_path, 'mixed', mixed, gt[0])
   said = []
   done = []
-  runner.track_pipelined(tracker.core, [seq], done.append, pytest.fail, on_warning=said.append)
+  runner.Pipeline(tracker.core, [seq], done.append, pytest.fail, on_warning=said.append).run()
   assert len(said) == 1 and "'mixed' frame 3 is 640x360, its first frame 854x480" in said[0]
   assert np.isfinite(done[0].boxes).all() and done[0].boxes[4, 0] <= 630
 
@@ -144,7 +155,7 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
     datasets.read_frame(seq.frames[2], 'cut', 2)
   ok = _sequence(tmp_path, 'ok', frames[:3], gt[0], ext='jpg')
   done, failed = [], []
-  runner.track_pipelined(tracker.core, [seq, ok], done.append, failed.append)
+  runner.Pipeline(tracker.core, [seq, ok], done.append, failed.append).run()
   assert [r.name for r in done] == ['ok'] and len(failed) == 1
   assert 'truncated JPEG' in str(failed[0]) and "'cut' frame 2" in str(failed[0])
   # A complete JPEG (with bytes after its end marker, as some encoders write) is accepted.

@@ -2,7 +2,7 @@
 
 What ``python eval.py`` runs, and what the tests and the notebook call. Reads the benchmark in
 its native layout (``ostrack_jax.tracking.datasets``), tracks the sequences not yet finished on
-the device core (``runner.track_pipelined``; ``batch_size`` > 1 tracks that many in lockstep),
+the device core (``runner.Pipeline``; ``batch_size`` > 1 tracks that many in lockstep),
 writes the official result files (``results``), and the report (``report``).
 
 * Provenance: the results folder records what produced it (``provenance.json``: the weights'
@@ -360,7 +360,7 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batc
   executor = concurrent.futures.ThreadPoolExecutor(decode_threads) if decode_threads > 0 else None
   t_track = time.perf_counter()
   try:
-    runner.track_pipelined(
+    runner.Pipeline(
       core,
       todo,
       done,
@@ -369,7 +369,7 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, *, batc
       executor=executor,
       ahead=max(2, 2 * decode_threads // slots) if executor else 0,
       on_warning=lambda m: tqdm.write(f'warning: {m}', file=sys.stderr),
-    )
+    ).run()
   finally:
     if executor is not None:
       executor.shutdown(wait=False, cancel_futures=True)
