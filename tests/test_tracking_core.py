@@ -239,3 +239,58 @@ def test_slots_must_divide_over_the_devices(tracker):
     tracker_lib.BatchTracker(tracker, 3, 'map', devices=jax.devices()[:2])
   with pytest.raises(ValueError, match='names a device twice'):
     tracker_lib.BatchTracker(tracker, 2, 'map', devices=jax.devices()[:1] * 2)
+
+
+class _NonFiniteAtStep:
+  """A stand-in core with one slot and no device: step ``bad_step`` (1-based) returns a NaN
+  box, every other step the box (20, 20, 20, 20)."""
+
+  batch_size = 1
+
+  def __init__(self, bad_step):
+    self.bad_step = bad_step
+    self.steps = 0
+
+  def upload(self, padded):
+    return padded
+
+  def initialize_slot(self, slot, image, box, padded=None):
+    pass
+
+  def step(self, frames, hw, active):
+    self.steps += 1
+    value = np.nan if self.steps == self.bad_step else 20.0
+    return {'boxes': np.full((1, 4), value, np.float32)}
+
+
+def _in_memory(names, length, image):
+  box = np.array([[8.0, 8.0, 20.0, 20.0]])
+  seqs = [datasets.Sequence(n, [f'{n}_{i}.png' for i in range(length)], box) for n in names]
+  return seqs, lambda seq, index: image
+
+
+def test_a_non_finite_box_fails_its_sequence_and_the_next_takes_the_slot():
+  """The NaN box of frame 2 of 'first' comes back ``lag`` steps later, while 'first' still
+  holds the slot and its next frame is read: 'first' fails naming the frame, the frame read for
+  it is not tracked, and 'second' is tracked in the slot (the loop used to stop with an
+  AttributeError)."""
+  seqs, read = _in_memory(['first', 'second'], 8, np.zeros((64, 64, 3), np.uint8))
+  core = _NonFiniteAtStep(bad_step=2)
+  done, failed = [], []
+  runner.Pipeline(core, seqs, done.append, failed.append, lag=2, read=read).run()
+  assert [str(e) for e in failed] == [
+    "sequence 'first' frame 2: the network returned a non-finite box (bad checkpoint?)"
+  ]
+  assert [r.name for r in done] == ['second'] and (done[0].boxes[1:] == 20.0).all()
+  assert core.steps == 4 + 7  # frames 1-4 of 'first' (frame 5 read, not tracked), 1-7 of 'second'
+
+
+def test_a_failure_names_a_sequence_whose_name_is_a_word_of_the_message():
+  """The sequence is named also when its name occurs in the message ('box' did not get its
+  'sequence ... frame ...' prefix: the check looked for the bare name)."""
+  seqs, read = _in_memory(['box'], 2, np.zeros((64, 64, 3), np.uint8))
+  failed = []
+  runner.Pipeline(_NonFiniteAtStep(bad_step=1), seqs, pytest.fail, failed.append, read=read).run()
+  assert [str(e) for e in failed] == [
+    "sequence 'box' frame 1: the network returned a non-finite box (bad checkpoint?)"
+  ]

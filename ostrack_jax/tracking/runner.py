@@ -291,6 +291,10 @@ class Pipeline:
     flight, and queues its boxes to be copied back later."""
     while len(self._pending) > self.lag:
       self._collect_oldest()
+    # A sequence whose earlier box came back non-finite just now has failed: its frame is dropped.
+    frames = {i: f for i, f in frames.items() if self._slots[i] is not None}
+    if not frames:
+      return
     active = np.zeros(self.core.batch_size, bool)
     for i, f in frames.items():
       self._image_hw[i] = f.hw
@@ -355,7 +359,7 @@ class Pipeline:
     run.failed = True
     run.frames.close()
     msg = str(err)
-    if run.seq.name not in msg:
+    if f'sequence {run.seq.name!r}' not in msg:  # (read_frame and check_frame name it so)
       msg = f'sequence {run.seq.name!r} frame {index}: {msg}'
     self.on_failure(SequenceFailure(run.seq.name, msg))
 
