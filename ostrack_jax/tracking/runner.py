@@ -176,7 +176,7 @@ class Pipeline:
 
   def __init__(
     self,
-    core: 'core_lib.TrackingCore',
+    core: core_lib.TrackingCore,
     sequences: Sequence[Video],
     on_done: Callable[[SequenceRun], None],
     on_failure: Callable[[SequenceFailure], None],
@@ -200,7 +200,7 @@ class Pipeline:
     self._queue: Deque[Video] = collections.deque(sequences)
     self._slots: List[Optional[_Run]] = [None] * b  # the sequence each slot tracks
     self._pending: Deque[_Step] = collections.deque()  # dispatched, boxes not copied back
-    self._image_hw = np.ones((b, 2), np.int32)
+    self._image_hw = np.ones((b, 2), np.int32)  # each slot's last frame size (idle: kept)
     self._buffers = _Buffers(self.lag + 2)
     self._copier = concurrent.futures.ThreadPoolExecutor(min(8, b)) if b > 1 else None
     self._dispatched_at = 0.0  # when the previous step was dispatched (perf_counter)
