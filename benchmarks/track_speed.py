@@ -10,7 +10,7 @@ multiple of D, other pairs are skipped), frames/s of:
 * model-only (B = 1 only): the bare jitted forward on device-resident crops;
 * device-only: the tracking step (crop on the device, network, window, decode, map back, clip)
   called back to back on device-resident frames, waiting once at the end;
-* tracker: the pipelined runner (``ostrack_jax.tracking.runner.track_pipelined``) with the
+* tracker: the pipelined runner (``ostrack_jax.tracking.runner.Pipeline``) with the
   frames already decoded in memory (padding, upload, dispatch, lagged box copies included; the
   same thread pool as end-to-end pads and uploads);
 * end-to-end: the same runner reading the JPEG files (decoding on ``--decode-threads``
@@ -101,7 +101,8 @@ from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.geometry.crop import sample_target
 from ostrack_jax.models.head import decode_box
 from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables
-from ostrack_jax.tracking import eval_sequences, runner, tracker as tracker_lib
+from ostrack_jax.tracking import core as core_lib, device_step, eval_sequences, runner
+from ostrack_jax.tracking.host import boxes_to_image, hann_window, normalization_table
 
 COMMON_RESOLUTIONS = [
   (480, 854),
@@ -147,7 +148,7 @@ def device_only_fps(core, frame, n_steps):
   """The core's step back to back on a device-resident batch; one wait at the end."""
   h, w = frame.shape[:2]
   b = core.batch_size
-  padded = tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))
+  padded = core_lib.pad_to(frame, core_lib.bucket_shape(h, w))
   batch = core.upload(np.repeat(padded[None], b, 0))
   hw = np.tile([h, w], (b, 1)).astype(np.int32)
   active = np.ones(b, bool)
@@ -165,7 +166,7 @@ def runner_fps(core, sequences, executor, ahead, read=None):
   """Frames/s of the pipelined runner over ``sequences`` (wall time of the whole run)."""
   done = []
   t0 = time.perf_counter()
-  runner.track_pipelined(
+  runner.Pipeline(
     core,
     sequences,
     done.append,
@@ -173,7 +174,7 @@ def runner_fps(core, sequences, executor, ahead, read=None):
     executor=executor,
     ahead=ahead,
     read=read,
-  )
+  ).run()
   wall = time.perf_counter() - t0
   return sum(len(r.boxes) for r in done) / wall
 
@@ -181,15 +182,15 @@ def runner_fps(core, sequences, executor, ahead, read=None):
 def host_path_fps(config, variables, frames, init_box, n):
   """The previous tracker design: host crop, jitted step on the crop, host map-back."""
   model = build_model(config)
-  table = jnp.asarray(tracker_lib.normalization_table())
+  table = jnp.asarray(normalization_table())
   f = config.model.search_size // config.model.patch_size
-  window = jnp.asarray(tracker_lib.hann_window(f))
+  window = jnp.asarray(hann_window(f))
   s_size = config.model.search_size
   factor = config.tracker.search_factor
 
   @jax.jit
   def step(v, template, crop_u8):
-    search = tracker_lib.normalize_uint8(crop_u8, table)
+    search = device_step.normalize_uint8(crop_u8, table)
     out = model.apply(v, template, search, keep_ratio=None, train=False)
     resp = window[None] * out['score_map'][..., 0]
     return decode_box(resp[..., None], out['size_map'], out['offset_map'])
@@ -197,7 +198,7 @@ def host_path_fps(config, variables, frames, init_box, n):
   t_crop = sample_target(
     frames[0], init_box, config.tracker.template_factor, config.model.template_size, with_mask=False
   ).image
-  template = tracker_lib.normalize_uint8(jnp.asarray(t_crop[None]), table)
+  template = device_step.normalize_uint8(jnp.asarray(t_crop[None]), table)
   state = np.asarray(init_box, np.float64)
   times = []
   for i in range(n + 3):
@@ -205,7 +206,7 @@ def host_path_fps(config, variables, frames, init_box, n):
     t0 = time.perf_counter()
     c = sample_target(frame, state, factor, s_size, with_mask=False)
     pred = np.asarray(step(variables, template, c.image[None]))
-    state = tracker_lib.boxes_to_image(
+    state = boxes_to_image(
       pred, state[None], np.array([c.resize_factor]), np.array([frame.shape[:2]]), s_size
     )[0]
     times.append(time.perf_counter() - t0)
@@ -215,7 +216,7 @@ def host_path_fps(config, variables, frames, init_box, n):
 def dispatch_table(core, frame):
   """Host time of one step dispatch (no wait) with the weights as a nested dict vs leaves."""
   h, w = frame.shape[:2]
-  padded = jax.device_put(tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None])
+  padded = jax.device_put(core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None])
   hw = np.array([[h, w]], np.int32)
   active = np.ones(1, bool)
   fns = core.fns
@@ -250,16 +251,16 @@ def dispatch_table(core, frame):
 
 def compile_mix():
   config = get_config('tiny_256_ce')
-  core = tracker_lib.TrackingCore(config, init_variables(config), 1, None, full_outputs=False)
+  core = core_lib.TrackingCore(config, init_variables(config), 1, None, full_outputs=False)
   for h, w in COMMON_RESOLUTIONS:
     frame = np.zeros((h, w, 3), np.uint8)
     core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
     core.step(
-      tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None],
+      core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None],
       np.array([[h, w]]),
       np.ones(1, bool),
     )
-  buckets = sorted({tracker_lib.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
+  buckets = sorted({core_lib.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
   res = ', '.join(f'{w}x{h}' for h, w in COMMON_RESOLUTIONS)
   return (
     f'Resolutions {res}: {len(COMMON_RESOLUTIONS)} sizes -> '
@@ -315,7 +316,7 @@ def main():
       variables = init_variables(config)
       for d, b in [(d, b) for d in ARGS.devices for b in ARGS.batches if b % d == 0]:
         devices = jax.local_devices()[:d] if d > 1 else None
-        core = tracker_lib.TrackingCore(
+        core = core_lib.TrackingCore(
           config, variables, b, None if b == 1 else 'vmap', full_outputs=False, devices=devices
         )
         core.warmup((h, w))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.geometry import crop as crop_lib, device_crop
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import core as core_lib, device_step, host
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
@@ -61,8 +61,8 @@ def _random_boxes(rng, n, h, w):
 
 def _compare(image, boxes, factor):
   h, w = image.shape[:2]
-  hb, wb = tracker_lib.bucket_shape(h, w)
-  padded = tracker_lib.pad_to(image, (hb, wb), np.full((hb, wb, 3), 77, np.uint8))
+  hb, wb = core_lib.bucket_shape(h, w)
+  padded = core_lib.pad_to(image, (hb, wb), np.full((hb, wb, 3), 77, np.uint8))
   geo = [
     crop_lib.sample_target(image[:1, :1], b, factor, None, with_mask=False).crop_box_xyxy
     for b in boxes
@@ -185,21 +185,21 @@ def test_device_map_back_and_clip_stay_within_1e3_px_of_float64():
   hw = np.tile(np.array([[480, 854]], np.int32), (n, 1))
   g = device_crop.crop_geometry(prev, 4.0, 256)
   got = np.asarray(
-    jax.jit(tracker_lib.boxes_to_image_device, static_argnums=5)(
+    jax.jit(device_step.boxes_to_image_device, static_argnums=5)(
       pred, prev, g.side, g.resize_factor, hw, 256
     ),
     np.float64,
   )
   side = np.asarray(g.side).astype(np.float64)
-  ref = tracker_lib.boxes_to_image(pred, prev.astype(np.float64), 256.0 / side, hw, 256)
+  ref = host.boxes_to_image(pred, prev.astype(np.float64), 256.0 / side, hw, 256)
   err = np.abs(got - ref).max()
   assert err < 1e-3, f'float32 map-back/clip moved a box by {err} px'
 
 
 def test_bucket_sizes():
   assert [
-    tracker_lib.bucket_size(n) for n in (1, 64, 65, 360, 480, 540, 720, 854, 1080, 1280, 1920)
+    core_lib.bucket_size(n) for n in (1, 64, 65, 360, 480, 540, 720, 854, 1080, 1280, 1920)
   ] == [64, 64, 80, 384, 512, 640, 768, 896, 1280, 1280, 2048]
   for n in range(1, 5000, 7):
-    b = tracker_lib.bucket_size(n)
+    b = core_lib.bucket_size(n)
     assert n <= b <= max(64, 1.25 * n)

@@ -106,17 +106,17 @@ def _step_pair(config, variables, tracker, frame, box, template):
   """(ONNX tracker's step, JAX step) outputs from the same template, state and frame."""
   import jax.numpy as jnp
 
-  from ostrack_jax.tracking import tracker as tracker_lib
+  from ostrack_jax.tracking import device_step
 
-  fns = tracker_lib.make_tracking_fns(config, None, full_outputs=True)
+  fns = device_step.make_tracking_fns(config, None, full_outputs=True)
   h, w = frame.shape[:2]
   hw = np.array([[h, w]], np.int32)
   box = np.asarray(box, np.float32)[None]
   with jax.default_matmul_precision('highest'):
     _, out = jax.jit(fns.track)(
       variables,
-      tracker_lib.constants(config),
-      tracker_lib.TrackState(template, box),
+      device_step.constants(config),
+      device_step.TrackState(template, box),
       frame[None],
       hw,
       jnp.ones((1,), bool),

@@ -15,7 +15,7 @@ import pytest
 from ostrack_jax.common.errors import SequenceFailure
 from ostrack_jax.configs import get_config
 from ostrack_jax.geometry import crop as crop_lib
-from ostrack_jax.tracking import tracker as tracker_lib
+from ostrack_jax.tracking import device_step, host, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 BOX_TOL_PX = 0.01
@@ -59,20 +59,20 @@ def seq(request):
 
 
 def test_hann_window_matches_original(seq):
-  np.testing.assert_array_equal(tracker_lib.hann_window(16), seq['output_window'])
+  np.testing.assert_array_equal(host.hann_window(16), seq['output_window'])
 
 
 def test_hann_window_values_from_spec():
-  h = np.sqrt(np.diag(tracker_lib.hann_window(16)))
+  h = np.sqrt(np.diag(host.hann_window(16)))
   np.testing.assert_allclose(
     h[:8], [0.03376, 0.13050, 0.27713, 0.45387, 0.63683, 0.80132, 0.92511, 0.99149], atol=6e-6
   )
   np.testing.assert_allclose(h, h[::-1], atol=1e-6)  # float32 cos: symmetric to 1 ulp
-  assert tracker_lib.hann_window(24).shape == (24, 24)
+  assert host.hann_window(24).shape == (24, 24)
 
 
 def test_normalization_table_is_float32_imagenet():
-  table = tracker_lib.normalization_table().reshape(256, 3)
+  table = host.normalization_table().reshape(256, 3)
   for v in (0, 1, 128, 255):
     for c in range(3):
       expected = (
@@ -80,40 +80,38 @@ def test_normalization_table_is_float32_imagenet():
       ) / np.float32(crop_lib.IMAGENET_STD[c])
       assert table[v, c] == expected
   img = np.array([[[0, 128, 255]]], np.uint8)
-  out = np.asarray(jax.jit(tracker_lib.normalize_uint8)(img, tracker_lib.normalization_table()))
+  out = np.asarray(jax.jit(device_step.normalize_uint8)(img, host.normalization_table()))
   np.testing.assert_array_equal(out[0, 0], [table[0, 0], table[128, 1], table[255, 2]])
 
 
 def test_clip_box_uses_unclamped_corners():
   # x2 = -20 + 50 = 30 is computed before x1 is clamped to 0: w = 30 (not 50).
-  np.testing.assert_allclose(tracker_lib.clip_box([-20, 5, 50, 30], 80, 100), [0, 5, 30, 30])
+  np.testing.assert_allclose(host.clip_box([-20, 5, 50, 30], 80, 100), [0, 5, 30, 30])
   # Past the bottom-right: x1 -> W - 10, x2 -> W, w = 10.
-  np.testing.assert_allclose(tracker_lib.clip_box([95, 75, 20, 20], 80, 100), [90, 70, 10, 10])
+  np.testing.assert_allclose(host.clip_box([95, 75, 20, 20], 80, 100), [90, 70, 10, 10])
   # Entirely left/above: x2 = max(10, -30) = 10 -> w = 10.
-  np.testing.assert_allclose(tracker_lib.clip_box([-50, -50, 20, 20], 80, 100), [0, 0, 10, 10])
+  np.testing.assert_allclose(host.clip_box([-50, -50, 20, 20], 80, 100), [0, 0, 10, 10])
   # Inside: unchanged.
-  np.testing.assert_allclose(
-    tracker_lib.clip_box([10.5, 20.25, 30, 40], 80, 100), [10.5, 20.25, 30, 40]
-  )
+  np.testing.assert_allclose(host.clip_box([10.5, 20.25, 30, 40], 80, 100), [10.5, 20.25, 30, 40])
 
 
 def test_map_box_back_hand_values():
   # prev centre (60, 40); crop side 200 -> half 100; crop point (100, 100) maps to the centre.
-  out = tracker_lib.map_box_back([[100.0, 100.0, 20.0, 10.0]], [[50, 30, 20, 20]], [200.0])
+  out = host.map_box_back([[100.0, 100.0, 20.0, 10.0]], [[50, 30, 20, 20]], [200.0])
   np.testing.assert_allclose(out, [[50, 35, 20, 10]])
 
 
 def test_check_init_box_rejects_bad_boxes():
   with pytest.raises(ValueError, match='zero or negative'):
-    tracker_lib.check_init_box([1, 2, 0, 5], (100, 100), 'seq frame 0')
+    host.check_init_box([1, 2, 0, 5], (100, 100), 'seq frame 0')
   with pytest.raises(ValueError, match='zero or negative'):
-    tracker_lib.check_init_box([1, 2, 5, -3], (100, 100))
+    host.check_init_box([1, 2, 5, -3], (100, 100))
   with pytest.raises(ValueError, match=r'seq frame 0: .*outside the 100x50 image'):
-    tracker_lib.check_init_box([120, 2, 5, 5], (50, 100), 'seq frame 0')
+    host.check_init_box([120, 2, 5, 5], (50, 100), 'seq frame 0')
   with pytest.raises(ValueError, match='finite'):
-    tracker_lib.check_init_box([np.nan, 2, 5, 5], (50, 100))
+    host.check_init_box([np.nan, 2, 5, 5], (50, 100))
   # partly outside is accepted (zero padding, as the original)
-  tracker_lib.check_init_box([-3, -3, 10, 10], (50, 100))
+  host.check_init_box([-3, -3, 10, 10], (50, 100))
 
 
 # ------------------------------------------------------------------------- equivalence
@@ -184,7 +182,7 @@ def test_visualisation_outputs(tracker):
   tracker.track(s.frame(1))
   assert tracker.last_score_map.shape == (16, 16)
   np.testing.assert_allclose(
-    tracker.last_response, tracker.last_score_map * tracker_lib.hann_window(16), rtol=1e-6
+    tracker.last_response, tracker.last_score_map * host.hann_window(16), rtol=1e-6
   )
   removed = tracker.last_removed_indexes
   assert [len(r) for r in removed] == [76, 54, 37]
@@ -215,15 +213,15 @@ def test_messages_show_plain_numbers(tracker):
   flat = gt * [1, 1, 0, 1]
   cases = [
     (
-      lambda: tracker_lib.check_init_box(gt, (480, 854), "sequence 'x' frame 0"),
+      lambda: host.check_init_box(gt, (480, 854), "sequence 'x' frame 0"),
       "sequence 'x' frame 0: initial box (900.0, 10.0, 20.0, 20.0) lies outside the 854x480 image",
     ),
     (
-      lambda: tracker_lib.check_init_box(flat, (480, 854)),
+      lambda: host.check_init_box(flat, (480, 854)),
       'initial box (900.0, 10.0, 0.0, 20.0) has zero or negative width/height',
     ),
     (
-      lambda: tracker_lib.check_init_box((np.float32(1), np.float64(2), np.int64(3)), (9, 9)),
+      lambda: host.check_init_box((np.float32(1), np.float64(2), np.int64(3)), (9, 9)),
       'initial box must be 4 finite numbers x,y,w,h; got (1.0, 2.0, 3.0)',
     ),
     (
@@ -304,5 +302,9 @@ def test_runner_rejects_bad_initial_box_naming_sequence_and_frame(tracker, tmp_p
     paths.append(str(tmp_path / f'{i + 1:08d}.png'))
     (tmp_path / f'{i + 1:08d}.png').write_bytes(s[f'png_{i}'].tobytes())
   seq = Video('bad_init', paths, np.array([box], np.float64))
+
+  def fail(error):
+    raise error
+
   with pytest.raises(SequenceFailure, match=f"sequence 'bad_init' frame 0: .*{problem}"):
-    runner.track_sequence(tracker, seq)
+    runner.Pipeline(tracker.core, [seq], pytest.fail, fail).run()

@@ -13,7 +13,7 @@ import pytest
 from ostrack_jax.configs import get_config
 from ostrack_jax.datasets.core import FrameError, Video
 from ostrack_jax.datasets.frames import read_frame
-from ostrack_jax.tracking import runner, tracker as tracker_lib
+from ostrack_jax.tracking import core as core_lib, runner, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
@@ -43,6 +43,17 @@ def _sequence(tmp_path, name, frames, init_box, ext='png'):
   return Video(name, paths, np.asarray([init_box], np.float64))
 
 
+def _raise(error):
+  raise error
+
+
+def _track_alone(tracker, seq):
+  """``seq`` through the tracker's one-slot core (the pipeline's defaults): its SequenceRun."""
+  done = []
+  runner.Pipeline(tracker.core, [seq], done.append, _raise).run()
+  return done[0]
+
+
 @pytest.mark.slow
 def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, tmp_path):
   """Three sequences of 6, 3 and 5 frames through 2 slots ('map'): the short one ends and the
@@ -54,17 +65,17 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
     ('c', 5, gt[1] + [-6.0, 2.0, 8.0, -4.0]),
   ]
   seqs = [_sequence(tmp_path, name, frames[:n], box) for name, n, box in specs]
-  alone = {s.name: runner.track_sequence(tracker, s).boxes for s in seqs}
+  alone = {s.name: _track_alone(tracker, s).boxes for s in seqs}
   batch = tracker_lib.BatchTracker(tracker, 2, 'map')
   done, failed, counted = {}, [], []
-  runner.track_lockstep(
-    batch,
+  runner.Pipeline(
+    batch.core,
     seqs,
     lambda r: done.__setitem__(r.name, r),
     failed.append,
-    on_frame=counted.append,
+    on_frames=counted.append,
     lag=2,
-  )
+  ).run()
   assert not failed and sorted(done) == ['a', 'b', 'c'] and sum(counted) == 14
   for name, boxes in alone.items():
     np.testing.assert_array_equal(done[name].boxes, boxes, err_msg=name)
@@ -76,16 +87,16 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
 @pytest.mark.slow
 def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
   frames, gt = soapbox
-  core = tracker_lib.TrackingCore(
+  core = core_lib.TrackingCore(
     tracker.config, tracker.variables, 1, None, full_outputs=False, cast=False
   )
   sizes = [(480, 854), (500, 860), (360, 640), (480, 854), (720, 1280), (355, 630)]
-  buckets = {tracker_lib.bucket_shape(*hw) for hw in sizes}
+  buckets = {core_lib.bucket_shape(*hw) for hw in sizes}
   assert len(buckets) == 3
   for h, w in sizes:
     frame = cv2.resize(frames[1], (w, h))
     core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
-    padded = tracker_lib.pad_to(frame, tracker_lib.bucket_shape(h, w))[None]
+    padded = core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None]
     core.step(padded, np.array([[h, w]]), np.ones(1, bool))
   assert core._track._cache_size() == len(buckets)
   assert core.compilations() == 2 * len(buckets)  # the template crop: one per bucket too
@@ -114,7 +125,7 @@ def test_runner_warns_once_for_a_size_change(tracker, soapbox, tmp_path):
   seq = _sequence(tmp_path, 'mixed', mixed, gt[0])
   said = []
   done = []
-  runner.track_pipelined(tracker.core, [seq], done.append, pytest.fail, on_warning=said.append)
+  runner.Pipeline(tracker.core, [seq], done.append, pytest.fail, on_warning=said.append).run()
   assert len(said) == 1 and "'mixed' frame 3 is 640x360, its first frame 854x480" in said[0]
   assert np.isfinite(done[0].boxes).all() and done[0].boxes[4, 0] <= 630
 
@@ -146,7 +157,7 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
     read_frame(seq.frames[2], 'cut', 2)
   ok = _sequence(tmp_path, 'ok', frames[:3], gt[0], ext='jpg')
   done, failed = [], []
-  runner.track_pipelined(tracker.core, [seq, ok], done.append, failed.append)
+  runner.Pipeline(tracker.core, [seq, ok], done.append, failed.append).run()
   assert [r.name for r in done] == ['ok'] and len(failed) == 1
   assert 'truncated JPEG' in str(failed[0]) and "'cut' frame 2" in str(failed[0])
   # A complete JPEG (with bytes after its end marker, as some encoders write) is accepted.
@@ -155,7 +166,7 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
 
 
 def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):
-  core = tracker_lib.TrackingCore(
+  core = core_lib.TrackingCore(
     tracker.config, tracker.variables, 2, 'vmap', full_outputs=False, cast=False
   )
   with pytest.raises(AssertionError, match='shape'):  # 3 frames for 2 slots
@@ -230,3 +241,58 @@ def test_slots_must_divide_over_the_devices(tracker):
     tracker_lib.BatchTracker(tracker, 3, 'map', devices=jax.devices()[:2])
   with pytest.raises(ValueError, match='names a device twice'):
     tracker_lib.BatchTracker(tracker, 2, 'map', devices=jax.devices()[:1] * 2)
+
+
+class _NonFiniteAtStep:
+  """A stand-in core with one slot and no device: step ``bad_step`` (1-based) returns a NaN
+  box, every other step the box (20, 20, 20, 20)."""
+
+  batch_size = 1
+
+  def __init__(self, bad_step):
+    self.bad_step = bad_step
+    self.steps = 0
+
+  def upload(self, padded):
+    return padded
+
+  def initialize_slot(self, slot, image, box, padded=None):
+    pass
+
+  def step(self, frames, hw, active):
+    self.steps += 1
+    value = np.nan if self.steps == self.bad_step else 20.0
+    return {'boxes': np.full((1, 4), value, np.float32)}
+
+
+def _in_memory(names, length, image):
+  box = np.array([[8.0, 8.0, 20.0, 20.0]])
+  seqs = [Video(n, [f'{n}_{i}.png' for i in range(length)], box) for n in names]
+  return seqs, lambda seq, index: image
+
+
+def test_a_non_finite_box_fails_its_sequence_and_the_next_takes_the_slot():
+  """The NaN box of frame 2 of 'first' comes back ``lag`` steps later, while 'first' still
+  holds the slot and its next frame is read: 'first' fails naming the frame, the frame read for
+  it is not tracked, and 'second' is tracked in the slot (the loop used to stop with an
+  AttributeError)."""
+  seqs, read = _in_memory(['first', 'second'], 8, np.zeros((64, 64, 3), np.uint8))
+  core = _NonFiniteAtStep(bad_step=2)
+  done, failed = [], []
+  runner.Pipeline(core, seqs, done.append, failed.append, lag=2, read=read).run()
+  assert [str(e) for e in failed] == [
+    "sequence 'first' frame 2: the network returned a non-finite box (bad checkpoint?)"
+  ]
+  assert [r.name for r in done] == ['second'] and (done[0].boxes[1:] == 20.0).all()
+  assert core.steps == 4 + 7  # frames 1-4 of 'first' (frame 5 read, not tracked), 1-7 of 'second'
+
+
+def test_a_failure_names_a_sequence_whose_name_is_a_word_of_the_message():
+  """The sequence is named also when its name occurs in the message ('box' did not get its
+  'sequence ... frame ...' prefix: the check looked for the bare name)."""
+  seqs, read = _in_memory(['box'], 2, np.zeros((64, 64, 3), np.uint8))
+  failed = []
+  runner.Pipeline(_NonFiniteAtStep(bad_step=1), seqs, pytest.fail, failed.append, read=read).run()
+  assert [str(e) for e in failed] == [
+    "sequence 'box' frame 1: the network returned a non-finite box (bad checkpoint?)"
+  ]

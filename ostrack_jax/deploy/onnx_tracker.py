@@ -25,7 +25,7 @@ import numpy as np
 from ostrack_jax.deploy import onnx_format
 from ostrack_jax.geometry import crop as crop_lib
 from ostrack_jax.tracking import host
-from ostrack_jax.tracking.host import check_frame  # noqa: F401  (part of this module's API)
+from ostrack_jax.tracking.host import check_frame
 
 
 def normalization_table() -> np.ndarray:

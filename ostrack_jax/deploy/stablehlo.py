@@ -68,8 +68,8 @@ import numpy as np
 
 from ostrack_jax.common import fileio
 
-if TYPE_CHECKING:  # the tracker module imports JAX and Flax: only for the annotations
-  from ostrack_jax.tracking import tracker as tracker_lib
+if TYPE_CHECKING:  # the tracker modules import JAX and Flax: only for the annotations
+  from ostrack_jax.tracking import device_step, tracker as tracker_lib
 
 FORMAT = 'ostrack_jax.exported_tracker'
 FORMAT_VERSION = 2
@@ -142,7 +142,7 @@ def check_output_folder(out_dir: str) -> None:
 
 def _state_fns(fns):
   """``fns`` with the state as a plain (templates, boxes) tuple (what is serialised)."""
-  from ostrack_jax.tracking.tracker import TrackState
+  from ostrack_jax.tracking.device_step import TrackState
 
   def init(consts, templates, boxes, frame, hw, box, slot):
     state, crop = fns.init(consts, TrackState(templates, boxes), frame, hw, box, slot)
@@ -175,12 +175,12 @@ class _Inputs(NamedTuple):
 def _abstract_inputs(config) -> _Inputs:
   import jax
 
-  from ostrack_jax.tracking import tracker as tracker_lib
+  from ostrack_jax.tracking import device_step
 
   t = int(config.model.template_size)
   hb, wb = jax.export.symbolic_shape(FRAME_DIMS)
   return _Inputs(
-    consts=jax.tree_util.tree_map(_abstract, tracker_lib.constants(config)),
+    consts=jax.tree_util.tree_map(_abstract, device_step.constants(config)),
     templates=jax.ShapeDtypeStruct((1, t, t, 3), np.float32),
     boxes=jax.ShapeDtypeStruct((1, 4), np.float32),
     hb=hb,
@@ -233,7 +233,7 @@ def _serialize(
   import jax
 
   from ostrack_jax.models.ostrack import cast_kernels, compute_dtype
-  from ostrack_jax.tracking import tracker as tracker_lib
+  from ostrack_jax.tracking import device_step
 
   inputs = _abstract_inputs(config)
   blobs = {}
@@ -241,7 +241,7 @@ def _serialize(
     variant = config.copy_and_resolve_references()
     with variant.unlocked():
       variant.model.dtype = dtype
-    init, track = _state_fns(tracker_lib.make_tracking_fns(variant, None, full_outputs=True))
+    init, track = _state_fns(device_step.make_tracking_fns(variant, None, full_outputs=True))
     if not blobs:
       exported = _export_init(init, inputs, platforms)
       blobs[INIT_FILE] = exported.serialize()
@@ -401,23 +401,23 @@ def _deserialize(directory: str, name: str):
     return jax.export.deserialize(bytearray(fh.read()))
 
 
-def _tracking_fns(exported_init, exported_track) -> 'tracker_lib.TrackingFns':
+def _tracking_fns(exported_init, exported_track) -> 'device_step.TrackingFns':
   """The deserialised functions as the tracker's device core (the state as a TrackState)."""
-  from ostrack_jax.tracking import tracker as tracker_lib
+  from ostrack_jax.tracking import device_step
 
   def init(consts, state, frame, hw, box, slot):
     (templates, boxes), crop = exported_init.call(
       consts, state.templates, state.boxes, frame, hw, box, slot
     )
-    return tracker_lib.TrackState(templates, boxes), crop
+    return device_step.TrackState(templates, boxes), crop
 
   def track(variables, consts, state, frames, hw, active):
     (templates, boxes), out = exported_track.call(
       variables, consts, state.templates, state.boxes, frames, hw, active
     )
-    return tracker_lib.TrackState(templates, boxes), out
+    return device_step.TrackState(templates, boxes), out
 
-  return tracker_lib.TrackingFns(init, track)
+  return device_step.TrackingFns(init, track)
 
 
 def load_exported(

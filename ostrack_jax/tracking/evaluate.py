@@ -2,7 +2,7 @@
 
 What ``python eval.py`` runs, and what the tests and the notebook call. Reads the benchmark in
 its native layout (``ostrack_jax.tracking.eval_sequences``), tracks the sequences not yet finished on
-the device core (``runner.track_pipelined``; ``batch_size`` > 1 tracks that many in lockstep),
+the device core (``runner.Pipeline``; ``batch_size`` > 1 tracks that many in lockstep),
 writes the official result files (``results``), and the report (``report``).
 
 * Provenance: the results folder records what produced it (``provenance.json``: the weights'
@@ -371,7 +371,7 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, options
   executor = concurrent.futures.ThreadPoolExecutor(decode_threads) if decode_threads > 0 else None
   t_track = time.perf_counter()
   try:
-    runner.track_pipelined(
+    runner.Pipeline(
       core,
       todo,
       done,
@@ -380,7 +380,7 @@ def _track(config, variables, checkpoint, todo, writer, failures, procs, options
       executor=executor,
       ahead=max(2, 2 * decode_threads // slots) if executor else 0,
       on_warning=lambda m: tqdm.write(f'warning: {m}', file=sys.stderr),
-    )
+    ).run()
   finally:
     if executor is not None:
       executor.shutdown(wait=False, cancel_futures=True)
@@ -403,7 +403,7 @@ def _compiled_core(config, variables, options: _TrackOptions, first):
   reported when its sequence is tracked)."""
   import jax
 
-  from ostrack_jax.tracking.tracker import TrackingCore
+  from ostrack_jax.tracking.core import TrackingCore
 
   if options.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(options.compilation_cache))
