@@ -129,6 +129,13 @@ def test_own_config_file_starts_from_a_preset(tmp_path):
   assert (c.name, c.train.batch_size, c.model.search_size) == ('my_run', 16, 384)
 
 
+def test_a_config_file_that_is_not_python_is_refused_in_one_line(tmp_path):
+  own = tmp_path / 'my_run.cfg'
+  own.write_text('def get_config():\n  return None\n')
+  with pytest.raises(InputError, match=r'my_run\.cfg: not a Python file'):
+    load_config(str(own))
+
+
 @pytest.mark.parametrize(
   'override,message',
   [

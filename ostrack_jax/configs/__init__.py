@@ -59,6 +59,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     )
   name = os.path.splitext(os.path.basename(spec))[0]
   module_spec = importlib.util.spec_from_file_location(f'_ostrack_config_{name}', spec)
+  if module_spec is None or module_spec.loader is None:
+    raise InputError(f'--config {spec}: not a Python file (give a .py file with a get_config())')
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)

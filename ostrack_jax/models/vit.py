@@ -10,7 +10,7 @@ every shape is static under ``jax.jit``.
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -130,7 +130,7 @@ def ce_score(probs, num_template: int, rows: Optional[np.ndarray]):
   return attn[..., num_template:].mean(axis=2).mean(axis=1)
 
 
-def padded_attention(q, k, v, scale: float, impl: str, pad_to: int):
+def padded_attention(q, k, v, scale: float, impl: Literal['xla', 'cudnn'], pad_to: int):
   """``jax.nn.dot_product_attention`` on a token count rounded up to a multiple of ``pad_to``.
 
   Args:
@@ -221,8 +221,10 @@ class Attention(nn.Module):
       raise ValueError(f'attention impl {self.impl!r}: expected one of {ATTENTION_IMPLS}')
     qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)  # (B, N, 3, heads, head_dim)
     q, k, v = (qkv[:, :, i].astype(self.dtype) for i in range(3))  # (B, N, heads, head_dim)
-    impl = 'xla' if self.impl == 'cudnn' and jnp.dtype(self.dtype) == jnp.float32 else self.impl
-    out = padded_attention(q, k, v, head_dim**-0.5, impl, self.pad_to).reshape(b, n, c)
+    cudnn = self.impl == 'cudnn' and jnp.dtype(self.dtype) != jnp.float32
+    out = padded_attention(
+      q, k, v, head_dim**-0.5, 'cudnn' if cudnn else 'xla', self.pad_to
+    ).reshape(b, n, c)
     score = None
     if need_score:
       # The scoring rows only: (B, heads, R, head_dim) against every key, the same product and
@@ -347,7 +349,7 @@ class Block(nn.Module):
     )(layer_norm('norm1', self.act_dtype)(tokens), num_template, rows, eliminate)
     tokens = tokens + drop_path(attn_out, deterministic=not train)
     removed_index = None
-    if eliminate:
+    if eliminate and num_keep is not None:
       tokens, global_index, removed_index, margin = eliminate_candidates(
         tokens, score, global_index, num_template, num_keep
       )
@@ -524,8 +526,8 @@ class OneStreamViT(BackboneFields):
     tokens = jnp.concatenate([z, x], axis=1)
 
     counts = keep_counts(num_search, self.ce_loc, self.ce_keep_ratio, self.depth, keep_ratio)
-    rows = template_rows(grid_z, self.ce_template_range)
-    rows = None if rows is None else tuple(int(r) for r in rows)  # hashable: a static argument
+    scoring = template_rows(grid_z, self.ce_template_range)
+    rows = None if scoring is None else tuple(int(r) for r in scoring)  # hashable: static
     global_index = jnp.broadcast_to(jnp.arange(num_search, dtype=jnp.int32), (b, num_search))
     drop_rates = np.linspace(0.0, self.drop_path_rate, self.depth)
     block_cls = remat_block(self.remat)

@@ -234,7 +234,7 @@ def evaluate(
         file=sys.stderr,
       )
       raise
-  part = {'failures': failures, 'frames_per_device': per_device}
+  part: Dict[str, object] = {'failures': failures, 'frames_per_device': per_device}
   part['speed'] = report.speed_summary(runs, writer, []) if runs else None
   shared = distributed.combine(procs.share('tracked', part))
   failures = shared['failures']
