@@ -427,6 +427,46 @@ def _inverse_shape(target: _Target, flax_shape) -> tuple:
   return tuple(flax_shape)
 
 
+def _place_pos_embed(
+  value, expected, filled, unused, errors, resized, path, config: ml_collections.ConfigDict
+) -> None:
+  """Resizes a timm ``pos_embed`` of shape (1, N, C), N tokens of a square grid with or without
+  a cls slot in front, to the preset's template and search grids and puts both into ``filled``,
+  or records in ``errors`` why it cannot."""
+  m = config.model
+  pos = np.asarray(value, dtype=np.float32)
+  if pos.ndim != 3:
+    errors.append(f'{path}: pos_embed has shape {pos.shape}, expected (1, N, C)')
+    return
+  n = pos.shape[1]
+  side = int(round(math.sqrt(n)))
+  if side * side != n:  # a cls slot in front
+    side = int(round(math.sqrt(n - 1)))
+    if side * side != n - 1:
+      errors.append(
+        f'{path}: pos_embed has {n} tokens, not a square grid (with or without a cls slot)'
+      )
+      return
+    pos = pos[:, 1:]
+    unused.append('pos_embed[cls slot]')
+  grid = pos[0].reshape(side, side, pos.shape[2])
+  for name, size in (
+    ('pos_embed_z', m.template_size // m.patch_size),
+    ('pos_embed_x', m.search_size // m.patch_size),
+  ):
+    full = ('params', 'backbone', name)
+    new = resize_pos_embed_grid(grid, size).reshape(1, size * size, -1)
+    if new.shape != tuple(expected[full].shape):
+      errors.append(
+        _shape_error(
+          path, 'pos_embed', pos.shape, (1, side * side, expected[full].shape[2]), config
+        )
+      )
+      return
+    filled[full] = new
+    resized.append(f'pos_embed {side}x{side} -> {name} {size}x{size}')
+
+
 def convert_vit_state_dict(
   sd: Mapping[str, np.ndarray],
   config: ml_collections.ConfigDict,
@@ -434,7 +474,6 @@ def convert_vit_state_dict(
   path: str = '<checkpoint>',
 ) -> Tuple[Variables, ConversionReport]:
   """timm/MAE ViT state dict -> backbone variables; the rest taken from ``init_variables``."""
-  m = config.model
   expected = {
     (col,) + p: v for col, tree in init_variables.items() for p, v in _flatten(tree).items()
   }
@@ -446,37 +485,7 @@ def convert_vit_state_dict(
   resized: List[str] = []
   for key, value in sd.items():
     if key == 'pos_embed':
-      pos = np.asarray(value, dtype=np.float32)
-      if pos.ndim != 3:
-        errors.append(f'{path}: pos_embed has shape {pos.shape}, expected (1, N, C)')
-        continue
-      n = pos.shape[1]
-      side = int(round(math.sqrt(n)))
-      if side * side != n:  # a cls slot in front
-        side = int(round(math.sqrt(n - 1)))
-        if side * side != n - 1:
-          errors.append(
-            f'{path}: pos_embed has {n} tokens, not a square grid (with or without a cls slot)'
-          )
-          continue
-        pos = pos[:, 1:]
-        unused.append('pos_embed[cls slot]')
-      grid = pos[0].reshape(side, side, pos.shape[2])
-      for name, size in (
-        ('pos_embed_z', m.template_size // m.patch_size),
-        ('pos_embed_x', m.search_size // m.patch_size),
-      ):
-        full = ('params', 'backbone', name)
-        new = resize_pos_embed_grid(grid, size).reshape(1, size * size, -1)
-        if new.shape != tuple(expected[full].shape):
-          errors.append(
-            _shape_error(
-              path, 'pos_embed', pos.shape, (1, side * side, expected[full].shape[2]), config
-            )
-          )
-          break
-        filled[full] = new
-        resized.append(f'pos_embed {side}x{side} -> {name} {size}x{size}')
+      _place_pos_embed(value, expected, filled, unused, errors, resized, path, config)
       loaded.append(key)
       continue
     target = _backbone_target(key)
@@ -492,8 +501,8 @@ def convert_vit_state_dict(
       f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}'
     )
   backbone_keys = [p for p in expected if p[:2] == ('params', 'backbone')]
-  targets = [_backbone_target(k) for k in loaded if k != 'pos_embed']
-  loaded_paths = {('params',) + t.path for t in targets if t is not None}
+  # pos_embed (resized into both grids above) is the one loaded key without a target.
+  loaded_paths = {('params',) + t.path for t in map(_backbone_target, loaded) if t is not None}
   loaded_paths |= (
     {('params', 'backbone', 'pos_embed_z'), ('params', 'backbone', 'pos_embed_x')}
     if resized
