@@ -33,7 +33,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -291,7 +291,7 @@ class _Writer:
       os.unlink(self._partial)
 
 
-def main(argv=None) -> int:
+def _parser() -> cli.Parser:
   p = cli.Parser('python -m ostrack_jax.demo', __doc__.split('\n\n')[0], config='ostrack_256_ce')
   p.add_argument('--video', required=True, help='video file or folder of frames')
   p.add_argument('--box', required=True, type=parse_box, help='x,y,w,h of the target in frame 1')
@@ -312,16 +312,19 @@ def main(argv=None) -> int:
   p.add_argument(
     '--fps', type=cli.positive_float, default=None, help='output frame rate (default: input)'
   )
-  args = p.parse(argv)
-  if not os.path.exists(args.video):
-    p.fail(f'--video {args.video}: no such file or folder')
-  fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
-  config = args.config
+  return p
 
+
+def _track_video(args: argparse.Namespace, writer: _Writer) -> Tuple[List[np.ndarray], float]:
+  """Tracks ``args.box`` through ``args.video`` and writes each annotated frame to ``writer``.
+
+  Returns the (4,) xywh float64 box of every frame and the wall time in seconds (compilation
+  included). Raises ValueError / RuntimeError for a video that cannot be read or a
+  non-finite box.
+  """
   import jax
   from tqdm import tqdm
 
-  from ostrack_jax.tracking.results import format_boxes
   from ostrack_jax.tracking.tracker import Tracker
 
   # The step outputs each overlay needs (kept on the device until the frame is drawn).
@@ -330,47 +333,59 @@ def main(argv=None) -> int:
     + (['response'] if args.score_map else [])
     + (['removed_indexes'] if args.eliminated else [])
   )
-  boxes = []
+  boxes: List[np.ndarray] = []
+  # The reader starts first: the first frames decode while the model loads.
+  with FrameReader(args.video, args.max_frames) as reader:
+    tracker = Tracker.from_checkpoint(args.checkpoint, args.config)
+    # Pipelined: frame k's box is read (which waits for the device) only when frame k is
+    # drawn, PIPELINE_DEPTH frames later, so the host reads, pads and uploads the next
+    # frames while the device tracks; the state never leaves the device in between.
+    pending: collections.deque = collections.deque()
+
+    def emit():
+      frame, box, outputs = pending.popleft()
+      box = np.asarray(box, np.float64)  # waits for this frame's step
+      if not np.isfinite(box).all():
+        raise RuntimeError(
+          f'frame {len(boxes) + 1}: the network returned a non-finite box (bad checkpoint?)'
+        )
+      if outputs is not None:  # (1, ...) device arrays -> this frame's NumPy values
+        outputs = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], jax.device_get(outputs))
+      writer.write(draw(frame, box, outputs, tracker.feat_size, args.score_map, args.eliminated))
+      boxes.append(box)
+      progress.update()
+
+    t0 = time.perf_counter()
+    with tqdm(total=count_frames(args.video, args.max_frames), unit='frame') as progress:
+      for i, frame in enumerate(reader):
+        if i == 0:
+          tracker.initialize(frame, args.box)
+          pending.append((frame, np.asarray(args.box, np.float64), None))
+        else:
+          box = tracker.track_async(frame)
+          # The outputs dict of this very step (the tracker keeps only the latest).
+          step_outputs = tracker.last_outputs
+          pending.append((frame, box, {k: step_outputs[k] for k in needed} if needed else None))
+        if len(pending) > PIPELINE_DEPTH:
+          emit()
+      while pending:
+        emit()
+  return boxes, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+  p = _parser()
+  args = p.parse(argv)
+  if not os.path.exists(args.video):
+    p.fail(f'--video {args.video}: no such file or folder')
+  fileio.check_writable(args.output, f'--output {args.output}', is_file=True, create=False)
+
+  from ostrack_jax.tracking.results import format_boxes
+
   writer = None
   try:
     writer = _Writer(args.output, args.fps or video_fps(args.video))
-    # The reader starts first: the first frames decode while the model loads.
-    with FrameReader(args.video, args.max_frames) as reader:
-      tracker = Tracker.from_checkpoint(args.checkpoint, config)
-      # Pipelined: frame k's box is read (which waits for the device) only when frame k is
-      # drawn, PIPELINE_DEPTH frames later, so the host reads, pads and uploads the next
-      # frames while the device tracks; the state never leaves the device in between.
-      pending = collections.deque()
-
-      def emit():
-        frame, box, outputs = pending.popleft()
-        box = np.asarray(box, np.float64)  # waits for this frame's step
-        if not np.isfinite(box).all():
-          raise RuntimeError(
-            f'frame {len(boxes) + 1}: the network returned a non-finite box (bad checkpoint?)'
-          )
-        if outputs is not None:  # (1, ...) device arrays -> this frame's NumPy values
-          outputs = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], jax.device_get(outputs))
-        writer.write(draw(frame, box, outputs, tracker.feat_size, args.score_map, args.eliminated))
-        boxes.append(box)
-        progress.update()
-
-      t0 = time.perf_counter()
-      with tqdm(total=count_frames(args.video, args.max_frames), unit='frame') as progress:
-        for i, frame in enumerate(reader):
-          if i == 0:
-            tracker.initialize(frame, args.box)
-            pending.append((frame, np.asarray(args.box, np.float64), None))
-          else:
-            box = tracker.track_async(frame)
-            # The outputs dict of this very step (the tracker keeps only the latest).
-            step_outputs = tracker.last_outputs
-            pending.append((frame, box, {k: step_outputs[k] for k in needed} if needed else None))
-          if len(pending) > PIPELINE_DEPTH:
-            emit()
-        while pending:
-          emit()
-    wall = time.perf_counter() - t0
+    boxes, wall = _track_video(args, writer)
     writer.close()
     fileio.atomic_write_text(args.output + '.txt', format_boxes(np.array(boxes)))
   except BaseException as e:

@@ -1,6 +1,7 @@
 """Presets: every original variant by name and as a file, faithful fields, strict overrides."""
 
 import pathlib
+import re
 
 import pytest
 
@@ -128,6 +129,13 @@ def test_own_config_file_starts_from_a_preset(tmp_path):
   assert (c.name, c.train.batch_size, c.model.search_size) == ('my_run', 16, 384)
 
 
+def test_a_config_file_that_is_not_python_is_refused_in_one_line(tmp_path):
+  own = tmp_path / 'my_run.cfg'
+  own.write_text('def get_config():\n  return None\n')
+  with pytest.raises(InputError, match=r'my_run\.cfg: not a Python file'):
+    load_config(str(own))
+
+
 @pytest.mark.parametrize(
   'override,message',
   [
@@ -150,3 +158,43 @@ def test_check_config_names_the_field(override, message):
   with pytest.raises(InputError) as e:
     check_config(config, training=True)
   assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_every_preset_builds_its_model_from_the_model_section_alone():
+  """config.model's keys are exactly OSTrack's fields (one definition): OSTrack(**config.model)."""
+  import dataclasses
+
+  from ostrack_jax.models.ostrack import OSTrack
+
+  fields = {f.name for f in dataclasses.fields(OSTrack)} - {'parent', 'name'}
+  for name in PRESETS:
+    section = get_config(name).model
+    assert set(section) == fields, name
+    model = OSTrack(**section)
+    assert {k: getattr(model, k) for k in fields} == section.to_dict(), name
+
+
+@pytest.mark.parametrize(
+  'field,value,message',
+  [
+    ('dtype', 'float16', "config.model.dtype must be one of ['bfloat16', 'float32']"),
+    ('search_size', 250, 'config.model.search_size=250 is not a multiple of patch_size=16'),
+    ('num_heads', 5, 'config.model.embed_dim=64 is not divisible by num_heads=5'),
+  ],
+)
+def test_the_model_refuses_a_field_it_cannot_use(field, value, message):
+  from ostrack_jax.models.ostrack import OSTrack
+
+  section = get_config('tiny_256_ce').model.to_dict()
+  with pytest.raises(ValueError, match=re.escape(message)):
+    OSTrack(**{**section, field: value})
+
+
+def test_variant_builder_names_its_presets_and_refuses_unknown_variants():
+  from ostrack_jax.configs import base
+
+  assert base.ostrack_variant(search_size=384, ce=False, got10k=True).name == 'ostrack_384_got10k'
+  with pytest.raises(ValueError, match='search size 512'):
+    base.ostrack_variant(search_size=512)
+  with pytest.raises(ValueError, match='ViT-H'):
+    base.ostrack_variant(backbone='H')

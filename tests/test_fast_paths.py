@@ -1,4 +1,4 @@
-"""The GPU fast-path switches of ``config.model`` (ostrack_jax.models.ostrack.fast_path_options),
+"""The GPU fast-path switches of ``config.model`` (ostrack_jax.models.vit.BackboneFields),
 checked on the CPU. Their defaults are the plain path: the equivalence tests
 (test_model_equivalence, test_vitb_reference, test_train_step) run with them unchanged.
 

@@ -56,7 +56,7 @@ def dir_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: os.PathLike) -> Iterator[pathlib.Path]:
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
   """Yields a temporary path beside ``path``; on success it replaces ``path``, else is removed.
 
   The replacement gets :func:`file_mode` (not the temporary file's private 0600). An
@@ -79,7 +79,7 @@ def atomic_path(path: os.PathLike) -> Iterator[pathlib.Path]:
     raise
 
 
-def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes ``data`` to ``path`` atomically (flushed to disk before the rename)."""
   with atomic_path(path) as tmp:
     with open(tmp, 'wb') as f:
@@ -88,7 +88,7 @@ def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
       os.fsync(f.fileno())
 
 
-def atomic_write_text(path: os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   """Text version of :func:`atomic_write_bytes` (UTF-8)."""
   atomic_write_bytes(path, text.encode('utf-8'))
 
@@ -102,7 +102,7 @@ def describe_os_error(error: OSError) -> str:
 
 
 def check_writable(
-  path: os.PathLike, name: str, *, is_file: bool = False, create: bool = True
+  path: str | os.PathLike, name: str, *, is_file: bool = False, create: bool = True
 ) -> None:
   """Raises ``InputError`` unless a command can write ``path``: run it before any work.
 

@@ -59,6 +59,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     )
   name = os.path.splitext(os.path.basename(spec))[0]
   module_spec = importlib.util.spec_from_file_location(f'_ostrack_config_{name}', spec)
+  if module_spec is None or module_spec.loader is None:
+    raise InputError(f'--config {spec}: not a Python file (give a .py file with a get_config())')
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
@@ -164,13 +166,21 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
   Always: ``model.template_size`` and ``model.search_size`` positive multiples of
   ``model.patch_size``; ``model.ce_keep_ratio``, one ratio in (0, 1] per block of
   ``model.ce_loc``; ``tracker.*_factor`` > 0. With ``training``: ``train.batch_size`` >= 1,
-  ``train.epochs`` >= 1, ``train.max_steps`` >= 0, ``train.lr`` finite and > 0, ``train.score_prior`` in (0, 1) or 0, ``data.num_workers`` >= 0,
-  ``train.pretrained`` a file when set, every training/validation dataset registered and its
-  root set and present (``ostrack_jax.datasets``), and a named ``data.roots.synthetic`` (when
-  a synthetic source is used) must hold a dataset: only the default root is generated, a root
-  the user named is never created.
+  ``train.epochs`` >= 1, ``train.max_steps`` >= 0, ``train.lr`` finite and > 0,
+  ``train.score_prior`` in (0, 1) or 0, ``data.num_workers`` >= 0, ``train.pretrained`` a file
+  when set, every training/validation dataset registered and its root set and present
+  (``ostrack_jax.datasets``), and a named ``data.roots.synthetic`` (when a synthetic source is
+  used) must hold a dataset: only the default root is generated, a root the user named is never
+  created.
   """
-  m = config.model
+  _check_model(config.model)
+  _check_tracker(config.tracker)
+  if training:
+    _check_training(config.train, config.data)
+    _check_datasets(config.data)
+
+
+def _check_model(m: ml_collections.ConfigDict) -> None:
   if not _is_int(m.patch_size) or m.patch_size < 1:
     raise InputError(f'config.model.patch_size={m.patch_size!r}: must be an integer >= 1')
   for field in ('template_size', 'search_size'):
@@ -191,13 +201,16 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
     raise InputError(
       f'config.model.ce_keep_ratio={ratios}: every keep ratio must lie in (0, 1], got {bad[0]!r}'
     )
+
+
+def _check_tracker(tracker: ml_collections.ConfigDict) -> None:
   for field in ('template_factor', 'search_factor'):
-    value = config.tracker[field]
+    value = tracker[field]
     if not _is_number(value) or not math.isfinite(value) or value <= 0:
       raise InputError(f'config.tracker.{field}={value!r}: must be a finite number > 0')
-  if not training:
-    return
-  t = config.train
+
+
+def _check_training(t: ml_collections.ConfigDict, data: ml_collections.ConfigDict) -> None:
   if not _is_number(t.batch_size) or t.batch_size < 1:
     raise InputError(
       f'config.train.batch_size={t.batch_size!r}: must be >= 1 (the batch per device)'
@@ -215,8 +228,8 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
       f'config.train.score_prior={t.score_prior!r}: must lie in (0, 1), or be 0 '
       'for the original initialisation'
     )
-  if config.data.num_workers < 0:
-    raise InputError(f'config.data.num_workers={config.data.num_workers!r}: must be >= 0')
+  if data.num_workers < 0:
+    raise InputError(f'config.data.num_workers={data.num_workers!r}: must be >= 0')
   if t.pretrained and not os.path.isfile(t.pretrained):
     what = (
       'is a directory, not a checkpoint file' if os.path.isdir(t.pretrained) else 'no such file'
@@ -225,20 +238,23 @@ def check_config(config: ml_collections.ConfigDict, training: bool = False) -> N
       f'config.train.pretrained={t.pretrained!r}: {what} (give the MAE/timm ViT checkpoint, '
       'e.g. mae_pretrain_vit_base.pth, or an OSTrack checkpoint)'
     )
+
+
+def _check_datasets(data: ml_collections.ConfigDict) -> None:
   # Dataset names and roots (the reading itself comes later): an unknown name lists the
   # valid ones, a missing root names its config.data.roots field; a named synthetic root
   # must hold a dataset (only the default one is generated).
   from ostrack_jax.datasets import registry
 
   try:
-    registry.check_data_config(config.data)
+    registry.check_data_config(data)
   except (ValueError, FileNotFoundError) as e:
     raise InputError(str(e)) from e
-  used = tuple(config.data.train_datasets) + tuple(config.data.val_datasets)
-  if config.data.roots.synthetic and {'synthetic', 'synthetic_val'} & set(used):
+  used = tuple(data.train_datasets) + tuple(data.val_datasets)
+  if data.roots.synthetic and {'synthetic', 'synthetic_val'} & set(used):
     from ostrack_jax.datasets import synthetic
 
     try:
-      synthetic.check_named_root(config.data.roots.synthetic)
+      synthetic.check_named_root(data.roots.synthetic)
     except FileNotFoundError as e:
       raise InputError(str(e)) from e

@@ -7,12 +7,8 @@ Every search token goes through all 12 blocks: about 1.4x the CE forward's cost 
 CPU (benchmarks/RESULTS.md).
 """
 
-from ostrack_jax.configs import ostrack_256_ce
+from ostrack_jax.configs import base
 
 
 def get_config():
-  c = ostrack_256_ce.get_config()
-  c.name = 'ostrack_256'
-  c.model.ce_loc = ()
-  c.model.ce_keep_ratio = ()
-  return c
+  return base.ostrack_variant(search_size=256, ce=False)

@@ -21,4 +21,4 @@ from ostrack_jax.configs import base
 
 
 def get_config():
-  return base.base_config()
+  return base.ostrack_variant(search_size=256, ce=True)

@@ -12,23 +12,8 @@ Trained on GOT-10k train (all of it) only, 100 epochs::
 The original reports GOT-10k test AO 71.0 with its released weights (not measured here).
 """
 
-from ostrack_jax.configs import ostrack_256_ce
-
-
-def got10k_only(c):
-  """The one-shot GOT-10k protocol on any preset: GOT-10k train_full only, 100 epochs."""
-  c.data.train_datasets = ('got10k_train_full',)
-  c.data.train_ratios = (1.0,)
-  c.data.val_datasets = ('got10k_val',)
-  c.data.val_ratios = (1.0,)
-  c.train.epochs = 100
-  c.train.lr_drop_epoch = 80
-  c.train.ce_start_epoch = 20
-  c.train.ce_warm_epoch = 50
-  return c
+from ostrack_jax.configs import base
 
 
 def get_config():
-  c = got10k_only(ostrack_256_ce.get_config())
-  c.name = 'ostrack_256_ce_got10k'
-  return c
+  return base.ostrack_variant(search_size=256, ce=True, got10k=True)

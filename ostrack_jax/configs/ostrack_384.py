@@ -3,12 +3,8 @@
 python train.py --config configs/ostrack_384.py --workdir workdirs/ostrack_384 ...
 """
 
-from ostrack_jax.configs import ostrack_384_ce
+from ostrack_jax.configs import base
 
 
 def get_config():
-  c = ostrack_384_ce.get_config()
-  c.name = 'ostrack_384'
-  c.model.ce_loc = ()
-  c.model.ce_keep_ratio = ()
-  return c
+  return base.ostrack_variant(search_size=384, ce=False)

@@ -11,16 +11,8 @@ the original's 384 experiments::
 The original reports LaSOT AUC 71.1 with its released weights (not measured here).
 """
 
-from ostrack_jax.configs import ostrack_256_ce
+from ostrack_jax.configs import base
 
 
 def get_config():
-  c = ostrack_256_ce.get_config()
-  c.name = 'ostrack_384_ce'
-  c.model.template_size = 192
-  c.model.search_size = 384
-  c.tracker.search_factor = 5.0
-  c.data.search_factor = 5.0
-  c.data.search_center_jitter = 4.5
-  c.data.search_scale_jitter = 0.5
-  return c
+  return base.ostrack_variant(search_size=384, ce=True)

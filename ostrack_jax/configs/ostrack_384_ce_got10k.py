@@ -7,10 +7,8 @@
 The original reports GOT-10k test AO 73.7 with its released weights (not measured here).
 """
 
-from ostrack_jax.configs import ostrack_256_ce_got10k, ostrack_384_ce
+from ostrack_jax.configs import base
 
 
 def get_config():
-  c = ostrack_256_ce_got10k.got10k_only(ostrack_384_ce.get_config())
-  c.name = 'ostrack_384_ce_got10k'
-  return c
+  return base.ostrack_variant(search_size=384, ce=True, got10k=True)

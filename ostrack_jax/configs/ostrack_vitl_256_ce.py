@@ -5,14 +5,8 @@ experiment config for it): 24 blocks, 1024 wide, 16 heads.
       --config.train.pretrained=/weights/mae_pretrain_vit_large.pth ...
 """
 
-from ostrack_jax.configs import ostrack_256_ce
+from ostrack_jax.configs import base
 
 
 def get_config():
-  c = ostrack_256_ce.get_config()
-  c.name = 'ostrack_vitl_256_ce'
-  c.model.embed_dim = 1024
-  c.model.depth = 24
-  c.model.num_heads = 16
-  c.model.mlp_dim = 4096
-  return c
+  return base.ostrack_variant(search_size=256, ce=True, backbone='L')

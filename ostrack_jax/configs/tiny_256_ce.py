@@ -22,11 +22,11 @@ first ~300 steps only learn to switch the background off); a smaller search cent
 synthetic targets move 1-4 px per frame).
 """
 
-from ostrack_jax.configs import ostrack_256_ce
+from ostrack_jax.configs import base
 
 
 def get_config():
-  c = ostrack_256_ce.get_config()
+  c = base.ostrack_variant(search_size=256, ce=True)
   c.name = 'tiny_256_ce'
   c.model.embed_dim = 64
   c.model.depth = 12

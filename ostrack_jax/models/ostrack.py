@@ -15,36 +15,20 @@ import numpy as np
 
 from ostrack_jax.geometry.crop import IMAGENET_MEAN, IMAGENET_STD
 from ostrack_jax.models.head import CenterHead, decode_box
-from ostrack_jax.models.vit import ATTENTION_IMPLS, REMAT_MODES, OneStreamViT
+from ostrack_jax.models.vit import DTYPES, BackboneFields, OneStreamViT
 
 Variables = Dict[str, Any]
 
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
+class OSTrack(BackboneFields):
+  """The full network: ``OSTrack(**config.model)``.
 
-class OSTrack(nn.Module):
-  """The full network. Attributes mirror ``config.model``."""
+  Its fields are exactly ``config.model``'s keys: the backbone's (:class:`vit.BackboneFields`,
+  declared once there and handed on to the backbone) and ``head_channels``, the center head's
+  width. A config without one of them, or with a key that is none of them, is a TypeError.
+  """
 
-  template_size: int = 128
-  search_size: int = 256
-  patch_size: int = 16
-  embed_dim: int = 768
-  depth: int = 12
-  num_heads: int = 12
-  mlp_dim: int = 3072
-  ce_loc: tuple = (3, 6, 9)
-  ce_keep_ratio: tuple = (0.7, 0.7, 0.7)
-  ce_template_range: str = 'CTR_POINT'
-  head_channels: int = 256
-  drop_path_rate: float = 0.1
-  dtype: Any = jnp.float32
-  # The GPU fast path (config.model.bf16_activations, attention_impl, attention_pad_to,
-  # matmul_backward, remat).
-  act_dtype: Any = jnp.float32
-  attention_impl: str = 'explicit'
-  attention_pad_to: int = 0
-  custom_backward: bool = True
-  remat: str = 'none'
+  head_channels: int
 
   @property
   def feat_size(self) -> int:
@@ -67,26 +51,7 @@ class OSTrack(nn.Module):
       pred_boxes (B,4) cxcywh normalized, backbone_feat (B,Lz+Lx,C) float32,
       kept_indexes (B,n_kept) int32, removed_indexes list of (B,n_i) int32.
     """
-    backbone = OneStreamViT(
-      template_size=self.template_size,
-      search_size=self.search_size,
-      patch_size=self.patch_size,
-      embed_dim=self.embed_dim,
-      depth=self.depth,
-      num_heads=self.num_heads,
-      mlp_dim=self.mlp_dim,
-      ce_loc=tuple(self.ce_loc),
-      ce_keep_ratio=tuple(self.ce_keep_ratio),
-      ce_template_range=self.ce_template_range,
-      drop_path_rate=self.drop_path_rate,
-      dtype=self.dtype,
-      act_dtype=self.act_dtype,
-      attention_impl=self.attention_impl,
-      attention_pad_to=self.attention_pad_to,
-      custom_backward=self.custom_backward,
-      remat=self.remat,
-      name='backbone',
-    )
+    backbone = OneStreamViT(**self.backbone_fields(), name='backbone')
     feat, kept, removed = backbone(
       template.astype(jnp.float32), search.astype(jnp.float32), keep_ratio=keep_ratio, train=train
     )
@@ -94,7 +59,7 @@ class OSTrack(nn.Module):
     search_map = feat[:, -f * f :].reshape(feat.shape[0], f, f, feat.shape[-1])
     maps = CenterHead(
       self.head_channels,
-      dtype=self.dtype,
+      dtype=self.matmul_dtype,
       act_dtype=self.act_dtype,
       custom_backward=self.custom_backward,
       name='box_head',
@@ -107,81 +72,9 @@ class OSTrack(nn.Module):
 
 
 def build_model(config: ml_collections.ConfigDict) -> OSTrack:
-  """The Flax module for ``config.model`` (a full config or its ``model`` section)."""
-  m = config.model if 'model' in config else config
-  if m.dtype not in _DTYPES:
-    raise ValueError(f'config.model.dtype must be one of {sorted(_DTYPES)}, got {m.dtype!r}')
-  for field in ('template_size', 'search_size'):
-    if m[field] % m.patch_size:
-      raise ValueError(
-        f'config.model.{field}={m[field]} is not a multiple of patch_size={m.patch_size}'
-      )
-  if m.embed_dim % m.num_heads:
-    raise ValueError(
-      f'config.model.embed_dim={m.embed_dim} is not divisible by num_heads={m.num_heads}'
-    )
-  fast = fast_path_options(m)
-  return OSTrack(
-    template_size=m.template_size,
-    search_size=m.search_size,
-    patch_size=m.patch_size,
-    embed_dim=m.embed_dim,
-    depth=m.depth,
-    num_heads=m.num_heads,
-    mlp_dim=m.mlp_dim,
-    ce_loc=tuple(m.ce_loc),
-    ce_keep_ratio=tuple(float(r) for r in m.ce_keep_ratio),
-    ce_template_range=m.ce_template_range,
-    head_channels=m.head_channels,
-    drop_path_rate=float(m.drop_path_rate),
-    dtype=_DTYPES[m.dtype],
-    **fast,
-  )
-
-
-def fast_path_options(m: ml_collections.ConfigDict) -> Dict[str, Any]:
-  """The OSTrack attributes of the GPU fast-path fields of a model section (their defaults when
-  a config predates them).
-
-  * ``bf16_activations``: with bfloat16 matmuls, their results and the activations between them
-    in bfloat16 too (norm statistics, softmax, the head's sigmoids and the losses in float32,
-    the residual stream float32); no effect with float32 matmuls.
-  * ``attention_impl``: 'explicit', 'xla' or 'cudnn' (:class:`vit.Attention`).
-  * ``attention_pad_to``: 0 (off), or the multiple the fused kernel's token count is padded to
-    with masked keys (:func:`vit.padded_attention`); needs 'xla' or 'cudnn'.
-  * ``matmul_backward``: 'custom' (the hand-written bfloat16 backward of models/matmul.py) or
-    'autodiff' (JAX's own); no effect in float32.
-  * ``remat``: 'none', 'block' or 'block_save_dots' (:func:`vit.remat_block`).
-  """
-  get = lambda name, default: m[name] if name in m else default
-  bf16 = _DTYPES[m.dtype] == jnp.bfloat16
-  attention = get('attention_impl', 'explicit')
-  backward = get('matmul_backward', 'custom')
-  remat = get('remat', 'none')
-  for field, value, allowed in (
-    ('attention_impl', attention, ATTENTION_IMPLS),
-    ('matmul_backward', backward, ('custom', 'autodiff')),
-    ('remat', remat, REMAT_MODES),
-  ):
-    if value not in allowed:
-      raise ValueError(f'config.model.{field}={value!r}: expected one of {allowed}')
-  pad_to = get('attention_pad_to', 0)
-  if not isinstance(pad_to, int) or isinstance(pad_to, bool) or pad_to < 0:
-    raise ValueError(
-      f'config.model.attention_pad_to={pad_to!r}: expected 0 (off) or a positive integer'
-    )
-  if pad_to and attention == 'explicit':
-    raise ValueError(
-      f'config.model.attention_pad_to={pad_to} pads the fused kernel only: it needs'
-      " config.model.attention_impl 'xla' or 'cudnn', not 'explicit'"
-    )
-  return {
-    'act_dtype': jnp.bfloat16 if bf16 and get('bf16_activations', False) else jnp.float32,
-    'attention_impl': attention,
-    'attention_pad_to': pad_to,
-    'custom_backward': backward == 'custom',
-    'remat': remat,
-  }
+  """The Flax module of ``config.model``: ``OSTrack(**config.model)``; raises ValueError
+  naming a field whose value no model can be built from."""
+  return OSTrack(**config.model)
 
 
 def input_shapes(config: ml_collections.ConfigDict, batch: int = 1):
@@ -286,7 +179,7 @@ def check_inputs(config: ml_collections.ConfigDict, template, search) -> None:
 
 def compute_dtype(config: ml_collections.ConfigDict):
   """The matmul operand dtype of ``config.model.dtype`` (jnp.float32 or jnp.bfloat16)."""
-  return _DTYPES[config.model.dtype]
+  return DTYPES[config.model.dtype]
 
 
 def cast_kernels(variables: Variables, dtype) -> Variables:
@@ -318,7 +211,7 @@ def make_forward(
   Inputs are validated on the host; one program is compiled per (batch size, keep_ratio).
   """
   model = build_model(config)
-  variables = jax.device_put(cast_kernels(variables, _DTYPES[config.model.dtype]))
+  variables = jax.device_put(cast_kernels(variables, DTYPES[config.model.dtype]))
 
   @functools.partial(jax.jit, static_argnames='keep_ratio')
   def _forward(variables, template, search, keep_ratio=None):

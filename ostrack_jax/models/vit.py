@@ -8,8 +8,9 @@ only ``ceil(ratio * n)`` are kept. Token counts are computed on the host in Pyth
 every shape is static under ``jax.jit``.
 """
 
+import dataclasses
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -129,7 +130,7 @@ def ce_score(probs, num_template: int, rows: Optional[np.ndarray]):
   return attn[..., num_template:].mean(axis=2).mean(axis=1)
 
 
-def padded_attention(q, k, v, scale: float, impl: str, pad_to: int):
+def padded_attention(q, k, v, scale: float, impl: Literal['xla', 'cudnn'], pad_to: int):
   """``jax.nn.dot_product_attention`` on a token count rounded up to a multiple of ``pad_to``.
 
   Args:
@@ -220,8 +221,10 @@ class Attention(nn.Module):
       raise ValueError(f'attention impl {self.impl!r}: expected one of {ATTENTION_IMPLS}')
     qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)  # (B, N, 3, heads, head_dim)
     q, k, v = (qkv[:, :, i].astype(self.dtype) for i in range(3))  # (B, N, heads, head_dim)
-    impl = 'xla' if self.impl == 'cudnn' and jnp.dtype(self.dtype) == jnp.float32 else self.impl
-    out = padded_attention(q, k, v, head_dim**-0.5, impl, self.pad_to).reshape(b, n, c)
+    cudnn = self.impl == 'cudnn' and jnp.dtype(self.dtype) != jnp.float32
+    out = padded_attention(
+      q, k, v, head_dim**-0.5, 'cudnn' if cudnn else 'xla', self.pad_to
+    ).reshape(b, n, c)
     score = None
     if need_score:
       # The scoring rows only: (B, heads, R, head_dim) against every key, the same product and
@@ -346,7 +349,7 @@ class Block(nn.Module):
     )(layer_norm('norm1', self.act_dtype)(tokens), num_template, rows, eliminate)
     tokens = tokens + drop_path(attn_out, deterministic=not train)
     removed_index = None
-    if eliminate:
+    if eliminate and num_keep is not None:
       tokens, global_index, removed_index, margin = eliminate_candidates(
         tokens, score, global_index, num_template, num_keep
       )
@@ -380,30 +383,110 @@ def remat_block(mode: str):
   raise ValueError(f'model.remat={mode!r}: expected one of {REMAT_MODES}')
 
 
-class OneStreamViT(nn.Module):
-  """The OSTrack backbone: shared patch embedding, two position embeddings, blocks with CE.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+MATMUL_BACKWARDS = ('custom', 'autodiff')
 
-  Attributes mirror ``config.model`` (see ostrack_jax/configs/base.py).
+
+class BackboneFields(nn.Module):
+  """The backbone's fields: the keys of ``config.model`` (ostrack_jax/configs/base.py gives each
+  one's meaning) but ``head_channels``, which :class:`ostrack.OSTrack` adds. Declared once here,
+  inherited by :class:`OneStreamViT` and ``OSTrack``, so that ``OSTrack(**config.model)`` builds
+  the model and hands these on to its backbone (:meth:`backbone_fields`). No defaults: the
+  values live in the config. Constructing either module checks them (ValueError naming the
+  ``config.model`` field).
   """
 
-  template_size: int = 128
-  search_size: int = 256
-  patch_size: int = 16
-  embed_dim: int = 768
-  depth: int = 12
-  num_heads: int = 12
-  mlp_dim: int = 3072
-  ce_loc: Tuple[int, ...] = (3, 6, 9)
-  ce_keep_ratio: Tuple[float, ...] = (0.7, 0.7, 0.7)
-  ce_template_range: str = 'CTR_POINT'
-  drop_path_rate: float = 0.0
-  dtype: jnp.dtype = jnp.float32
-  # The GPU fast path (config.model fields of the same names; the defaults are the plain path).
-  act_dtype: jnp.dtype = jnp.float32
-  attention_impl: str = 'explicit'
-  attention_pad_to: int = 0
-  custom_backward: bool = True
-  remat: str = 'none'
+  template_size: int
+  search_size: int
+  patch_size: int
+  embed_dim: int
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  ce_loc: Tuple[int, ...]
+  ce_keep_ratio: Tuple[float, ...]
+  ce_template_range: str
+  drop_path_rate: float
+  dtype: str  # the matmul/conv operands: 'float32' or 'bfloat16' (:attr:`matmul_dtype`)
+  # The GPU fast path; the config's defaults are the plain path the equivalence tests pin.
+  bf16_activations: bool
+  attention_impl: str
+  attention_pad_to: int
+  matmul_backward: str
+  remat: str
+
+  def __post_init__(self):
+    check_backbone_fields(self)
+    super().__post_init__()
+
+  def backbone_fields(self) -> Dict[str, Any]:
+    """This module's values of the :class:`BackboneFields` fields (the backbone's arguments)."""
+    names = [f.name for f in dataclasses.fields(BackboneFields)]
+    return {name: getattr(self, name) for name in names if name not in ('parent', 'name')}
+
+  @property
+  def matmul_dtype(self):
+    """jnp.float32 or jnp.bfloat16: the matmul/conv operands (float32 accumulation)."""
+    return DTYPES[self.dtype]
+
+  @property
+  def act_dtype(self):
+    """The matmuls' results and the activations between them: bfloat16 with bfloat16 matmuls
+    and ``bf16_activations`` (norm statistics, softmax, the head's sigmoids and the losses stay
+    float32, so does the residual stream), else float32."""
+    fast = self.bf16_activations and self.matmul_dtype == jnp.bfloat16
+    return jnp.bfloat16 if fast else jnp.float32
+
+  @property
+  def custom_backward(self) -> bool:
+    """The hand-written bfloat16 backward of models/matmul.py (``matmul_backward='custom'``)."""
+    return self.matmul_backward == 'custom'
+
+
+def check_backbone_fields(m: BackboneFields) -> None:
+  """Raises ValueError naming the first ``config.model`` field that no model can be built from.
+
+  * ``dtype``: 'float32' or 'bfloat16'; ``template_size`` / ``search_size`` multiples of
+    ``patch_size``; ``embed_dim`` divisible by ``num_heads``.
+  * ``attention_impl``: 'explicit', 'xla' or 'cudnn' (:class:`Attention`).
+  * ``attention_pad_to``: 0 (off), or the multiple the fused kernel's token count is padded to
+    with masked keys (:func:`padded_attention`); needs 'xla' or 'cudnn'.
+  * ``matmul_backward``: 'custom' (the hand-written bfloat16 backward of models/matmul.py) or
+    'autodiff' (JAX's own); no effect in float32.
+  * ``remat``: 'none', 'block' or 'block_save_dots' (:func:`remat_block`).
+  """
+  if m.dtype not in DTYPES:
+    raise ValueError(f'config.model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}')
+  for field in ('template_size', 'search_size'):
+    if getattr(m, field) % m.patch_size:
+      raise ValueError(
+        f'config.model.{field}={getattr(m, field)} is not a multiple of patch_size={m.patch_size}'
+      )
+  if m.embed_dim % m.num_heads:
+    raise ValueError(
+      f'config.model.embed_dim={m.embed_dim} is not divisible by num_heads={m.num_heads}'
+    )
+  for field, allowed in (
+    ('attention_impl', ATTENTION_IMPLS),
+    ('matmul_backward', MATMUL_BACKWARDS),
+    ('remat', REMAT_MODES),
+  ):
+    if getattr(m, field) not in allowed:
+      raise ValueError(f'config.model.{field}={getattr(m, field)!r}: expected one of {allowed}')
+  pad_to = m.attention_pad_to
+  if not isinstance(pad_to, int) or isinstance(pad_to, bool) or pad_to < 0:
+    raise ValueError(
+      f'config.model.attention_pad_to={pad_to!r}: expected 0 (off) or a positive integer'
+    )
+  if pad_to and m.attention_impl == 'explicit':
+    raise ValueError(
+      f'config.model.attention_pad_to={pad_to} pads the fused kernel only: it needs'
+      " config.model.attention_impl 'xla' or 'cudnn', not 'explicit'"
+    )
+
+
+class OneStreamViT(BackboneFields):
+  """The OSTrack backbone: shared patch embedding, two position embeddings, blocks with CE."""
 
   @nn.compact
   def __call__(self, template, search, keep_ratio: Optional[float] = None, train: bool = False):
@@ -428,7 +511,7 @@ class OneStreamViT(nn.Module):
       self.embed_dim,
       (self.patch_size, self.patch_size),
       stride=self.patch_size,
-      dtype=self.dtype,
+      dtype=self.matmul_dtype,
       out_dtype=self.act_dtype,
       custom_backward=self.custom_backward,
       name='patch_embed',
@@ -443,8 +526,8 @@ class OneStreamViT(nn.Module):
     tokens = jnp.concatenate([z, x], axis=1)
 
     counts = keep_counts(num_search, self.ce_loc, self.ce_keep_ratio, self.depth, keep_ratio)
-    rows = template_rows(grid_z, self.ce_template_range)
-    rows = None if rows is None else tuple(int(r) for r in rows)  # hashable: a static argument
+    scoring = template_rows(grid_z, self.ce_template_range)
+    rows = None if scoring is None else tuple(int(r) for r in scoring)  # hashable: static
     global_index = jnp.broadcast_to(jnp.arange(num_search, dtype=jnp.int32), (b, num_search))
     drop_rates = np.linspace(0.0, self.drop_path_rate, self.depth)
     block_cls = remat_block(self.remat)
@@ -454,7 +537,7 @@ class OneStreamViT(nn.Module):
         self.num_heads,
         self.mlp_dim,
         float(drop_rates[i]),
-        dtype=self.dtype,
+        dtype=self.matmul_dtype,
         act_dtype=self.act_dtype,
         attention_impl=self.attention_impl,
         attention_pad_to=self.attention_pad_to,

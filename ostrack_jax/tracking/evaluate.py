@@ -177,7 +177,7 @@ def evaluate(
     runs, per_device = _track_or_report_interrupt(
       config, variables, checkpoint, mine, writer, failures, procs, options
     )
-  part = {'failures': failures, 'frames_per_device': per_device}
+  part: Dict[str, object] = {'failures': failures, 'frames_per_device': per_device}
   part['speed'] = report.speed_summary(runs, writer, []) if runs else None
   shared = distributed.combine(procs.share('tracked', part))
   failures = shared['failures']

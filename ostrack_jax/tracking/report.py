@@ -298,7 +298,7 @@ def write_report(
   plots: bool = True,
   placement: Optional[Dict[str, object]] = None,
   speed: Optional[Dict[str, object]] = None,
-) -> Dict[str, object]:
+) -> dict:
   """Scores the finished sequences and writes ``out_dir/report/``.
 
   ``failures`` (sequence -> message; also the sequences that could not be read, which are

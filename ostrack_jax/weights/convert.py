@@ -21,8 +21,9 @@ import dataclasses
 import math
 import os
 import re
+import typing
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import ml_collections
 import numpy as np
@@ -172,9 +173,9 @@ def bicubic_matrix(in_size: int, out_size: int, a: float = -0.75) -> np.ndarray:
   coordinates and weights are computed in float32 as PyTorch does on the CPU.
   """
   f32 = np.float32
-  a = f32(a)
-  near = lambda x: ((a + f32(2)) * x - (a + f32(3))) * x * x + f32(1)  # |x| <= 1
-  far = lambda x: ((a * x - f32(5) * a) * x + f32(8) * a) * x - f32(4) * a  # 1 < |x| < 2
+  a32 = f32(a)
+  near = lambda x: ((a32 + f32(2)) * x - (a32 + f32(3))) * x * x + f32(1)  # |x| <= 1
+  far = lambda x: ((a32 * x - f32(5) * a32) * x + f32(8) * a32) * x - f32(4) * a32  # 1 < |x| < 2
   mat = np.zeros((out_size, in_size), dtype=np.float32)
   scale = f32(in_size) / f32(out_size)
   for i in range(out_size):
@@ -389,7 +390,11 @@ def convert_ostrack_state_dict(
     for col, tree in abstract_variables(config).items()
     for p, v in _flatten(tree).items()
   }
-  filled, loaded, unused, unknown, errors = {}, [], [], [], []
+  filled: Dict[Tuple[str, ...], np.ndarray] = {}
+  loaded: List[str] = []
+  unused: List[str] = []
+  unknown: List[str] = []
+  errors: List[str] = []
   for key, value in sd.items():
     target = _ostrack_target(key)
     if target is None:
@@ -422,6 +427,46 @@ def _inverse_shape(target: _Target, flax_shape) -> tuple:
   return tuple(flax_shape)
 
 
+def _place_pos_embed(
+  value, expected, filled, unused, errors, resized, path, config: ml_collections.ConfigDict
+) -> None:
+  """Resizes a timm ``pos_embed`` of shape (1, N, C), N tokens of a square grid with or without
+  a cls slot in front, to the preset's template and search grids and puts both into ``filled``,
+  or records in ``errors`` why it cannot."""
+  m = config.model
+  pos = np.asarray(value, dtype=np.float32)
+  if pos.ndim != 3:
+    errors.append(f'{path}: pos_embed has shape {pos.shape}, expected (1, N, C)')
+    return
+  n = pos.shape[1]
+  side = int(round(math.sqrt(n)))
+  if side * side != n:  # a cls slot in front
+    side = int(round(math.sqrt(n - 1)))
+    if side * side != n - 1:
+      errors.append(
+        f'{path}: pos_embed has {n} tokens, not a square grid (with or without a cls slot)'
+      )
+      return
+    pos = pos[:, 1:]
+    unused.append('pos_embed[cls slot]')
+  grid = pos[0].reshape(side, side, pos.shape[2])
+  for name, size in (
+    ('pos_embed_z', m.template_size // m.patch_size),
+    ('pos_embed_x', m.search_size // m.patch_size),
+  ):
+    full = ('params', 'backbone', name)
+    new = resize_pos_embed_grid(grid, size).reshape(1, size * size, -1)
+    if new.shape != tuple(expected[full].shape):
+      errors.append(
+        _shape_error(
+          path, 'pos_embed', pos.shape, (1, side * side, expected[full].shape[2]), config
+        )
+      )
+      return
+    filled[full] = new
+    resized.append(f'pos_embed {side}x{side} -> {name} {size}x{size}')
+
+
 def convert_vit_state_dict(
   sd: Mapping[str, np.ndarray],
   config: ml_collections.ConfigDict,
@@ -429,45 +474,18 @@ def convert_vit_state_dict(
   path: str = '<checkpoint>',
 ) -> Tuple[Variables, ConversionReport]:
   """timm/MAE ViT state dict -> backbone variables; the rest taken from ``init_variables``."""
-  m = config.model
   expected = {
     (col,) + p: v for col, tree in init_variables.items() for p, v in _flatten(tree).items()
   }
   filled = dict(expected)
-  loaded, unused, unknown, errors, resized = [], [], [], [], []
+  loaded: List[str] = []
+  unused: List[str] = []
+  unknown: List[str] = []
+  errors: List[str] = []
+  resized: List[str] = []
   for key, value in sd.items():
     if key == 'pos_embed':
-      pos = np.asarray(value, dtype=np.float32)
-      if pos.ndim != 3:
-        errors.append(f'{path}: pos_embed has shape {pos.shape}, expected (1, N, C)')
-        continue
-      n = pos.shape[1]
-      side = int(round(math.sqrt(n)))
-      if side * side != n:  # a cls slot in front
-        side = int(round(math.sqrt(n - 1)))
-        if side * side != n - 1:
-          errors.append(
-            f'{path}: pos_embed has {n} tokens, not a square grid (with or without a cls slot)'
-          )
-          continue
-        pos = pos[:, 1:]
-        unused.append('pos_embed[cls slot]')
-      grid = pos[0].reshape(side, side, pos.shape[2])
-      for name, size in (
-        ('pos_embed_z', m.template_size // m.patch_size),
-        ('pos_embed_x', m.search_size // m.patch_size),
-      ):
-        full = ('params', 'backbone', name)
-        new = resize_pos_embed_grid(grid, size).reshape(1, size * size, -1)
-        if new.shape != tuple(expected[full].shape):
-          errors.append(
-            _shape_error(
-              path, 'pos_embed', pos.shape, (1, side * side, expected[full].shape[2]), config
-            )
-          )
-          break
-        filled[full] = new
-        resized.append(f'pos_embed {side}x{side} -> {name} {size}x{size}')
+      _place_pos_embed(value, expected, filled, unused, errors, resized, path, config)
       loaded.append(key)
       continue
     target = _backbone_target(key)
@@ -483,7 +501,8 @@ def convert_vit_state_dict(
       f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}'
     )
   backbone_keys = [p for p in expected if p[:2] == ('params', 'backbone')]
-  loaded_paths = {('params',) + _backbone_target(k).path for k in loaded if k != 'pos_embed'}
+  # pos_embed (resized into both grids above) is the one loaded key without a target.
+  loaded_paths = {('params',) + t.path for t in map(_backbone_target, loaded) if t is not None}
   loaded_paths |= (
     {('params', 'backbone', 'pos_embed_z'), ('params', 'backbone', 'pos_embed_x')}
     if resized
@@ -506,6 +525,25 @@ def _first_of(errors: List[str]) -> str:
   return errors[0] + (f' (and {more} more tensor(s) of the wrong shape)' if more else '')
 
 
+# The return type follows return_report (two overloads for the type checker, then the function).
+@typing.overload
+def load_torch_checkpoint(
+  path: str,
+  config: ml_collections.ConfigDict,
+  *,
+  seed: int = ...,
+  verbose: bool = ...,
+  return_report: Literal[False] = ...,
+) -> Dict[str, Any]: ...
+@typing.overload
+def load_torch_checkpoint(
+  path: str,
+  config: ml_collections.ConfigDict,
+  *,
+  seed: int = ...,
+  verbose: bool = ...,
+  return_report: Literal[True],
+) -> Tuple[Dict[str, Any], 'ConversionReport']: ...
 def load_torch_checkpoint(
   path: str,
   config: ml_collections.ConfigDict,
