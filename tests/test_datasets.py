@@ -304,3 +304,12 @@ def test_synthetic_first_use_rule_in_one_place(tmp_path, monkeypatch, capsys):
   root = evaluate.resolve_data_dir('got10k_val', None, get_config('tiny_256_ce'))
   assert root == tmp_path / 'other' and made[-1] == root
   assert capsys.readouterr().out == f'generating the synthetic dataset at {root} ...\n'
+
+  # Training (and packing, the preview) through the registry: the same rule, announced the same.
+  monkeypatch.setenv('OSTRACK_JAX_SYNTHETIC', str(tmp_path / 'third'))
+  entry = registry.get('synthetic', 'train')
+  root = registry.resolve_root(entry, '', 'config.data.roots.synthetic')
+  assert root == tmp_path / 'third' and made[-1] == root
+  assert capsys.readouterr().out == f'generating the synthetic dataset at {root} ...\n'
+  assert registry.resolve_root(entry, '', 'config.data.roots.synthetic') == root
+  assert capsys.readouterr().out == '' and len(made) == 3
