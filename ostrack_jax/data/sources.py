@@ -11,11 +11,12 @@ keeps what is training's own:
   view; folder: not in ``absence.label``), GOT-10k's cover label is > 0, the box is finite with
   w > 0 and h > 0, and its image file exists and is intact (the end of every such file is
   checked when the index is built: a truncated JPEG or PNG is never sampled);
-* the table (:class:`~ostrack_jax.data.index.SequenceTable`), its report
-  (:class:`~ostrack_jax.data.index.IndexReport`: what was skipped and why, with counts) and
-  its cache (memory-mapped ``.npy`` files shared by the grain workers);
-* :func:`make_source`: the source named in ``config.data.train_datasets`` /
-  ``val_datasets``.
+* building the table (:class:`~ostrack_jax.data.index.SequenceTable`) and its report
+  (:class:`~ostrack_jax.data.index.IndexReport`: what was skipped and why, with counts) through
+  the index cache (:mod:`ostrack_jax.data.index`: memory-mapped ``.npy`` files shared by the
+  grain workers) into an :class:`~ostrack_jax.data.index.Source`;
+* :func:`open_source` (a registered dataset under a root) and :func:`make_source` (the source
+  named in ``config.data.train_datasets`` / ``val_datasets``).
 
 Sequences need >= 20 frames with >= 5 visible ones to be drawn (as the original's sampler).
 COCO is an image dataset: one pseudo-sequence of one frame per non-crowd annotation.
