@@ -350,10 +350,10 @@ def process_pair(
   return dict(template=t_img, search=s_img, template_anno=t_anno, search_anno=s_anno)
 
 
+# ------------------------------------------------------------------ the label: Gaussian target
 HEATMAP_MIN_OVERLAP = 0.7  # CornerNet's IoU bound that sets the Gaussian radius
 
 
-# ------------------------------------------------------------------ the label: Gaussian target
 def gaussian_radius(width, height, min_overlap: float = HEATMAP_MIN_OVERLAP) -> np.ndarray:
   """CornerNet's radius in its "bug version" (each root divided by 2, not 2a), as OSTrack uses.
 
