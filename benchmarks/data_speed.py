@@ -32,6 +32,7 @@ import cv2
 
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, pipeline, sampler as sampler_lib, sources
+from ostrack_jax.data.packed import PackedSource
 
 
 def layout_got10k(sequences_dir: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
@@ -181,12 +182,12 @@ def main() -> None:
       if args.sequences
       else pathlib.Path(args.root)
     )
-    folder_src = sources.got10k(root, 'train', cache_dir=None, name='got10k_train_full')
+    folder_src = sources.open_source('got10k_train_full', root, cache_dir=None)
     print(folder_src.report.summary())
     t0 = time.perf_counter()
     pack.pack_source(folder_src, tmp / 'packs' / 'got10k_train_full', progress=False)
     print(f'packed in {time.perf_counter() - t0:.1f} s')
-    packed_src = pack.PackedSource(tmp / 'packs' / 'got10k_train_full')
+    packed_src = PackedSource(tmp / 'packs' / 'got10k_train_full')
     sizes = {s.image_size for s in folder_src.sequences}
     config = get_config('ostrack_256_ce')
     config.data.samples_per_epoch = 10**6

@@ -130,7 +130,7 @@ def make_config(preset: str, mixed: bool, variant: str = 'plain'):
 
 
 def random_batch(config, global_batch: int, seed: int = 0, random_boxes: bool = False):
-  from ostrack_jax.training import step as step_lib
+  from ostrack_jax.data import transforms
 
   m = config.model
   rng = np.random.default_rng(seed)
@@ -139,16 +139,14 @@ def random_batch(config, global_batch: int, seed: int = 0, random_boxes: bool = 
     anno = np.concatenate([xy, rng.uniform(0.1, 0.3, (global_batch, 2))], 1).astype(np.float32)
   else:
     anno = np.tile(np.array([[0.3, 0.35, 0.3, 0.25]], np.float32), (global_batch, 1))
-  return step_lib.add_heatmap(
-    {
-      'template': rng.standard_normal(
-        (global_batch, m.template_size, m.template_size, 3), np.float32
-      ),
-      'search': rng.standard_normal((global_batch, m.search_size, m.search_size, 3), np.float32),
-      'search_anno': anno,
-    },
-    m.search_size // m.patch_size,
-  )
+  return {
+    'template': rng.standard_normal(
+      (global_batch, m.template_size, m.template_size, 3), np.float32
+    ),
+    'search': rng.standard_normal((global_batch, m.search_size, m.search_size, 3), np.float32),
+    'search_anno': anno,
+    'heatmap': transforms.gaussian_heatmap(anno, m.search_size // m.patch_size),
+  }
 
 
 def _setup(config, batch: int, variables=None):

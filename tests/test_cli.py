@@ -67,8 +67,8 @@ def test_old_spelling_is_unknown_and_answered_with_the_new_one(capsys):
   [
     ('ostrack_jax.data.pack', ['--split_file', 'x'], '--split-file'),
     ('ostrack_jax.data.pack', ['--shard_mb', '8'], '--shard-mb'),
-    ('ostrack_jax.data.synthetic', ['--out', 'x'], '--output'),
-    ('ostrack_jax.data.synthetic', ['--num_train', '3'], '--num-train'),
+    ('ostrack_jax.datasets.synthetic', ['--out', 'x'], '--output'),
+    ('ostrack_jax.datasets.synthetic', ['--num_train', '3'], '--num-train'),
     ('ostrack_jax.data.preview', ['--out', 'x.png'], '--output'),
     ('ostrack_jax.export', ['--out', 'x'], '--output'),
   ],
@@ -156,7 +156,7 @@ CASES = [
     ['-m', 'ostrack_jax.data.pack', 'folder', '--root', 'nope', '--output', 'x'],
     "folder: --root='nope' does not exist",
   ),
-  (['-m', 'ostrack_jax.data.synthetic', '--num-frames', '0'], 'argument --num-frames: must be'),
+  (['-m', 'ostrack_jax.datasets.synthetic', '--num-frames', '0'], 'argument --num-frames: must be'),
   (['-m', 'ostrack_jax.data.preview', '--output', 'x.png', '--num', '0'], 'argument --num: must'),
   (
     [
@@ -267,10 +267,19 @@ BEFORE_WORK = [
   (['eval.py', '--checkpoint', '{tmp}/file', '--output', '{tmp}/link'], '{tmp}/link is a link'),
   (['-m', 'ostrack_jax.data.preview', '--output', '/sys/x.png'], 'cannot write in /sys'),
   (
-    ['-m', 'ostrack_jax.data.synthetic', '--width', '5', '--height', '5', '--output', '{tmp}/s'],
+    [
+      '-m',
+      'ostrack_jax.datasets.synthetic',
+      '--width',
+      '5',
+      '--height',
+      '5',
+      '--output',
+      '{tmp}/s',
+    ],
     '--width 5: frames must be at least 32 pixels',
   ),
-  (['-m', 'ostrack_jax.data.synthetic', '--output', '/sys/syn'], 'cannot write in /sys'),
+  (['-m', 'ostrack_jax.datasets.synthetic', '--output', '/sys/syn'], 'cannot write in /sys'),
 ]
 
 

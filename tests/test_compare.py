@@ -32,7 +32,7 @@ NAMES = ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   tmp = tmp_path_factory.mktemp('compare')
   root = synthetic.make_synthetic_dataset(

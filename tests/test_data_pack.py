@@ -8,6 +8,8 @@ import pytest
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, pipeline, sampler as sampler_lib, sources, transforms as T
+from ostrack_jax.data.packed import PackedSource
+from ostrack_jax.datasets import core
 from test_data_sources import make_coco, make_got10k
 
 
@@ -28,11 +30,9 @@ def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):
   )  # tiny shards: one record each, exercises shard lookup
   meta = json.loads((tmp_path / 'packs' / 'got10k_train_full' / 'pack.json').read_text())
   assert meta['frames'] == 72 and meta['missing_frames'] == 1 and len(meta['shards']) == 72
-  folder_src = sources.got10k(root, 'train', cache_dir=None)
-  packed = pack.PackedSource(tmp_path / 'packs' / 'got10k_train_full')
-  assert packed.report.summary() == folder_src.report.summary().replace(
-    'got10k_train', 'got10k_train_full'
-  )
+  folder_src = sources.open_source('got10k_train_full', root, cache_dir=None)
+  packed = PackedSource(tmp_path / 'packs' / 'got10k_train_full')
+  assert packed.report.summary() == folder_src.report.summary()
   for si in range(3):
     for fi in (0, 5, 23):
       if (si, fi) != (1, 2):
@@ -55,12 +55,14 @@ def test_packed_config_through_pipeline_with_workers(tmp_path):
   root = make_got10k(tmp_path / 'got', n_seqs=2, n_frames=24)
   coco_root = make_coco(tmp_path / 'coco')
   pack.pack_source(
-    sources.got10k(root, 'train', cache_dir=None, name='got10k_train_full'),
+    sources.open_source('got10k_train_full', root, cache_dir=None),
     tmp_path / 'packs' / 'got10k_train_full',
     progress=False,
   )
   pack.pack_source(
-    sources.coco(coco_root, cache_dir=None), tmp_path / 'packs' / 'coco', progress=False
+    sources.open_source('coco', coco_root, cache_dir=None),
+    tmp_path / 'packs' / 'coco',
+    progress=False,
   )
   cfg = get_config('tiny_256_ce')
   cfg.data.train_datasets = ('got10k_train_full', 'coco')
@@ -87,7 +89,7 @@ def test_frame_cut_after_indexing_is_never_sampled_from_the_pack(tmp_path):
   out = pack.pack_source(src, tmp_path / 'packs' / 'g', progress=False)
   meta = json.loads((out / 'pack.json').read_text())
   assert meta['unusable_frames'] == {'image file truncated or corrupt': 1}
-  packed = pack.PackedSource(out)
+  packed = PackedSource(out)
   assert not packed.sequences[1].visible[9] and packed.sequences[1].visible.sum() == 23
   assert packed.report.invisible_frames['image file truncated or corrupt'] == 1
   assert src.sequences[1].visible[9]  # the source's own table is left as it was
@@ -97,5 +99,5 @@ def test_missing_pack_is_a_clear_error(tmp_path):
   cfg = get_config('tiny_256_ce')
   cfg.data.packed = True
   cfg.data.packed_dir = str(tmp_path)
-  with pytest.raises(sources.DataError, match='python -m ostrack_jax.data.pack'):
+  with pytest.raises(core.DatasetError, match='python -m ostrack_jax.data.pack'):
     sources.make_source('synthetic', cfg.data)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ostrack_jax.configs import get_config
-from ostrack_jax.data import pipeline, synthetic
+from ostrack_jax.data import pipeline, transforms
+from ostrack_jax.datasets import synthetic
 
 
 @pytest.fixture(scope='module')
@@ -48,6 +49,9 @@ def test_batch_layout(config):
   assert b['template'].shape == (3, 128, 128, 3) and b['template'].dtype == np.float32
   assert b['search'].shape == (3, 256, 256, 3) and b['search'].dtype == np.float32
   assert b['template_anno'].shape == (3, 4) and b['search_anno'].shape == (3, 4)
+  # The label comes with the batch, built by the data workers (16 x 16 score-map cells).
+  assert b['heatmap'].shape == (3, 16, 16, 1) and b['heatmap'].dtype == np.float32
+  np.testing.assert_array_equal(b['heatmap'], transforms.gaussian_heatmap(b['search_anno'], 16))
   # 40 samples per epoch, batch 3: 13 full batches, then the iterator ends.
   assert len(list(it)) == 12
 

@@ -3,7 +3,8 @@
 import cv2
 import numpy as np
 
-from ostrack_jax.data import preview, synthetic, transforms as T
+from ostrack_jax.data import preview, transforms as T
+from ostrack_jax.datasets import synthetic
 
 
 def test_denormalize_inverts_normalization():

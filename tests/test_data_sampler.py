@@ -49,8 +49,10 @@ def test_causal_frames_rejects_unusable_sequence():
 
 
 def test_sampler_determinism_and_ratios(tmp_path):
-  got = sources.got10k(make_got10k(tmp_path / 'g', n_seqs=2, n_frames=24), 'train', cache_dir=None)
-  coco = sources.coco(make_coco(tmp_path / 'c'), cache_dir=None)
+  got = sources.open_source(
+    'got10k_train_full', make_got10k(tmp_path / 'g', n_seqs=2, n_frames=24), cache_dir=None
+  )
+  coco = sources.open_source('coco', make_coco(tmp_path / 'c'), cache_dir=None)
   smp = sampler_lib.PairSampler([got, coco], [3.0, 1.0], TP, SP, seed=7)
   a = [smp(k) for k in range(80)]
   b = sampler_lib.PairSampler([got, coco], [3.0, 1.0], TP, SP, seed=7)
@@ -68,7 +70,7 @@ def test_sampler_determinism_and_ratios(tmp_path):
 
 
 def test_coco_template_equals_search_frame(tmp_path):
-  coco = sources.coco(make_coco(tmp_path), cache_dir=None)
+  coco = sources.open_source('coco', make_coco(tmp_path), cache_dir=None)
   smp = sampler_lib.PairSampler([coco], [1.0], TP, SP, seed=0)
   for k in range(20):
     pair = smp.draw_frames(np.random.default_rng(k))
@@ -76,7 +78,9 @@ def test_coco_template_equals_search_frame(tmp_path):
 
 
 def test_video_pairs_respect_constraints(tmp_path):
-  got = sources.got10k(make_got10k(tmp_path, n_seqs=2, n_frames=30), 'train', cache_dir=None)
+  got = sources.open_source(
+    'got10k_train_full', make_got10k(tmp_path, n_seqs=2, n_frames=30), cache_dir=None
+  )
   got.sequences[0].visible[5:9] = False
   smp = sampler_lib.PairSampler([got], [1.0], TP, SP, seed=0, max_interval=10)
   for k in range(300):
@@ -88,7 +92,9 @@ def test_video_pairs_respect_constraints(tmp_path):
 
 
 def test_validation_processing_has_no_brightness_or_crop_flip(tmp_path):
-  got = sources.got10k(make_got10k(tmp_path, n_seqs=1, n_frames=24), 'train', cache_dir=None)
+  got = sources.open_source(
+    'got10k_train_full', make_got10k(tmp_path, n_seqs=1, n_frames=24), cache_dir=None
+  )
   smp = sampler_lib.PairSampler(
     [got],
     [1.0],

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ostrack_jax.data import sampler as sampler_lib, sources, synthetic, transforms as T
+from ostrack_jax.data import index, sampler as sampler_lib, sources, transforms as T
+from ostrack_jax.datasets import core, synthetic
 
 W, H = 64, 48
 
@@ -102,7 +103,7 @@ def _first_pixel(frame: T.Frame) -> int:
 
 
 def test_got10k_layout(tmp_path):
-  src = sources.got10k(make_got10k(tmp_path), 'train', cache_dir=None)
+  src = sources.open_source('got10k_train_full', make_got10k(tmp_path), cache_dir=None)
   assert len(src) == 2 and src.report.sequences_kept == 2
   seq = src.sequences[1]
   np.testing.assert_allclose(seq.boxes, _boxes(24))
@@ -113,15 +114,19 @@ def test_got10k_layout(tmp_path):
 def test_got10k_split_file_by_index_and_name(tmp_path):
   root = make_got10k(tmp_path, n_seqs=3)
   (tmp_path / 'split.txt').write_text('2\n0\n')
-  src = sources.got10k(root, 'train', split_file=str(tmp_path / 'split.txt'), cache_dir=None)
+  src = sources.open_source(
+    'got10k_train_full', root, split_file=str(tmp_path / 'split.txt'), cache_dir=None
+  )
   assert [s.name for s in src.sequences] == ['GOT-10k_Train_000003', 'GOT-10k_Train_000001']
   (tmp_path / 'split2.txt').write_text('GOT-10k_Train_000002\n')
-  src = sources.got10k(root, 'train', split_file=str(tmp_path / 'split2.txt'), cache_dir=None)
+  src = sources.open_source(
+    'got10k_train_full', root, split_file=str(tmp_path / 'split2.txt'), cache_dir=None
+  )
   assert [s.name for s in src.sequences] == ['GOT-10k_Train_000002']
 
 
 def test_lasot_layout(tmp_path):
-  src = sources.lasot(make_lasot(tmp_path), cache_dir=None)
+  src = sources.open_source('lasot', make_lasot(tmp_path), cache_dir=None)
   assert [s.name for s in src.sequences] == ['airplane-1', 'bear-1']  # airplane-2 is a test seq
   vis = src.sequences[0].visible
   assert not vis[3] and not vis[5] and vis.sum() == 22
@@ -132,14 +137,16 @@ def test_lasot_layout(tmp_path):
 
 
 def test_trackingnet_layout(tmp_path):
-  src = sources.trackingnet(make_trackingnet(tmp_path), chunks=(0, 1), cache_dir=None)
+  src = sources.open_source(
+    'trackingnet', make_trackingnet(tmp_path), cache_dir=None, chunks=[0, 1]
+  )
   assert len(src) == 2
   assert src.frame_key(1, 0) == 'TRAIN_1/frames/vid_1/0.jpg'  # 0-based frame files
   assert abs(_first_pixel(src.frame(1, 9)) - (9 * 37) % 256) <= 3
 
 
 def test_coco_layout(tmp_path):
-  src = sources.coco(make_coco(tmp_path), cache_dir=None)
+  src = sources.open_source('coco', make_coco(tmp_path), cache_dir=None)
   assert not src.is_video
   assert len(src) == 3  # crowd and zero-width annotations skipped and reported
   assert src.report.skipped['crowd annotation'] == 1
@@ -149,7 +156,7 @@ def test_coco_layout(tmp_path):
 
 
 def test_folder_layout_natural_order(tmp_path):
-  src = sources.folder(make_folder(tmp_path), cache_dir=None)
+  src = sources.open_source('folder', make_folder(tmp_path), cache_dir=None)
   seq = src.sequences[0]
   assert seq.frame_names[:3] == ['frame_0.jpg', 'frame_1.jpg', 'frame_2.jpg']
   assert seq.frame_names[10] == 'frame_10.jpg'
@@ -171,8 +178,8 @@ def test_synthetic_is_got10k_layout_and_deterministic(tmp_path):
   ):
     assert (a / rel).read_bytes() == (b / rel).read_bytes()
   assert (a / 'train/SYN_Train_000001/meta_info.ini').read_text().startswith('[METAINFO]')
-  src = sources.got10k(a, 'train', cache_dir=None)
-  val = sources.got10k(a, 'val', cache_dir=None)
+  src = sources.open_source('got10k_train_full', a, cache_dir=None)
+  val = sources.open_source('got10k_val', a, cache_dir=None)
   assert len(src) == 2 and len(val) == 1
   for seq in list(src.sequences) + list(val.sequences):
     assert len(seq.boxes) == 20
@@ -212,7 +219,7 @@ def test_bad_input_is_reported_and_skipped(tmp_path):
   _write_lines(split / names[3] / 'absence.label', np.ones(24, int))
   # 5: groundtruth missing.
   (split / names[4] / 'groundtruth.txt').unlink()
-  src = sources.got10k(root, 'train', cache_dir=None)
+  src = sources.open_source('got10k_train_full', root, cache_dir=None)
   rep = src.report
   assert rep.sequences_found == 6 and rep.sequences_kept == 3
   assert rep.skipped['annotation has fewer lines than frames'] == 1
@@ -241,22 +248,22 @@ def test_bad_input_is_reported_and_skipped(tmp_path):
 
 def test_empty_and_missing_roots(tmp_path):
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(sources.DataError, match='no usable sequence'):
-    sources.folder(tmp_path / 'empty', cache_dir=None)
-  with pytest.raises(sources.DataError, match="--root='.*nope' does not exist"):
-    sources.got10k(tmp_path / 'nope', cache_dir=None)
+  with pytest.raises(core.DatasetError, match='no usable sequence'):
+    sources.open_source('folder', tmp_path / 'empty', cache_dir=None)
+  with pytest.raises(core.DatasetError, match="--root='.*nope' does not exist"):
+    sources.open_source('got10k_train_full', tmp_path / 'nope', cache_dir=None)
   (tmp_path / 'g' / 'train').mkdir(parents=True)
   (tmp_path / 'g' / 'train' / 'list.txt').write_text('')
-  with pytest.raises(sources.DataError, match='empty dataset folder'):
-    sources.got10k(tmp_path / 'g', 'train', cache_dir=None)
+  with pytest.raises(core.DatasetError, match='empty dataset folder'):
+    sources.open_source('got10k_train_full', tmp_path / 'g', cache_dir=None)
 
 
 def test_index_cache_roundtrip_and_invalidation(tmp_path):
   root = make_got10k(tmp_path / 'data', n_seqs=2)
   cache = tmp_path / 'cache'
-  a = sources.got10k(root, 'train', cache_dir=cache)
+  a = sources.open_source('got10k_train_full', root, cache_dir=cache)
   assert len([p for p in cache.iterdir() if (p / 'meta.json').exists()]) == 1
-  b = sources.got10k(root, 'train', cache_dir=cache)  # from the cache
+  b = sources.open_source('got10k_train_full', root, cache_dir=cache)  # from the cache
   for sa, sb in zip(a.sequences, b.sequences, strict=True):
     np.testing.assert_array_equal(sa.boxes, sb.boxes)
     np.testing.assert_array_equal(sa.visible, sb.visible)
@@ -275,7 +282,7 @@ def test_index_cache_roundtrip_and_invalidation(tmp_path):
   boxes = _boxes(24)
   boxes[0] = [1, 2, 3, 4]
   _write_lines(gt, boxes)
-  c = sources.got10k(root, 'train', cache_dir=cache)
+  c = sources.open_source('got10k_train_full', root, cache_dir=cache)
   np.testing.assert_allclose(c.sequences[0].boxes[0], [1, 2, 3, 4])
 
 
@@ -284,7 +291,7 @@ def test_vot_subsets_need_split_file():
 
   cfg = get_config('ostrack_256_ce')
   cfg.data.roots.got10k = '.'
-  with pytest.raises(sources.DataError, match='split_files.got10k_vottrain'):
+  with pytest.raises(core.DatasetError, match='split_files.got10k_vottrain'):
     sources.make_source('got10k_vottrain', cfg.data)
 
 
@@ -292,7 +299,7 @@ def test_sequence_table_is_compact_and_pickles(tmp_path):
   import pickle
 
   seqs = [
-    sources.Sequence(
+    index.TableRow(
       str(i),
       'train2017',
       [f'{i:012d}.jpg'],
@@ -302,7 +309,7 @@ def test_sequence_table_is_compact_and_pickles(tmp_path):
     )
     for i in range(20000)
   ]
-  src = sources.Source('coco', str(tmp_path), seqs, sources.IndexReport('coco'), is_video=False)
+  src = index.Source('coco', str(tmp_path), seqs, index.IndexReport('coco'), is_video=False)
   blob = pickle.dumps(src)
   assert len(blob) < 2_000_000  # < 100 bytes per COCO-like pseudo-sequence (87 measured)
   back = pickle.loads(blob)

@@ -11,6 +11,7 @@ import pytest
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, sampler as sampler_lib, sources, transforms as T
+from ostrack_jax.data.packed import PackedSource
 from ostrack_jax.datasets import core, frames, registry
 from ostrack_jax.tracking import eval_sequences, results
 
@@ -50,7 +51,7 @@ def _pixel(path: str) -> int:
 def test_unpadded_frame_names_in_natural_order_for_training_and_evaluation(tmp_path):
   _clip(tmp_path / 'clip', 20, 'frame{}')  # frame1.jpg ... frame20.jpg, no zero padding
   want = [f'frame{i}.jpg' for i in range(1, 21)]
-  train = sources.folder(tmp_path, cache_dir=None)
+  train = sources.open_source('folder', tmp_path, cache_dir=None)
   assert list(train.sequences[0].frame_names) == want
   (seq,) = eval_sequences.load_dataset('folder', tmp_path)
   assert [pathlib.Path(f).name for f in seq.frames] == want
@@ -104,7 +105,9 @@ def test_nan_box_in_the_ground_truth_is_named_with_its_line(tmp_path):
     core.DatasetError, match=r'^ground truth contains NaN: .*seq/groundtruth.txt line 4 \(1 NaN'
   ):
     seq.check_ground_truth()
-  train = sources.folder(tmp_path, cache_dir=None)  # training: that frame is never sampled
+  train = sources.open_source(
+    'folder', tmp_path, cache_dir=None
+  )  # training: that frame is never sampled
   assert not train.sequences[0].visible[3] and train.sequences[0].visible.sum() == 23
 
 
@@ -136,7 +139,7 @@ def test_truncated_frame_marked_unusable_for_training_and_named_in_evaluation(tm
   (tmp_path / 'train' / 'list.txt').write_text('a\n')
   frame = tmp_path / 'train' / 'a' / '00000007.jpg'
   frame.write_bytes(frame.read_bytes()[:300])
-  src = sources.got10k(tmp_path, 'train', cache_dir=None)
+  src = sources.open_source('got10k_train_full', tmp_path, cache_dir=None)
   assert not src.sequences[0].visible[6] and src.sequences[0].visible.sum() == 23
   assert src.report.invisible_frames['image file truncated or corrupt'] == 1
   assert '00000007.jpg (a truncated JPEG' in src.report.summary()
@@ -162,7 +165,7 @@ def test_no_usable_sequence_gives_the_counts_by_reason(tmp_path):
   (tmp_path / 'nogt').mkdir()
   cv2.imwrite(str(tmp_path / 'nogt' / '1.jpg'), _image(0))
   with pytest.raises(core.DatasetError) as info:
-    sources.folder(tmp_path, cache_dir=None)
+    sources.open_source('folder', tmp_path, cache_dir=None)
   msg = str(info.value)
   assert '\n' not in msg and msg.startswith('folder: no usable sequence under')
   assert '1 groundtruth.txt missing (e.g. nogt)' in msg
@@ -191,7 +194,7 @@ def test_unknown_names_and_missing_roots(tmp_path):
     sources.make_source('got10k_val', cfg.data)
   cfg.data.train_datasets = ('got10k_val',)
   with pytest.raises(core.MissingRootError, match=r'roots\.got10k'):  # before anything is read
-    sources.check_data_config(cfg.data)
+    registry.check_data_config(cfg.data)
   with pytest.raises(core.MissingRootError, match=r"lasot: --data-dir='.*nope' does not exist"):
     eval_sequences.load_dataset('lasot', tmp_path / 'nope')
   cfg.data.roots.synthetic = str(tmp_path)  # a named synthetic root must hold the dataset
@@ -246,7 +249,7 @@ def test_a_registered_layout_trains_packs_and_evaluates(toy, tmp_path, monkeypat
   assert smp(0)['search'].shape == (256, 256, 3)
   # Packing: the pack command reads it through the same registry entry.
   pack.main(['toy', '--root', str(toy), '--output', str(tmp_path / 'packs'), '--shard-mb', '1'])
-  packed = pack.PackedSource(tmp_path / 'packs' / 'toy')
+  packed = PackedSource(tmp_path / 'packs' / 'toy')
   assert packed.frame(1, 5).data == src.frame(1, 5).data
   # Evaluation: the sequences, their result layout and the eval command's choices.
   seqs = eval_sequences.load_dataset('toy', toy)
@@ -263,7 +266,7 @@ def test_layer_imports_no_jax():
 
   code = (
     'import sys; import ostrack_jax.datasets.registry, ostrack_jax.data.sources, '
-    'ostrack_jax.data.pack, ostrack_jax.tracking.eval_sequences; '
+    'ostrack_jax.data.pack, ostrack_jax.data.sampler, ostrack_jax.tracking.eval_sequences; '
     "assert 'jax' not in sys.modules, 'jax imported'"
   )
   subprocess.run([sys.executable, '-c', code], check=True)
@@ -301,3 +304,12 @@ def test_synthetic_first_use_rule_in_one_place(tmp_path, monkeypatch, capsys):
   root = evaluate.resolve_data_dir('got10k_val', None, get_config('tiny_256_ce'))
   assert root == tmp_path / 'other' and made[-1] == root
   assert capsys.readouterr().out == f'generating the synthetic dataset at {root} ...\n'
+
+  # Training (and packing, the preview) through the registry: the same rule, announced the same.
+  monkeypatch.setenv('OSTRACK_JAX_SYNTHETIC', str(tmp_path / 'third'))
+  entry = registry.get('synthetic', 'train')
+  root = registry.resolve_root(entry, '', 'config.data.roots.synthetic')
+  assert root == tmp_path / 'third' and made[-1] == root
+  assert capsys.readouterr().out == f'generating the synthetic dataset at {root} ...\n'
+  assert registry.resolve_root(entry, '', 'config.data.roots.synthetic') == root
+  assert capsys.readouterr().out == '' and len(made) == 3

@@ -28,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
   from ostrack_jax.configs import get_config
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 

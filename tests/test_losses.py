@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ostrack_jax.data import transforms
 from ostrack_jax.training import losses
 
 
@@ -23,7 +24,7 @@ def loss_fixture(fixtures_dir):
 
 def test_heatmap_matches_original_bit_for_bit(loss_fixture):
   data, _, _ = loss_fixture
-  heatmap = losses.gaussian_heatmap(data['search_anno'][-1], 16)
+  heatmap = transforms.gaussian_heatmap(data['search_anno'][-1], 16)
   assert heatmap.shape == (2, 16, 16, 1) and heatmap.dtype == np.float32
   np.testing.assert_array_equal(heatmap[..., 0], data['gt_heatmap'])
 
@@ -37,7 +38,7 @@ def test_losses_match_original(loss_fixture):
   }  # NCHW -> NHWC
   with jax.default_matmul_precision('highest'):
     total, metrics = jax.jit(losses.ostrack_loss)(
-      outputs, jnp.asarray(anno), jnp.asarray(losses.gaussian_heatmap(anno, 16))
+      outputs, jnp.asarray(anno), jnp.asarray(transforms.gaussian_heatmap(anno, 16))
     )
   # float32 sums over 512 cells in a different order: 1e-6 relative.
   for name in ('Loss/total', 'Loss/giou', 'Loss/l1', 'Loss/location', 'IoU'):
@@ -51,13 +52,13 @@ def test_losses_match_original(loss_fixture):
 def test_radius_worked_examples(size, raw, radius):
   cells = size * 16
   if raw is not None:
-    assert abs(float(losses.gaussian_radius(cells, cells)) - raw) < 5e-4
-  assert int(losses.heatmap_radius(cells, cells)) == radius
+    assert abs(float(transforms.gaussian_radius(cells, cells)) - raw) < 5e-4
+  assert int(transforms.heatmap_radius(cells, cells)) == radius
   # The bug version divides every root by 2; the min is r3 for these square boxes:
   # r3 = (b3 + sqrt(b3^2 - 4 a3 c3)) / 2, a3 = 2.8, b3 = -1.4 * 2s, c3 = -0.3 s^2.
   s = cells
   r3 = (-2.8 * s + math.sqrt((2.8 * s) ** 2 + 4 * 2.8 * 0.3 * s * s)) / 2
-  assert abs(float(losses.gaussian_radius(s, s)) - r3) < 1e-4 * max(1, r3)
+  assert abs(float(transforms.gaussian_radius(s, s)) - r3) < 1e-4 * max(1, r3)
 
 
 def test_centred_heatmaps_worked_examples():
@@ -69,7 +70,7 @@ def test_centred_heatmaps_worked_examples():
     ],  # r = 3: 7x7 support
     np.float32,
   )
-  heatmap = losses.gaussian_heatmap(anno, 16)[..., 0]
+  heatmap = transforms.gaussian_heatmap(anno, 16)[..., 0]
   for b, r in enumerate((1, 0, 3)):
     assert heatmap[b, 8, 8] == 1.0 and np.sum(heatmap[b] == 1.0) == 1
     ys, xs = np.nonzero(heatmap[b])
@@ -83,11 +84,11 @@ def test_heatmap_centre_rounds_half_to_even_and_clips_at_border():
   # centre x = 0.5 * 16 + ... : box_f centre 2.5 -> 2 (half to even), 3.5 -> 4.
   anno = np.array([[2.5 / 16 - 0.05, 3.5 / 16 - 0.05, 0.1, 0.1]], np.float32)
   cx = np.float32(anno[0, 0] * 16) + np.float32(anno[0, 2] * 16) / np.float32(2)
-  heatmap = losses.gaussian_heatmap(anno, 16)[0, ..., 0]
+  heatmap = transforms.gaussian_heatmap(anno, 16)[0, ..., 0]
   (ys, xs) = np.nonzero(heatmap == 1.0)
   assert xs[0] == int(np.round(cx)) and ys.size == 1
   # Centre at cell (0, 0) with r = 1: the window is clipped to rows/cols 0..1.
-  corner = losses.gaussian_heatmap(np.array([[-0.125, -0.125, 0.25, 0.25]], np.float32), 16)[
+  corner = transforms.gaussian_heatmap(np.array([[-0.125, -0.125, 0.25, 0.25]], np.float32), 16)[
     0, ..., 0
   ]
   ys, xs = np.nonzero(corner)

@@ -33,7 +33,7 @@ def test_notebook_is_colab_ready():
 @pytest.mark.slow
 def test_notebook_runs(tmp_path, monkeypatch):
   from ostrack_jax.configs import get_config
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 

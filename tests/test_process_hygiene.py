@@ -121,7 +121,7 @@ def _check_none_left(descendants, parent):
 
 @pytest.mark.slow
 def test_sigkill_of_train_leaves_no_worker(tmp_path):
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
@@ -160,7 +160,7 @@ def test_sigkill_of_train_leaves_no_worker(tmp_path):
 @pytest.mark.slow
 def test_sigkill_of_eval_leaves_no_process(tmp_path):
   from ostrack_jax import configs
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 
@@ -240,7 +240,7 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   to resume from, with no traceback (each worker printed a KeyboardInterrupt traceback before),
   and its worker is gone. test_train_resume's run (train_util.TRAIN_FLAGS, 2 steps per epoch, a
   checkpoint every 2 steps), made long, so that its compiled steps come from the cache."""
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
@@ -295,7 +295,7 @@ def test_ctrl_c_while_workers_start_is_one_message(tmp_path):
   traceback. The workers ignore SIGINT from birth; before, only once their start-up imports
   were done, and each printed a KeyboardInterrupt traceback when interrupted before that.
   Stopped before the first step: nothing is compiled."""
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(64, 48), seed=0

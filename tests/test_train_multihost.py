@@ -43,7 +43,7 @@ TIMEOUT_S = 600
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   root = tmp_path_factory.mktemp('synthetic')
   synthetic.make_synthetic_dataset(

@@ -44,7 +44,7 @@ DEVICES = train_util.TRAIN_DEVICES  # as the pytest process: the in-process run 
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   root = tmp_path_factory.mktemp('synthetic')
   synthetic.make_synthetic_dataset(

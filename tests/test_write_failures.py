@@ -54,7 +54,7 @@ def _run(args, devices, limit=None):
 
 @pytest.mark.slow
 def test_full_disk_while_training_is_one_line(tmp_path):
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(64, 48), seed=0
@@ -89,7 +89,7 @@ def test_full_disk_while_training_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_full_disk_while_evaluating_is_one_line_and_the_same_command_continues(tmp_path):
   from ostrack_jax import configs
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 

@@ -50,7 +50,7 @@ def random_batch(batch: int, seed: int = 0):
   float32), with search boxes as normalised cxcywh and the score heatmap of the 8x8 grid."""
   import numpy as np
 
-  from ostrack_jax.training import step as step_lib
+  from ostrack_jax.data import transforms
 
   rng = np.random.default_rng(seed)
   b = {
@@ -60,4 +60,4 @@ def random_batch(batch: int, seed: int = 0):
       [rng.uniform(0.2, 0.5, (batch, 2)), rng.uniform(0.1, 0.4, (batch, 2))], 1
     ).astype(np.float32),
   }
-  return step_lib.add_heatmap(b, 8)
+  return dict(b, heatmap=transforms.gaussian_heatmap(b['search_anno'], 8))

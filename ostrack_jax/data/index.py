@@ -39,8 +39,6 @@ UNSAMPLEABLE = (
   '(never drawn, as in the original)'
 )
 
-DataError = core.DatasetError  # a dataset that cannot be used at all (missing root, nothing usable)
-
 
 def default_cache_dir() -> pathlib.Path:
   return pathlib.Path(
@@ -155,7 +153,9 @@ class SequenceTable:
       try:
         self.__dict__.update(SequenceTable.load(state['folder']).__dict__)
       except OSError as e:
-        raise DataError(f'index folder {state["folder"]} disappeared or is unreadable: {e}') from e
+        raise core.DatasetError(
+          f'index folder {state["folder"]} disappeared or is unreadable: {e}'
+        ) from e
     else:
       self.__dict__.update(state)
 
@@ -302,7 +302,7 @@ class Source:
     self.report = report
     self.is_video = is_video
     if not len(sequences):
-      raise DataError(
+      raise core.DatasetError(
         f'no usable sequence under {root}: {report.reasons()}',
         dataset=name,
         reason='no usable sequence',
@@ -320,7 +320,7 @@ class Source:
       bad = np.flatnonzero(~ok)
       report.set_unsampleable(len(bad), [sequences.names[i].decode() for i in bad[:3]])
       if not len(self.sampleable):
-        raise DataError(
+        raise core.DatasetError(
           f'no usable sequence under {root}: {report.reasons()}',
           dataset=name,
           reason='no usable sequence',

@@ -38,8 +38,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ostrack_jax.data import index, sources, transforms
-from ostrack_jax.data.packed import PACK_VERSION, PackedSource, packed_source_for  # noqa: F401  (re-exported)
+from ostrack_jax.data import index, packed, sources, transforms
 from ostrack_jax.datasets import registry
 
 
@@ -82,78 +81,111 @@ def pack_source(
   if tmp.exists():
     shutil.rmtree(tmp)
   tmp.mkdir(parents=True)
-  shard_files: List[str] = []
-  shard_sizes: List[int] = []
-  writer, written, in_shard = None, 0, 0
-  first_record = []
-  failed = []
-  total_frames = int(source.sequences.offsets[-1])
-  start = time.time()
+  shards = _Shards(tmp, shard_bytes)
   try:
-    for si in range(len(source.sequences)):
-      first_record.append(sum(shard_sizes) + in_shard)
-      for fi in range(source.sequences.length(si)):
-        if writer is None:
-          name = f'frames.array_record-{len(shard_files):05d}'
-          shard_files.append(name)
-          writer = _writer(tmp / name)
-          written, in_shard = 0, 0
-        try:
-          data = source.frame(si, fi).data
-        except transforms.BadSample as e:
-          data = b''
-          what = str(e)
-          reason = (
-            'image file missing' if 'cannot read' in what else 'image file truncated or corrupt'
-          )
-          failed.append((si, fi, reason, what))
-        writer.write(data)
-        written += len(data)
-        in_shard += 1
-        if written >= shard_bytes:
-          writer.close()
-          shard_sizes.append(in_shard)
-          writer, in_shard = None, 0
-      if progress and (si + 1) % 200 == 0:
-        done = sum(shard_sizes) + in_shard
-        print(
-          f'  {si + 1}/{len(source.sequences)} sequences, {done}/{total_frames} frames, '
-          f'{time.time() - start:.0f} s',
-          flush=True,
-        )
-    if writer is not None:
-      writer.close()
-      shard_sizes.append(in_shard)
+    first_record, failed = _write_frames(source, shards, progress)
   except BaseException:
-    if writer is not None:
-      writer.close()
+    shards.abort()
     raise
-  # Final shard names carry the shard count, as TFDS names them.
-  n = len(shard_files)
-  final_names = []
-  for i, name in enumerate(shard_files):
-    final = f'frames.array_record-{i:05d}-of-{n:05d}'
-    os.replace(tmp / name, tmp / final)
-    final_names.append(final)
+  shard_names = shards.finish()
   table, report = _unusable(source, failed) if failed else (source.sequences, source.report)
   index.save_index(tmp / 'index', table, report)
   np.save(tmp / 'first_record.npy', np.asarray(first_record, np.int64))
   meta = dict(
-    version=PACK_VERSION,
+    version=packed.PACK_VERSION,
     dataset=source.name,
     is_video=source.is_video,
     sequences=len(source.sequences),
-    frames=int(sum(shard_sizes)),
+    frames=shards.records,
     missing_frames=len(failed),
     unusable_frames=dict(collections.Counter(f[2] for f in failed)),
-    shards=final_names,
-    shard_sizes=shard_sizes,
+    shards=shard_names,
+    shard_sizes=shards.sizes,
   )
   (tmp / 'pack.json').write_text(json.dumps(meta, indent=1))
   if out.exists():
     shutil.rmtree(out)
   os.replace(tmp, out)
   return out
+
+
+class _Shards:
+  """Frame records appended to ArrayRecord shards of about ``shard_bytes`` each, in ``folder``.
+
+  ``records``: records written so far; ``sizes``: records per closed shard. :meth:`finish`
+  gives the shards their final names, which carry the shard count (as TFDS names them).
+  """
+
+  def __init__(self, folder: pathlib.Path, shard_bytes: int):
+    self.folder, self.shard_bytes = folder, shard_bytes
+    self.names: List[str] = []
+    self.sizes: List[int] = []
+    self._writer, self._bytes, self._in_shard = None, 0, 0
+
+  @property
+  def records(self) -> int:
+    return sum(self.sizes) + self._in_shard
+
+  def write(self, data: bytes) -> None:
+    if self._writer is None:
+      self.names.append(f'frames.array_record-{len(self.names):05d}')
+      self._writer = _writer(self.folder / self.names[-1])
+      self._bytes, self._in_shard = 0, 0
+    self._writer.write(data)
+    self._bytes += len(data)
+    self._in_shard += 1
+    if self._bytes >= self.shard_bytes:
+      self._close_shard()
+
+  def _close_shard(self) -> None:
+    self._writer.close()
+    self.sizes.append(self._in_shard)
+    self._writer, self._in_shard = None, 0
+
+  def abort(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+  def finish(self) -> List[str]:
+    """Closes the last shard and renames all to ``frames.array_record-<i>-of-<n>``."""
+    if self._writer is not None:
+      self._close_shard()
+    final = [
+      f'frames.array_record-{i:05d}-of-{len(self.names):05d}' for i in range(len(self.names))
+    ]
+    for name, final_name in zip(self.names, final, strict=True):
+      os.replace(self.folder / name, self.folder / final_name)
+    return final
+
+
+def _write_frames(source: index.Source, shards: _Shards, progress: bool):
+  """Writes every frame of ``source`` as one record, in table order.
+
+  Returns (each sequence's first record, the frames that could not be read as (sequence,
+  frame, reason, what): written as empty records).
+  """
+  first_record, failed = [], []
+  total_frames = int(source.sequences.offsets[-1])
+  start = time.time()
+  for si in range(len(source.sequences)):
+    first_record.append(shards.records)
+    for fi in range(source.sequences.length(si)):
+      try:
+        data = source.frame(si, fi).data
+      except transforms.BadSample as e:
+        data, what = b'', str(e)
+        reason = (
+          'image file missing' if 'cannot read' in what else 'image file truncated or corrupt'
+        )
+        failed.append((si, fi, reason, what))
+      shards.write(data)
+    if progress and (si + 1) % 200 == 0:
+      print(
+        f'  {si + 1}/{len(source.sequences)} sequences, {shards.records}/{total_frames} frames, '
+        f'{time.time() - start:.0f} s',
+        flush=True,
+      )
+  return first_record, failed
 
 
 def _check_no_pack(out: pathlib.Path, overwrite: bool) -> None:

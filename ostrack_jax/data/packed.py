@@ -33,7 +33,7 @@ class PackedSource(index.Source):
       )
     meta = json.loads(meta_path.read_text())
     if meta.get('version') != PACK_VERSION:
-      raise index.DataError(
+      raise core.DatasetError(
         f'pack version {meta.get("version")}, this code reads version {PACK_VERSION}; '
         're-pack the dataset',
         path=meta_path,
@@ -41,7 +41,7 @@ class PackedSource(index.Source):
       )
     loaded = index.load_index(pack_dir / 'index')
     if loaded is None:
-      raise index.DataError('missing or unreadable', path=pack_dir / 'index', reason='bad pack')
+      raise core.DatasetError('missing or unreadable', path=pack_dir / 'index', reason='bad pack')
     sequences, report = loaded
     self.first_record = np.load(pack_dir / 'first_record.npy')
     self.shard_paths = [str(pack_dir / s) for s in meta['shards']]

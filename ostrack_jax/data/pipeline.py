@@ -29,6 +29,7 @@ Usage from the trainer::
   batch = next(it)  # dict of numpy arrays:
   # template (B, 128, 128, 3) float32, search (B, 256, 256, 3) float32 (normalized RGB, NHWC),
   # template_anno, search_anno (B, 4) float32 normalized xywh in the crops,
+  # heatmap (B, 16, 16, 1) float32 (the label: transforms.gaussian_heatmap of search_anno),
   # dataset_index (B,) int32, attempts (B,) int32.
 """
 

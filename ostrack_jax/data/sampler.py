@@ -16,7 +16,9 @@ original's sampler):
    [template + 1, template + 200 + gap) (capped at n), gap growing by 5 whenever none exists
    (the template is re-drawn too); COCO: template = search = the single frame;
 4. processing (:func:`ostrack_jax.data.transforms.process_pair`); a :class:`BadSample` (invalid
-   crop, unreadable frame) starts a new attempt from step 1.
+   crop, unreadable frame) starts a new attempt from step 1;
+5. the label: the Gaussian heatmap of the search box
+   (:func:`ostrack_jax.data.transforms.gaussian_heatmap`), so that a batch arrives with it.
 """
 
 import collections
@@ -76,6 +78,8 @@ class PairSampler:
     grayscale_probability: joint grayscale probability (0.05).
     train: training augmentation (brightness, per-crop flip) or validation processing.
     reduced_decode: decode JPEGs at reduced resolution where the crop allows it.
+    stride: the backbone's stride (``config.model.patch_size``): the heatmap has
+      ``search_params.output_size // stride`` cells a side, as the score map.
   """
 
   def __init__(
@@ -90,6 +94,7 @@ class PairSampler:
     grayscale_probability: float = 0.05,
     train: bool = True,
     reduced_decode: bool = True,
+    stride: int = 16,
   ):
     if len(sources) != len(ratios) or not sources:
       raise ValueError(f'need one ratio per source, got {len(sources)} sources and {ratios}')
@@ -105,6 +110,7 @@ class PairSampler:
     self.grayscale_probability = float(grayscale_probability)
     self.train = bool(train)
     self.reduced_decode = bool(reduced_decode)
+    self.heatmap_size = int(search_params.output_size) // int(stride)
     self.failures = collections.Counter()  # per process; for diagnostics only
     self._creator_pid = os.getpid()
     self._threads_set = False
@@ -122,9 +128,11 @@ class PairSampler:
     return FramePair(d, s, t, f)
 
   def sample(self, index: int) -> dict:
-    """The processed pair of global sample ``index`` (see ``transforms.process_pair``).
+    """The processed pair of global sample ``index`` (see ``transforms.process_pair``) with its
+    label.
 
-    Adds ``dataset_index`` (int32) and ``attempts`` (int32, 1 when the first draw was valid).
+    Adds ``heatmap`` ((F, F, 1) float32, F = ``heatmap_size``), ``dataset_index`` (int32) and
+    ``attempts`` (int32, 1 when the first draw was valid).
     """
     if not self._threads_set:
       self._threads_set = True
@@ -165,6 +173,7 @@ class PairSampler:
             e,
           )
         continue
+      out['heatmap'] = transforms.gaussian_heatmap(out['search_anno'], self.heatmap_size)[0]
       out['dataset_index'] = np.int32(pair.dataset_index)
       out['attempts'] = np.int32(attempt)
       return out
@@ -222,4 +231,5 @@ def make_sampler(
     grayscale_probability=float(d.grayscale_probability),
     train=train,
     reduced_decode=bool(d.get('reduced_decode', True)),
+    stride=int(config.model.patch_size),
   )

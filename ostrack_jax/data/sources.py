@@ -11,11 +11,12 @@ keeps what is training's own:
   view; folder: not in ``absence.label``), GOT-10k's cover label is > 0, the box is finite with
   w > 0 and h > 0, and its image file exists and is intact (the end of every such file is
   checked when the index is built: a truncated JPEG or PNG is never sampled);
-* the table (:class:`~ostrack_jax.data.index.SequenceTable`), its report
-  (:class:`~ostrack_jax.data.index.IndexReport`: what was skipped and why, with counts) and
-  its cache (memory-mapped ``.npy`` files shared by the grain workers);
-* :func:`make_source`: the source named in ``config.data.train_datasets`` /
-  ``val_datasets``.
+* building the table (:class:`~ostrack_jax.data.index.SequenceTable`) and its report
+  (:class:`~ostrack_jax.data.index.IndexReport`: what was skipped and why, with counts) through
+  the index cache (:mod:`ostrack_jax.data.index`: memory-mapped ``.npy`` files shared by the
+  grain workers) into an :class:`~ostrack_jax.data.index.Source`;
+* :func:`open_source` (a registered dataset under a root) and :func:`make_source` (the source
+  named in ``config.data.train_datasets`` / ``val_datasets``).
 
 Sequences need >= 20 frames with >= 5 visible ones to be drawn (as the original's sampler).
 COCO is an image dataset: one pseudo-sequence of one frame per non-crowd annotation.
@@ -26,26 +27,13 @@ import json
 import os
 import pathlib
 import time
-from typing import Dict, List, Optional, Sequence as Seq, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ostrack_jax.data import index, packed, transforms
-from ostrack_jax.data.index import (  # noqa: F401  (re-exported: the sources API)
-  INDEX_VERSION,
-  MIN_SEQUENCE_LENGTH,
-  MIN_VISIBLE_FRAMES,
-  DataError,
-  IndexReport,
-  SequenceTable,
-  Source,
-  TableRow,
-  default_cache_dir,
-)
+from ostrack_jax.data.index import IndexReport, Source, TableRow
 from ostrack_jax.datasets import core, frames, registry
-from ostrack_jax.datasets.core import read_numbers  # noqa: F401  (re-exported)
-
-Sequence = TableRow  # the name this row type had before the dataset layer
 
 _VERIFY_THREADS = 16
 _PROBE_FILES = 500  # frame files checked on one thread before deciding whether the disk is slow
@@ -86,14 +74,14 @@ def _candidate(
   if len(boxes) != n:
     report.skip('only the first box is annotated (a test split?)', video.name)
     return None
-  frames = video.frames
-  if isinstance(frames, core.FramePaths):
-    folder, names = frames.folder, list(frames.names)
+  paths = video.frames
+  if isinstance(paths, core.FramePaths):
+    folder, names = paths.folder, list(paths.names)
   else:
-    folder = os.path.dirname(frames[0])
-    names = [f[len(folder) + 1 :] if folder else f for f in frames]
-    if any(os.path.dirname(f) != folder for f in frames):
-      folder, names = frame_root, [os.path.relpath(f, frame_root) for f in frames]
+    folder = os.path.dirname(paths[0])
+    names = [f[len(folder) + 1 :] if folder else f for f in paths]
+    if any(os.path.dirname(f) != folder for f in paths):
+      folder, names = frame_root, [os.path.relpath(f, frame_root) for f in paths]
   present = video.present_mask()
   good_box = np.all(np.isfinite(boxes), axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
   visible = present & good_box
@@ -271,7 +259,7 @@ def open_source(
   if split_file:
     opts['split_file'] = str(split_file)
   elif entry.split_file_required:
-    raise DataError(
+    raise core.DatasetError(
       f'needs the list of its sequences: set config.data.split_files.{dataset} to a file of '
       'sequence names or 0-based indices into train/list.txt, or use got10k_train_full',
       dataset=dataset,
@@ -317,50 +305,3 @@ def make_source(dataset: str, data_config, cache_dir='default') -> Source:
     root_field=f'config.data.roots.{entry.root_key}',
     verify_frames=bool(data_config.get('verify_frames', True)),
   )
-
-
-check_data_config = registry.check_data_config  # moved beside the registry it reads
-
-
-# ------------------------------------------------------------------------------ by layout
-def got10k(
-  root,
-  split: str = 'train',
-  split_file: Optional[str] = None,
-  cache_dir='default',
-  name: Optional[str] = None,
-) -> Source:
-  """GOT-10k ``split`` ('train' or 'val'), optionally restricted to ``split_file``
-  (sequence names or 0-based indices into ``list.txt``, one per line)."""
-  dataset = 'got10k_val' if split == 'val' else 'got10k_train_full'
-  return open_source(
-    dataset,
-    root,
-    cache_dir=cache_dir,
-    split_file=split_file,
-    name=name or f'got10k_{split}',
-    split=split,
-  )
-
-
-def lasot(root, split_file: Optional[str] = None, cache_dir='default', name: str = 'lasot'):
-  """LaSOT training sequences (``split_file``, else ``training_set.txt``, else all not in
-  ``testing_set.txt``)."""
-  return open_source('lasot', root, cache_dir=cache_dir, split_file=split_file, name=name)
-
-
-def trackingnet(
-  root, chunks: Seq[int] = tuple(range(12)), cache_dir='default', name: str = 'trackingnet'
-) -> Source:
-  """TrackingNet TRAIN_<k> chunks (0-based frame files ``frames/<seq>/<i>.jpg``)."""
-  return open_source('trackingnet', root, cache_dir=cache_dir, name=name, chunks=list(chunks))
-
-
-def coco(root, split: str = 'train2017', cache_dir='default', name: str = 'coco') -> Source:
-  """COCO: one single-frame pseudo-sequence per non-crowd instance annotation."""
-  return open_source('coco', root, cache_dir=cache_dir, name=name, split=split)
-
-
-def folder(root, cache_dir='default', name: str = 'folder') -> Source:
-  """A folder of sequences: frames in natural order plus a ground-truth file each."""
-  return open_source('folder', root, cache_dir=cache_dir, name=name)

@@ -1,5 +1,6 @@
 """Training-pair processing (the original's STARKProcessing): joint augment, box jitter, crop,
-per-crop augment.
+per-crop augment; and the training label, the Gaussian heatmap of the search box (the original's
+actor builds it from the batch; here the data workers build it with the rest of the sample).
 
 NumPy and OpenCV only (grain workers import this without JAX).
 
@@ -347,3 +348,85 @@ def process_pair(
     reduced_decode=reduced_decode,
   )
   return dict(template=t_img, search=s_img, template_anno=t_anno, search_anno=s_anno)
+
+
+# ------------------------------------------------------------------ the label: Gaussian target
+HEATMAP_MIN_OVERLAP = 0.7  # CornerNet's IoU bound that sets the Gaussian radius
+
+
+def gaussian_radius(width, height, min_overlap: float = HEATMAP_MIN_OVERLAP) -> np.ndarray:
+  """CornerNet's radius in its "bug version" (each root divided by 2, not 2a), as OSTrack uses.
+
+  ``width``/``height`` are in feature cells (scalars or arrays). The original evaluates this on
+  float32 torch tensors, with the Python-float constants rounded to float32; so does this
+  function (the result decides an int truncation, so the dtype matters at the boundaries).
+  Returns the float32 radius before clamping and truncation (see :func:`heatmap_radius`).
+  """
+  f32 = np.float32
+  w = np.asarray(width, f32)
+  h = np.asarray(height, f32)
+  o = float(min_overlap)
+  b1 = h + w
+  c1 = w * h * f32(1 - o) / f32(1 + o)
+  r1 = (b1 + np.sqrt(b1 * b1 - f32(4) * c1)) / f32(2)
+  b2 = f32(2) * (h + w)
+  c2 = f32(1 - o) * w * h
+  r2 = (b2 + np.sqrt(b2 * b2 - f32(4 * 4) * c2)) / f32(2)
+  a3 = 4 * o
+  b3 = f32(-2 * o) * (h + w)
+  c3 = f32(o - 1) * w * h
+  r3 = (b3 + np.sqrt(b3 * b3 - f32(4 * a3) * c3)) / f32(2)
+  return np.minimum(r1, np.minimum(r2, r3))
+
+
+def heatmap_radius(width, height) -> np.ndarray:
+  """The radius the original draws with: max(0, radius) truncated toward zero (int)."""
+  return np.maximum(gaussian_radius(width, height), np.float32(0)).astype(np.int32)
+
+
+def gaussian_kernel(radius: int) -> np.ndarray:
+  """(2r+1, 2r+1) float64 Gaussian with sigma = (2r+1)/6 and peak exactly 1."""
+  sigma = (2 * radius + 1) / 6.0
+  d = np.arange(-radius, radius + 1, dtype=np.float64)
+  kernel = np.exp(-(d[None, :] ** 2 + d[:, None] ** 2) / (2 * sigma * sigma))
+  kernel[kernel < np.finfo(np.float64).eps * kernel.max()] = 0
+  return kernel
+
+
+def _draw_gaussian(heatmap: np.ndarray, cx: int, cy: int, radius: int) -> None:
+  """Elementwise max of ``heatmap`` (F, F) with the kernel centred at (cx, cy).
+
+  The window is clipped to the map as the original clips it (left = min(cx, r), right =
+  min(F - cx, r + 1), same vertically) and skipped when empty.
+  """
+  kernel = gaussian_kernel(radius).astype(np.float32)  # the original casts it to float32
+  height, width = heatmap.shape
+  left, right = min(cx, radius), min(width - cx, radius + 1)
+  top, bottom = min(cy, radius), min(height - cy, radius + 1)
+  # Same slicing semantics as the original (Python slices, negative starts included).
+  region = heatmap[cy - top : cy + bottom, cx - left : cx + right]
+  patch = kernel[radius - top : radius + bottom, radius - left : radius + right]
+  if min(patch.shape) > 0 and min(region.shape) > 0 and region.shape == patch.shape:
+    np.maximum(region, patch, out=region)
+
+
+def gaussian_heatmap(search_anno_xywh: np.ndarray, feat_size: int) -> np.ndarray:
+  """The CenterNet target of a batch, as the original builds it (bit for bit: the radius in
+  float32 with its int truncation, half-to-even rounding of the centre, the float64 kernel).
+
+  Args:
+    search_anno_xywh: (B, 4) GT boxes, xywh normalized to the search crop.
+    feat_size: F, the side of the score map (search_size // patch_size).
+  Returns:
+    (B, F, F, 1) float32 heatmap; 1.0 exactly at each box's centre cell.
+  """
+  boxes = np.asarray(search_anno_xywh, np.float32).reshape(-1, 4)
+  box_f = boxes * np.float32(feat_size)
+  wh = box_f[:, 2:]
+  # torch.round and np.round both round half to even.
+  centres = np.round(box_f[:, :2] + wh / np.float32(2)).astype(np.int64)
+  radii = heatmap_radius(wh[:, 0], wh[:, 1])
+  out = np.zeros((boxes.shape[0], feat_size, feat_size), np.float32)
+  for b in range(boxes.shape[0]):
+    _draw_gaussian(out[b], int(centres[b, 0]), int(centres[b, 1]), int(radii[b]))
+  return out[..., None]

@@ -185,9 +185,13 @@ def resolve_root(entry: Entry, root, field: str) -> pathlib.Path:
 
 def _synthetic_root(root: str) -> pathlib.Path:
   try:
-    return synthetic.ensure_synthetic_dataset(root or None)
+    return synthetic.ensure_synthetic_dataset(root or None, log=_announce)
   except FileNotFoundError as e:  # a named root without a dataset: never generated
     raise core.MissingRootError(str(e), reason='no synthetic dataset') from e
+
+
+def _announce(message: str) -> None:
+  print(message, flush=True)
 
 
 # ------------------------------------------------------------------------------ built-in datasets

@@ -83,7 +83,7 @@ def resolve_data_dir(dataset: str, data_dir: Optional[str], config) -> pathlib.P
     return path
   if not dataset.startswith('got10k'):
     raise InputError(f'--data-dir is required for --dataset {dataset}')
-  from ostrack_jax.data import synthetic
+  from ostrack_jax.datasets import synthetic
 
   named = config.data.roots.synthetic
   try:

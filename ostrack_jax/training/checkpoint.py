@@ -146,9 +146,6 @@ class CheckpointManager:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def all_steps(self):
-    return list(self._manager.all_steps())
-
   def save(self, step: int, state: Any, data_iterator: Any, meta: Dict[str, Any]) -> None:
     """Writes checkpoint ``step`` (synchronously, atomically) and prunes to the last K.
 

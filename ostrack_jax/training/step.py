@@ -11,11 +11,10 @@ count tuple (the keep rates of the warm-up that give the same counts share a pro
 
 Batches (host side, per process: its own slice of the global batch) are dicts of numpy arrays:
 
-* ``template`` (B, Ht, Wt, 3), ``search`` (B, Hs, Ws, 3): float32 ImageNet-normalized, or uint8
-  RGB (normalized on the device, which moves 4x fewer bytes);
+* ``template`` (B, Ht, Wt, 3), ``search`` (B, Hs, Ws, 3): float32 ImageNet-normalized RGB;
 * ``search_anno`` (B, 4): GT xywh normalized to the search crop;
-* ``heatmap`` (B, F, F, 1): the Gaussian target (:func:`losses.gaussian_heatmap`); added by
-  :func:`add_heatmap` when missing.
+* ``heatmap`` (B, F, F, 1): the Gaussian target, built by the data workers
+  (:func:`ostrack_jax.data.transforms.gaussian_heatmap`).
 """
 
 import functools
@@ -29,7 +28,6 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ostrack_jax.geometry.crop import IMAGENET_MEAN, IMAGENET_STD
 from ostrack_jax.models.vit import keep_counts
 from ostrack_jax.training import losses
 from ostrack_jax.training.state import TrainState
@@ -73,25 +71,12 @@ def data_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def add_heatmap(batch: Batch, feat_size: int) -> Batch:
-  """Adds the host-built Gaussian target to a numpy batch (no-op when present)."""
-  if 'heatmap' not in batch:
-    batch = dict(batch, heatmap=losses.gaussian_heatmap(batch['search_anno'], feat_size))
-  return batch
-
-
 def shard_batch(batch: Batch, mesh) -> Batch:
   """This process's numpy slice -> global arrays sharded on P('data')."""
   sharding = data_sharded(mesh)
   return {
     k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in BATCH_KEYS
   }
-
-
-def _normalize(images: jax.Array, dtype) -> jax.Array:
-  if images.dtype == jnp.uint8:
-    images = (images.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-  return images.astype(dtype)
 
 
 # ------------------------------------------------------------------------------------ steps
@@ -157,11 +142,11 @@ def train_step_fn(
 
   def step(state: TrainState, batch: Batch, keep_ratio: float):
     drop_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    template = _normalize(batch['template'], jnp.float32)
-    search = _normalize(batch['search'], jnp.float32)
 
     def loss_fn(params):
-      return loss(params, state.batch_stats, template, search, batch, keep_ratio, drop_key)
+      return loss(
+        params, state.batch_stats, batch['template'], batch['search'], batch, keep_ratio, drop_key
+      )
 
     (total, (metrics, batch_stats, pred_boxes)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params
@@ -241,10 +226,6 @@ class TrainStep:
     ratio = canonical_keep_ratio(self.config, keep_ratio, self._ratios)
     return self._jitted(state, batch, ratio)
 
-  @property
-  def num_programs(self) -> int:
-    return len(self._ratios)
-
 
 def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   """Jitted validation step ``(variables, batch, keep_ratio) -> metrics`` (BN running stats, no
@@ -256,8 +237,8 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: ja
   def eval_step(variables, batch, keep_ratio):
     outputs = model.apply(
       variables,
-      _normalize(batch['template'], jnp.float32),
-      _normalize(batch['search'], jnp.float32),
+      batch['template'],
+      batch['search'],
       keep_ratio=keep_ratio,
       train=False,
     )

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import jax
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 
 from ostrack_jax import configs
@@ -62,7 +63,6 @@ class _Run:
   steps_per_epoch: int
   total_steps: int
   stop_step: int
-  feat_size: int
   is_main: bool
   workdir: str
 
@@ -94,34 +94,60 @@ def train_and_evaluate(
     raise _no_run_to_resume(workdir)
   run = _run_sizes(config, workdir)
   log = log if run.is_main else (lambda m: None)
-  # Until training starts, a user error removes what this run created in the workdir.
+  start = _start(config, run, resume, log)
+  try:
+    if start.resumed_from is not None:
+      log(
+        f'resumed from {start.ckpt.directory}/{start.resumed_from} (step {int(start.state.step)})'
+      )
+    log(
+      f'{config.name}: {jax.device_count()} device(s), global batch {run.global_batch}, '
+      f'{run.steps_per_epoch} steps/epoch, {config.train.epochs} epochs ({run.total_steps} '
+      f'steps), workdir {workdir}'
+    )
+    state, step = _train_loop(config, run, start, progress, log)
+  except OSError as e:  # a full disk, a lost permission: in a checkpoint, the metrics, the logs
+    raise _output_error(e, workdir, start.ckpt.latest_step(), 'training stopped') from e
+  finally:
+    start.train_iter.close()
+    start.ckpt.close()
+  if step < run.total_steps:
+    log(f'stopped at step {step} of {run.total_steps} (train.max_steps); continue with --resume')
+    return TrainResult(step, run.total_steps, None)
+  return TrainResult(step, run.total_steps, _write_model(config, run, state, step, log))
+
+
+@dataclasses.dataclass
+class _Start:
+  """What a run starts from: its checkpoints, data iterator, optimiser and first state (the
+  checkpoint's when it resumes from step ``resumed_from``)."""
+
+  ckpt: ckpt_lib.CheckpointManager
+  train_iter: pipeline.DataIterator
+  tx: optax.GradientTransformation
+  state: state_lib.TrainState
+  resumed_from: Optional[int]
+
+
+def _start(config: ml_collections.ConfigDict, run: _Run, resume: bool, log) -> _Start:
+  """Everything before the first step. Until training starts, a user error removes what this
+  run created in the workdir, and a failed write says that nothing was trained."""
+  workdir = run.workdir
   created = [p for p in _run_files(workdir) if not os.path.exists(p)]
   train_iter = ckpt = None
   try:
     os.makedirs(workdir, exist_ok=True)
     ckpt = ckpt_lib.CheckpointManager(workdir, keep=config.train.keep_checkpoints)
-    latest = ckpt.latest_step()
-    if latest is not None and not resume:
-      raise InputError(
-        f'{workdir} already holds checkpoints (latest step {latest}). Continue it with '
-        '--resume, or choose a new --workdir.'
-      )
-    if resume and latest is None:  # step folders, none of them complete
-      raise _no_run_to_resume(workdir)
-    if resume:
-      ckpt_lib.check_resume_config(
-        ckpt.read_meta(latest), config, jax.device_count(), jax.process_count(), ckpt.directory
-      )
+    resumed_from = _checkpoint_to_resume(ckpt, config, resume, workdir)
     variables = initial_variables(config, log)
     tx = optim.make_optimizer(config, run.steps_per_epoch)
-    _ensure_synthetic(config, log)
     train_iter = pipeline.make_train_iterator(
       config,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       batch_size=run.local_batch,
     )
-    state = _initial_state(variables, tx, config, run, ckpt, train_iter, latest if resume else None)
+    state = _initial_state(variables, tx, config, run, ckpt, train_iter, resumed_from)
     if run.is_main:
       fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config.to_json(indent=2))
   except BaseException as e:
@@ -134,36 +160,40 @@ def train_and_evaluate(
     if isinstance(e, OSError):
       raise _output_error(e, workdir, None, 'nothing was trained') from e
     raise
+  return _Start(ckpt, train_iter, tx, state, resumed_from)
+
+
+def _checkpoint_to_resume(ckpt, config, resume: bool, workdir: str) -> Optional[int]:
+  """The step to resume from (None for a new run), after checking that the workdir's
+  checkpoints may be continued with this config on these devices."""
+  latest = ckpt.latest_step()
+  if latest is not None and not resume:
+    raise InputError(
+      f'{workdir} already holds checkpoints (latest step {latest}). Continue it with '
+      '--resume, or choose a new --workdir.'
+    )
+  if not resume:
+    return None
+  if latest is None:  # step folders, none of them complete
+    raise _no_run_to_resume(workdir)
+  ckpt_lib.check_resume_config(
+    ckpt.read_meta(latest), config, jax.device_count(), jax.process_count(), ckpt.directory
+  )
+  return latest
+
+
+def _write_model(config, run: _Run, state, step: int, log) -> Optional[str]:
+  """Writes ``model.msgpack`` (process 0; the others return None)."""
+  if not run.is_main:
+    return None
   try:
-    if resume:
-      log(f'resumed from {ckpt.directory}/{latest} (step {int(state.step)})')
-    log(
-      f'{config.name}: {jax.device_count()} device(s), global batch {run.global_batch}, '
-      f'{run.steps_per_epoch} steps/epoch, {config.train.epochs} epochs ({run.total_steps} '
-      f'steps), workdir {workdir}'
+    path = model_file.save_variables(
+      os.path.join(run.workdir, 'model.msgpack'), jax.device_get(state.variables()), config
     )
-    last_checkpoint = latest if resume else None
-    state, step = _train_loop(
-      config, run, state, tx, ckpt, train_iter, last_checkpoint, progress, log
-    )
-  except OSError as e:  # a full disk, a lost permission: in a checkpoint, the metrics, the logs
-    raise _output_error(e, workdir, ckpt.latest_step(), 'training stopped') from e
-  finally:
-    train_iter.close()
-    ckpt.close()
-  if step < run.total_steps:
-    log(f'stopped at step {step} of {run.total_steps} (train.max_steps); continue with --resume')
-    return TrainResult(step, run.total_steps, None)
-  path = None
-  if run.is_main:
-    try:
-      path = model_file.save_variables(
-        os.path.join(workdir, 'model.msgpack'), jax.device_get(state.variables()), config
-      )
-    except OSError as e:
-      raise _output_error(e, workdir, step, 'the model file was not written') from e
-    log(f'model written to {path}')
-  return TrainResult(step, run.total_steps, path)
+  except OSError as e:
+    raise _output_error(e, run.workdir, step, 'the model file was not written') from e
+  log(f'model written to {path}')
+  return path
 
 
 def _run_files(workdir: str):
@@ -224,7 +254,6 @@ def _run_sizes(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     steps_per_epoch=steps_per_epoch,
     total_steps=total_steps,
     stop_step=min(total_steps, t.max_steps) if t.max_steps > 0 else total_steps,
-    feat_size=config.model.search_size // config.model.patch_size,
     is_main=jax.process_index() == 0,
     workdir=workdir,
   )
@@ -258,15 +287,6 @@ def initial_variables(config: ml_collections.ConfigDict, log=print):
   return variables
 
 
-def _ensure_synthetic(config: ml_collections.ConfigDict, log) -> None:
-  """Generates the default synthetic dataset on first use (a named root must exist)."""
-  if 'synthetic' not in tuple(config.data.train_datasets) + tuple(config.data.val_datasets):
-    return
-  from ostrack_jax.data import synthetic
-
-  synthetic.ensure_synthetic_dataset(config.data.roots.synthetic or None, log=log)
-
-
 def _initial_state(variables, tx, config, run: _Run, ckpt, train_iter, resume_step):
   """A fresh train state, or the one of checkpoint ``resume_step`` (with the data iterator's
   position), replicated over the mesh."""
@@ -283,10 +303,12 @@ def _initial_state(variables, tx, config, run: _Run, ckpt, train_iter, resume_st
   return jax.device_put(state, repl)
 
 
-def _train_loop(config, run: _Run, state, tx, ckpt, train_iter, last_checkpoint, progress, log):
-  """Steps from ``state.step`` to ``run.stop_step``: logging, validation, checkpoints.
+def _train_loop(config, run: _Run, start: _Start, progress: bool, log):
+  """Steps from ``start.state.step`` to ``run.stop_step``: logging, validation, checkpoints.
   Returns (state, step)."""
   t = config.train
+  state, tx, ckpt, train_iter = start.state, start.tx, start.ckpt, start.train_iter
+  last_checkpoint = start.resumed_from
   model = ostrack.build_model(state_lib.training_config(config))
   train_step = step_lib.TrainStep(model, tx, config, run.mesh)
   start_step = int(state.step)
@@ -312,8 +334,7 @@ def _train_loop(config, run: _Run, state, tx, ckpt, train_iter, last_checkpoint,
     while step < run.stop_step:
       epoch = optim.epoch_of_step(step, run.steps_per_epoch)
       keep = optim.keep_rate_for_epoch(config, epoch)
-      batch = step_lib.add_heatmap(next(train_iter), run.feat_size)
-      state, metrics = train_step(state, step_lib.shard_batch(batch, run.mesh), keep)
+      state, metrics = train_step(state, step_lib.shard_batch(next(train_iter), run.mesh), keep)
       step += 1
       end_of_epoch = step % run.steps_per_epoch == 0
       logger.add(step, epoch, keep, metrics)
@@ -363,8 +384,7 @@ def _validator(config, run: _Run):
     try:
       per_batch = []
       for _ in range(max(1, config.data.val_samples_per_epoch // run.global_batch)):
-        batch = step_lib.add_heatmap(next(it), run.feat_size)
-        metrics = eval_step(state.variables(), step_lib.shard_batch(batch, run.mesh), keep)
+        metrics = eval_step(state.variables(), step_lib.shard_batch(next(it), run.mesh), keep)
         per_batch.append(dict(jax.device_get(metrics), finite=True))
     finally:
       it.close()
