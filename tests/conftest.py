@@ -45,9 +45,9 @@ import pytest
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
 RUN_FIRST = (
-  'tests/test_train_multihost.py',
-  'tests/test_train_resume.py',
-  'tests/test_train_step.py',
+  'tests/training/test_train_multihost.py',
+  'tests/training/test_train_resume.py',
+  'tests/training/test_train_step.py',
 )
 
 

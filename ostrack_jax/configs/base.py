@@ -107,7 +107,7 @@ def model_section() -> ml_collections.ConfigDict:
   c.attention_impl = 'explicit'  # 'explicit', or jax.nn.dot_product_attention's 'xla'/'cudnn'
   # With 'xla'/'cudnn': 0 (off) or a multiple (8, 16, 64) that the fused kernel's token count is
   # padded up to with masked keys (CE leaves 64 + 89 = 153, which cuDNN refused; 64 -> 192). The
-  # kept sets and outputs stay the unpadded ones (tests/test_model_equivalence.py).
+  # kept sets and outputs stay the unpadded ones (tests/models/test_model_equivalence.py).
   c.attention_pad_to = 0
   c.matmul_backward = 'custom'  # bfloat16 backward: 'custom' (models/matmul.py) or 'autodiff'
   c.remat = 'none'  # recompute in the backward: 'none', 'block', 'block_save_dots'

@@ -18,7 +18,7 @@ Deviations from the original, all deliberate and small:
   (r = 2, 4, 8), the JPEG is decoded at 1/r scale by libjpeg's DCT scaling and the crop is
   resampled from it with the *full-resolution* geometry (same crop side, origin, resize factor
   and labels, so the boxes are bit-identical; the pixels differ by the smoother downsampling;
-  ``tests/test_data_transforms.py`` bounds the difference). The full-resolution path uses
+  ``tests/data/test_data_transforms.py`` bounds the difference). The full-resolution path uses
   :func:`ostrack_jax.geometry.crop.sample_target`, pixel-exact with the original.
 """
 

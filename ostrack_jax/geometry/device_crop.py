@@ -22,7 +22,7 @@ the same inside a jitted function, for a frame already on the device:
   ``(v + 2) >> 2`` saturated to uint8. The exact 2x downscale that ``cv2.resize`` routes to
   INTER_AREA gives the same numbers through this formula (weights 1024/1024).
 
-Exactness limits (tested in tests/test_device_crop.py against ``cv2.resize`` on random and real
+Exactness limits (tested in tests/geometry/test_device_crop.py against ``cv2.resize`` on random and real
 frames): ``fx`` is the correctly rounded float32 of ``((2 dx + 1) src - S) / 2S``, which is
 what the double-precision expression cast to float gives as long as ``(2 S - 1) * src < 2^24``
 (for ``S = 384``: ``crop_sz < 21,800`` px; for power-of-two ``S`` there is no limit).

@@ -7,7 +7,7 @@ Convention (as in the PaLM / Megatron MFU accounting):
   projection and the two MLP layers, and the head's convolutions (as the products they are:
   9 x in x out MACs per output pixel of a 3x3 conv). Norms, softmax, GELU, residual adds, the
   CE top-k and the losses are not counted (~2% of the total for ViT-B; XLA's own count on a CPU,
-  which includes them, is checked against this one in tests/test_flops.py).
+  which includes them, is checked against this one in tests/models/test_flops.py).
 * Token counts per block follow candidate elimination exactly as the model does
   (:func:`ostrack_jax.models.vit.keep_counts`): a CE block's attention sees the tokens before
   elimination, its MLP the kept ones. Only the FLOPs the original model does count: the extra

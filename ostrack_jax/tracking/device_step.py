@@ -11,7 +11,7 @@ map back to the image and the clip. The state (:class:`TrackState`) goes in and 
 Coordinates: boxes in and out are ``xywh`` in image pixels (floats). The network's box is
 ``cxcywh`` normalized to the search crop. States are float32 on the device (the original
 computes in float64; :func:`ostrack_jax.tracking.host.boxes_to_image` is that float64 map back
-and clip, and tests/test_device_crop.py bounds the difference).
+and clip, and tests/geometry/test_device_crop.py bounds the difference).
 
 Conventions reproduced from the original (documented quirks):
 
@@ -75,7 +75,7 @@ def boxes_to_image_device(
     image_hw: (..., 2) int32 image height and width.
   Returns:
     (..., 4) float32 xywh image pixels. The original does the map-back in float64; float32
-    moves boxes by at most a few 1e-5 px (tests/test_device_crop.py bounds it).
+    moves boxes by at most a few 1e-5 px (tests/geometry/test_device_crop.py bounds it).
   """
   pred_px = (pred_cxcywh_norm * jnp.float32(search_size)) / resize_factor[..., None]
   half = jnp.float32(0.5) * side.astype(jnp.float32)

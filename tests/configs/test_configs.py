@@ -8,7 +8,7 @@ import pytest
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import PRESETS, apply_overrides, get_config, load_config
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 REQUIRED = (
   'ostrack_256_ce',
   'ostrack_256',

@@ -23,7 +23,7 @@ from ostrack_jax import export as export_command
 from ostrack_jax.configs import get_config
 from ostrack_jax.deploy import stablehlo
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 BOX_TOL_PX = 1e-6
 ORIGINAL_TOL_PX = 0.01
 

@@ -15,7 +15,7 @@ from ostrack_jax.datasets.core import FrameError, Video
 from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.tracking import core as core_lib, runner, tracker as tracker_lib
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
 
 
 @pytest.fixture(scope='module')

@@ -3,9 +3,9 @@ determinism."""
 
 import numpy as np
 import pytest
+from test_data_sources import make_coco, make_got10k
 
 from ostrack_jax.data import sampler as sampler_lib, sources, transforms as T
-from test_data_sources import make_coco, make_got10k
 
 TP = T.AugmentParams(32, 2.0, 0.0, 0.0)
 SP = T.AugmentParams(64, 4.0, 3.0, 0.25)

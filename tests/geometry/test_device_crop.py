@@ -17,7 +17,7 @@ import pytest
 from ostrack_jax.geometry import crop as crop_lib, device_crop
 from ostrack_jax.tracking import core as core_lib, device_step, host
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
 
 
 def _real_frame():

@@ -21,7 +21,7 @@ def _import_summary():
   """benchmarks/profile_summary.py, imported with the repository on sys.path only while
   importing (as test_train_benchmarks does)."""
   saved = list(sys.path)
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
   try:
     return importlib.import_module('benchmarks.profile_summary')
   finally:

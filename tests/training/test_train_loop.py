@@ -1,4 +1,4 @@
-"""The training loop's helpers (flags: tests/test_cli.py): the JSONL writer's resume truncation, the
+"""The training loop's helpers (flags: tests/common/test_cli.py): the JSONL writer's resume truncation, the
 non-finite monitor (isolated bad steps skipped and counted; a run of them stops training with the
 step and the culprit), and the resume config check."""
 
@@ -50,7 +50,7 @@ print(scalars)
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
   # tensorboardX imports torch when it is installed (1.4-2.4 s and ~180 MB per training process);
   # loop.MetricWriter imports it without. A fresh interpreter: this one may hold torch already.
-  repo = pathlib.Path(__file__).resolve().parents[1]
+  repo = pathlib.Path(__file__).resolve().parents[2]
   out = subprocess.run(
     [sys.executable, '-c', _TENSORBOARD_CHECK, str(tmp_path)],
     cwd=repo,

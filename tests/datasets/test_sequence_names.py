@@ -24,7 +24,7 @@ from ostrack_jax.data import sources
 from ostrack_jax.datasets import core, folder, registry
 from ostrack_jax.tracking import eval_sequences, results
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 BAD_NAMES = ['..', '../x', '../../x', '/abs/x', 'a/b', 'a\\b', '.', '', 'a\x00b']
 
 
@@ -128,7 +128,7 @@ def test_result_writer_refuses_a_name_that_would_escape(tmp_path, layout):
 
 
 def _eval_argv(tmp_path, data, out, *extra):
-  """eval.py's flags: the tiny preset (batch 1, as tests/test_eval.py: its compiled step is
+  """eval.py's flags: the tiny preset (batch 1, as tests/tracking/test_eval.py: its compiled step is
   cached) on the folder dataset ``data`` into ``out``."""
   ckpt = tmp_path / 'model.msgpack'
   if not ckpt.exists():

@@ -15,7 +15,7 @@ import pytest
 
 import train_util
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # A small OSTrack on a tiny synthetic set: global batch 8 (2 per device, 4 devices), 2 steps per
 # epoch, 2 epochs, CE at keep 0.7 from the first step (one program per process; the keep rate's
@@ -163,7 +163,7 @@ def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_pa
   assert [r[4] for r in got] == [r[4] for r in ref] == [0.7] * TOTAL_STEPS  # CE in every step
   np.testing.assert_allclose([r[1:4] for r in got], [r[1:4] for r in ref], rtol=1e-4, atol=1e-6)
 
-  # The same final model. As in tests/test_train_step.py: Adam turns summation-order noise in
+  # The same final model. As in tests/training/test_train_step.py: Adam turns summation-order noise in
   # near-zero gradients into steps of up to lr, so every entry within a few lr and all but a few
   # per mille within 1e-5.
   lr = 4e-4

@@ -26,7 +26,7 @@ import pytest
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.tracking import attribute_labels, compare, eval_sequences, metrics, report, results
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 NAMES = ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')
 
 

@@ -18,7 +18,7 @@ def _import_benchmarks():
   """benchmarks/train_speed.py and benchmarks/device/train_matrix.py, imported with the
   repository on sys.path only while importing (no other test may come to rely on it)."""
   saved = list(sys.path)
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
   try:
     return (
       importlib.import_module('benchmarks.train_speed'),

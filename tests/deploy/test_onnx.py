@@ -30,7 +30,7 @@ from ostrack_jax import export as export_command
 from ostrack_jax.configs import get_config
 from ostrack_jax.deploy import onnx_export, onnx_format, onnx_tracker
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 MAP_TOL = 1e-4
 STEP_BOX_TOL_PX = 1e-3
 TRACKER_BOX_TOL_PX = 0.01

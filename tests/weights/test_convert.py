@@ -340,7 +340,7 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
 def test_convert_script(tmp_path, fixtures_dir):
   """convert_torch_weights.py run for real: the file converts; a checkpoint for another preset
   is one line naming what the preset expects, status 2."""
-  repo = pathlib.Path(__file__).resolve().parent.parent
+  repo = pathlib.Path(__file__).resolve().parents[2]
   pth = str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar')
 
   def convert(config, out):

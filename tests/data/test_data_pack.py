@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from test_data_sources import make_coco, make_got10k
 
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import pack, pipeline, sampler as sampler_lib, sources, transforms as T
 from ostrack_jax.data.packed import PackedSource
 from ostrack_jax.datasets import core
-from test_data_sources import make_coco, make_got10k
 
 
 def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):

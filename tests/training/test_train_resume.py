@@ -25,7 +25,7 @@ import pytest
 
 import train_util
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # A small OSTrack (64/128 crops, 3 blocks, CE at block 1 from epoch 2 on) on a tiny synthetic
 # set: 3 epochs of 2 steps at a global batch of 8 (1 per device, 8 simulated devices), a

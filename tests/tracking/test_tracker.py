@@ -17,7 +17,7 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.geometry import crop as crop_lib
 from ostrack_jax.tracking import device_step, host, tracker as tracker_lib
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
 BOX_TOL_PX = 0.01
 SCORE_TOL = 1e-5
 

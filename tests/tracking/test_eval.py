@@ -22,7 +22,7 @@ from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import apply_overrides, get_config
 from ostrack_jax.tracking import evaluate, metrics
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')

@@ -14,7 +14,7 @@ import pytest
 
 from ostrack_jax.common import cli
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _parser(**kw):
