@@ -16,7 +16,9 @@ Add ``--check`` to run one forward pass on random inputs after converting.
 
 import sys
 
-from ostrack_jax.common import cli, fileio
+from ostrack_jax import cli
+from ostrack_jax.common import fileio
+from ostrack_jax.common.errors import InputError
 
 
 def main(argv=None) -> int:
@@ -39,7 +41,7 @@ def main(argv=None) -> int:
       args.checkpoint, config, seed=args.seed, return_report=True
     )
   except (CheckpointError, FileNotFoundError) as e:
-    raise cli.InputError(str(e)) from e
+    raise InputError(str(e)) from e
   print(report.summary())
   save_variables(args.output, variables, config)
   print(f'wrote {args.output} (preset {config.name})')

@@ -20,8 +20,9 @@ the first N) and, with --multihost (as train.py), on several machines writing in
 import os
 import sys
 
-from ostrack_jax.common import cli, fileio
-from ostrack_jax.common.errors import OutputError, SequenceFailure
+from ostrack_jax import cli
+from ostrack_jax.common import fileio
+from ostrack_jax.common.errors import InputError, OutputError, SequenceFailure
 
 DEFAULT_CHECKPOINT = 'workdirs/tiny_256_ce/model.msgpack'
 
@@ -84,9 +85,7 @@ def parse_flags(argv=None):
 def main(argv=None) -> int:
   args = parse_flags(argv)
   if args.checkpoint == DEFAULT_CHECKPOINT and not os.path.exists(args.checkpoint):
-    raise cli.InputError(
-      f'--checkpoint {args.checkpoint}: no such file (run `python train.py` first)'
-    )
+    raise InputError(f'--checkpoint {args.checkpoint}: no such file (run `python train.py` first)')
   cli.initialize_multihost(args)
   # evaluate checks its input and output before importing JAX (runner imports it).
   from ostrack_jax.tracking import evaluate

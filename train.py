@@ -16,7 +16,8 @@ directory's layout is described there.
 import os
 import sys
 
-from ostrack_jax.common import cli, fileio
+from ostrack_jax import cli
+from ostrack_jax.common import fileio
 
 
 def parse_flags(argv=None):

@@ -14,7 +14,7 @@ work is ostrack_jax.tracking.compare.compare_trackers (ostrack_jax.compare_track
 
 import sys
 
-from ostrack_jax.common import cli
+from ostrack_jax import cli
 
 
 def parse_flags(argv=None):

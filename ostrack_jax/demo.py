@@ -38,7 +38,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ostrack_jax.common import cli, fileio
+from ostrack_jax import cli
+from ostrack_jax.common import fileio
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.datasets.core import IMAGE_EXTENSIONS
 from ostrack_jax.datasets.frames import read_frame
 
@@ -392,7 +394,7 @@ def main(argv=None) -> int:
     if writer is not None:
       writer.abort()
     if isinstance(e, (ValueError, RuntimeError)):
-      raise cli.InputError(str(e)) from e
+      raise InputError(str(e)) from e
     raise
   print(
     f'wrote {args.output} ({len(boxes)} frames, {len(boxes) / max(wall, 1e-9):.1f} frames/s '

@@ -10,7 +10,9 @@ with ``--format onnx`` the network alone as one ONNX file with static shapes
 import os
 import sys
 
-from ostrack_jax.common import cli, fileio
+from ostrack_jax import cli
+from ostrack_jax.common import fileio
+from ostrack_jax.common.errors import InputError
 from ostrack_jax.deploy import onnx_export, stablehlo
 
 
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     try:
       stablehlo.check_output_folder(args.output)
     except FileExistsError as e:
-      raise cli.InputError(str(e)) from None
+      raise InputError(str(e)) from None
   from ostrack_jax.weights.model_file import load_checkpoint
 
   config = args.config
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     else:
       stablehlo.export_tracker(config, variables, args.output, dtypes=dtypes, platforms=platforms)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
-    raise cli.InputError(str(e)) from e
+    raise InputError(str(e)) from e
   if args.format == 'onnx':
     precision = {'fp32': 'float32', 'fp16': 'float16 inside'}[args.precision]
     print(

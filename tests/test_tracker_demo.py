@@ -109,7 +109,7 @@ def test_demo_mp4_from_video_file(clip):
 
 def _status(argv):
   """The exit status of the command (as ``python -m``) on ``argv``."""
-  from ostrack_jax.common import cli
+  from ostrack_jax import cli
 
   try:
     return cli.run(demo.main, 'demo', argv)

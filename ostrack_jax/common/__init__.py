@@ -1,5 +1,6 @@
-"""What every room uses: the error types, atomic file writes, the command-line layer, log filters.
+"""The ground floor every room stands on: the error types (``errors``), atomic file writes with the
+umask's modes (``fileio``) and the filter for known library log noise (``logfilter``).
 
-NumPy-free and JAX-free at import: ``errors``, ``fileio`` and ``logfilter`` are imported by
-grain workers and by the ONNX tracker, which run without JAX.
+JAX-free at import: grain workers and the ONNX tracker, which run without JAX, import them. The
+command-line layer built on them is :mod:`ostrack_jax.cli`, beside the commands.
 """

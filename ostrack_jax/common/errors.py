@@ -1,7 +1,7 @@
 """The error types a command turns into one line: a user's mistake, and an output that failed.
 
 ``InputError`` (a ``ValueError``) carries a one-line message naming the file, sequence, frame,
-flag or config field and what is wrong with it. The commands (``ostrack_jax.common.cli.run``) print it
+flag or config field and what is wrong with it. The commands (``ostrack_jax.cli.run``) print it
 as ``<command>: <message>`` and exit with status 2, without a traceback; library callers catch
 it like any ``ValueError``. ``OutputError`` is a write that failed mid-run (exit status 74).
 ``SequenceFailure`` is one sequence that could not be tracked (eval.py reports and skips it, or

@@ -197,7 +197,9 @@ def _check_no_pack(out: pathlib.Path, overwrite: bool) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
   """The pack command; bad input raises ``DatasetError`` (an ``InputError``: one line, status 2
   from the command line)."""
-  from ostrack_jax.common import cli, fileio
+  from ostrack_jax import cli
+  from ostrack_jax.common import fileio
+  from ostrack_jax.common.errors import InputError
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.pack',
@@ -224,7 +226,7 @@ def main(argv: Optional[List[str]] = None) -> None:
   try:  # before indexing the dataset, which may take long
     _check_no_pack(out, args.overwrite)
   except FileExistsError as e:
-    raise cli.InputError(f'--output {args.output}: {e}') from None
+    raise InputError(f'--output {args.output}: {e}') from None
   source = sources.open_source(
     args.dataset, args.root, split_file=args.split_file or None, root_field='--root'
   )
@@ -248,6 +250,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  from ostrack_jax.common import cli
+  from ostrack_jax import cli
 
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.pack'))

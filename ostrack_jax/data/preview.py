@@ -63,8 +63,10 @@ def preview_grid(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-  """The preview command; bad input is one line and status 2 (``ostrack_jax.common.cli``)."""
-  from ostrack_jax.common import cli, fileio
+  """The preview command; bad input is one line and status 2 (``ostrack_jax.cli``)."""
+  from ostrack_jax import cli
+  from ostrack_jax.common import fileio
+  from ostrack_jax.common.errors import InputError
 
   parser = cli.Parser(
     'python -m ostrack_jax.data.preview',
@@ -85,11 +87,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(s.report.summary())
   grid = preview_grid(sampler, list(range(args.start, args.start + args.num)))
   if not cv2.imwrite(args.output, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-    raise cli.InputError(f'--output {args.output}: could not write a PNG there')
+    raise InputError(f'--output {args.output}: could not write a PNG there')
   print(f'wrote {args.output} ({args.num} pairs)')
 
 
 if __name__ == '__main__':
-  from ostrack_jax.common import cli
+  from ostrack_jax import cli
 
   sys.exit(cli.run(main, 'python -m ostrack_jax.data.preview'))

@@ -30,9 +30,9 @@ The default location is ``$OSTRACK_JAX_SYNTHETIC`` if set, else ``~/.cache/ostra
 (:func:`default_root`). Output is a pure function of the arguments (per-sequence RNG streams
 derived from ``seed``), and the default size takes a few seconds to write.
 
-Command line::
+Command line (:mod:`ostrack_jax.data.make_synthetic`)::
 
-  python -m ostrack_jax.datasets.synthetic --output DIR [--num-train 60 --num-val 20 --seed 0]
+  python -m ostrack_jax.data.make_synthetic --output DIR [--num-train 60 --num-val 20 --seed 0]
 """
 
 import json
@@ -40,14 +40,11 @@ import math
 import os
 import pathlib
 import shutil
-import sys
 import tempfile
 from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
-
-from ostrack_jax.common import cli, fileio
 
 DEFAULT_NUM_TRAIN = 60
 DEFAULT_NUM_VAL = 20
@@ -313,7 +310,7 @@ def check_named_root(root: str, field: str = 'config.data.roots.synthetic') -> p
     return path
   what = 'no such folder' if not path.exists() else f'holds no synthetic dataset (no {_MARKER})'
   raise FileNotFoundError(
-    f'{field}={str(root)!r}: {what}; make one with `python -m ostrack_jax.datasets.synthetic '
+    f'{field}={str(root)!r}: {what}; make one with `python -m ostrack_jax.data.make_synthetic '
     f'--output {root}`, or leave {field} empty for the default one (generated on first use)'
   )
 
@@ -326,7 +323,7 @@ def ensure_synthetic_dataset(
   The rule of first use, the one place that applies it (training, evaluation and the dataset
   registry call this): without kwargs, a complete synthetic dataset already at ``root`` is
   used whatever arguments made it (for example a smaller one written by ``python -m
-  ostrack_jax.datasets.synthetic --output DIR --num-train 10``); a missing one is generated with
+  ostrack_jax.data.make_synthetic --output DIR --num-train 10``); a missing one is generated with
   the defaults at the default root, while a named ``root`` without one raises
   FileNotFoundError (:func:`check_named_root`). ``kwargs`` go to
   :func:`make_synthetic_dataset`, which then (re)generates it. ``log``, if given, is told
@@ -340,53 +337,3 @@ def ensure_synthetic_dataset(
   if log is not None:
     log(f'generating the synthetic dataset at {root} ...')
   return make_synthetic_dataset(root, **kwargs)
-
-
-def main(argv=None) -> None:
-  """The generator's command; bad input is one line and status 2 (``ostrack_jax.common.cli``)."""
-  parser = cli.Parser(
-    'python -m ostrack_jax.datasets.synthetic',
-    'Writes the synthetic tracking dataset (GOT-10k layout).',
-  )
-  parser.add_argument(
-    '--output',
-    default=None,
-    help=f'output root (default: $OSTRACK_JAX_SYNTHETIC or {default_root()})',
-  )
-  parser.add_argument('--num-train', type=cli.nonnegative_int, default=DEFAULT_NUM_TRAIN)
-  parser.add_argument('--num-val', type=cli.nonnegative_int, default=DEFAULT_NUM_VAL)
-  parser.add_argument('--num-frames', type=cli.positive_int, default=DEFAULT_NUM_FRAMES)
-  parser.add_argument('--width', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[0])
-  parser.add_argument('--height', type=cli.positive_int, default=DEFAULT_FRAME_SIZE[1])
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--overwrite', action='store_true', help='replace an existing dataset')
-  args = parser.parse(argv)
-  if args.num_train + args.num_val < 1:
-    parser.fail(
-      f'--num-train {args.num_train} --num-val {args.num_val}: need at least one sequence'
-    )
-  for flag, value in (('--width', args.width), ('--height', args.height)):
-    if value < MIN_FRAME_SIZE:
-      parser.fail(f'{flag} {value}: frames must be at least {MIN_FRAME_SIZE} pixels')
-  root = args.output or default_root()
-  fileio.check_writable(root, f'--output {root}')
-  try:
-    root = make_synthetic_dataset(
-      root,
-      num_train=args.num_train,
-      num_val=args.num_val,
-      num_frames=args.num_frames,
-      frame_size=(args.width, args.height),
-      seed=args.seed,
-      overwrite=args.overwrite,
-    )
-  except FileExistsError as e:  # another dataset there (checked before writing anything)
-    raise cli.InputError(str(e)) from None
-  print(
-    f'synthetic dataset: {root} ({args.num_train} train, {args.num_val} val sequences '
-    f'of {args.num_frames} frames)'
-  )
-
-
-if __name__ == '__main__':
-  sys.exit(cli.run(main, 'python -m ostrack_jax.datasets.synthetic'))

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ostrack_jax.common import cli
+from ostrack_jax import cli
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import sources
 from ostrack_jax.datasets import core, folder, registry

@@ -203,7 +203,7 @@ def test_command_line(tmp_path, tiny_checkpoint):
 
 
 def test_command_line_bad_input(tmp_path, capsys, tiny_checkpoint):
-  from ostrack_jax.common import cli
+  from ostrack_jax import cli
 
   with pytest.raises(SystemExit) as e:  # checked while parsing the flags
     export_command.main(['--checkpoint', str(tmp_path / 'missing.msgpack'), '--output', 'o'])

@@ -462,7 +462,7 @@ def test_wrong_frame_dtype_and_shape(onnx_file, soapbox):
 
 def _status(argv):
   """The exit status of the command (as ``python -m``) on ``argv``."""
-  from ostrack_jax.common import cli
+  from ostrack_jax import cli
 
   try:
     return cli.run(export_command.main, 'export', argv)

@@ -1,4 +1,4 @@
-"""The training loop's helpers (flags: tests/common/test_cli.py): the JSONL writer's resume truncation, the
+"""The training loop's helpers (flags: tests/test_cli.py): the JSONL writer's resume truncation, the
 non-finite monitor (isolated bad steps skipped and counted; a run of them stops training with the
 step and the culprit), and the resume config check."""
 

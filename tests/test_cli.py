@@ -1,4 +1,4 @@
-"""The one command-line layer (ostrack_jax.common.cli) and every command's answer to bad input.
+"""The one command-line layer (ostrack_jax.cli) and every command's answer to bad input.
 
 Each command is run for real on input that is wrong: it must exit with status 2 and one line on
 stderr naming the flag, field or file, and no traceback. These fail before JAX is imported
@@ -12,9 +12,10 @@ import sys
 
 import pytest
 
-from ostrack_jax.common import cli
+from ostrack_jax import cli
+from ostrack_jax.common.errors import InputError
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _parser(**kw):
@@ -67,8 +68,8 @@ def test_old_spelling_is_unknown_and_answered_with_the_new_one(capsys):
   [
     ('ostrack_jax.data.pack', ['--split_file', 'x'], '--split-file'),
     ('ostrack_jax.data.pack', ['--shard_mb', '8'], '--shard-mb'),
-    ('ostrack_jax.datasets.synthetic', ['--out', 'x'], '--output'),
-    ('ostrack_jax.datasets.synthetic', ['--num_train', '3'], '--num-train'),
+    ('ostrack_jax.data.make_synthetic', ['--out', 'x'], '--output'),
+    ('ostrack_jax.data.make_synthetic', ['--num_train', '3'], '--num-train'),
     ('ostrack_jax.data.preview', ['--out', 'x.png'], '--output'),
     ('ostrack_jax.export', ['--out', 'x'], '--output'),
   ],
@@ -86,7 +87,7 @@ def test_commands_answer_the_0_1_0_spellings_with_the_new_one(module, argv, new,
 
 def test_run_turns_input_errors_into_status_2(capsys):
   def main(argv):
-    raise cli.InputError('config.x: wrong')
+    raise InputError('config.x: wrong')
 
   assert cli.run(main, 'prog') == 2
   assert capsys.readouterr().err == 'prog: config.x: wrong\n'
@@ -156,7 +157,10 @@ CASES = [
     ['-m', 'ostrack_jax.data.pack', 'folder', '--root', 'nope', '--output', 'x'],
     "folder: --root='nope' does not exist",
   ),
-  (['-m', 'ostrack_jax.datasets.synthetic', '--num-frames', '0'], 'argument --num-frames: must be'),
+  (
+    ['-m', 'ostrack_jax.data.make_synthetic', '--num-frames', '0'],
+    'argument --num-frames: must be',
+  ),
   (['-m', 'ostrack_jax.data.preview', '--output', 'x.png', '--num', '0'], 'argument --num: must'),
   (
     [
@@ -269,7 +273,7 @@ BEFORE_WORK = [
   (
     [
       '-m',
-      'ostrack_jax.datasets.synthetic',
+      'ostrack_jax.data.make_synthetic',
       '--width',
       '5',
       '--height',
@@ -279,7 +283,7 @@ BEFORE_WORK = [
     ],
     '--width 5: frames must be at least 32 pixels',
   ),
-  (['-m', 'ostrack_jax.datasets.synthetic', '--output', '/sys/syn'], 'cannot write in /sys'),
+  (['-m', 'ostrack_jax.data.make_synthetic', '--output', '/sys/syn'], 'cannot write in /sys'),
 ]
 
 

@@ -1,7 +1,7 @@
 """The one command-line layer of every command.
 
 train.py, eval.py, convert_torch_weights.py and ``python -m ostrack_jax.{export, demo,
-data.pack, data.preview, datasets.synthetic}`` build their flags on :class:`Parser` and run their
+data.pack, data.preview, data.make_synthetic}`` build their flags on :class:`Parser` and run their
 ``main`` through :func:`run`, so they all behave alike:
 
 * flags are spelled ``--kebab-case`` (the 0.1.0 spellings ``--split_file``, ``--out``, ...
@@ -34,7 +34,6 @@ from ostrack_jax.common import fileio
 from ostrack_jax.common.errors import InputError, OutputError
 
 __all__ = [
-  'InputError',
   'Parser',
   'run',
   'positive_int',
