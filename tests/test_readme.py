@@ -187,3 +187,37 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     exec(compile(snippet, 'README.md', 'exec'), namespace)
     boxes = namespace['boxes']
     assert len(boxes) == 2 and all(np.isfinite(b).all() and len(b) == 4 for b in boxes)
+
+
+def _layout_block() -> str:
+  text = (REPO / 'README.md').read_text()
+  start = text.index('\n```\nostrack_jax/\n', text.index('Layout. Imports point one way'))
+  return text[start + 5 : text.index('\n```', start + 5)]
+
+
+def test_readme_layout_names_every_module_in_its_room():
+  """The README's layout section and the package agree: every module is named under its room."""
+  block = _layout_block()
+  rooms: dict = {}
+  room = ''
+  for line in block.splitlines()[1:]:
+    m = re.match(r'  (\w+)(/|\.py)\s', line + ' ')
+    if m:
+      room = m.group(1) if m.group(2) == '/' else ''
+      if not room:
+        rooms.setdefault('', set()).add(m.group(1) + '.py')
+    if room:
+      rooms.setdefault(room, set()).update(re.findall(r'\b(\w+\.py)\b', line))
+  package = REPO / 'ostrack_jax'
+  missing = []
+  for path in sorted(package.rglob('*.py')):
+    rel = path.relative_to(package)
+    if path.name == '__init__.py' or rel.parts[0] == 'configs' and path.name != 'base.py':
+      continue  # presets: 'one file per preset'
+    where = rel.parts[0] if len(rel.parts) > 1 else ''
+    if path.name not in rooms.get(where, set()):
+      missing.append(str(rel))
+  assert not missing, f'README layout section does not name: {missing}'
+  named_rooms = {r for r in rooms if r}
+  actual_rooms = {p.name for p in package.iterdir() if (p / '__init__.py').is_file()}
+  assert named_rooms == actual_rooms, (named_rooms, actual_rooms)
