@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Set
 
 import numpy as np
 
@@ -267,11 +267,12 @@ def im2col_to_conv(graph, max_in_channels: int = CONV_MAX_IN_CHANNELS) -> int:
   ``max_in_channels``. Same values (the HWIO kernel transposed to OIHW, the Gemm's bias as the
   Conv's). Returns the number of convolutions rewritten."""
   index = _GraphIndex(graph)
-  replace, drop = {}, set()
+  replace: Dict[int, list] = {}
+  drop: Set[int] = set()
   for concat in graph.node:
     conv = _match_im2col(index, concat)
     weights = conv and _conv_weights(index, conv.gemm, max_in_channels)
-    if not weights:
+    if conv is None or not weights:
       continue
     replace[id(conv.back)] = _conv_nodes(graph, conv, *weights)
     drop.update(id(n) for n in conv.nodes())

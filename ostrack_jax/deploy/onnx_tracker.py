@@ -18,7 +18,7 @@ works on machines where JAX does not run.
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -115,9 +115,9 @@ class OnnxTracker(host.LastOutputs):
     self.output_names = [o.name for o in session.get_outputs()]
     self._table = normalization_table()
     self._window = host.hann_window(self.feat_size)
-    self._template = None
-    self._box = None
-    self._image_hw = None
+    self._template: Optional[np.ndarray] = None  # (1, T, T, 3) float32, set by initialize
+    self._box: Optional[np.ndarray] = None  # (1, 4) float32 xywh, the state
+    self._image_hw: Optional[Tuple[int, int]] = None
     self._size_warned = False
     self._initialized = False
     self._last: Optional[Dict[str, np.ndarray]] = None
@@ -135,6 +135,7 @@ class OnnxTracker(host.LastOutputs):
   def state(self) -> np.ndarray:
     """Current box, xywh image pixels (float64 copy)."""
     self._check_initialized()
+    assert self._box is not None, 'initialize sets the state'
     return self._box[0].astype(np.float64)
 
   @state.setter
@@ -223,10 +224,12 @@ class OnnxTracker(host.LastOutputs):
     self._check_initialized()
     frame = check_frame(frame, f'frame {self.frame_id + 1}')
     h, w = frame.shape[:2]
+    assert self._image_hw is not None, 'initialize sets the frame size'
     self._size_warned = host.note_frame_size(
       self._image_hw, (h, w), self.frame_id + 1, self._size_warned
     )
     self._image_hw = (h, w)
+    assert self._template is not None and self._box is not None, 'initialize sets them'
     self._last = self.step(self._template, self._box, frame)
     box = self._last['boxes']
     self.frame_id += 1

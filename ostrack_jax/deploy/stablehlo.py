@@ -62,7 +62,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def track_file(dtype: str) -> str:
 # ------------------------------------------------------------------------- weights
 
 
-def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, np.ndarray]:
+def _flatten(tree: Mapping[str, Any], prefix: str = '') -> Dict[str, np.ndarray]:
   """Nested dict -> {'a/b/c': array}, keys in sorted order (jax's dict pytree order)."""
   flat = {}
   for key in sorted(tree):
@@ -236,7 +236,7 @@ def _serialize(
   from ostrack_jax.tracking import device_step
 
   inputs = _abstract_inputs(config)
-  blobs = {}
+  blobs: Dict[str, bytes] = {}
   for dtype in dtypes:
     variant = config.copy_and_resolve_references()
     with variant.unlocked():
@@ -284,7 +284,9 @@ def _write_folder(
   tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-export-')
   try:
     os.chmod(tmp, fileio.dir_mode())  # mkdtemp's folder is private (0700); files follow the umask
-    np.savez(os.path.join(tmp, WEIGHTS_FILE), **flat)
+    # numpy's stub gives savez a keyword ``allow_pickle: bool`` that mypy cannot rule out of a
+    # **dict of arrays.
+    np.savez(os.path.join(tmp, WEIGHTS_FILE), **flat)  # type: ignore[arg-type]
     for name, blob in blobs.items():
       with open(os.path.join(tmp, name), 'wb') as fh:
         fh.write(blob)

@@ -16,7 +16,7 @@ training data, the tracker and the training step.
 """
 
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -57,7 +57,7 @@ def crop_size(box_xywh: Sequence[float], factor: float) -> int:
 
 def sample_target(
   image: np.ndarray,
-  box_xywh: Sequence[float],
+  box_xywh: Union[Sequence[float], np.ndarray],
   factor: float,
   output_size: Optional[int],
   *,

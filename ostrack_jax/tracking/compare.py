@@ -36,7 +36,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 
@@ -77,6 +77,15 @@ class ResultFolder(results.ResultWriter):
     return None
 
 
+class AttributeTable(TypedDict):
+  """One attribute's table in :class:`Comparison`: its title, the scored sequences that have
+  it, the rows (as ``Comparison.rows``) over them."""
+
+  title: str
+  sequences: List[str]
+  rows: List[Tuple[str, Dict[str, float]]]
+
+
 @dataclasses.dataclass
 class Comparison:
   """The outcome of :func:`compare_trackers`.
@@ -99,7 +108,7 @@ class Comparison:
   folders: Dict[str, str]
   sequences: List[str]
   left_out: Dict[str, Dict[str, str]]
-  attributes: Dict[str, Dict[str, object]]
+  attributes: Dict[str, AttributeTable]
   notes: List[str] = dataclasses.field(default_factory=list)
   per_sequence: Dict[str, Dict[str, Dict[str, float]]] = dataclasses.field(default_factory=dict)
   text: str = ''
@@ -144,13 +153,13 @@ def parse_results(
     pairs = []
     for spec in specs:
       spec = str(spec)
-      name, eq, folder = spec.partition('=')
+      name, eq, folder_text = spec.partition('=')
       if not eq or os.path.isdir(spec):  # a bare folder (even one whose name holds '=')
         path = pathlib.Path(spec)
-        name, folder = path.resolve().name if path.name in ('', '.', '..') else path.name, spec
-      if not name or not folder:
+        name, folder_text = path.resolve().name if path.name in ('', '.', '..') else path.name, spec
+      if not name or not folder_text:
         raise InputError(f'--results {spec!r}: expected NAME=FOLDER or FOLDER')
-      pairs.append((name, pathlib.Path(folder)))
+      pairs.append((name, pathlib.Path(folder_text)))
   if not pairs:
     raise InputError('--results: no results folder given')
   out: Dict[str, pathlib.Path] = {}
@@ -453,7 +462,7 @@ def _sorted_names(scored, sort_keys) -> List[str]:
   return sorted(scored, key=lambda n: _rank_key(scored[n]['summary'], sort_keys))
 
 
-def format_comparison(c: Comparison, shown: int = _SHOWN) -> str:
+def format_comparison(c: Comparison, shown: Optional[int] = _SHOWN) -> str:
   """The printed report: the table, the sequences left out per tracker, one table per
   attribute. ``shown`` caps the left-out sequences listed per tracker (None: all)."""
   parts = [metrics.format_table(c.rows, c.columns, title=f'{c.dataset} ({len(c.sequences)} seq)')]

@@ -9,7 +9,7 @@ caller reads a result. :class:`ostrack_jax.tracking.tracker.Tracker` (B = 1) and
 :class:`ostrack_jax.tracking.runner.Pipeline` pipelines it over benchmark sequences.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -115,6 +115,8 @@ class TrackingCore:
     # Where things live: None = JAX's default device (uncommitted, as a plain one-device core),
     # a device, or the mesh's shardings (replicated weights, slot-sharded states and inputs).
     self.mesh = None
+    replicated: Union[None, jax.Device, jax.sharding.Sharding]
+    slotted: Union[None, jax.Device, jax.sharding.Sharding]
     replicated = slotted = None if self.devices is None else self.devices[0]
     if self.devices is not None and len(self.devices) > 1:
       from jax.sharding import NamedSharding, PartitionSpec
@@ -139,7 +141,8 @@ class TrackingCore:
       jax.device_put(np.zeros((batch_size, t, t, 3), np.float32), slotted),
       jax.device_put(np.zeros((batch_size, 4), np.float32), slotted),
     )
-    self._template_crops = (None, None)  # the last init's crop(s), and the row to read
+    # The last init's crop(s), and the row to read (None: the crop itself).
+    self._template_crops: Tuple[Optional[jax.Array], Optional[int]] = (None, None)
 
   def _jit_programs(self, fns: TrackingFns, treedef) -> Tuple[Callable, Callable]:
     """The jitted (track, init) programs, the state donated: on one device plain ``jax.jit``;
@@ -183,7 +186,7 @@ class TrackingCore:
   def last_template_crop(self) -> Optional[jax.Array]:
     """(T, T, 3) uint8 template crop of the last :meth:`initialize_slot`, on its device."""
     crops, row = self._template_crops
-    return crops if row is None else crops[row]
+    return crops if crops is None or row is None else crops[row]
 
   def upload(self, frames_padded: np.ndarray) -> jax.Array:
     """A (B, Hb, Wb, 3) uint8 host batch on the core's device(s), each frame on its slot's."""
@@ -214,6 +217,7 @@ class TrackingCore:
     # The frame goes to its slot's device only; the others get an idle frame of the bucket's
     # shape (made once, on the device), the one program's input on the devices not cutting.
     d = self.slot_device(slot)
+    assert self.devices is not None and isinstance(self._slotted, jax.sharding.Sharding), 'mesh'
     shape = tuple(padded.shape[:2])
     if shape not in self._idle_frames:
       idle = np.zeros((1, *shape, 3), np.uint8)
@@ -252,7 +256,8 @@ class TrackingCore:
 
   def compilations(self) -> int:
     """Programs compiled so far (per bucket shape, init and track)."""
-    return self._track._cache_size() + self._init._cache_size()
+    # ``_cache_size``: jaxlib's private count of a jitted function's programs (untyped in jax).
+    return self._track._cache_size() + self._init._cache_size()  # type: ignore[attr-defined]
 
   def warmup(self, frame_hw: Sequence[int] = (480, 854)) -> None:
     """Compiles the step and the initialisation for frames of ``frame_hw`` (height, width)."""

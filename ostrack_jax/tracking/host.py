@@ -11,9 +11,10 @@ Coordinates: boxes are ``xywh`` in image pixels; ``image_hw`` is ``(height, widt
 
 import math
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ostrack_jax.geometry.boxes import box_text
 from ostrack_jax.geometry.crop import IMAGENET_MEAN, IMAGENET_STD
@@ -84,8 +85,8 @@ def clip_box(box_xywh: np.ndarray, height, width, margin: float = CLIP_MARGIN) -
 def boxes_to_image(
   pred_cxcywh_norm: np.ndarray,
   prev_xywh: np.ndarray,
-  resize_factor: np.ndarray,
-  image_hw: np.ndarray,
+  resize_factor: npt.ArrayLike,
+  image_hw: npt.ArrayLike,
   search_size: int,
 ) -> np.ndarray:
   """Network output -> new states, for a batch: scale (float32, as the original's tensor
@@ -190,7 +191,7 @@ class LastOutputs:
   arrays with a leading slot axis of 1, or None) and give ``_removed()``: the eliminated-token
   arrays of that step, one (1, n_i) array per CE layer."""
 
-  _last = None
+  _last: Optional[Dict[str, Any]] = None
 
   def _removed(self) -> List:
     raise NotImplementedError

@@ -15,7 +15,7 @@ by its server, or a 1-frame sequence; each with its reason) and the failures (wi
 import io
 import json
 import pathlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def summary_columns(layout: str) -> Tuple[str, ...]:
   return (GOT10K_COLUMNS if layout == 'got10k' else ()) + OPE_COLUMNS
 
 
-def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, object]:
+def compute_metrics(sequences, writer, layout: str, dataset: str) -> Dict[str, Any]:
   """Metrics of every finished sequence with full ground truth, read back from the files.
 
   Returns ``{'summary': {metric: value in %}, 'rows': [(name, row)], 'curves':

@@ -14,7 +14,7 @@ Grayscale frames are replicated to three channels and RGBA frames lose their alp
 
 import operator
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -54,6 +54,13 @@ class Tracker(LastOutputs):
   the device step including the wait for the box ('model'), and after ('postprocess').
   """
 
+  # Declared for the type checker only: set on the trackers that
+  # :func:`ostrack_jax.deploy.stablehlo.load_exported` returns (the deserialised
+  # ``jax.export.Exported`` of track and init, the folder's manifest), absent on the others.
+  exported: 'jax.export.Exported'
+  exported_init: 'jax.export.Exported'
+  manifest: Dict[str, Any]
+
   def __init__(
     self,
     config: ml_collections.ConfigDict,
@@ -72,11 +79,11 @@ class Tracker(LastOutputs):
     self.template_factor = float(config.tracker.template_factor)
     self.search_factor = float(config.tracker.search_factor)
     self._initialized = False
-    self._image_hw = None
+    self._image_hw: Optional[Tuple[int, int]] = None
     self._size_warned = False
     self.frame_id = 0
     self._last = None
-    self._template_crop = None
+    self._template_crop: Optional[jax.Array] = None
     self.last_timing: Dict[str, float] = {}
 
   @classmethod
@@ -139,6 +146,7 @@ class Tracker(LastOutputs):
     self._check_initialized()
     frame = check_frame(frame, f'frame {self.frame_id + 1}')
     h, w = frame.shape[:2]
+    assert self._image_hw is not None, 'initialize sets the frame size'
     self._size_warned = host.note_frame_size(
       self._image_hw, (h, w), self.frame_id + 1, self._size_warned
     )
