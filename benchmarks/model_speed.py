@@ -131,7 +131,7 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
   from ostrack_jax.configs import get_config
   from ostrack_jax.deploy import onnx_export, onnx_tracker
   from ostrack_jax.models.ostrack import init_variables
-  from ostrack_jax.tracking import core as core_lib
+  from ostrack_jax.tracking import tracking_core
 
   config = get_config(preset)
   config.model.dtype = 'float32'
@@ -154,9 +154,9 @@ def time_onnx_step(preset: str, repeats: int, frame_hw=(480, 854)):
     tracker.state = box
     tracker.track(frame)
 
-  core = core_lib.TrackingCore(config, variables, 1, None, full_outputs=True)
+  core = tracking_core.TrackingCore(config, variables, 1, None, full_outputs=True)
   core.initialize_slot(0, frame, box)
-  padded = jax.device_put(core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None])
+  padded = jax.device_put(tracking_core.pad_to(frame, tracking_core.bucket_shape(h, w))[None])
   hw, active = np.array([[h, w]], np.int32), np.ones(1, bool)
 
   def run_jax():

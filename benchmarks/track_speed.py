@@ -101,7 +101,7 @@ from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.geometry.crop import sample_target
 from ostrack_jax.models.head import decode_box
 from ostrack_jax.models.ostrack import build_model, cast_kernels, compute_dtype, init_variables
-from ostrack_jax.tracking import core as core_lib, device_step, eval_sequences, runner
+from ostrack_jax.tracking import device_step, eval_sequences, runner, tracking_core
 from ostrack_jax.tracking.host import boxes_to_image, hann_window, normalization_table
 
 COMMON_RESOLUTIONS = [
@@ -148,7 +148,7 @@ def device_only_fps(core, frame, n_steps):
   """The core's step back to back on a device-resident batch; one wait at the end."""
   h, w = frame.shape[:2]
   b = core.batch_size
-  padded = core_lib.pad_to(frame, core_lib.bucket_shape(h, w))
+  padded = tracking_core.pad_to(frame, tracking_core.bucket_shape(h, w))
   batch = core.upload(np.repeat(padded[None], b, 0))
   hw = np.tile([h, w], (b, 1)).astype(np.int32)
   active = np.ones(b, bool)
@@ -216,7 +216,7 @@ def host_path_fps(config, variables, frames, init_box, n):
 def dispatch_table(core, frame):
   """Host time of one step dispatch (no wait) with the weights as a nested dict vs leaves."""
   h, w = frame.shape[:2]
-  padded = jax.device_put(core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None])
+  padded = jax.device_put(tracking_core.pad_to(frame, tracking_core.bucket_shape(h, w))[None])
   hw = np.array([[h, w]], np.int32)
   active = np.ones(1, bool)
   fns = core.fns
@@ -251,16 +251,16 @@ def dispatch_table(core, frame):
 
 def compile_mix():
   config = get_config('tiny_256_ce')
-  core = core_lib.TrackingCore(config, init_variables(config), 1, None, full_outputs=False)
+  core = tracking_core.TrackingCore(config, init_variables(config), 1, None, full_outputs=False)
   for h, w in COMMON_RESOLUTIONS:
     frame = np.zeros((h, w, 3), np.uint8)
     core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
     core.step(
-      core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None],
+      tracking_core.pad_to(frame, tracking_core.bucket_shape(h, w))[None],
       np.array([[h, w]]),
       np.ones(1, bool),
     )
-  buckets = sorted({core_lib.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
+  buckets = sorted({tracking_core.bucket_shape(h, w) for h, w in COMMON_RESOLUTIONS})
   res = ', '.join(f'{w}x{h}' for h, w in COMMON_RESOLUTIONS)
   return (
     f'Resolutions {res}: {len(COMMON_RESOLUTIONS)} sizes -> '
@@ -316,7 +316,7 @@ def main():
       variables = init_variables(config)
       for d, b in [(d, b) for d in ARGS.devices for b in ARGS.batches if b % d == 0]:
         devices = jax.local_devices()[:d] if d > 1 else None
-        core = core_lib.TrackingCore(
+        core = tracking_core.TrackingCore(
           config, variables, b, None if b == 1 else 'vmap', full_outputs=False, devices=devices
         )
         core.warmup((h, w))

@@ -23,7 +23,7 @@ import numpy as np
 
 from ostrack_jax.configs import get_config
 from ostrack_jax.geometry import crop as crop_lib, device_crop
-from ostrack_jax.tracking import core as core_lib, tracker as tracker_lib
+from ostrack_jax.tracking import tracker as tracker_lib, tracking_core
 
 FIXTURES = REPO / 'tests' / 'fixtures'
 
@@ -40,7 +40,7 @@ def check_crops(n_boxes=500):
   sizes = np.exp(rng.uniform(np.log(0.3), np.log(1200), (n_boxes, 2)))
   xy = rng.uniform(-sizes - 60, [w + 60, h + 60])
   boxes = np.concatenate([xy, sizes], 1)
-  padded = core_lib.pad_to(image, core_lib.bucket_shape(h, w))
+  padded = tracking_core.pad_to(image, tracking_core.bucket_shape(h, w))
   hw = np.array([h, w], np.int32)
   geo = [
     crop_lib.sample_target(image[:1, :1], b, 4.0, None, with_mask=False).crop_box_xyxy

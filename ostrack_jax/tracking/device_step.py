@@ -1,7 +1,7 @@
 """The tracker's per-frame work on the device, as pure functions over explicit pytrees.
 
 Per frame, inside ONE jitted step (:func:`make_tracking_fns`, which
-:class:`ostrack_jax.tracking.core.TrackingCore` jits and dispatches), on the device: the search
+:class:`ostrack_jax.tracking.tracking_core.TrackingCore` jits and dispatches), on the device: the search
 crop around the previous state with the original's arithmetic
 (:mod:`ostrack_jax.geometry.device_crop`: crop side, rounding, zero padding, the border
 off-by-one, OpenCV's INTER_LINEAR uint8 resize, pixel-exact), the ImageNet normalisation (an

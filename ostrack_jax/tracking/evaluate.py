@@ -403,7 +403,7 @@ def _compiled_core(config, variables, options: _TrackOptions, first):
   reported when its sequence is tracked)."""
   import jax
 
-  from ostrack_jax.tracking.core import TrackingCore
+  from ostrack_jax.tracking.tracking_core import TrackingCore
 
   if options.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(options.compilation_cache))

@@ -3,7 +3,7 @@
 :class:`Pipeline` never waits for a box before dispatching the next frame. Per step the host
 takes the frames that a thread pool decoded ahead (and, for one slot, padded and uploaded),
 copies them in parallel into a reused batch buffer of the step's bucket shape (B > 1), and
-dispatches one jitted step of :class:`~ostrack_jax.tracking.core.TrackingCore` (one transfer per
+dispatches one jitted step of :class:`~ostrack_jax.tracking.tracking_core.TrackingCore` (one transfer per
 step); the states stay on the device. The boxes of a step are copied back ``lag`` steps later,
 in bulk, when the device is long done with them. Which sequence a slot tracks, and which of its
 frames, is known on the host in advance (sequence lengths are known), so nothing in the
@@ -39,7 +39,7 @@ import numpy as np
 from ostrack_jax.common.errors import SequenceFailure
 from ostrack_jax.datasets.core import DatasetError, Video
 from ostrack_jax.datasets.frames import read_frame
-from ostrack_jax.tracking import core as core_lib
+from ostrack_jax.tracking import tracking_core
 from ostrack_jax.tracking.host import check_frame, check_init_box
 
 
@@ -82,8 +82,8 @@ def _load(read, seq: Video, index: int, upload: Optional[Callable]) -> DecodedFr
   image = read(seq, index)
   if upload is None:
     return DecodedFrame(image)
-  shape = core_lib.bucket_shape(*image.shape[:2])
-  padded = core_lib.pad_to(image, shape, np.empty(shape + (3,), np.uint8))
+  shape = tracking_core.bucket_shape(*image.shape[:2])
+  padded = tracking_core.pad_to(image, shape, np.empty(shape + (3,), np.uint8))
   return DecodedFrame(image, upload(padded[None]))
 
 
@@ -177,7 +177,7 @@ class Pipeline:
 
   def __init__(
     self,
-    core: core_lib.TrackingCore,
+    core: tracking_core.TrackingCore,
     sequences: Sequence[Video],
     on_done: Callable[[SequenceRun], None],
     on_failure: Callable[[SequenceFailure], None],
@@ -319,15 +319,15 @@ class Pipeline:
     if self.core.batch_size == 1:
       (f,) = frames.values()
       return f.uploaded
-    hb = max(core_lib.bucket_size(f.hw[0]) for f in frames.values())
-    wb = max(core_lib.bucket_size(f.hw[1]) for f in frames.values())
+    hb = max(tracking_core.bucket_size(f.hw[0]) for f in frames.values())
+    wb = max(tracking_core.bucket_size(f.hw[1]) for f in frames.values())
     batch = self._buffers.get((self.core.batch_size, hb, wb, 3))
     copies = [(f.image, batch[i]) for i, f in frames.items()]
     if self._copier is None:
       for image, out in copies:
-        core_lib.pad_to(image, (hb, wb), out)
+        tracking_core.pad_to(image, (hb, wb), out)
     else:
-      list(self._copier.map(lambda c: core_lib.pad_to(c[0], (hb, wb), c[1]), copies))
+      list(self._copier.map(lambda c: tracking_core.pad_to(c[0], (hb, wb), c[1]), copies))
     return batch
 
   def _collect_oldest(self) -> None:

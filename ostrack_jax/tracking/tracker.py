@@ -1,7 +1,7 @@
 """The OSTrack inference tracker for users (as the original tracks at test time): :class:`Tracker`
 follows one target, :class:`BatchTracker` B sequences in lockstep.
 
-Both are front ends of :class:`~ostrack_jax.tracking.core.TrackingCore` (B = 1 and B slots):
+Both are front ends of :class:`~ostrack_jax.tracking.tracking_core.TrackingCore` (B = 1 and B slots):
 they check the user's frames and boxes (a ValueError naming the frame or slot), pad each frame
 to its bucket and dispatch one jitted step (:mod:`ostrack_jax.tracking.device_step`: the search
 crop, the network, the Hann window, the decode, the map back and the clip); the states stay on
@@ -22,9 +22,9 @@ import numpy as np
 
 from ostrack_jax.geometry.boxes import box_text
 from ostrack_jax.tracking import host
-from ostrack_jax.tracking.core import TrackingCore, bucket_shape, pad_to
 from ostrack_jax.tracking.device_step import BATCH_MODES, TrackingFns
 from ostrack_jax.tracking.host import LastOutputs, check_frame, check_init_box
+from ostrack_jax.tracking.tracking_core import TrackingCore, bucket_shape, pad_to
 
 # ------------------------------------------------------------------------- the tracker
 

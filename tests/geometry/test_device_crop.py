@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ostrack_jax.geometry import crop as crop_lib, device_crop
-from ostrack_jax.tracking import core as core_lib, device_step, host
+from ostrack_jax.tracking import device_step, host, tracking_core
 
 FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
 
@@ -61,8 +61,8 @@ def _random_boxes(rng, n, h, w):
 
 def _compare(image, boxes, factor):
   h, w = image.shape[:2]
-  hb, wb = core_lib.bucket_shape(h, w)
-  padded = core_lib.pad_to(image, (hb, wb), np.full((hb, wb, 3), 77, np.uint8))
+  hb, wb = tracking_core.bucket_shape(h, w)
+  padded = tracking_core.pad_to(image, (hb, wb), np.full((hb, wb, 3), 77, np.uint8))
   geo = [
     crop_lib.sample_target(image[:1, :1], b, factor, None, with_mask=False).crop_box_xyxy
     for b in boxes
@@ -198,8 +198,8 @@ def test_device_map_back_and_clip_stay_within_1e3_px_of_float64():
 
 def test_bucket_sizes():
   assert [
-    core_lib.bucket_size(n) for n in (1, 64, 65, 360, 480, 540, 720, 854, 1080, 1280, 1920)
+    tracking_core.bucket_size(n) for n in (1, 64, 65, 360, 480, 540, 720, 854, 1080, 1280, 1920)
   ] == [64, 64, 80, 384, 512, 640, 768, 896, 1280, 1280, 2048]
   for n in range(1, 5000, 7):
-    b = core_lib.bucket_size(n)
+    b = tracking_core.bucket_size(n)
     assert n <= b <= max(64, 1.25 * n)

@@ -13,7 +13,7 @@ import pytest
 from ostrack_jax.configs import get_config
 from ostrack_jax.datasets.core import FrameError, Video
 from ostrack_jax.datasets.frames import read_frame
-from ostrack_jax.tracking import core as core_lib, runner, tracker as tracker_lib
+from ostrack_jax.tracking import runner, tracker as tracker_lib, tracking_core
 
 FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
 
@@ -87,16 +87,16 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
 @pytest.mark.slow
 def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
   frames, gt = soapbox
-  core = core_lib.TrackingCore(
+  core = tracking_core.TrackingCore(
     tracker.config, tracker.variables, 1, None, full_outputs=False, cast=False
   )
   sizes = [(480, 854), (500, 860), (360, 640), (480, 854), (720, 1280), (355, 630)]
-  buckets = {core_lib.bucket_shape(*hw) for hw in sizes}
+  buckets = {tracking_core.bucket_shape(*hw) for hw in sizes}
   assert len(buckets) == 3
   for h, w in sizes:
     frame = cv2.resize(frames[1], (w, h))
     core.initialize_slot(0, frame, np.array([w / 3, h / 3, w / 5, h / 5]))
-    padded = core_lib.pad_to(frame, core_lib.bucket_shape(h, w))[None]
+    padded = tracking_core.pad_to(frame, tracking_core.bucket_shape(h, w))[None]
     core.step(padded, np.array([[h, w]]), np.ones(1, bool))
   assert core._track._cache_size() == len(buckets)
   assert core.compilations() == 2 * len(buckets)  # the template crop: one per bucket too
@@ -166,7 +166,7 @@ def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_
 
 
 def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):
-  core = core_lib.TrackingCore(
+  core = tracking_core.TrackingCore(
     tracker.config, tracker.variables, 2, 'vmap', full_outputs=False, cast=False
   )
   with pytest.raises(AssertionError, match='shape'):  # 3 frames for 2 slots
