@@ -66,3 +66,49 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope='session')
 def fixtures_dir() -> pathlib.Path:
   return FIXTURES
+
+
+# ---------------------------------------------------------------------------------------------
+# fast_compile: XLA's backend optimisations off for tests that check behaviour.
+#
+# A module (`pytestmark = pytest.mark.fast_compile`) or a test (`@pytest.mark.fast_compile`)
+# whose assertions are about behaviour (files, messages, resume, compile counts, two of our own
+# runs agreeing) and never compare with the original's outputs (tests/fixtures) runs with
+# jax_disable_most_optimizations: XLA spends about half the time compiling the tiny tracker, and
+# the programs run somewhat slower. Results move in the last float bits only, the same way for
+# every program of the test. `@pytest.mark.fast_compile(False)` keeps a test of such a module
+# on the normal compiler (a comparison with the original inside a behaviour module).
+#
+# The flag is not part of JAX's in-memory cache keys, so the caches are cleared whenever it
+# changes: a program compiled one way never serves a test of the other kind (the persistent
+# compilation cache's key includes it). JAX_DISABLE_MOST_OPTIMIZATIONS follows it, for the
+# train.py / eval.py subprocesses the tests start. The module-level mark is applied before the
+# module's fixtures are made (they may train or compile); a test's own mark before the test.
+
+
+def _compile_fast(fast: bool) -> None:
+  import jax
+
+  if jax.config.read('jax_disable_most_optimizations') == fast:
+    return
+  jax.clear_caches()
+  jax.config.update('jax_disable_most_optimizations', fast)
+  if fast:
+    os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+  else:
+    os.environ.pop('JAX_DISABLE_MOST_OPTIMIZATIONS', None)
+
+
+def _fast_compile_mark(node) -> bool:
+  mark = node.get_closest_marker('fast_compile')
+  return mark is not None and (mark.args[0] if mark.args else True)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _fast_compile_module(request):
+  _compile_fast(_fast_compile_mark(request.node))
+
+
+@pytest.fixture(autouse=True)
+def _fast_compile_test(request):
+  _compile_fast(_fast_compile_mark(request.node))

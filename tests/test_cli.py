@@ -16,6 +16,9 @@ from ostrack_jax.common import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def _parser(**kw):
   p = cli.Parser('prog', config='tiny_256_ce', **kw)

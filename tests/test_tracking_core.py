@@ -15,6 +15,9 @@ from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 @pytest.fixture(scope='module')
 def tracker():
