@@ -69,6 +69,46 @@ def fixtures_dir() -> pathlib.Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# The tiny model (tests/fixtures/tiny256) and the tracker fixtures' frames, made once per test
+# process for every module that needs them. Shared objects: a test must not modify them.
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint() -> pathlib.Path:
+  """The tiny model's checkpoint in the released PyTorch layout (weights seed 0)."""
+  return FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
+
+
+@pytest.fixture(scope='session')
+def tiny_variables(tiny_checkpoint):
+  """The tiny checkpoint converted to Flax variables for the tiny_256_ce preset."""
+  from ostrack_jax.configs import get_config
+  from ostrack_jax.weights.convert import load_torch_checkpoint
+
+  return load_torch_checkpoint(str(tiny_checkpoint), get_config('tiny_256_ce'))
+
+
+@pytest.fixture(scope='session')
+def tracker_frames():
+  """name -> (frames, data) of tests/fixtures/tracker/<name>.npz: its frames decoded to RGB
+  (H, W, 3) uint8, in order, and the npz itself (gt (30, 4) xywh, the original's runs)."""
+  import cv2
+  import numpy as np
+
+  done = {}
+
+  def get(name):
+    if name not in done:
+      data = np.load(FIXTURES / 'tracker' / f'{name}.npz')
+      n = len([k for k in data.files if k.startswith('png_')])
+      frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(n)]
+      done[name] = frames, data
+    return done[name]
+
+  return get
+
+
+# ---------------------------------------------------------------------------------------------
 # fast_compile: XLA's backend optimisations off for tests that check behaviour.
 #
 # A module (`pytestmark = pytest.mark.fast_compile`) or a test (`@pytest.mark.fast_compile`)

@@ -37,10 +37,8 @@ def _frames_and_gt(name='soapbox'):
 
 
 @pytest.fixture(scope='module')
-def variables():
-  from ostrack_jax.weights.model_file import load_checkpoint
-
-  return load_checkpoint(str(CHECKPOINT), get_config('tiny_256_ce'))
+def variables(tiny_variables):
+  return tiny_variables  # tests/conftest.py: converted once per process
 
 
 @pytest.fixture(scope='module')

@@ -44,7 +44,6 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.models import flops
 from ostrack_jax.models.ostrack import build_model, init_variables
 from ostrack_jax.training import step as step_lib
-from ostrack_jax.weights.convert import load_torch_checkpoint
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
 
@@ -58,13 +57,6 @@ def _config(preset='tiny_256_ce', **fields):
   for k, v in fields.items():
     c.model[k] = v
   return c
-
-
-@pytest.fixture(scope='module')
-def tiny_variables(fixtures_dir):
-  return load_torch_checkpoint(
-    str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), get_config('tiny_256_ce')
-  )
 
 
 def _forward(config, variables, ref, keep_ratio):

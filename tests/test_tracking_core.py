@@ -13,24 +13,19 @@ import pytest
 from ostrack_jax.configs import get_config
 from ostrack_jax.tracking import datasets, runner, tracker as tracker_lib
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
-
 # Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
 pytestmark = pytest.mark.fast_compile
 
 
 @pytest.fixture(scope='module')
-def tracker():
-  return tracker_lib.Tracker.from_checkpoint(
-    FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar', get_config('tiny_256_ce')
-  )
+def tracker(tiny_variables):
+  return tracker_lib.Tracker(get_config('tiny_256_ce'), tiny_variables)
 
 
 @pytest.fixture(scope='module')
-def soapbox():
-  data = np.load(FIXTURES / 'tracker' / 'soapbox.npz')
-  frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(8)]
-  return frames, data['gt']
+def soapbox(tracker_frames):
+  frames, data = tracker_frames('soapbox')
+  return frames[:8], data['gt']
 
 
 def _sequence(tmp_path, name, frames, init_box, ext='png'):
