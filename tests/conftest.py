@@ -11,7 +11,8 @@ compiled once per run. A loaded executable is the one that was compiled: results
 The folder is made per run (never reused between runs, so a run's timing is honest) and removed
 at its end. OSTRACK_JAX_TEST_NO_CACHE=1 turns it off.
 
-Order: the modules in RUN_FIRST run first, the rest in file order. They hold the longest tests
+Order: the modules in RUN_FIRST run first, the rest in file order (inside a module, fast_compile
+tests last: below). RUN_FIRST holds the longest tests
 (train.py runs); xdist's 'load' scheduling hands each worker a run of consecutive tests at the
 start, so they start at once in one worker while the other takes the short tests, instead of
 ending the run on one worker while the other idles (a 45 s tail in file order on 2 cores).
@@ -52,9 +53,20 @@ RUN_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
+  """RUN_FIRST's modules first, then the others in file order; inside a module the tests on the
+  normal compiler before the fast_compile ones (one switch of the compile mode per module:
+  below), each group in file order."""
   del config
   rank = {module: i for i, module in enumerate(RUN_FIRST)}
-  items.sort(key=lambda item: rank.get(item.nodeid.split('::', 1)[0], len(RUN_FIRST)))
+  modules = {}
+  for item in items:
+    modules.setdefault(item.nodeid.split('::', 1)[0], len(modules))
+
+  def key(item):
+    module = item.nodeid.split('::', 1)[0]
+    return rank.get(module, len(RUN_FIRST)), modules[module], _fast_compile_mark(item)
+
+  items.sort(key=key)
 
 
 def pytest_unconfigure(config):
