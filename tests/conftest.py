@@ -1,5 +1,6 @@
 """Test set-up: 8 simulated CPU devices (for the sharding tests), a compilation cache shared by the
-whole test run, and fixture paths.
+whole test run, the test order, the fast_compile mark, and the fixtures shared by modules (the
+fixtures folder, the tiny model, the tracker fixtures' frames).
 
 XLA_FLAGS must be set before JAX initialises its backends, so it is done here at import time.
 
