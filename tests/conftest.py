@@ -1,5 +1,6 @@
 """Test set-up: 8 simulated CPU devices (for the sharding tests), a compilation cache shared by the
-whole test run, and fixture paths.
+whole test run, the test order, the fast_compile mark, and the fixtures shared by modules (the
+fixtures folder, the tiny model, the tracker fixtures' frames).
 
 XLA_FLAGS must be set before JAX initialises its backends, so it is done here at import time.
 
@@ -11,7 +12,8 @@ compiled once per run. A loaded executable is the one that was compiled: results
 The folder is made per run (never reused between runs, so a run's timing is honest) and removed
 at its end. OSTRACK_JAX_TEST_NO_CACHE=1 turns it off.
 
-Order: the modules in RUN_FIRST run first, the rest in file order. They hold the longest tests
+Order: the modules in RUN_FIRST run first, the rest in file order (inside a module, fast_compile
+tests last: below). RUN_FIRST holds the longest tests
 (train.py runs); xdist's 'load' scheduling hands each worker a run of consecutive tests at the
 start, so they start at once in one worker while the other takes the short tests, instead of
 ending the run on one worker while the other idles (a 45 s tail in file order on 2 cores).
@@ -52,9 +54,20 @@ RUN_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
+  """RUN_FIRST's modules first, then the others in file order; inside a module the tests on the
+  normal compiler before the fast_compile ones (one switch of the compile mode per module:
+  below), each group in file order."""
   del config
   rank = {module: i for i, module in enumerate(RUN_FIRST)}
-  items.sort(key=lambda item: rank.get(item.nodeid.split('::', 1)[0], len(RUN_FIRST)))
+  modules = {}
+  for item in items:
+    modules.setdefault(item.nodeid.split('::', 1)[0], len(modules))
+
+  def key(item):
+    module = item.nodeid.split('::', 1)[0]
+    return rank.get(module, len(RUN_FIRST)), modules[module], _fast_compile_mark(item)
+
+  items.sort(key=key)
 
 
 def pytest_unconfigure(config):
@@ -68,14 +81,14 @@ def fixtures_dir() -> pathlib.Path:
   return FIXTURES
 
 
-# ------------------------------------------------------------------------- the tiny model, soapbox
-# What the deploy tests (test_export.py, test_onnx.py) start from: the tiny preset's checkpoint
-# and variables, and the committed DAVIS soapbox frames with the original's boxes.
+# ---------------------------------------------------------------------------------------------
+# The tiny model (tests/fixtures/tiny256) and the tracker fixtures' soapbox frames, made once per test
+# process for every module that needs them. Shared objects: a test must not modify them.
 
 
 @pytest.fixture(scope='session')
 def tiny_checkpoint() -> pathlib.Path:
-  """The tiny_256_ce checkpoint (seed-0 random weights, in the original's .pth.tar format)."""
+  """The tiny model's checkpoint in the released PyTorch layout (weights seed 0)."""
   return FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar'
 
 
@@ -103,3 +116,49 @@ def soapbox():
   for a in [*frames, *arrays.values()]:  # shared by the session's tests: nobody writes to them
     a.flags.writeable = False
   return frames, arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# fast_compile: XLA's backend optimisations off for tests that check behaviour.
+#
+# A module (`pytestmark = pytest.mark.fast_compile`) or a test (`@pytest.mark.fast_compile`)
+# whose assertions are about behaviour (files, messages, resume, compile counts, two of our own
+# runs agreeing) and never compare with the original's outputs (tests/fixtures) runs with
+# jax_disable_most_optimizations: XLA spends about half the time compiling the tiny tracker, and
+# the programs run somewhat slower. Results move in the last float bits only, the same way for
+# every program of the test. `@pytest.mark.fast_compile(False)` keeps a test of such a module
+# on the normal compiler (a comparison with the original inside a behaviour module).
+#
+# The flag is not part of JAX's in-memory cache keys, so the caches are cleared whenever it
+# changes: a program compiled one way never serves a test of the other kind (the persistent
+# compilation cache's key includes it). JAX_DISABLE_MOST_OPTIMIZATIONS follows it, for the
+# train.py / eval.py subprocesses the tests start. The module-level mark is applied before the
+# module's fixtures are made (they may train or compile); a test's own mark before the test.
+
+
+def _compile_fast(fast: bool) -> None:
+  import jax
+
+  if jax.config.read('jax_disable_most_optimizations') == fast:
+    return
+  jax.clear_caches()
+  jax.config.update('jax_disable_most_optimizations', fast)
+  if fast:
+    os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+  else:
+    os.environ.pop('JAX_DISABLE_MOST_OPTIMIZATIONS', None)
+
+
+def _fast_compile_mark(node) -> bool:
+  mark = node.get_closest_marker('fast_compile')
+  return mark is not None and (mark.args[0] if mark.args else True)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _fast_compile_module(request):
+  _compile_fast(_fast_compile_mark(request.node))
+
+
+@pytest.fixture(autouse=True)
+def _fast_compile_test(request):
+  _compile_fast(_fast_compile_mark(request.node))

@@ -17,6 +17,9 @@ from ostrack_jax.common.errors import InputError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def _parser(**kw):
   p = cli.Parser('prog', config='tiny_256_ce', **kw)

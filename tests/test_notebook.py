@@ -17,6 +17,9 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / 'examples' / 'quickstart.ipynb'
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def test_notebook_is_colab_ready():
   nb = nbformat.read(NOTEBOOK, as_version=4)

@@ -36,6 +36,9 @@ TRAIN = MODEL + [
 ]
 GONE_WITHIN_S = 5.0
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def _env():
   env = dict(os.environ)

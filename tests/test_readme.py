@@ -30,6 +30,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 README = REPO / 'README.md'
 TEST_COMMAND = 'python -m pytest -n 2 tests'
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def _blocks(language):
   text = README.read_text()

@@ -13,6 +13,9 @@ import pytest
 
 from ostrack_jax import demo
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 @pytest.fixture(scope='module')
 def clip(tmp_path_factory):

@@ -29,6 +29,9 @@ _LIMITED = (
   'os.execv(sys.executable, [sys.executable] + sys.argv[2:])'
 )
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def _run(args, devices, limit=None):
   env = dict(os.environ)

@@ -27,6 +27,9 @@ from ostrack_jax.tracking import eval_sequences, results
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BAD_NAMES = ['..', '../x', '../../x', '/abs/x', 'a/b', 'a\\b', '.', '', 'a\x00b']
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def _sequence(folder: pathlib.Path, n: int = 3, pattern: str = '{:08d}.jpg', start: int = 1):
   """A sequence folder of ``n`` small frames with a full ground truth."""

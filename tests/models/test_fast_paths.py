@@ -44,7 +44,6 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.models import flops
 from ostrack_jax.models.ostrack import build_model, init_variables
 from ostrack_jax.training import step as step_lib
-from ostrack_jax.weights.convert import load_torch_checkpoint
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
 
@@ -58,13 +57,6 @@ def _config(preset='tiny_256_ce', **fields):
   for k, v in fields.items():
     c.model[k] = v
   return c
-
-
-@pytest.fixture(scope='module')
-def tiny_variables(fixtures_dir):
-  return load_torch_checkpoint(
-    str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), get_config('tiny_256_ce')
-  )
 
 
 def _forward(config, variables, ref, keep_ratio):
@@ -159,6 +151,7 @@ def test_bfloat16_paths_deviation_from_float32(keep1_outputs, fields):
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile  # our own paths compared (tests/conftest.py)
 def test_bf16_activations_keep_batchnorm_input_float32():
   from ostrack_jax.models.head import ConvBNReLU
 
@@ -212,13 +205,23 @@ def _rel(a, b):
 
 @pytest.fixture(scope='module')
 def float32_reference():
-  return _value_and_grad(_small())
+  """The small model's loss and gradients without fast paths, computed on first use (inside
+  a test, so with that test's compile mode: tests/conftest.py) and kept for the module."""
+  done = []
+
+  def get():
+    if not done:
+      done.append(_value_and_grad(_small()))
+    return done[0]
+
+  return get
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('remat', ['block', 'block_save_dots'])
+@pytest.mark.fast_compile  # our own paths compared (tests/conftest.py)
 def test_remat_gives_the_same_gradients_and_recomputes(float32_reference, remat):
-  ref_loss, ref_grads = float32_reference
+  ref_loss, ref_grads = float32_reference()
   config = _small(remat=remat)
   loss, grads = _value_and_grad(config)
   assert loss == pytest.approx(ref_loss, rel=1e-7)
@@ -235,14 +238,16 @@ def test_remat_gives_the_same_gradients_and_recomputes(float32_reference, remat)
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile  # our own paths compared (tests/conftest.py)
 def test_fused_attention_float32_gradients(float32_reference):
-  ref_loss, ref_grads = float32_reference
+  ref_loss, ref_grads = float32_reference()
   loss, grads = _value_and_grad(_small(attention_impl='xla'))
   assert loss == pytest.approx(ref_loss, rel=1e-6)
   assert _rel(grads, ref_grads) <= 2e-6
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile  # our own paths compared (tests/conftest.py)
 def test_autodiff_backward_in_bfloat16_is_close_to_the_custom_one():
   # One block without CE holds every kind of product the rule differentiates (patch embedding,
   # qkv, attention, projection, MLP, the head's convolutions) at a third of the compile time.

@@ -29,7 +29,6 @@ import pytest
 
 from ostrack_jax.configs import get_config
 from ostrack_jax.models.ostrack import build_model, make_forward
-from ostrack_jax.weights.convert import load_torch_checkpoint
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
 # config.model fields of each checked variant: the plain path, and the fused attention padded.
@@ -41,10 +40,8 @@ CASES = [('plain', name) for name in sorted(KEEP_RATIOS)] + [
 
 
 @pytest.fixture(scope='module')
-def tiny(fixtures_dir):
-  config = get_config('tiny_256_ce')
-  variables = load_torch_checkpoint(str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), config)
-  return config, variables
+def tiny(tiny_variables):
+  return get_config('tiny_256_ce'), tiny_variables
 
 
 def _nchw_to_nhwc(x):

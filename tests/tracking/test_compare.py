@@ -29,6 +29,9 @@ from ostrack_jax.tracking import attribute_labels, compare, eval_sequences, metr
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NAMES = ('SYN_Val_000001', 'SYN_Val_000002', 'SYN_Val_000003')
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):

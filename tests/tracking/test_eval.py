@@ -24,6 +24,9 @@ from ostrack_jax.tracking import evaluate, metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
@@ -271,6 +274,7 @@ def test_eval_missing_checkpoint_message(setup):
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile(False)  # compared with the original tracker's boxes
 def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsys):
   """DAVIS soapbox frames from the tracker fixture (real pixels, partly zeroed) as a generic
   folder dataset, evaluated with the released-layout PyTorch checkpoint converted on the fly."""

@@ -161,6 +161,7 @@ def test_one_compilation_for_all_frames(tracker):
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
 def test_state_is_readable_and_writable(tracker):
   s = _Seq('soapbox')
   tracker.initialize(s.frame(0), s['gt'][0])
@@ -176,6 +177,7 @@ def test_state_is_readable_and_writable(tracker):
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
 def test_visualisation_outputs(tracker):
   s = _Seq('soapbox')
   tracker.initialize(s.frame(0), s['gt'][0])
@@ -190,6 +192,7 @@ def test_visualisation_outputs(tracker):
   assert len(np.unique(flat)) == len(flat) and flat.min() >= 0 and flat.max() < 256
 
 
+@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
 def test_grayscale_and_rgba_frames(tracker):
   s = _Seq('soapbox')
   gray = cv2.cvtColor(s.frame(1), cv2.COLOR_RGB2GRAY)
@@ -206,6 +209,7 @@ def test_grayscale_and_rgba_frames(tracker):
   np.testing.assert_array_equal(tracker.track(rgba), b_rgb)
 
 
+@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
 def test_messages_show_plain_numbers(tracker):
   """Boxes in messages are plain numbers, ``(900.0, 10.0, 20.0, 20.0)``, never NumPy reprs such
   as ``(np.float64(900.0), ...)`` (a dataset's ground truth is a NumPy array)."""
@@ -241,6 +245,7 @@ def test_messages_show_plain_numbers(tracker):
     assert str(e.value) == message
 
 
+@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
 def test_track_before_initialize_and_target_leaving_frame(tracker):
   config = tracker.config
   fresh = tracker_lib.Tracker(config, tracker.variables, cast=False)
@@ -260,6 +265,7 @@ def test_track_before_initialize_and_target_leaving_frame(tracker):
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
 def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   """Two sequences of 5 and 3 frames in a batch of 3 (one slot idle), 'map' mode."""
   s = _Seq('soapbox')
@@ -292,6 +298,7 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   'box, problem',
   [((10, 10, 0, 20), 'zero or negative'), ((900, 10, 20, 20), 'outside the 854x480 image')],
 )
+@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
 def test_runner_rejects_bad_initial_box_naming_sequence_and_frame(tracker, tmp_path, box, problem):
   from ostrack_jax.datasets.core import Video
   from ostrack_jax.tracking import runner

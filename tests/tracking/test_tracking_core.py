@@ -15,21 +15,20 @@ from ostrack_jax.datasets.core import FrameError, Video
 from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.tracking import runner, tracker as tracker_lib, tracking_core
 
-FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
 
 
 @pytest.fixture(scope='module')
-def tracker():
-  return tracker_lib.Tracker.from_checkpoint(
-    FIXTURES / 'tiny256' / 'tiny256_seed0.pth.tar', get_config('tiny_256_ce')
-  )
+def tracker(tiny_variables):
+  return tracker_lib.Tracker(get_config('tiny_256_ce'), tiny_variables)
 
 
 @pytest.fixture(scope='module')
-def soapbox():
-  data = np.load(FIXTURES / 'tracker' / 'soapbox.npz')
-  frames = [cv2.imdecode(data[f'png_{i}'], cv2.IMREAD_COLOR)[..., ::-1] for i in range(8)]
-  return frames, data['gt']
+def soapbox8(soapbox):
+  """The first 8 soapbox frames and the ground truth (the soapbox fixture of tests/conftest.py)."""
+  frames, arrays = soapbox
+  return frames[:8], arrays['gt']
 
 
 def _sequence(tmp_path, name, frames, init_box, ext='png'):
@@ -55,10 +54,10 @@ def _track_alone(tracker, seq):
 
 
 @pytest.mark.slow
-def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, tmp_path):
+def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox8, tmp_path):
   """Three sequences of 6, 3 and 5 frames through 2 slots ('map'): the short one ends and the
   third takes its slot; every box equals tracking that sequence alone (B = 1 core)."""
-  frames, gt = soapbox
+  frames, gt = soapbox8
   specs = [
     ('a', 6, gt[0]),
     ('b', 3, gt[0] + [4.0, -3.0, -10.0, 6.0]),
@@ -85,8 +84,8 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox, t
 
 
 @pytest.mark.slow
-def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
-  frames, gt = soapbox
+def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox8):
+  frames, gt = soapbox8
   core = tracking_core.TrackingCore(
     tracker.config, tracker.variables, 1, None, full_outputs=False, cast=False
   )
@@ -103,8 +102,8 @@ def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox):
 
 
 @pytest.mark.slow
-def test_frame_size_change_is_tracked_and_said_once(tracker, soapbox):
-  frames, gt = soapbox
+def test_frame_size_change_is_tracked_and_said_once(tracker, soapbox8):
+  frames, gt = soapbox8
   tracker.initialize(frames[0], gt[0])
   tracker.track(frames[1])
   small = cv2.resize(frames[2], (640, 360))
@@ -119,8 +118,8 @@ def test_frame_size_change_is_tracked_and_said_once(tracker, soapbox):
 
 
 @pytest.mark.slow
-def test_runner_warns_once_for_a_size_change(tracker, soapbox, tmp_path):
-  frames, gt = soapbox
+def test_runner_warns_once_for_a_size_change(tracker, soapbox8, tmp_path):
+  frames, gt = soapbox8
   mixed = frames[:3] + [cv2.resize(f, (640, 360)) for f in frames[3:5]]
   seq = _sequence(tmp_path, 'mixed', mixed, gt[0])
   said = []
@@ -131,8 +130,8 @@ def test_runner_warns_once_for_a_size_change(tracker, soapbox, tmp_path):
 
 
 @pytest.mark.parametrize('shape', [(1, 1, 3), (5, 300, 3), (300, 9)])
-def test_tiny_frames_are_a_clear_error(tracker, soapbox, shape):
-  frames, gt = soapbox
+def test_tiny_frames_are_a_clear_error(tracker, soapbox8, shape):
+  frames, gt = soapbox8
   with pytest.raises(
     ValueError,
     match=r'initialize: the frame is \d+x\d+ pixels; the tracker '
@@ -144,8 +143,8 @@ def test_tiny_frames_are_a_clear_error(tracker, soapbox, shape):
     tracker.track(np.zeros(shape, np.uint8))
 
 
-def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox, tmp_path):
-  frames, gt = soapbox
+def test_truncated_jpeg_is_named_and_its_sequence_skipped(tracker, soapbox8, tmp_path):
+  frames, gt = soapbox8
   seq = _sequence(tmp_path, 'cut', frames[:4], gt[0], ext='jpg')
   data = pathlib.Path(seq.frames[2]).read_bytes()
   pathlib.Path(seq.frames[2]).write_bytes(data[: len(data) // 2])
@@ -175,11 +174,11 @@ def test_wrong_shapes_are_caught_when_the_step_is_traced(tracker):
     core.step(np.zeros((2, 64, 64, 3), np.float32), np.ones((2, 2)), np.ones(2, bool))
 
 
-def test_batch_tracker_refuses_bad_slots_before_changing_anything(tracker, soapbox):
+def test_batch_tracker_refuses_bad_slots_before_changing_anything(tracker, soapbox8):
   """A slot out of range (ValueError naming it and the valid ones; it was an IndexError after
   slot 1's state had been overwritten) and a frame for a slot that holds no sequence (it
   returned all-zero boxes) are refused before any device state, flag or size changes."""
-  frames, gt = soapbox
+  frames, gt = soapbox8
   batch = tracker_lib.BatchTracker(tracker, 2, 'map')
   before = jax.device_get(batch.core.state)
   for slot in (5, 2, -1, 1.0):
@@ -198,10 +197,10 @@ def test_batch_tracker_refuses_bad_slots_before_changing_anything(tracker, soapb
 
 
 @pytest.mark.slow
-def test_vmap_and_map_lockstep_agree(tracker, soapbox):
+def test_vmap_and_map_lockstep_agree(tracker, soapbox8):
   """'vmap' (one batched forward) equals 'map' (slot by slot) up to float rounding: boxes within
   1e-3 px over five frames of two slots."""
-  frames, gt = soapbox
+  frames, gt = soapbox8
   outs = {}
   for mode in ('vmap', 'map'):
     batch = tracker_lib.BatchTracker(tracker, 2, mode)
@@ -212,14 +211,14 @@ def test_vmap_and_map_lockstep_agree(tracker, soapbox):
 
 
 @pytest.mark.slow
-def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox):
+def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox8):
   """Two slots over two of the test process's host devices, one per device: each device runs
   the one-slot step (one program over the mesh), so the boxes are Tracker's bit for bit, and
   the states stay sharded on the slot axis."""
   import jax
   from jax.sharding import PartitionSpec
 
-  frames, gt = soapbox
+  frames, gt = soapbox8
   boxes = [gt[0], gt[0] + [5.0, 3.0, -8.0, 4.0]]
   batch = tracker_lib.BatchTracker(tracker, 2, 'vmap', devices=jax.devices()[:2])
   for slot, box in enumerate(boxes):

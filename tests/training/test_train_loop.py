@@ -12,6 +12,9 @@ import pytest
 from ostrack_jax.configs import get_config
 from ostrack_jax.training import checkpoint, loop
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def test_metric_writer_truncates_to_the_resumed_step(tmp_path):
   w = loop.MetricWriter(str(tmp_path))

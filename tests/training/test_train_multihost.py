@@ -40,6 +40,9 @@ SMALL = train_util.SMALL_MODEL + [
 TOTAL_STEPS = 4
 TIMEOUT_S = 600
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):

@@ -41,6 +41,9 @@ SMALL = (
 TOTAL_STEPS = 6
 DEVICES = train_util.TRAIN_DEVICES  # as the pytest process: the in-process run shares the programs
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):

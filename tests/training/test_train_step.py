@@ -15,6 +15,9 @@ from ostrack_jax.training import optim, state as state_lib, step as step_lib
 
 GLOBAL_BATCH = 8
 
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
+pytestmark = pytest.mark.fast_compile
+
 
 def small_config():
   """A small OSTrack (train_util.SMALL_MODEL: 64/128 crops, 3 blocks, CE at block 1) so that
