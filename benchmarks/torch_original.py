@@ -227,6 +227,21 @@ def import_original(ostrack_repo: str | os.PathLike) -> types.SimpleNamespace:
   return ns
 
 
+def tracker_params(cfg, checkpoint: str | os.PathLike) -> types.SimpleNamespace:
+  """The parameters the original's ``lib.test.tracker.ostrack.OSTrack`` takes, as its test
+  scripts build them from a config: the test crop factors and sizes, the checkpoint, no debug."""
+  return types.SimpleNamespace(
+    cfg=cfg,
+    template_factor=cfg.TEST.TEMPLATE_FACTOR,
+    template_size=cfg.TEST.TEMPLATE_SIZE,
+    search_factor=cfg.TEST.SEARCH_FACTOR,
+    search_size=cfg.TEST.SEARCH_SIZE,
+    checkpoint=str(checkpoint),
+    save_all_boxes=False,
+    debug=0,
+  )
+
+
 def load_original_config(orig: types.SimpleNamespace, preset_name: str):
   """The original's EasyDict config for one of our preset names (fresh copy, never shared)."""
   if preset_name not in PRESET_TO_YAML:
@@ -674,16 +689,7 @@ def time_track_original(
       model, _ = build_original(ostrack_repo, preset_name, seed=seed)
       checkpoint = os.path.join(tmp, 'random_init.pth.tar')
       torch.save({'net': model.state_dict()}, checkpoint)
-    params = types.SimpleNamespace(
-      cfg=cfg,
-      template_factor=cfg.TEST.TEMPLATE_FACTOR,
-      template_size=cfg.TEST.TEMPLATE_SIZE,
-      search_factor=cfg.TEST.SEARCH_FACTOR,
-      search_size=cfg.TEST.SEARCH_SIZE,
-      checkpoint=str(checkpoint),
-      save_all_boxes=False,
-      debug=0,
-    )
+    params = tracker_params(cfg, checkpoint)
     placement = cuda_calls_stay_on_cpu() if device == 'cpu' else contextlib.nullcontext()
     with placement:
       tracker = tracker_mod.OSTrack(params, 'got10k')
