@@ -18,7 +18,7 @@ works on machines where JAX does not run.
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -117,8 +117,7 @@ class OnnxTracker(host.LastOutputs):
     self._window = host.hann_window(self.feat_size)
     self._template: Optional[np.ndarray] = None  # (1, T, T, 3) float32, set by initialize
     self._box: Optional[np.ndarray] = None  # (1, 4) float32 xywh, the state
-    self._image_hw: Optional[Tuple[int, int]] = None
-    self._size_warned = False
+    self._frames: Optional[host.FrameSizeWatch] = None  # set by initialize
     self._initialized = False
     self._last: Optional[Dict[str, np.ndarray]] = None
     self.last_template_crop: Optional[np.ndarray] = None
@@ -141,7 +140,8 @@ class OnnxTracker(host.LastOutputs):
   @state.setter
   def state(self, box_xywh):
     self._check_initialized()
-    b = host.check_box(box_xywh, self._image_hw, 'state')
+    assert self._frames is not None, 'initialize sets it'
+    b = host.check_box(box_xywh, self._frames.image_hw, 'state')
     self._box = b.astype(np.float32)[None]
 
   # ---------------------------------------------------------------- one step
@@ -213,8 +213,7 @@ class OnnxTracker(host.LastOutputs):
     self._template = self._normalize(crop)
     # The state is float32, as the live tracker's.
     self._box = box.astype(np.float32)[None]
-    self._image_hw = frame.shape[:2]
-    self._size_warned = False
+    self._frames = host.FrameSizeWatch(frame.shape[:2])
     self._initialized = True
     self._last = None
     self.frame_id = 0
@@ -222,13 +221,8 @@ class OnnxTracker(host.LastOutputs):
   def track(self, frame: np.ndarray) -> np.ndarray:
     """Tracks one RGB uint8 frame; returns the new box (xywh image pixels, float64 (4,))."""
     self._check_initialized()
-    frame = check_frame(frame, f'frame {self.frame_id + 1}')
-    h, w = frame.shape[:2]
-    assert self._image_hw is not None, 'initialize sets the frame size'
-    self._size_warned = host.note_frame_size(
-      self._image_hw, (h, w), self.frame_id + 1, self._size_warned
-    )
-    self._image_hw = (h, w)
+    assert self._frames is not None, 'initialize sets it'
+    frame = self._frames.check(frame, self.frame_id + 1)
     assert self._template is not None and self._box is not None, 'initialize sets them'
     self._last = self.step(self._template, self._box, frame)
     box = self._last['boxes']

@@ -170,20 +170,30 @@ def check_init_box(box_xywh: Sequence[float], image_hw, where: str = '') -> np.n
   return check_box(box_xywh, image_hw, 'initial box', where)
 
 
-def note_frame_size(
-  previous_hw: Tuple[int, int], hw: Tuple[int, int], frame: int, warned: bool
-) -> bool:
-  """Warns once per sequence that frame ``frame`` changed size (it is tracked in its own size,
-  the box clipped to it). Returns whether the warning has been given."""
-  if tuple(hw) != tuple(previous_hw) and not warned:
-    warnings.warn(
-      f'frame {frame} is {hw[1]}x{hw[0]}, the previous frames were '
-      f'{previous_hw[1]}x{previous_hw[0]}; tracking goes on in the new size (the box is clipped '
-      'to it)',
-      stacklevel=3,
-    )
-    return True
-  return warned
+class FrameSizeWatch:
+  """The frames of one sequence after the first: each is checked (:func:`check_frame`), and a
+  frame whose size differs from the previous one's is warned about once per sequence (it is
+  tracked in its own size, the box clipped to it). ``image_hw``: the last frame's (H, W)."""
+
+  def __init__(self, first_hw: Tuple[int, int]):
+    self.image_hw: Tuple[int, int] = (int(first_hw[0]), int(first_hw[1]))
+    self._warned = False
+
+  def check(self, frame, index: int) -> np.ndarray:
+    """``frame`` (frame ``index`` of the sequence) checked; the warning points at the caller's
+    caller (the user's ``track``)."""
+    frame = check_frame(frame, f'frame {index}')
+    hw = (frame.shape[0], frame.shape[1])
+    if hw != self.image_hw and not self._warned:
+      warnings.warn(
+        f'frame {index} is {hw[1]}x{hw[0]}, the previous frames were '
+        f'{self.image_hw[1]}x{self.image_hw[0]}; tracking goes on in the new size (the box is '
+        'clipped to it)',
+        stacklevel=3,
+      )
+      self._warned = True
+    self.image_hw = hw
+    return frame
 
 
 class LastOutputs:

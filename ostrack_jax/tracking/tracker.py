@@ -14,7 +14,7 @@ Grayscale frames are replicated to three channels and RGBA frames lose their alp
 
 import operator
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import ml_collections
@@ -79,8 +79,7 @@ class Tracker(LastOutputs):
     self.template_factor = float(config.tracker.template_factor)
     self.search_factor = float(config.tracker.search_factor)
     self._initialized = False
-    self._image_hw: Optional[Tuple[int, int]] = None
-    self._size_warned = False
+    self._frames: Optional[host.FrameSizeWatch] = None  # set by initialize
     self.frame_id = 0
     self._last = None
     self._template_crop: Optional[jax.Array] = None
@@ -113,7 +112,8 @@ class Tracker(LastOutputs):
       raise ValueError(
         f'state must be 4 finite numbers x,y,w,h with w, h > 0; got {box_text(box_xywh)}'
       )
-    h, w = self._image_hw
+    assert self._frames is not None, 'initialize sets it'
+    h, w = self._frames.image_hw
     if b[0] >= w or b[1] >= h or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
       raise ValueError(f'state {box_text(b)} lies outside the {w}x{h} image')
     self.core.set_box(0, b)
@@ -130,8 +130,7 @@ class Tracker(LastOutputs):
     box = check_init_box(box_xywh, frame.shape[:2])
     self.core.initialize_slot(0, frame, box)
     self._initialized = True
-    self._image_hw = frame.shape[:2]
-    self._size_warned = False
+    self._frames = host.FrameSizeWatch(frame.shape[:2])
     self.frame_id = 0
     self._last = None
     self._template_crop = self.core.last_template_crop
@@ -144,13 +143,9 @@ class Tracker(LastOutputs):
   def track_async(self, frame: np.ndarray) -> jax.Array:
     """Dispatches one RGB frame; returns the new box as a (4,) float32 device array."""
     self._check_initialized()
-    frame = check_frame(frame, f'frame {self.frame_id + 1}')
+    assert self._frames is not None, 'initialize sets it'
+    frame = self._frames.check(frame, self.frame_id + 1)
     h, w = frame.shape[:2]
-    assert self._image_hw is not None, 'initialize sets the frame size'
-    self._size_warned = host.note_frame_size(
-      self._image_hw, (h, w), self.frame_id + 1, self._size_warned
-    )
-    self._image_hw = (h, w)
     padded = pad_to(frame, bucket_shape(h, w))[None]
     self._last = self.core.step(padded, np.array([[h, w]], np.int32), np.ones(1, bool))
     self.frame_id += 1
