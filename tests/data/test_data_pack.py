@@ -51,6 +51,7 @@ def test_pack_cli_and_identical_samples(tmp_path, monkeypatch):
     pack.main(['got10k_train_full', '--root', str(root), '--output', str(tmp_path / 'packs')])
 
 
+@pytest.mark.slow  # a grain worker process: ~2.8 s
 def test_packed_config_through_pipeline_with_workers(tmp_path):
   root = make_got10k(tmp_path / 'got', n_seqs=2, n_frames=24)
   coco_root = make_coco(tmp_path / 'coco')

@@ -50,6 +50,7 @@ print(scalars)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing the trainer (JAX, orbax, grain): ~2.5 s
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
   # tensorboardX imports torch when it is installed (1.4-2.4 s and ~180 MB per training process);
   # loop.MetricWriter imports it without. A fresh interpreter: this one may hold torch already.
