@@ -117,7 +117,7 @@ def test_existing_paths_are_never_created(tmp_path):
     cli.existing_file(str(tmp_path))
 
 
-def _run_command(argv, monkeypatch, capsys):
+def run_command(argv, monkeypatch, capsys):
   """``python *argv`` in this process: (exit status, stderr). A command that ends without
   sys.exit (it did not stop) fails the test; one that raises keeps its traceback."""
   monkeypatch.chdir(REPO)
@@ -214,7 +214,7 @@ def test_commands_answer_bad_input_in_one_line(argv, message, monkeypatch, capsy
     )
     status, err = out.returncode, out.stderr
   else:
-    status, err = _run_command(argv, monkeypatch, capsys)
+    status, err = run_command(argv, monkeypatch, capsys)
   assert status == 2, (status, err[-2000:])
   assert 'Traceback' not in err and err.count('\n') == 1, err
   assert message in err, err
@@ -339,7 +339,7 @@ def test_commands_check_outputs_and_input_before_any_work(
   (tmp_path / 'packs' / 'folder' / 'pack.json').write_text('{}')
   (tmp_path / 'link').symlink_to(tmp_path / 'gone')
   before = sorted(tmp_path.rglob('*'))
-  status, err = _run_command([a.replace('{tmp}', str(tmp_path)) for a in argv], monkeypatch, capsys)
+  status, err = run_command([a.replace('{tmp}', str(tmp_path)) for a in argv], monkeypatch, capsys)
   assert status == 2, (status, err[-2000:])
   assert 'Traceback' not in err and err.count('\n') == 1, err
   assert message.replace('{tmp}', str(tmp_path)) in err, err

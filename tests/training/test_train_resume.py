@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import train_util
+from test_cli import run_command
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -290,14 +291,16 @@ BAD_CONFIG_VALUES = [
   BAD_CONFIG_VALUES,
   ids=[o.replace('{tmp}', 'TMP') for o, _ in BAD_CONFIG_VALUES],
 )
-def test_bad_config_values_stop_before_any_work(tmp_path, override, message):
+def test_bad_config_values_stop_before_any_work(tmp_path, override, message, monkeypatch, capsys):
   """One line naming the field, exit code 2, no traceback, nothing written (no workdir, no
-  synthetic data generated in a named root)."""
+  synthetic data generated in a named root). train.py runs in this process, as its interpreter
+  runs it (test_cli.run_command); test_bad_input_stops_with_a_message starts it for real."""
   workdir = tmp_path / 'run'
   override = override.replace('{tmp}', str(tmp_path))
-  r = _train_py('--workdir', str(workdir), f'--config.{override}')
-  assert r.returncode == 2
-  err = r.stderr
+  status, err = run_command(
+    ['train.py', '--workdir', str(workdir), f'--config.{override}'], monkeypatch, capsys
+  )
+  assert status == 2
   assert message.replace('{tmp}', str(tmp_path)) in err
   assert err.count('\n') == 1 and 'Traceback' not in err
   assert sorted(p.name for p in tmp_path.iterdir()) == []
