@@ -6,11 +6,12 @@ a workdir with checkpoints is only continued with resume=True, and the resumed r
 model.msgpack that loads. (Multi-process: test_train_multihost.py.)
 
 The train.py runs see the same 8 CPU devices as the pytest process (tests/conftest.py) and share
-their config with the in-process run, which trains only the first epoch: the first train.py run
+their config with the in-process runs: the uninterrupted reference, run in this process first,
 compiles the two train steps (keep 1.0, then 0.7) into the test run's compilation cache, and the
-later runs and the in-process run (keep 1.0 only) load them. The in-process test comes right
-after the train.py tests, which xdist's 'load' scheduling usually sends to the same worker; it
-does not depend on their order (elsewhere, or alone, it compiles its one step itself).
+killed and resumed train.py runs and the in-process test (one epoch: keep 1.0 only) load them.
+The in-process test comes right after the train.py tests, which xdist's 'load' scheduling
+usually sends to the same worker; it does not depend on their order (elsewhere, or alone, it
+compiles its one step itself).
 """
 
 import json
@@ -100,24 +101,22 @@ def _params(workdir):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, synthetic_root):
+  from ostrack_jax.training import trainer
+
   base = tmp_path_factory.mktemp('runs')
   straight, killed = base / 'straight', base / 'killed'
-  # The uninterrupted reference first: it compiles the train steps into the test run's
+  # The uninterrupted reference first, in this process: the train.py runs' config on the same 8
+  # devices, with the data read in this process (the batches are the same with 0 or 1 workers:
+  # tests/data/test_data_pipeline.py). It compiles the train steps into the test run's
   # compilation cache (tests/conftest.py), which the killed and the resumed run then load
   # instead of compiling them again (on 2 cores, running both at once saved nothing).
-  ref = subprocess.run(
-    _cmd(straight, synthetic_root),
-    cwd=REPO,
-    env=_env(),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-    timeout=300,
+  trainer.train_and_evaluate(
+    train_util.small_config(
+      *TRAIN_FLAGS, 'data.num_workers=0', f'data.roots.synthetic={synthetic_root}'
+    ),
+    str(straight),
+    progress=False,
   )
-  assert ref.returncode == 0, ref.stdout
-  # Every batch's shared memory was unlinked by the run (before: multiprocessing's resource
-  # tracker warned of 7 leaked shared_memory objects, a batch's arrays, at the end of each run).
-  assert 'resource_tracker' not in ref.stdout, ref.stdout[-2000:]
   victim = subprocess.Popen(
     _cmd(killed, synthetic_root),
     cwd=REPO,
