@@ -34,6 +34,8 @@ mixes in; max |difference| over the batch of 2):
   gradients within 2% (global norm; the two round the cotangents at different places).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,9 +161,12 @@ def test_bf16_activations_keep_batchnorm_input_float32():
   outs = []
   for act in (jnp.float32, jnp.bfloat16):
     module = ConvBNReLU(8, dtype=jnp.bfloat16, act_dtype=act)
-    variables = module.init(jax.random.PRNGKey(0), x, train=False)
+    variables = jax.jit(functools.partial(module.init, train=False))(jax.random.PRNGKey(0), x)
     variables['params']['conv']['bias'] = jnp.full((8,), 64.0)  # a large common offset
-    y, _ = module.apply(variables, x, train=True, mutable=['batch_stats'])
+    # One program per setting (op by op, each operation was one).
+    y, _ = jax.jit(functools.partial(module.apply, train=True, mutable=['batch_stats']))(
+      variables, x
+    )
     assert y.dtype == act
     outs.append(np.asarray(y.astype(jnp.float32)))
   assert float(np.abs(outs[1] - outs[0]).max()) <= 2e-2
@@ -191,12 +196,19 @@ def _loss_fn(config, keep_ratio=None):
   return total
 
 
-def _value_and_grad(config, keep_ratio=None):
+def _value_and_grad(config, keep_ratio=None, with_jaxpr=False):
+  """(loss, gradients flattened) of _loss_fn at the seed-0 initialisation, and with
+  ``with_jaxpr`` the jaxpr of the traced value-and-gradient (the compiled program's, traced once)."""
   variables = init_variables(config, seed=0)
-  loss = _loss_fn(config, keep_ratio)
+  args = (variables['params'], variables['batch_stats'])
   with jax.default_matmul_precision('highest'):
-    value, grads = jax.jit(jax.value_and_grad(loss))(variables['params'], variables['batch_stats'])
-  return float(value), np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)])
+    traced = jax.jit(jax.value_and_grad(_loss_fn(config, keep_ratio))).trace(*args)
+    value, grads = traced.lower().compile()(*args)
+  value, grads = (
+    float(value),
+    np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)]),
+  )
+  return (value, grads, traced.jaxpr) if with_jaxpr else (value, grads)
 
 
 def _rel(a, b):
@@ -223,14 +235,13 @@ def float32_reference():
 def test_remat_gives_the_same_gradients_and_recomputes(float32_reference, remat):
   ref_loss, ref_grads = float32_reference()
   config = _small(remat=remat)
-  loss, grads = _value_and_grad(config)
+  loss, grads, jaxpr = _value_and_grad(config, with_jaxpr=True)
   assert loss == pytest.approx(ref_loss, rel=1e-7)
   assert _rel(grads, ref_grads) <= 1e-6
   # The backward pass recomputes: the blocks' products ('block'; all but fc2, whose result only
   # feeds the residual sum, which no gradient needs), or only the batched attention products
-  # ('block_save_dots' keeps the weight products' results).
-  variables = init_variables(config, seed=0)
-  jaxpr = jax.make_jaxpr(jax.grad(_loss_fn(config)))(variables['params'], variables['batch_stats'])
+  # ('block_save_dots' keeps the weight products' results). Counted in the traced program that
+  # gave the gradients above (the loss's own products are the forward's, as in jax.grad's).
   macs = flops.count_macs(config)
   blocks = macs.backbone - macs.patch_embed
   recomputed = blocks - macs.mlp // 2 if remat == 'block' else macs.attn_scores + macs.attn_values
