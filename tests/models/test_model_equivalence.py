@@ -24,6 +24,7 @@ keep 1.0 (320 tokens, no padding) is left to test_fast_paths' unpadded fused che
 """
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -212,3 +213,25 @@ def test_init_variables_follow_the_original_init():
     np.array_equal(a, b)
     for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(again), strict=True)
   )
+
+
+def test_abstract_variables_are_traced_once_per_model_config(monkeypatch):
+  """The model's init is traced once per distinct config.model (every checkpoint load and
+  initialisation asks for the shapes); each call still gets its own dicts, and a config the
+  cache cannot key (a list-valued field) is traced as before."""
+  from ostrack_jax.models import ostrack
+
+  first = ostrack.abstract_variables(get_config('tiny_256_ce'))
+  first['params'] = None  # a caller's change stays in its own copy
+  traced = []
+  real_eval_shape = jax.eval_shape
+  monkeypatch.setattr(
+    jax, 'eval_shape', lambda *a, **k: traced.append(1) or real_eval_shape(*a, **k)
+  )
+  again = ostrack.abstract_variables(get_config('tiny_256_ce'))
+  assert traced == [] and set(again['params']) == {'backbone', 'box_head'}
+  model = dict(get_config('tiny_256_ce').model.to_dict(), ce_loc=[3, 6, 9])
+  listed = ml_collections.ConfigDict({'model': model})  # a config file's list stays a list
+  assert isinstance(listed.model.ce_loc, list)
+  shapes = jax.tree_util.tree_map(lambda x: x.shape, ostrack.abstract_variables(listed))
+  assert traced and shapes == jax.tree_util.tree_map(lambda x: x.shape, again)
