@@ -353,7 +353,9 @@ def test_convert_script(tmp_path, fixtures_dir, capsys):
     status = cli.run(script['main'], 'convert_torch_weights.py', argv)
     return status, *capsys.readouterr()
 
-  status, stdout, stderr = convert('configs/tiny_256_ce.py', tmp_path / 'tiny.msgpack')
+  status, stdout, stderr = convert(
+    str(repo / 'configs' / 'tiny_256_ce.py'), tmp_path / 'tiny.msgpack'
+  )
   assert status == 0 and (tmp_path / 'tiny.msgpack').exists(), stderr[-2000:]
   assert '228 tensors loaded' in stdout
   status, _, stderr = convert('ostrack_384_ce', tmp_path / 'x')
