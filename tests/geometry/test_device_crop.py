@@ -59,20 +59,36 @@ def _random_boxes(rng, n, h, w):
   return boxes
 
 
+# Every frame of this module is padded to one shape and the boxes go in fixed-size chunks, so the
+# crops compile once for the module (each frame shape and box count was a program of its own).
+# The crop reads only the frame's real height and width (``hw``), never the padding (filled with
+# 77 here, so a read of it shows): a pad larger than the frame's bucket is as valid an input.
+PADDED_HW = (768, 896)  # the bucket of the largest frame here (720x405 -> 768x512, 854 -> 896)
+CHUNK = 64
+
+
 def _compare(image, boxes, factor):
   h, w = image.shape[:2]
   hb, wb = tracking_core.bucket_shape(h, w)
-  padded = tracking_core.pad_to(image, (hb, wb), np.full((hb, wb, 3), 77, np.uint8))
+  assert hb <= PADDED_HW[0] and wb <= PADDED_HW[1], (h, w)
+  padded = tracking_core.pad_to(image, PADDED_HW, np.full(PADDED_HW + (3,), 77, np.uint8))
   geo = [
     crop_lib.sample_target(image[:1, :1], b, factor, None, with_mask=False).crop_box_xyxy
     for b in boxes
   ]
-  side = np.array([g[2] - g[0] for g in geo], np.int32)
-  x1 = np.array([g[0] for g in geo], np.int32)
-  y1 = np.array([g[1] for g in geo], np.int32)
-  got = _crops(padded, np.array([h, w], np.int32), side, x1, y1)
+  n = -(-len(boxes) // CHUNK) * CHUNK  # the last chunk filled with 1-px crops at the origin
+  side = np.ones(n, np.int32)
+  x1, y1 = np.zeros(n, np.int32), np.zeros(n, np.int32)
+  side[: len(geo)] = [g[2] - g[0] for g in geo]
+  x1[: len(geo)] = [g[0] for g in geo]
+  y1[: len(geo)] = [g[1] for g in geo]
+  hw = np.array([h, w], np.int32)
+  chunks = [
+    _crops(padded, hw, side[i : i + CHUNK], x1[i : i + CHUNK], y1[i : i + CHUNK])
+    for i in range(0, n, CHUNK)
+  ]
+  got = {s: np.concatenate([np.asarray(c[s]) for c in chunks]) for s in chunks[0]}
   for s, crops in got.items():
-    crops = np.asarray(crops)
     for i, b in enumerate(boxes):
       ref = crop_lib.sample_target(image, b, factor, s, with_mask=False).image
       if not np.array_equal(crops[i], ref):
@@ -100,6 +116,7 @@ def test_resize_matches_cv2_on_random_non_square_frames(hw):
   _compare(image, _random_boxes(rng, 60, *hw), 4.0)
 
 
+@pytest.mark.slow  # compiles the module's crop program (~2 s), which the slow tests share
 def test_resize_traps_exact_scales_and_tiny_crops():
   """Exact 2x downscale (cv2 takes INTER_AREA's path), exact 2x upscale (border rows keep
   fractional weights), identity, 1-3 px crops, odd sides, crops bigger than the frame."""

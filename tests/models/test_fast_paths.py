@@ -34,6 +34,8 @@ mixes in; max |difference| over the batch of 2):
   gradients within 2% (global norm; the two round the cotangents at different places).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +48,11 @@ from ostrack_jax.models.ostrack import build_model, init_variables
 from ostrack_jax.training import step as step_lib
 
 KEEP_RATIOS = {'0.7': None, '0.85': 0.85, '1.0': 1.0}
+BFLOAT16_SETTINGS = [
+  {'dtype': 'bfloat16'},
+  {'dtype': 'bfloat16', 'bf16_activations': True},
+  {'dtype': 'bfloat16', 'bf16_activations': True, 'attention_impl': 'xla'},
+]
 
 
 def _nhwc(x):
@@ -59,21 +66,31 @@ def _config(preset='tiny_256_ce', **fields):
   return c
 
 
-def _forward(config, variables, ref, keep_ratio):
-  model = build_model(config)
+def _forward(configs, variables, refs, keep_ratios):
+  """[(outputs, backbone intermediates)] of each (config, fixture, keep ratio), all in one
+  jitted program (passes of one model share most compiled kernels: less compile time than a
+  program each, the same outputs bit for bit)."""
+  models = [build_model(c) for c in configs]
+
+  def passes(variables, inputs):
+    return [
+      model.apply(variables, t, s, keep_ratio=keep_ratio, mutable=['intermediates'])
+      for model, keep_ratio, (t, s) in zip(models, keep_ratios, inputs, strict=True)
+    ]
+
+  inputs = [(_nhwc(ref['template']), _nhwc(ref['search'])) for ref in refs]
   with jax.default_matmul_precision('highest'):
-    out, state = jax.jit(
-      lambda v, t, s: model.apply(v, t, s, keep_ratio=keep_ratio, mutable=['intermediates'])
-    )(variables, _nhwc(ref['template']), _nhwc(ref['search']))
-  return out, state['intermediates']['backbone']
+    results = jax.jit(passes)(variables, inputs)
+  return [(out, state['intermediates']['backbone']) for out, state in results]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(KEEP_RATIOS))
 def test_fused_attention_float32_matches_original(tiny_variables, fixtures_dir, name):
+  # One program per keep ratio: keep 1.0's is also the cudnn test's (tests/conftest.py's cache).
   ref = np.load(fixtures_dir / 'tiny256' / f'forward_keep{name}.npz')
   config = _config(attention_impl='xla')
-  out, inter = _forward(config, tiny_variables, ref, KEEP_RATIOS[name])
+  [(out, inter)] = _forward([config], tiny_variables, [ref], [KEEP_RATIOS[name]])
   for key, tol in (('score_map', 1e-5), ('size_map', 1e-5), ('offset_map', 1e-5)):
     np.testing.assert_allclose(np.asarray(out[key]), _nhwc(ref[key]), atol=tol, rtol=0)
   np.testing.assert_allclose(np.asarray(out['pred_boxes']), ref['pred_boxes'][:, 0], atol=1e-5)
@@ -105,7 +122,13 @@ def keep1_outputs(tiny_variables, fixtures_dir):
   def get(**fields):
     key = tuple(sorted(fields.items()))
     if key not in done:
-      done[key] = _forward(_config(**fields), tiny_variables, ref, 1.0)[0]
+      # The bfloat16 settings are computed together, in one program, when the first is asked.
+      group = BFLOAT16_SETTINGS if fields in BFLOAT16_SETTINGS else [fields]
+      results = _forward(
+        [_config(**f) for f in group], tiny_variables, [ref] * len(group), [1.0] * len(group)
+      )
+      for f, (out, _) in zip(group, results, strict=True):
+        done[tuple(sorted(f.items()))] = out
     return done[key]
 
   return ref, get
@@ -130,13 +153,7 @@ def test_bfloat16_only_switches_have_no_effect_in_float32(keep1_outputs):
 
 
 @pytest.mark.parametrize(
-  'fields',
-  [
-    {'dtype': 'bfloat16'},
-    {'dtype': 'bfloat16', 'bf16_activations': True},
-    {'dtype': 'bfloat16', 'bf16_activations': True, 'attention_impl': 'xla'},
-  ],
-  ids=['bf16_operands', 'bf16_activations', 'bf16_activations_fused'],
+  'fields', BFLOAT16_SETTINGS, ids=['bf16_operands', 'bf16_activations', 'bf16_activations_fused']
 )
 @pytest.mark.slow
 def test_bfloat16_paths_deviation_from_float32(keep1_outputs, fields):
@@ -159,9 +176,12 @@ def test_bf16_activations_keep_batchnorm_input_float32():
   outs = []
   for act in (jnp.float32, jnp.bfloat16):
     module = ConvBNReLU(8, dtype=jnp.bfloat16, act_dtype=act)
-    variables = module.init(jax.random.PRNGKey(0), x, train=False)
+    variables = jax.jit(functools.partial(module.init, train=False))(jax.random.PRNGKey(0), x)
     variables['params']['conv']['bias'] = jnp.full((8,), 64.0)  # a large common offset
-    y, _ = module.apply(variables, x, train=True, mutable=['batch_stats'])
+    # One program per setting (op by op, each operation was one).
+    y, _ = jax.jit(functools.partial(module.apply, train=True, mutable=['batch_stats']))(
+      variables, x
+    )
     assert y.dtype == act
     outs.append(np.asarray(y.astype(jnp.float32)))
   assert float(np.abs(outs[1] - outs[0]).max()) <= 2e-2
@@ -191,12 +211,19 @@ def _loss_fn(config, keep_ratio=None):
   return total
 
 
-def _value_and_grad(config, keep_ratio=None):
+def _value_and_grad(config, keep_ratio=None, with_jaxpr=False):
+  """(loss, gradients flattened) of _loss_fn at the seed-0 initialisation, and with
+  ``with_jaxpr`` the jaxpr of the traced value-and-gradient (the compiled program's, traced once)."""
   variables = init_variables(config, seed=0)
-  loss = _loss_fn(config, keep_ratio)
+  args = (variables['params'], variables['batch_stats'])
   with jax.default_matmul_precision('highest'):
-    value, grads = jax.jit(jax.value_and_grad(loss))(variables['params'], variables['batch_stats'])
-  return float(value), np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)])
+    traced = jax.jit(jax.value_and_grad(_loss_fn(config, keep_ratio))).trace(*args)
+    value, grads = traced.lower().compile()(*args)
+  value, grads = (
+    float(value),
+    np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)]),
+  )
+  return (value, grads, traced.jaxpr) if with_jaxpr else (value, grads)
 
 
 def _rel(a, b):
@@ -223,14 +250,13 @@ def float32_reference():
 def test_remat_gives_the_same_gradients_and_recomputes(float32_reference, remat):
   ref_loss, ref_grads = float32_reference()
   config = _small(remat=remat)
-  loss, grads = _value_and_grad(config)
+  loss, grads, jaxpr = _value_and_grad(config, with_jaxpr=True)
   assert loss == pytest.approx(ref_loss, rel=1e-7)
   assert _rel(grads, ref_grads) <= 1e-6
   # The backward pass recomputes: the blocks' products ('block'; all but fc2, whose result only
   # feeds the residual sum, which no gradient needs), or only the batched attention products
-  # ('block_save_dots' keeps the weight products' results).
-  variables = init_variables(config, seed=0)
-  jaxpr = jax.make_jaxpr(jax.grad(_loss_fn(config)))(variables['params'], variables['batch_stats'])
+  # ('block_save_dots' keeps the weight products' results). Counted in the traced program that
+  # gave the gradients above (the loss's own products are the forward's, as in jax.grad's).
   macs = flops.count_macs(config)
   blocks = macs.backbone - macs.patch_embed
   recomputed = blocks - macs.mlp // 2 if remat == 'block' else macs.attn_scores + macs.attn_values
@@ -251,9 +277,19 @@ def test_fused_attention_float32_gradients(float32_reference):
 def test_autodiff_backward_in_bfloat16_is_close_to_the_custom_one():
   # One block without CE holds every kind of product the rule differentiates (patch embedding,
   # qkv, attention, projection, MLP, the head's convolutions) at a third of the compile time.
+  # Both in one program (their forward passes compile to the same kernels).
   small = dict(dtype='bfloat16', depth=1, ce_loc=(), ce_keep_ratio=())
-  custom_loss, custom = _value_and_grad(_small(**small))
-  auto_loss, auto = _value_and_grad(_small(matmul_backward='autodiff', **small))
+  configs = (_small(**small), _small(matmul_backward='autodiff', **small))
+  variables = init_variables(configs[0], seed=0)  # the setting adds no variable
+  grad_fns = [jax.value_and_grad(_loss_fn(c)) for c in configs]
+  with jax.default_matmul_precision('highest'):
+    both = jax.jit(lambda p, b: [f(p, b) for f in grad_fns])(
+      variables['params'], variables['batch_stats']
+    )
+  (custom_loss, custom), (auto_loss, auto) = [
+    (float(v), np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)]))
+    for v, grads in both
+  ]
   assert auto_loss == custom_loss
   assert _rel(auto, custom) <= 2e-2
 

@@ -30,9 +30,10 @@ def _abstract_inputs(config, batch=1):
     ('tiny_256_ce', None),
     ('tiny_256_ce', 0.85),
     ('tiny_256_ce', 1.0),
-    ('ostrack_256_ce', None),
-    ('ostrack_384_ce', None),
-    ('ostrack_256', None),
+    # The full-size presets: ~1 s of tracing each, outside the quick set (-m "not slow").
+    pytest.param('ostrack_256_ce', None, marks=pytest.mark.slow),
+    pytest.param('ostrack_384_ce', None, marks=pytest.mark.slow),
+    pytest.param('ostrack_256', None, marks=pytest.mark.slow),
   ],
 )
 def test_forward_count_equals_the_traced_products(preset, keep_ratio):

@@ -26,17 +26,23 @@ def test_float32_products_and_gradients_match_jnp(batch, nt):
   rng = np.random.default_rng(0)
   a = _rand(rng, *batch, 5, 7)
   b = _rand(rng, *batch, *((6, 7) if nt else (7, 6)))
+  weights = _rand(rng, *batch, 5, 6)
   ours = matmul.matmul_nt if nt else matmul.matmul
   ref = (
     (lambda a, b: jnp.matmul(a, jnp.swapaxes(b, -1, -2), precision=HIGHEST))
     if nt
     else (lambda a, b: jnp.matmul(a, b, precision=HIGHEST))
   )
-  with jax.default_matmul_precision('highest'):
-    np.testing.assert_allclose(ours(a, b), ref(a, b), rtol=1e-5, atol=1e-5)
-    weights = _rand(rng, *batch, 5, 6)
+
+  @jax.jit  # one program for the test (op by op, each operation was one)
+  def both(a, b, weights):
     g_ours = jax.grad(lambda a, b: jnp.sum(ours(a, b) * weights), argnums=(0, 1))(a, b)
     g_ref = jax.grad(lambda a, b: jnp.sum(ref(a, b) * weights), argnums=(0, 1))(a, b)
+    return ours(a, b), ref(a, b), g_ours, g_ref
+
+  with jax.default_matmul_precision('highest'):
+    out_ours, out_ref, g_ours, g_ref = both(a, b, weights)
+  np.testing.assert_allclose(out_ours, out_ref, rtol=1e-5, atol=1e-5)
   for x, y in zip(g_ours, g_ref, strict=True):
     assert x.dtype == jnp.float32
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
@@ -52,8 +58,16 @@ def test_bfloat16_products_round_operands_and_cotangent_and_accumulate_in_float3
   b = _rand(rng, *batch, *((8, 64) if nt else (64, 8)))
   weights = _rand(rng, *batch, 9, 8)
   fn = matmul.matmul_nt if nt else matmul.matmul
-  out, vjp = jax.vjp(lambda a, b: fn(a, b, jnp.bfloat16), a, b)
-  da, db = vjp(weights)
+
+  @jax.jit  # one program for the test (op by op, each operation was one)
+  def products(a, b, weights):
+    out, vjp = jax.vjp(lambda a, b: fn(a, b, jnp.bfloat16), a, b)
+    with jax.default_matmul_precision('highest'):
+      _, vjp32 = jax.vjp(fn, a, b)
+      grads32 = vjp32(weights)
+    return (out, *vjp(weights)), grads32
+
+  (out, da, db), grads32 = products(a, b, weights)
   assert out.dtype == da.dtype == db.dtype == jnp.float32
 
   a64, b64, g64 = _bf16_as_f64(a), _bf16_as_f64(b), _bf16_as_f64(weights)
@@ -64,10 +78,8 @@ def test_bfloat16_products_round_operands_and_cotangent_and_accumulate_in_float3
   np.testing.assert_allclose(db, np.swapaxes(db_kn, -1, -2) if nt else db_kn, rtol=2e-6, atol=2e-5)
 
   # And close to the float32 gradients (bfloat16 has an 8-bit mantissa).
-  with jax.default_matmul_precision('highest'):
-    _, vjp32 = jax.vjp(fn, a, b)
-    for x, y in zip((da, db), vjp32(weights), strict=True):
-      np.testing.assert_allclose(x, y, rtol=0, atol=0.05 * float(np.abs(y).max()))
+  for x, y in zip((da, db), grads32, strict=True):
+    np.testing.assert_allclose(x, y, rtol=0, atol=0.05 * float(np.abs(y).max()))
 
 
 def test_bfloat16_kernel_cast_for_inference_is_used_as_is():
@@ -103,24 +115,25 @@ def test_conv_matches_xla_convolution_and_its_gradients(kernel_size, stride, pad
   rng = np.random.default_rng(3)
   x = _rand(rng, 2, size, size, 5)
   conv = layers.Conv(6, (kernel_size, kernel_size), stride=stride)
-  variables = conv.init(jax.random.PRNGKey(0), x)
+  variables = jax.jit(conv.init)(jax.random.PRNGKey(0), x)
   kernel, bias = variables['params']['kernel'], variables['params']['bias']
   assert kernel.shape == (kernel_size, kernel_size, 5, 6) and bias.shape == (6,)
   bias = _rand(rng, 6)
   params = {'kernel': kernel, 'bias': bias}
+  weights = _rand(rng, *_xla_conv(x, kernel, bias, stride, padding).shape)
+
+  @jax.jit  # one program for the test (op by op, each operation was one)
+  def both(params, x, weights):
+    ours = lambda p, x: conv.apply({'params': p}, x)
+    ref = lambda p, x: _xla_conv(x, p['kernel'], p['bias'], stride, padding)
+    g_ours = jax.grad(lambda p, x: jnp.sum(ours(p, x) * weights), argnums=(0, 1))(params, x)
+    g_ref = jax.grad(lambda p, x: jnp.sum(ref(p, x) * weights), argnums=(0, 1))(params, x)
+    return ours(params, x), ref(params, x), g_ours, g_ref
+
   with jax.default_matmul_precision('highest'):
-    ours = conv.apply({'params': params}, x)
-    ref = _xla_conv(x, kernel, bias, stride, padding)
-    assert ours.shape == ref.shape
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
-    weights = _rand(rng, *ref.shape)
-    g_ours = jax.grad(lambda p, x: jnp.sum(conv.apply({'params': p}, x) * weights), argnums=(0, 1))(
-      params, x
-    )
-    g_ref = jax.grad(
-      lambda p, x: jnp.sum(_xla_conv(x, p['kernel'], p['bias'], stride, padding) * weights),
-      argnums=(0, 1),
-    )(params, x)
+    ours, ref, g_ours, g_ref = both(params, x, weights)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
   for x_ours, x_ref in zip(
     jax.tree_util.tree_leaves(g_ours), jax.tree_util.tree_leaves(g_ref), strict=True
   ):
@@ -129,11 +142,11 @@ def test_conv_matches_xla_convolution_and_its_gradients(kernel_size, stride, pad
 
 @pytest.mark.slow
 def test_conv_refuses_what_it_does_not_implement():
-  x = jnp.zeros((1, 8, 8, 2))
+  x = jax.ShapeDtypeStruct((1, 8, 8, 2), jnp.float32)  # traced only: the refusal needs no program
   with pytest.raises(ValueError, match='unsupported kernel'):
-    layers.Conv(3, (5, 5)).init(jax.random.PRNGKey(0), x)
+    jax.eval_shape(layers.Conv(3, (5, 5)).init, jax.random.PRNGKey(0), x)
   with pytest.raises(ValueError, match='not a multiple'):
-    layers.Conv(3, (3, 3), stride=3).init(jax.random.PRNGKey(0), x)
+    jax.eval_shape(layers.Conv(3, (3, 3), stride=3).init, jax.random.PRNGKey(0), x)
 
 
 def test_dense_matches_flax_dense():
@@ -141,8 +154,9 @@ def test_dense_matches_flax_dense():
 
   rng = np.random.default_rng(4)
   x = _rand(rng, 2, 3, 5)
-  variables = nn.Dense(4).init(jax.random.PRNGKey(0), x)
+  variables = jax.jit(nn.Dense(4).init)(jax.random.PRNGKey(0), x)
   with jax.default_matmul_precision('highest'):
-    np.testing.assert_allclose(
-      layers.Dense(4).apply(variables, x), nn.Dense(4).apply(variables, x), rtol=1e-6, atol=1e-6
+    ours, ref = jax.jit(lambda v, x: (layers.Dense(4).apply(v, x), nn.Dense(4).apply(v, x)))(
+      variables, x
     )
+  np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)

@@ -13,6 +13,11 @@ import pytest
 from ostrack_jax.data import transforms
 from ostrack_jax.training import losses
 
+# Jitted, as the train step runs them: one program per call shape (op by op, every operation of
+# a hand-computed example was a program of its own).
+focal_loss = jax.jit(losses.focal_loss)
+box_losses = jax.jit(losses.box_losses)
+
 
 @pytest.fixture(scope='module')
 def loss_fixture(fixtures_dir):
@@ -105,20 +110,20 @@ def test_focal_loss_hand_computed():
   pos = math.log(0.8) * 0.2**2
   neg = math.log(0.5) * 0.25 * (0.5**4) + 2 * math.log(0.5) * 0.25
   np.testing.assert_allclose(
-    float(losses.focal_loss(jnp.asarray(score), jnp.asarray(gt))), -(pos + neg), rtol=1e-6
+    float(focal_loss(jnp.asarray(score), jnp.asarray(gt))), -(pos + neg), rtol=1e-6
   )
   # No positive: -neg, not divided.
   gt[0, 0, 0, 0] = 0.0
   neg0 = math.log(0.2) * 0.64 + math.log(0.5) * 0.25 * (0.5**4) + 2 * math.log(0.5) * 0.25
   np.testing.assert_allclose(
-    float(losses.focal_loss(jnp.asarray(score), jnp.asarray(gt))), -neg0, rtol=1e-6
+    float(focal_loss(jnp.asarray(score), jnp.asarray(gt))), -neg0, rtol=1e-6
   )
 
 
 def test_box_losses_hand_computed_and_gt_clamped():
   pred = jnp.array([[0.5, 0.5, 0.2, 0.2]])  # xyxy 0.4..0.6
   gt = jnp.array([[0.5, 0.4, 0.7, 0.2]])  # xyxy 0.5,0.4,1.2,0.6 -> clamped x2 = 1.0
-  giou, l1, iou = losses.box_losses(pred, gt)
+  giou, l1, iou = box_losses(pred, gt)
   inter, union, enclosing = 0.1 * 0.2, 0.04 + 0.5 * 0.2 - 0.1 * 0.2, 0.6 * 0.2
   np.testing.assert_allclose(float(iou), inter / union, rtol=1e-5)
   np.testing.assert_allclose(
@@ -130,5 +135,5 @@ def test_box_losses_hand_computed_and_gt_clamped():
 def test_nan_prediction_zeroes_giou_and_iou_like_the_original():
   pred = jnp.array([[jnp.nan, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]])
   gt = jnp.array([[0.4, 0.4, 0.2, 0.2], [0.4, 0.4, 0.2, 0.2]])
-  giou, l1, iou = losses.box_losses(pred, gt)
+  giou, l1, iou = box_losses(pred, gt)
   assert float(giou) == 0.0 and float(iou) == 0.0 and np.isnan(float(l1))

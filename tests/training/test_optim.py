@@ -76,6 +76,7 @@ def test_param_group_labels():
   }
 
 
+@pytest.mark.slow  # torch.optim's first optimizer imports torch._dynamo: 1.5-2.5 s
 def test_optimizer_steps_match_torch_adamw_with_clip_and_steplr():
   torch = pytest.importorskip('torch')  # a dev dependency (pyproject [dev]); CI installs it
   config = get_config('tiny_256_ce')

@@ -29,16 +29,23 @@ def make_batch(seed=0, batch=GLOBAL_BATCH):
   return train_util.random_batch(batch, seed)
 
 
-def run_one_step(num_devices, batch, keep_ratio=0.7, steps=1):
+def make_train_step(num_devices):
+  """(TrainStep on the first ``num_devices`` devices, its optimiser) for small_config()."""
   config = small_config()
-  model = build_model(config)
-  variables = init_variables(config, seed=0)
   tx = optim.make_optimizer(config, steps_per_epoch=10)
   mesh = step_lib.make_mesh(jax.devices()[:num_devices])
+  return step_lib.TrainStep(build_model(config), tx, config, mesh), tx
+
+
+def run_one_step(num_devices, batch, keep_ratio=0.7, steps=1, train_step=None):
+  """``steps`` steps from the seed-0 initialisation; ``train_step`` (from make_train_step):
+  reuse its compiled programs."""
+  train_step, tx = train_step or make_train_step(num_devices)
+  mesh = train_step.mesh
+  variables = init_variables(small_config(), seed=0)
   state = jax.device_put(
     state_lib.create_train_state(variables, tx, seed=0), step_lib.replicated(mesh)
   )
-  train_step = step_lib.TrainStep(model, tx, config, mesh)
   with jax.default_matmul_precision('highest'):
     for _ in range(steps):
       state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), keep_ratio)
@@ -46,8 +53,14 @@ def run_one_step(num_devices, batch, keep_ratio=0.7, steps=1):
 
 
 @pytest.fixture(scope='module')
-def single_device_result():
-  return run_one_step(1, make_batch())
+def single_device_step():
+  """The one-device TrainStep, shared: its program is compiled once for the module."""
+  return make_train_step(1)
+
+
+@pytest.fixture(scope='module')
+def single_device_result(single_device_step):
+  return run_one_step(1, make_batch(), train_step=single_device_step)
 
 
 @pytest.mark.slow
@@ -96,10 +109,10 @@ def test_sharded_step_equals_unsharded(single_device_result):
 
 
 @pytest.mark.slow
-def test_non_finite_step_is_skipped_and_counted(single_device_result):
+def test_non_finite_step_is_skipped_and_counted(single_device_step):
   batch = make_batch()
   batch['search'][0, 0, 0, 0] = np.nan
-  state, metrics = run_one_step(1, batch)
+  state, metrics = run_one_step(1, batch, train_step=single_device_step)
   assert not bool(metrics['finite']) and int(state.bad_steps) == 1 and int(state.step) == 1
   init = init_variables(small_config(), seed=0)
   for x, y in zip(

@@ -3,7 +3,7 @@
 import collections
 import pathlib
 import pickle
-import subprocess
+import runpy
 import sys
 import types
 
@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ostrack_jax import cli
 from ostrack_jax.configs import get_config
 from ostrack_jax.models.ostrack import count_params, make_forward
 from ostrack_jax.weights import model_file
@@ -150,6 +151,7 @@ def vitb_256_file(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile  # shapes and finiteness only, no comparison (tests/conftest.py)
 def test_full_size_released_checkpoint_converts_and_runs(vitb_256_file):
   config = get_config('ostrack_256_ce')
   variables, report = load_torch_checkpoint(str(vitb_256_file), config, return_report=True)
@@ -337,24 +339,27 @@ def test_model_file_roundtrip_and_mismatch(tmp_path, fixtures_dir):
 
 
 @pytest.mark.slow
-def test_convert_script(tmp_path, fixtures_dir):
-  """convert_torch_weights.py run for real: the file converts; a checkpoint for another preset
-  is one line naming what the preset expects, status 2."""
+def test_convert_script(tmp_path, fixtures_dir, capsys):
+  """convert_torch_weights.py's main, run in-process as its command line runs it (cli.run; the
+  script as a subprocess, with its one-line answers to bad input, is in tests/test_cli.py): the
+  file converts; a checkpoint for another preset is one line naming what the preset expects,
+  status 2."""
   repo = pathlib.Path(__file__).resolve().parents[2]
+  script = runpy.run_path(str(repo / 'convert_torch_weights.py'), run_name='convert_script')
   pth = str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar')
 
   def convert(config, out):
     argv = ['--config', config, '--checkpoint', pth, '--output', str(out)]
-    script = str(repo / 'convert_torch_weights.py')
-    return subprocess.run(
-      [sys.executable, script, *argv], cwd=repo, capture_output=True, text=True, check=False
-    )
+    status = cli.run(script['main'], 'convert_torch_weights.py', argv)
+    return status, *capsys.readouterr()
 
-  r = convert('configs/tiny_256_ce.py', tmp_path / 'tiny.msgpack')
-  assert r.returncode == 0 and (tmp_path / 'tiny.msgpack').exists(), r.stderr[-2000:]
-  assert '228 tensors loaded' in r.stdout
-  r = convert('ostrack_384_ce', tmp_path / 'x')
-  assert r.returncode == 2 and 'expects' in r.stderr and r.stderr.count('\n') == 1, r.stderr
+  status, stdout, stderr = convert(
+    str(repo / 'configs' / 'tiny_256_ce.py'), tmp_path / 'tiny.msgpack'
+  )
+  assert status == 0 and (tmp_path / 'tiny.msgpack').exists(), stderr[-2000:]
+  assert '228 tensors loaded' in stdout
+  status, _, stderr = convert('ostrack_384_ce', tmp_path / 'x')
+  assert status == 2 and 'expects' in stderr and stderr.count('\n') == 1, stderr
 
 
 @pytest.mark.parametrize(
@@ -366,10 +371,7 @@ def test_convert_script(tmp_path, fixtures_dir):
     (np.zeros((128, 128, 3), np.float32), 'NHWC batch'),
   ],
 )
-def test_forward_rejects_bad_template(bad, match, fixtures_dir):
-  config = get_config('tiny_256_ce')
-  fn = make_forward(
-    config, load_torch_checkpoint(str(fixtures_dir / 'tiny256' / 'tiny256_seed0.pth.tar'), config)
-  )
+def test_forward_rejects_bad_template(bad, match, tiny_variables):
+  fn = make_forward(get_config('tiny_256_ce'), tiny_variables)
   with pytest.raises(ValueError, match=match):
     fn(bad, np.zeros((1, 256, 256, 3), np.float32))
