@@ -122,6 +122,20 @@ def test_one_artifact_serves_another_frame_size(float32_pair, soapbox):
 
 
 @pytest.mark.slow
+def test_loading_the_folder_again_shares_its_programs(float32_pair, artifact, tmp_path):
+  """A second load of the same files, with other weights of the preset, runs the first
+  tracker's programs: nothing is traced or compiled again."""
+  exported_tracker = float32_pair[1]
+  with np.load(artifact / 'weights.npz') as data:
+    np.savez(tmp_path / 'other.npz', **{k: data[k] * 0.9 for k in data.files})
+  again = stablehlo.load_exported(str(artifact), weights=str(tmp_path / 'other.npz'))
+  assert (again.core._track, again.core._init) == (
+    exported_tracker.core._track,
+    exported_tracker.core._init,
+  )
+
+
+@pytest.mark.slow
 def test_version_1_artifact_is_refused(tmp_path, artifact):
   old = tmp_path / 'old'
   old.mkdir()

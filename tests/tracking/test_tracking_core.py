@@ -86,6 +86,7 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox8, 
 @pytest.mark.slow
 def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox8):
   frames, gt = soapbox8
+  tracking_core.shared_programs.cache_clear()  # programs of this test only (others share them)
   core = tracking_core.TrackingCore(
     tracker.config, tracker.variables, 1, None, full_outputs=False, cast=False
   )
@@ -220,6 +221,7 @@ def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox8)
 
   frames, gt = soapbox8
   boxes = [gt[0], gt[0] + [5.0, 3.0, -8.0, 4.0]]
+  tracking_core.shared_programs.cache_clear()  # programs of this test only (others share them)
   batch = tracker_lib.BatchTracker(tracker, 2, 'vmap', devices=jax.devices()[:2])
   for slot, box in enumerate(boxes):
     batch.initialize(slot, frames[0], box)
@@ -231,6 +233,57 @@ def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox8)
   for slot, box in enumerate(boxes):
     tracker.initialize(frames[0], box)
     np.testing.assert_array_equal(got[slot], [tracker.track(frames[i]) for i in range(1, 4)])
+
+
+def test_trackers_of_one_setup_share_programs_and_keep_their_weights(tiny_variables, soapbox8):
+  """A second Tracker of the preset (its config made anew), with other weights of the same
+  shapes, runs the first one's jitted programs (nothing traced or compiled again), and each
+  tracks with its own weights: tracked in turn, each gives the boxes it gives alone. A change
+  of a config field the programs read, of the batching, the outputs, the weights' structure or
+  the functions gives other programs."""
+  from ostrack_jax.configs import apply_overrides
+  from ostrack_jax.tracking import device_step
+
+  frames, gt = soapbox8
+  tracker = tracker_lib.Tracker(get_config('tiny_256_ce'), tiny_variables)
+  other_weights = jax.tree_util.tree_map(lambda x: x * 0.9, tiny_variables)
+  other = tracker_lib.Tracker(get_config('tiny_256_ce'), other_weights)
+  assert (other.core._track, other.core._init) == (tracker.core._track, tracker.core._init)
+  alone = {}
+  for name, t in (('first', tracker), ('other', other)):
+    t.initialize(frames[0], gt[0])
+    alone[name] = np.array([t.track(f) for f in frames[1:4]])
+  assert np.abs(alone['first'] - alone['other']).max() > 0.1  # the weights matter
+  compiled = tracker.core.compilations()
+  tracker.initialize(frames[0], gt[0])
+  other.initialize(frames[0], gt[0])
+  for i, frame in enumerate(frames[1:4]):
+    np.testing.assert_array_equal(tracker.track(frame), alone['first'][i])
+    np.testing.assert_array_equal(other.track(frame), alone['other'][i])
+  assert other.core.compilations() == compiled
+
+  def programs(config=tracker.config, variables=tracker.variables, **kw):
+    return tracking_core.TrackingCore(config, variables, cast=False, **kw)._track
+
+  overrides = [
+    'model.dtype=bfloat16',
+    'model.ce_keep_ratio=(0.8,0.8,0.8)',
+    'model.search_size=320',
+    'model.attention_impl=xla',
+    'tracker.search_factor=4.5',
+    'tracker.template_factor=2.5',
+  ]
+  changed = [programs(apply_overrides(get_config('tiny_256_ce'), [o])) for o in overrides]
+  changed += [
+    programs(full_outputs=False),
+    programs(batch_size=2, batch_mode='map'),
+    programs(variables={'params': tracker.variables['params']}),
+    programs(fns=device_step.make_tracking_fns(tracker.config)),
+  ]
+  ids = {id(p) for p in changed}
+  assert id(tracker.core._track) not in ids and len(ids) == len(changed)
+  fns = device_step.make_tracking_fns(tracker.config)
+  assert programs(fns=fns) is programs(fns=fns)  # prebuilt functions: shared by identity
 
 
 def test_slots_must_divide_over_the_devices(tracker):
