@@ -102,18 +102,26 @@ def live(tiny_variables):
   return Tracker(get_config('tiny_256_ce'), tiny_variables)
 
 
-def _step_pair(config, variables, tracker, frame, box, template):
-  """(ONNX tracker's step, JAX step) outputs from the same template, state and frame."""
+def _jax_step(config):
+  """The JAX step of ``config`` (full outputs), jitted once for all the frames a test compares:
+  ``step(variables, consts, state, frames, hw, active) -> (state, outputs)``."""
+  from ostrack_jax.tracking import device_step
+
+  return jax.jit(device_step.make_tracking_fns(config, None, full_outputs=True).track)
+
+
+def _step_pair(config, step, variables, tracker, frame, box, template):
+  """(ONNX tracker's step, JAX step) outputs from the same template, state and frame;
+  ``step``: :func:`_jax_step` of ``config``."""
   import jax.numpy as jnp
 
   from ostrack_jax.tracking import device_step
 
-  fns = device_step.make_tracking_fns(config, None, full_outputs=True)
   h, w = frame.shape[:2]
   hw = np.array([[h, w]], np.int32)
   box = np.asarray(box, np.float32)[None]
   with jax.default_matmul_precision('highest'):
-    _, out = jax.jit(fns.track)(
+    _, out = step(
       variables,
       device_step.constants(config),
       device_step.TrackState(template, box),
@@ -338,8 +346,11 @@ def test_onnx_step_matches_jax_step(onnx_file, tiny_variables, live, soapbox):
   config = get_config('tiny_256_ce')
   live.initialize(frames[0], data['gt'][0])
   template = np.asarray(live.core.state.templates)
+  step = _jax_step(config)
   for i in (1, 2, 3):
-    got, want = _step_pair(config, tiny_variables, tracker, frames[i], data['gt'][i - 1], template)
+    got, want = _step_pair(
+      config, step, tiny_variables, tracker, frames[i], data['gt'][i - 1], template
+    )
     _check_step(got, want, config)
 
 
@@ -522,6 +533,7 @@ def test_vitb_onnx_step_matches_jax(tmp_path, soapbox):
     with_mask=False,
   ).image
   template = onnx_tracker.normalization_table()[crop.astype(np.intp), np.arange(3)][None]
+  step = _jax_step(config)
   for i in (1, 2):
-    got, want = _step_pair(config, variables, tracker, frames[i], data['gt'][i - 1], template)
+    got, want = _step_pair(config, step, variables, tracker, frames[i], data['gt'][i - 1], template)
     _check_step(got, want, config)
