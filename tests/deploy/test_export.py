@@ -161,11 +161,13 @@ def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, tiny_varia
 
 @pytest.mark.slow
 def test_loader_does_not_build_the_flax_model(artifact):
+  # Frames of the soapbox size: the process loads the step the module's float32 tests compiled
+  # (the test run's compilation cache) instead of compiling one for a size of its own.
   code = (
     'import sys, numpy as np\n'
     'from ostrack_jax.deploy.stablehlo import load_exported\n'
     f'tr = load_exported({str(artifact)!r})\n'
-    'frame = (np.arange(240 * 320 * 3) % 251).astype(np.uint8).reshape(240, 320, 3)\n'
+    'frame = (np.arange(480 * 854 * 3) % 251).astype(np.uint8).reshape(480, 854, 3)\n'
     'tr.initialize(frame, (100, 80, 40, 30))\n'
     'box = tr.track(frame)\n'
     'assert np.isfinite(box).all() and box.shape == (4,), box\n'

@@ -13,7 +13,7 @@ import pytest
 from ostrack_jax.configs import get_config
 from ostrack_jax.datasets.core import FrameError, Video
 from ostrack_jax.datasets.frames import read_frame
-from ostrack_jax.tracking import runner, tracker as tracker_lib, tracking_core
+from ostrack_jax.tracking import device_step, runner, tracker as tracker_lib, tracking_core
 
 # Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
 pytestmark = pytest.mark.fast_compile
@@ -86,9 +86,10 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox8, 
 @pytest.mark.slow
 def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox8):
   frames, gt = soapbox8
-  tracking_core.shared_programs.cache_clear()  # programs of this test only (others share them)
+  # Functions of its own: the core's programs are this test's only (cores share programs).
+  fns = device_step.make_tracking_fns(tracker.config, None, full_outputs=False)
   core = tracking_core.TrackingCore(
-    tracker.config, tracker.variables, 1, None, full_outputs=False, cast=False
+    tracker.config, tracker.variables, 1, None, full_outputs=False, fns=fns, cast=False
   )
   sizes = [(480, 854), (500, 860), (360, 640), (480, 854), (720, 1280), (355, 630)]
   buckets = {tracking_core.bucket_shape(*hw) for hw in sizes}
@@ -211,30 +212,6 @@ def test_vmap_and_map_lockstep_agree(tracker, soapbox8):
   chex.assert_trees_all_close(outs['vmap'], outs['map'], atol=1e-3, rtol=0)
 
 
-@pytest.mark.slow
-def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox8):
-  """Two slots over two of the test process's host devices, one per device: each device runs
-  the one-slot step (one program over the mesh), so the boxes are Tracker's bit for bit, and
-  the states stay sharded on the slot axis."""
-  import jax
-  from jax.sharding import PartitionSpec
-
-  frames, gt = soapbox8
-  boxes = [gt[0], gt[0] + [5.0, 3.0, -8.0, 4.0]]
-  tracking_core.shared_programs.cache_clear()  # programs of this test only (others share them)
-  batch = tracker_lib.BatchTracker(tracker, 2, 'vmap', devices=jax.devices()[:2])
-  for slot, box in enumerate(boxes):
-    batch.initialize(slot, frames[0], box)
-  got = np.stack([batch.track([frames[i], frames[i]]) for i in range(1, 4)], axis=1)
-  state = batch.core.state.boxes
-  assert state.sharding.spec == PartitionSpec('slots')
-  assert {s.device for s in state.addressable_shards} == set(jax.devices()[:2])
-  assert batch.core.compilations() == 2  # one step and one template program for both devices
-  for slot, box in enumerate(boxes):
-    tracker.initialize(frames[0], box)
-    np.testing.assert_array_equal(got[slot], [tracker.track(frames[i]) for i in range(1, 4)])
-
-
 def test_trackers_of_one_setup_share_programs_and_keep_their_weights(tiny_variables, soapbox8):
   """A second Tracker of the preset (its config made anew), with other weights of the same
   shapes, runs the first one's jitted programs (nothing traced or compiled again), and each
@@ -242,7 +219,6 @@ def test_trackers_of_one_setup_share_programs_and_keep_their_weights(tiny_variab
   of a config field the programs read, of the batching, the outputs, the weights' structure or
   the functions gives other programs."""
   from ostrack_jax.configs import apply_overrides
-  from ostrack_jax.tracking import device_step
 
   frames, gt = soapbox8
   tracker = tracker_lib.Tracker(get_config('tiny_256_ce'), tiny_variables)
@@ -284,6 +260,30 @@ def test_trackers_of_one_setup_share_programs_and_keep_their_weights(tiny_variab
   assert id(tracker.core._track) not in ids and len(ids) == len(changed)
   fns = device_step.make_tracking_fns(tracker.config)
   assert programs(fns=fns) is programs(fns=fns)  # prebuilt functions: shared by identity
+
+
+@pytest.mark.slow
+def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox8):
+  """Two slots over two of the test process's host devices, one per device: each device runs
+  the one-slot step (one program over the mesh), so the boxes are Tracker's bit for bit, and
+  the states stay sharded on the slot axis."""
+  import jax
+  from jax.sharding import PartitionSpec
+
+  frames, gt = soapbox8
+  boxes = [gt[0], gt[0] + [5.0, 3.0, -8.0, 4.0]]
+  tracking_core.shared_programs.cache_clear()  # programs of this test only (others share them)
+  batch = tracker_lib.BatchTracker(tracker, 2, 'vmap', devices=jax.devices()[:2])
+  for slot, box in enumerate(boxes):
+    batch.initialize(slot, frames[0], box)
+  got = np.stack([batch.track([frames[i], frames[i]]) for i in range(1, 4)], axis=1)
+  state = batch.core.state.boxes
+  assert state.sharding.spec == PartitionSpec('slots')
+  assert {s.device for s in state.addressable_shards} == set(jax.devices()[:2])
+  assert batch.core.compilations() == 2  # one step and one template program for both devices
+  for slot, box in enumerate(boxes):
+    tracker.initialize(frames[0], box)
+    np.testing.assert_array_equal(got[slot], [tracker.track(frames[i]) for i in range(1, 4)])
 
 
 def test_slots_must_divide_over_the_devices(tracker):
