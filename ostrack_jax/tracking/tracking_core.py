@@ -259,18 +259,18 @@ class ProgramSetup(NamedTuple):
   """Everything a core's jitted programs depend on besides their arguments (the weights, the
   constants, the states and the frames are arguments): the key of :func:`shared_programs`.
 
-  setup: the config's ``model`` and ``tracker`` sections (what :func:`make_tracking_fns` reads;
+  sections: the config's ``model`` and ``tracker`` sections (what :func:`make_tracking_fns` reads;
     the dtype, the CE keep ratios, the sizes, the crop factors, the fast-path fields).
   batch_mode: None (one slot per device), 'vmap' or 'map'.
   full_outputs: the step also returns the visualisation outputs.
   fns: prebuilt :class:`TrackingFns` (compared by the identity of their functions), or None:
-    built from ``setup``.
+    built from ``sections``.
   treedef: the variables' tree structure (the step takes their leaves).
   devices: the mesh's devices in slot order, or None (one device, no mesh).
   slots_per_device: the mesh's slots per device (None without a mesh).
   """
 
-  setup: ml_collections.FrozenConfigDict
+  sections: ml_collections.FrozenConfigDict
   batch_mode: Optional[str]
   full_outputs: bool
   fns: Optional[TrackingFns]
@@ -292,7 +292,7 @@ def shared_programs(key: ProgramSetup) -> Tuple[TrackingFns, Callable, Callable]
   the key: they are arguments, so trackers with other weights of the same shapes share the
   programs and each gets its own boxes.
   """
-  fns = key.fns or make_tracking_fns(key.setup, key.batch_mode, key.full_outputs)
+  fns = key.fns or make_tracking_fns(key.sections, key.batch_mode, key.full_outputs)
   treedef = key.treedef
 
   def track(leaves, consts, state, frames, hw, active):
