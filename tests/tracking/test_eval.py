@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import apply_overrides, get_config
 from ostrack_jax.tracking import evaluate, metrics
@@ -27,11 +28,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
 pytestmark = pytest.mark.fast_compile
 
-# The behaviour tests' model: the tiny preset with 4 blocks instead of 12 (CE after blocks 1, 2
-# and 3), a third of the network to trace and compile in every program. What they assert (files,
-# messages, resume, refusals, batching and devices against batch 1) holds for any depth; the
-# comparison with the original (the folder dataset on real frames) keeps the tiny preset itself.
-SMALL = ('model.depth=4', 'model.ce_loc=(1,2,3)')
+# The behaviour tests' model: the small OSTrack of the train.py tests (tests/train_util.py: the
+# tiny preset at half its sizes and widths, 3 blocks, one CE layer), a fraction of the network to
+# trace, compile and run in every program. What they assert (files, messages, resume, refusals,
+# batching and devices against batch 1) holds for any model; the comparison with the original
+# (the folder dataset on real frames) keeps the tiny preset itself.
+SMALL = tuple(
+  f.removeprefix('--config.') for f in train_util.SMALL_MODEL if f.startswith('--config.')
+)
 
 
 def _config(*overrides):
