@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from ostrack_jax.configs import get_config
+import train_util
+from ostrack_jax.configs import apply_overrides, get_config
 from ostrack_jax.datasets.core import FrameError, Video
 from ostrack_jax.datasets.frames import read_frame
 from ostrack_jax.tracking import device_step, runner, tracker as tracker_lib, tracking_core
@@ -19,9 +20,30 @@ from ostrack_jax.tracking import device_step, runner, tracker as tracker_lib, tr
 pytestmark = pytest.mark.fast_compile
 
 
+# The model: the small OSTrack of the train.py tests (tests/train_util.py: half the tiny preset's
+# sizes and widths, 3 blocks, one CE layer), as in test_eval: what the tests assert (lockstep and
+# devices against one slot, program counts, messages, failures) holds for any model, and it
+# compiles and runs in a fraction of the tiny preset's time.
+SMALL = tuple(
+  f.removeprefix('--config.') for f in train_util.SMALL_MODEL if f.startswith('--config.')
+)
+
+
+def _small_config(*overrides):
+  return apply_overrides(get_config('tiny_256_ce'), [*SMALL, *overrides])
+
+
 @pytest.fixture(scope='module')
-def tracker(tiny_variables):
-  return tracker_lib.Tracker(get_config('tiny_256_ce'), tiny_variables)
+def small_variables():
+  """Weights (seed 0) of the small model."""
+  from ostrack_jax.models.ostrack import init_variables
+
+  return init_variables(_small_config(), seed=0)
+
+
+@pytest.fixture(scope='module')
+def tracker(small_variables):
+  return tracker_lib.Tracker(_small_config(), small_variables)
 
 
 @pytest.fixture(scope='module')
@@ -212,18 +234,16 @@ def test_vmap_and_map_lockstep_agree(tracker, soapbox8):
   chex.assert_trees_all_close(outs['vmap'], outs['map'], atol=1e-3, rtol=0)
 
 
-def test_trackers_of_one_setup_share_programs_and_keep_their_weights(tiny_variables, soapbox8):
+def test_trackers_of_one_setup_share_programs_and_keep_their_weights(small_variables, soapbox8):
   """A second Tracker of the preset (its config made anew), with other weights of the same
   shapes, runs the first one's jitted programs (nothing traced or compiled again), and each
   tracks with its own weights: tracked in turn, each gives the boxes it gives alone. A change
   of a config field the programs read, of the batching, the outputs, the weights' structure or
   the functions gives other programs."""
-  from ostrack_jax.configs import apply_overrides
-
   frames, gt = soapbox8
-  tracker = tracker_lib.Tracker(get_config('tiny_256_ce'), tiny_variables)
-  other_weights = jax.tree_util.tree_map(lambda x: x * 0.9, tiny_variables)
-  other = tracker_lib.Tracker(get_config('tiny_256_ce'), other_weights)
+  tracker = tracker_lib.Tracker(_small_config(), small_variables)
+  other_weights = jax.tree_util.tree_map(lambda x: x * 0.9, small_variables)
+  other = tracker_lib.Tracker(_small_config(), other_weights)
   assert (other.core._track, other.core._init) == (tracker.core._track, tracker.core._init)
   alone = {}
   for name, t in (('first', tracker), ('other', other)):
@@ -243,13 +263,13 @@ def test_trackers_of_one_setup_share_programs_and_keep_their_weights(tiny_variab
 
   overrides = [
     'model.dtype=bfloat16',
-    'model.ce_keep_ratio=(0.8,0.8,0.8)',
+    'model.ce_keep_ratio=(0.8,)',
     'model.search_size=320',
     'model.attention_impl=xla',
     'tracker.search_factor=4.5',
     'tracker.template_factor=2.5',
   ]
-  changed = [programs(apply_overrides(get_config('tiny_256_ce'), [o])) for o in overrides]
+  changed = [programs(_small_config(o)) for o in overrides]
   changed += [
     programs(full_outputs=False),
     programs(batch_size=2, batch_mode='map'),
