@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax import cli
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import sources
@@ -129,16 +130,21 @@ def test_result_writer_refuses_a_name_that_would_escape(tmp_path, layout):
 
 
 def _eval_argv(tmp_path, data, out, *extra):
-  """eval.py's flags: the tiny preset (batch 1, as tests/tracking/test_eval.py: its compiled step is
-  cached) on the folder dataset ``data`` into ``out``."""
+  """eval.py's flags: the small OSTrack of the train.py tests (tests/train_util.py; batch 1 and
+  frames of 96x72, as tests/tracking/test_eval.py: its compiled step is cached) on the folder
+  dataset ``data`` into ``out``."""
+  small = [f for f in train_util.SMALL_MODEL if f.startswith('--config.')]
   ckpt = tmp_path / 'model.msgpack'
   if not ckpt.exists():
+    from ostrack_jax.configs import apply_overrides
     from ostrack_jax.models.ostrack import init_variables
     from ostrack_jax.weights.model_file import save_variables
 
-    config = get_config('tiny_256_ce')
+    config = apply_overrides(
+      get_config('tiny_256_ce'), [f.removeprefix('--config.') for f in small]
+    )
     save_variables(str(ckpt), init_variables(config, seed=0), config)
-  argv = ['--checkpoint', str(ckpt), '--dataset', 'folder', '--data-dir', str(data)]
+  argv = ['--checkpoint', str(ckpt), '--dataset', 'folder', '--data-dir', str(data), *small]
   return argv + ['--output', str(out), '--no-progress', '--no-plots', *extra]
 
 
