@@ -11,20 +11,37 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax import demo
 
 # Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
 pytestmark = pytest.mark.fast_compile
 
+# The model: the small OSTrack of the train.py tests (tests/train_util.py: half the tiny preset's
+# sizes and widths, 3 blocks, one CE layer), its flags as the demo takes them; the demo's
+# behaviour (files, overlays, boxes equal to a Tracker's, failures) holds for any model.
+MODEL = [
+  '--config',
+  'tiny_256_ce',
+  *[f for f in train_util.SMALL_MODEL if f.startswith('--config.')],
+]
+
+
+def _small_config():
+  from ostrack_jax.configs import apply_overrides, get_config
+
+  return apply_overrides(
+    get_config('tiny_256_ce'), [f.removeprefix('--config.') for f in MODEL[2:]]
+  )
+
 
 @pytest.fixture(scope='module')
 def clip(tmp_path_factory):
-  from ostrack_jax.configs import get_config
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 
   tmp = tmp_path_factory.mktemp('demo')
-  config = get_config('tiny_256_ce')
+  config = _small_config()
   ckpt = tmp / 'model.msgpack'
   save_variables(str(ckpt), init_variables(config, seed=0), config)
   frames_dir = tmp / 'frames'
@@ -53,8 +70,7 @@ def test_demo_gif_from_frame_folder_with_overlays(clip):
         '30,20,20,20',
         '--checkpoint',
         str(ckpt),
-        '--config',
-        'tiny_256_ce',
+        *MODEL,
         '--output',
         str(out),
         '--score-map',
@@ -70,10 +86,9 @@ def test_demo_gif_from_frame_folder_with_overlays(clip):
   np.testing.assert_array_equal(boxes[0], [30, 20, 20, 20])
   assert not [t for t in threading.enumerate() if t.name == 'ostrack-demo-reader']
   # the same boxes as the sequential tracker (the .txt has 4 decimals)
-  from ostrack_jax.configs import get_config
   from ostrack_jax.tracking.tracker import Tracker
 
-  tracker = Tracker.from_checkpoint(str(ckpt), get_config('tiny_256_ce'))
+  tracker = Tracker.from_checkpoint(str(ckpt), _small_config())
   frames = list(demo.iter_frames(str(tmp / 'frames')))
   tracker.initialize(frames[0], (30, 20, 20, 20))
   expected = [tracker.track(f) for f in frames[1:]]
@@ -93,8 +108,7 @@ def test_demo_mp4_from_video_file(clip):
         '30,20,20,20',
         '--checkpoint',
         str(ckpt),
-        '--config',
-        'tiny_256_ce',
+        *MODEL,
         '--output',
         str(out),
         '--max-frames',
@@ -131,8 +145,7 @@ def test_demo_bad_arguments(clip, capsys):
         '1,2,3,4',
         '--checkpoint',
         str(ckpt),
-        '--config',
-        'tiny_256_ce',
+        *MODEL,
         '--output',
         str(tmp / 'x.gif'),
       ]
@@ -150,8 +163,7 @@ def test_demo_bad_arguments(clip, capsys):
         '1,2,0,4',
         '--checkpoint',
         str(ckpt),
-        '--config',
-        'tiny_256_ce',
+        *MODEL,
         '--output',
         str(tmp / 'x.gif'),
       ]
@@ -182,7 +194,7 @@ def test_failed_demo_leaves_no_video_and_no_partial_file(clip, tmp_path, capsys)
     if previous:
       out.write_bytes(previous)
     argv = ['--video', str(frames), '--box', '30,20,20,20', '--checkpoint', str(ckpt)]
-    assert _status(argv + ['--config', 'tiny_256_ce', '--output', str(out)]) == 2
+    assert _status(argv + [*MODEL, '--output', str(out)]) == 2
     err = capsys.readouterr().err
     assert '00010.jpg' in err and 'Traceback' not in err, err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != 'frames') == (

@@ -58,6 +58,7 @@ are imported by the functions that need them (the loader never imports Flax or t
 """
 
 import collections.abc
+import functools
 import json
 import os
 import shutil
@@ -396,16 +397,24 @@ def _check_runnable(directory: str, manifest: Dict[str, Any], dtype: str) -> Non
     )
 
 
-def _deserialize(directory: str, name: str):
+def _read(directory: str, name: str) -> bytes:
+  with open(os.path.join(directory, name), 'rb') as fh:
+    return fh.read()
+
+
+@functools.lru_cache(maxsize=4)
+def _exported_fns(
+  init_blob: bytes, track_blob: bytes
+) -> Tuple[Any, Any, 'device_step.TrackingFns']:
+  """(exported init, exported track, their :class:`TrackingFns`) of the serialised functions:
+  the same files (by content) give the same functions, so trackers loaded from one folder share
+  their jitted programs (:func:`ostrack_jax.tracking.tracking_core.shared_programs`)."""
   import jax
 
-  with open(os.path.join(directory, name), 'rb') as fh:
-    return jax.export.deserialize(bytearray(fh.read()))
-
-
-def _tracking_fns(exported_init, exported_track) -> 'device_step.TrackingFns':
-  """The deserialised functions as the tracker's device core (the state as a TrackState)."""
   from ostrack_jax.tracking import device_step
+
+  exported_init = jax.export.deserialize(bytearray(init_blob))
+  exported_track = jax.export.deserialize(bytearray(track_blob))
 
   def init(consts, state, frame, hw, box, slot):
     (templates, boxes), crop = exported_init.call(
@@ -419,7 +428,7 @@ def _tracking_fns(exported_init, exported_track) -> 'device_step.TrackingFns':
     )
     return device_step.TrackState(templates, boxes), out
 
-  return device_step.TrackingFns(init, track)
+  return exported_init, exported_track, device_step.TrackingFns(init, track)
 
 
 def load_exported(
@@ -436,7 +445,8 @@ def load_exported(
     core: ``initialize(frame, box_xywh)``, ``track(frame) -> box_xywh`` (RGB uint8 frames of
     any size, xywh image pixels), ``track_async``, ``state``, ``last_score_map`` /
     ``last_response`` (F, F), ``last_removed_indexes``, ``last_search_crop``,
-    ``last_timing``. Its ``exported`` attribute is the deserialised ``jax.export.Exported`` of
+    ``last_timing``. Trackers loaded from the same files (also with other ``weights``) share
+    their compiled programs. Its ``exported`` attribute is the deserialised ``jax.export.Exported`` of
     ``track`` (``exported_init`` that of ``init``), ``manifest`` the folder's manifest.
   """
   import jax
@@ -447,8 +457,9 @@ def load_exported(
   manifest = read_manifest(directory)
   _check_runnable(directory, manifest, dtype)
   files = manifest['variants'][dtype]
-  exported_init = _deserialize(directory, files['init'])
-  exported_track = _deserialize(directory, files['track'])
+  exported_init, exported_track, fns = _exported_fns(
+    _read(directory, files['init']), _read(directory, files['track'])
+  )
   variables = load_weights(weights or os.path.join(directory, WEIGHTS_FILE), manifest)
   # The weights in the dtypes the exported track takes (bfloat16 kernels for that variant).
   leaves, treedef = jax.tree_util.tree_flatten(variables)
@@ -458,9 +469,7 @@ def load_exported(
   )
   config = ml_collections.ConfigDict(manifest['config'])
   config.model.dtype = dtype
-  tracker = tracker_lib.Tracker(
-    config, variables, fns=_tracking_fns(exported_init, exported_track), cast=False
-  )
+  tracker = tracker_lib.Tracker(config, variables, fns=fns, cast=False)
   tracker.exported = exported_track
   tracker.exported_init = exported_init
   tracker.manifest = manifest

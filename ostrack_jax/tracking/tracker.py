@@ -6,6 +6,9 @@ they check the user's frames and boxes (a ValueError naming the frame or slot), 
 to its bucket and dispatch one jitted step (:mod:`ostrack_jax.tracking.device_step`: the search
 crop, the network, the Hann window, the decode, the map back and the clip); the states stay on
 the device. ``ostrack_jax.tracking.runner`` pipelines the core over benchmark sequences.
+Trackers with the same config (and batching, devices) share their jitted programs
+(:func:`~ostrack_jax.tracking.tracking_core.shared_programs`): a second tracker of a preset,
+one per video say, or with other weights of the same shapes, compiles nothing again.
 
 Coordinates: boxes in and out are ``xywh`` in image pixels (floats). Frames are RGB uint8.
 Grayscale frames are replicated to three channels and RGBA frames lose their alpha channel

@@ -9,7 +9,8 @@ caller reads a result. :class:`ostrack_jax.tracking.tracker.Tracker` (B = 1) and
 :class:`ostrack_jax.tracking.runner.Pipeline` pipelines it over benchmark sequences.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+import functools
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -73,13 +74,19 @@ class TrackingCore:
   :class:`~ostrack_jax.tracking.tracker.Tracker`); more slots per device run ``batch_mode``
   over them ('map': bit-identical to one device; 'vmap': equal up to float rounding).
 
+  Cores with the same static setup (the config's model and tracker sections, batch mode,
+  outputs, ``fns``, the weights' tree structure, the devices) share their jitted programs
+  (:func:`shared_programs`): a second tracker of a preset, with the same or other weights of
+  the same shapes, compiles nothing again.
+
   Args:
     config: the preset.
     variables: Flax variables (float32; kernels are cast to the compute dtype once).
     batch_size: number of slots B (all devices together).
     batch_mode: None (B = 1), 'vmap' or 'map' (see :func:`make_tracking_fns`).
     full_outputs: also return score maps, crops and eliminated tokens (visualisation).
-    fns: prebuilt :class:`TrackingFns` (e.g. an exported program); default: built from config.
+    fns: prebuilt :class:`TrackingFns` (e.g. an exported program; cores share programs only
+      with cores given the same functions); default: built from config.
     devices: the devices to track on (``jax.Device`` objects, each used once; all must belong
       to this process); None: JAX's default device, as a plain one-device core.
   """
@@ -129,12 +136,18 @@ class TrackingCore:
     leaves, treedef = jax.tree_util.tree_flatten(self.variables)
     self._leaves = tuple(leaves)
     self.consts = jax.device_put(constants(config), replicated)
-    # One slot per device: the one-slot step (no vmap / map over a single slot).
-    fns = fns or make_tracking_fns(
-      config, None if self.slots_per_device == 1 else batch_mode, full_outputs
+    self.fns, self._track, self._init = shared_programs(
+      ProgramSetup(
+        ml_collections.FrozenConfigDict({'model': config.model, 'tracker': config.tracker}),
+        # One slot per device: the one-slot step (no vmap / map over a single slot).
+        None if self.slots_per_device == 1 else batch_mode,
+        full_outputs,
+        fns,
+        treedef,
+        None if self.mesh is None else tuple(self.mesh.devices.flat),
+        None if self.mesh is None else self.slots_per_device,
+      )
     )
-    self.fns = fns
-    self._track, self._init = self._jit_programs(fns, treedef)
     self._idle_frames: Dict[tuple, List[jax.Array]] = {}  # mesh: idle frames per bucket shape
     t = self.template_size
     self.state = TrackState(
@@ -143,44 +156,6 @@ class TrackingCore:
     )
     # The last init's crop(s), and the row to read (None: the crop itself).
     self._template_crops: Tuple[Optional[jax.Array], Optional[int]] = (None, None)
-
-  def _jit_programs(self, fns: TrackingFns, treedef) -> Tuple[Callable, Callable]:
-    """The jitted (track, init) programs, the state donated: on one device plain ``jax.jit``;
-    over the mesh ONE program each (``jax.shard_map``: weights and constants replicated,
-    states and per-slot inputs sharded on the slot axis, no communication)."""
-
-    def track(leaves, consts, state, frames, hw, active):
-      return fns.track(
-        jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames, hw, active
-      )
-
-    if self.mesh is None:
-      return jax.jit(track, donate_argnums=(2,)), jax.jit(fns.init, donate_argnums=(1,))
-    from jax.sharding import PartitionSpec as P
-
-    replicated, slotted = self._replicated, self._slotted
-    slots = P('slots')
-    per_device = jax.shard_map(
-      track, mesh=self.mesh, in_specs=(P(), P(), slots, slots, slots, slots), out_specs=slots
-    )
-    track_program = jax.jit(
-      per_device,
-      donate_argnums=(2,),
-      in_shardings=(replicated, replicated, slotted, slotted, slotted, slotted),
-      out_shardings=slotted,
-    )
-    init_program = jax.jit(
-      jax.shard_map(
-        _init_on_slot_device(fns.init, self.slots_per_device),
-        mesh=self.mesh,
-        in_specs=(P(), slots, slots, P(), P(), P()),
-        out_specs=slots,
-      ),
-      donate_argnums=(1,),
-      in_shardings=(replicated, slotted, slotted, replicated, replicated, replicated),
-      out_shardings=slotted,
-    )
-    return track_program, init_program
 
   @property
   def last_template_crop(self) -> Optional[jax.Array]:
@@ -255,7 +230,8 @@ class TrackingCore:
     self.state = TrackState(self.state.templates, jax.device_put(boxes, self._slotted))
 
   def compilations(self) -> int:
-    """Programs compiled so far (per bucket shape, init and track)."""
+    """Programs compiled so far for this core's setup (per bucket shape and batch size, init and
+    track), by this core and by the cores that share its programs (:func:`shared_programs`)."""
     # ``_cache_size``: jaxlib's private count of a jitted function's programs (untyped in jax).
     return self._track._cache_size() + self._init._cache_size()  # type: ignore[attr-defined]
 
@@ -277,6 +253,82 @@ class TrackingCore:
     )
     jax.block_until_ready(out['boxes'])
     self.state = saved
+
+
+class ProgramSetup(NamedTuple):
+  """Everything a core's jitted programs depend on besides their arguments (the weights, the
+  constants, the states and the frames are arguments): the key of :func:`shared_programs`.
+
+  sections: the config's ``model`` and ``tracker`` sections (what :func:`make_tracking_fns` reads;
+    the dtype, the CE keep ratios, the sizes, the crop factors, the fast-path fields).
+  batch_mode: None (one slot per device), 'vmap' or 'map'.
+  full_outputs: the step also returns the visualisation outputs.
+  fns: prebuilt :class:`TrackingFns` (compared by the identity of their functions), or None:
+    built from ``sections``.
+  treedef: the variables' tree structure (the step takes their leaves).
+  devices: the mesh's devices in slot order, or None (one device, no mesh).
+  slots_per_device: the mesh's slots per device (None without a mesh).
+  """
+
+  sections: ml_collections.FrozenConfigDict
+  batch_mode: Optional[str]
+  full_outputs: bool
+  fns: Optional[TrackingFns]
+  treedef: Any
+  devices: Optional[Tuple[Any, ...]]
+  slots_per_device: Optional[int]
+
+
+@functools.lru_cache(maxsize=16)
+def shared_programs(key: ProgramSetup) -> Tuple[TrackingFns, Callable, Callable]:
+  """(fns, track, init): the jitted programs of every core with the setup ``key``, the state
+  donated; on one device plain ``jax.jit``, over a mesh ONE program each (``jax.shard_map``:
+  weights and constants replicated, states and per-slot inputs sharded on the slot axis, no
+  communication).
+
+  Cores with the same setup share them (a module-level cache of the 16 most recent setups):
+  a second tracker of a preset reuses the first one's traced and compiled programs instead of
+  tracing, lowering and compiling (or loading) them again. Nothing of a core's weights is in
+  the key: they are arguments, so trackers with other weights of the same shapes share the
+  programs and each gets its own boxes.
+  """
+  fns = key.fns or make_tracking_fns(key.sections, key.batch_mode, key.full_outputs)
+  treedef = key.treedef
+
+  def track(leaves, consts, state, frames, hw, active):
+    return fns.track(
+      jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames, hw, active
+    )
+
+  if key.devices is None:
+    return fns, jax.jit(track, donate_argnums=(2,)), jax.jit(fns.init, donate_argnums=(1,))
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  assert key.slots_per_device is not None, 'a mesh has its slots per device'
+  mesh = jax.sharding.Mesh(np.array(key.devices), ('slots',))
+  replicated, slotted = NamedSharding(mesh, P()), NamedSharding(mesh, P('slots'))
+  slots = P('slots')
+  per_device = jax.shard_map(
+    track, mesh=mesh, in_specs=(P(), P(), slots, slots, slots, slots), out_specs=slots
+  )
+  track_program = jax.jit(
+    per_device,
+    donate_argnums=(2,),
+    in_shardings=(replicated, replicated, slotted, slotted, slotted, slotted),
+    out_shardings=slotted,
+  )
+  init_program = jax.jit(
+    jax.shard_map(
+      _init_on_slot_device(fns.init, key.slots_per_device),
+      mesh=mesh,
+      in_specs=(P(), slots, slots, P(), P(), P()),
+      out_specs=slots,
+    ),
+    donate_argnums=(1,),
+    in_shardings=(replicated, slotted, slotted, replicated, replicated, replicated),
+    out_shardings=slotted,
+  )
+  return fns, track_program, init_program
 
 
 def check_devices(devices: Optional[Sequence[Any]], batch_size: int) -> Optional[List[Any]]:

@@ -11,13 +11,12 @@ The result writer refuses one too (the last line of defence).
 import os
 import pathlib
 import runpy
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax import cli
 from ostrack_jax.configs import get_config
 from ostrack_jax.data import sources
@@ -131,57 +130,53 @@ def test_result_writer_refuses_a_name_that_would_escape(tmp_path, layout):
 
 
 def _eval_argv(tmp_path, data, out, *extra):
-  """eval.py's flags: the tiny preset (batch 1, as tests/tracking/test_eval.py: its compiled step is
-  cached) on the folder dataset ``data`` into ``out``."""
+  """eval.py's flags: the small OSTrack of the train.py tests (tests/train_util.py; batch 1 and
+  frames of 96x72, as tests/tracking/test_eval.py: its compiled step is cached) on the folder
+  dataset ``data`` into ``out``."""
+  small = [f for f in train_util.SMALL_MODEL if f.startswith('--config.')]
   ckpt = tmp_path / 'model.msgpack'
   if not ckpt.exists():
+    from ostrack_jax.configs import apply_overrides
     from ostrack_jax.models.ostrack import init_variables
     from ostrack_jax.weights.model_file import save_variables
 
-    config = get_config('tiny_256_ce')
+    config = apply_overrides(
+      get_config('tiny_256_ce'), [f.removeprefix('--config.') for f in small]
+    )
     save_variables(str(ckpt), init_variables(config, seed=0), config)
-  argv = ['--checkpoint', str(ckpt), '--dataset', 'folder', '--data-dir', str(data)]
+  argv = ['--checkpoint', str(ckpt), '--dataset', 'folder', '--data-dir', str(data), *small]
   return argv + ['--output', str(out), '--no-progress', '--no-plots', *extra]
 
 
 @pytest.mark.slow
-def test_eval_py_keeps_listed_paths_out_and_tracks_the_rest(tmp_path, capsys):
+def test_eval_py_keeps_listed_paths_out_and_tracks_the_rest(tmp_path, capfd):
   """A folder dataset whose list.txt names a good sequence, ``../outside_seq`` and an absolute
   path, both real sequences outside the dataset: the good one is tracked, the two are failures
   naming list.txt and the line (exit status 1), and nothing is written outside --output. With
-  --fail-fast the first one stops the run before anything is tracked (exit status 2)."""
+  --fail-fast the first one stops the run before anything is tracked (exit status 2). eval.py's
+  main runs as the command runs it, in-process (``cli.run``; capfd sees all it prints on the
+  file descriptors, a library's own output included)."""
   data = tmp_path / 'data'
   _sequence(data / 'good')
   _sequence(tmp_path / 'outside_seq')
   _sequence(tmp_path / 'abs_seq')
   (data / 'list.txt').write_text(f'good\n../outside_seq\n{tmp_path / "abs_seq"}\n')
   before = set(_files(tmp_path))
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-  proc = subprocess.run(
-    [sys.executable, 'eval.py', *_eval_argv(tmp_path, data, tmp_path / 'out' / 'results')],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
-  assert proc.returncode == 1, proc.stderr[-3000:]
-  assert 'Traceback' not in proc.stderr
+  eval_main = runpy.run_path(str(REPO / 'eval.py'))['main']
+  argv = _eval_argv(tmp_path, data, tmp_path / 'out' / 'results')
+  assert cli.run(eval_main, 'eval.py', argv) == 1
+  err = capfd.readouterr().err
+  assert 'Traceback' not in err
   list_file = data / 'list.txt'
-  assert f"folder: sequence '../outside_seq': {list_file} line 2: not a plain" in proc.stderr
-  assert f"folder: sequence '{tmp_path / 'abs_seq'}': {list_file} line 3: not a plain" in (
-    proc.stderr
-  )
+  assert f"folder: sequence '../outside_seq': {list_file} line 2: not a plain" in err
+  assert f"folder: sequence '{tmp_path / 'abs_seq'}': {list_file} line 3: not a plain" in err
   new = set(_files(tmp_path)) - before  # nothing written beside the output folder
   assert {f for f in new if not f.startswith('out/')} == {'model.msgpack'}
   assert (tmp_path / 'out' / 'results' / 'good.txt').is_file()
   assert os.listdir(tmp_path / 'out') == ['results']
-  # --fail-fast: eval.py's main as the command runs it (in-process: nothing is compiled).
-  eval_main = runpy.run_path(str(REPO / 'eval.py'))['main']
+  # --fail-fast: nothing is tracked.
   argv = _eval_argv(tmp_path, data, tmp_path / 'out2', '--fail-fast')
   assert cli.run(eval_main, 'eval.py', argv) == 2
-  err = capsys.readouterr().err
+  err = capfd.readouterr().err
   assert err.count('\n') == 1 and err.startswith("eval.py: folder: sequence '../outside_seq': ")
   assert not (tmp_path / 'out2').exists()

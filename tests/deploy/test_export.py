@@ -11,6 +11,7 @@ bfloat16 (same tolerance, measured bit-identical).
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -122,6 +123,20 @@ def test_one_artifact_serves_another_frame_size(float32_pair, soapbox):
 
 
 @pytest.mark.slow
+def test_loading_the_folder_again_shares_its_programs(float32_pair, artifact, tmp_path):
+  """A second load of the same files, with other weights of the preset, runs the first
+  tracker's programs: nothing is traced or compiled again."""
+  exported_tracker = float32_pair[1]
+  with np.load(artifact / 'weights.npz') as data:
+    np.savez(tmp_path / 'other.npz', **{k: data[k] * 0.9 for k in data.files})
+  again = stablehlo.load_exported(str(artifact), weights=str(tmp_path / 'other.npz'))
+  assert (again.core._track, again.core._init) == (
+    exported_tracker.core._track,
+    exported_tracker.core._init,
+  )
+
+
+@pytest.mark.slow
 def test_version_1_artifact_is_refused(tmp_path, artifact):
   old = tmp_path / 'old'
   old.mkdir()
@@ -146,11 +161,13 @@ def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, tiny_varia
 
 @pytest.mark.slow
 def test_loader_does_not_build_the_flax_model(artifact):
+  # Frames of the soapbox size: the process loads the step the module's float32 tests compiled
+  # (the test run's compilation cache) instead of compiling one for a size of its own.
   code = (
     'import sys, numpy as np\n'
     'from ostrack_jax.deploy.stablehlo import load_exported\n'
     f'tr = load_exported({str(artifact)!r})\n'
-    'frame = (np.arange(240 * 320 * 3) % 251).astype(np.uint8).reshape(240, 320, 3)\n'
+    'frame = (np.arange(480 * 854 * 3) % 251).astype(np.uint8).reshape(480, 854, 3)\n'
     'tr.initialize(frame, (100, 80, 40, 30))\n'
     'box = tr.track(frame)\n'
     'assert np.isfinite(box).all() and box.shape == (4,), box\n'
@@ -244,10 +261,11 @@ def test_bad_inputs(tmp_path, artifact, tiny_variables):
   np.savez(bad, **flat)
   with pytest.raises(ValueError, match='wrong shapes'):
     stablehlo.load_exported(str(artifact), weights=str(bad))
-  # an artifact lowered only for another platform
+  # an artifact lowered only for another platform (the loader reads the manifest's platforms,
+  # which export_tracker writes from what it lowered for: test_command_line)
   gpu_only = tmp_path / 'gpu_only'
-  stablehlo.export_tracker(
-    get_config('tiny_256_ce'), tiny_variables, str(gpu_only), dtypes=['float32'], platforms=['cuda']
-  )
+  shutil.copytree(artifact, gpu_only)
+  manifest = json.loads((gpu_only / 'manifest.json').read_text())
+  (gpu_only / 'manifest.json').write_text(json.dumps(dict(manifest, platforms=['cuda'])))
   with pytest.raises(ValueError, match="not for this machine's 'cpu'"):
     stablehlo.load_exported(str(gpu_only))

@@ -102,25 +102,25 @@ def live(tiny_variables):
   return Tracker(get_config('tiny_256_ce'), tiny_variables)
 
 
-def _step_pair(config, variables, tracker, frame, box, template):
-  """(ONNX tracker's step, JAX step) outputs from the same template, state and frame."""
-  import jax.numpy as jnp
+def _jax_core(config, variables):
+  """The JAX tracker's device core of ``config`` (full outputs, one slot): the step the ONNX
+  tracker is compared with, the programs of a live ``Tracker`` of that config (shared)."""
+  from ostrack_jax.tracking import tracking_core
 
-  from ostrack_jax.tracking import device_step
+  return tracking_core.TrackingCore(config, variables)
 
-  fns = device_step.make_tracking_fns(config, None, full_outputs=True)
+
+def _step_pair(core, tracker, frame, box, template):
+  """(ONNX tracker's step, JAX step) outputs from the same template, state and frame;
+  ``core``: :func:`_jax_core`."""
+  from ostrack_jax.tracking import device_step, tracking_core
+
   h, w = frame.shape[:2]
-  hw = np.array([[h, w]], np.int32)
   box = np.asarray(box, np.float32)[None]
+  core.state = device_step.TrackState(jax.device_put(template), jax.device_put(box))
+  padded = tracking_core.pad_to(frame, tracking_core.bucket_shape(h, w))[None]
   with jax.default_matmul_precision('highest'):
-    _, out = jax.jit(fns.track)(
-      variables,
-      device_step.constants(config),
-      device_step.TrackState(template, box),
-      frame[None],
-      hw,
-      jnp.ones((1,), bool),
-    )
+    out = core.step(padded, np.array([[h, w]], np.int32), np.ones(1, bool))
   return tracker.step(np.asarray(template), box, frame), jax.device_get(out)
 
 
@@ -338,8 +338,9 @@ def test_onnx_step_matches_jax_step(onnx_file, tiny_variables, live, soapbox):
   config = get_config('tiny_256_ce')
   live.initialize(frames[0], data['gt'][0])
   template = np.asarray(live.core.state.templates)
+  core = _jax_core(config, tiny_variables)
   for i in (1, 2, 3):
-    got, want = _step_pair(config, tiny_variables, tracker, frames[i], data['gt'][i - 1], template)
+    got, want = _step_pair(core, tracker, frames[i], data['gt'][i - 1], template)
     _check_step(got, want, config)
 
 
@@ -522,6 +523,7 @@ def test_vitb_onnx_step_matches_jax(tmp_path, soapbox):
     with_mask=False,
   ).image
   template = onnx_tracker.normalization_table()[crop.astype(np.intp), np.arange(3)][None]
+  core = _jax_core(config, variables)
   for i in (1, 2):
-    got, want = _step_pair(config, variables, tracker, frames[i], data['gt'][i - 1], template)
+    got, want = _step_pair(core, tracker, frames[i], data['gt'][i - 1], template)
     _check_step(got, want, config)

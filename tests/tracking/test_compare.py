@@ -23,6 +23,7 @@ import sys
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.tracking import attribute_labels, compare, eval_sequences, metrics, report, results
 
@@ -288,14 +289,16 @@ def test_command_names_every_bad_folder_in_one_line(data, tmp_path):
 
 @pytest.mark.slow
 def test_ours_at_two_checkpoints_through_evaluate_equal_eval_numbers(data, tmp_path, capsys):
-  """eval.py's own runs (``evaluate``) of the tiny model at two sets of weights, and another
-  tracker: each of our rows is exactly what eval.py printed for that folder alone."""
-  from ostrack_jax.configs import get_config
+  """eval.py's own runs (``evaluate``) of a model at two sets of weights, and another tracker:
+  each of our rows is exactly what eval.py printed for that folder alone. The model: the small
+  OSTrack of the train.py tests (tests/train_util.py), as in test_eval."""
+  from ostrack_jax.configs import apply_overrides, get_config
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.tracking import evaluate
   from ostrack_jax.weights.model_file import save_variables
 
-  config = get_config('tiny_256_ce')
+  small = [f.removeprefix('--config.') for f in train_util.SMALL_MODEL if f.startswith('--config.')]
+  config = apply_overrides(get_config('tiny_256_ce'), small)
   runs = {}
   for seed in (0, 1):
     ckpt = tmp_path / f'seed{seed}.msgpack'

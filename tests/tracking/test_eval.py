@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax.common.errors import InputError
 from ostrack_jax.configs import apply_overrides, get_config
 from ostrack_jax.tracking import evaluate, metrics
@@ -27,16 +28,29 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
 pytestmark = pytest.mark.fast_compile
 
+# The behaviour tests' model: the small OSTrack of the train.py tests (tests/train_util.py: the
+# tiny preset at half its sizes and widths, 3 blocks, one CE layer), a fraction of the network to
+# trace, compile and run in every program. What they assert (files, messages, resume, refusals,
+# batching and devices against batch 1) holds for any model; the comparison with the original
+# (the folder dataset on real frames) keeps the tiny preset itself.
+SMALL = tuple(
+  f.removeprefix('--config.') for f in train_util.SMALL_MODEL if f.startswith('--config.')
+)
+
+
+def _config(*overrides):
+  """The tiny preset with :data:`SMALL` and ``overrides`` applied."""
+  return apply_overrides(get_config('tiny_256_ce'), [*SMALL, *overrides])
+
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-  from ostrack_jax.configs import get_config
   from ostrack_jax.datasets import synthetic
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 
   tmp = tmp_path_factory.mktemp('eval')
-  config = get_config('tiny_256_ce')
+  config = _config()
   ckpt = tmp / 'model.msgpack'
   save_variables(str(ckpt), init_variables(config, seed=0), config)
   data = synthetic.make_synthetic_dataset(
@@ -52,10 +66,13 @@ def setup(tmp_path_factory):
   return {'tmp': tmp, 'ckpt': ckpt, 'data': data}
 
 
-def _evaluate(setup, out, *, dataset='got10k_val', data=None, checkpoint=None, overrides=(), **kw):
-  """``evaluate`` of the tiny model on ``data`` (default: the synthetic set) into ``out``, on
-  one device unless ``devices`` says otherwise (the test process has 8 host devices)."""
-  config = apply_overrides(get_config('tiny_256_ce'), overrides)
+def _evaluate(
+  setup, out, *, dataset='got10k_val', data=None, checkpoint=None, overrides=(), config=None, **kw
+):
+  """``evaluate`` of the small model (``config``: another) on ``data`` (default: the synthetic
+  set) into ``out``, on one device unless ``devices`` says otherwise (the test process has 8
+  host devices)."""
+  config = config or _config(*overrides)
   return evaluate.evaluate(
     config,
     str(checkpoint or setup['ckpt']),
@@ -289,7 +306,10 @@ def test_eval_folder_dataset_on_real_frames_with_pytorch_checkpoint(setup, capsy
     np.savetxt(seq_dir / 'groundtruth.txt', fixture['gt'][:5], fmt='%.4f', delimiter=',')
   out = setup['tmp'] / 'out_real'
   pth = ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'
-  assert _run(setup, out, dataset='folder', data=data, checkpoint=pth, plots=False) == 0
+  tiny = get_config('tiny_256_ce')
+  assert (
+    _run(setup, out, dataset='folder', data=data, checkpoint=pth, config=tiny, plots=False) == 0
+  )
   pred = np.loadtxt(out / 'soapbox.txt', delimiter=',')
   assert pred.shape == (5, 4) and (out / 'soapbox_time.txt').is_file()
   # The free-running boxes of the original tracker on these frames (tests/fixtures/tracker).
@@ -396,7 +416,7 @@ def test_eval_bad_inputs_name_the_problem(setup):
   with pytest.raises(InputError, match=f'--checkpoint {setup["tmp"]} is a directory'):
     _evaluate(setup, setup['tmp'] / 'out_x', checkpoint=setup['tmp'])
   missing = setup['tmp'] / 'no_such_root'
-  config = apply_overrides(get_config('tiny_256_ce'), [f'data.roots.synthetic={missing}'])
+  config = _config(f'data.roots.synthetic={missing}')
   with pytest.raises(InputError, match=f"config.data.roots.synthetic='{missing}': no such folder"):
     evaluate.evaluate(config, str(setup['ckpt']), output=str(setup['tmp'] / 'out_x'))
   assert not missing.exists()
@@ -431,22 +451,22 @@ def _files(out):
 
 
 def _other_checkpoint(setup):
-  """The tiny model with other weights (seed 1): another producer."""
+  """The small model with other weights (seed 1): another producer."""
   from ostrack_jax.models.ostrack import init_variables
   from ostrack_jax.weights.model_file import save_variables
 
   path = setup['tmp'] / 'other.msgpack'
   if not path.exists():
-    config = get_config('tiny_256_ce')
+    config = _config()
     save_variables(str(path), init_variables(config, seed=1), config)
   return path
 
 
-def _sha(path):
+def _sha(path, config=None):
+  """The weights hash of checkpoint ``path`` of the small model (``config``: another)."""
   from ostrack_jax.weights import model_file
 
-  config = get_config('tiny_256_ce')
-  return model_file.weights_sha256(model_file.load_checkpoint(str(path), config))
+  return model_file.weights_sha256(model_file.load_checkpoint(str(path), config or _config()))
 
 
 def test_weights_hash_names_the_weights_not_the_file(tmp_path):
@@ -458,8 +478,8 @@ def test_weights_hash_names_the_weights_not_the_file(tmp_path):
   pth = ROOT / 'tests' / 'fixtures' / 'tiny256' / 'tiny256_seed0.pth.tar'
   variables = model_file.load_checkpoint(str(pth), config)
   model_file.save_variables(str(tmp_path / 'm.msgpack'), variables, config)
-  digest = _sha(pth)
-  assert _sha(tmp_path / 'm.msgpack') == digest and len(digest) == 64
+  digest = _sha(pth, config)
+  assert _sha(tmp_path / 'm.msgpack', config) == digest and len(digest) == 64
   variables['params']['box_head']['conv5_ctr']['bias'][0] += 1e-6
   assert model_file.weights_sha256(variables) != digest
 
@@ -563,7 +583,7 @@ def test_eval_py_refuses_another_checkpoint_in_the_default_folder(setup, tmp_pat
   """The loop 'train longer, evaluate again' into workdirs/<config>/eval/<dataset>: eval.py
   exits 2 with one line before writing anything (--overwrite: the test above)."""
   monkeypatch.chdir(tmp_path)
-  config = get_config('tiny_256_ce')
+  config = _config()
   evaluate.evaluate(
     config, str(setup['ckpt']), data_dir=str(setup['data']), progress=False, plots=False
   )
@@ -572,7 +592,7 @@ def test_eval_py_refuses_another_checkpoint_in_the_default_folder(setup, tmp_pat
   assert 'provenance.json' in before and 'SYN_Val_000001/SYN_Val_000001_001.txt' in before
   other = _other_checkpoint(setup)
   argv = [sys.executable, str(ROOT / 'eval.py'), '--checkpoint', str(other), '--data-dir']
-  argv += [str(setup['data']), '--no-progress', '--no-plots']
+  argv += [str(setup['data']), '--no-progress', '--no-plots', *[f'--config.{o}' for o in SMALL]]
   proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.count('\n') == 1 and proc.stderr.startswith(
@@ -681,7 +701,7 @@ def _eval_process(setup, out, port, index, *, die_on_write=False):
     str(ROOT / 'eval.py'),
     '--checkpoint', str(setup['ckpt']), '--data-dir', str(setup['data']), '--output', str(out),
     '--no-progress', '--no-plots', '--multihost', '--coordinator', f'localhost:{port}',
-    '--num-processes', '2', '--process-id', str(index),
+    '--num-processes', '2', '--process-id', str(index), *[f'--config.{o}' for o in SMALL],
   ]  # fmt: skip
   if die_on_write:
     code = (

@@ -15,7 +15,7 @@ import pytest
 from ostrack_jax.common.errors import SequenceFailure
 from ostrack_jax.configs import get_config
 from ostrack_jax.geometry import crop as crop_lib
-from ostrack_jax.tracking import device_step, host, tracker as tracker_lib
+from ostrack_jax.tracking import device_step, host, tracker as tracker_lib, tracking_core
 
 FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures'
 BOX_TOL_PX = 0.01
@@ -276,6 +276,7 @@ def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   for init, n in zip(inits, lengths, strict=True):
     tracker.initialize(frames[0], init)
     singles.append(np.array([tracker.track(frames[i]) for i in range(1, n)]))
+  tracking_core.shared_programs.cache_clear()  # programs of this test only (others share them)
   batch = tracker_lib.BatchTracker(tracker, 3, 'map')
   for slot, init in enumerate(inits):
     batch.initialize(slot, frames[0], init)

@@ -10,18 +10,40 @@ import jax
 import numpy as np
 import pytest
 
-from ostrack_jax.configs import get_config
+import train_util
+from ostrack_jax.configs import apply_overrides, get_config
 from ostrack_jax.datasets.core import FrameError, Video
 from ostrack_jax.datasets.frames import read_frame
-from ostrack_jax.tracking import runner, tracker as tracker_lib, tracking_core
+from ostrack_jax.tracking import device_step, runner, tracker as tracker_lib, tracking_core
 
 # Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
 pytestmark = pytest.mark.fast_compile
 
 
+# The model: the small OSTrack of the train.py tests (tests/train_util.py: half the tiny preset's
+# sizes and widths, 3 blocks, one CE layer), as in test_eval: what the tests assert (lockstep and
+# devices against one slot, program counts, messages, failures) holds for any model, and it
+# compiles and runs in a fraction of the tiny preset's time.
+SMALL = tuple(
+  f.removeprefix('--config.') for f in train_util.SMALL_MODEL if f.startswith('--config.')
+)
+
+
+def _small_config(*overrides):
+  return apply_overrides(get_config('tiny_256_ce'), [*SMALL, *overrides])
+
+
 @pytest.fixture(scope='module')
-def tracker(tiny_variables):
-  return tracker_lib.Tracker(get_config('tiny_256_ce'), tiny_variables)
+def small_variables():
+  """Weights (seed 0) of the small model."""
+  from ostrack_jax.models.ostrack import init_variables
+
+  return init_variables(_small_config(), seed=0)
+
+
+@pytest.fixture(scope='module')
+def tracker(small_variables):
+  return tracker_lib.Tracker(_small_config(), small_variables)
 
 
 @pytest.fixture(scope='module')
@@ -86,8 +108,10 @@ def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox8, 
 @pytest.mark.slow
 def test_bucketed_frames_compile_one_program_per_bucket(tracker, soapbox8):
   frames, gt = soapbox8
+  # Functions of its own: the core's programs are this test's only (cores share programs).
+  fns = device_step.make_tracking_fns(tracker.config, None, full_outputs=False)
   core = tracking_core.TrackingCore(
-    tracker.config, tracker.variables, 1, None, full_outputs=False, cast=False
+    tracker.config, tracker.variables, 1, None, full_outputs=False, fns=fns, cast=False
   )
   sizes = [(480, 854), (500, 860), (360, 640), (480, 854), (720, 1280), (355, 630)]
   buckets = {tracking_core.bucket_shape(*hw) for hw in sizes}
@@ -210,6 +234,54 @@ def test_vmap_and_map_lockstep_agree(tracker, soapbox8):
   chex.assert_trees_all_close(outs['vmap'], outs['map'], atol=1e-3, rtol=0)
 
 
+def test_trackers_of_one_setup_share_programs_and_keep_their_weights(small_variables, soapbox8):
+  """A second Tracker of the preset (its config made anew), with other weights of the same
+  shapes, runs the first one's jitted programs (nothing traced or compiled again), and each
+  tracks with its own weights: tracked in turn, each gives the boxes it gives alone. A change
+  of a config field the programs read, of the batching, the outputs, the weights' structure or
+  the functions gives other programs."""
+  frames, gt = soapbox8
+  tracker = tracker_lib.Tracker(_small_config(), small_variables)
+  other_weights = jax.tree_util.tree_map(lambda x: x * 0.9, small_variables)
+  other = tracker_lib.Tracker(_small_config(), other_weights)
+  assert (other.core._track, other.core._init) == (tracker.core._track, tracker.core._init)
+  alone = {}
+  for name, t in (('first', tracker), ('other', other)):
+    t.initialize(frames[0], gt[0])
+    alone[name] = np.array([t.track(f) for f in frames[1:4]])
+  assert np.abs(alone['first'] - alone['other']).max() > 0.1  # the weights matter
+  compiled = tracker.core.compilations()
+  tracker.initialize(frames[0], gt[0])
+  other.initialize(frames[0], gt[0])
+  for i, frame in enumerate(frames[1:4]):
+    np.testing.assert_array_equal(tracker.track(frame), alone['first'][i])
+    np.testing.assert_array_equal(other.track(frame), alone['other'][i])
+  assert other.core.compilations() == compiled
+
+  def programs(config=tracker.config, variables=tracker.variables, **kw):
+    return tracking_core.TrackingCore(config, variables, cast=False, **kw)._track
+
+  overrides = [
+    'model.dtype=bfloat16',
+    'model.ce_keep_ratio=(0.8,)',
+    'model.search_size=320',
+    'model.attention_impl=xla',
+    'tracker.search_factor=4.5',
+    'tracker.template_factor=2.5',
+  ]
+  changed = [programs(_small_config(o)) for o in overrides]
+  changed += [
+    programs(full_outputs=False),
+    programs(batch_size=2, batch_mode='map'),
+    programs(variables={'params': tracker.variables['params']}),
+    programs(fns=device_step.make_tracking_fns(tracker.config)),
+  ]
+  ids = {id(p) for p in changed}
+  assert id(tracker.core._track) not in ids and len(ids) == len(changed)
+  fns = device_step.make_tracking_fns(tracker.config)
+  assert programs(fns=fns) is programs(fns=fns)  # prebuilt functions: shared by identity
+
+
 @pytest.mark.slow
 def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox8):
   """Two slots over two of the test process's host devices, one per device: each device runs
@@ -220,6 +292,7 @@ def test_batch_tracker_on_two_devices_gives_the_tracker_boxes(tracker, soapbox8)
 
   frames, gt = soapbox8
   boxes = [gt[0], gt[0] + [5.0, 3.0, -8.0, 4.0]]
+  tracking_core.shared_programs.cache_clear()  # programs of this test only (others share them)
   batch = tracker_lib.BatchTracker(tracker, 2, 'vmap', devices=jax.devices()[:2])
   for slot, box in enumerate(boxes):
     batch.initialize(slot, frames[0], box)
