@@ -41,7 +41,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict, Un
 import numpy as np
 
 from ostrack_jax.common.errors import InputError
-from ostrack_jax.common.fileio import atomic_write_text
+from ostrack_jax.common.fileio import atomic_write_text, check_writable
 from ostrack_jax.datasets.core import DatasetError
 from ostrack_jax.tracking import attribute_labels, eval_sequences, metrics, report, results
 
@@ -199,18 +199,10 @@ def folder_problems(folders: Mapping[str, pathlib.Path]) -> Dict[str, str]:
 
 def check_output(output: os.PathLike) -> pathlib.Path:
   """``output`` as a Path if it is (or can be made as) a writable folder, else
-  :class:`InputError` naming it; nothing is created here."""
-  path = pathlib.Path(output)
-  if path.exists() and not path.is_dir():
-    raise InputError(f'--output {output}: not a folder')
-  existing = path
-  while not existing.exists():
-    existing = existing.parent
-  if not existing.is_dir():
-    raise InputError(f'--output {output}: {existing} is not a folder')
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise InputError(f'--output {output}: {existing} is not writable')
-  return path
+  :class:`InputError` naming it (:func:`ostrack_jax.common.fileio.check_writable`: a real write
+  probe, as every command's output check); nothing is created here."""
+  check_writable(output, f'--output {output}')
+  return pathlib.Path(output)
 
 
 def layout_problems(

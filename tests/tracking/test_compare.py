@@ -248,7 +248,7 @@ def test_bad_inputs_are_named_before_any_work(data, tmp_path):
   with pytest.raises(InputError, match=r'--results: .*good is given twice'):
     compare.compare_trackers('folder', root, [str(good), f'again={good}'])
   (tmp_path / 'file').write_text('x')
-  with pytest.raises(InputError, match=r'--output .*file/report: .*file is not a folder'):
+  with pytest.raises(InputError, match=r'--output .*file/report: .*file is a file, not a folder'):
     compare.compare_trackers('folder', root, [str(good)], output=tmp_path / 'file' / 'report')
   with pytest.raises(InputError, match=r"unknown dataset 'nope'"):
     compare.compare_trackers('nope', root, [str(good)])
