@@ -12,13 +12,12 @@ which a process that already used JAX refuses) and train.py's own bad-input test
 
 import importlib
 import pathlib
-import runpy
 import subprocess
 import sys
-import warnings
 
 import pytest
 
+from command_util import run_command
 from ostrack_jax import cli
 from ostrack_jax.common.errors import InputError
 
@@ -116,24 +115,6 @@ def test_existing_paths_are_never_created(tmp_path):
   assert not (tmp_path / 'nope').exists()
   with pytest.raises(Exception, match='is a directory, not a file'):
     cli.existing_file(str(tmp_path))
-
-
-def run_command(argv, monkeypatch, capsys):
-  """``python *argv`` in this process: (exit status, stderr). A command that ends without
-  sys.exit (it did not stop) fails the test; one that raises keeps its traceback."""
-  monkeypatch.chdir(REPO)
-  capsys.readouterr()
-  if argv[0] == '-m':
-    monkeypatch.setattr(sys, 'argv', [argv[1], *argv[2:]])
-    with pytest.raises(SystemExit) as e, warnings.catch_warnings():
-      # runpy's note that the module was imported before (by an earlier case or test).
-      warnings.filterwarnings('ignore', '.* found in sys.modules', RuntimeWarning)
-      runpy.run_module(argv[1], run_name='__main__', alter_sys=True)
-  else:
-    monkeypatch.setattr(sys, 'argv', list(argv))
-    with pytest.raises(SystemExit) as e:
-      runpy.run_path(argv[0], run_name='__main__')
-  return e.value.code, capsys.readouterr().err
 
 
 # The command's own interpreter: --multihost starts JAX's distributed runtime; and the first

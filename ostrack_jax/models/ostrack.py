@@ -138,21 +138,20 @@ def abstract_variables(config: ml_collections.ConfigDict) -> Variables:
   Traced once per distinct ``config.model`` (a trace of the model's init: 0.3-0.5 s on a CPU,
   paid by every checkpoint load and initialisation otherwise); each call returns its own dicts.
   """
-  model = build_model(config)
+  model, shapes = build_model(config), input_shapes(config)
   try:
-    traced = _cached_variables(model)
+    traced = _cached_variables(model, *shapes)
   except TypeError:  # a field holding a list (unhashable): traced without the cache
-    traced = _trace_variables(model)
+    traced = _trace_variables(model, *shapes)
   return jax.tree_util.tree_map(lambda x: x, traced)
 
 
-def _trace_variables(model: OSTrack) -> Variables:
-  t, s = model.template_size, model.search_size
+def _trace_variables(model: OSTrack, t_shape: tuple, s_shape: tuple) -> Variables:
   return jax.eval_shape(
     functools.partial(model.init, train=False),
     jax.random.PRNGKey(0),
-    jax.ShapeDtypeStruct((1, t, t, 3), jnp.float32),
-    jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32),
+    jax.ShapeDtypeStruct(t_shape, jnp.float32),
+    jax.ShapeDtypeStruct(s_shape, jnp.float32),
   )
 
 

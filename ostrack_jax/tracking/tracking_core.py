@@ -144,7 +144,7 @@ class TrackingCore:
         full_outputs,
         fns,
         treedef,
-        None if self.mesh is None else tuple(self.mesh.devices.flat),
+        self.mesh,
         None if self.mesh is None else self.slots_per_device,
       )
     )
@@ -266,7 +266,8 @@ class ProgramSetup(NamedTuple):
   fns: prebuilt :class:`TrackingFns` (compared by the identity of their functions), or None:
     built from ``sections``.
   treedef: the variables' tree structure (the step takes their leaves).
-  devices: the mesh's devices in slot order, or None (one device, no mesh).
+  mesh: the devices' mesh (one 'slots' axis; meshes of the same devices in the same order are
+    equal), or None (one device, no mesh).
   slots_per_device: the mesh's slots per device (None without a mesh).
   """
 
@@ -275,7 +276,7 @@ class ProgramSetup(NamedTuple):
   full_outputs: bool
   fns: Optional[TrackingFns]
   treedef: Any
-  devices: Optional[Tuple[Any, ...]]
+  mesh: Optional[jax.sharding.Mesh]
   slots_per_device: Optional[int]
 
 
@@ -300,12 +301,12 @@ def shared_programs(key: ProgramSetup) -> Tuple[TrackingFns, Callable, Callable]
       jax.tree_util.tree_unflatten(treedef, leaves), consts, state, frames, hw, active
     )
 
-  if key.devices is None:
+  mesh = key.mesh
+  if mesh is None:
     return fns, jax.jit(track, donate_argnums=(2,)), jax.jit(fns.init, donate_argnums=(1,))
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   assert key.slots_per_device is not None, 'a mesh has its slots per device'
-  mesh = jax.sharding.Mesh(np.array(key.devices), ('slots',))
   replicated, slotted = NamedSharding(mesh, P()), NamedSharding(mesh, P('slots'))
   slots = P('slots')
   per_device = jax.shard_map(

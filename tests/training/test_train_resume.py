@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import train_util
-from test_cli import run_command
+from command_util import run_command
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -293,7 +293,7 @@ BAD_CONFIG_VALUES = [
 def test_bad_config_values_stop_before_any_work(tmp_path, override, message, monkeypatch, capsys):
   """One line naming the field, exit code 2, no traceback, nothing written (no workdir, no
   synthetic data generated in a named root). train.py runs in this process, as its interpreter
-  runs it (test_cli.run_command); test_bad_input_stops_with_a_message starts it for real."""
+  runs it (tests/command_util.py); test_bad_input_stops_with_a_message starts it for real."""
   workdir = tmp_path / 'run'
   override = override.replace('{tmp}', str(tmp_path))
   status, err = run_command(
