@@ -213,46 +213,23 @@ def test_brightness_and_normalization():
 def test_invalid_crops_raise_bad_sample():
   frame = T.Frame(_png(np.zeros((50, 60, 3), np.uint8)), 'f.png')
   params = T.AugmentParams(32, 2.0, 0.0, 0.0)
-  with pytest.raises(T.BadSample, match='outside'):  # crop entirely beyond the right border
-    T.process_crop(
-      frame,
-      np.array([500.0, 10, 5, 5]),
-      params,
-      np.random.default_rng(0),
-      gray=False,
-      flip=False,
-      train=False,
-    )
-  with pytest.raises(T.BadSample, match='degenerate'):
-    T.process_crop(
-      frame,
-      np.array([10.0, 10, 0, 5]),
-      params,
-      np.random.default_rng(0),
-      gray=False,
-      flip=False,
-      train=False,
-    )
-  with pytest.raises(T.BadSample, match='degenerate'):
-    T.process_crop(
-      frame,
-      np.array([10.0, np.nan, 5, 5]),
-      params,
-      np.random.default_rng(0),
-      gray=False,
-      flip=False,
-      train=False,
-    )
-  with pytest.raises(T.BadSample, match='corrupt.jpg'):
-    T.process_crop(
-      T.Frame(b'\xff\xd8\xff garbage', 'corrupt.jpg'),
-      np.array([10.0, 10, 5, 5]),
-      params,
-      np.random.default_rng(0),
-      gray=False,
-      flip=False,
-      train=False,
-    )
+  cases = [
+    (frame, [500.0, 10, 5, 5], 'outside'),  # crop entirely beyond the right border
+    (frame, [10.0, 10, 0, 5], 'degenerate'),
+    (frame, [10.0, np.nan, 5, 5], 'degenerate'),
+    (T.Frame(b'\xff\xd8\xff garbage', 'corrupt.jpg'), [10.0, 10, 5, 5], 'corrupt.jpg'),
+  ]
+  for source, box, message in cases:
+    with pytest.raises(T.BadSample, match=message):
+      T.process_crop(
+        source,
+        np.array(box),
+        params,
+        np.random.default_rng(0),
+        gray=False,
+        flip=False,
+        train=False,
+      )
 
 
 def test_grayscale_crop():
