@@ -1,5 +1,13 @@
 """Shared by the tests that run train.py: the small OSTrack they train (a few seconds a step on
-a CPU). Each test adds its own training flags after these."""
+a CPU), the command line and environment of a train.py process, and the losses it logged. Each
+test adds its own training flags after SMALL_MODEL's."""
+
+import json
+import os
+import pathlib
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 SMALL_MODEL = [
   '--config',
@@ -61,3 +69,49 @@ def random_batch(batch: int, seed: int = 0):
     ).astype(np.float32),
   }
   return dict(b, heatmap=transforms.gaussian_heatmap(b['search_anno'], 8))
+
+
+def make_synthetic_root(folder: pathlib.Path) -> pathlib.Path:
+  """The tiny synthetic training set of the train.py tests (3 training sequences of 20 frames,
+  160x120) in ``folder``."""
+  from ostrack_jax.datasets import synthetic
+
+  synthetic.make_synthetic_dataset(
+    folder, num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
+  )
+  return folder
+
+
+def train_env(devices: int) -> dict:
+  """The environment of a train.py process on ``devices`` simulated CPU devices, importing this
+  repository's package."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def train_command(workdir, root, flags, *extra) -> list:
+  """The argv of ``python train.py`` into ``workdir`` with ``flags`` on the synthetic set at
+  ``root``, then ``extra``."""
+  return [
+    sys.executable,
+    str(REPO / 'train.py'),
+    '--workdir',
+    str(workdir),
+    *flags,
+    f'--config.data.roots.synthetic={root}',
+    *extra,
+  ]
+
+
+def logged_losses(workdir) -> list:
+  """(step, total, giou, location, keep rate) of every training step in the run's
+  metrics.jsonl."""
+  lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+  return [
+    (r['step'], r['Loss/total'], r['Loss/giou'], r['Loss/location'], r['keep_rate'])
+    for r in map(json.loads, lines)
+    if 'Loss/total' in r
+  ]

@@ -3,12 +3,9 @@ collectives on CPU): two processes with two CPU devices each, stopped half-way a
 the checkpoint they wrote together, train the same steps as one process with four devices, on
 the same global batches, and end with the same model."""
 
-import json
-import os
 import pathlib
 import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -46,21 +43,7 @@ pytestmark = pytest.mark.fast_compile
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-  from ostrack_jax.datasets import synthetic
-
-  root = tmp_path_factory.mktemp('synthetic')
-  synthetic.make_synthetic_dataset(
-    root, num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
-  )
-  return root
-
-
-def _env(devices_per_process):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices_per_process}'
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-  return env
+  return train_util.make_synthetic_root(tmp_path_factory.mktemp('synthetic'))
 
 
 def _free_port():
@@ -70,15 +53,7 @@ def _free_port():
 
 
 def _train(workdir, root, *extra):
-  return [
-    sys.executable,
-    str(REPO / 'train.py'),
-    '--workdir',
-    str(workdir),
-    *SMALL,
-    f'--config.data.roots.synthetic={root}',
-    *extra,
-  ]
+  return train_util.train_command(workdir, root, SMALL, *extra)
 
 
 def _run_two_processes(workdir, root, *extra):
@@ -98,7 +73,7 @@ def _run_two_processes(workdir, root, *extra):
         *extra,
       ),
       cwd=REPO,
-      env=_env(2),
+      env=train_util.train_env(2),
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
       text=True,
@@ -118,15 +93,6 @@ def _run_two_processes(workdir, root, *extra):
   return outputs
 
 
-def _losses(workdir):
-  lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
-  return [
-    (r['step'], r['Loss/total'], r['Loss/giou'], r['Loss/location'], r['keep_rate'])
-    for r in map(json.loads, lines)
-    if 'Loss/total' in r
-  ]
-
-
 def _params(workdir):
   import jax
 
@@ -142,7 +108,7 @@ def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_pa
   proc = subprocess.run(
     _train(single, synthetic_root),
     cwd=REPO,
-    env=_env(4),
+    env=train_util.train_env(4),
     capture_output=True,
     text=True,
     timeout=TIMEOUT_S,
@@ -161,7 +127,7 @@ def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_pa
 
   # The same batches (each process feeds its own slice of every global batch), hence the same
   # losses up to the order of the cross-process sums.
-  ref, got = _losses(single), _losses(multi)
+  ref, got = train_util.logged_losses(single), train_util.logged_losses(multi)
   assert [r[0] for r in got] == list(range(1, TOTAL_STEPS + 1)) == [r[0] for r in ref]
   assert [r[4] for r in got] == [r[4] for r in ref] == [0.7] * TOTAL_STEPS  # CE in every step
   np.testing.assert_allclose([r[1:4] for r in got], [r[1:4] for r in ref], rtol=1e-4, atol=1e-6)

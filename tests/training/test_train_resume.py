@@ -49,42 +49,15 @@ pytestmark = pytest.mark.fast_compile
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-  from ostrack_jax.datasets import synthetic
-
-  root = tmp_path_factory.mktemp('synthetic')
-  synthetic.make_synthetic_dataset(
-    root, num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
-  )
-  return root
+  return train_util.make_synthetic_root(tmp_path_factory.mktemp('synthetic'))
 
 
 def _env():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={DEVICES}'
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-  return env
+  return train_util.train_env(DEVICES)
 
 
 def _cmd(workdir, root, *extra):
-  return [
-    sys.executable,
-    str(REPO / 'train.py'),
-    '--workdir',
-    str(workdir),
-    *SMALL,
-    f'--config.data.roots.synthetic={root}',
-    *extra,
-  ]
-
-
-def _losses(workdir):
-  lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
-  return [
-    (r['step'], r['Loss/total'], r['Loss/giou'], r['Loss/location'], r['keep_rate'])
-    for r in map(json.loads, lines)
-    if 'Loss/total' in r
-  ]
+  return train_util.train_command(workdir, root, SMALL, *extra)
 
 
 def _params(workdir):
@@ -151,7 +124,7 @@ def runs(tmp_path_factory, synthetic_root):
 def test_kill_and_resume_is_exact(runs):
   straight, killed, resumed_out = runs
   assert 'resumed from' in resumed_out
-  ref_losses, got_losses = _losses(straight), _losses(killed)
+  ref_losses, got_losses = train_util.logged_losses(straight), train_util.logged_losses(killed)
   assert [r[0] for r in ref_losses] == list(range(1, TOTAL_STEPS + 1))
   assert got_losses == ref_losses  # bit for bit, incl. the keep rate (CE from epoch 2)
   assert {r[4] for r in ref_losses} == {1.0, 0.7}
