@@ -1,11 +1,13 @@
 """Pieces of the training loop that are not the step: the metric writer (JSONL and
-TensorBoard), the per-window step logger and the non-finite monitor.
+TensorBoard), the per-window step logger, the non-finite monitor and the Ctrl-C watch.
 ``ostrack_jax.training.trainer`` strings them together."""
 
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -103,6 +105,56 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+class InterruptWatch:
+  """Ctrl-C during training that is never lost.
+
+  Python turns SIGINT into a ``KeyboardInterrupt`` at whatever line the main thread runs. When
+  that line is in a finaliser (grain frees each batch's shared memory in
+  ``SharedMemoryArray.__del__``, on the main thread), Python prints 'Exception ignored in ...'
+  with a traceback and goes on: the run trained on as if Ctrl-C had not been pressed. Within
+  ``with InterruptWatch() as watch:`` SIGINT still raises at once, as before, and is also
+  remembered; one that a finaliser swallowed prints nothing and is raised by ``watch.check()``
+  (the training loop calls it after every step). The handler is installed only from the main
+  thread and over Python's default one (a program's own SIGINT handler is left alone).
+  """
+
+  def __init__(self):
+    self.interrupted = False
+    self._previous_handler = None
+    self._previous_hook = None
+
+  def __enter__(self) -> 'InterruptWatch':
+    if (
+      threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+      self._previous_handler = signal.signal(signal.SIGINT, self._handle)
+      self._previous_hook = sys.unraisablehook
+      sys.unraisablehook = self._unraisable
+    return self
+
+  def _handle(self, signum, frame) -> None:
+    self.interrupted = True
+    signal.default_int_handler(signum, frame)
+
+  def _unraisable(self, unraisable) -> None:
+    if unraisable.exc_type is KeyboardInterrupt:
+      self.interrupted = True  # raised by check(): no 'Exception ignored' traceback
+    else:
+      self._previous_hook(unraisable)
+
+  def check(self) -> None:
+    """Raises ``KeyboardInterrupt`` if SIGINT arrived since the watch began."""
+    if self.interrupted:
+      raise KeyboardInterrupt
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous_handler is not None:
+      signal.signal(signal.SIGINT, self._previous_handler)
+      sys.unraisablehook = self._previous_hook
+      self._previous_handler = None
 
 
 def mean_metrics(

@@ -330,39 +330,41 @@ def _train_loop(config, run: _Run, start: _Start, progress: bool, log):
   logger = loop.StepLogger(config, run.global_batch, writer, monitor, bar, progress, log)
   meta = ckpt_lib.make_meta(config, jax.device_count(), jax.process_count())
   step = start_step
-  try:
-    while step < run.stop_step:
-      epoch = optim.epoch_of_step(step, run.steps_per_epoch)
-      keep = optim.keep_rate_for_epoch(config, epoch)
-      state, metrics = train_step(state, step_lib.shard_batch(next(train_iter), run.mesh), keep)
-      step += 1
-      end_of_epoch = step % run.steps_per_epoch == 0
-      logger.add(step, epoch, keep, metrics)
-      if step % t.log_every_steps == 0 or end_of_epoch or step == run.stop_step:
-        logger.flush()
-      if end_of_epoch and t.val_every_epochs and epoch % t.val_every_epochs == 0:
-        values = validate(state, keep)
-        writer.write(step, dict(values, epoch=epoch))
-        bar.write(
-          f'epoch {epoch} validation: ' + ' '.join(f'{k} {v:.4f}' for k, v in values.items())
+  with loop.InterruptWatch() as interrupts:
+    try:
+      while step < run.stop_step:
+        epoch = optim.epoch_of_step(step, run.steps_per_epoch)
+        keep = optim.keep_rate_for_epoch(config, epoch)
+        state, metrics = train_step(state, step_lib.shard_batch(next(train_iter), run.mesh), keep)
+        step += 1
+        interrupts.check()
+        end_of_epoch = step % run.steps_per_epoch == 0
+        logger.add(step, epoch, keep, metrics)
+        if step % t.log_every_steps == 0 or end_of_epoch or step == run.stop_step:
+          logger.flush()
+        if end_of_epoch and t.val_every_epochs and epoch % t.val_every_epochs == 0:
+          values = validate(state, keep)
+          writer.write(step, dict(values, epoch=epoch))
+          bar.write(
+            f'epoch {epoch} validation: ' + ' '.join(f'{k} {v:.4f}' for k, v in values.items())
+          )
+        if step % t.checkpoint_every_steps == 0 or step == run.stop_step:
+          ckpt.save(step, state, train_iter, meta)
+          monitor.last_checkpoint = step
+    except KeyboardInterrupt:
+      last = monitor.last_checkpoint
+      log(
+        f'interrupted at step {step} of {run.total_steps}; '
+        + (
+          f'the last checkpoint is step {last}: continue with --resume'
+          if last is not None
+          else 'no checkpoint was written yet'
         )
-      if step % t.checkpoint_every_steps == 0 or step == run.stop_step:
-        ckpt.save(step, state, train_iter, meta)
-        monitor.last_checkpoint = step
-  except KeyboardInterrupt:
-    last = monitor.last_checkpoint
-    log(
-      f'interrupted at step {step} of {run.total_steps}; '
-      + (
-        f'the last checkpoint is step {last}: continue with --resume'
-        if last is not None
-        else 'no checkpoint was written yet'
       )
-    )
-    raise
-  finally:
-    writer.close()
-    bar.close()
+      raise
+    finally:
+      writer.close()
+      bar.close()
   return state, step
 
 

@@ -152,3 +152,84 @@ def test_checkpoint_writes_orbax_array_metadata_and_restores(tmp_path, caplog):
   restored = manager.restore(abstract, None)
   np.testing.assert_array_equal(restored['w'], state['w'])
   manager.close()
+
+
+def test_a_failed_save_waits_for_its_other_writers_and_leaves_nothing(
+  tmp_path, caplog, monkeypatch
+):
+  """orbax raises a save's error with the first writer thread that failed while others may
+  still run (seen under load: they failed after train.py's one-line message and printed their
+  tracebacks). The save waits for them inside its log filter, then removes the unfinished step
+  folder: no record of theirs is shown and nothing they wrote stays."""
+  import errno
+  import logging
+  import threading
+  import time
+
+  from orbax.checkpoint._src.futures import future
+
+  manager = checkpoint.CheckpointManager(str(tmp_path), keep=1)
+  unfinished = tmp_path / 'checkpoints' / '2.orbax-checkpoint-tmp'
+
+  def late_writer():
+    time.sleep(0.3)
+    (unfinished / 'late').write_bytes(b'x')
+    raise ValueError(f'Error writing local file "{unfinished}/late": [os_error_code=\'28\']')
+
+  def failing_save(*args, **kwargs):
+    del args, kwargs
+    unfinished.mkdir()
+    future._SignalingThread(
+      target=late_writer, send_signals=[], receive_signals=[], timeout_secs=60
+    ).start()
+    raise ValueError(f'Error writing local file "{unfinished}/first": [os_error_code=\'28\']')
+
+  monkeypatch.setattr(manager._manager, 'save', failing_save)
+  with caplog.at_level(logging.ERROR), pytest.raises(OSError) as e:
+    manager.save(2, {'w': [0.0]}, None, {})
+  for thread in threading.enumerate():  # the late writer has ended (already, with the fix)
+    if isinstance(thread, future._SignalingThread):
+      threading.Thread.join(thread)  # (orbax's join would raise its error)
+  assert (e.value.errno, e.value.filename) == (errno.ENOSPC, f'{unfinished}/first')
+  assert [r.getMessage() for r in caplog.records] == []
+  assert list((tmp_path / 'checkpoints').iterdir()) == []
+  manager.close()
+
+
+def _ctrl_c_inside_a_finaliser():
+  """Sends this process SIGINT from inside ``__del__`` (as grain's SharedMemoryArray.__del__
+  runs on the main thread while batches are freed): Python raises the KeyboardInterrupt there
+  and, as it cannot propagate from a finaliser, reports it to sys.unraisablehook and goes on."""
+  import os
+  import signal
+
+  class Finalised:
+    def __del__(self):
+      os.kill(os.getpid(), signal.SIGINT)
+      for _ in range(100_000):  # the handler runs at one of these bytecodes, inside __del__
+        pass
+
+  Finalised()
+
+
+def test_ctrl_c_swallowed_by_a_finaliser_is_raised_by_the_watch():
+  import signal
+
+  swallowed = []
+  previous_hook = sys.unraisablehook
+  sys.unraisablehook = swallowed.append
+  try:
+    _ctrl_c_inside_a_finaliser()  # without the watch: lost, training would go on
+  finally:
+    sys.unraisablehook = previous_hook
+  assert [u.exc_type for u in swallowed] == [KeyboardInterrupt]
+
+  with loop.InterruptWatch() as watch:
+    watch.check()  # nothing yet
+    _ctrl_c_inside_a_finaliser()  # no 'Exception ignored' report: the watch keeps it
+    with pytest.raises(KeyboardInterrupt):
+      watch.check()
+    with pytest.raises(KeyboardInterrupt):  # a SIGINT outside a finaliser still raises at once
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert sys.unraisablehook is previous_hook
