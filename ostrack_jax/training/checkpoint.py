@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from typing import Any, Dict, Iterable, Optional
 
 import jax
@@ -129,6 +130,29 @@ def _os_error_in(error: BaseException, directory: str) -> Optional[OSError]:
   return None
 
 
+def _join_writer_threads(timeout_s: float = 60.0) -> None:
+  """Waits for orbax's writer threads (``_SignalingThread``) still running.
+
+  A save raises with the first writer that failed, while the others may still run: under load
+  they failed after the save had returned, printing their tracebacks past the log filter, and
+  could write into the unfinished step folder after it was removed. orbax exports no handle on
+  them, so they are found by their private class (nothing is waited for if it moves).
+  """
+  try:
+    from orbax.checkpoint._src.futures import future
+  except ImportError:  # pragma: no cover - a future orbax
+    return
+  writer_class = getattr(future, '_SignalingThread', None)
+  if writer_class is None:  # pragma: no cover - a future orbax
+    return
+  for thread in threading.enumerate():
+    if isinstance(thread, writer_class) and thread is not threading.current_thread():
+      try:
+        thread.join(timeout_s)  # orbax's join raises the thread's own error
+      except Exception:  # noqa: BLE001 - the save's error is the one raised
+        pass
+
+
 class CheckpointManager:
   """Saves and restores (train state, data iterator, meta) under ``<workdir>/checkpoints``."""
 
@@ -161,8 +185,12 @@ class CheckpointManager:
       # orbax also logs each failing writer thread's exception with its traceback; the
       # error is raised here (and named in one line by the commands), so those records go.
       with logfilter.dropping(['absl'], _is_writer_thread_failure):
-        self._manager.save(int(step), args=ocp.args.Composite(**args), force=True)
-        self._manager.wait_until_finished()
+        try:
+          self._manager.save(int(step), args=ocp.args.Composite(**args), force=True)
+          self._manager.wait_until_finished()
+        except Exception:
+          _join_writer_threads()
+          raise
     except Exception as e:
       # The unfinished step folder is never a checkpoint (orbax renames it when complete);
       # it is removed so that nothing half-written stays behind.
