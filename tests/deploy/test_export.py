@@ -6,6 +6,11 @@ program, so boxes, score maps and eliminated tokens must agree to 1e-6 px / 1e-6
 bit-identical on CPU); both must also match the ORIGINAL tracker's teacher-forced boxes within
 the tracker test's 0.01 px. The bfloat16 variant is compared with the live tracker run in
 bfloat16 (same tolerance, measured bit-identical).
+
+The tests that compare the exported tracker with the live one only (bfloat16, another frame
+size) run on a small model (train_util.SMALL_MODEL, seed-0 weights) exported for them, compiled
+fast (tests/conftest.py): what they check, one program against the other, does not depend on
+the weights or the model's size.
 """
 
 import json
@@ -20,6 +25,7 @@ import jax
 import numpy as np
 import pytest
 
+import train_util
 from ostrack_jax import export as export_command
 from ostrack_jax.configs import get_config
 from ostrack_jax.deploy import stablehlo
@@ -48,12 +54,24 @@ def _track(tracker, frames, gt, n, teacher_forced):
   return np.array(boxes), np.array(scores), removed
 
 
-def _live(variables, dtype):
+def _live(variables, dtype, config=None):
   from ostrack_jax.tracking.tracker import Tracker
 
-  config = get_config('tiny_256_ce')
+  config = (config or get_config('tiny_256_ce')).copy_and_resolve_references()
   config.model.dtype = dtype
   return Tracker(config, variables)
+
+
+@pytest.fixture(scope='module')
+def small_artifact(tmp_path_factory):
+  """(config, variables, folder) of the small model exported in both variants."""
+  from ostrack_jax.models.ostrack import init_variables
+
+  config = train_util.small_config()
+  variables = init_variables(config, seed=0)
+  out = tmp_path_factory.mktemp('export') / 'small'
+  stablehlo.export_tracker(config, variables, str(out))
+  return config, variables, out
 
 
 @pytest.mark.slow
@@ -99,14 +117,17 @@ def test_exported_float32_reproduces_live_tracker(float32_pair, soapbox, teacher
 
 
 @pytest.mark.slow
-def test_one_artifact_serves_another_frame_size(float32_pair, soapbox):
+@pytest.mark.fast_compile
+def test_one_artifact_serves_another_frame_size(small_artifact, soapbox):
   """The padded frame's height and width are symbolic: 640x360 frames (bucket 640x384, not the
   854x480 -> 896x512 of the other tests) run through the same files, as the live tracker."""
   frames, data = soapbox
   sx, sy = 640 / frames[0].shape[1], 360 / frames[0].shape[0]
   small = [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames[:6]]
   gt = data['gt'] * np.array([sx, sy, sx, sy])
-  live_tracker, exported_tracker = float32_pair
+  config, variables, folder = small_artifact
+  live_tracker = _live(variables, 'float32', config)
+  exported_tracker = stablehlo.load_exported(str(folder))
   frame_aval = exported_tracker.exported.in_avals[-3]  # (1, hb, wb, 3) uint8
   assert all(jax.export.is_symbolic_dim(d) for d in frame_aval.shape[1:3]), frame_aval
   with jax.default_matmul_precision('highest'):
@@ -116,7 +137,8 @@ def test_one_artifact_serves_another_frame_size(float32_pair, soapbox):
   np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
   np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
   np.testing.assert_array_equal(exported_tracker.last_search_crop, live_crop)
-  assert exported_tracker.last_template_crop.shape == (128, 128, 3)
+  size = config.model.template_size
+  assert exported_tracker.last_template_crop.shape == (size, size, 3)
   # track_async: the box stays on the device until read
   box = exported_tracker.track_async(small[6 - 1])
   assert np.isfinite(np.asarray(box)).all() and box.shape == (4,)
@@ -149,11 +171,13 @@ def test_version_1_artifact_is_refused(tmp_path, artifact):
 
 
 @pytest.mark.slow
-def test_exported_bfloat16_reproduces_live_bfloat16_tracker(artifact, tiny_variables, soapbox):
+@pytest.mark.fast_compile
+def test_exported_bfloat16_reproduces_live_bfloat16_tracker(small_artifact, soapbox):
   frames, data = soapbox
-  live = _track(_live(tiny_variables, 'bfloat16'), frames, data['gt'], 4, True)
+  config, variables, folder = small_artifact
+  live = _track(_live(variables, 'bfloat16', config), frames, data['gt'], 4, True)
   exported = _track(
-    stablehlo.load_exported(str(artifact), dtype='bfloat16'), frames, data['gt'], 4, True
+    stablehlo.load_exported(str(folder), dtype='bfloat16'), frames, data['gt'], 4, True
   )
   np.testing.assert_allclose(exported[0], live[0], atol=BOX_TOL_PX, rtol=0)
   np.testing.assert_allclose(exported[1], live[1], atol=1e-6, rtol=0)
