@@ -149,7 +149,7 @@ def _join_writer_threads(timeout_s: float = 60.0) -> None:
     if isinstance(thread, writer_class) and thread is not threading.current_thread():
       try:
         thread.join(timeout_s)  # orbax's join raises the thread's own error
-      except Exception:  # noqa: BLE001 - the save's error is the one raised
+      except Exception:  # the save's error, already being raised, is the one reported
         pass
 
 
