@@ -265,7 +265,7 @@ def test_track_before_initialize_and_target_leaving_frame(tracker):
 
 
 @pytest.mark.slow
-@pytest.mark.fast_compile  # behaviour (tests/conftest.py)
+@pytest.mark.fast_compile(older_emitters=False)  # bit-identity with the default emitters (conftest)
 def test_batch_tracker_map_mode_is_bit_identical_with_unequal_lengths(tracker):
   """Two sequences of 5 and 3 frames in a batch of 3 (one slot idle), 'map' mode."""
   s = _Seq('soapbox')

@@ -76,6 +76,7 @@ def _track_alone(tracker, seq):
 
 
 @pytest.mark.slow
+@pytest.mark.fast_compile(older_emitters=False)  # bit-identity with the default emitters (conftest)
 def test_lockstep_map_mode_is_bit_identical_and_slots_refill(tracker, soapbox8, tmp_path):
   """Three sequences of 6, 3 and 5 frames through 2 slots ('map'): the short one ends and the
   third takes its slot; every box equals tracking that sequence alone (B = 1 core)."""

@@ -43,8 +43,10 @@ SMALL = (
 TOTAL_STEPS = 6
 DEVICES = train_util.TRAIN_DEVICES  # as the pytest process: the in-process run shares the programs
 
-# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py).
-pytestmark = pytest.mark.fast_compile
+# Behaviour only (no comparison with the original's outputs): compiled fast (tests/conftest.py),
+# with the default emitters of the train.py subprocesses, whose programs the in-process runs
+# share through the compilation cache.
+pytestmark = pytest.mark.fast_compile(older_emitters=False)
 
 
 @pytest.fixture(scope='module')
