@@ -82,11 +82,16 @@ def make_synthetic_root(folder: pathlib.Path) -> pathlib.Path:
   return folder
 
 
-def train_env(devices: int) -> dict:
+def train_env(devices: int, older_emitters: bool = False) -> dict:
   """The environment of a train.py process on ``devices`` simulated CPU devices, importing this
-  repository's package."""
+  repository's package. ``older_emitters``: in a fast_compile test (tests/conftest.py), the
+  process compiles with XLA's older CPU emitters too, as the test process does; only for
+  processes whose programs no in-process run loads from the compilation cache (the option's
+  two routes, XLA_FLAGS here and a compiler option there, give different cache keys)."""
   env = dict(os.environ)
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  if older_emitters and env.get('JAX_DISABLE_MOST_OPTIMIZATIONS') == '1':
+    env['XLA_FLAGS'] += ' --xla_cpu_use_fusion_emitters=false'
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
   return env

@@ -1,12 +1,14 @@
 """train.py across processes through JAX's multi-process runtime (jax.distributed, gloo
 collectives on CPU): two processes with two CPU devices each, stopped half-way and resumed from
-the checkpoint they wrote together, train the same steps as one process with four devices, on
-the same global batches, and end with the same model."""
+the checkpoint they wrote together, train the same steps as one process with all its devices
+(this test's, 8 devices with one sample each) on the same global batches, and end with the same
+model."""
 
 import pathlib
 import socket
 import subprocess
 
+import jax
 import numpy as np
 import pytest
 
@@ -14,24 +16,29 @@ import train_util
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-# A small OSTrack on a tiny synthetic set: global batch 8 (2 per device, 4 devices), 2 steps per
-# epoch, 2 epochs, CE at keep 0.7 from the first step (one program per process; the keep rate's
-# change across a resume is test_train_resume.py's), a checkpoint every 2 steps.
-SMALL = train_util.SMALL_MODEL + [
-  '--config.model.ce_template_range=ALL',
+# A small OSTrack on a tiny synthetic set: global batch 8, 2 steps per epoch, 2 epochs, CE at
+# keep 0.7 from the first step (one program per process; the keep rate's change across a resume
+# is test_train_resume.py's), a checkpoint every 2 steps.
+FLAGS = [
+  'model.ce_template_range=ALL',
   # Each process holds its own slice of the global batch, so its rows are the single-process
   # batch permuted; stochastic depth draws its masks per row, hence off for the comparison.
-  '--config.model.drop_path_rate=0.0',
-  '--config.train.mixed_precision=False',
+  'model.drop_path_rate=0.0',
+  'train.mixed_precision=False',
+  'train.epochs=2',
+  'data.samples_per_epoch=16',
+  'train.ce_start_epoch=1',
+  'train.ce_warm_epoch=0',
+  'train.log_every_steps=1',
+  'train.checkpoint_every_steps=2',
+  'train.val_every_epochs=0',
+  'data.num_workers=0',
+]
+# Each of the two processes: 2 devices with 2 samples each.
+SMALL = [
+  *train_util.SMALL_MODEL,
+  *[f'--config.{f}' for f in FLAGS],
   '--config.train.batch_size=2',
-  '--config.train.epochs=2',
-  '--config.data.samples_per_epoch=16',
-  '--config.train.ce_start_epoch=1',
-  '--config.train.ce_warm_epoch=0',
-  '--config.train.log_every_steps=1',
-  '--config.train.checkpoint_every_steps=2',
-  '--config.train.val_every_epochs=0',
-  '--config.data.num_workers=0',
   '--no-progress',
 ]
 TOTAL_STEPS = 4
@@ -56,46 +63,50 @@ def _train(workdir, root, *extra):
   return train_util.train_command(workdir, root, SMALL, *extra)
 
 
-def _run_two_processes(workdir, root, *extra):
+def _run_two_processes(workdir, root, label, *extra):
+  """The two processes' outputs (stdout and stderr), through files beside ``workdir`` named by
+  ``label``: a pipe read one process at a time could fill and stall the other, and with it the
+  first (they wait for each other)."""
   port = _free_port()
-  procs = [
-    subprocess.Popen(
-      _train(
-        workdir,
-        root,
-        '--multihost',
-        '--coordinator',
-        f'localhost:{port}',
-        '--num-processes',
-        '2',
-        '--process-id',
-        str(i),
-        *extra,
-      ),
-      cwd=REPO,
-      env=train_util.train_env(2),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  outputs = []
+  logs = [workdir.with_name(f'{workdir.name}_{label}_process{i}.log') for i in range(2)]
+  procs = []
   try:
+    for i, log in enumerate(logs):
+      with log.open('w') as out:
+        procs.append(
+          subprocess.Popen(
+            _train(
+              workdir,
+              root,
+              '--multihost',
+              '--coordinator',
+              f'localhost:{port}',
+              '--num-processes',
+              '2',
+              '--process-id',
+              str(i),
+              *extra,
+            ),
+            cwd=REPO,
+            env=train_util.train_env(2, older_emitters=True),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+          )
+        )
     for p in procs:
-      outputs.append(p.communicate(timeout=TIMEOUT_S)[0])
+      p.wait(timeout=TIMEOUT_S)
   finally:
     for p in procs:
       if p.poll() is None:
         p.kill()
+        p.wait()
+  outputs = [log.read_text() for log in logs]
   for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
     assert p.returncode == 0, f'process {i} failed:\n{out[-4000:]}'
   return outputs
 
 
 def _params(workdir):
-  import jax
-
   from ostrack_jax.weights import model_file
 
   payload = model_file.read_variables_file(str(pathlib.Path(workdir) / 'model.msgpack'))
@@ -104,25 +115,23 @@ def _params(workdir):
 
 @pytest.mark.slow
 def test_two_processes_train_and_resume_like_one_process_with_all_devices(tmp_path, synthetic_root):
+  from ostrack_jax.training import trainer
+
+  # One process (this one) with 8 devices and one sample each: the same global batch of 8.
   single = tmp_path / 'single'
-  proc = subprocess.run(
-    _train(single, synthetic_root),
-    cwd=REPO,
-    env=train_util.train_env(4),
-    capture_output=True,
-    text=True,
-    timeout=TIMEOUT_S,
-    check=False,
+  config = train_util.small_config(
+    *FLAGS, 'train.batch_size=1', f'data.roots.synthetic={synthetic_root}'
   )
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert jax.device_count() == 8
+  trainer.train_and_evaluate(config, str(single), progress=False)
 
   # Two processes: stop after 2 of the 4 steps (checkpointed), then resume to the end.
   multi = tmp_path / 'multi'
-  outputs = _run_two_processes(multi, synthetic_root, '--config.train.max_steps=2')
+  outputs = _run_two_processes(multi, synthetic_root, 'stop', '--config.train.max_steps=2')
   assert '4 device(s), global batch 8' in outputs[0], outputs[0][-2000:]
   assert 'stopped at step 2 of 4' in outputs[0], outputs[0][-2000:]
   assert not (multi / 'model.msgpack').exists()
-  outputs = _run_two_processes(multi, synthetic_root, '--resume')
+  outputs = _run_two_processes(multi, synthetic_root, 'resume', '--resume')
   assert 'resumed from' in outputs[0] and '(step 2)' in outputs[0], outputs[0][-2000:]
 
   # The same batches (each process feeds its own slice of every global batch), hence the same
