@@ -31,6 +31,11 @@ from ostrack_jax.configs import get_config
 from ostrack_jax.deploy import onnx_export, onnx_format, onnx_tracker
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# The ONNX file against our own JAX step and tracker (no comparison with the original's
+# outputs): compiled fast (tests/conftest.py), the export command's process included.
+pytestmark = pytest.mark.fast_compile
+
 MAP_TOL = 1e-4
 STEP_BOX_TOL_PX = 1e-3
 TRACKER_BOX_TOL_PX = 0.01
