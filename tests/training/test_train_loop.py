@@ -202,11 +202,16 @@ def _ctrl_c_inside_a_finaliser():
   and, as it cannot propagate from a finaliser, reports it to sys.unraisablehook and goes on."""
   import os
   import signal
+  import time
 
   class Finalised:
     def __del__(self):
       os.kill(os.getpid(), signal.SIGINT)
-      for _ in range(100_000):  # the handler runs at one of these bytecodes, inside __del__
+      # The handler runs at one of these bytecodes, inside __del__, once the signal is
+      # delivered: waited for (up to 10 s: a loaded machine can deliver it late), not a fixed
+      # number of bytecodes (100,000 were sometimes too few under the full suite).
+      end = time.monotonic() + 10.0
+      while time.monotonic() < end:
         pass
 
   Finalised()
