@@ -29,6 +29,13 @@ import tempfile
 os.environ.setdefault('XLA_FLAGS', '')
 if '--xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=8'
+# One thread per process for XLA's CPU matmuls and convolutions: the README's command runs two
+# test processes on two cores, and each would otherwise run them on a pool as wide as the
+# machine. The train.py / eval.py processes the tests start get the same flag
+# (train_util.xla_flags): a program compiled with it is a different program (the compilation
+# cache's key includes the flags) and rounds differently.
+if '--xla_cpu_multi_thread_eigen' not in os.environ['XLA_FLAGS']:
+  os.environ['XLA_FLAGS'] += ' --xla_cpu_multi_thread_eigen=false'
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 _CACHE_OWNER = False

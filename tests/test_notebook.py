@@ -14,6 +14,8 @@ import nbclient  # the dev extra provides nbclient, nbformat and ipykernel
 import nbformat
 import pytest
 
+import train_util
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / 'examples' / 'quickstart.ipynb'
 
@@ -54,7 +56,7 @@ def test_notebook_runs(tmp_path, monkeypatch):
     'OSTRACK_MAX_FRAMES': '24',  # the whole example sequence: the comparison needs every frame
     'OSTRACK_EXPORT_DIR': str(tmp_path / 'exported'),
     'JAX_PLATFORMS': 'cpu',
-    'XLA_FLAGS': '',
+    'XLA_FLAGS': train_util.xla_flags(1),  # one device, as on a plain machine
     'MPLBACKEND': 'module://matplotlib_inline.backend_inline',
     'PYTHONPATH': os.pathsep.join(p for p in (str(REPO), os.environ.get('PYTHONPATH')) if p),
   }

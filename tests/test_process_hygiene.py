@@ -42,7 +42,7 @@ pytestmark = pytest.mark.fast_compile
 
 def _env():
   env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+  env['XLA_FLAGS'] = train_util.xla_flags(2)
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
   return env
@@ -248,7 +248,7 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
   )
-  env = dict(_env(), XLA_FLAGS=f'--xla_force_host_platform_device_count={train_util.TRAIN_DEVICES}')
+  env = dict(_env(), XLA_FLAGS=train_util.xla_flags(train_util.TRAIN_DEVICES))
   proc = _start_foreground_train(
     [
       '--workdir',

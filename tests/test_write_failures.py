@@ -35,7 +35,7 @@ pytestmark = pytest.mark.fast_compile
 
 def _run(args, devices, limit=None):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = train_util.xla_flags(devices)
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
   prefix = []

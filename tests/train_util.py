@@ -1,6 +1,7 @@
 """Shared by the tests that run train.py: the small OSTrack they train (a few seconds a step on
-a CPU), the command line and environment of a train.py process, and the losses it logged. Each
-test adds its own training flags after SMALL_MODEL's."""
+a CPU), the command line and environment of a train.py process (and the XLA flags of any
+process a test starts), and the losses it logged. Each test adds its own training flags after
+SMALL_MODEL's."""
 
 import json
 import os
@@ -82,6 +83,17 @@ def make_synthetic_root(folder: pathlib.Path) -> pathlib.Path:
   return folder
 
 
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a process the tests start: this process's flags (tests/conftest.py), with
+  ``devices`` simulated CPU devices instead of its 8."""
+  flags = [
+    f
+    for f in os.environ.get('XLA_FLAGS', '').split()
+    if not f.startswith('--xla_force_host_platform_device_count')
+  ]
+  return ' '.join([*flags, f'--xla_force_host_platform_device_count={devices}'])
+
+
 def train_env(devices: int, older_emitters: bool = False) -> dict:
   """The environment of a train.py process on ``devices`` simulated CPU devices, importing this
   repository's package. ``older_emitters``: in a fast_compile test (tests/conftest.py), the
@@ -89,7 +101,7 @@ def train_env(devices: int, older_emitters: bool = False) -> dict:
   processes whose programs no in-process run loads from the compilation cache (the option's
   two routes, XLA_FLAGS here and a compiler option there, give different cache keys)."""
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = xla_flags(devices)
   if older_emitters and env.get('JAX_DISABLE_MOST_OPTIMIZATIONS') == '1':
     env['XLA_FLAGS'] += ' --xla_cpu_use_fusion_emitters=false'
   env['JAX_PLATFORMS'] = 'cpu'
