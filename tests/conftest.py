@@ -142,7 +142,7 @@ def soapbox():
 # (the product's claim is about its compiler's emitters) and for programs shared through the
 # compilation cache with train.py / eval.py subprocesses, which compile with the default
 # emitters (JAX_DISABLE_MOST_OPTIMIZATIONS only: below) unless a test starts them with
-# train_util.train_env(older_emitters=True) (through XLA_FLAGS: another cache key).
+# train_util.command_env(older_emitters=True) (through XLA_FLAGS: another cache key).
 #
 # Neither switch is part of JAX's in-memory cache keys, so the caches are cleared whenever one
 # changes: a program compiled one way never serves a test of another kind (the persistent

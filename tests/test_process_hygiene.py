@@ -41,11 +41,7 @@ pytestmark = pytest.mark.fast_compile
 
 
 def _env():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = train_util.xla_flags(2)
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-  return env
+  return train_util.command_env(2)
 
 
 def _start(args):
@@ -248,7 +244,7 @@ def test_ctrl_c_of_train_says_where_to_resume_and_leaves_no_worker(tmp_path):
   root = synthetic.make_synthetic_dataset(
     tmp_path / 'syn', num_train=3, num_val=1, num_frames=20, frame_size=(160, 120), seed=0
   )
-  env = dict(_env(), XLA_FLAGS=train_util.xla_flags(train_util.TRAIN_DEVICES))
+  env = train_util.command_env(train_util.TRAIN_DEVICES)
   proc = _start_foreground_train(
     [
       '--workdir',

@@ -10,7 +10,6 @@ cache (test_train_resume's training steps, test_process_hygiene's tracking step)
 to it under the limit (a write there would leave a truncated entry).
 """
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -34,10 +33,7 @@ pytestmark = pytest.mark.fast_compile
 
 
 def _run(args, devices, limit=None):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = train_util.xla_flags(devices)
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  env = train_util.command_env(devices)
   prefix = []
   if limit is not None:
     prefix = ['-c', _LIMITED, str(limit)]

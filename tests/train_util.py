@@ -1,6 +1,6 @@
 """Shared by the tests that run train.py: the small OSTrack they train (a few seconds a step on
-a CPU), the command line and environment of a train.py process (and the XLA flags of any
-process a test starts), and the losses it logged. Each test adds its own training flags after
+a CPU), the command line of a train.py process, the environment of any command a test starts,
+and the losses it logged. Each test adds its own training flags after
 SMALL_MODEL's."""
 
 import json
@@ -94,9 +94,9 @@ def xla_flags(devices: int) -> str:
   return ' '.join([*flags, f'--xla_force_host_platform_device_count={devices}'])
 
 
-def train_env(devices: int, older_emitters: bool = False) -> dict:
-  """The environment of a train.py process on ``devices`` simulated CPU devices, importing this
-  repository's package. ``older_emitters``: in a fast_compile test (tests/conftest.py), the
+def command_env(devices: int, older_emitters: bool = False) -> dict:
+  """The environment of a train.py / eval.py process that a test starts: ``devices`` simulated
+  CPU devices, this repository's package importable. ``older_emitters``: in a fast_compile test (tests/conftest.py), the
   process compiles with XLA's older CPU emitters too, as the test process does; only for
   processes whose programs no in-process run loads from the compilation cache (the option's
   two routes, XLA_FLAGS here and a compiler option there, give different cache keys)."""

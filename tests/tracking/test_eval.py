@@ -710,8 +710,7 @@ def _eval_process(setup, out, port, index, *, die_on_write=False):
       'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")'
     )
     args = ['-c', code, *args]
-  env = dict(os.environ, XLA_FLAGS=train_util.xla_flags(1))
-  env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
+  env = train_util.command_env(1)
   return subprocess.Popen(
     [sys.executable, *args],
     cwd=ROOT,

@@ -88,7 +88,7 @@ def _run_two_processes(workdir, root, label, *extra):
               *extra,
             ),
             cwd=REPO,
-            env=train_util.train_env(2, older_emitters=True),
+            env=train_util.command_env(2, older_emitters=True),
             stdout=out,
             stderr=subprocess.STDOUT,
           )

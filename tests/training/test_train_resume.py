@@ -55,7 +55,7 @@ def synthetic_root(tmp_path_factory):
 
 
 def _env():
-  return train_util.train_env(DEVICES)
+  return train_util.command_env(DEVICES)
 
 
 def _cmd(workdir, root, *extra):
